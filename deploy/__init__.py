@@ -1,0 +1,1 @@
+"""pushdeploy: push-deploy Docker Compose + Django apps over SSH with Invoke and Fabric."""

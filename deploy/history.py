@@ -1,0 +1,37 @@
+"""The deploy history each host keeps (one JSON object a line), as a table."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+
+COLUMNS = ("time", "kind", "version", "previous", "outcome", "duration", "by")
+
+
+def parse(lines: Iterable[str]) -> list[dict]:
+    records = []
+    for line in lines:
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                continue
+    return records
+
+
+def _cell(record: dict, column: str) -> str:
+    value = record.get(column, "")
+    if column == "outcome" and value != "ok" and record.get("failed_step"):
+        return f"{value} at {record['failed_step']}"
+    if column == "duration" and value != "":
+        return f"{float(value):.1f}s"
+    return str(value)
+
+
+def table(records: list[dict]) -> str:
+    if not records:
+        return "no deploys yet"
+    rows = [list(COLUMNS)] + [[_cell(r, c) for c in COLUMNS] for r in records]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows)

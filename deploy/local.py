@@ -1,0 +1,54 @@
+"""What this machine and project provide: project files, git facts, public keys."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from deploy.settings import ConfigError, Environment, Settings
+
+
+def app_files(settings: Settings, env: Environment) -> dict[str, bytes]:
+    """The files server.setup installs in app_dir, keyed by their path there."""
+    files = {}
+    for remote, local in env.files:
+        path = settings.root / local
+        if not path.is_file():
+            raise ConfigError("invoke.yaml", f"deploy.environments.{env.name}.files.{remote}", f"{local} does not exist in the project")
+        files[remote] = path.read_bytes()
+    return files
+
+
+def server_dotenv(settings: Settings, env: Environment) -> bytes | None:
+    if not env.server_env:
+        return None
+    path = (settings.root / env.server_env).expanduser()
+    if not path.is_file():
+        raise ConfigError("invoke.yaml", f"deploy.environments.{env.name}.server_env", f"{path} does not exist")
+    return path.read_bytes()
+
+
+def public_keys(value: str) -> str:
+    """DEPLOY_CI_PUBLIC_KEY may be the key line(s) or a path to a .pub file."""
+    if value and not value.lstrip().startswith(("ssh-", "ecdsa-", "sk-")):
+        path = Path(value).expanduser()
+        if not path.is_file():
+            raise ConfigError(".env", "DEPLOY_CI_PUBLIC_KEY", f"{value} is neither a public key nor an existing file")
+        return path.read_text()
+    return value
+
+
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def git_head() -> str | None:
+    return _git("rev-parse", "HEAD")
+
+
+def git_user() -> str | None:
+    return _git("config", "user.email") or _git("config", "user.name")

@@ -1,0 +1,162 @@
+"""What to run where: pure functions from settings and a request to commands and files.
+
+No I/O here (callers read files and the environment and pass them in), so every
+rule is checked by fast table tests.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import secrets
+import shlex
+import tarfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from deploy import protocol
+from deploy.settings import Environment, Settings
+
+_PUBLIC_KEY = re.compile(r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh\.com|sk-ecdsa-sha2-nistp256@openssh\.com) [A-Za-z0-9+/]+={0,3}( [^\n\"]{0,200})?$")
+_UNSAFE_ACTOR = re.compile(r"[^A-Za-z0-9_.:/@+-]")
+
+
+class BadRequest(ValueError):
+    """A request the tool refuses before connecting; the message says what to do."""
+
+
+# ------------------------------------------------------------------ versions
+
+
+def check_version(env: Environment, version: str) -> str:
+    """The version if the server will accept it for env, else BadRequest."""
+    if not version:
+        raise BadRequest(f"no version given for {env.name}: pass --tag VERSION")
+    if not protocol.matches(protocol.VERSION_RE, version):
+        raise BadRequest(f"{version!r} is not a valid Docker tag ([A-Za-z0-9_][A-Za-z0-9_.-], at most 128 characters)")
+    if not env.accepts(version):
+        raise BadRequest(f"{version!r} does not match {env.name}'s version_pattern {env.version_pattern} (invoke.yaml)")
+    return version
+
+
+def build_version(environ: Mapping[str, str], git_head: str | None) -> str:
+    """The exact build to deploy when no tag is given: CI's commit, else the local HEAD."""
+    for name in ("CIRCLE_SHA1", "GITHUB_SHA", "CI_COMMIT_SHA"):
+        if environ.get(name):
+            return environ[name]
+    if git_head:
+        return git_head
+    raise BadRequest("no --tag given and no commit found (not in CI, and `git rev-parse HEAD` failed): pass --tag VERSION")
+
+
+# ------------------------------------------------------------------ who and why
+
+
+def _clean(text: str) -> str:
+    return _UNSAFE_ACTOR.sub("_", text.strip())[:200].lstrip("_.:/@+-")
+
+
+def actor(environ: Mapping[str, str], git_user: str | None) -> tuple[str, str]:
+    """(who, build URL) for the history: the CI user and build, else the local git user."""
+    if environ.get("CIRCLECI"):
+        who = "circleci:" + (environ.get("CIRCLE_USERNAME") or environ.get("CIRCLE_PROJECT_USERNAME") or "unknown")
+        return _clean(who), _clean(environ.get("CIRCLE_BUILD_URL", ""))
+    if environ.get("GITHUB_ACTIONS"):
+        who = "github:" + environ.get("GITHUB_ACTOR", "unknown")
+        url = ""
+        if environ.get("GITHUB_RUN_ID"):
+            url = f"{environ.get('GITHUB_SERVER_URL', 'https://github.com')}/{environ.get('GITHUB_REPOSITORY', '')}/actions/runs/{environ['GITHUB_RUN_ID']}"
+        return _clean(who), _clean(url)
+    who = git_user or environ.get("USER") or "unknown"
+    return _clean("local:" + who), ""
+
+
+def run_id(now: float | None = None, token: str | None = None) -> str:
+    """One id per deploy request, shared by all its hosts; resending it reattaches."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now if now is not None else time.time()))
+    return f"{stamp}-{token or secrets.token_hex(4)}"
+
+
+# ------------------------------------------------------------------ the server's settings
+
+
+def server_conf(env: Environment, app_files: Mapping[str, bytes]) -> str:
+    """The text of /etc/pushdeploy/ENV.conf, read by bin/deploy."""
+    digest = protocol.short_hash(b"".join(name.encode() + b"\0" + data for name, data in sorted(app_files.items())))
+    lines = [
+        "# Written by `inv server.setup` from invoke.yaml: do not edit here.",
+        f"APP_DIR={env.app_dir}",
+        f"PROJECT={env.project}",
+        f"COMPOSE={env.compose_command}",
+        f"COMPOSE_FILES={' '.join(env.compose_files)}",
+        f"SERVICES={' '.join(env.services)}",
+        f"WEB_SERVICE={env.web_service}",
+        f"MANAGE={env.manage}",
+        f"VERSION_RE={env.version_pattern}",
+        f"DOCKER_HOST={env.docker_host}",
+        f"HEALTH_TIMEOUT={env.health_timeout}",
+        f"APP_FILES_SHA256={digest}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def expected(server: protocol.ServerSide, conf: str) -> str:
+    """What the client tells bin/deploy to expect: server-side hash . settings hash."""
+    return f"{server.hash}.{protocol.short_hash(conf.encode())}"
+
+
+def authorized_keys(public_keys: str) -> str:
+    """authorized_keys for the deploy account: every key forced to the entrypoint."""
+    lines = []
+    for line in public_keys.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if not _PUBLIC_KEY.match(line):
+            raise BadRequest(f"not an OpenSSH public key line: {line[:40]!r}... (give the .pub file's content)")
+        lines.append(f'restrict,command="{protocol.ENTRYPOINT_BIN}" {line}')
+    if not lines:
+        raise BadRequest("no public key for the deploy account: set DEPLOY_CI_PUBLIC_KEY (a .pub file or its content) or pass --public-key")
+    return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """Everything server.setup uploads for one environment, as a tar archive."""
+
+    files: Mapping[str, bytes]
+
+    def tar(self) -> bytes:
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w") as archive:
+            for name, data in sorted(self.files.items()):
+                info = tarfile.TarInfo(name)
+                info.size, info.mode, info.mtime = len(data), 0o755 if name.startswith("bin/") else 0o644, 0
+                archive.addfile(info, io.BytesIO(data))
+        return buffer.getvalue()
+
+
+def bundle(env: Environment, server: protocol.ServerSide, app_files: Mapping[str, bytes], dotenv: bytes | None, public_keys: str) -> Bundle:
+    files: dict[str, bytes] = dict(server.files)
+    files["env.conf"] = server_conf(env, app_files).encode()
+    files["authorized_keys"] = authorized_keys(public_keys).encode()
+    for name, data in app_files.items():
+        files[f"app/{name}"] = data
+    if dotenv is not None:
+        files["dotenv"] = dotenv
+    return Bundle(files)
+
+
+def install_command(settings: Settings, env: Environment, archive: str, as_root: bool) -> str:
+    """The admin's shell command that unpacks the bundle and runs bin/install as root."""
+    q = shlex.quote
+    script = (
+        f"set -e; d=$(mktemp -d); trap 'rm -rf \"$d\"' EXIT; tar -C \"$d\" -xf {q(archive)}; rm -f {q(archive)}; "
+        f"\"$d/bin/install\" \"$d\" {q(env.name)} {q(settings.deploy_user)} {q(env.app_dir)}"
+    )
+    return f"bash -c {q(script)}" if as_root else f"sudo -n bash -c {q(script)}"
+
+
+def admin_command(command: str, as_root: bool) -> str:
+    return command if as_root else f"sudo -n {command}"

@@ -1,0 +1,283 @@
+"""Settings: the environments from the Invoke config, local secrets from .env.
+
+Everything is validated here, once, into plain frozen values, before any
+connection is made. An error names the key and the file it came from.
+
+The Invoke config (``invoke.yaml`` next to ``tasks.py``, overridable with
+``INVOKE_DEPLOY_...`` variables) holds what is committed and shared. The dotenv
+file (``.env``, or the file named by ``DEPLOY_DOTENV``) holds what belongs to
+one machine or is secret; variables already in the process environment win.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from deploy import protocol
+
+CONFIG_FILE = "invoke.yaml"
+
+_HOST = re.compile(r"^(?:(?P<user>[a-z_][a-z0-9_-]{0,31})@)?(?P<host>[A-Za-z0-9.-]+|\[[0-9a-fA-F:]+\])(?::(?P<port>[0-9]{1,5}))?$")
+_PROJECT = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+_SERVICE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+_SAFE_WORD = re.compile(r"^[A-Za-z0-9_./=:-]+$")
+_SAFE_PATH = re.compile(r"^[A-Za-z0-9_.@+-]+(/[A-Za-z0-9_.@+-]+)*$")
+_DOCKER_HOST = re.compile(r"^(unix:///[A-Za-z0-9_./-]+|tcp://[A-Za-z0-9_.-]+:[0-9]+|ssh://[A-Za-z0-9_.@-]+)$")
+_USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+COMPOSE_COMMANDS = ("docker compose", "docker-compose")
+
+
+class ConfigError(Exception):
+    """Bad or missing configuration: says which key, in which file, and what to do."""
+
+    def __init__(self, source: str, key: str, problem: str):
+        super().__init__(f"{source}: {key}: {problem}")
+        self.source, self.key, self.problem = source, key, problem
+
+
+@dataclass(frozen=True)
+class Host:
+    user: str
+    hostname: str
+    port: int = 22
+
+    def __str__(self) -> str:
+        return self.hostname if self.port == 22 else f"{self.hostname}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Environment:
+    name: str
+    hosts: tuple[Host, ...]
+    app_dir: str
+    project: str
+    compose_command: str
+    compose_files: tuple[str, ...]
+    services: tuple[str, ...]
+    web_service: str
+    manage: str
+    version_pattern: str
+    require_tag: bool
+    health_timeout: int
+    docker_host: str = ""
+    files: tuple[tuple[str, str], ...] = ()  # (path on the server, path in the project)
+    server_env: str = ""  # local template for the server's .env, used by server.setup
+
+    def accepts(self, version: str) -> bool:
+        return protocol.matches(protocol.VERSION_RE, version) and protocol.matches(re.compile(self.version_pattern), version)
+
+
+@dataclass(frozen=True)
+class Access:
+    """How this machine reaches the servers (from .env / the process environment)."""
+
+    ssh_key: str = ""
+    known_hosts: str = ""
+    known_hosts_file: str = ""
+    admin_user: str = "root"
+    admin_key: str = ""
+    ci_public_key: str = ""
+
+
+@dataclass(frozen=True)
+class Settings:
+    app: str
+    deploy_user: str
+    environments: Mapping[str, Environment]
+    access: Access = field(default_factory=Access)
+    root: Path = protocol.PROJECT_ROOT
+
+    def environment(self, name: str) -> Environment:
+        try:
+            return self.environments[name]
+        except KeyError:
+            known = ", ".join(sorted(self.environments)) or "none"
+            raise ConfigError(CONFIG_FILE, f"deploy.environments.{name}", f"no such environment (configured: {known})") from None
+
+
+DEFAULTS = {
+    "compose_command": "docker compose",
+    "compose_files": ["docker-compose.yml"],
+    "services": ["web", "proxy"],
+    "web_service": "web",
+    "manage": "python manage.py",
+    "version_pattern": r"^[0-9a-f]{7,40}$",
+    "require_tag": False,
+    "health_timeout": 60,
+    "docker_host": "",
+    "files": {},
+    "server_env": "",
+}
+
+
+def _as_list(value, key: str) -> list:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    raise ConfigError(CONFIG_FILE, key, f"expected a list or a comma-separated string, got {value!r}")
+
+
+def _check(pattern: re.Pattern[str], value, key: str, what: str) -> str:
+    if not isinstance(value, str) or not protocol.matches(pattern, value):
+        raise ConfigError(CONFIG_FILE, key, f"{value!r} is not {what}")
+    return value
+
+
+def parse_host(text: str, default_user: str, key: str) -> Host:
+    match = _HOST.match(text.strip()) if isinstance(text, str) else None
+    if not match:
+        raise ConfigError(CONFIG_FILE, key, f"{text!r} is not user@host[:port]")
+    port = int(match.group("port") or 22)
+    if not 0 < port < 65536:
+        raise ConfigError(CONFIG_FILE, key, f"port {port} is out of range")
+    return Host(match.group("user") or default_user, match.group("host").strip("[]"), port)
+
+
+def _version_pattern(value, key: str) -> str:
+    if not isinstance(value, str) or not value.startswith("^") or not value.endswith("$"):
+        raise ConfigError(CONFIG_FILE, key, f"{value!r} must be an anchored POSIX regex (^...$)")
+    if "\\" in value:
+        raise ConfigError(CONFIG_FILE, key, "use POSIX classes such as [0-9], not backslash escapes: bash reads this pattern too")
+    try:
+        re.compile(value)
+    except re.error as error:
+        raise ConfigError(CONFIG_FILE, key, f"not a valid regex: {error}") from None
+    return value
+
+
+def _environment(name: str, raw: Mapping, defaults: Mapping, deploy_user: str, app: str) -> Environment:
+    prefix = f"deploy.environments.{name}"
+    if not protocol.matches(protocol.ENV_RE, name):
+        raise ConfigError(CONFIG_FILE, prefix, f"environment names match {protocol.ENV_RE.pattern}")
+    if not isinstance(raw, Mapping):
+        raise ConfigError(CONFIG_FILE, prefix, "expected a mapping of settings")
+    unknown = sorted(set(raw) - set(DEFAULTS) - {"hosts", "app_dir", "project"})
+    if unknown:
+        raise ConfigError(CONFIG_FILE, f"{prefix}.{unknown[0]}", f"unknown setting (known: {', '.join(sorted(DEFAULTS) + ['app_dir', 'hosts', 'project'])})")
+    merged = {**DEFAULTS, **defaults, **raw}
+
+    def key(k: str) -> str:
+        return f"{prefix}.{k}"
+
+    hosts_raw = _as_list(merged.get("hosts") or [], key("hosts"))
+    if not hosts_raw:
+        raise ConfigError(CONFIG_FILE, key("hosts"), "missing: list at least one user@host[:port]")
+    hosts = tuple(parse_host(h, deploy_user, f"{key('hosts')}[{i}]") for i, h in enumerate(hosts_raw))
+
+    project = _check(_PROJECT, merged.get("project") or f"{app}-{name}", key("project"), "a compose project name ([a-z0-9_-])")
+    app_dir = merged.get("app_dir") or f"/srv/pushdeploy/{project}"
+    if not isinstance(app_dir, str) or not app_dir.startswith("/") or ".." in app_dir or not protocol.matches(_SAFE_PATH, app_dir.lstrip("/")):
+        raise ConfigError(CONFIG_FILE, key("app_dir"), f"{app_dir!r} must be an absolute path of plain names")
+    compose_command = merged["compose_command"]
+    if compose_command not in COMPOSE_COMMANDS:
+        raise ConfigError(CONFIG_FILE, key("compose_command"), f"{compose_command!r} must be one of: {', '.join(COMPOSE_COMMANDS)}")
+    compose_files = tuple(_check(_SAFE_PATH, f, key("compose_files"), "a relative path") for f in _as_list(merged["compose_files"], key("compose_files")))
+    services = tuple(_check(_SERVICE, s, key("services"), "a service name") for s in _as_list(merged["services"], key("services")))
+    web_service = _check(_SERVICE, merged["web_service"], key("web_service"), "a service name")
+    if not compose_files or not services:
+        raise ConfigError(CONFIG_FILE, key("services" if compose_files else "compose_files"), "must not be empty")
+    manage = merged["manage"]
+    if not isinstance(manage, str) or not all(protocol.matches(_SAFE_WORD, w) for w in manage.split()) or not manage.split():
+        raise ConfigError(CONFIG_FILE, key("manage"), f"{manage!r} must be plain words, e.g. 'python manage.py'")
+    health_timeout = merged["health_timeout"]
+    if not isinstance(health_timeout, int) or not 1 <= health_timeout <= 3600:
+        raise ConfigError(CONFIG_FILE, key("health_timeout"), "must be a number of seconds between 1 and 3600")
+    docker_host = merged["docker_host"] or ""
+    if docker_host and not protocol.matches(_DOCKER_HOST, docker_host):
+        raise ConfigError(CONFIG_FILE, key("docker_host"), f"{docker_host!r} is not unix:///path, tcp://host:port or ssh://host")
+    files_raw = merged["files"] or {}
+    if not isinstance(files_raw, Mapping):
+        raise ConfigError(CONFIG_FILE, key("files"), "expected a mapping of server path: project path")
+    files = []
+    for remote, local in sorted(files_raw.items()):
+        if not protocol.matches(_SAFE_PATH, str(remote)) or ".." in str(remote).split("/") or remote == ".env":
+            raise ConfigError(CONFIG_FILE, key(f"files.{remote}"), "the server path must be relative to app_dir, plain names, not .env")
+        files.append((str(remote), str(local)))
+    return Environment(
+        name=name,
+        hosts=hosts,
+        app_dir=app_dir.rstrip("/"),
+        project=project,
+        compose_command=compose_command,
+        compose_files=compose_files,
+        services=services,
+        web_service=web_service,
+        manage=" ".join(manage.split()),
+        version_pattern=_version_pattern(merged["version_pattern"], key("version_pattern")),
+        require_tag=bool(merged["require_tag"]),
+        health_timeout=health_timeout,
+        docker_host=docker_host,
+        files=tuple(files),
+        server_env=str(merged["server_env"] or ""),
+    )
+
+
+def access_from(values: Mapping[str, str], source: str) -> Access:
+    admin_user = values.get("DEPLOY_ADMIN_USER") or "root"
+    if not protocol.matches(_USER, admin_user):
+        raise ConfigError(source, "DEPLOY_ADMIN_USER", f"{admin_user!r} is not a user name")
+    for name in ("DEPLOY_SSH_KEY", "DEPLOY_ADMIN_KEY", "DEPLOY_KNOWN_HOSTS_FILE"):
+        path = values.get(name)
+        if path and not Path(path).expanduser().is_file():
+            raise ConfigError(source, name, f"file {path} does not exist")
+    return Access(
+        ssh_key=values.get("DEPLOY_SSH_KEY", ""),
+        known_hosts=values.get("DEPLOY_KNOWN_HOSTS", ""),
+        known_hosts_file=values.get("DEPLOY_KNOWN_HOSTS_FILE", ""),
+        admin_user=admin_user,
+        admin_key=values.get("DEPLOY_ADMIN_KEY", ""),
+        ci_public_key=values.get("DEPLOY_CI_PUBLIC_KEY", ""),
+    )
+
+
+def from_config(deploy: Mapping | None, values: Mapping[str, str], source: str = ".env", root: Path = protocol.PROJECT_ROOT) -> Settings:
+    """Validate the ``deploy`` section of the Invoke config plus the dotenv values."""
+    if not deploy:
+        raise ConfigError(CONFIG_FILE, "deploy", "missing: add a `deploy:` section with `environments:` (see README, Configuration)")
+    app = _check(_PROJECT, deploy.get("app", "app"), "deploy.app", "an app name ([a-z0-9_-])")
+    deploy_user = _check(_USER, deploy.get("deploy_user", "deploy"), "deploy.deploy_user", "a user name")
+    defaults = deploy.get("defaults") or {}
+    if not isinstance(defaults, Mapping):
+        raise ConfigError(CONFIG_FILE, "deploy.defaults", "expected a mapping")
+    environments_raw = deploy.get("environments") or {}
+    if not isinstance(environments_raw, Mapping) or not environments_raw:
+        raise ConfigError(CONFIG_FILE, "deploy.environments", "missing: define at least one environment (staging, production, ...)")
+    environments = {name: _environment(name, raw, defaults, deploy_user, app) for name, raw in environments_raw.items()}
+    return Settings(app=app, deploy_user=deploy_user, environments=environments, access=access_from(values, source), root=root)
+
+
+def dotenv_values_for(environ: Mapping[str, str], root: Path = protocol.PROJECT_ROOT) -> tuple[dict[str, str], str]:
+    """The dotenv file's DEPLOY_* values, overridden by the process environment."""
+    from dotenv import dotenv_values
+
+    path = Path(environ.get("DEPLOY_DOTENV") or root / ".env")
+    if environ.get("DEPLOY_DOTENV") and not path.is_file():
+        raise ConfigError("DEPLOY_DOTENV", "DEPLOY_DOTENV", f"file {path} does not exist")
+    values = {k: v for k, v in dotenv_values(path).items() if v is not None} if path.is_file() else {}
+    values.update({k: v for k, v in environ.items() if k.startswith("DEPLOY_")})
+    return values, str(path)
+
+
+def load(config, environ: Mapping[str, str] = os.environ) -> Settings:
+    """Settings from an Invoke config object (or mapping) and the environment."""
+    deploy = config.get("deploy") if hasattr(config, "get") else None
+    values, source = dotenv_values_for(environ)
+    return from_config(_plain(deploy), values, source)
+
+
+def _plain(value):
+    """Invoke's DataProxy -> plain dicts and lists."""
+    if hasattr(value, "items"):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def remote_path(env: Environment, relative: str) -> str:
+    return str(PurePosixPath(env.app_dir) / relative)

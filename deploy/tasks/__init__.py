@@ -1,0 +1,1 @@
+"""The Invoke task collections; tasks.py wires them together."""

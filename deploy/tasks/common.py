@@ -1,0 +1,44 @@
+"""What every task shares: loading settings, turning errors into clear exits."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+
+from invoke.exceptions import Exit
+
+from deploy import plan, protocol, settings
+from deploy.output import say
+
+EXIT_MEANINGS = {
+    protocol.EXIT_USAGE: "the server refused the request",
+    protocol.EXIT_BUSY: "another deploy is running: wait for it, or pass --wait SECONDS",
+    protocol.EXIT_OUTDATED: "the server side is out of date: run `inv server.setup --env ENV`",
+    255: "could not reach the host",
+}
+
+
+def load_settings(c) -> settings.Settings:
+    return settings.load(c.config)
+
+
+@contextlib.contextmanager
+def fail_on_errors():
+    """Bad input stops the task before anything changes: message on stderr, exit 2."""
+    try:
+        yield
+    except (settings.ConfigError, plan.BadRequest, protocol.InvalidRequest) as error:
+        say(f"error: {error}", sys.stderr)
+        raise Exit(code=2) from None
+
+
+def done(results, what: str, quiet: bool = False) -> None:
+    """Exit 0 only if every host succeeded; else with the first failing host's code."""
+    failed = [r for r in results if not r.ok]
+    if not failed:
+        if not quiet:
+            say(f"{what}: ok on {len(results)} host(s)")
+        return
+    say(f"{what}: FAILED on {len(failed)} of {len(results)} host(s): {', '.join(str(r.host) for r in failed)}", sys.stderr)
+    code = failed[0].exit_code
+    raise Exit(code=code if 0 < code < 256 else 1)

@@ -1,0 +1,147 @@
+"""deploy.*: deploy a version, and see what is deployed (the deploy account only)."""
+
+from __future__ import annotations
+
+import os
+
+from invoke import Collection, task
+
+from deploy import history as history_table
+from deploy import local, plan, protocol
+from deploy.output import Collector, say
+from deploy.tasks.common import EXIT_MEANINGS, done, fail_on_errors, load_settings
+
+WAIT_HELP = "If another deploy of this environment runs, wait up to this many seconds for it (default: refuse at once)."
+
+
+def _request_on_hosts(settings, env, request: str, describe) -> list:
+    """Send one request to the deploy account of every host at once, with the output prefixed."""
+    from deploy import remote
+
+    access = settings.access
+
+    def work(host, out):
+        def connect():
+            return remote.connect(host, host.user, access.ssh_key, access)
+
+        return remote.run_resumable(connect, request, out)
+
+    results = remote.on_hosts(env.hosts, work, label=lambda h: f"{env.name} {h}")
+    remote.summary(results, describe, label=lambda h: f"{env.name} {h}")
+    return results
+
+
+def _expect(settings, env) -> str:
+    return plan.expected(protocol.server_side(), plan.server_conf(env, local.app_files(settings, env)))
+
+
+def run_deploy(c, env_name: str, version: str | None, wait: int = 0, verb: str = "deploy", to: str | None = None) -> None:
+    """The deploy, in order: validate, build the request, send it to every host, report."""
+    with fail_on_errors():
+        settings = load_settings(c)
+        env = settings.environment(env_name)
+        if verb == "deploy":
+            version = plan.check_version(env, version or plan.build_version(os.environ, local.git_head()))
+        elif to:
+            version = plan.check_version(env, to)
+        by, url = plan.actor(os.environ, local.git_user())
+        words = (env.name, version) if verb == "deploy" else (env.name,)
+        request = protocol.command(verb, *words, to=to and version, id=plan.run_id(), wait=wait or None, by=by, url=url or None, expect=_expect(settings, env))
+        what = f"{verb} of {version or 'the previous version'}" if verb == "rollback" else f"deploy of {version}"
+        say(f"{what} to {env.name} on {len(env.hosts)} host(s), by {by}")
+        results = _request_on_hosts(settings, env, request, lambda r: _last_line(r) or EXIT_MEANINGS.get(r.exit_code, ""))
+    done(results, f"{what} to {env.name}")
+
+
+def _last_line(result) -> str:
+    lines = [line for line in result.output if line.strip()]
+    return lines[-1].strip() if lines else result.message
+
+
+@task(help={"tag": "The image tag to deploy (default: CIRCLE_SHA1 / GITHUB_SHA in CI, else `git rev-parse HEAD`).", "wait": WAIT_HELP})
+def staging(c, tag=None, wait=0):
+    """Deploy the current build to staging (CI runs this on every commit to master).
+
+    Deploys an exact image tag, never a moving `latest`: --tag, else the commit
+    CI is building, else this checkout's HEAD. Every staging host is deployed at
+    once; the command exits 0 only if all of them succeeded.
+    """
+    run_deploy(c, "staging", tag, wait)
+
+
+@task(help={"tag": "The release tag to deploy, e.g. 1.4.0 (required; must match production's version_pattern).", "wait": WAIT_HELP})
+def production(c, tag=None, wait=0):
+    """Deploy a release tag to production (CI runs this on tags, after approval).
+
+    Pulls the image for --tag on every production host, migrates and collects
+    static files with it, then switches web and proxy to it. If any step fails,
+    the running version keeps serving.
+    """
+    if not tag:
+        with fail_on_errors():
+            raise plan.BadRequest("production deploys need an explicit --tag, e.g. `inv deploy.production --tag 1.4.0`")
+    run_deploy(c, "production", tag, wait)
+
+
+@task(help={"env": "The environment (staging, production, ...).", "to": "The version to go back to (default: the last successful one before the running version).", "wait": WAIT_HELP})
+def rollback(c, env="staging", to=None, wait=0):
+    """Go back to the previous successful version (or --to VERSION)."""
+    run_deploy(c, env, None, wait, verb="rollback", to=to)
+
+
+def _simple(c, env_name: str, verb: str, show, **options) -> None:
+    with fail_on_errors():
+        settings = load_settings(c)
+        env = settings.environment(env_name)
+        request = protocol.command(verb, env.name, **options)
+        results = _request_on_hosts(settings, env, request, show)
+    done(results, f"{verb} of {env.name}")
+
+
+@task(help={"env": "The environment (staging, production, ...)."})
+def status(c, env="staging"):
+    """Show, per host, the deployed version, any deploy in progress and the compose services."""
+    with fail_on_errors():
+        settings = load_settings(c)
+        expect = _expect(settings, settings.environment(env))
+    _simple(c, env, "status", lambda r: _field(r, "version:") or EXIT_MEANINGS.get(r.exit_code, ""), expect=expect)
+
+
+def _field(result, name: str) -> str:
+    for line in result.output:
+        if line.startswith(name):
+            return line
+    return ""
+
+
+@task(help={"env": "The environment (staging, production, ...).", "limit": "How many deploys to show (default 10)."})
+def history(c, env="staging", limit=10):
+    """Show the last deploys on each host as a table: when, what, outcome, who."""
+    from deploy import remote
+
+    with fail_on_errors():
+        settings = load_settings(c)
+        environment = settings.environment(env)
+        request = protocol.command("history", environment.name, limit=int(limit))
+        access = settings.access
+
+        def work(host, out):
+            writer = Collector()
+            with remote.connect(host, host.user, access.ssh_key, access) as connection:
+                code = remote.run(connection, request, writer)
+            for line in history_table.table(history_table.parse(writer.lines)).splitlines():
+                out.line(line)
+            return code
+
+        results = remote.on_hosts(environment.hosts, work, label=lambda h: f"{env} {h}")
+    done(results, f"history of {env}", quiet=True)
+
+
+
+@task(help={"env": "The environment (staging, production, ...).", "follow": "Keep following while the deploy runs."})
+def logs(c, env="staging", follow=False):
+    """Show the last deploy's log from each host (it runs on the server, detached)."""
+    _simple(c, env, "logs", lambda r: "", follow=bool(follow))
+
+
+namespace = Collection("deploy", staging, production, rollback, status, history, logs)

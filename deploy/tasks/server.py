@@ -1,0 +1,140 @@
+"""server.*: install and inspect the server side (over the admin connection)."""
+
+from __future__ import annotations
+
+import secrets
+import sys
+
+from invoke import Collection, task
+
+from deploy import local, plan, protocol
+from deploy.output import Collector, say
+from deploy.tasks.common import done, fail_on_errors, load_settings
+
+ENV_HELP = "The environment (staging, production, ...)."
+
+
+def _admin_connect(settings, host):
+    from deploy import remote
+
+    access = settings.access
+    return remote.connect(host, access.admin_user, access.admin_key, access)
+
+
+@task(help={"env": ENV_HELP, "public_key": "The deploy account's public key(s): a .pub file or the key line (default: DEPLOY_CI_PUBLIC_KEY)."})
+def setup(c, env="staging", public_key=None):
+    """Install or upgrade the server side of an environment, on every host (idempotent).
+
+    Over the admin connection (DEPLOY_ADMIN_USER: root or a user with
+    passwordless sudo), this creates the deploy account (key login only), pushes
+    the root-owned bin/deploy and entrypoint, a sudoers file allowing only
+    bin/deploy (checked with visudo), authorized_keys forcing the key to the
+    entrypoint, /etc/pushdeploy/ENV.conf, and the app directory (compose files,
+    nginx config, .env owned by root with mode 0600). A second run changes
+    nothing and says so.
+    """
+    from deploy import remote
+
+    with fail_on_errors():
+        settings = load_settings(c)
+        environment = settings.environment(env)
+        keys = local.public_keys(public_key or settings.access.ci_public_key)
+        archive = plan.bundle(environment, protocol.server_side(), local.app_files(settings, environment), local.server_dotenv(settings, environment), keys).tar()
+        as_root = settings.access.admin_user == "root"
+        say(f"server.setup of {env} on {len(environment.hosts)} host(s) as {settings.access.admin_user}")
+
+        def work(host, out):
+            name = f".pushdeploy-bundle-{secrets.token_hex(6)}.tar"
+            with _admin_connect(settings, host) as connection:
+                connection.sftp().putfo(_bytes_io(archive), name)
+                return remote.run(connection, plan.install_command(settings, environment, name, as_root), out)
+
+        results = remote.on_hosts(environment.hosts, work, label=lambda h: f"{env} {h}")
+        remote.summary(results, lambda r: _last(r), label=lambda h: f"{env} {h}")
+    done(results, f"server.setup of {env}")
+
+
+def _bytes_io(data: bytes):
+    import io
+
+    return io.BytesIO(data)
+
+
+def _last(result) -> str:
+    lines = [line for line in result.output if line.strip()]
+    return lines[-1] if lines else result.message
+
+
+@task(help={"env": ENV_HELP})
+def check(c, env="staging"):
+    """Report per host: server side installed and current, docker/compose versions, disk, deployed version."""
+    from deploy import remote
+
+    with fail_on_errors():
+        settings = load_settings(c)
+        environment = settings.environment(env)
+        want_server = protocol.server_side().hash
+        want_settings = protocol.short_hash(plan.server_conf(environment, local.app_files(settings, environment)).encode())
+        as_root = settings.access.admin_user == "root"
+        command = plan.admin_command(f"{protocol.DEPLOY_BIN} check {environment.name}", as_root)
+
+        def work(host, out):
+            quiet = Collector()
+            with _admin_connect(settings, host) as connection:
+                code = remote.run(connection, f"test -x {protocol.DEPLOY_BIN} && {command}", quiet)
+            facts = dict(line.split("=", 1) for line in quiet.lines if "=" in line)
+            if code != 0 or "server_side" not in facts:
+                out.line(f"server side: NOT INSTALLED for {env} (run `inv server.setup --env {env}`)")
+                return 1
+            current = facts["server_side"] == want_server and facts["settings"] == want_settings
+            out.line("server side: " + ("installed, current" if current else f"installed, OUT OF DATE (run `inv server.setup --env {env}`)"))
+            for key in ("version", "docker", "compose", "disk_free_app", "disk_free_docker"):
+                out.line(f"{key.replace('_', ' ')}: {facts.get(key, '?')}")
+            return 0 if current else protocol.EXIT_OUTDATED
+
+        results = remote.on_hosts(environment.hosts, work, label=lambda h: f"{env} {h}")
+    done(results, f"server.check of {env}")
+
+
+
+@task(help={"env": ENV_HELP, "yes": "Pin without asking (only after checking the fingerprint out of band)."})
+def trust(c, env="staging", yes=False):
+    """Pin the host keys of an environment's hosts (shows each fingerprint first).
+
+    Appends `[host]:port type key` lines to DEPLOY_KNOWN_HOSTS_FILE (default
+    ~/.ssh/known_hosts). Hosts already pinned are left alone; a host whose key
+    differs from the pinned one is reported and never re-pinned here.
+    """
+    from deploy import hostkeys
+
+    with fail_on_errors():
+        settings = load_settings(c)
+        environment = settings.environment(env)
+        pinned = hostkeys.load(settings.access)
+        path = hostkeys.known_hosts_path(settings.access)
+        failed = 0
+        for host in environment.hosts:
+            key = hostkeys.scan(host)
+            entry = hostkeys.host_entry(host)
+            known = pinned.lookup(entry) or {}
+            if key.get_name() in known:
+                same = known[key.get_name()] == key
+                say(f"{env} {host} | {'already pinned' if same else 'CHANGED: pinned key differs'}: {hostkeys.fingerprint(key)}")
+                failed += not same
+                continue
+            say(f"{env} {host} | offers {key.get_name()} {hostkeys.fingerprint(key)}")
+            if not yes and (not sys.stdin.isatty() or input("pin this key? [y/N] ").strip().lower() != "y"):
+                say(f"{env} {host} | not pinned (pass --yes once you have checked the fingerprint)")
+                failed += 1
+                continue
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("a") as stream:
+                stream.write(hostkeys.known_hosts_line(host, key) + "\n")
+            say(f"{env} {host} | pinned in {path}")
+    if failed:
+        from invoke.exceptions import Exit
+
+        raise Exit(code=1)
+
+
+namespace = Collection("server", setup, check, trust)

@@ -1,0 +1,48 @@
+import logging
+
+from django.conf import settings
+from django.db import connection
+from django.db.migrations.executor import MigrationExecutor
+from django.http import JsonResponse
+from django.shortcuts import render
+from django.views.decorators.cache import never_cache
+
+from .models import Visit
+
+logger = logging.getLogger(__name__)
+
+
+@never_cache
+def index(request):
+    Visit.objects.create(path=request.path[:255])
+    context = {
+        "version": settings.APP_VERSION,
+        "app_env": settings.APP_ENV,
+        "visit_count": Visit.objects.count(),
+    }
+    return render(request, "notes/index.html", context)
+
+
+def _unhealthy(detail):
+    logger.warning("health check failed: %s", detail)
+    return JsonResponse({"status": "error", "detail": detail}, status=503)
+
+
+@never_cache
+def health(request):
+    """200 only when the database answers and every migration is applied."""
+    if settings.PIXEL_FAULT == "health":
+        return _unhealthy("fault injected (PIXEL_FAULT=health)")
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            cursor.fetchone()
+        executor = MigrationExecutor(connection)
+        plan = executor.migration_plan(executor.loader.graph.leaf_nodes())
+    except Exception as exc:  # any database failure makes the release unhealthy
+        first_line = (str(exc).strip().splitlines() or [""])[0]
+        return _unhealthy(f"database error: {type(exc).__name__}: {first_line}"[:300])
+    if plan:
+        pending = ", ".join(f"{m.app_label}.{m.name}" for m, _backwards in plan)
+        return _unhealthy(f"unapplied migrations: {pending}")
+    return JsonResponse({"status": "ok", "version": settings.APP_VERSION})
