@@ -92,6 +92,7 @@ def server_conf(env: Environment, app_files: Mapping[str, bytes]) -> str:
         f"COMPOSE_FILES={' '.join(env.compose_files)}",
         f"SERVICES={' '.join(env.services)}",
         f"WEB_SERVICE={env.web_service}",
+        f"DB_SERVICE={env.db_service}",
         f"MANAGE={env.manage}",
         f"VERSION_RE={env.version_pattern}",
         f"DOCKER_HOST={env.docker_host}",

@@ -59,6 +59,7 @@ class Environment:
     compose_files: tuple[str, ...]
     services: tuple[str, ...]
     web_service: str
+    db_service: str
     manage: str
     version_pattern: str
     require_tag: bool
@@ -104,6 +105,7 @@ DEFAULTS = {
     "compose_files": ["docker-compose.yml"],
     "services": ["web", "proxy"],
     "web_service": "web",
+    "db_service": "",
     "manage": "python manage.py",
     "version_pattern": r"^[0-9a-f]{7,40}$",
     "require_tag": False,
@@ -179,6 +181,9 @@ def _environment(name: str, raw: Mapping, defaults: Mapping, deploy_user: str, a
     compose_files = tuple(_check(_SAFE_PATH, f, key("compose_files"), "a relative path") for f in _as_list(merged["compose_files"], key("compose_files")))
     services = tuple(_check(_SERVICE, s, key("services"), "a service name") for s in _as_list(merged["services"], key("services")))
     web_service = _check(_SERVICE, merged["web_service"], key("web_service"), "a service name")
+    db_service = merged["db_service"] or ""
+    if db_service:
+        _check(_SERVICE, db_service, key("db_service"), "a service name")
     if not compose_files or not services:
         raise ConfigError(CONFIG_FILE, key("services" if compose_files else "compose_files"), "must not be empty")
     manage = merged["manage"]
@@ -207,6 +212,7 @@ def _environment(name: str, raw: Mapping, defaults: Mapping, deploy_user: str, a
         compose_files=compose_files,
         services=services,
         web_service=web_service,
+        db_service=db_service,
         manage=" ".join(manage.split()),
         version_pattern=_version_pattern(merged["version_pattern"], key("version_pattern")),
         require_tag=bool(merged["require_tag"]),

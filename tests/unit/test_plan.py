@@ -1,0 +1,120 @@
+"""The plan: what the client sends and installs, from settings alone."""
+
+import io
+import shlex
+import tarfile
+
+import pytest
+
+from deploy import plan, protocol
+from deploy.settings import from_config
+
+SETTINGS = from_config(
+    {
+        "app": "pixel",
+        "deploy_user": "pixel",
+        "environments": {
+            "production": {
+                "hosts": ["pixel.example"],
+                "compose_command": "docker-compose",
+                "manage": "pipenv run python ./manage.py",
+                "db_service": "db",
+                "docker_host": "unix:///run/docker.sock",
+                "files": {"docker-compose.yml": "docker-compose.production.yml"},
+            }
+        },
+    },
+    {},
+)
+ENV = SETTINGS.environment("production")
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB1f0Q6pRzBvSpLx8pD1x0nB6Kq6m7A0dQ9f6o4mR0Zp ci@example"
+
+
+def test_server_conf_carries_every_setting_bin_deploy_reads():
+    conf = plan.server_conf(ENV, {"docker-compose.yml": b"services: {}\n"})
+    assert conf.splitlines()[1:-1] == [
+        "APP_DIR=/srv/pushdeploy/pixel-production",
+        "PROJECT=pixel-production",
+        "COMPOSE=docker-compose",
+        "COMPOSE_FILES=docker-compose.yml",
+        "SERVICES=web proxy",
+        "WEB_SERVICE=web",
+        "DB_SERVICE=db",
+        "MANAGE=pipenv run python ./manage.py",
+        "VERSION_RE=^[0-9a-f]{7,40}$",
+        "DOCKER_HOST=unix:///run/docker.sock",
+        "HEALTH_TIMEOUT=60",
+    ]
+    assert conf.splitlines()[-1].startswith("APP_FILES_SHA256=")
+
+
+def test_bin_deploy_knows_every_key_the_client_writes():
+    source = (protocol.SERVER_DIR / "bin/deploy").read_text()
+    for line in plan.server_conf(ENV, {}).splitlines()[1:]:
+        key = line.split("=", 1)[0]
+        assert f"      {key})" in source, f"bin/deploy does not read {key}"
+
+
+def test_a_changed_project_file_changes_what_the_client_expects():
+    server = protocol.server_side()
+    one = plan.expected(server, plan.server_conf(ENV, {"docker-compose.yml": b"a"}))
+    two = plan.expected(server, plan.server_conf(ENV, {"docker-compose.yml": b"b"}))
+    assert one.split(".")[0] == two.split(".")[0] == server.hash
+    assert one != two
+
+
+def test_authorized_keys_force_every_key_to_the_entrypoint():
+    text = plan.authorized_keys(f"# CI key\n{KEY}\n\n")
+    assert text == f'restrict,command="/opt/pushdeploy/bin/entrypoint" {KEY}\n'
+
+
+@pytest.mark.parametrize("bad", ["", "# only a comment", "not a key", 'ssh-ed25519 AAAA x"\ncommand="sh"', "-----BEGIN OPENSSH PRIVATE KEY-----"])
+def test_authorized_keys_refuse_anything_but_public_keys(bad):
+    with pytest.raises(plan.BadRequest):
+        plan.authorized_keys(bad)
+
+
+def test_bundle_holds_the_server_side_settings_and_app_files():
+    bundle = plan.bundle(ENV, protocol.server_side(), {"docker-compose.yml": b"x"}, b"VERSION=none\n", KEY)
+    with tarfile.open(fileobj=io.BytesIO(bundle.tar())) as archive:
+        names = {m.name: m.mode for m in archive.getmembers()}
+    assert names == {
+        "bin/deploy": 0o755,
+        "bin/entrypoint": 0o755,
+        "bin/install": 0o755,
+        "lib/protocol.sh": 0o644,
+        "env.conf": 0o644,
+        "authorized_keys": 0o644,
+        "app/docker-compose.yml": 0o644,
+        "dotenv": 0o644,
+    }
+
+
+def test_install_command_quotes_and_uses_sudo_unless_root():
+    as_admin = plan.install_command(SETTINGS, ENV, ".pushdeploy-bundle-1.tar", as_root=False)
+    words = shlex.split(as_admin)
+    assert words[:3] == ["sudo", "-n", "bash"]
+    assert '"$d/bin/install" "$d" production pixel /srv/pushdeploy/pixel-production' in words[-1]
+    assert plan.install_command(SETTINGS, ENV, "b.tar", as_root=True).startswith("bash -c ")
+
+
+@pytest.mark.parametrize(
+    ("environ", "git_user", "expected"),
+    [
+        ({"CIRCLECI": "true", "CIRCLE_USERNAME": "jane", "CIRCLE_BUILD_URL": "https://circleci.com/gh/o/r/42"}, None, ("circleci:jane", "https://circleci.com/gh/o/r/42")),
+        ({"GITHUB_ACTIONS": "true", "GITHUB_ACTOR": "joe", "GITHUB_SERVER_URL": "https://github.com", "GITHUB_REPOSITORY": "o/r", "GITHUB_RUN_ID": "7"}, None, ("github:joe", "https://github.com/o/r/actions/runs/7")),
+        ({}, "dev@example.org", ("local:dev@example.org", "")),
+        ({"USER": "root"}, None, ("local:root", "")),
+        ({}, "Jane Doe; $(id)", ("local:Jane_Doe____id_", "")),
+    ],
+)
+def test_actor_names_who_deploys(environ, git_user, expected):
+    who, url = plan.actor(environ, git_user)
+    assert (who, url) == expected
+    protocol.command("deploy", "staging", "abc1234", by=who, url=url or None)  # the server accepts it
+
+
+def test_run_ids_are_unique_and_acceptable():
+    first, second = plan.run_id(0), plan.run_id(0)
+    assert first != second and first.startswith("19700101T000000Z-")
+    protocol.command("deploy", "staging", "abc1234", id=first)

@@ -1,0 +1,101 @@
+"""The server scripts' own checks, run locally: the entrypoint's refusals and .env rewriting."""
+
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from deploy import protocol
+
+BIN = protocol.SERVER_DIR / "bin"
+
+
+@pytest.fixture
+def fake_sudo(tmp_path):
+    """A `sudo` first on PATH that prints the words it was given instead of running them."""
+    path = tmp_path / "sudo"
+    path.write_text('#!/bin/sh\nprintf "%s|" "$@"\n')
+    path.chmod(0o755)
+    return tmp_path
+
+
+def entrypoint(request, fake_sudo):
+    env = {"PATH": f"{fake_sudo}:{os.environ['PATH']}"}
+    if request is not None:
+        env["SSH_ORIGINAL_COMMAND"] = request
+    return subprocess.run([str(BIN / "entrypoint")], env=env, capture_output=True, text=True)
+
+
+@pytest.mark.parametrize(
+    "request_line",
+    [
+        None,  # an interactive login
+        "",
+        "id",
+        "bash",
+        "sh -c id",
+        "deploy staging 1;id",
+        "deploy staging $(id)",
+        "deploy staging `id`",
+        "deploy staging 1.4.0 && id",
+        "deploy staging 1.4.0 | id",
+        "deploy staging 1.4.0\nid",
+        "deploy staging 1/;e${IFS}id>x;#",
+        "deploy staging ../../etc",
+        "deploy staging -rf",
+        "deploy staging --expect=$(id)",
+        "__run staging x",
+        "scp -t /tmp",
+        "internal-sftp",
+        "deploy " + "a " * 20,
+        "deploy staging " + "a" * 2000,
+    ],
+)
+def test_entrypoint_refuses_anything_but_the_command_language(request_line, fake_sudo):
+    result = entrypoint(request_line, fake_sudo)
+    assert result.returncode == protocol.EXIT_USAGE
+    assert "refused" in result.stderr
+    assert result.stdout == ""  # sudo never ran
+
+
+def test_entrypoint_hands_validated_words_to_sudo_bin_deploy(fake_sudo):
+    result = entrypoint("deploy  staging 1.4.0 --id=x --by=circleci:jane", fake_sudo)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "-n|/opt/pushdeploy/bin/deploy|deploy|staging|1.4.0|--id=x|--by=circleci:jane|"
+
+
+def rewrite(tmp_path, content: bytes, version: str) -> bytes:
+    env_file = tmp_path / ".env"
+    env_file.write_bytes(content)
+    script = f'. "{BIN / "deploy"}"; APP_DIR="{tmp_path}"; write_env_version "{version}"'
+    subprocess.run(["bash", "-c", script], check=True)
+    return env_file.read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        (b"VERSION=1.0.0\n", b"VERSION=1.4.0\n"),
+        (b"# keep me\nA=1\nVERSION=1.0.0\nB=  two \\ spaces \n", b"# keep me\nA=1\nVERSION=1.4.0\nB=  two \\ spaces \n"),
+        (b"A=1\r\nVERSION=0\r\nC=3", b"A=1\r\nVERSION=1.4.0\nC=3"),
+        (b"A=1\n", b"A=1\nVERSION=1.4.0\n"),
+        (b"A=$HOME\nVERSION=x\n\n\nZ='q'\n", b"A=$HOME\nVERSION=1.4.0\n\n\nZ='q'\n"),
+        (b"XVERSION=1\nVERSION=2\nVERSION=3\n", b"XVERSION=1\nVERSION=1.4.0\nVERSION=3\n"),
+    ],
+)
+def test_env_rewrite_changes_only_the_version_line(tmp_path, before, after):
+    assert rewrite(tmp_path, before, "1.4.0") == after
+
+
+def test_env_rewrite_leaves_a_root_only_file(tmp_path):
+    rewrite(tmp_path, b"VERSION=1\n", "2")
+    assert (tmp_path / ".env").stat().st_mode & 0o777 == 0o600
+    assert [p.name for p in tmp_path.iterdir()] == [".env"]  # no temp file left
+
+
+@pytest.mark.skipif(not shutil.which("shellcheck"), reason="shellcheck not installed")
+def test_server_scripts_are_shellcheck_clean():
+    scripts = [str(p) for p in sorted(BIN.iterdir())] + [str(protocol.PROTOCOL_FILE)]
+    result = subprocess.run(["shellcheck", "-x", *scripts], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
