@@ -6,7 +6,6 @@ lazily, inside the task body, so `inv --list` stays fast.
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -55,7 +54,7 @@ def connect(host: Host, user: str, key_file: str, access: Access, pinned=None) -
         if "not found in known_hosts" in str(error):
             raise RemoteError(hostkeys.unknown_host_message(host, access)) from None
         raise RemoteError(f"{user}@{host}: SSH failed: {error}") from None
-    except (OSError, socket.timeout) as error:
+    except (TimeoutError, OSError) as error:
         raise RemoteError(f"{user}@{host}: cannot connect: {error}; check the address and that sshd runs") from None
     return connection
 
