@@ -1,0 +1,133 @@
+"""The real stack for end-to-end tests: the sandbox server, images in its registry, setup done.
+
+`scripts/sandbox up` starts (or reuses) a real sshd on 127.0.0.1:2222, a private
+dockerd with Compose, a registry on 127.0.0.1:5000; the tests then drive the
+tool exactly as a user would: `inv ...` in a subprocess.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SANDBOX = Path(os.environ.get("PD_SANDBOX_DIR", "/var/lib/pushdeploy-sandbox"))
+DOCKER_HOST = f"unix://{SANDBOX}/docker.sock"
+PORTS = {"staging": 8081, "production": 8082}
+APP_DIRS = {"staging": Path("/srv/pushdeploy/pixel-staging"), "production": Path("/srv/pushdeploy/pixel-production")}
+
+# Images the tests deploy: tag -> build variant.
+STAGING_A, STAGING_B = "a1a1a1a", "b2b2b2b"
+IMAGES = {
+    STAGING_A: "ok",
+    STAGING_B: "ok",
+    "1.0.0": "ok",
+    "1.1.0": "ok",
+    "1.2.0-badhealth": "bad-health",
+    "1.3.0-badmigration": "bad-migration",
+}
+
+
+def tool_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DEPLOY_", "CIRCLE", "GITHUB_"))}
+    env.update(DEPLOY_DOTENV=str(SANDBOX / "deploy.env"), DOCKER_HOST=DOCKER_HOST, PYTHONUNBUFFERED="1")
+    env.update(extra)
+    return env
+
+
+def inv(*args: str, timeout: int = 600, **extra: str) -> subprocess.CompletedProcess:
+    """Run `inv ARGS` in the project as a user would; output is kept for assertions."""
+    result = subprocess.run([sys.executable, "-m", "invoke", *args], cwd=ROOT, env=tool_env(**extra), capture_output=True, text=True, timeout=timeout)
+    print(f"$ inv {' '.join(args)}  -> {result.returncode}\n{result.stdout}{result.stderr}")
+    return result
+
+
+def ssh_raw(command: str | None, *options: str, timeout: int = 30) -> subprocess.CompletedProcess:
+    """OpenSSH as the deploy account with the CI key, bypassing the tool entirely."""
+    argv = [
+        "ssh", "-p", "2222", "-i", str(SANDBOX / "keys/ci"), "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
+        "-o", f"UserKnownHostsFile={SANDBOX / 'known_hosts'}", "-o", "StrictHostKeyChecking=yes", *options, "pd-deploy@127.0.0.1",
+    ]
+    if command is not None:
+        argv.append(command)
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def compose(env: str, *args: str) -> subprocess.CompletedProcess:
+    project = f"pixel-{env}"
+    return subprocess.run(["docker", "compose", "-p", project, *args], cwd=APP_DIRS[env], env=tool_env(), capture_output=True, text=True, timeout=120)
+
+
+def psql(env: str, sql: str) -> str:
+    out = compose(env, "exec", "-T", "db", "psql", "-U", "pixel", "-d", "pixel", "-tAc", sql)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def get(env: str, path: str = "/", timeout: float = 5) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{PORTS[env]}{path}", timeout=timeout) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def served_version(env: str) -> str | None:
+    try:
+        status, body = get(env)
+    except OSError:
+        return None
+    match = re.search(r"Pixel version (\S+?)<", body) or re.search(r"Pixel version (\S+)", body)
+    return match.group(1) if status == 200 and match else None
+
+
+def wait_for_version(env: str, version: str, seconds: float = 30) -> str | None:
+    deadline = time.monotonic() + seconds
+    seen = None
+    while time.monotonic() < deadline:
+        seen = served_version(env)
+        if seen == version:
+            return seen
+        time.sleep(0.5)
+    return seen
+
+
+def server_env_file(env: str) -> bytes:
+    return (APP_DIRS[env] / ".env").read_bytes()
+
+
+def history_lines(env: str) -> list[str]:
+    path = Path(f"/var/lib/pushdeploy/{env}/history.jsonl")
+    return path.read_text().splitlines() if path.exists() else []
+
+
+@pytest.fixture(scope="session")
+def sandbox():
+    if os.geteuid() != 0:
+        pytest.skip("end-to-end tests need root (they start sshd and dockerd)")
+    subprocess.run([str(ROOT / "scripts/sandbox"), "up"], check=True, timeout=1800)
+    yield SANDBOX
+
+
+@pytest.fixture(scope="session")
+def images(sandbox):
+    for tag, variant in IMAGES.items():
+        subprocess.run([str(ROOT / "scripts/sandbox"), "build-app", tag, variant], check=True, timeout=900)
+    return IMAGES
+
+
+@pytest.fixture(scope="session")
+def server(images):
+    """Both environments set up on the sandbox server through the admin account."""
+    for env in ("staging", "production"):
+        result = inv("server.setup", "--env", env)
+        assert result.returncode == 0, result.stdout + result.stderr
+    return SANDBOX
