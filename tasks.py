@@ -5,6 +5,6 @@ This file only wires the collections together; the code lives in deploy/.
 
 from invoke import Collection
 
-from deploy.tasks import deploy, server
+from deploy.tasks import db, deploy, server
 
-namespace = Collection(deploy.namespace, server.namespace)
+namespace = Collection(deploy.namespace, server.namespace, db.namespace)

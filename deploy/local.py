@@ -50,5 +50,10 @@ def git_head() -> str | None:
     return _git("rev-parse", "HEAD")
 
 
+def commit_time(version: str) -> str | None:
+    """The commit time of a build tagged with its commit, for ordering staging deploys."""
+    return _git("show", "-s", "--format=%ct", f"{version}^{{commit}}")
+
+
 def git_user() -> str | None:
     return _git("config", "user.email") or _git("config", "user.name")

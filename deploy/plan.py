@@ -93,10 +93,15 @@ def server_conf(env: Environment, app_files: Mapping[str, bytes]) -> str:
         f"SERVICES={' '.join(env.services)}",
         f"WEB_SERVICE={env.web_service}",
         f"DB_SERVICE={env.db_service}",
+        f"PROXY_SERVICE={env.proxy_service}",
         f"MANAGE={env.manage}",
         f"VERSION_RE={env.version_pattern}",
         f"DOCKER_HOST={env.docker_host}",
         f"HEALTH_TIMEOUT={env.health_timeout}",
+        f"DRAIN_SECONDS={env.drain_seconds}",
+        f"BACKUP={'yes' if env.backup else 'no'}",
+        f"BACKUP_KEEP={env.backup_keep}",
+        f"ORDERING={env.ordering}",
         f"APP_FILES_SHA256={digest}",
     ]
     return "\n".join(lines) + "\n"

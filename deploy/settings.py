@@ -29,6 +29,7 @@ _SAFE_PATH = re.compile(r"^[A-Za-z0-9_.@+-]+(/[A-Za-z0-9_.@+-]+)*$")
 _DOCKER_HOST = re.compile(r"^(unix:///[A-Za-z0-9_./-]+|tcp://[A-Za-z0-9_.-]+:[0-9]+|ssh://[A-Za-z0-9_.@-]+)$")
 _USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 COMPOSE_COMMANDS = ("docker compose", "docker-compose")
+ORDERINGS = ("none", "semver", "build")
 
 
 class ConfigError(Exception):
@@ -60,10 +61,15 @@ class Environment:
     services: tuple[str, ...]
     web_service: str
     db_service: str
+    proxy_service: str
     manage: str
     version_pattern: str
     require_tag: bool
     health_timeout: int
+    backup: bool = False
+    backup_keep: int = 10
+    drain_seconds: int = 3
+    ordering: str = "none"
     docker_host: str = ""
     files: tuple[tuple[str, str], ...] = ()  # (path on the server, path in the project)
     server_env: str = ""  # local template for the server's .env, used by server.setup
@@ -106,6 +112,11 @@ DEFAULTS = {
     "services": ["web", "proxy"],
     "web_service": "web",
     "db_service": "",
+    "proxy_service": "proxy",
+    "backup": False,
+    "backup_keep": 10,
+    "drain_seconds": 3,
+    "ordering": "none",
     "manage": "python manage.py",
     "version_pattern": r"^[0-9a-f]{7,40}$",
     "require_tag": False,
@@ -114,6 +125,15 @@ DEFAULTS = {
     "files": {},
     "server_env": "",
 }
+
+
+def _number(merged: Mapping, name: str, low: int, high: int, key) -> int:
+    value = merged[name]
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise ConfigError(CONFIG_FILE, key(name), f"must be a whole number from {low} to {high}")
+    return value
 
 
 def _as_list(value, key: str) -> list:
@@ -189,9 +209,17 @@ def _environment(name: str, raw: Mapping, defaults: Mapping, deploy_user: str, a
     manage = merged["manage"]
     if not isinstance(manage, str) or not all(protocol.matches(_SAFE_WORD, w) for w in manage.split()) or not manage.split():
         raise ConfigError(CONFIG_FILE, key("manage"), f"{manage!r} must be plain words, e.g. 'python manage.py'")
-    health_timeout = merged["health_timeout"]
-    if not isinstance(health_timeout, int) or not 1 <= health_timeout <= 3600:
-        raise ConfigError(CONFIG_FILE, key("health_timeout"), "must be a number of seconds between 1 and 3600")
+    health_timeout = _number(merged, "health_timeout", 1, 3600, key)
+    backup_keep = _number(merged, "backup_keep", 1, 1000, key)
+    drain_seconds = _number(merged, "drain_seconds", 0, 300, key)
+    if merged["ordering"] not in ORDERINGS:
+        raise ConfigError(CONFIG_FILE, key("ordering"), f"{merged['ordering']!r} must be one of: {', '.join(ORDERINGS)}")
+    proxy_service = merged["proxy_service"] or ""
+    if proxy_service:
+        _check(_SERVICE, proxy_service, key("proxy_service"), "a service name")
+    db_service_for_backup = merged["db_service"]
+    if merged["backup"] and not db_service_for_backup:
+        raise ConfigError(CONFIG_FILE, key("backup"), "backups need db_service (the PostgreSQL service) to be set")
     docker_host = merged["docker_host"] or ""
     if docker_host and not protocol.matches(_DOCKER_HOST, docker_host):
         raise ConfigError(CONFIG_FILE, key("docker_host"), f"{docker_host!r} is not unix:///path, tcp://host:port or ssh://host")
@@ -217,6 +245,11 @@ def _environment(name: str, raw: Mapping, defaults: Mapping, deploy_user: str, a
         version_pattern=_version_pattern(merged["version_pattern"], key("version_pattern")),
         require_tag=bool(merged["require_tag"]),
         health_timeout=health_timeout,
+        backup=bool(merged["backup"]),
+        backup_keep=backup_keep,
+        drain_seconds=drain_seconds,
+        ordering=merged["ordering"],
+        proxy_service=proxy_service,
         docker_host=docker_host,
         files=tuple(files),
         server_env=str(merged["server_env"] or ""),

@@ -12,6 +12,7 @@ from deploy.output import say
 
 EXIT_MEANINGS = {
     protocol.EXIT_USAGE: "the server refused the request",
+    protocol.EXIT_OLDER: "older than the deployed version: use `inv deploy.rollback`, or --force",
     protocol.EXIT_BUSY: "another deploy is running: wait for it, or pass --wait SECONDS",
     protocol.EXIT_OUTDATED: "the server side is out of date: run `inv server.setup --env ENV`",
     255: "could not reach the host",

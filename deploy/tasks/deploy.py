@@ -35,7 +35,7 @@ def _expect(settings, env) -> str:
     return plan.expected(protocol.server_side(), plan.server_conf(env, local.app_files(settings, env)))
 
 
-def run_deploy(c, env_name: str, version: str | None, wait: int = 0, verb: str = "deploy", to: str | None = None) -> None:
+def run_deploy(c, env_name: str, version: str | None, wait: int = 0, verb: str = "deploy", to: str | None = None, force: bool = False, maintenance: bool = False) -> None:
     """The deploy, in order: validate, build the request, send it to every host, report."""
     with fail_on_errors():
         settings = load_settings(c)
@@ -45,8 +45,12 @@ def run_deploy(c, env_name: str, version: str | None, wait: int = 0, verb: str =
         elif to:
             version = plan.check_version(env, to)
         by, url = plan.actor(os.environ, local.git_user())
+        order = local.commit_time(version) if verb == "deploy" and env.ordering == "build" else None
         words = (env.name, version) if verb == "deploy" else (env.name,)
-        request = protocol.command(verb, *words, to=to and version, id=plan.run_id(), wait=wait or None, by=by, url=url or None, expect=_expect(settings, env))
+        request = protocol.command(
+            verb, *words, to=to and version, id=plan.run_id(), wait=wait or None, force=force, maintenance=maintenance,
+            order=order, by=by, url=url or None, expect=_expect(settings, env),
+        )
         what = f"{verb} of {version or 'the previous version'}" if verb == "rollback" else f"deploy of {version}"
         say(f"{what} to {env.name} on {len(env.hosts)} host(s), by {by}")
         results = _request_on_hosts(settings, env, request, lambda r: _last_line(r) or EXIT_MEANINGS.get(r.exit_code, ""))
@@ -58,29 +62,37 @@ def _last_line(result) -> str:
     return lines[-1].strip() if lines else result.message
 
 
-@task(help={"tag": "The image tag to deploy (default: CIRCLE_SHA1 / GITHUB_SHA in CI, else `git rev-parse HEAD`).", "wait": WAIT_HELP})
-def staging(c, tag=None, wait=0):
+FORCE_HELP = "Deploy even if the version is older than the deployed one (prefer deploy.rollback)."
+MAINTENANCE_HELP = "Serve the maintenance page (503) from before migrating until the new version serves: for migrations the old code cannot run with."
+
+
+@task(help={"tag": "The image tag to deploy (default: CIRCLE_SHA1 / GITHUB_SHA in CI, else `git rev-parse HEAD`).", "wait": WAIT_HELP, "force": FORCE_HELP, "maintenance": MAINTENANCE_HELP})
+def staging(c, tag=None, wait=0, force=False, maintenance=False):
     """Deploy the current build to staging (CI runs this on every commit to master).
 
     Deploys an exact image tag, never a moving `latest`: --tag, else the commit
     CI is building, else this checkout's HEAD. Every staging host is deployed at
-    once; the command exits 0 only if all of them succeeded.
+    once; the command exits 0 only if all of them succeeded. A build older (by
+    commit time) than the one deployed is refused, so a slow CI job cannot
+    overwrite a newer build.
     """
-    run_deploy(c, "staging", tag, wait)
+    run_deploy(c, "staging", tag, wait, force=force, maintenance=maintenance)
 
 
-@task(help={"tag": "The release tag to deploy, e.g. 1.4.0 (required; must match production's version_pattern).", "wait": WAIT_HELP})
-def production(c, tag=None, wait=0):
+@task(help={"tag": "The release tag to deploy, e.g. 1.4.0 (required; must match production's version_pattern).", "wait": WAIT_HELP, "force": FORCE_HELP, "maintenance": MAINTENANCE_HELP})
+def production(c, tag=None, wait=0, force=False, maintenance=False):
     """Deploy a release tag to production (CI runs this on tags, after approval).
 
-    Pulls the image for --tag on every production host, migrates and collects
-    static files with it, then switches web and proxy to it. If any step fails,
-    the running version keeps serving.
+    On every production host at once: pulls the image for --tag, backs up the
+    database, migrates and collects static files with a one-off container of
+    the new version, starts it beside the running one and moves traffic once
+    its health check passes. If any step fails, the running version keeps
+    serving. A tag older than the deployed one is refused (use deploy.rollback).
     """
     if not tag:
         with fail_on_errors():
             raise plan.BadRequest("production deploys need an explicit --tag, e.g. `inv deploy.production --tag 1.4.0`")
-    run_deploy(c, "production", tag, wait)
+    run_deploy(c, "production", tag, wait, force=force, maintenance=maintenance)
 
 
 @task(help={"env": "The environment (staging, production, ...).", "to": "The version to go back to (default: the last successful one before the running version).", "wait": WAIT_HELP})
@@ -89,11 +101,11 @@ def rollback(c, env="staging", to=None, wait=0):
     run_deploy(c, env, None, wait, verb="rollback", to=to)
 
 
-def _simple(c, env_name: str, verb: str, show, **options) -> None:
+def _simple(c, env_name: str, verb: str, show, words: tuple[str, ...] = (), **options) -> None:
     with fail_on_errors():
         settings = load_settings(c)
         env = settings.environment(env_name)
-        request = protocol.command(verb, env.name, **options)
+        request = protocol.command(verb, env.name, *words, **options)
         results = _request_on_hosts(settings, env, request, show)
     done(results, f"{verb} of {env.name}")
 
@@ -138,10 +150,19 @@ def history(c, env="staging", limit=10):
 
 
 
+@task(help={"env": "The environment (staging, production, ...).", "on": "Turn maintenance mode on.", "off": "Turn maintenance mode off."})
+def maintenance(c, env="staging", on=False, off=False):
+    """Make the proxy answer 503 (a page, or JSON for API clients) without stopping anything."""
+    if on == off:
+        with fail_on_errors():
+            raise plan.BadRequest("say --on or --off")
+    _simple(c, env, "maintenance", _last_line, words=("on" if on else "off",))
+
+
 @task(help={"env": "The environment (staging, production, ...).", "follow": "Keep following while the deploy runs."})
 def logs(c, env="staging", follow=False):
     """Show the last deploy's log from each host (it runs on the server, detached)."""
     _simple(c, env, "logs", lambda r: "", follow=bool(follow))
 
 
-namespace = Collection("deploy", staging, production, rollback, status, history, logs)
+namespace = Collection("deploy", staging, production, rollback, status, history, logs, maintenance)

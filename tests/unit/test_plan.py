@@ -40,10 +40,15 @@ def test_server_conf_carries_every_setting_bin_deploy_reads():
         "SERVICES=web proxy",
         "WEB_SERVICE=web",
         "DB_SERVICE=db",
+        "PROXY_SERVICE=proxy",
         "MANAGE=pipenv run python ./manage.py",
         "VERSION_RE=^[0-9a-f]{7,40}$",
         "DOCKER_HOST=unix:///run/docker.sock",
         "HEALTH_TIMEOUT=60",
+        "DRAIN_SECONDS=3",
+        "BACKUP=no",
+        "BACKUP_KEEP=10",
+        "ORDERING=none",
     ]
     assert conf.splitlines()[-1].startswith("APP_FILES_SHA256=")
 

@@ -11,6 +11,9 @@
 set -euo pipefail
 
 readonly SOCKET_DIR=/run/postgresql
+# The server that runs during initialisation listens here only, so that
+# pg_isready (a health check) fails until the real server is up.
+INIT_SOCKET_DIR=
 readonly INITDB_DIR=/docker-entrypoint-initdb.d
 
 die() {
@@ -51,12 +54,16 @@ allow_network_logins() {
 	printf "\n# Added by docker-entrypoint.sh\nlisten_addresses = '*'\n" >>"$PGDATA/postgresql.conf"
 }
 
-start_local_server() {
-	pg_ctl -D "$PGDATA" -w -o "-c listen_addresses='' -c unix_socket_directories=$SOCKET_DIR" start >/dev/null
+start_private_server() {
+	INIT_SOCKET_DIR=$(mktemp -d)
+	export PGHOST=$INIT_SOCKET_DIR
+	pg_ctl -D "$PGDATA" -w -o "-c listen_addresses='' -c unix_socket_directories=$INIT_SOCKET_DIR" start >/dev/null
 }
 
-stop_local_server() {
+stop_private_server() {
 	pg_ctl -D "$PGDATA" -m fast -w stop >/dev/null
+	unset PGHOST
+	rmdir "$INIT_SOCKET_DIR"
 }
 
 create_database() {
@@ -83,10 +90,10 @@ initialise_cluster() {
 	printf 'docker-entrypoint: initialising %s (user %s, database %s)\n' "$PGDATA" "$(superuser)" "$(database)" >&2
 	run_initdb
 	allow_network_logins
-	start_local_server
+	start_private_server
 	create_database
 	run_init_scripts
-	stop_local_server
+	stop_private_server
 	printf 'docker-entrypoint: initialisation done; starting postgres\n' >&2
 }
 

@@ -10,7 +10,7 @@ PD_ETC='/etc/pushdeploy'
 PD_STATE='/var/lib/pushdeploy'
 
 # What the deploy account may ask for (the first word of its SSH command).
-PD_VERBS='deploy rollback status history logs check version'
+PD_VERBS='deploy rollback status history logs maintenance backups check version'
 
 # An environment name, as in `deploy staging 1.4.0`.
 PD_ENV_RE='^[a-z][a-z0-9-]{0,31}$'
@@ -27,5 +27,6 @@ PD_MAX_WORDS='12'
 
 # Exit codes that mean something to the client.
 PD_EXIT_USAGE='64'
+PD_EXIT_OLDER='65'
 PD_EXIT_BUSY='75'
 PD_EXIT_OUTDATED='78'

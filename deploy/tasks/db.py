@@ -1,0 +1,36 @@
+"""db.*: the database backups deploys take (the deploy account only)."""
+
+from __future__ import annotations
+
+from invoke import Collection, task
+
+from deploy import protocol
+from deploy.tasks.common import done, fail_on_errors, load_settings
+
+
+@task(help={"env": "The environment (staging, production, ...)."})
+def backups(c, env="production"):
+    """List the database backups kept on each host (newest first).
+
+    A deploy with `backup: true` runs pg_dump (custom format) of db_service
+    before migrating, into /var/lib/pushdeploy/ENV/backups (root only), and
+    keeps the newest backup_keep. README, "Restoring a backup", says how to
+    restore one.
+    """
+    from deploy import remote
+
+    with fail_on_errors():
+        settings = load_settings(c)
+        environment = settings.environment(env)
+        request = protocol.command("backups", environment.name)
+        access = settings.access
+
+        def work(host, out):
+            with remote.connect(host, host.user, access.ssh_key, access) as connection:
+                return remote.run(connection, request, out)
+
+        results = remote.on_hosts(environment.hosts, work, label=lambda h: f"{env} {h}")
+    done(results, f"backups of {env}", quiet=True)
+
+
+namespace = Collection("db", backups)
