@@ -31,7 +31,8 @@ def test_server_setup_twice_changes_nothing_the_second_time(server):
     again = inv("server.setup", "--env", "staging")
     assert again.returncode == 0
     assert "nothing changed" in again.stdout
-    assert "changed " not in again.stdout.replace("nothing changed", "")
+    assert not re.search(r"\| changed ", again.stdout)
+    assert re.search(r"\| unchanged /opt/pushdeploy/bin/deploy$", again.stdout, re.M)
 
 
 def test_staging_deploy_serves_the_new_build(server):
