@@ -6,6 +6,7 @@ import os
 import socket
 import stat
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -56,8 +57,26 @@ def test_deploy_key_cannot_forward_ports(server):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    result = ssh_raw(None, "-N", "-o", "ExitOnForwardFailure=yes", "-L", f"127.0.0.1:{port}:127.0.0.1:8081", timeout=20)
-    assert result.returncode != 0
+    argv = ["ssh", "-p", "2222", "-i", str(SANDBOX / "keys/ci"), "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", f"UserKnownHostsFile={SANDBOX / 'known_hosts'}", "-N", "-L", f"127.0.0.1:{port}:127.0.0.1:8081", "pd-deploy@127.0.0.1"]
+    tunnel = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and tunnel.poll() is None:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=2) as conn:
+                    conn.sendall(b"GET / HTTP/1.0\r\n\r\n")
+                    conn.settimeout(5)
+                    answer = conn.recv(100)
+                break
+            except OSError:
+                time.sleep(0.2)
+        else:
+            answer = b""
+        assert not answer.startswith(b"HTTP/"), "the tunnel reached the site"
+    finally:
+        tunnel.kill()
+        _, err = tunnel.communicate()
+    assert "administratively prohibited" in err or tunnel.returncode != 0
 
 
 def test_deploy_key_gets_no_pty(server):

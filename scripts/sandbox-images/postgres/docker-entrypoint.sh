@@ -11,6 +11,8 @@
 set -euo pipefail
 
 readonly SOCKET_DIR=/run/postgresql
+: "${PGDATA:=/var/lib/postgresql/data}"
+export PGDATA
 # The server that runs during initialisation listens here only, so that
 # pg_isready (a health check) fails until the real server is up.
 INIT_SOCKET_DIR=
