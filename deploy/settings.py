@@ -264,12 +264,15 @@ def access_from(values: Mapping[str, str], source: str) -> Access:
         path = values.get(name)
         if path and not Path(path).expanduser().is_file():
             raise ConfigError(source, name, f"file {path} does not exist")
+    def path(name: str) -> str:
+        return str(Path(values[name]).expanduser()) if values.get(name) else ""
+
     return Access(
-        ssh_key=values.get("DEPLOY_SSH_KEY", ""),
+        ssh_key=path("DEPLOY_SSH_KEY"),
         known_hosts=values.get("DEPLOY_KNOWN_HOSTS", ""),
-        known_hosts_file=values.get("DEPLOY_KNOWN_HOSTS_FILE", ""),
+        known_hosts_file=path("DEPLOY_KNOWN_HOSTS_FILE"),
         admin_user=admin_user,
-        admin_key=values.get("DEPLOY_ADMIN_KEY", ""),
+        admin_key=path("DEPLOY_ADMIN_KEY"),
         ci_public_key=values.get("DEPLOY_CI_PUBLIC_KEY", ""),
     )
 

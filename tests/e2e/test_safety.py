@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -209,13 +210,13 @@ def test_five_deploys_at_once_never_interleave(server):
     codes = [p.returncode for p in procs]
     assert set(codes) <= {0, 75}, outputs
     assert codes.count(0) >= 1
-    for code, output in zip(codes, outputs):
+    for code, output in zip(codes, outputs, strict=True):
         if code == 75:
             assert re.search(r"deploy of \S+ by \S+ in progress since \d{4}-", output)
     records = [json.loads(line) for line in history_lines("staging")[before:]]
     assert len(records) == codes.count(0)
     # one at a time: each deploy started after the previous one ended
-    for first, second in zip(records, records[1:]):
+    for first, second in itertools.pairwise(records):
         first_end = time.mktime(time.strptime(first["time"], "%Y-%m-%dT%H:%M:%SZ"))
         second_start = time.mktime(time.strptime(second["time"], "%Y-%m-%dT%H:%M:%SZ")) - second["duration"]
         assert second_start >= first_end - 1
