@@ -69,6 +69,7 @@ class Environment:
     backup: bool = False
     backup_keep: int = 10
     drain_seconds: int = 3
+    static_keep: int = 3
     ordering: str = "none"
     docker_host: str = ""
     files: tuple[tuple[str, str], ...] = ()  # (path on the server, path in the project)
@@ -116,6 +117,7 @@ DEFAULTS = {
     "backup": False,
     "backup_keep": 10,
     "drain_seconds": 3,
+    "static_keep": 3,
     "ordering": "none",
     "manage": "python manage.py",
     "version_pattern": r"^[0-9a-f]{7,40}$",
@@ -212,6 +214,7 @@ def _environment(name: str, raw: Mapping, defaults: Mapping, deploy_user: str, a
     health_timeout = _number(merged, "health_timeout", 1, 3600, key)
     backup_keep = _number(merged, "backup_keep", 1, 1000, key)
     drain_seconds = _number(merged, "drain_seconds", 0, 300, key)
+    static_keep = _number(merged, "static_keep", 0, 100, key)
     if merged["ordering"] not in ORDERINGS:
         raise ConfigError(CONFIG_FILE, key("ordering"), f"{merged['ordering']!r} must be one of: {', '.join(ORDERINGS)}")
     proxy_service = merged["proxy_service"] or ""
@@ -248,6 +251,7 @@ def _environment(name: str, raw: Mapping, defaults: Mapping, deploy_user: str, a
         backup=bool(merged["backup"]),
         backup_keep=backup_keep,
         drain_seconds=drain_seconds,
+        static_keep=static_keep,
         ordering=merged["ordering"],
         proxy_service=proxy_service,
         docker_host=docker_host,

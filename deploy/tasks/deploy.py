@@ -95,6 +95,19 @@ def production(c, tag=None, wait=0, force=False, maintenance=False):
     run_deploy(c, "production", tag, wait, force=force, maintenance=maintenance)
 
 
+@task(help={"env": "The environment to deploy to (any configured in invoke.yaml).", "tag": "The version to deploy (default for environments without require_tag: the current commit).", "wait": WAIT_HELP, "force": FORCE_HELP, "maintenance": MAINTENANCE_HELP})
+def to(c, env, tag=None, wait=0, force=False, maintenance=False):
+    """Deploy to any configured environment (review apps, a second region, ...).
+
+    Same flow as deploy.staging and deploy.production; environments with
+    `require_tag: true` need --tag.
+    """
+    with fail_on_errors():
+        if not tag and load_settings(c).environment(env).require_tag:
+            raise plan.BadRequest(f"{env} has require_tag: pass --tag VERSION")
+    run_deploy(c, env, tag, wait, force=force, maintenance=maintenance)
+
+
 @task(help={"env": "The environment (staging, production, ...).", "to": "The version to go back to (default: the last successful one before the running version).", "wait": WAIT_HELP})
 def rollback(c, env="staging", to=None, wait=0):
     """Go back to the previous successful version (or --to VERSION)."""
@@ -165,4 +178,4 @@ def logs(c, env="staging", follow=False):
     _simple(c, env, "logs", lambda r: "", follow=bool(follow))
 
 
-namespace = Collection("deploy", staging, production, rollback, status, history, logs, maintenance)
+namespace = Collection("deploy", staging, production, to, rollback, status, history, logs, maintenance)

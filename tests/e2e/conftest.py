@@ -29,6 +29,8 @@ STAGING_A, STAGING_B = "a1a1a1a", "b2b2b2b"
 IMAGES = {
     STAGING_A: "ok",
     STAGING_B: "ok",
+    "c3c3c3c": "ok",
+    "d4d4d4d": "ok",
     "1.0.0": "ok",
     "1.1.0": "ok",
     "1.2.0-badhealth": "bad-health",

@@ -79,7 +79,7 @@ def test_production_deploys_change_the_version_and_history_records_both(server):
     records = [json.loads(line) for line in history_lines("production")[before:]]
     assert [(r["version"], r["outcome"]) for r in records] == [("1.0.0", "ok"), ("1.1.0", "ok")]
     assert records[1]["previous"] == "1.0.0"
-    assert [s["name"] for s in records[1]["steps"]] == ["preflight", "pull", "database", "backup", "migrate", "static", "start", "health", "switch"]
+    assert [s["name"] for s in records[1]["steps"]] == ["preflight", "pull", "database", "backup", "migrate", "static", "start", "health", "switch", "prune-static"]
 
     table = inv("deploy.history", "--env", "production")
     assert table.returncode == 0

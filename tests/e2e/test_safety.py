@@ -101,6 +101,21 @@ def test_zero_requests_fail_while_deploying_under_load(server):
     assert len(web_containers("staging")) == 1  # the old container is gone
 
 
+def release_css(env: str) -> str:
+    return re.search(r'href="(/static/notes/release\.[0-9a-f]{12}\.css)"', get(env, "/")[1]).group(1)
+
+
+def test_recent_releases_keep_their_static_files_and_older_ones_are_pruned(server):
+    urls = {}
+    for tag in (STAGING_A, STAGING_B, "c3c3c3c", "d4d4d4d"):
+        ensure("staging", tag)
+        urls[tag] = release_css("staging")
+    assert len(set(urls.values())) == 4  # each release has its own asset
+    # static_keep is 3: the last three releases' files stay, the oldest is gone
+    assert [get("staging", url)[0] for url in urls.values()] == [404, 200, 200, 200]
+    assert "pixel release c3c3c3c" in get("staging", urls["c3c3c3c"])[1]
+
+
 def test_a_version_whose_health_check_fails_is_rolled_back(server):
     ensure("production", "1.1.0")
     env_before = server_env_file("production")

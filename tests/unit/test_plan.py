@@ -46,6 +46,7 @@ def test_server_conf_carries_every_setting_bin_deploy_reads():
         "DOCKER_HOST=unix:///run/docker.sock",
         "HEALTH_TIMEOUT=60",
         "DRAIN_SECONDS=3",
+        "STATIC_KEEP=3",
         "BACKUP=no",
         "BACKUP_KEEP=10",
         "ORDERING=none",
