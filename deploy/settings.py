@@ -303,7 +303,7 @@ def dotenv_values_for(environ: Mapping[str, str], root: Path = protocol.PROJECT_
 
     path = Path(environ.get("DEPLOY_DOTENV") or root / ".env")
     if environ.get("DEPLOY_DOTENV") and not path.is_file():
-        raise ConfigError("DEPLOY_DOTENV", "DEPLOY_DOTENV", f"file {path} does not exist")
+        raise ConfigError("environment", "DEPLOY_DOTENV", f"file {path} does not exist")
     values = {k: v for k, v in dotenv_values(path).items() if v is not None} if path.is_file() else {}
     values.update({k: v for k, v in environ.items() if k.startswith("DEPLOY_")})
     return values, str(path)

@@ -121,3 +121,22 @@ def test_server_check_reports_installed_and_current(server):
     assert "server side: installed, current" in result.stdout
     assert re.search(r"docker: \d+\.", result.stdout)
     assert re.search(r"version: ", result.stdout)
+
+
+def test_an_out_of_date_server_side_is_refused_until_setup_runs(server):
+    conf = "/etc/pushdeploy/staging.conf"
+    original = open(conf).read()
+    try:
+        with open(conf, "a") as stream:
+            stream.write("# edited by hand on the server\n")
+        before = history_lines("staging")
+        result = deployed("staging", "--tag", STAGING_A, "--force")
+        assert result.returncode == 78
+        assert "inv server.setup --env staging" in result.stdout + result.stderr
+        assert history_lines("staging") == before
+        assert "OUT OF DATE" in inv("server.check", "--env", "staging").stdout
+        assert inv("server.setup", "--env", "staging").returncode == 0
+        assert deployed("staging", "--tag", STAGING_A, "--force").returncode == 0
+    finally:
+        if open(conf).read() != original:
+            open(conf, "w").write(original)

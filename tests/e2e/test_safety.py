@@ -90,6 +90,7 @@ class Load:
 
 def test_zero_requests_fail_while_deploying_under_load(server):
     ensure("staging", STAGING_A)
+    proxy = compose("staging", "ps", "-q", "proxy").stdout.split()
     with Load("staging") as load:
         time.sleep(1)
         result = inv("deploy.staging", "--tag", STAGING_B, "--force")
@@ -99,6 +100,8 @@ def test_zero_requests_fail_while_deploying_under_load(server):
     assert load.ok > 50  # the load really ran through the whole deploy
     assert load.versions == {STAGING_A, STAGING_B}
     assert len(web_containers("staging")) == 1  # the old container is gone
+    assert compose("staging", "ps", "-q", "proxy").stdout.split() == proxy  # never restarted
+    assert "reloaded proxy" not in result.stdout  # its configuration did not change
 
 
 def release_css(env: str) -> str:
@@ -239,6 +242,22 @@ def test_five_deploys_at_once_never_interleave(server):
     assert served_version("staging") == final
     assert f"VERSION={final}".encode() in server_env_file("staging").splitlines()
     assert len(web_containers("staging")) == 1
+
+
+def test_an_older_staging_build_is_refused(server):
+    # The client sends each build's commit time; sent raw here to pick the times.
+    from tests.e2e.conftest import ssh_raw
+
+    assert ssh_raw(f"deploy staging {STAGING_A} --order=2000000000 --force").returncode == 0
+    try:
+        older = ssh_raw(f"deploy staging {STAGING_B} --order=1999999999")
+        assert older.returncode == 65
+        assert "older than the deployed build" in older.stderr
+        assert served_version("staging") == STAGING_A
+        assert ssh_raw(f"deploy staging {STAGING_B} --order=2000000001").returncode == 0
+        assert served_version("staging") == STAGING_B
+    finally:
+        Path("/var/lib/pushdeploy/staging/order").unlink(missing_ok=True)
 
 
 def test_waiting_deploys_queue_instead_of_failing(server):
