@@ -190,6 +190,28 @@ def test_production_deploy_takes_a_backup_that_restores(server):
     assert psql("production", "select count(*) from notes_visit") == visits != "0"
 
 
+def test_a_failed_backup_stops_the_deploy_before_anything_changes(server):
+    ensure("production", "1.1.0")
+    backups = Path("/var/lib/pushdeploy/production/backups")
+    aside = backups.with_name("backups.aside")
+    if backups.exists():
+        backups.rename(aside)
+    backups.write_text("not a directory: the backup cannot be written\n")
+    try:
+        env_before = server_env_file("production")
+        result = inv("deploy.production", "--tag", "1.1.0", "--force")
+        assert result.returncode == 1
+        assert "FAILED backup" in result.stdout
+        steps = [s["name"] for s in last_record("production")["steps"]]
+        assert "migrate" not in steps and "start" not in steps
+        assert server_env_file("production") == env_before
+        assert served_version("production") == "1.1.0"
+    finally:
+        backups.unlink()
+        if aside.exists():
+            aside.rename(backups)
+
+
 def test_maintenance_mode_answers_503_without_stopping_anything(server):
     ensure("staging", STAGING_A)
     containers = compose("staging", "ps", "-q").stdout.split()
