@@ -44,6 +44,12 @@ def test_unvalidated_arguments_never_reach_bin_deploy(server, command):
     assert history_lines("staging") == before
 
 
+def test_a_deploy_id_cannot_name_a_path(server):
+    result = ssh_raw("deploy staging a1a1a1a --id=x/../../../../tmp/pwned --force")
+    assert result.returncode == 64 and "invalid deploy id" in result.stderr
+    assert not list(Path("/tmp").glob("pwned*"))
+
+
 def test_bin_deploy_checks_again_what_the_entrypoint_let_through(server):
     # Valid words for the entrypoint, but not a version staging accepts: bin/deploy refuses.
     result = ssh_raw("deploy staging latest")

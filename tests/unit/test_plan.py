@@ -123,4 +123,5 @@ def test_actor_names_who_deploys(environ, git_user, expected):
 def test_run_ids_are_unique_and_acceptable():
     first, second = plan.run_id(0), plan.run_id(0)
     assert first != second and first.startswith("19700101T000000Z-")
+    assert protocol.matches(protocol.ID_RE, first)
     protocol.command("deploy", "staging", "abc1234", id=first)

@@ -17,13 +17,13 @@ def bash_matches(variable: str, samples: list[str]) -> list[bool]:
     return [flag == "1" for flag in out.split()]
 
 
-SAMPLES = HOSTILE + ["1.4.0", "abc1234", "1.4.0-rc.1", "_x", "--id=20261122T000000Z-ab12", "--by=circleci:jane", "--url=https://circleci.com/gh/o/r/12", "--wait=30", "--follow", "--x=$(id)", "--Url=x", "staging", "a" * 128, "a" * 129]
+SAMPLES = HOSTILE + ["a/../../etc/cron.d/x", "20261122T000000Z-ab12cd34", "1.4.0", "abc1234", "1.4.0-rc.1", "_x", "--id=20261122T000000Z-ab12", "--by=circleci:jane", "--url=https://circleci.com/gh/o/r/12", "--wait=30", "--follow", "--x=$(id)", "--Url=x", "staging", "a" * 128, "a" * 129]
 
 
-@pytest.mark.parametrize("name", ["PD_VERSION_RE", "PD_ARG_RE", "PD_ENV_RE"])
+@pytest.mark.parametrize("name", ["PD_VERSION_RE", "PD_ARG_RE", "PD_ENV_RE", "PD_ID_RE"])
 def test_python_and_bash_agree_on_every_pattern(name):
     samples = [s for s in SAMPLES if "\x00" not in s]
-    pattern = {"PD_VERSION_RE": protocol.VERSION_RE, "PD_ARG_RE": protocol.ARG_RE, "PD_ENV_RE": protocol.ENV_RE}[name]
+    pattern = {"PD_VERSION_RE": protocol.VERSION_RE, "PD_ARG_RE": protocol.ARG_RE, "PD_ENV_RE": protocol.ENV_RE, "PD_ID_RE": protocol.ID_RE}[name]
     assert [protocol.matches(pattern, s) for s in samples] == bash_matches(name, samples)
 
 

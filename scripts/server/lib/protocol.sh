@@ -21,6 +21,9 @@ PD_VERSION_RE='^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$'
 # Every word after the verb: a plain word, or an option --name[=value].
 PD_ARG_RE='^([A-Za-z0-9_][A-Za-z0-9_.-]{0,127}|--[a-z][a-z-]{0,31}(=[A-Za-z0-9_][A-Za-z0-9_.:/@+-]{0,199})?)$'
 
+# A deploy's id (it names files on the server, so no dots or slashes).
+PD_ID_RE='^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$'
+
 # The longest command line the entrypoint reads, and the most words.
 PD_MAX_COMMAND='1024'
 PD_MAX_WORDS='12'
