@@ -103,6 +103,7 @@ def test_status_shows_the_deployed_version_and_services(server):
     result = inv("deploy.status", "--env", "production")
     assert result.returncode == 0
     assert "production 127.0.0.1:2222 | version: 1.1.0" in result.stdout
+    assert re.search(r"\| last deploy: \S+Z deploy of 1\.1\.0 \(was \S+\): ok, by local:", result.stdout)
     assert re.search(r"\|\s+\S*web\S*\s.*(Up|running)", result.stdout)
 
 
