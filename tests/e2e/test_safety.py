@@ -123,9 +123,12 @@ def test_a_version_whose_health_check_fails_is_rolled_back(server):
     ensure("production", "1.1.0")
     env_before = server_env_file("production")
     containers_before = web_containers("production")
-    result = inv("deploy.production", "--tag", "1.2.0-badhealth", "--force")
+    with Load("production") as load:  # the broken release's pages fail: no request may reach it
+        result = inv("deploy.production", "--tag", "1.2.0-badhealth", "--force")
     assert result.returncode == 1
     assert "FAILED health" in result.stdout
+    assert load.failed == 0 and load.ok > 20, load.failures[:5]
+    assert load.versions == {"1.1.0"}
     assert served_version("production") == "1.1.0"
     assert server_env_file("production") == env_before
     assert web_containers("production") == containers_before  # the failed release's container is removed

@@ -99,3 +99,39 @@ def test_server_scripts_are_shellcheck_clean():
     scripts = [str(p) for p in sorted(BIN.iterdir())] + [str(protocol.PROTOCOL_FILE)]
     result = subprocess.run(["shellcheck", "-x", *scripts], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
+
+
+def bash_deploy(snippet: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", "-c", f'. "{BIN / "deploy"}"; {snippet}'], capture_output=True, text=True)
+
+
+@pytest.mark.parametrize(
+    ("older", "newer"),
+    [("1.9.0", "1.10.0"), ("1.4.0-rc.1", "1.4.0"), ("1.4.0-rc.1", "1.4.0-rc.2"), ("1.4.0", "1.4.1-rc.1"), ("0.9.9", "1.0.0"), ("1.0.0-alpha", "1.0.0-beta")],
+)
+def test_release_order_is_semantic(older, newer):
+    assert bash_deploy(f'version_lt "{older}" "{newer}"').returncode == 0
+    assert bash_deploy(f'version_lt "{newer}" "{older}"').returncode == 1
+    assert bash_deploy(f'version_lt "{newer}" "{newer}"').returncode == 1
+
+
+def history_of(tmp_path, *records):
+    path = tmp_path / "history.jsonl"
+    path.write_text("".join(f'{{"time":"t","env":"e","kind":"{kind}","version":"{version}","previous":"p","outcome":"{outcome}"}}\n' for kind, version, outcome in records))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("records", "current", "target"),
+    [
+        ([("deploy", "A", "ok"), ("deploy", "B", "ok"), ("deploy", "C", "ok")], "C", "B"),
+        ([("deploy", "A", "ok"), ("deploy", "B", "ok"), ("deploy", "C", "ok"), ("rollback", "B", "ok")], "B", "A"),  # a second rollback goes further back
+        ([("deploy", "A", "ok"), ("deploy", "B", "ok"), ("rollback", "A", "ok")], "A", ""),  # nothing before A
+        ([("deploy", "A", "ok"), ("deploy", "B", "failed"), ("deploy", "C", "ok")], "C", "A"),  # failed deploys never count
+        ([("deploy", "A", "ok"), ("deploy", "B", "ok"), ("deploy", "B", "ok")], "B", "A"),
+    ],
+)
+def test_rollback_goes_to_the_release_before_the_running_one(tmp_path, records, current, target):
+    path = history_of(tmp_path, *records)
+    result = bash_deploy(f'HISTORY="{path}"; rollback_target "{current}"')
+    assert result.stdout.strip() == target

@@ -14,6 +14,8 @@ logger = logging.getLogger(__name__)
 
 @never_cache
 def index(request):
+    if settings.PIXEL_FAULT == "health":  # a broken release: its pages fail too
+        return JsonResponse({"status": "error", "detail": "broken release"}, status=500)
     Visit.objects.create(path=request.path[:255])
     context = {
         "version": settings.APP_VERSION,
