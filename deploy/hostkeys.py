@@ -41,7 +41,10 @@ def load(access: Access):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
-        entry = paramiko.hostkeys.HostKeyEntry.from_line(line, number)
+        try:
+            entry = paramiko.hostkeys.HostKeyEntry.from_line(line, number)
+        except (paramiko.SSHException, ValueError):
+            entry = None
         if entry is None:
             raise ConfigError(".env", "DEPLOY_KNOWN_HOSTS", f"line {number} is not a known_hosts line")
         for name in entry.hostnames:
@@ -65,8 +68,15 @@ def fingerprint(key) -> str:
     return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
 
 
-def unknown_host_message(host: Host, access: Access) -> str:
+def unknown_host_message(host: Host, access: Access, pinned=None) -> str:
     where = "DEPLOY_KNOWN_HOSTS" if access.known_hosts else str(known_hosts_path(access))
+    other = pinned.lookup(host_entry(host)) if pinned is not None else None
+    if other:
+        return (
+            f"HOST KEY OF {host_entry(host)} HAS CHANGED: pinned {', '.join(other.keys())} key(s) in {where}, but the server "
+            f"offered another type. Deploy stopped. If the change is legitimate, verify the new fingerprint out of band, "
+            f"remove the old line (ssh-keygen -R '{host_entry(host)}' -f FILE) and run `inv server.trust --env ENV`."
+        )
     return (
         f"host key of {host_entry(host)} is not pinned in {where}. "
         f"Check the server's fingerprint out of band (on the server: ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub), "

@@ -22,7 +22,7 @@ def app_files(settings: Settings, env: Environment) -> dict[str, bytes]:
 def server_dotenv(settings: Settings, env: Environment) -> bytes | None:
     if not env.server_env:
         return None
-    path = (settings.root / env.server_env).expanduser()
+    path = settings.root / Path(env.server_env).expanduser()
     if not path.is_file():
         raise ConfigError("invoke.yaml", f"deploy.environments.{env.name}.server_env", f"{path} does not exist")
     return path.read_bytes()

@@ -159,7 +159,7 @@ def install_command(settings: Settings, env: Environment, archive: str, as_root:
     """The admin's shell command that unpacks the bundle and runs bin/install as root."""
     q = shlex.quote
     script = (
-        f"set -e; d=$(mktemp -d); trap 'rm -rf \"$d\"' EXIT; tar -C \"$d\" -xf {q(archive)}; rm -f {q(archive)}; "
+        f"set -e; trap 'rm -rf \"$d\" {q(archive)}' EXIT; d=$(mktemp -d); tar -C \"$d\" -xf {q(archive)}; rm -f {q(archive)}; "
         f"\"$d/bin/install\" \"$d\" {q(env.name)} {q(settings.deploy_user)} {q(env.app_dir)}"
     )
     return f"bash -c {q(script)}" if as_root else f"sudo -n bash -c {q(script)}"

@@ -18,10 +18,15 @@ from deploy.output import HostWriter, Timer, say, seconds
 from deploy.settings import Access, Host
 
 CONNECT_TIMEOUT = 15
+KEEPALIVE_SECONDS = 15  # notices a dead connection while a long step prints nothing
 
 
 class RemoteError(Exception):
     """Could not reach or talk to a host; the message says what to do."""
+
+    def __init__(self, message: str, retryable: bool = False):
+        super().__init__(message)
+        self.retryable = retryable
 
 
 @dataclass
@@ -52,10 +57,11 @@ def connect(host: Host, user: str, key_file: str, access: Access, pinned=None) -
         raise RemoteError(f"{user}@{host}: authentication failed: check the key ({key_file or 'ssh-agent / ~/.ssh'}) is authorized for {user}") from None
     except paramiko.SSHException as error:
         if "not found in known_hosts" in str(error):
-            raise RemoteError(hostkeys.unknown_host_message(host, access)) from None
-        raise RemoteError(f"{user}@{host}: SSH failed: {error}") from None
+            raise RemoteError(hostkeys.unknown_host_message(host, access, connection.client.get_host_keys())) from None
+        raise RemoteError(f"{user}@{host}: SSH failed: {error}", retryable=True) from None
     except (TimeoutError, OSError) as error:
-        raise RemoteError(f"{user}@{host}: cannot connect: {error}; check the address and that sshd runs") from None
+        raise RemoteError(f"{user}@{host}: cannot connect: {error}; check the address and that sshd runs", retryable=True) from None
+    connection.transport.set_keepalive(KEEPALIVE_SECONDS)
     return connection
 
 
@@ -83,6 +89,12 @@ def on_hosts(hosts: Sequence[Host], work: Callable[[Host, HostWriter], int], lab
         return list(pool.map(one, hosts))
 
 
+def last_line(result: HostResult) -> str:
+    """A host's last non-empty output line, for the summary."""
+    lines = [line for line in result.output if line.strip()]
+    return lines[-1].strip() if lines else result.message
+
+
 def summary(results: Sequence[HostResult], describe: Callable[[HostResult], str], label: Callable[[Host], str] = str) -> None:
     for result in results:
         state = "ok" if result.ok else f"FAILED (exit {result.exit_code})"
@@ -106,6 +118,10 @@ def run_resumable(connect: Callable[[], Connection], command: str, writer: HostW
             reason = "the connection closed before the command ended"
         except (EOFError, OSError, paramiko.SSHException) as error:
             reason = f"connection lost ({error or type(error).__name__})"
+        except RemoteError as error:
+            if not error.retryable or attempt == attempts:
+                raise
+            reason = str(error)
         if attempt < attempts:
             writer.line(f"{reason}; reattaching ({attempt}/{attempts - 1})")
             time.sleep(2 * attempt)

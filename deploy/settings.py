@@ -15,7 +15,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from deploy import protocol
 
@@ -206,6 +206,8 @@ def _environment(name: str, raw: Mapping, defaults: Mapping, deploy_user: str, a
     db_service = merged["db_service"] or ""
     if db_service:
         _check(_SERVICE, db_service, key("db_service"), "a service name")
+    if merged["backup"] and not db_service:
+        raise ConfigError(CONFIG_FILE, key("backup"), "backups need db_service (the PostgreSQL service) to be set")
     if not compose_files or not services:
         raise ConfigError(CONFIG_FILE, key("services" if compose_files else "compose_files"), "must not be empty")
     manage = merged["manage"]
@@ -220,9 +222,6 @@ def _environment(name: str, raw: Mapping, defaults: Mapping, deploy_user: str, a
     proxy_service = merged["proxy_service"] or ""
     if proxy_service:
         _check(_SERVICE, proxy_service, key("proxy_service"), "a service name")
-    db_service_for_backup = merged["db_service"]
-    if merged["backup"] and not db_service_for_backup:
-        raise ConfigError(CONFIG_FILE, key("backup"), "backups need db_service (the PostgreSQL service) to be set")
     docker_host = merged["docker_host"] or ""
     if docker_host and not protocol.matches(_DOCKER_HOST, docker_host):
         raise ConfigError(CONFIG_FILE, key("docker_host"), f"{docker_host!r} is not unix:///path, tcp://host:port or ssh://host")
@@ -323,7 +322,3 @@ def _plain(value):
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     return value
-
-
-def remote_path(env: Environment, relative: str) -> str:
-    return str(PurePosixPath(env.app_dir) / relative)

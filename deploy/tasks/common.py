@@ -43,3 +43,20 @@ def done(results, what: str, quiet: bool = False) -> None:
     say(f"{what}: FAILED on {len(failed)} of {len(results)} host(s): {', '.join(str(r.host) for r in failed)}", sys.stderr)
     code = failed[0].exit_code
     raise Exit(code=code if 0 < code < 256 else 1)
+
+
+def request_on_hosts(settings, env, request: str, describe) -> list:
+    """Send one request to the deploy account of every host at once, with the output prefixed."""
+    from deploy import remote
+
+    access = settings.access
+
+    def work(host, out):
+        def connect():
+            return remote.connect(host, host.user, access.ssh_key, access)
+
+        return remote.run_resumable(connect, request, out)
+
+    results = remote.on_hosts(env.hosts, work, label=lambda h: f"{env.name} {h}")
+    remote.summary(results, describe, label=lambda h: f"{env.name} {h}")
+    return results

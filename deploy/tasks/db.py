@@ -5,7 +5,7 @@ from __future__ import annotations
 from invoke import Collection, task
 
 from deploy import protocol
-from deploy.tasks.common import done, fail_on_errors, load_settings
+from deploy.tasks.common import done, fail_on_errors, load_settings, request_on_hosts
 
 
 @task(help={"env": "The environment (staging, production, ...)."})
@@ -17,19 +17,10 @@ def backups(c, env="production"):
     keeps the newest backup_keep. README, "Restoring a backup", says how to
     restore one.
     """
-    from deploy import remote
-
     with fail_on_errors():
         settings = load_settings(c)
         environment = settings.environment(env)
-        request = protocol.command("backups", environment.name)
-        access = settings.access
-
-        def work(host, out):
-            with remote.connect(host, host.user, access.ssh_key, access) as connection:
-                return remote.run(connection, request, out)
-
-        results = remote.on_hosts(environment.hosts, work, label=lambda h: f"{env} {h}")
+        results = request_on_hosts(settings, environment, protocol.command("backups", environment.name), lambda r: f"{len(r.output)} line(s)")
     done(results, f"backups of {env}", quiet=True)
 
 

@@ -9,26 +9,15 @@ from invoke import Collection, task
 from deploy import history as history_table
 from deploy import local, plan, protocol
 from deploy.output import Collector, say
-from deploy.tasks.common import EXIT_MEANINGS, done, fail_on_errors, load_settings
+from deploy.tasks.common import EXIT_MEANINGS, done, fail_on_errors, load_settings, request_on_hosts
 
 WAIT_HELP = "If another deploy of this environment runs, wait up to this many seconds for it (default: refuse at once)."
 
 
-def _request_on_hosts(settings, env, request: str, describe) -> list:
-    """Send one request to the deploy account of every host at once, with the output prefixed."""
-    from deploy import remote
+def _describe(result) -> str:
+    from deploy.remote import last_line
 
-    access = settings.access
-
-    def work(host, out):
-        def connect():
-            return remote.connect(host, host.user, access.ssh_key, access)
-
-        return remote.run_resumable(connect, request, out)
-
-    results = remote.on_hosts(env.hosts, work, label=lambda h: f"{env.name} {h}")
-    remote.summary(results, describe, label=lambda h: f"{env.name} {h}")
-    return results
+    return last_line(result) or EXIT_MEANINGS.get(result.exit_code, "")
 
 
 def _expect(settings, env) -> str:
@@ -46,6 +35,8 @@ def run_deploy(c, env_name: str, version: str | None, wait: int = 0, verb: str =
             version = plan.check_version(env, to)
         by, url = plan.actor(os.environ, local.git_user())
         order = local.commit_time(version) if verb == "deploy" and env.ordering == "build" else None
+        if verb == "deploy" and env.ordering == "build" and order is None:
+            say(f"warning: commit {version} is not in this clone, so its build order is unknown: the server cannot refuse it as older")
         words = (env.name, version) if verb == "deploy" else (env.name,)
         request = protocol.command(
             verb, *words, to=to and version, id=plan.run_id(), wait=wait or None, force=force, maintenance=maintenance,
@@ -53,13 +44,8 @@ def run_deploy(c, env_name: str, version: str | None, wait: int = 0, verb: str =
         )
         what = f"{verb} of {version or 'the previous version'}" if verb == "rollback" else f"deploy of {version}"
         say(f"{what} to {env.name} on {len(env.hosts)} host(s), by {by}")
-        results = _request_on_hosts(settings, env, request, lambda r: _last_line(r) or EXIT_MEANINGS.get(r.exit_code, ""))
+        results = request_on_hosts(settings, env, request, lambda r: _describe(r))
     done(results, f"{what} to {env.name}")
-
-
-def _last_line(result) -> str:
-    lines = [line for line in result.output if line.strip()]
-    return lines[-1].strip() if lines else result.message
 
 
 FORCE_HELP = "Deploy even if the version is older than the deployed one (prefer deploy.rollback)."
@@ -119,7 +105,7 @@ def _simple(c, env_name: str, verb: str, show, words: tuple[str, ...] = (), **op
         settings = load_settings(c)
         env = settings.environment(env_name)
         request = protocol.command(verb, env.name, *words, **options)
-        results = _request_on_hosts(settings, env, request, show)
+        results = request_on_hosts(settings, env, request, show)
     done(results, f"{verb} of {env.name}")
 
 
@@ -129,14 +115,7 @@ def status(c, env="staging"):
     with fail_on_errors():
         settings = load_settings(c)
         expect = _expect(settings, settings.environment(env))
-    _simple(c, env, "status", lambda r: _field(r, "version:") or EXIT_MEANINGS.get(r.exit_code, ""), expect=expect)
-
-
-def _field(result, name: str) -> str:
-    for line in result.output:
-        if line.startswith(name):
-            return line
-    return ""
+    _simple(c, env, "status", lambda r: next((line for line in r.output if line.startswith("version:")), "") or _describe(r), expect=expect)
 
 
 @task(help={"env": "The environment (staging, production, ...).", "limit": "How many deploys to show (default 10)."})
@@ -154,7 +133,8 @@ def history(c, env="staging", limit=10):
             writer = Collector()
             with remote.connect(host, host.user, access.ssh_key, access) as connection:
                 code = remote.run(connection, request, writer)
-            for line in history_table.table(history_table.parse(writer.lines)).splitlines():
+            lines = history_table.table(history_table.parse(writer.lines)).splitlines() if code == 0 else writer.lines
+            for line in lines:
                 out.line(line)
             return code
 
@@ -169,13 +149,13 @@ def maintenance(c, env="staging", on=False, off=False):
     if on == off:
         with fail_on_errors():
             raise plan.BadRequest("say --on or --off")
-    _simple(c, env, "maintenance", _last_line, words=("on" if on else "off",))
+    _simple(c, env, "maintenance", _describe, words=("on" if on else "off",))
 
 
 @task(help={"env": "The environment (staging, production, ...).", "follow": "Keep following while the deploy runs."})
 def logs(c, env="staging", follow=False):
     """Show the last deploy's log from each host (it runs on the server, detached)."""
-    _simple(c, env, "logs", lambda r: "", follow=bool(follow))
+    _simple(c, env, "logs", lambda r: "" if r.ok else _describe(r), follow=bool(follow))
 
 
 namespace = Collection("deploy", staging, production, to, rollback, status, history, logs, maintenance)

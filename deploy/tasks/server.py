@@ -46,23 +46,15 @@ def setup(c, env="staging", public_key=None):
         def work(host, out):
             name = f".pushdeploy-bundle-{secrets.token_hex(6)}.tar"
             with _admin_connect(settings, host) as connection:
-                connection.sftp().putfo(_bytes_io(archive), name)
+                sftp = connection.sftp()
+                with sftp.open(name, "wx") as upload:  # the bundle holds the server's .env: owner only
+                    upload.chmod(0o600)
+                    upload.write(archive)
                 return remote.run(connection, plan.install_command(settings, environment, name, as_root), out)
 
         results = remote.on_hosts(environment.hosts, work, label=lambda h: f"{env} {h}")
-        remote.summary(results, lambda r: _last(r), label=lambda h: f"{env} {h}")
+        remote.summary(results, remote.last_line, label=lambda h: f"{env} {h}")
     done(results, f"server.setup of {env}")
-
-
-def _bytes_io(data: bytes):
-    import io
-
-    return io.BytesIO(data)
-
-
-def _last(result) -> str:
-    lines = [line for line in result.output if line.strip()]
-    return lines[-1] if lines else result.message
 
 
 @task(help={"env": ENV_HELP})
@@ -84,8 +76,10 @@ def check(c, env="staging"):
                 code = remote.run(connection, f"test -x {protocol.DEPLOY_BIN} && {command}", quiet)
             facts = dict(line.split("=", 1) for line in quiet.lines if "=" in line)
             if code != 0 or "server_side" not in facts:
-                out.line(f"server side: NOT INSTALLED for {env} (run `inv server.setup --env {env}`)")
-                return 1
+                for line in quiet.lines:
+                    out.line(line)
+                out.line(f"server side: NOT INSTALLED for {env}, or the admin cannot run it (run `inv server.setup --env {env}`)")
+                return code or 1
             current = facts["server_side"] == want_server and facts["settings"] == want_settings
             out.line("server side: " + ("installed, current" if current else f"installed, OUT OF DATE (run `inv server.setup --env {env}`)"))
             for key in ("version", "docker", "compose", "disk_free_app", "disk_free_docker"):
@@ -114,12 +108,17 @@ def trust(c, env="staging", yes=False):
         path = hostkeys.known_hosts_path(settings.access)
         failed = 0
         for host in environment.hosts:
-            key = hostkeys.scan(host)
+            try:
+                key = hostkeys.scan(host)
+            except Exception as error:  # socket errors and paramiko's own
+                say(f"{env} {host} | cannot read its host key: {error}", sys.stderr)
+                failed += 1
+                continue
             entry = hostkeys.host_entry(host)
             known = pinned.lookup(entry) or {}
-            if key.get_name() in known:
-                same = known[key.get_name()] == key
-                say(f"{env} {host} | {'already pinned' if same else 'CHANGED: pinned key differs'}: {hostkeys.fingerprint(key)}")
+            if known:
+                same = known.get(key.get_name()) == key
+                say(f"{env} {host} | {'already pinned' if same else 'CHANGED: the pinned key differs, not pinning'}: {hostkeys.fingerprint(key)}")
                 failed += not same
                 continue
             say(f"{env} {host} | offers {key.get_name()} {hostkeys.fingerprint(key)}")
