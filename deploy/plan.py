@@ -78,6 +78,18 @@ def run_id(now: float | None = None, token: str | None = None) -> str:
     return f"{stamp}-{token or secrets.token_hex(4)}"
 
 
+def phases(env: Environment) -> list[tuple[tuple, bool]]:
+    """Which hosts deploy together, and whether they skip backup and migrations.
+
+    With `migrate_on: first` (hosts sharing one database), the first host
+    backs up, migrates and switches alone; only if it succeeded do the others
+    follow, all at once, without migrating. With `each`, every host at once.
+    """
+    if env.migrate_on == "first" and len(env.hosts) > 1:
+        return [(env.hosts[:1], False), (env.hosts[1:], True)]
+    return [(env.hosts, False)]
+
+
 # ------------------------------------------------------------------ the server's settings
 
 

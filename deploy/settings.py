@@ -30,6 +30,7 @@ _DOCKER_HOST = re.compile(r"^(unix:///[A-Za-z0-9_./-]+|tcp://[A-Za-z0-9_.-]+:[0-
 _USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 COMPOSE_COMMANDS = ("docker compose", "docker-compose")
 ORDERINGS = ("none", "semver", "build")
+MIGRATE_ON = ("first", "each")
 
 
 class ConfigError(Exception):
@@ -71,6 +72,7 @@ class Environment:
     drain_seconds: int = 3
     static_keep: int = 3
     ordering: str = "none"
+    migrate_on: str = "first"
     docker_host: str = ""
     files: tuple[tuple[str, str], ...] = ()  # (path on the server, path in the project)
     server_env: str = ""  # local template for the server's .env, used by server.setup
@@ -119,6 +121,7 @@ DEFAULTS = {
     "drain_seconds": 3,
     "static_keep": 3,
     "ordering": "none",
+    "migrate_on": "first",
     "manage": "python manage.py",
     "version_pattern": r"^[0-9a-f]{7,40}$",
     "require_tag": False,
@@ -219,6 +222,8 @@ def _environment(name: str, raw: Mapping, defaults: Mapping, deploy_user: str, a
     static_keep = _number(merged, "static_keep", 0, 100, key)
     if merged["ordering"] not in ORDERINGS:
         raise ConfigError(CONFIG_FILE, key("ordering"), f"{merged['ordering']!r} must be one of: {', '.join(ORDERINGS)}")
+    if merged["migrate_on"] not in MIGRATE_ON:
+        raise ConfigError(CONFIG_FILE, key("migrate_on"), f"{merged['migrate_on']!r} must be one of: {', '.join(MIGRATE_ON)}")
     proxy_service = merged["proxy_service"] or ""
     if proxy_service:
         _check(_SERVICE, proxy_service, key("proxy_service"), "a service name")
@@ -252,6 +257,7 @@ def _environment(name: str, raw: Mapping, defaults: Mapping, deploy_user: str, a
         drain_seconds=drain_seconds,
         static_keep=static_keep,
         ordering=merged["ordering"],
+        migrate_on=merged["migrate_on"],
         proxy_service=proxy_service,
         docker_host=docker_host,
         files=tuple(files),

@@ -45,8 +45,8 @@ def done(results, what: str, quiet: bool = False) -> None:
     raise Exit(code=code if 0 < code < 256 else 1)
 
 
-def request_on_hosts(settings, env, request: str, describe) -> list:
-    """Send one request to the deploy account of every host at once, with the output prefixed."""
+def request_on_hosts(settings, env, request: str, describe, hosts=None) -> list:
+    """Send one request to the deploy account of every host (or of hosts) at once, with the output prefixed."""
     from deploy import remote
 
     access = settings.access
@@ -57,6 +57,6 @@ def request_on_hosts(settings, env, request: str, describe) -> list:
 
         return remote.run_resumable(connect, request, out)
 
-    results = remote.on_hosts(env.hosts, work, label=lambda h: f"{env.name} {h}")
+    results = remote.on_hosts(hosts or env.hosts, work, label=lambda h: f"{env.name} {h}")
     remote.summary(results, describe, label=lambda h: f"{env.name} {h}")
     return results

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 from invoke import Collection, task
 
@@ -38,13 +39,19 @@ def run_deploy(c, env_name: str, version: str | None, wait: int = 0, verb: str =
         if verb == "deploy" and env.ordering == "build" and order is None:
             say(f"warning: commit {version} is not in this clone, so its build order is unknown: the server cannot refuse it as older")
         words = (env.name, version) if verb == "deploy" else (env.name,)
-        request = protocol.command(
-            verb, *words, to=to and version, id=plan.run_id(), wait=wait or None, force=force, maintenance=maintenance,
-            order=order, by=by, url=url or None, expect=_expect(settings, env),
-        )
+        expect = _expect(settings, env)
         what = f"{verb} of {version or 'the previous version'}" if verb == "rollback" else f"deploy of {version}"
         say(f"{what} to {env.name} on {len(env.hosts)} host(s), by {by}")
-        results = request_on_hosts(settings, env, request, lambda r: _describe(r))
+        results = []
+        for hosts, skip_migrate in plan.phases(env):
+            if results and not all(r.ok for r in results):
+                say(f"{env.name}: not deployed to {', '.join(map(str, hosts))}: the first host failed", sys.stderr)
+                break
+            request = protocol.command(
+                verb, *words, to=to and version, id=plan.run_id(), wait=wait or None, force=force, maintenance=maintenance,
+                skip_migrate=skip_migrate, order=order, by=by, url=url or None, expect=expect,
+            )
+            results += request_on_hosts(settings, env, request, _describe, hosts=hosts)
     done(results, f"{what} to {env.name}")
 
 

@@ -125,3 +125,18 @@ def test_run_ids_are_unique_and_acceptable():
     assert first != second and first.startswith("19700101T000000Z-")
     assert protocol.matches(protocol.ID_RE, first)
     protocol.command("deploy", "staging", "abc1234", id=first)
+
+
+def test_with_a_shared_database_the_first_host_migrates_alone_then_the_rest_follow():
+    env = from_config({"environments": {"prod": {"hosts": "a.example, b.example, c.example"}}}, {}).environment("prod")
+    (first, first_skips), (rest, rest_skips) = plan.phases(env)
+    assert [h.hostname for h in first] == ["a.example"] and not first_skips
+    assert [h.hostname for h in rest] == ["b.example", "c.example"] and rest_skips
+    request = protocol.command("deploy", "prod", "1.0.0", skip_migrate=rest_skips)
+    assert request.endswith("--skip-migrate")
+
+
+@pytest.mark.parametrize(("hosts", "migrate_on"), [("a.example", "first"), ("a.example, b.example", "each")])
+def test_one_phase_when_there_is_nothing_to_order(hosts, migrate_on):
+    env = from_config({"environments": {"prod": {"hosts": hosts, "migrate_on": migrate_on}}}, {}).environment("prod")
+    assert plan.phases(env) == [(env.hosts, False)]

@@ -54,6 +54,7 @@ def test_defaults_section_applies_to_every_environment():
         (with_env(health_timeout="soon"), "deploy.environments.staging.health_timeout"),
         (with_env(health_timeout=0), "deploy.environments.staging.health_timeout"),
         (with_env(ordering="alphabetical"), "deploy.environments.staging.ordering"),
+        (with_env(migrate_on="sometimes"), "deploy.environments.staging.migrate_on"),
         (with_env(backup=True), "deploy.environments.staging.backup"),
         (with_env(backup_keep=-1, db_service="db"), "deploy.environments.staging.backup_keep"),
         (with_env(docker_host="unix://relative"), "deploy.environments.staging.docker_host"),
