@@ -353,3 +353,26 @@ def test_a_dropped_connection_reattaches_to_the_running_deploy(server):
     assert "reattaching" in output
     assert f"deployed {STAGING_B} to staging" in output
     assert len(history_lines("staging")) == before + 1  # one deploy, not two
+
+
+def test_the_proxy_reloads_only_when_its_configuration_changed(server, tmp_path):
+    ensure("staging", STAGING_A)
+    conf = tmp_path / "pixel.conf"
+    conf.write_text((ROOT / "example/docker/etc/nginx/conf.d/pixel.conf").read_text() + "# changed by a test\n")
+    config = tmp_path / "changed.yaml"
+    config.write_text(
+        "deploy:\n  environments:\n    staging:\n      files:\n"
+        "        docker-compose.yml: example/docker-compose.staging.yml\n"
+        f"        docker/etc/nginx/conf.d/pixel.conf: {conf}\n"
+    )
+    proxy = compose("staging", "ps", "-q", "proxy").stdout.split()
+    try:
+        assert inv("-f", str(config), "server.setup", "--env", "staging").returncode == 0
+        first = inv("-f", str(config), "deploy.staging", "--tag", STAGING_B, "--force")
+        second = inv("-f", str(config), "deploy.staging", "--tag", STAGING_A, "--force")
+        assert first.returncode == second.returncode == 0
+        assert "reloaded proxy (its configuration changed)" in first.stdout
+        assert "reloaded proxy" not in second.stdout
+        assert compose("staging", "ps", "-q", "proxy").stdout.split() == proxy  # reloaded, never restarted
+    finally:
+        assert inv("server.setup", "--env", "staging").returncode == 0
