@@ -7,7 +7,7 @@ import sys
 
 from invoke.exceptions import Exit
 
-from deploy import plan, protocol, settings
+from deploy import local, plan, protocol, settings
 from deploy.output import say
 
 EXIT_MEANINGS = {
@@ -21,6 +21,11 @@ EXIT_MEANINGS = {
 
 def load_settings(c) -> settings.Settings:
     return settings.load(c.config)
+
+
+def expected(config: settings.Settings, env: settings.Environment) -> str:
+    """SERVERHASH.SETTINGSHASH: what bin/deploy must find installed for this project."""
+    return plan.expected(protocol.server_side(), plan.server_conf(env, local.app_files(config, env)))
 
 
 @contextlib.contextmanager

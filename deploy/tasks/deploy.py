@@ -10,7 +10,7 @@ from invoke import Collection, task
 from deploy import history as history_table
 from deploy import local, plan, protocol
 from deploy.output import Collector, say
-from deploy.tasks.common import EXIT_MEANINGS, done, fail_on_errors, load_settings, request_on_hosts
+from deploy.tasks.common import EXIT_MEANINGS, done, expected, fail_on_errors, load_settings, request_on_hosts
 
 WAIT_HELP = "If another deploy of this environment runs, wait up to this many seconds for it (default: refuse at once)."
 
@@ -19,10 +19,6 @@ def _describe(result) -> str:
     from deploy.remote import last_line
 
     return last_line(result) or EXIT_MEANINGS.get(result.exit_code, "")
-
-
-def _expect(settings, env) -> str:
-    return plan.expected(protocol.server_side(), plan.server_conf(env, local.app_files(settings, env)))
 
 
 def run_deploy(c, env_name: str, version: str | None, wait: int = 0, verb: str = "deploy", to: str | None = None, force: bool = False, maintenance: bool = False) -> None:
@@ -39,7 +35,7 @@ def run_deploy(c, env_name: str, version: str | None, wait: int = 0, verb: str =
         if verb == "deploy" and env.ordering == "build" and order is None:
             say(f"warning: commit {version} is not in this clone, so its build order is unknown: the server cannot refuse it as older")
         words = (env.name, version) if verb == "deploy" else (env.name,)
-        expect = _expect(settings, env)
+        expect = expected(settings, env)
         what = f"{verb} of {version or 'the previous version'}" if verb == "rollback" else f"deploy of {version}"
         say(f"{what} to {env.name} on {len(env.hosts)} host(s), by {by}")
         results = []
@@ -107,10 +103,12 @@ def rollback(c, env="staging", to=None, wait=0):
     run_deploy(c, env, None, wait, verb="rollback", to=to)
 
 
-def _simple(c, env_name: str, verb: str, show, words: tuple[str, ...] = (), **options) -> None:
+def _simple(c, env_name: str, verb: str, show, words: tuple[str, ...] = (), check_current: bool = False, **options) -> None:
     with fail_on_errors():
         settings = load_settings(c)
         env = settings.environment(env_name)
+        if check_current:
+            options["expect"] = expected(settings, env)
         request = protocol.command(verb, env.name, *words, **options)
         results = request_on_hosts(settings, env, request, show)
     done(results, f"{verb} of {env.name}")
@@ -119,10 +117,7 @@ def _simple(c, env_name: str, verb: str, show, words: tuple[str, ...] = (), **op
 @task(help={"env": "The environment (staging, production, ...)."})
 def status(c, env="staging"):
     """Show, per host, the deployed version, any deploy in progress and the compose services."""
-    with fail_on_errors():
-        settings = load_settings(c)
-        expect = _expect(settings, settings.environment(env))
-    _simple(c, env, "status", lambda r: next((line for line in r.output if line.startswith("version:")), "") or _describe(r), expect=expect)
+    _simple(c, env, "status", lambda r: next((line for line in r.output if line.startswith("version:")), "") or _describe(r), check_current=True)
 
 
 @task(help={"env": "The environment (staging, production, ...).", "limit": "How many deploys to show (default 10)."})

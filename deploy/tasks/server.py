@@ -9,7 +9,7 @@ from invoke import Collection, task
 
 from deploy import local, plan, protocol
 from deploy.output import Collector, say
-from deploy.tasks.common import done, fail_on_errors, load_settings
+from deploy.tasks.common import done, expected, fail_on_errors, load_settings
 
 ENV_HELP = "The environment (staging, production, ...)."
 
@@ -65,8 +65,7 @@ def check(c, env="staging"):
     with fail_on_errors():
         settings = load_settings(c)
         environment = settings.environment(env)
-        want_server = protocol.server_side().hash
-        want_settings = protocol.short_hash(plan.server_conf(environment, local.app_files(settings, environment)).encode())
+        want_server, want_settings = expected(settings, environment).split(".")
         as_root = settings.access.admin_user == "root"
         command = plan.admin_command(f"{protocol.DEPLOY_BIN} check {environment.name}", as_root)
 
