@@ -111,6 +111,7 @@ def server_conf(env: Environment, app_files: Mapping[str, bytes]) -> str:
         f"DOCKER_HOST={env.docker_host}",
         f"HEALTH_TIMEOUT={env.health_timeout}",
         f"DRAIN_SECONDS={env.drain_seconds}",
+        f"DNS_VALID={env.dns_valid}",
         f"STATIC_KEEP={env.static_keep}",
         f"BACKUP={'yes' if env.backup else 'no'}",
         f"BACKUP_KEEP={env.backup_keep}",

@@ -17,9 +17,6 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SERVER_DIR = PROJECT_ROOT / "scripts" / "server"
 PROTOCOL_FILE = SERVER_DIR / "lib" / "protocol.sh"
 
-# What `server_hash` covers, in this order, on both sides (see bin/deploy).
-HASHED_FILES = ("bin/deploy", "bin/entrypoint", "lib/protocol.sh")
-
 _ASSIGNMENT = re.compile(r"^(PD_[A-Z_]+)='([^']*)'$")
 
 
@@ -48,6 +45,10 @@ EXIT_USAGE = int(FACTS["PD_EXIT_USAGE"])
 EXIT_OLDER = int(FACTS["PD_EXIT_OLDER"])
 EXIT_BUSY = int(FACTS["PD_EXIT_BUSY"])
 EXIT_OUTDATED = int(FACTS["PD_EXIT_OUTDATED"])
+# The server side's files: installed by bin/install, hashed in this order by both sides.
+SERVER_FILES = tuple(FACTS["PD_SERVER_FILES"].split())
+SLOTS = tuple(FACTS["PD_SLOTS"].split())
+ROUTING_DIR = FACTS["PD_ROUTING_DIR"]
 
 DEPLOY_BIN = f"{PREFIX}/bin/deploy"
 ENTRYPOINT_BIN = f"{PREFIX}/bin/entrypoint"
@@ -95,13 +96,12 @@ class ServerSide:
 
     @property
     def hash(self) -> str:
-        digest = hashlib.sha256(b"".join(self.files[name] for name in HASHED_FILES))
+        digest = hashlib.sha256(b"".join(self.files[name] for name in SERVER_FILES))
         return digest.hexdigest()[:16]
 
 
 def server_side(root: Path = SERVER_DIR) -> ServerSide:
-    names = (*HASHED_FILES, "bin/install")
-    return ServerSide({name: (root / name).read_bytes() for name in names})
+    return ServerSide({name: (root / name).read_bytes() for name in SERVER_FILES})
 
 
 def short_hash(data: bytes) -> str:

@@ -69,7 +69,8 @@ class Environment:
     health_timeout: int
     backup: bool = False
     backup_keep: int = 10
-    drain_seconds: int = 3
+    drain_seconds: int = 1
+    dns_valid: int = 1
     static_keep: int = 3
     ordering: str = "none"
     migrate_on: str = "first"
@@ -118,7 +119,8 @@ DEFAULTS = {
     "proxy_service": "proxy",
     "backup": False,
     "backup_keep": 10,
-    "drain_seconds": 3,
+    "drain_seconds": 1,
+    "dns_valid": 1,
     "static_keep": 3,
     "ordering": "none",
     "migrate_on": "first",
@@ -219,6 +221,7 @@ def _environment(name: str, raw: Mapping, defaults: Mapping, deploy_user: str, a
     health_timeout = _number(merged, "health_timeout", 1, 3600, key)
     backup_keep = _number(merged, "backup_keep", 1, 1000, key)
     drain_seconds = _number(merged, "drain_seconds", 0, 300, key)
+    dns_valid = _number(merged, "dns_valid", 1, 60, key)
     static_keep = _number(merged, "static_keep", 0, 100, key)
     if merged["ordering"] not in ORDERINGS:
         raise ConfigError(CONFIG_FILE, key("ordering"), f"{merged['ordering']!r} must be one of: {', '.join(ORDERINGS)}")
@@ -255,6 +258,7 @@ def _environment(name: str, raw: Mapping, defaults: Mapping, deploy_user: str, a
         backup=bool(merged["backup"]),
         backup_keep=backup_keep,
         drain_seconds=drain_seconds,
+        dns_valid=dns_valid,
         static_keep=static_keep,
         ordering=merged["ordering"],
         migrate_on=merged["migrate_on"],

@@ -45,7 +45,8 @@ def test_server_conf_carries_every_setting_bin_deploy_reads():
         "VERSION_RE=^[0-9a-f]{7,40}$",
         "DOCKER_HOST=unix:///run/docker.sock",
         "HEALTH_TIMEOUT=60",
-        "DRAIN_SECONDS=3",
+        "DRAIN_SECONDS=1",
+            "DNS_VALID=1",
         "STATIC_KEEP=3",
         "BACKUP=no",
         "BACKUP_KEEP=10",
@@ -55,10 +56,10 @@ def test_server_conf_carries_every_setting_bin_deploy_reads():
 
 
 def test_bin_deploy_knows_every_key_the_client_writes():
-    source = (protocol.SERVER_DIR / "bin/deploy").read_text()
+    source = (protocol.SERVER_DIR / "lib/config.sh").read_text()
     for line in plan.server_conf(ENV, {}).splitlines()[1:]:
         key = line.split("=", 1)[0]
-        assert f"      {key})" in source, f"bin/deploy does not read {key}"
+        assert f"      {key})" in source, f"lib/config.sh does not read {key}"
 
 
 def test_a_changed_project_file_changes_what_the_client_expects():
@@ -85,10 +86,7 @@ def test_bundle_holds_the_server_side_settings_and_app_files():
     with tarfile.open(fileobj=io.BytesIO(bundle.tar())) as archive:
         names = {m.name: m.mode for m in archive.getmembers()}
     assert names == {
-        "bin/deploy": 0o755,
-        "bin/entrypoint": 0o755,
-        "bin/install": 0o755,
-        "lib/protocol.sh": 0o644,
+        **{name: 0o755 if name.startswith("bin/") else 0o644 for name in protocol.SERVER_FILES},
         "env.conf": 0o644,
         "authorized_keys": 0o644,
         "app/docker-compose.yml": 0o644,

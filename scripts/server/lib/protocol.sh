@@ -9,6 +9,15 @@ PD_PREFIX='/opt/pushdeploy'
 PD_ETC='/etc/pushdeploy'
 PD_STATE='/var/lib/pushdeploy'
 
+# The server side: every file installed under PD_PREFIX, in this order. The
+# installer installs them, both sides hash them (in this order) to agree on the version.
+PD_SERVER_FILES='bin/deploy bin/entrypoint bin/install lib/protocol.sh lib/config.sh lib/steps.sh lib/switch.sh lib/order.sh lib/history.sh lib/history.py lib/detach.sh'
+
+# Traffic reaches one slot of the web service at a time: the proxy routes to the
+# DNS name WEBSERVICE-SLOT, the second slot while APP_DIR/PD_ROUTING_DIR/SLOT exists.
+PD_SLOTS='blue green'
+PD_ROUTING_DIR='routing'
+
 # What the deploy account may ask for (the first word of its SSH command).
 PD_VERBS='deploy rollback status history logs maintenance backups check version'
 

@@ -1,0 +1,101 @@
+# shellcheck shell=bash disable=SC2034,SC2153 # variables shared across the files bin/deploy sources
+# pushdeploy server side: detached runs. The deploy runs in its own session,
+# logging to a file, so a dropped SSH connection or a cancelled CI job cannot
+# stop it half way. The caller follows the log; calling again with the same
+# --id reattaches instead of redeploying.
+
+run_file() { printf '%s/%s.%s' "$RUNS_DIR" "$1" "$2"; }
+
+follow_run() { # id
+  local id=$1 pid status
+  pid=$(cat "$(run_file "$id" pid)" 2>/dev/null || true)
+  if [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; then
+    tail -n +1 -s 0.1 -f --pid="$pid" "$(run_file "$id" log)"
+  else
+    cat "$(run_file "$id" log)"
+  fi
+  status=$(cat "$(run_file "$id" status)" 2>/dev/null || true)
+  [[ -n $status ]] || die 1 "the deploy process $id ended without a result: see \`inv deploy.logs --env $ENV_NAME\`"
+  return "$status"
+}
+
+lock_holder() { cat "$STATE_DIR/lock.info" 2>/dev/null || echo "unknown deploy"; }
+
+start_run() { # kind version id wait
+  local kind=$1 version=$2 id=$3 wait=$4 holder token
+  exec 9>>"$STATE_DIR/lock"
+  if ! flock -n 9; then
+    holder=$(lock_holder)
+    if [[ -n $id && $holder == "$id "* ]]; then
+      exec 9>&-
+      echo "deploy $id is running; following it"
+      follow_run "$id"
+      return
+    fi
+    ((wait > 0)) && echo "waiting up to ${wait}s for: ${holder#* }"
+    flock -w "$wait" 9 || die "$PD_EXIT_BUSY" "busy: ${holder#* }; try again later or pass --wait=SECONDS"
+  fi
+  if [[ -n $id && -f $(run_file "$id" request) ]]; then
+    exec 9>&-
+    if [[ -f $(run_file "$id" status) ]]; then
+      echo "deploy $id already ran; its log:"
+      follow_run "$id"
+      return
+    fi
+    die 1 "deploy $id stopped without a result (the server restarted?): see \`inv deploy.logs --env $ENV_NAME\` and deploy again"
+  fi
+  check_order "$version" "$ORDER"
+  [[ -n $id ]] || id="$(date -u +%Y%m%dT%H%M%SZ)-$$"
+  printf '%s deploy of %s by %s in progress since %s\n' "$id" "$version" "${BY:-unknown}" "$(now_iso)" >"$STATE_DIR/lock.info"
+  printf 'KIND=%s\nVERSION=%s\nBY=%s\nURL=%s\nORDER=%s\nMAINTENANCE=%s\nSKIP_MIGRATE=%s\n' \
+    "$kind" "$version" "$BY" "$URL" "$ORDER" "$MAINTENANCE" "$SKIP_MIGRATE" >"$(run_file "$id" request)"
+  : >"$(run_file "$id" log)"
+  # Only a worker started here knows the token: the deploy account, even
+  # through sudo, cannot read it, so it cannot call __run itself.
+  token=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
+  printf '%s\n' "$token" >"$(run_file "$id" token)"
+  PD_RUN_ID=$id PD_RUN_TOKEN=$token setsid "$SELF" __run "$ENV_NAME" "$id" </dev/null >>"$(run_file "$id" log)" 2>&1 &
+  echo $! >"$(run_file "$id" pid)"
+  exec 9>&-
+  follow_run "$id"
+}
+
+worker() { # env id  (started by start_run only, holding the lock on fd 9)
+  local id=$2 key value rc=0
+  KIND='' NEW_VERSION='' BY='' URL='' ORDER='' MAINTENANCE=0 SKIP_MIGRATE=0
+  [[ ${PD_RUN_ID-} == "$id" && -f $(run_file "$id" token) && ${PD_RUN_TOKEN-} == "$(cat "$(run_file "$id" token)")" ]] ||
+    die "$PD_EXIT_USAGE" "not a deploy started by this script"
+  rm -f "$(run_file "$id" token)"
+  while IFS='=' read -r key value; do
+    case $key in
+      KIND) KIND=$value ;; VERSION) NEW_VERSION=$value ;; BY) BY=$value ;; URL) URL=$value ;;
+      ORDER) ORDER=$value ;; MAINTENANCE) MAINTENANCE=$value ;; SKIP_MIGRATE) SKIP_MIGRATE=$value ;;
+    esac
+  done <"$(run_file "$id" request)"
+  STEPS_FILE=$(run_file "$id" steps)
+  : >"$STEPS_FILE"
+  trap '' HUP PIPE
+  # A shutdown mid-deploy still cleans up, records the failure and answers.
+  trap 'interrupted "$id"' TERM INT
+  run_deploy "$(run_file "$id" log)" || rc=$?
+  echo "$rc" >"$(run_file "$id" status)"
+  : >"$STATE_DIR/lock.info"
+  prune_runs
+}
+
+interrupted() { # id
+  trap '' TERM INT
+  echo "deploy interrupted (signal)"
+  FAILED_STEP=${FAILED_STEP:-interrupted}
+  discard_new || true
+  record failed 0 "$(run_file "$1" log)"
+  echo 1 >"$(run_file "$1" status)"
+  : >"$STATE_DIR/lock.info"
+  exit 1
+}
+
+prune_runs() {
+  local old f
+  old=$(find "$RUNS_DIR" -maxdepth 1 -name '*.log' -printf '%T@ %f\n' | sort -rn | tail -n +31 | cut -d' ' -f2)
+  for f in $old; do rm -f "$RUNS_DIR/${f%.log}".*; done
+}

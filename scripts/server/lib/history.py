@@ -1,0 +1,94 @@
+"""pushdeploy server side: the deploy history, one JSON object a line, read and written with json.
+
+Run by bin/deploy as `python3 -I history.py COMMAND HISTORY [ARGS]` (isolated mode: no
+user site, no PYTHON* variables). Commands:
+  append HISTORY KEY=VALUE...   add a record; KEY=@FILE takes the value from a file
+                                 (steps=@FILE reads "name<TAB>seconds<TAB>ok" lines)
+  last HISTORY                   the last record as one readable line
+  rollback-target HISTORY VER    the release before VER (see rollback_target)
+"""
+
+import json
+import os
+import sys
+
+NUMBERS = {"duration"}
+
+
+def read(path):
+    if not os.path.exists(path):
+        return []
+    records = []
+    with open(path, encoding="utf-8") as stream:
+        for line in stream:
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                continue  # a torn last line after a crash is skipped, not fatal
+    return records
+
+
+def value_of(key, text):
+    if text.startswith("@"):
+        with open(text[1:], encoding="utf-8", errors="replace") as stream:
+            text = stream.read()
+        if key == "steps":
+            steps = []
+            for line in text.splitlines():
+                name, seconds, ok = line.split("\t")
+                steps.append({"name": name, "seconds": float(seconds), "ok": ok == "1"})
+            return steps
+    if key in NUMBERS:
+        return float(text)
+    return text
+
+
+def append(path, pairs):
+    record = {}
+    for pair in pairs:
+        key, _, text = pair.partition("=")
+        record[key] = value_of(key, text)
+    with open(path, "a", encoding="utf-8") as stream:
+        stream.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def last(path):
+    records = read(path)
+    if not records:
+        print("none")
+        return
+    r = records[-1]
+    failed = f" at {r['failed_step']}" if r.get("failed_step") else ""
+    print(f"{r.get('time')} {r.get('kind')} of {r.get('version')} (was {r.get('previous')}): {r.get('outcome')}{failed}, by {r.get('by')}")
+
+
+def rollback_target(path, current):
+    """Walking back through successful deploys (not rollbacks, so a second rollback
+    goes further back, not forward again): the first version older in history
+    than the running version's own deploy."""
+    seen = False
+    for r in reversed(read(path)):
+        if r.get("kind") != "deploy" or r.get("outcome") != "ok":
+            continue
+        version = r.get("version", "")
+        if seen and version != current:
+            print(version)
+            return
+        if version == current:
+            seen = True
+
+
+def main(argv):
+    command, path = argv[1], argv[2]
+    if command == "append":
+        append(path, argv[3:])
+    elif command == "last":
+        last(path)
+    elif command == "rollback-target":
+        rollback_target(path, argv[3])
+    else:
+        sys.exit(f"history.py: unknown command {command!r}")
+
+
+if __name__ == "__main__":
+    main(sys.argv)

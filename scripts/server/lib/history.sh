@@ -1,0 +1,21 @@
+# shellcheck shell=bash disable=SC2034,SC2153 # variables shared across the files bin/deploy sources
+# pushdeploy server side: the deploy history (HISTORY, one JSON object a line),
+# written and read by lib/history.py, a real JSON tool, never by printf and sed.
+
+history_tool() { python3 -I "$PD_HOME/lib/history.py" "$@"; }
+
+record() { # outcome duration log-file
+  local outcome=$1 duration=$2 log=$3 tail_file
+  tail_file=$(mktemp)
+  if [[ $outcome != ok ]]; then grep -v '^==> \| ok ' "$log" 2>/dev/null | tail -n 15 >"$tail_file" || true; fi
+  history_tool append "$HISTORY" "time=$(now_iso)" "env=$ENV_NAME" "kind=$KIND" "version=$NEW_VERSION" \
+    "previous=$PREVIOUS_VERSION" "order=$ORDER" "by=$BY" "url=$URL" "sudo_user=${SUDO_USER:-root}" "outcome=$outcome" \
+    "failed_step=$FAILED_STEP" "duration=$duration" "steps=@$STEPS_FILE" "log_tail=@$tail_file"
+  rm -f "$tail_file"
+}
+
+rollback_target() { # current
+  history_tool rollback-target "$HISTORY" "$1"
+}
+
+last_deploy() { history_tool last "$HISTORY"; }
