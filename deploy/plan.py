@@ -121,6 +121,42 @@ def server_conf(env: Environment, app_files: Mapping[str, bytes]) -> str:
     return "\n".join(lines) + "\n"
 
 
+_RESOLVER = re.compile(r"^\s*resolver\s+([^;]*);", re.MULTILINE)
+_VALID = re.compile(r"\bvalid=([0-9]+)s?\b")
+
+
+def proxy_config_problems(env: Environment, app_files: Mapping[str, bytes]) -> list[str]:
+    """What in the environment's nginx files would break the zero-downtime switch.
+
+    The proxy must route to the slots (WEB-blue, or WEB-green while the routing
+    flag exists) and forget a DNS answer after exactly dns_valid seconds: the
+    switch waits that long before a slot's name may point elsewhere.
+    """
+    if getattr(env, "switch", "slots") != "slots":
+        return []
+    first, second = protocol.SLOTS
+    problems = []
+    for name, data in sorted(app_files.items()):
+        text = data.decode(errors="replace")
+        if not name.endswith(".conf") or "proxy_pass" not in text:
+            continue
+        for slot in (first, second):
+            if f"{env.web_service}-{slot}" not in text:
+                problems.append(f"{name}: does not route to {env.web_service}-{slot}: pushdeploy switches traffic between {env.web_service}-{first} and {env.web_service}-{second} (see the README, 'The switch')")
+                break
+        if f"{protocol.ROUTING_DIR}/{second}" not in text:
+            problems.append(f"{name}: never checks the routing flag {protocol.ROUTING_DIR}/{second} (mount <app dir>/{protocol.ROUTING_DIR} into the proxy and test it per request)")
+        resolvers = _RESOLVER.findall(text)
+        if not resolvers:
+            problems.append(f"{name}: no `resolver` directive: nginx would resolve {env.web_service}-{first} once, at start")
+        for resolver in resolvers:
+            valid = _VALID.search(resolver)
+            if not valid or int(valid.group(1)) != env.dns_valid:
+                found = f"valid={valid.group(1)}s" if valid else "no valid="
+                problems.append(f"{name}: `resolver {resolver.strip()}` has {found}, but dns_valid is {env.dns_valid}: make them agree (resolver ... valid={env.dns_valid}s)")
+    return problems
+
+
 def expected(server: protocol.ServerSide, conf: str) -> str:
     """What the client tells bin/deploy to expect: server-side hash . settings hash."""
     return f"{server.hash}.{protocol.short_hash(conf.encode())}"

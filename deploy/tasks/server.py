@@ -39,7 +39,11 @@ def setup(c, env="staging", public_key=None):
         settings = load_settings(c)
         environment = settings.environment(env)
         keys = local.public_keys(public_key or settings.access.ci_public_key)
-        archive = plan.bundle(environment, protocol.server_side(), local.app_files(settings, environment), local.server_dotenv(settings, environment), keys).tar()
+        app_files = local.app_files(settings, environment)
+        problems = plan.proxy_config_problems(environment, app_files)
+        if problems:
+            raise plan.BadRequest("the proxy configuration cannot switch without downtime:\n  " + "\n  ".join(problems))
+        archive = plan.bundle(environment, protocol.server_side(), app_files, local.server_dotenv(settings, environment), keys).tar()
         as_root = settings.access.admin_user == "root"
         say(f"server.setup of {env} on {len(environment.hosts)} host(s) as {settings.access.admin_user}")
 
