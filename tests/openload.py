@@ -14,6 +14,7 @@ import re
 import statistics
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -23,6 +24,7 @@ _VERSION = re.compile(r"Pixel version (\S+?)<")
 
 @dataclass
 class Sample:
+    index: int
     scheduled: float  # seconds since the load started
     started: float
     finished: float = 0.0
@@ -71,13 +73,13 @@ class OpenLoad:
     """``with OpenLoad(url, rate=50) as load: ...`` then ``load.summary()``."""
 
     def __init__(self, url: str, rate: float = 50, seconds: float = 180, max_requests: int = 20000, timeout: float = 10.0,
-                 method: str = "GET", headers: dict[str, str] | None = None):
+                 method: str = "GET", headers: dict[str, str] | None = None, body: Callable[[int], bytes] | None = None):
         _loopback_only(url)
         parts = urlsplit(url)
         self.host, self.port = parts.hostname, parts.port or 80
         self.path = parts.path or "/"
         self.rate, self.seconds, self.max_requests, self.timeout = rate, seconds, max_requests, timeout
-        self.method, self.headers = method, dict(headers or {})
+        self.method, self.headers, self.body = method, dict(headers or {}), body
         self.samples: list[Sample] = []
         self.marks: list[tuple[float, str]] = []
         self._stop = threading.Event()
@@ -97,7 +99,11 @@ class OpenLoad:
         sample.started = self.now()
         connection = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
         try:
-            connection.request(self.method, self.path, headers={"Connection": "close", **self.headers})
+            headers = {"Connection": "close", **self.headers}
+            data = self.body(sample.index) if self.body else None
+            if data is not None:
+                headers.setdefault("Content-Type", "application/x-www-form-urlencoded")
+            connection.request(self.method, self.path, body=data, headers=headers)
             response = connection.getresponse()
             body = response.read().decode(errors="replace")
             sample.status = response.status
@@ -120,7 +126,7 @@ class OpenLoad:
             delay = due - self.now()
             if delay > 0 and self._stop.wait(delay):
                 return
-            sample = Sample(scheduled=due, started=0.0)
+            sample = Sample(index=i, scheduled=due, started=0.0)
             with self._lock:
                 self.samples.append(sample)
             self._pool.submit(self._one, sample)

@@ -1,4 +1,5 @@
 import logging
+import time
 
 from django.conf import settings
 from django.db import connection
@@ -6,6 +7,8 @@ from django.db.migrations.executor import MigrationExecutor
 from django.http import JsonResponse
 from django.shortcuts import render
 from django.views.decorators.cache import never_cache
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_POST
 
 from .models import Visit
 
@@ -48,3 +51,20 @@ def health(request):
         pending = ", ".join(f"{m.app_label}.{m.name}" for m, _backwards in plan)
         return _unhealthy(f"unapplied migrations: {pending}")
     return JsonResponse({"status": "ok", "version": settings.APP_VERSION})
+
+
+@never_cache
+def slow(request):
+    """A request that takes a while (?seconds=N, at most 30): it must survive a deploy."""
+    seconds = min(float(request.GET.get("seconds", "5")), 30.0)
+    time.sleep(seconds)
+    return JsonResponse({"status": "ok", "slept": seconds, "version": settings.APP_VERSION})
+
+
+@csrf_exempt  # an API-style endpoint for the deploy tests: a POST must be answered exactly once
+@require_POST
+def record(request):
+    """Stores one row per POST (token=...), so a test can tell a POST was not sent twice."""
+    token = request.POST.get("token", "")[:200]
+    Visit.objects.create(path=f"post:{token}")
+    return JsonResponse({"status": "created", "token": token, "version": settings.APP_VERSION}, status=201)

@@ -84,12 +84,19 @@ worker() { # env id  (started by start_run only, holding the lock on fd 9)
 }
 
 interrupted() { # id
+  local outcome=failed
   trap '' TERM INT
   echo "deploy interrupted (signal)"
-  FAILED_STEP=${FAILED_STEP:-interrupted}
-  discard_new || true
-  record failed 0 "$(run_file "$1" log)"
-  echo 1 >"$(run_file "$1" status)"
+  if ((SWITCHED)); then
+    # The new version serves already: finish retiring the old one, do not undo.
+    retire_old || true
+    outcome=ok
+  else
+    FAILED_STEP=${FAILED_STEP:-interrupted}
+    discard_new || true
+  fi
+  record "$outcome" 0 "$(run_file "$1" log)"
+  [[ $outcome == ok ]] && echo 0 >"$(run_file "$1" status)" || echo 1 >"$(run_file "$1" status)"
   : >"$STATE_DIR/lock.info"
   exit 1
 }

@@ -1,0 +1,92 @@
+"""The switch's exact command sequences, without root or Docker.
+
+tests/unit/shell/switch_harness.sh sources bin/deploy with `docker` replaced by a
+function that records its words and answers like a small fake Docker (one old
+web container `old1` serving, compose creating `new1`), then runs the steps
+start, health, admit, switch and retire as bin/deploy does, or discards the new
+container on a failure. Kamal's command tests are the model: config in, exact
+commands out.
+"""
+
+import os
+import subprocess
+
+import pytest
+
+from deploy import protocol
+
+HARNESS = protocol.PROJECT_ROOT / "tests/unit/shell/switch_harness.sh"
+COMPOSE = "docker compose -p pixel-test -f docker-compose.yml"
+NETWORKS = 'docker inspect -f {{range $net, $cfg := .NetworkSettings.Networks}}{{$net}} {{$cfg.Aliases}}{{"\\n"}}{{end}} new1'
+
+START = [
+    f"{COMPOSE} ps -a -q web",  # stopped leftovers from an interrupted deploy?
+    f"{COMPOSE} ps -q web",
+    f"{COMPOSE} ps -q web",  # the old containers
+    f"{COMPOSE} up --no-start --no-deps --no-recreate --scale web=2 web",
+    f"{COMPOSE} ps -a -q web",  # which one is new
+    NETWORKS,
+    "docker network disconnect pixel-test_default new1",
+    "docker network connect --alias pixel-test-web-2 --alias web-green pixel-test_default new1",  # the idle slot only
+    "docker start new1",
+]
+HEALTH = [
+    'docker inspect -f {{with .Config.Healthcheck}}{{range .Test}}{{.}}{{"\\x00"}}{{end}}{{end}} new1',
+    "docker inspect -f {{if .State.Health}}{{.State.Health.Status}}{{else}}{{.State.Status}}{{end}} new1",
+    "docker exec new1 python3 -c check()",  # its own health check, run now
+]
+ADMIT = [
+    NETWORKS,
+    "docker network disconnect pixel-test_default new1",
+    "docker network connect --alias pixel-test-web-2 --alias web-green --alias web pixel-test_default new1",
+]
+SWITCH = ["write VERSION=2.0 to .env", "flip to green"]
+PROXY_RUNNING = [f"{COMPOSE} ps -q proxy", "docker inspect -f {{.State.Running}} proxy1"]
+RETIRE_OLD = ["sleep 1", "docker stop old1", "docker rm old1"]
+
+SEQUENCES = {
+    "ok": [*START, *HEALTH, *ADMIT, *SWITCH, *PROXY_RUNNING, *RETIRE_OLD, "-> switched; .env: 2.0; routing: green"],
+    "config-changed": [
+        *START, *HEALTH, *ADMIT, *SWITCH,
+        f"{COMPOSE} up -d --no-deps proxy",  # its compose or config files changed: compose decides
+        f"{COMPOSE} exec -T proxy nginx -t -q",
+        f"{COMPOSE} exec -T proxy nginx -s reload",  # before the old containers go
+        *RETIRE_OLD,
+        "-> switched; .env: 2.0; routing: green",
+    ],
+    "fail-health": [
+        *START, *HEALTH[:2],
+        "docker logs --tail 10 new1",
+        "-> failed",
+        "docker rm -f new1",  # never reachable: removed at once
+        "-> discarded; .env: 1.0; routing: blue",
+    ],
+    "fail-admit": [
+        *START, *HEALTH, *ADMIT,
+        "-> failed",
+        "sleep 1", "docker stop new1", "docker rm new1",  # it had the service name: drained, stopped gracefully
+        "-> discarded; .env: 1.0; routing: blue",
+    ],
+    "fail-switch": [
+        *START, *HEALTH, *ADMIT, *SWITCH,
+        f"{COMPOSE} up -d --no-deps proxy",
+        "-> failed",
+        "flip to blue (back)",  # the proxy goes back first,
+        "sleep 1", "docker stop new1", "docker rm new1",  # then the new container drains and stops,
+        "write VERSION=1.0 to .env",  # and .env names the old version again
+        "-> discarded; .env: 1.0; routing: blue",
+    ],
+}
+
+
+@pytest.mark.parametrize("scenario", sorted(SEQUENCES))
+def test_the_switch_runs_exactly_these_commands(scenario):
+    result = subprocess.run(["bash", str(HARNESS), scenario], env={**os.environ, "PD_ROOT": str(protocol.PROJECT_ROOT)}, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == SEQUENCES[scenario]
+
+
+def test_the_old_containers_are_never_touched_before_the_flip():
+    for scenario, sequence in SEQUENCES.items():
+        flip = sequence.index("flip to green") if "flip to green" in sequence else len(sequence)
+        assert not [c for c in sequence[:flip] if "old1" in c], scenario
