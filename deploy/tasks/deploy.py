@@ -8,7 +8,7 @@ import sys
 from invoke import Collection, task
 
 from deploy import history as history_table
-from deploy import local, plan, protocol
+from deploy import local, plan, requests
 from deploy.output import Collector, say
 from deploy.tasks.common import EXIT_MEANINGS, done, expected, fail_on_errors, load_settings, request_on_hosts
 
@@ -22,7 +22,7 @@ def _describe(result) -> str:
 
 
 def run_deploy(c, env_name: str, version: str | None, wait: int = 0, verb: str = "deploy", to: str | None = None, force: bool = False, maintenance: bool = False) -> None:
-    """The deploy, in order: validate, build the request, send it to every host, report."""
+    """The deploy, in order: validate, gather the request's inputs, send it to every host phase by phase, report."""
     with fail_on_errors():
         settings = load_settings(c)
         env = settings.environment(env_name)
@@ -34,8 +34,14 @@ def run_deploy(c, env_name: str, version: str | None, wait: int = 0, verb: str =
         order = local.commit_time(version) if verb == "deploy" and env.ordering == "build" else None
         if verb == "deploy" and env.ordering == "build" and order is None:
             say(f"warning: commit {version} is not in this clone, so its build order is unknown: the server cannot refuse it as older")
-        words = (env.name, version) if verb == "deploy" else (env.name,)
         expect = expected(settings, env)
+
+        def request(skip_migrate: bool) -> str:
+            # A new id per phase: resending an id reattaches to that deploy, and phases may share a server.
+            if verb == "deploy":
+                return requests.deploy(env.name, version, run_id=plan.run_id(), by=by, url=url, order=order, expect=expect, wait=wait, force=force, maintenance=maintenance, skip_migrate=skip_migrate)
+            return requests.rollback(env.name, to=to and version, run_id=plan.run_id(), by=by, url=url, expect=expect, wait=wait, skip_migrate=skip_migrate)
+
         what = f"{verb} of {version or 'the previous version'}" if verb == "rollback" else f"deploy of {version}"
         say(f"{what} to {env.name} on {len(env.hosts)} host(s), by {by}")
         results = []
@@ -43,11 +49,7 @@ def run_deploy(c, env_name: str, version: str | None, wait: int = 0, verb: str =
             if results and not all(r.ok for r in results):
                 say(f"{env.name}: not deployed to {', '.join(map(str, hosts))}: the first host failed", sys.stderr)
                 break
-            request = protocol.command(
-                verb, *words, to=to and version, id=plan.run_id(), wait=wait or None, force=force, maintenance=maintenance,
-                skip_migrate=skip_migrate, order=order, by=by, url=url or None, expect=expect,
-            )
-            results += request_on_hosts(settings, env, request, _describe, hosts=hosts)
+            results += request_on_hosts(settings, env, request(skip_migrate), _describe, hosts=hosts)
     done(results, f"{what} to {env.name}")
 
 
@@ -103,21 +105,25 @@ def rollback(c, env="staging", to=None, wait=0):
     run_deploy(c, env, None, wait, verb="rollback", to=to)
 
 
-def _simple(c, env_name: str, verb: str, show, words: tuple[str, ...] = (), check_current: bool = False, **options) -> None:
+def _ask(c, env_name: str, what: str, build, show) -> None:
+    """Send every host of an environment one request, build(settings, env) -> line, and report."""
     with fail_on_errors():
         settings = load_settings(c)
         env = settings.environment(env_name)
-        if check_current:
-            options["expect"] = expected(settings, env)
-        request = protocol.command(verb, env.name, *words, **options)
-        results = request_on_hosts(settings, env, request, show)
-    done(results, f"{verb} of {env.name}")
+        results = request_on_hosts(settings, env, build(settings, env), show)
+    done(results, f"{what} of {env.name}")
 
 
 @task(help={"env": "The environment (staging, production, ...)."})
 def status(c, env="staging"):
     """Show, per host, the deployed version, any deploy in progress and the compose services."""
-    _simple(c, env, "status", lambda r: next((line for line in r.output if line.startswith("version:")), "") or _describe(r), check_current=True)
+    _ask(
+        c,
+        env,
+        "status",
+        lambda settings, e: requests.status(e.name, expect=expected(settings, e)),
+        lambda r: next((line for line in r.output if line.startswith("version:")), "") or _describe(r),
+    )
 
 
 @task(help={"env": "The environment (staging, production, ...).", "limit": "How many deploys to show (default 10)."})
@@ -128,7 +134,7 @@ def history(c, env="staging", limit=10):
     with fail_on_errors():
         settings = load_settings(c)
         environment = settings.environment(env)
-        request = protocol.command("history", environment.name, limit=int(limit))
+        request = requests.history(environment.name, limit=int(limit))
         access = settings.access
 
         def work(host, out):
@@ -151,13 +157,13 @@ def maintenance(c, env="staging", on=False, off=False):
     if on == off:
         with fail_on_errors():
             raise plan.BadRequest("say --on or --off")
-    _simple(c, env, "maintenance", _describe, words=("on" if on else "off",))
+    _ask(c, env, "maintenance", lambda settings, e: requests.maintenance(e.name, on=on), _describe)
 
 
 @task(help={"env": "The environment (staging, production, ...).", "follow": "Keep following while the deploy runs."})
 def logs(c, env="staging", follow=False):
     """Show the last deploy's log from each host (it runs on the server, detached)."""
-    _simple(c, env, "logs", lambda r: "" if r.ok else _describe(r), follow=bool(follow))
+    _ask(c, env, "logs", lambda settings, e: requests.logs(e.name, follow=bool(follow)), lambda r: "" if r.ok else _describe(r))
 
 
 namespace = Collection("deploy", staging, production, to, rollback, status, history, logs, maintenance)
