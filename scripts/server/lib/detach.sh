@@ -95,7 +95,7 @@ interrupted() { # id
     FAILED_STEP=${FAILED_STEP:-interrupted}
     discard_new || true
   fi
-  record "$outcome" 0 "$(run_file "$1" log)"
+  record "$outcome" "$(elapsed "${RUN_STARTED:-$EPOCHREALTIME}")" "$(run_file "$1" log)"
   [[ $outcome == ok ]] && echo 0 >"$(run_file "$1" status)" || echo 1 >"$(run_file "$1" status)"
   : >"$STATE_DIR/lock.info"
   exit 1
