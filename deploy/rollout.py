@@ -1,0 +1,102 @@
+"""Rolling deploys across hosts: which hosts go together, and what to undo when a batch fails.
+
+Pure functions (no I/O): the deploy task feeds them settings and the hosts'
+answers, and runs what they return.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from deploy.settings import Host
+
+_SIZE = re.compile(r"^(?:([1-9][0-9]{0,3})|([1-9][0-9]?|100)%)$")
+_WAS = re.compile(r"^deployed \S+ to \S+ in \S+ \(was (\S+)\)$")
+
+
+class BadSelection(ValueError):
+    """--hosts names a host the environment does not have; the message lists them."""
+
+
+def batch_hosts(size: str | int, total: int) -> int:
+    """How many hosts a batch holds: a number ("2") or a share of the hosts ("50%", rounded up)."""
+    match = _SIZE.match(str(size))
+    if not match:
+        raise ValueError(f"batch size {size!r} is a whole number (2) or a percentage (25%)")
+    if match.group(1):
+        return max(1, min(total, int(match.group(1))))
+    return max(1, math.ceil(total * int(match.group(2)) / 100))
+
+
+@dataclass(frozen=True)
+class Batch:
+    hosts: tuple[Host, ...]
+    migrate: bool  # this batch backs up and migrates (the others pass --skip-migrate)
+
+
+def batches(hosts: Sequence[Host], size: str | int, migrate_on: str) -> list[Batch]:
+    """The order of a rolling deploy.
+
+    With `migrate_on: first` (hosts sharing one database) the first host goes
+    alone and migrates: a canary whose failure stops everything before any other
+    host changes. The rest follow in batches of `size`, without migrating. With
+    `each` (a database per host), every batch migrates its own hosts.
+    """
+    hosts = tuple(hosts)
+    if not hosts:
+        return []
+    if migrate_on == "first":
+        first, rest = [Batch(hosts[:1], True)], hosts[1:]
+    else:
+        first, rest = [], hosts
+    n = batch_hosts(size, len(hosts))
+    return first + [Batch(rest[i : i + n], migrate_on != "first") for i in range(0, len(rest), n)]
+
+
+def select(hosts: Sequence[Host], wanted: str | None) -> tuple[Host, ...]:
+    """The hosts --hosts names (host or host:port, comma-separated), in the environment's order."""
+    if not wanted:
+        return tuple(hosts)
+    names = [w.strip() for w in wanted.split(",") if w.strip()]
+    known = {str(h): h for h in hosts} | {h.hostname: h for h in hosts}
+    unknown = [n for n in names if n not in known]
+    if unknown or not names:
+        raise BadSelection(f"--hosts {wanted!r}: no such host {', '.join(unknown) or '(none given)'}; this environment has {', '.join(map(str, hosts))}")
+    chosen = {known[n] for n in names}
+    return tuple(h for h in hosts if h in chosen)
+
+
+def previous_version(output: Iterable[str]) -> str | None:
+    """The version a host ran before this deploy, from its last `deployed ... (was X)` line."""
+    found = None
+    for line in output:
+        match = _WAS.match(line.strip())
+        if match:
+            found = match.group(1)
+    return found if found not in (None, "none") else None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    host: Host
+    state: str  # switched | failed | skipped | rolled back | rollback failed
+    version: str = ""
+    note: str = ""
+
+
+def undo(switched: Sequence[tuple[Host, str | None]]) -> tuple[list[tuple[Host, str]], list[Host]]:
+    """Hosts already switched when a later batch failed: (host, version to go back to) for
+    those that had one, and the hosts with nothing to go back to (their first deploy)."""
+    back = [(host, previous) for host, previous in switched if previous]
+    stuck = [host for host, previous in switched if not previous]
+    return back, stuck
+
+
+def table(outcomes: Sequence[Outcome]) -> str:
+    """The per-host summary at the end of a rolling deploy."""
+    rows = [("host", "result", "version", "")] + [(str(o.host), o.state, o.version, o.note) for o in outcomes]
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    return "\n".join(f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]}".rstrip() for r in rows)
