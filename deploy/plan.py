@@ -116,6 +116,7 @@ def server_conf(env: Environment, app_files: Mapping[str, bytes]) -> str:
         f"BACKUP={'yes' if env.backup else 'no'}",
         f"BACKUP_KEEP={env.backup_keep}",
         f"ORDERING={env.ordering}",
+        f"SWITCH={env.switch}",
         f"APP_FILES_SHA256={digest}",
     ]
     return "\n".join(lines) + "\n"

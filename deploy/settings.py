@@ -31,6 +31,7 @@ _USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 COMPOSE_COMMANDS = ("docker compose", "docker-compose")
 ORDERINGS = ("none", "semver", "build")
 MIGRATE_ON = ("first", "each")
+SWITCHES = ("slots", "recreate")
 
 
 class ConfigError(Exception):
@@ -74,6 +75,7 @@ class Environment:
     static_keep: int = 3
     ordering: str = "none"
     migrate_on: str = "first"
+    switch: str = "slots"  # recreate: stop and recreate web in place (layouts the slots cannot serve)
     docker_host: str = ""
     files: tuple[tuple[str, str], ...] = ()  # (path on the server, path in the project)
     server_env: str = ""  # local template for the server's .env, used by server.setup
@@ -124,6 +126,7 @@ DEFAULTS = {
     "static_keep": 3,
     "ordering": "none",
     "migrate_on": "first",
+    "switch": "slots",
     "manage": "python manage.py",
     "version_pattern": r"^[0-9a-f]{7,40}$",
     "require_tag": False,
@@ -227,6 +230,8 @@ def _environment(name: str, raw: Mapping, defaults: Mapping, deploy_user: str, a
         raise ConfigError(CONFIG_FILE, key("ordering"), f"{merged['ordering']!r} must be one of: {', '.join(ORDERINGS)}")
     if merged["migrate_on"] not in MIGRATE_ON:
         raise ConfigError(CONFIG_FILE, key("migrate_on"), f"{merged['migrate_on']!r} must be one of: {', '.join(MIGRATE_ON)}")
+    if merged["switch"] not in SWITCHES:
+        raise ConfigError(CONFIG_FILE, key("switch"), f"{merged['switch']!r} must be one of: {', '.join(SWITCHES)}")
     proxy_service = merged["proxy_service"] or ""
     if proxy_service:
         _check(_SERVICE, proxy_service, key("proxy_service"), "a service name")
@@ -262,6 +267,7 @@ def _environment(name: str, raw: Mapping, defaults: Mapping, deploy_user: str, a
         static_keep=static_keep,
         ordering=merged["ordering"],
         migrate_on=merged["migrate_on"],
+        switch=merged["switch"],
         proxy_service=proxy_service,
         docker_host=docker_host,
         files=tuple(files),

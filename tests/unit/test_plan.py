@@ -51,8 +51,17 @@ def test_server_conf_carries_every_setting_bin_deploy_reads():
         "BACKUP=no",
         "BACKUP_KEEP=10",
         "ORDERING=none",
+        "SWITCH=slots",
     ]
     assert conf.splitlines()[-1].startswith("APP_FILES_SHA256=")
+
+
+def test_a_recreate_environment_tells_bin_deploy_and_skips_the_slot_checks():
+    seed = from_config({"app": "pixel", "environments": {"seed": {"hosts": ["h.example"], "switch": "recreate"}}}, {}).environment("seed")
+    socket_conf = {"nginx/pixel.conf": b"upstream app { server unix:/run/gunicorn/pixel.sock; }\nserver { location / { proxy_pass http://app; } }\n"}
+    assert "SWITCH=recreate" in plan.server_conf(seed, socket_conf).splitlines()
+    assert plan.proxy_config_problems(seed, socket_conf) == []
+    assert plan.proxy_config_problems(ENV, socket_conf) != []  # the same file cannot serve the slots
 
 
 def test_bin_deploy_knows_every_key_the_client_writes():

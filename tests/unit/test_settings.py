@@ -28,6 +28,11 @@ def test_pixel_style_settings():
     assert [str(h) for h in env.hosts] == ["a.example", "b.example:2200"]
 
 
+def test_the_switch_is_the_slots_unless_an_environment_asks_to_recreate():
+    assert from_config(BASE, {}).environment("staging").switch == "slots"
+    assert from_config(with_env(switch="recreate"), {}).environment("staging").switch == "recreate"
+
+
 def test_defaults_section_applies_to_every_environment():
     config = {**BASE, "defaults": {"services": ["web"], "db_service": "db"}}
     env = from_config(config, {}).environment("staging")
@@ -55,6 +60,7 @@ def test_defaults_section_applies_to_every_environment():
         (with_env(health_timeout=0), "deploy.environments.staging.health_timeout"),
         (with_env(ordering="alphabetical"), "deploy.environments.staging.ordering"),
         (with_env(migrate_on="sometimes"), "deploy.environments.staging.migrate_on"),
+        (with_env(switch="restart"), "deploy.environments.staging.switch"),
         (with_env(backup=True), "deploy.environments.staging.backup"),
         (with_env(backup_keep=-1, db_service="db"), "deploy.environments.staging.backup_keep"),
         (with_env(docker_host="unix://relative"), "deploy.environments.staging.docker_host"),

@@ -14,7 +14,7 @@ load_env_conf() { # env
   APP_DIR='' PROJECT='' COMPOSE='docker compose' COMPOSE_FILES='docker-compose.yml'
   SERVICES='web proxy' WEB_SERVICE='web' DB_SERVICE='' PROXY_SERVICE='' MANAGE='python manage.py' VERSION_RE=''
   DOCKER_HOST_VALUE='' HEALTH_TIMEOUT='60' BACKUP='no' BACKUP_KEEP='10' DRAIN_SECONDS='1' DNS_VALID='1' STATIC_KEEP='3'
-  ORDERING='none' APP_FILES_SHA256=''
+  ORDERING='none' SWITCH='slots' APP_FILES_SHA256=''
   while IFS='=' read -r key value || [[ -n $key ]]; do
     case $key in
       '' | '#'*) ;;
@@ -32,6 +32,7 @@ load_env_conf() { # env
       DNS_VALID) DNS_VALID=$value ;;
       STATIC_KEEP) STATIC_KEEP=$value ;;
       ORDERING) ORDERING=$value ;;
+      SWITCH) SWITCH=$value ;;
       MANAGE) MANAGE=$value ;;
       VERSION_RE) VERSION_RE=$value ;;
       DOCKER_HOST) DOCKER_HOST_VALUE=$value ;;
@@ -48,6 +49,7 @@ load_env_conf() { # env
     [[ $number =~ ^[0-9]{1,5}$ ]] || die 1 "$file: HEALTH_TIMEOUT, BACKUP_KEEP, DRAIN_SECONDS, DNS_VALID and STATIC_KEEP are whole numbers"
   done
   [[ $ORDERING =~ ^(none|semver|build)$ ]] || die 1 "$file: ORDERING is none, semver or build"
+  [[ $SWITCH =~ ^(slots|recreate)$ ]] || die 1 "$file: SWITCH is slots or recreate"
   read -r -a COMPOSE_CMD <<<"$COMPOSE"
   read -r -a MANAGE_CMD <<<"$MANAGE"
   read -r -a SERVICE_LIST <<<"$SERVICES"

@@ -11,7 +11,7 @@ PD_STATE='/var/lib/pushdeploy'
 
 # The server side: every file installed under PD_PREFIX, in this order. The
 # installer installs them, both sides hash them (in this order) to agree on the version.
-PD_SERVER_FILES='bin/deploy bin/entrypoint bin/install lib/protocol.sh lib/config.sh lib/steps.sh lib/switch.sh lib/order.sh lib/history.sh lib/history.py lib/detach.sh'
+PD_SERVER_FILES='bin/deploy bin/entrypoint bin/install lib/protocol.sh lib/config.sh lib/steps.sh lib/switch.sh lib/recreate.sh lib/order.sh lib/history.sh lib/history.py lib/detach.sh'
 
 # Traffic reaches one slot of the web service at a time: the proxy routes to the
 # DNS name WEBSERVICE-SLOT, the second slot while APP_DIR/PD_ROUTING_DIR/SLOT exists.
