@@ -15,7 +15,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from deploy import protocol
+from deploy import protocol, rollout
 from deploy.settings import Environment, Settings
 
 _PUBLIC_KEY = re.compile(r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh\.com|sk-ecdsa-sha2-nistp256@openssh\.com) [A-Za-z0-9+/]+={0,3}( [^\n\"]{0,200})?$")
@@ -78,16 +78,14 @@ def run_id(now: float | None = None, token: str | None = None) -> str:
     return f"{stamp}-{token or secrets.token_hex(4)}"
 
 
-def phases(env: Environment) -> list[tuple[tuple, bool]]:
-    """Which hosts deploy together, and whether they skip backup and migrations.
+def phases(env: Environment, hosts=None) -> list[tuple[tuple, bool]]:
+    """Which hosts deploy together, in order, and whether they skip backup and migrations.
 
-    With `migrate_on: first` (hosts sharing one database), the first host
-    backs up, migrates and switches alone; only if it succeeded do the others
-    follow, all at once, without migrating. With `each`, every host at once.
+    The first host backs up, migrates and switches alone (with `migrate_on:
+    first`, for hosts sharing one database); the rest follow in batches of
+    `batch_size`, each only once the one before succeeded. See deploy/rollout.py.
     """
-    if env.migrate_on == "first" and len(env.hosts) > 1:
-        return [(env.hosts[:1], False), (env.hosts[1:], True)]
-    return [(env.hosts, False)]
+    return [(batch.hosts, not batch.migrate) for batch in rollout.batches(hosts or env.hosts, env.batch_size, env.migrate_on)]
 
 
 # ------------------------------------------------------------------ the server's settings

@@ -10,8 +10,10 @@ import math
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from deploy.settings import Host
+if TYPE_CHECKING:  # settings validates batch sizes with batch_hosts: no import cycle at run time
+    from deploy.settings import Host
 
 _SIZE = re.compile(r"^(?:([1-9][0-9]{0,3})|([1-9][0-9]?|100)%)$")
 _WAS = re.compile(r"^deployed \S+ to \S+ in \S+ \(was (\S+)\)$")

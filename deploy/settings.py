@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from deploy import protocol
+from deploy import protocol, rollout
 
 CONFIG_FILE = "invoke.yaml"
 
@@ -31,6 +31,7 @@ _USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 COMPOSE_COMMANDS = ("docker compose", "docker-compose")
 ORDERINGS = ("none", "semver", "build")
 MIGRATE_ON = ("first", "each")
+ON_FAILURE = ("rollback", "halt")
 SWITCHES = ("slots", "recreate")
 
 
@@ -75,6 +76,8 @@ class Environment:
     static_keep: int = 3
     ordering: str = "none"
     migrate_on: str = "first"
+    batch_size: str = "100%"  # hosts per batch after the first: a number, or a share such as 25%
+    on_failure: str = "rollback"  # a failed batch: switched batches go back (rollback), or stay (halt)
     switch: str = "slots"  # recreate: stop and recreate web in place (layouts the slots cannot serve)
     docker_host: str = ""
     files: tuple[tuple[str, str], ...] = ()  # (path on the server, path in the project)
@@ -126,6 +129,8 @@ DEFAULTS = {
     "static_keep": 3,
     "ordering": "none",
     "migrate_on": "first",
+    "batch_size": "100%",
+    "on_failure": "rollback",
     "switch": "slots",
     "manage": "python manage.py",
     "version_pattern": r"^[0-9a-f]{7,40}$",
@@ -228,6 +233,13 @@ def _environment(name: str, raw: Mapping, defaults: Mapping, deploy_user: str, a
     static_keep = _number(merged, "static_keep", 0, 100, key)
     if merged["ordering"] not in ORDERINGS:
         raise ConfigError(CONFIG_FILE, key("ordering"), f"{merged['ordering']!r} must be one of: {', '.join(ORDERINGS)}")
+    if merged["on_failure"] not in ON_FAILURE:
+        raise ConfigError(CONFIG_FILE, key("on_failure"), f"{merged['on_failure']!r} must be one of: {', '.join(ON_FAILURE)}")
+    batch_size = str(merged["batch_size"])
+    try:
+        rollout.batch_hosts(batch_size, 1)
+    except ValueError as error:
+        raise ConfigError(CONFIG_FILE, key("batch_size"), str(error)) from None
     if merged["migrate_on"] not in MIGRATE_ON:
         raise ConfigError(CONFIG_FILE, key("migrate_on"), f"{merged['migrate_on']!r} must be one of: {', '.join(MIGRATE_ON)}")
     if merged["switch"] not in SWITCHES:
@@ -267,6 +279,8 @@ def _environment(name: str, raw: Mapping, defaults: Mapping, deploy_user: str, a
         static_keep=static_keep,
         ordering=merged["ordering"],
         migrate_on=merged["migrate_on"],
+        batch_size=batch_size,
+        on_failure=merged["on_failure"],
         switch=merged["switch"],
         proxy_service=proxy_service,
         docker_host=docker_host,

@@ -7,7 +7,7 @@ import sys
 
 from invoke.exceptions import Exit
 
-from deploy import local, plan, protocol, settings
+from deploy import local, plan, protocol, rollout, settings
 from deploy.output import say
 
 EXIT_MEANINGS = {
@@ -33,7 +33,7 @@ def fail_on_errors():
     """Bad input stops the task before anything changes: message on stderr, exit 2."""
     try:
         yield
-    except (settings.ConfigError, plan.BadRequest, protocol.InvalidRequest) as error:
+    except (settings.ConfigError, plan.BadRequest, protocol.InvalidRequest, rollout.BadSelection) as error:
         say(f"error: {error}", sys.stderr)
         raise Exit(code=2) from None
 

@@ -8,7 +8,7 @@ import sys
 from invoke import Collection, task
 
 from deploy import history as history_table
-from deploy import local, plan, requests
+from deploy import local, plan, requests, rollout
 from deploy.output import Collector, say
 from deploy.tasks.common import EXIT_MEANINGS, done, expected, fail_on_errors, load_settings, request_on_hosts
 
@@ -21,11 +21,12 @@ def _describe(result) -> str:
     return last_line(result) or EXIT_MEANINGS.get(result.exit_code, "")
 
 
-def run_deploy(c, env_name: str, version: str | None, wait: int = 0, verb: str = "deploy", to: str | None = None, force: bool = False, maintenance: bool = False) -> None:
-    """The deploy, in order: validate, gather the request's inputs, send it to every host phase by phase, report."""
+def run_deploy(c, env_name: str, version: str | None, wait: int = 0, verb: str = "deploy", to: str | None = None, force: bool = False, maintenance: bool = False, hosts: str | None = None) -> None:
+    """The deploy, in order: validate, gather the request's inputs, send it batch by batch, undo on failure, report."""
     with fail_on_errors():
         settings = load_settings(c)
         env = settings.environment(env_name)
+        chosen = rollout.select(env.hosts, hosts)
         if verb == "deploy":
             version = plan.check_version(env, version or plan.build_version(os.environ, local.git_head()))
         elif to:
@@ -36,58 +37,93 @@ def run_deploy(c, env_name: str, version: str | None, wait: int = 0, verb: str =
             say(f"warning: commit {version} is not in this clone, so its build order is unknown: the server cannot refuse it as older")
         expect = expected(settings, env)
 
-        def request(skip_migrate: bool) -> str:
-            # A new id per phase: resending an id reattaches to that deploy, and phases may share a server.
+        def request(skip_migrate: bool, back_to: str | None = None) -> str:
+            # A new id per batch: resending an id reattaches to that deploy, and batches may share a server.
+            if back_to:
+                return requests.rollback(env.name, to=back_to, run_id=plan.run_id(), by=by, url=url, expect=expect, wait=wait, skip_migrate=True)
             if verb == "deploy":
                 return requests.deploy(env.name, version, run_id=plan.run_id(), by=by, url=url, order=order, expect=expect, wait=wait, force=force, maintenance=maintenance, skip_migrate=skip_migrate)
             return requests.rollback(env.name, to=to and version, run_id=plan.run_id(), by=by, url=url, expect=expect, wait=wait, skip_migrate=skip_migrate)
 
         what = f"{verb} of {version or 'the previous version'}" if verb == "rollback" else f"deploy of {version}"
-        say(f"{what} to {env.name} on {len(env.hosts)} host(s), by {by}")
-        results = []
-        for hosts, skip_migrate in plan.phases(env):
-            if results and not all(r.ok for r in results):
-                say(f"{env.name}: not deployed to {', '.join(map(str, hosts))}: the first host failed", sys.stderr)
-                break
-            results += request_on_hosts(settings, env, request(skip_migrate), _describe, hosts=hosts)
+        batches = plan.phases(env, chosen)
+        say(f"{what} to {env.name} on {len(chosen)} host(s) in {len(batches)} batch(es), by {by}")
+        results, outcomes = [], {}
+        for number, (batch, skip_migrate) in enumerate(batches, 1):
+            if len(batches) > 1:
+                say(f"{env.name}: batch {number}/{len(batches)}: {', '.join(map(str, batch))}")
+            answers = request_on_hosts(settings, env, request(skip_migrate), _describe, hosts=batch)
+            results += answers
+            for answer in answers:
+                outcomes[answer.host] = rollout.Outcome(answer.host, "switched" if answer.ok else "failed", version or "", "" if answer.ok else _describe(answer))
+            if all(a.ok for a in answers):
+                continue
+            for later in batches[number:]:
+                for host in later:
+                    outcomes[host] = rollout.Outcome(host, "skipped", "", "a batch before it failed")
+            switched = [(r.host, rollout.previous_version(r.output)) for r in results if r.ok]
+            if switched and verb == "deploy" and env.on_failure == "rollback":
+                _undo(settings, env, switched, request, outcomes)
+            elif switched:
+                say(f"{env.name}: on_failure is {env.on_failure}: {', '.join(str(h) for h, _ in switched)} keep {version}; the fleet is SPLIT across versions", sys.stderr)
+            break
+        if len(chosen) > 1:
+            say(rollout.table([outcomes[h] for h in chosen if h in outcomes]))
     done(results, f"{what} to {env.name}")
 
 
+def _undo(settings, env, switched, request, outcomes) -> None:
+    """A batch failed: the hosts already switched go back to the version each ran before, at once."""
+    back, stuck = rollout.undo(switched)
+    say(f"{env.name}: a batch failed: rolling {len(back)} switched host(s) back so the fleet runs one version", sys.stderr)
+    for host in stuck:
+        outcomes[host] = rollout.Outcome(host, "rollback failed", outcomes[host].version, "its first deploy: nothing to go back to")
+    for target in sorted({v for _, v in back}):
+        hosts = tuple(h for h, v in back if v == target)
+        for answer in request_on_hosts(settings, env, request(True, back_to=target), _describe, hosts=hosts):
+            state = "rolled back" if answer.ok else "rollback failed"
+            outcomes[answer.host] = rollout.Outcome(answer.host, state, target if answer.ok else outcomes[answer.host].version, "" if answer.ok else _describe(answer))
+
+
+HOSTS_HELP = "Only these hosts (comma-separated, as in invoke.yaml): a canary, e.g. --hosts web1 first, then the rest."
 FORCE_HELP = "Deploy even if the version is older than the deployed one (prefer deploy.rollback)."
 MAINTENANCE_HELP = "Serve the maintenance page (503) from before migrating until the new version serves: for migrations the old code cannot run with."
 
 
-@task(help={"tag": "The image tag to deploy (default: CIRCLE_SHA1 / GITHUB_SHA in CI, else `git rev-parse HEAD`).", "wait": WAIT_HELP, "force": FORCE_HELP, "maintenance": MAINTENANCE_HELP})
-def staging(c, tag=None, wait=0, force=False, maintenance=False):
+@task(help={"tag": "The image tag to deploy (default: CIRCLE_SHA1 / GITHUB_SHA in CI, else `git rev-parse HEAD`).", "wait": WAIT_HELP, "force": FORCE_HELP, "maintenance": MAINTENANCE_HELP, "hosts": HOSTS_HELP})
+def staging(c, tag=None, wait=0, force=False, maintenance=False, hosts=None):
     """Deploy the current build to staging (CI runs this on every commit to master).
 
     Deploys an exact image tag, never a moving `latest`: --tag, else the commit
-    CI is building, else this checkout's HEAD. Every staging host is deployed at
-    once; the command exits 0 only if all of them succeeded. A build older (by
+    CI is building, else this checkout's HEAD. Hosts go in batches (the first
+    host alone); the command exits 0 only if all of them succeeded. A build older (by
     commit time) than the one deployed is refused, so a slow CI job cannot
     overwrite a newer build.
     """
-    run_deploy(c, "staging", tag, wait, force=force, maintenance=maintenance)
+    run_deploy(c, "staging", tag, wait, force=force, maintenance=maintenance, hosts=hosts)
 
 
-@task(help={"tag": "The release tag to deploy, e.g. 1.4.0 (required; must match production's version_pattern).", "wait": WAIT_HELP, "force": FORCE_HELP, "maintenance": MAINTENANCE_HELP})
-def production(c, tag=None, wait=0, force=False, maintenance=False):
+@task(help={"tag": "The release tag to deploy, e.g. 1.4.0 (required; must match production's version_pattern).", "wait": WAIT_HELP, "force": FORCE_HELP, "maintenance": MAINTENANCE_HELP, "hosts": HOSTS_HELP})
+def production(c, tag=None, wait=0, force=False, maintenance=False, hosts=None):
     """Deploy a release tag to production (CI runs this on tags, after approval).
 
-    On every production host at once: pulls the image for --tag, backs up the
-    database, migrates and collects static files with a one-off container of
-    the new version, starts it beside the running one and moves traffic once
-    its health check passes. If any step fails, the running version keeps
-    serving. A tag older than the deployed one is refused (use deploy.rollback).
+    On each production host: pulls the image for --tag, backs up the database,
+    migrates and collects static files with a one-off container of the new
+    version, starts it beside the running one and moves traffic once its
+    health check passes. If any step fails, the running version keeps serving.
+    Several hosts: the first host alone (it migrates), then batches of
+    batch_size; if a batch fails, the hosts already switched go back to their
+    previous version (on_failure: rollback). A tag older than the deployed one
+    is refused (use deploy.rollback).
     """
     if not tag:
         with fail_on_errors():
             raise plan.BadRequest("production deploys need an explicit --tag, e.g. `inv deploy.production --tag 1.4.0`")
-    run_deploy(c, "production", tag, wait, force=force, maintenance=maintenance)
+    run_deploy(c, "production", tag, wait, force=force, maintenance=maintenance, hosts=hosts)
 
 
-@task(help={"env": "The environment to deploy to (any configured in invoke.yaml).", "tag": "The version to deploy (default for environments without require_tag: the current commit).", "wait": WAIT_HELP, "force": FORCE_HELP, "maintenance": MAINTENANCE_HELP})
-def to(c, env, tag=None, wait=0, force=False, maintenance=False):
+@task(help={"env": "The environment to deploy to (any configured in invoke.yaml).", "tag": "The version to deploy (default for environments without require_tag: the current commit).", "wait": WAIT_HELP, "force": FORCE_HELP, "maintenance": MAINTENANCE_HELP, "hosts": HOSTS_HELP})
+def to(c, env, tag=None, wait=0, force=False, maintenance=False, hosts=None):
     """Deploy to any configured environment (review apps, a second region, ...).
 
     Same flow as deploy.staging and deploy.production; environments with
@@ -96,22 +132,33 @@ def to(c, env, tag=None, wait=0, force=False, maintenance=False):
     with fail_on_errors():
         if not tag and load_settings(c).environment(env).require_tag:
             raise plan.BadRequest(f"{env} has require_tag: pass --tag VERSION")
-    run_deploy(c, env, tag, wait, force=force, maintenance=maintenance)
+    run_deploy(c, env, tag, wait, force=force, maintenance=maintenance, hosts=hosts)
 
 
-@task(help={"env": "The environment (staging, production, ...).", "to": "The version to go back to (default: the last successful one before the running version).", "wait": WAIT_HELP})
-def rollback(c, env="staging", to=None, wait=0):
-    """Go back to the previous successful version (or --to VERSION)."""
-    run_deploy(c, env, None, wait, verb="rollback", to=to)
+@task(help={"env": "The environment (staging, production, ...).", "to": "The version to go back to (default: the last successful one before the running version).", "wait": WAIT_HELP, "hosts": HOSTS_HELP})
+def rollback(c, env="staging", to=None, wait=0, hosts=None):
+    """Go back to the previous successful version (or --to VERSION), batch by batch like a deploy."""
+    run_deploy(c, env, None, wait, verb="rollback", to=to, hosts=hosts)
 
 
-def _ask(c, env_name: str, what: str, build, show) -> None:
+def _ask(c, env_name: str, what: str, build, show, check=None) -> None:
     """Send every host of an environment one request, build(settings, env) -> line, and report."""
     with fail_on_errors():
         settings = load_settings(c)
         env = settings.environment(env_name)
         results = request_on_hosts(settings, env, build(settings, env), show)
+        if check:
+            check(env, results)
     done(results, f"{what} of {env.name}")
+
+
+def _versions_agree(env, results) -> None:
+    """deploy.status: a fleet split across versions is said out loud."""
+    versions = {r.host: next((line.split(":", 1)[1].strip() for line in r.output if line.startswith("version:")), "?") for r in results if r.ok}
+    if len(set(versions.values())) > 1:
+        most = max(set(versions.values()), key=list(versions.values()).count)
+        odd = ", ".join(f"{host} runs {v}" for host, v in versions.items() if v != most)
+        say(f"warning: {env.name}'s hosts run different versions: most run {most}; {odd}. Deploy or roll back to make them agree.", sys.stderr)
 
 
 @task(help={"env": "The environment (staging, production, ...)."})
@@ -123,6 +170,7 @@ def status(c, env="staging"):
         "status",
         lambda settings, e: requests.status(e.name, expect=expected(settings, e)),
         lambda r: next((line for line in r.output if line.startswith("version:")), "") or _describe(r),
+        check=_versions_agree,
     )
 
 

@@ -89,3 +89,22 @@ def test_the_summary_is_one_aligned_row_per_host():
         "10.0.0.1  rolled back  1.3.0",
         "10.0.0.2  failed       1.3.0    health check",
     ]
+
+
+def settings_for(**raw):
+    from deploy.settings import from_config
+
+    return from_config({"app": "pixel", "environments": {"production": {"hosts": ["a", "b", "c"], **raw}}}, {}).environment("production")
+
+
+def test_batch_settings_default_to_the_first_host_then_all_and_roll_back():
+    env = settings_for()
+    assert (env.batch_size, env.on_failure) == ("100%", "rollback")
+
+
+@pytest.mark.parametrize(("raw", "key"), [({"batch_size": "0"}, "batch_size"), ({"batch_size": "half"}, "batch_size"), ({"on_failure": "ignore"}, "on_failure")])
+def test_bad_batch_settings_name_their_key(raw, key):
+    from deploy.settings import ConfigError
+
+    with pytest.raises(ConfigError, match=f"deploy.environments.production.{key}"):
+        settings_for(**raw)
