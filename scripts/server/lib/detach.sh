@@ -93,7 +93,7 @@ interrupted() { # id
     outcome=ok
   else
     FAILED_STEP=${FAILED_STEP:-interrupted}
-    discard_new || true
+    if [[ $SWITCH == recreate ]]; then undo_recreate || true; else discard_new || true; fi
   fi
   record "$outcome" "$(elapsed "${RUN_STARTED:-$EPOCHREALTIME}")" "$(run_file "$1" log)"
   [[ $outcome == ok ]] && echo 0 >"$(run_file "$1" status)" || echo 1 >"$(run_file "$1" status)"
