@@ -1,9 +1,9 @@
 """Pinned host keys: only keys we were given are trusted; trusting a new one is explicit.
 
-Fabric, left alone, accepts any host key (paramiko's AutoAddPolicy). We replace
-that with RejectPolicy and load the known hosts from DEPLOY_KNOWN_HOSTS (the
-lines themselves, handy as a CI secret) or DEPLOY_KNOWN_HOSTS_FILE (default
-~/.ssh/known_hosts).
+Every connection (deploy/remote.py) is a paramiko SSHClient with RejectPolicy
+(Fabric, left alone, would accept any key) that knows only the keys loaded here,
+from DEPLOY_KNOWN_HOSTS (the lines themselves, handy as a CI secret) or
+DEPLOY_KNOWN_HOSTS_FILE (default ~/.ssh/known_hosts).
 """
 
 from __future__ import annotations

@@ -1,17 +1,21 @@
-"""Running it: Fabric connections, host keys pinned, output prefixed, hosts in parallel.
+"""Running it: SSH connections with pinned host keys, output prefixed, hosts in parallel.
 
-This is the only module that imports Fabric (and so paramiko); tasks import it
-lazily, inside the task body, so `inv --list` stays fast.
+This is the only module that talks SSH, with paramiko's SSHClient: one command
+per request needs no more. It imports paramiko only once a connection is wanted
+(after opening the TCP connection, so sshd starts its side meanwhile), and tasks
+import this module inside the task body, so `inv --list` stays fast.
 """
 
 from __future__ import annotations
 
+import atexit
+import codecs
+import contextlib
+import gc
+import socket
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-
-import paramiko
-from fabric import Connection
 
 from deploy import hostkeys
 from deploy.output import HostWriter, Timer, say, seconds
@@ -19,6 +23,11 @@ from deploy.settings import Access, Host
 
 CONNECT_TIMEOUT = 15
 KEEPALIVE_SECONDS = 15  # notices a dead connection while a long step prints nothing
+
+# The process ends soon after its requests. Without this, the interpreter's exit
+# runs full garbage collections over every object of every loaded module
+# (paramiko, cryptography, invoke): tens of milliseconds, an eighth of a short request.
+atexit.register(gc.freeze)
 
 
 class RemoteError(Exception):
@@ -42,34 +51,114 @@ class HostResult:
         return self.exit_code == 0
 
 
-def connect(host: Host, user: str, key_file: str, access: Access, pinned=None) -> Connection:
-    """An open connection with the host key checked against the pinned keys."""
-    kwargs: dict = {"look_for_keys": not key_file, "allow_agent": True}
-    if key_file:
-        kwargs["key_filename"] = [key_file]
-    connection = Connection(host.hostname, user=user, port=host.port, connect_timeout=CONNECT_TIMEOUT, connect_kwargs=kwargs)
-    hostkeys.pin(connection.client, pinned if pinned is not None else hostkeys.load(access))
+class Session:
+    """An open, authenticated connection to one account on one host."""
+
+    def __init__(self, client):
+        self.client = client
+
+    @property
+    def transport(self):
+        return self.client.get_transport()
+
+    def sftp(self):
+        return self.client.open_sftp()
+
+    def close(self) -> None:
+        self.client.close()
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class _PromptSocket(socket.socket):
+    """A TCP socket that acknowledges what it reads at once (TCP_QUICKACK, Linux).
+
+    sshd sends some replies as several small packets (a debug message, then the
+    channel confirmation): Nagle on its side holds the next one until we
+    acknowledge, and a delayed ACK makes that wait about 40 ms each time.
+    """
+
+    def recv(self, *args) -> bytes:
+        data = super().recv(*args)
+        with contextlib.suppress(OSError):
+            self.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)  # the kernel clears it again: re-arm per read
+        return data
+
+
+def _dial(host: Host) -> socket.socket:
+    """A TCP connection to host, tuned for SSH's small request/reply packets."""
+    raw = socket.create_connection((host.hostname, host.port), timeout=CONNECT_TIMEOUT)
+    raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # our own small packets leave without waiting for an ACK
+    if not hasattr(socket, "TCP_QUICKACK"):
+        return raw
+    sock = _PromptSocket(raw.family, raw.type, raw.proto, fileno=raw.detach())
+    sock.settimeout(CONNECT_TIMEOUT)
+    return sock
+
+
+def _private_key(key_file: str):
+    """The key in key_file, read once as its own type (paramiko would try each type in turn)."""
+    import paramiko
+
     try:
-        connection.open()
+        return paramiko.PKey.from_path(key_file)
+    except Exception as error:  # unreadable, encrypted, or a type paramiko does not know
+        raise RemoteError(f"cannot use the SSH key {key_file}: {error or type(error).__name__}") from None
+
+
+def connect(host: Host, user: str, key_file: str, access: Access, pinned=None) -> Session:
+    """An open connection, the host key checked against the pinned keys only (RejectPolicy).
+
+    With a key file, only that key is offered; without one, ssh-agent and ~/.ssh/id_*.
+    """
+    try:
+        sock = _dial(host)
+    except OSError as error:
+        raise RemoteError(f"{user}@{host}: cannot connect: {error}; check the address and that sshd runs", retryable=True) from None
+    import paramiko
+
+    client = paramiko.SSHClient()
+    try:
+        try:
+            hostkeys.pin(client, pinned if pinned is not None else hostkeys.load(access))
+            key = _private_key(key_file) if key_file else None
+            client.connect(host.hostname, host.port, user, pkey=key, allow_agent=not key, look_for_keys=not key, sock=sock, timeout=CONNECT_TIMEOUT)
+        except BaseException:
+            client.close()
+            sock.close()
+            raise
     except paramiko.BadHostKeyException as error:
         raise RemoteError(hostkeys.changed_key_message(host, error.expected_key, error.key)) from None
     except paramiko.AuthenticationException:
         raise RemoteError(f"{user}@{host}: authentication failed: check the key ({key_file or 'ssh-agent / ~/.ssh'}) is authorized for {user}") from None
     except paramiko.SSHException as error:
         if "not found in known_hosts" in str(error):
-            raise RemoteError(hostkeys.unknown_host_message(host, access, connection.client.get_host_keys())) from None
+            raise RemoteError(hostkeys.unknown_host_message(host, access, client.get_host_keys())) from None
         raise RemoteError(f"{user}@{host}: SSH failed: {error}", retryable=True) from None
-    except (TimeoutError, OSError) as error:
+    except OSError as error:
         raise RemoteError(f"{user}@{host}: cannot connect: {error}; check the address and that sshd runs", retryable=True) from None
-    connection.transport.set_keepalive(KEEPALIVE_SECONDS)
-    return connection
+    client.get_transport().set_keepalive(KEEPALIVE_SECONDS)
+    return Session(client)
 
 
-def run(connection: Connection, command: str, writer: HostWriter) -> int:
-    """Run one command, streaming its output through the writer; its exit code."""
-    result = connection.run(command, warn=True, hide=False, pty=False, in_stream=False, out_stream=writer, err_stream=writer)
+def run(connection: Session, command: str, writer: HostWriter) -> int:
+    """Run one command, streaming its output (stdout and stderr as they come) through the writer.
+
+    Its exit code, or -1 if the connection closed before the command ended.
+    """
+    channel = connection.transport.open_session()
+    channel.set_combine_stderr(True)
+    channel.exec_command(command)
+    decode = codecs.getincrementaldecoder("utf-8")(errors="replace").decode
+    while data := channel.recv(32768):
+        writer.write(decode(data))
+    writer.write(decode(b"", final=True))
     writer.flush()
-    return result.exited
+    return channel.recv_exit_status()
 
 
 def on_hosts(hosts: Sequence[Host], work: Callable[[Host, HostWriter], int], label: Callable[[Host], str] = str) -> list[HostResult]:
@@ -101,7 +190,7 @@ def summary(results: Sequence[HostResult], describe: Callable[[HostResult], str]
         say(f"{label(result.host)} | {state} in {seconds(result.seconds)}: {describe(result)}")
 
 
-def run_resumable(connect: Callable[[], Connection], command: str, writer: HostWriter, attempts: int = 3) -> int:
+def run_resumable(connect: Callable[[], Session], command: str, writer: HostWriter, attempts: int = 3) -> int:
     """Run a request whose server side survives a dropped connection; reattach if it drops.
 
     A deploy request carries an id: sending it again follows the deploy already
@@ -116,12 +205,16 @@ def run_resumable(connect: Callable[[], Connection], command: str, writer: HostW
             if code != -1:
                 return code
             reason = "the connection closed before the command ended"
-        except (EOFError, OSError, paramiko.SSHException) as error:
-            reason = f"connection lost ({error or type(error).__name__})"
         except RemoteError as error:
             if not error.retryable or attempt == attempts:
                 raise
             reason = str(error)
+        except Exception as error:
+            import paramiko  # loaded by connect() by now
+
+            if not isinstance(error, (EOFError, OSError, paramiko.SSHException)):
+                raise
+            reason = f"connection lost ({error or type(error).__name__})"
         if attempt < attempts:
             writer.line(f"{reason}; reattaching ({attempt}/{attempts - 1})")
             time.sleep(2 * attempt)
