@@ -41,7 +41,7 @@ def test_staging_deploy_serves_the_new_build(server):
     assert result.returncode == 0, result.stdout + result.stderr
     assert wait_for_version("staging", STAGING_A) == STAGING_A
     # progress is shown step by step, prefixed with the environment and host, with timings
-    for step in ("pull", "database", "migrate", "static", "start", "health", "admit", "switch", "prune-static"):
+    for step in ("pull", "database", "migrate", "start", "health", "admit", "switch", "retire", "prune-static"):
         assert re.search(rf"^staging 127\.0\.0\.1:2222 \| +ok {step} \([0-9.]+s\)$", result.stdout, re.M), step
     assert re.search(r"^staging 127\.0\.0\.1:2222 \| ok in [0-9.]+s: deployed a1a1a1a", result.stdout, re.M)
 
@@ -79,7 +79,7 @@ def test_production_deploys_change_the_version_and_history_records_both(server):
     records = [json.loads(line) for line in history_lines("production")[before:]]
     assert [(r["version"], r["outcome"]) for r in records] == [("1.0.0", "ok"), ("1.1.0", "ok")]
     assert records[1]["previous"] == "1.0.0"
-    assert [s["name"] for s in records[1]["steps"]] == ["preflight", "pull", "database", "backup", "migrate", "static", "start", "health", "admit", "switch", "prune-static"]
+    assert [s["name"] for s in records[1]["steps"]] == ["preflight", "pull", "database", "backup", "migrate", "start", "health", "admit", "switch", "retire", "prune-static"]
 
     table = inv("deploy.history", "--env", "production")
     assert table.returncode == 0

@@ -19,12 +19,15 @@ HARNESS = protocol.PROJECT_ROOT / "tests/unit/shell/switch_harness.sh"
 COMPOSE = "docker compose -p pixel-test -f docker-compose.yml"
 NETWORKS = 'docker inspect -f {{range $net, $cfg := .NetworkSettings.Networks}}{{$net}} {{$cfg.Aliases}}{{"\\n"}}{{end}} new1'
 
+LABELS = "--filter label=com.docker.compose.project=pixel-test --filter label=com.docker.compose.service={} --filter label=com.docker.compose.oneoff=False"
+WEB, WEB_ALL = f"docker ps -q --no-trunc {LABELS.format('web')}", f"docker ps -a -q --no-trunc {LABELS.format('web')}"
+
 START = [
-    f"{COMPOSE} ps -a -q web",  # stopped leftovers from an interrupted deploy?
-    f"{COMPOSE} ps -q web",
-    f"{COMPOSE} ps -q web",  # the old containers
+    WEB_ALL,  # stopped leftovers from an interrupted deploy?
+    WEB,
+    WEB,  # the old containers
     f"{COMPOSE} up --no-start --no-deps --no-recreate --scale web=2 web",
-    f"{COMPOSE} ps -a -q web",  # which one is new
+    WEB_ALL,  # which one is new
     NETWORKS,
     "docker network disconnect pixel-test_default new1",
     "docker network connect --alias pixel-test-web-2 --alias web-green pixel-test_default new1",  # the idle slot only
@@ -41,7 +44,7 @@ ADMIT = [
     "docker network connect --alias pixel-test-web-2 --alias web-green --alias web pixel-test_default new1",
 ]
 SWITCH = ["write VERSION=2.0 to .env", "flip to green"]
-PROXY_RUNNING = [f"{COMPOSE} ps -q proxy", "docker inspect -f {{.State.Running}} proxy1"]
+PROXY_RUNNING = [f"docker ps -q --no-trunc {LABELS.format('proxy')}", "docker inspect -f {{.State.Running}} proxy1"]
 RETIRE_OLD = ["sleep 1", "docker stop old1", "docker rm old1"]
 
 SEQUENCES = {

@@ -82,7 +82,7 @@ set_aliases() { # id alias...
 # old as they are), named only in the idle slot until they proved healthy.
 start_new() {
   local count stopped id
-  stopped=$(compose ps -a -q "$WEB_SERVICE" | sort | comm -23 - <(service_containers "$WEB_SERVICE"))
+  stopped=$(service_containers "$WEB_SERVICE" -a | comm -23 - <(service_containers "$WEB_SERVICE"))
   if [[ -n $stopped ]]; then
     # shellcheck disable=SC2086 # one id per word
     docker rm -f $stopped >/dev/null || return 1
@@ -93,7 +93,7 @@ start_new() {
   NEW_SLOT=$(other_slot "$LIVE_SLOT")
   count=$(wc -w <<<"$OLD_IDS")
   compose_at "$NEW_VERSION" up --no-start --no-deps --no-recreate --scale "$WEB_SERVICE=$((count > 0 ? 2 * count : 1))" "$WEB_SERVICE"
-  NEW_IDS=$(compose ps -a -q "$WEB_SERVICE" | sort | comm -13 <(echo "$OLD_IDS") - | sed '/^$/d')
+  NEW_IDS=$(service_containers "$WEB_SERVICE" -a | comm -13 <(echo "$OLD_IDS") - | sed '/^$/d')
   [[ -n $NEW_IDS ]] || { echo "compose created no new $WEB_SERVICE container"; return 1; }
   for id in $NEW_IDS; do
     set_aliases "$id" "$(slot_alias "$NEW_SLOT")" && docker start "$id" >/dev/null || return 1
@@ -207,7 +207,7 @@ up_other_services() {
 all_running() { # services...
   local service id
   for service in "$@"; do
-    id=$(compose ps -q "$service")
+    id=$(service_containers "$service" | head -n 1)
     [[ -n $id && $(docker inspect -f '{{.State.Running}}' "$id" 2>/dev/null) == true ]] || return 1
   done
 }
