@@ -1,7 +1,9 @@
 """Running it: SSH connections with pinned host keys, output prefixed, hosts in parallel.
 
-This is the only module that talks SSH, with paramiko's SSHClient: one command
-per request needs no more. It imports paramiko only once a connection is wanted
+This is the only module that talks SSH: the deploy account's one-command
+requests over paramiko's SSHClient (one command per request needs no more, and
+it starts fastest), the admin's server.setup over a Fabric Connection; both pin
+host keys the same way. It imports paramiko only once a connection is wanted
 (after opening the TCP connection, so sshd starts its side meanwhile), and tasks
 import this module inside the task body, so `inv --list` stays fast.
 """
@@ -110,27 +112,13 @@ def _private_key(key_file: str):
         raise RemoteError(f"cannot use the SSH key {key_file}: {error or type(error).__name__}") from None
 
 
-def connect(host: Host, user: str, key_file: str, access: Access, pinned=None) -> Session:
-    """An open connection, the host key checked against the pinned keys only (RejectPolicy).
-
-    With a key file, only that key is offered; without one, ssh-agent and ~/.ssh/id_*.
-    """
-    try:
-        sock = _dial(host)
-    except OSError as error:
-        raise RemoteError(f"{user}@{host}: cannot connect: {error}; check the address and that sshd runs", retryable=True) from None
+@contextlib.contextmanager
+def _explained(host: Host, user: str, key_file: str, access: Access, client):
+    """Turns paramiko's connection errors into messages that say what to do."""
     import paramiko
 
-    client = paramiko.SSHClient()
     try:
-        try:
-            hostkeys.pin(client, pinned if pinned is not None else hostkeys.load(access))
-            key = _private_key(key_file) if key_file else None
-            client.connect(host.hostname, host.port, user, pkey=key, allow_agent=not key, look_for_keys=not key, sock=sock, timeout=CONNECT_TIMEOUT)
-        except BaseException:
-            client.close()
-            sock.close()
-            raise
+        yield
     except paramiko.BadHostKeyException as error:
         raise RemoteError(hostkeys.changed_key_message(host, error.expected_key, error.key)) from None
     except paramiko.AuthenticationException:
@@ -141,8 +129,56 @@ def connect(host: Host, user: str, key_file: str, access: Access, pinned=None) -
         raise RemoteError(f"{user}@{host}: SSH failed: {error}", retryable=True) from None
     except OSError as error:
         raise RemoteError(f"{user}@{host}: cannot connect: {error}; check the address and that sshd runs", retryable=True) from None
+
+
+def _socket(host: Host, user: str) -> socket.socket:
+    try:
+        return _dial(host)
+    except OSError as error:
+        raise RemoteError(f"{user}@{host}: cannot connect: {error}; check the address and that sshd runs", retryable=True) from None
+
+
+def connect(host: Host, user: str, key_file: str, access: Access, pinned=None) -> Session:
+    """An open connection, the host key checked against the pinned keys only (RejectPolicy).
+
+    With a key file, only that key is offered; without one, ssh-agent and ~/.ssh/id_*.
+    """
+    sock = _socket(host, user)
+    import paramiko
+
+    client = paramiko.SSHClient()
+    with _explained(host, user, key_file, access, client):
+        try:
+            hostkeys.pin(client, pinned if pinned is not None else hostkeys.load(access))
+            key = _private_key(key_file) if key_file else None
+            client.connect(host.hostname, host.port, user, pkey=key, allow_agent=not key, look_for_keys=not key, sock=sock, timeout=CONNECT_TIMEOUT)
+        except BaseException:
+            client.close()
+            sock.close()
+            raise
     client.get_transport().set_keepalive(KEEPALIVE_SECONDS)
     return Session(client)
+
+
+def admin(host: Host, user: str, key_file: str, access: Access, pinned=None):
+    """The admin connection, a Fabric Connection (server.setup pushes the server side
+    with it), pinned exactly as the deploy account's: the same known hosts, RejectPolicy."""
+    from fabric import Connection
+
+    sock = _socket(host, user)
+    key = _private_key(key_file) if key_file else None
+    connection = Connection(host.hostname, user=user, port=host.port, connect_timeout=CONNECT_TIMEOUT,
+                            connect_kwargs={"pkey": key, "allow_agent": not key, "look_for_keys": not key, "sock": sock})
+    with _explained(host, user, key_file, access, connection.client):
+        try:
+            hostkeys.pin(connection.client, pinned if pinned is not None else hostkeys.load(access))
+            connection.open()
+        except BaseException:
+            connection.close()
+            sock.close()
+            raise
+    connection.transport.set_keepalive(KEEPALIVE_SECONDS)
+    return connection
 
 
 def run(connection: Session, command: str, writer: HostWriter) -> int:

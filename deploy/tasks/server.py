@@ -18,7 +18,7 @@ def _admin_connect(settings, host):
     from deploy import remote
 
     access = settings.access
-    return remote.connect(host, access.admin_user, access.admin_key, access)
+    return remote.admin(host, access.admin_user, access.admin_key, access)
 
 
 @task(help={"env": ENV_HELP, "public_key": "The deploy account's public key(s): a .pub file or the key line (default: DEPLOY_CI_PUBLIC_KEY)."})

@@ -24,7 +24,6 @@ WEB, WEB_ALL = f"docker ps -q --no-trunc {LABELS.format('web')}", f"docker ps -a
 
 START = [
     WEB_ALL,  # stopped leftovers from an interrupted deploy?
-    WEB,
     WEB,  # the old containers
     f"{COMPOSE} up --no-start --no-deps --no-recreate --scale web=2 web",
     WEB_ALL,  # which one is new

@@ -81,14 +81,15 @@ set_aliases() { # id alias...
 # New containers beside the old (compose --scale with --no-recreate leaves the
 # old as they are), named only in the idle slot until they proved healthy.
 start_new() {
-  local count stopped id
-  stopped=$(service_containers "$WEB_SERVICE" -a | comm -23 - <(service_containers "$WEB_SERVICE"))
+  local count all stopped id
+  all=$(service_containers "$WEB_SERVICE" -a)
+  OLD_IDS=$(service_containers "$WEB_SERVICE")
+  stopped=$(comm -23 <(echo "$all") <(echo "$OLD_IDS") | sed '/^$/d')
   if [[ -n $stopped ]]; then
     # shellcheck disable=SC2086 # one id per word
     docker rm -f $stopped >/dev/null || return 1
     echo "removed $(wc -w <<<"$stopped") stopped $WEB_SERVICE container(s)"
   fi
-  OLD_IDS=$(service_containers "$WEB_SERVICE")
   LIVE_SLOT=$(live_slot)
   NEW_SLOT=$(other_slot "$LIVE_SLOT")
   count=$(wc -w <<<"$OLD_IDS")
