@@ -32,24 +32,14 @@ from tests.e2e.conftest import (
     tool_env,
     wait_for_version,
 )
+from tests.e2e.deployed import ensure, web_containers
+from tests.e2e.proxy_config import changed_staging_config
 
 pytestmark = pytest.mark.e2e
 
 
 def last_record(env: str) -> dict:
     return json.loads(history_lines(env)[-1])
-
-
-def web_containers(env: str) -> list[str]:
-    return compose(env, "ps", "-q", "web").stdout.split()
-
-
-def ensure(env: str, version: str) -> None:
-    task = "deploy.staging" if env == "staging" else "deploy.production"
-    if served_version(env) != version:
-        result = inv(task, "--tag", version, "--force")
-        assert result.returncode == 0, result.stdout + result.stderr
-    assert wait_for_version(env, version) == version
 
 
 def release_css(env: str) -> str:
@@ -287,14 +277,7 @@ def test_a_dropped_connection_reattaches_to_the_running_deploy(server):
 
 def test_the_proxy_reloads_only_when_its_configuration_changed(server, tmp_path):
     ensure("staging", STAGING_A)
-    conf = tmp_path / "pixel.conf"
-    conf.write_text((ROOT / "example/docker/etc/nginx/conf.d/pixel.conf").read_text() + "# changed by a test\n")
-    config = tmp_path / "changed.yaml"
-    config.write_text(
-        "deploy:\n  environments:\n    staging:\n      files:\n"
-        "        docker-compose.yml: example/docker-compose.staging.yml\n"
-        f"        docker/etc/nginx/conf.d/pixel.conf: {conf}\n"
-    )
+    config = changed_staging_config(tmp_path, lambda text: text + "# changed by a test\n")
     proxy = compose("staging", "ps", "-q", "proxy").stdout.split()
     try:
         assert inv("-f", str(config), "server.setup", "--env", "staging").returncode == 0

@@ -18,25 +18,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import PORTS, ROOT, STAGING_A, STAGING_B, compose, history_lines, inv, psql, served_version, server_env_file, tool_env, wait_for_version
+from tests.e2e.conftest import PORTS, ROOT, STAGING_A, STAGING_B, compose, history_lines, inv, psql, served_version, server_env_file, tool_env
+from tests.e2e.deployed import ensure, web_containers
+from tests.e2e.proxy_config import changed_staging_config
 from tests.openload import OpenLoad
 
 pytestmark = pytest.mark.e2e
 
 RATE = 50  # requests a second, sent on schedule whatever earlier requests did
 BUDGET = 1.0  # seconds: a slower answer counts against the deploy
-
-
-def ensure(env: str, version: str) -> None:
-    task = "deploy.staging" if env == "staging" else "deploy.production"
-    if served_version(env) != version:
-        result = inv(task, "--tag", version, "--force")
-        assert result.returncode == 0, result.stdout + result.stderr
-    assert wait_for_version(env, version) == version
-
-
-def web_containers(env: str) -> list[str]:
-    return compose(env, "ps", "-q", "web").stdout.split()
 
 
 def assert_nothing_lost(load: OpenLoad, seconds: float) -> None:
@@ -101,14 +91,7 @@ def test_a_rollback_loses_no_request(server):
 
 def test_a_deploy_that_changes_the_proxy_configuration_loses_no_request(server, tmp_path):
     ensure("staging", STAGING_A)
-    conf = tmp_path / "pixel.conf"
-    conf.write_text((ROOT / "example/docker/etc/nginx/conf.d/pixel.conf").read_text().replace("gzip on;", "gzip on;\n    add_header X-Pixel-Config changed always;"))
-    config = tmp_path / "changed.yaml"
-    config.write_text(
-        "deploy:\n  environments:\n    staging:\n      files:\n"
-        "        docker-compose.yml: example/docker-compose.staging.yml\n"
-        f"        docker/etc/nginx/conf.d/pixel.conf: {conf}\n"
-    )
+    config = changed_staging_config(tmp_path, lambda text: text.replace("gzip on;", "gzip on;\n    add_header X-Pixel-Config changed always;"))
     proxy = compose("staging", "ps", "-q", "proxy").stdout.split()
     try:
         assert inv("-f", str(config), "server.setup", "--env", "staging").returncode == 0
