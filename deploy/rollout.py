@@ -12,11 +12,16 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from deploy import protocol
+
 if TYPE_CHECKING:  # settings validates batch sizes with batch_hosts: no import cycle at run time
     from deploy.settings import Host
 
 _SIZE = re.compile(r"^(?:([1-9][0-9]{0,3})|([1-9][0-9]?|100)%)$")
 _WAS = re.compile(r"^deployed \S+ to \S+ in \S+ \(was (\S+)\)$")
+_SERVES = re.compile(r"^(?:deploy|rollback) of \S+ to \S+ FAILED at .*; \S+ serves (\S+)$")
+_STARTED = re.compile(r"^\S+ (?:deploy|rollback) of \S+ to \S+ \(running: \S+\)|^==> ")
+_NOT_SET_UP = "is not set up on this server"
 
 
 class BadSelection(ValueError):
@@ -81,10 +86,88 @@ def previous_version(output: Iterable[str]) -> str | None:
     return found if found not in (None, "none") else None
 
 
+def new_version(output: Iterable[str]) -> str | None:
+    """The version a host switched to, from its `deployed X to ...` line (a rollback names it only there)."""
+    found = None
+    for line in output:
+        match = _WAS.match(line.strip())
+        if match:
+            found = line.split()[1]
+    return found
+
+
+def serving_after_failure(output: Iterable[str]) -> str | None:
+    """The version a host serves after its deploy failed and undid itself, from its last line."""
+    found = None
+    for line in output:
+        match = _SERVES.match(line.strip())
+        if match:
+            found = match.group(1)
+    return found if found not in (None, "none") else None
+
+
+def reached(output: Iterable[str]) -> bool:
+    """Whether a host's deploy started on the server (it printed its first line or a step),
+    for a host the client lost contact with: then it finishes or undoes itself there."""
+    return any(_STARTED.match(line.strip()) for line in output)
+
+
+# ------------------------------------------------------------------ the pre-flight
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A host's answer to the pre-flight's `status ENV --expect=...`."""
+
+    host: Host
+    code: int
+    lines: tuple[str, ...] = ()
+    message: str = ""  # the client's own error (unreachable, authentication)
+
+    @property
+    def version(self) -> str:
+        return next((line.split(":", 1)[1].strip() for line in self.lines if line.startswith("version:")), "")
+
+
+@dataclass(frozen=True)
+class Refusal:
+    host: Host
+    code: int  # the exit code this host stands for
+    reason: str
+
+
+def not_ready(answers: Sequence[Answer], env: str, wait: int = 0) -> list[Refusal]:
+    """The hosts a deploy across several hosts must not start with, from the pre-flight.
+
+    One such host stops the whole deploy before any host changes: a host that
+    is not set up for the environment, or whose server side or settings are out
+    of date (both exit 78), one that cannot be reached, and, unless the deploy
+    may --wait, one where another deploy runs (75).
+    """
+    refusals = []
+    for answer in answers:
+        said = next((line.strip().removeprefix("pushdeploy: ") for line in reversed(answer.lines) if line.startswith("pushdeploy: ")), "") or answer.message
+        if answer.code == 0:
+            busy = next((line.split(":", 1)[1].strip() for line in answer.lines if line.startswith("deploy in progress:")), "no")
+            if busy != "no" and not wait:
+                refusals.append(Refusal(answer.host, protocol.EXIT_BUSY, f"another deploy runs there ({busy}): wait for it, or pass --wait SECONDS"))
+        elif answer.code == protocol.EXIT_OUTDATED or (answer.code == protocol.EXIT_USAGE and _NOT_SET_UP in said):
+            refusals.append(Refusal(answer.host, protocol.EXIT_OUTDATED, said or f"out of date: run `inv server.setup --env {env}`"))
+        else:
+            refusals.append(Refusal(answer.host, answer.code, said or f"exit {answer.code}"))
+    return refusals
+
+
+def refusal_code(refusals: Sequence[Refusal]) -> int:
+    """78 if any host is out of date or not set up (what `inv server.setup` fixes), else the first host's code."""
+    codes = [r.code for r in refusals]
+    return protocol.EXIT_OUTDATED if protocol.EXIT_OUTDATED in codes else codes[0]
+
+
 @dataclass(frozen=True)
 class Outcome:
     host: Host
-    state: str  # switched | failed | skipped | rolled back | rollback failed
+    state: str  # switched | failed | unknown | skipped | rolled back | rollback failed | kept (halt)
     version: str = ""
     note: str = ""
 

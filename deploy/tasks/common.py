@@ -38,26 +38,38 @@ def fail_on_errors():
         raise Exit(code=2) from None
 
 
-def done(results, what: str, quiet: bool = False) -> None:
-    """Exit 0 only if every host succeeded; else with the first failing host's code."""
+def done(results, what: str, quiet: bool = False, total: int | None = None) -> None:
+    """Exit 0 only if every host succeeded; else with the first failing host's code.
+
+    total: the hosts the task was for, when some were never asked (a rolling deploy that stopped).
+    """
     failed = [r for r in results if not r.ok]
     if not failed:
         if not quiet:
             say(f"{what}: ok on {len(results)} host(s)")
         return
-    say(f"{what}: FAILED on {len(failed)} of {len(results)} host(s): {', '.join(str(r.host) for r in failed)}", sys.stderr)
+    say(f"{what}: FAILED on {len(failed)} of {total or len(results)} host(s): {', '.join(str(r.host) for r in failed)}", sys.stderr)
     code = failed[0].exit_code
     raise Exit(code=code if 0 < code < 256 else 1)
 
 
-def request_on_hosts(settings, env, request: str, describe, hosts=None) -> list:
-    """Send one request to the deploy account of every host (or of hosts) at once, with the output prefixed."""
+def request_on_hosts(settings, env, request: str, describe, hosts=None, sessions: dict | None = None) -> list:
+    """Send one request to the deploy account of every host (or of hosts) at once, with the output prefixed.
+
+    sessions: connections already open (the pre-flight's), each taken by its host's first connect.
+    """
     from deploy import remote
 
     access = settings.access
 
     def work(host, out):
         def connect():
+            session = sessions.pop(host, None) if sessions else None
+            if session is not None:
+                transport = session.transport
+                if transport is not None and transport.is_active():
+                    return session
+                session.close()
             return remote.connect(host, host.user, access.ssh_key, access)
 
         return remote.run_resumable(connect, request, out)

@@ -6,6 +6,7 @@ import os
 import sys
 
 from invoke import Collection, task
+from invoke.exceptions import Exit
 
 from deploy import history as history_table
 from deploy import local, plan, requests, rollout
@@ -22,54 +23,114 @@ def _describe(result) -> str:
 
 
 def run_deploy(c, env_name: str, version: str | None, wait: int = 0, verb: str = "deploy", to: str | None = None, force: bool = False, maintenance: bool = False, hosts: str | None = None) -> None:
-    """The deploy, in order: validate, gather the request's inputs, send it batch by batch, undo on failure, report."""
-    with fail_on_errors():
-        settings = load_settings(c)
-        env = settings.environment(env_name)
-        chosen = rollout.select(env.hosts, hosts)
-        if verb == "deploy":
-            version = plan.check_version(env, version or plan.build_version(os.environ, local.git_head()))
-        elif to:
-            version = plan.check_version(env, to)
-        by, url = plan.actor(os.environ, local.git_user())
-        order = local.commit_time(version) if verb == "deploy" and env.ordering == "build" else None
-        if verb == "deploy" and env.ordering == "build" and order is None:
-            say(f"warning: commit {version} is not in this clone, so its build order is unknown: the server cannot refuse it as older")
-        expect = expected(settings, env)
-
-        def request(skip_migrate: bool, back_to: str | None = None) -> str:
-            # A new id per batch: resending an id reattaches to that deploy, and batches may share a server.
-            if back_to:
-                return requests.rollback(env.name, to=back_to, run_id=plan.run_id(), by=by, url=url, expect=expect, wait=wait, skip_migrate=True)
+    """The deploy, in order: validate, gather the request's inputs, check every host, send it batch by batch, undo on failure, report."""
+    sessions: dict = {}  # connections the pre-flight opened, each used once by its host's batch
+    try:
+        with fail_on_errors():
+            settings = load_settings(c)
+            env = settings.environment(env_name)
+            chosen = rollout.select(env.hosts, hosts)
             if verb == "deploy":
-                return requests.deploy(env.name, version, run_id=plan.run_id(), by=by, url=url, order=order, expect=expect, wait=wait, force=force, maintenance=maintenance, skip_migrate=skip_migrate)
-            return requests.rollback(env.name, to=to and version, run_id=plan.run_id(), by=by, url=url, expect=expect, wait=wait, skip_migrate=skip_migrate)
+                version = plan.check_version(env, version or plan.build_version(os.environ, local.git_head()))
+            elif to:
+                version = plan.check_version(env, to)
+            by, url = plan.actor(os.environ, local.git_user())
+            order = local.commit_time(version) if verb == "deploy" and env.ordering == "build" else None
+            if verb == "deploy" and env.ordering == "build" and order is None:
+                say(f"warning: commit {version} is not in this clone, so its build order is unknown: the server cannot refuse it as older")
+            expect = expected(settings, env)
 
-        what = f"{verb} of {version or 'the previous version'}" if verb == "rollback" else f"deploy of {version}"
-        batches = plan.phases(env, chosen)
-        say(f"{what} to {env.name} on {len(chosen)} host(s) in {len(batches)} batch(es), by {by}")
-        results, outcomes = [], {}
-        for number, (batch, skip_migrate) in enumerate(batches, 1):
-            if len(batches) > 1:
-                say(f"{env.name}: batch {number}/{len(batches)}: {', '.join(map(str, batch))}")
-            answers = request_on_hosts(settings, env, request(skip_migrate), _describe, hosts=batch)
-            results += answers
-            for answer in answers:
-                outcomes[answer.host] = rollout.Outcome(answer.host, "switched" if answer.ok else "failed", version or "", "" if answer.ok else _describe(answer))
-            if all(a.ok for a in answers):
-                continue
-            for later in batches[number:]:
-                for host in later:
-                    outcomes[host] = rollout.Outcome(host, "skipped", "", "a batch before it failed")
-            switched = [(r.host, rollout.previous_version(r.output)) for r in results if r.ok]
-            if switched and verb == "deploy" and env.on_failure == "rollback":
-                _undo(settings, env, switched, request, outcomes)
-            elif switched:
-                say(f"{env.name}: on_failure is {env.on_failure}: {', '.join(str(h) for h, _ in switched)} keep {version}; the fleet is SPLIT across versions", sys.stderr)
-            break
-        if len(chosen) > 1:
-            say(rollout.table([outcomes[h] for h in chosen if h in outcomes]))
-    done(results, f"{what} to {env.name}")
+            def request(skip_migrate: bool, back_to: str | None = None) -> str:
+                # A new id per batch: resending an id reattaches to that deploy, and batches may share a server.
+                if back_to:
+                    return requests.rollback(env.name, to=back_to, run_id=plan.run_id(), by=by, url=url, expect=expect, wait=wait, skip_migrate=True)
+                if verb == "deploy":
+                    return requests.deploy(env.name, version, run_id=plan.run_id(), by=by, url=url, order=order, expect=expect, wait=wait, force=force, maintenance=maintenance, skip_migrate=skip_migrate)
+                return requests.rollback(env.name, to=to and version, run_id=plan.run_id(), by=by, url=url, expect=expect, wait=wait, skip_migrate=skip_migrate)
+
+            what = f"{verb} of {version or 'the previous version'}" if verb == "rollback" else f"deploy of {version}"
+            batches = plan.phases(env, chosen)
+            say(f"{what} to {env.name} on {len(chosen)} host(s) in {len(batches)} batch(es), by {by}")
+            # One host checks itself in its own request; several are all checked before any of them changes.
+            before = _preflight(settings, env, chosen, expect, wait, sessions, what) if len(chosen) > 1 else {}
+            results, outcomes = [], {}
+            for number, (batch, skip_migrate) in enumerate(batches, 1):
+                if len(batches) > 1:
+                    say(f"{env.name}: batch {number}/{len(batches)}: {', '.join(map(str, batch))}")
+                answers = request_on_hosts(settings, env, request(skip_migrate), _describe, hosts=batch, sessions=sessions)
+                results += answers
+                for answer in answers:
+                    outcomes[answer.host] = _outcome(answer, version, before)
+                if all(a.ok for a in answers):
+                    continue
+                for later, _ in batches[number:]:
+                    for host in later:
+                        outcomes[host] = rollout.Outcome(host, "skipped", before.get(host, ""), "not started: a batch before it failed")
+                switched = [(r.host, rollout.previous_version(r.output)) for r in results if r.ok]
+                if switched and verb == "deploy" and env.on_failure == "rollback":
+                    _undo(settings, env, switched, request, outcomes)
+                elif switched:
+                    say(f"{env.name}: on_failure is {env.on_failure}: {', '.join(str(h) for h, _ in switched)} keep {version}; the fleet is SPLIT across versions", sys.stderr)
+                unknown = [str(a.host) for a in answers if outcomes[a.host].state == "unknown"]
+                if unknown:
+                    say(
+                        f"{env.name}: lost contact with {', '.join(unknown)} during its deploy: there it finishes or undoes itself on the server. "
+                        f"Until `inv deploy.status --env {env.name}` shows what it runs, the fleet may be split.",
+                        sys.stderr,
+                    )
+                break
+            if len(chosen) > 1:
+                say(rollout.table([outcomes[h] for h in chosen if h in outcomes]))
+    finally:
+        for session in sessions.values():
+            session.close()
+    done(results, f"{what} to {env.name}", total=len(chosen))
+
+
+def _outcome(answer, version: str | None, before: dict) -> rollout.Outcome:
+    """A host's line in the summary table, from its answer to its batch's request."""
+    if answer.ok:
+        return rollout.Outcome(answer.host, "switched", version or rollout.new_version(answer.output) or "")
+    if answer.exit_code == 255 and rollout.reached(answer.output):
+        return rollout.Outcome(answer.host, "unknown", "?", "contact lost mid-deploy: see `inv deploy.status`")
+    now = rollout.serving_after_failure(answer.output) or before.get(answer.host, "")
+    return rollout.Outcome(answer.host, "failed", now, _describe(answer))
+
+
+def _preflight(settings, env, hosts, expect: str, wait: int, sessions: dict, what: str) -> dict:
+    """Before a deploy across several hosts changes any of them: one request to all at once,
+    `status ENV --expect=...`. Every host must be set up for the environment with the
+    project's server side and settings, reachable, and (unless --wait) not busy; else
+    nothing is sent and the deploy exits 78 (or 255, 75) naming the hosts. It costs one
+    round trip per host, not a connection: the deploy reuses the connections it opened.
+    Returns the version each host runs."""
+    from deploy import remote
+    from deploy.output import Timer
+
+    access, line, timer = settings.access, requests.status(env.name, expect=expect), Timer()
+    collected: dict = {}
+
+    def work(host, _out):
+        collected[host] = writer = Collector()
+        try:
+            sessions[host] = session = remote.connect(host, host.user, access.ssh_key, access)
+            return remote.run(session, line, writer)
+        except remote.RemoteError:
+            raise
+        except Exception as error:  # EOFError, OSError, paramiko.SSHException: the connection dropped
+            raise remote.RemoteError(f"{host.user}@{host}: connection lost: {error or type(error).__name__}") from None
+
+    answers = [rollout.Answer(r.host, r.exit_code, tuple(collected[r.host].lines) if r.host in collected else (), r.message) for r in remote.on_hosts(hosts, work)]
+    refusals = rollout.not_ready(answers, env.name, wait)
+    if refusals:
+        say(f"{env.name}: refusing the {what}: nothing was changed on any host; {len(refusals)} of {len(hosts)} host(s) cannot take it:", sys.stderr)
+        for refusal in refusals:
+            say(f"  {env.name} {refusal.host}: {refusal.reason}", sys.stderr)
+        raise Exit(code=rollout.refusal_code(refusals))
+    versions = {a.host: a.version for a in answers}
+    running = sorted(set(versions.values()))
+    say(f"{env.name}: pre-flight ok on {len(hosts)} host(s) in {timer.elapsed:.1f}s: server side and settings current; running {', '.join(running)}")
+    return versions
 
 
 def _undo(settings, env, switched, request, outcomes) -> None:

@@ -108,3 +108,61 @@ def test_bad_batch_settings_name_their_key(raw, key):
 
     with pytest.raises(ConfigError, match=f"deploy.environments.production.{key}"):
         settings_for(**raw)
+
+
+@pytest.mark.parametrize(
+    ("output", "serves", "switched_to"),
+    [
+        (["deploy of 1.4.0 to production FAILED at pull after 0.3s; production serves 1.3.0"], "1.3.0", None),
+        (["rollback of 1.2.0 to production FAILED at health after 9.1s; production serves none"], None, None),
+        (["deployed 1.4.0 to production in 4.2s (was 1.3.0)"], None, "1.4.0"),
+        ([], None, None),
+    ],
+)
+def test_what_a_host_serves_after_its_deploy_comes_from_its_last_lines(output, serves, switched_to):
+    assert rollout.serving_after_failure(output) == serves
+    assert rollout.new_version(output) == switched_to
+
+
+@pytest.mark.parametrize(
+    ("output", "expected"),
+    [
+        (["2026-11-22T04:24:07Z deploy of 1.4.0 to production (running: 1.3.0) by local:me", "==> preflight"], True),
+        (["==> pull", "connection lost (EOFError); reattaching (1/2)"], True),
+        (["the connection closed before the command ended; reattaching (1/2)"], False),
+        (["error: pd-deploy@h3: cannot connect: [Errno 111] Connection refused; check the address and that sshd runs"], False),
+    ],
+)
+def test_a_host_lost_mid_deploy_is_told_from_one_never_reached(output, expected):
+    assert rollout.reached(output) == expected
+
+
+def answer(i, code, *lines, message=""):
+    return rollout.Answer(HOSTS[i], code, tuple(lines), message)
+
+
+READY = ("version: 1.3.0", "deploy in progress: no", "last deploy: ...")
+
+
+def test_the_preflight_lets_a_deploy_go_only_if_every_host_can_take_it():
+    answers = [answer(0, 0, *READY), answer(1, 0, *READY)]
+    assert rollout.not_ready(answers, "production") == []
+    assert answers[0].version == "1.3.0"
+
+
+def test_the_preflight_names_each_host_that_cannot_go_and_why():
+    answers = [
+        answer(0, 0, *READY),
+        answer(1, 64, "pushdeploy: environment 'production' is not set up on this server: run `inv server.setup --env production`"),
+        answer(2, 78, "pushdeploy: the server side here (abc) differs from your project's (def): run `inv server.setup --env production`"),
+        answer(3, 255, message="pd-deploy@10.0.0.4: cannot connect: [Errno 111] Connection refused"),
+        answer(4, 0, "version: 1.3.0", "deploy in progress: 1.4.0 by ci since 2026-11-22T04:00:00Z"),
+    ]
+    refusals = rollout.not_ready(answers, "production")
+    assert [(r.host.hostname, r.code) for r in refusals] == [("10.0.0.2", 78), ("10.0.0.3", 78), ("10.0.0.4", 255), ("10.0.0.5", 75)]
+    assert refusals[0].reason.startswith("environment 'production' is not set up on this server")
+    assert "Connection refused" in refusals[2].reason
+    assert "another deploy runs there (1.4.0 by ci since" in refusals[3].reason
+    assert rollout.refusal_code(refusals) == 78  # `inv server.setup` is what to do first
+    assert rollout.refusal_code(refusals[2:]) == 255
+    assert rollout.not_ready(answers[4:], "production", wait=300) == []  # --wait: it queues behind that deploy

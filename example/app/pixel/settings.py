@@ -76,6 +76,9 @@ if os.environ.get("POSTGRES_HOST"):
             "PORT": os.environ.get("POSTGRES_PORT", "5432"),
             # Fail fast so /health answers within the container healthcheck's timeout.
             "OPTIONS": {"connect_timeout": 2},
+            # Seconds a worker keeps its database connection (0: one per request).
+            # A database on another host costs a connection set-up per request.
+            "CONN_MAX_AGE": int(os.environ.get("POSTGRES_CONN_MAX_AGE", "0")),
         }
     }
 else:

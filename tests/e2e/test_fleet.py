@@ -1,0 +1,314 @@
+"""A fleet on separate hosts: three app hosts (scripts/sandbox-hosts), one shared
+PostgreSQL host, a load balancer in front, deployed with example/docker-compose.fleet.yml.
+
+Each host has its own sshd, dockerd, files and history; only the database is
+shared, so the first host migrates and the others follow. Under open-loop load
+through the load balancer (50 requests/s, a new connection each, 1 s budget), a
+rolling deploy and a deploy whose second batch fails (rolled back everywhere)
+lose no request. A canary, a host that stops answering SSH mid-deploy, and
+hosts whose server side is missing or out of date end in states the tool names.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import ROOT, inv, tool_env
+from tests.openload import OpenLoad
+
+pytestmark = pytest.mark.e2e
+
+SCRIPT = ROOT / "scripts/sandbox-hosts"
+STATE = Path(os.environ.get("PD_HOSTS_DIR", "/var/lib/pushdeploy-hosts"))
+HOSTS = {"h1": "10.213.0.11", "h2": "10.213.0.12", "h3": "10.213.0.13"}
+LB = "http://127.0.0.1:8090/"
+ENV = "fleet"
+# Versions deployed in turn (images from the conftest's `images` fixture).
+V1, V2, V3, V4 = "1.0.0", "1.1.0", "c3c3c3c", "d4d4d4d"
+RATE, BUDGET = 50, 1.0
+
+
+def script(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    result = subprocess.run([str(SCRIPT), *args], capture_output=True, text=True, timeout=timeout)
+    print(f"$ sandbox-hosts {' '.join(args)} -> {result.returncode}\n{result.stdout}{result.stderr}")
+    return result
+
+
+def environment(name: str, hosts: list[str], **extra: str) -> str:
+    lines = [
+        f"    {name}:",
+        f"      hosts: [{', '.join(f'pd-deploy@{h}' for h in hosts)}]",
+        f"      project: pixel-{name}",
+        f"      app_dir: /srv/pushdeploy/pixel-{name}",
+        "      docker_host: unix:///run/pd-hosts/self/docker.sock",
+        "      db_service: ''",
+        "      migrate_on: first",
+        "      batch_size: 1",
+        "      version_pattern: '^[0-9a-z][0-9a-z.-]*$'",
+        "      files:",
+        "        docker-compose.yml: example/docker-compose.fleet.yml",
+        "        docker/etc/nginx/conf.d/pixel.conf: example/docker/etc/nginx/conf.d/pixel.conf",
+        f"      server_env: {STATE / 'fleet.env'}",
+    ]
+    lines += [f"      {key}: {value}" for key, value in extra.items()]
+    return "\n".join(lines) + "\n"
+
+
+class Fleet:
+    def __init__(self, config: Path):
+        self.config = config
+
+    def inv(self, *args: str, config: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+        return inv("-f", str(config or self.config), *args, timeout=timeout, DEPLOY_DOTENV=str(STATE / "deploy.env"))
+
+    def deploy(self, version: str, *args: str) -> subprocess.CompletedProcess:
+        return self.inv("deploy.to", "--env", ENV, "--tag", version, *args)
+
+
+@pytest.fixture(scope="module")
+def fleet(images, tmp_path_factory):
+    if os.geteuid() != 0:
+        pytest.skip("the multi-host sandbox needs root (namespaces, sshd, dockerd)")
+    if not shutil.which("nginx") or not list(Path("/usr/lib/postgresql").glob("*/bin/initdb")):
+        pytest.skip("the multi-host sandbox needs nginx and postgresql (apt-get install -y nginx-light postgresql)")
+    assert script("down").returncode == 0  # from nothing: server.setup and the first deploy really install
+    result = script("up", "--hosts", "3")
+    assert result.returncode == 0, result.stdout + result.stderr
+    config = tmp_path_factory.mktemp("fleet") / "fleet.yaml"
+    config.write_text("deploy:\n  environments:\n" + environment(ENV, list(HOSTS.values())))
+    try:
+        yield Fleet(config)
+    finally:
+        script("down")
+
+
+def served(addr: str, timeout: float = 5) -> str | None:
+    try:
+        with urllib.request.urlopen(f"http://{addr}/", timeout=timeout) as response:
+            match = re.search(r"Pixel version (\S+?)<", response.read().decode())
+            return match.group(1) if match else None
+    except OSError:
+        return None
+
+
+def versions() -> dict[str, str | None]:
+    """What each host serves, asked directly (not through the load balancer)."""
+    return {host: served(addr) for host, addr in HOSTS.items()}
+
+
+def history(host: str) -> list[dict]:
+    path = STATE / f"hosts/{host}/fs/var-lib-pushdeploy/{ENV}/history.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def table(output: str) -> dict[str, tuple[str, str]]:
+    """The per-host summary: address -> (result, version)."""
+    rows = re.findall(r"^(10\.213\.0\.\d+)\s{2,}(switched|failed|unknown|skipped|rolled back|rollback failed)\s+(\S+)?", output, re.M)
+    return {addr: (state, version) for addr, state, version in rows}
+
+
+def ensure(fleet: Fleet, version: str) -> None:
+    if set(versions().values()) != {version}:
+        result = fleet.deploy(version, "--force")
+        assert result.returncode == 0, result.stdout + result.stderr
+    assert versions() == dict.fromkeys(HOSTS, version)
+
+
+def under_load(fleet: Fleet, *args: str) -> tuple[subprocess.CompletedProcess, OpenLoad]:
+    """`inv ARGS` while open-loop load runs through the load balancer, from 1 s before to 1.5 s after;
+    each host's steps are marked on the load's clock."""
+    argv = [sys.executable, "-m", "invoke", "-f", str(fleet.config), *args]
+    with OpenLoad(LB, rate=RATE, seconds=300) as load:
+        time.sleep(1)
+        client = subprocess.Popen(argv, cwd=ROOT, env=tool_env(DEPLOY_DOTENV=str(STATE / "deploy.env")), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        lines = []
+        assert client.stdout is not None
+        for line in client.stdout:
+            lines.append(line)
+            step = re.match(r"fleet (\S+) \| ==> (\S+)", line)
+            if step:
+                load.mark(f"{step.group(1)} {step.group(2)}")
+        stderr = client.stderr.read() if client.stderr else ""
+        client.wait(timeout=60)
+        time.sleep(1.5)
+        load.ran = load.now()
+    result = subprocess.CompletedProcess(argv, client.returncode, "".join(lines), stderr)
+    print(f"$ inv {' '.join(args)}  -> {result.returncode}\n{result.stdout}{result.stderr}")
+    return result, load
+
+
+def assert_nothing_lost(load: OpenLoad) -> None:
+    summary = load.summary(budget=BUDGET)
+    print(summary.line())
+    assert summary.failed == 0, summary.failures
+    slow = [(round(s.scheduled, 2), round(s.latency, 3)) for s in load.samples if s.finished and s.latency > BUDGET]
+    if slow:  # what the hosts were doing meanwhile
+        print("steps:", ", ".join(f"{at:.1f}s {label}" for at, label in load.marks if slow[0][0] - 10 <= at <= slow[-1][0] + 2))
+    assert summary.slow == 0, slow[:10]
+    assert summary.sent >= RATE * load.ran * 0.9  # the load really ran, on schedule
+
+
+def last_second(load: OpenLoad) -> set[str]:
+    """The versions that answered the load's last second of requests."""
+    end = max(s.scheduled for s in load.samples)
+    return {s.version for s in load.samples if s.scheduled > end - 1}
+
+
+def test_server_setup_runs_on_all_hosts_in_parallel(fleet):
+    result = fleet.inv("server.setup", "--env", ENV)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "server.setup of fleet: ok on 3 host(s)" in result.stdout
+    lines = result.stdout.splitlines()
+    work = [i for i, line in enumerate(lines) if re.match(r"fleet 10\.213\.0\.\d+ \| ", line) and "| ok in" not in line]
+    first = {addr: next(i for i in work if lines[i].startswith(f"fleet {addr} |")) for addr in HOSTS.values()}
+    last = {addr: max(i for i in work if lines[i].startswith(f"fleet {addr} |")) for addr in HOSTS.values()}
+    assert max(first.values()) < min(last.values())  # every host had started before any finished
+    for host in HOSTS:
+        assert (STATE / f"hosts/{host}/fs/etc-pushdeploy/{ENV}.conf").is_file()
+
+
+def test_a_rolling_deploy_across_three_hosts_loses_no_request(fleet):
+    ensure(fleet, V1)  # the first deploy: each host pulls the images, the first migrates the shared database
+    result, load = under_load(fleet, "deploy.to", "--env", ENV, "--tag", V2)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert_nothing_lost(load)
+    assert "pre-flight ok on 3 host(s)" in result.stdout
+    assert [line for line in result.stdout.splitlines() if line.startswith("fleet: batch")] == [f"fleet: batch {i}/3: {addr}" for i, addr in enumerate(HOSTS.values(), 1)]
+    assert table(result.stdout) == dict.fromkeys(HOSTS.values(), ("switched", V2))
+    assert versions() == dict.fromkeys(HOSTS, V2)
+    assert set(load.summary().versions) == {V1, V2}
+    assert last_second(load) == {V2}  # all traffic moved
+    steps = {host: [s["name"] for s in history(host)[-1]["steps"]] for host in HOSTS}
+    assert "migrate" in steps["h1"] and "migrate" not in steps["h2"] + steps["h3"]  # one database, migrated once
+    assert "static" in steps["h2"] and "static" in steps["h3"]
+
+
+def test_a_canary_then_the_rest_and_status_warns_while_they_differ(fleet):
+    ensure(fleet, V2)
+    canary = fleet.deploy(V3, "--hosts", HOSTS["h1"])
+    assert canary.returncode == 0, canary.stdout + canary.stderr
+    assert versions() == {"h1": V3, "h2": V2, "h3": V2}
+    status = fleet.inv("deploy.status", "--env", ENV)
+    assert status.returncode == 0
+    assert f"warning: fleet's hosts run different versions: most run {V2}; {HOSTS['h1']} runs {V3}" in status.stderr
+    rest = fleet.deploy(V3, "--hosts", f"{HOSTS['h2']},{HOSTS['h3']}")
+    assert rest.returncode == 0, rest.stdout + rest.stderr
+    assert versions() == dict.fromkeys(HOSTS, V3)
+    status = fleet.inv("deploy.status", "--env", ENV)
+    assert status.returncode == 0 and "different versions" not in status.stderr
+
+
+def stop_registry_relay(host: str) -> None:
+    pid = int((STATE / f"relays/registry-{host}.pid").read_text())
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def test_a_failing_second_batch_is_rolled_back_everywhere_unseen(fleet):
+    ensure(fleet, V3)
+    before = {host: len(history(host)) for host in HOSTS}
+    stop_registry_relay("h2")  # h2 cannot pull: batch 2 fails after batch 1 switched
+    try:
+        result, load = under_load(fleet, "deploy.to", "--env", ENV, "--tag", V4)
+    finally:
+        assert script("up", "--hosts", "3").returncode == 0  # the relay is back
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert_nothing_lost(load)
+    assert table(result.stdout) == {HOSTS["h1"]: ("rolled back", V3), HOSTS["h2"]: ("failed", V3), HOSTS["h3"]: ("skipped", V3)}
+    assert versions() == dict.fromkeys(HOSTS, V3)
+    assert last_second(load) == {V3}
+    h1 = [(r["kind"], r["version"], r["outcome"]) for r in history("h1")[before["h1"]:]]
+    assert h1 == [("deploy", V4, "ok"), ("rollback", V3, "ok")]
+    h2 = [(r["kind"], r["version"], r["outcome"], r["failed_step"]) for r in history("h2")[before["h2"]:]]
+    assert h2 == [("deploy", V4, "failed", "pull")]
+    assert len(history("h3")) == before["h3"]  # never asked
+    shown = fleet.inv("deploy.history", "--env", ENV, "--limit", "2")
+    assert shown.returncode == 0
+    assert re.search(rf"fleet {re.escape(HOSTS['h1'])} \| .*rollback\s+{V3}", shown.stdout)
+
+
+def kill_sshd(host: str) -> None:
+    """The host's sshd goes, with every session it serves: the client's connection drops
+    and no new one is accepted (the deploy already running on the host goes on)."""
+    netns = os.stat(f"/run/netns/pd-{host}").st_ino
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if (proc / "comm").read_text().startswith("sshd") and os.stat(proc / "ns/net").st_ino == netns:
+                os.kill(int(proc.name), signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def test_a_host_unreachable_mid_deploy_ends_in_a_reported_state(fleet):
+    ensure(fleet, V3)
+    runs = STATE / f"hosts/h2/fs/var-lib-pushdeploy/{ENV}/runs"
+    known = set(runs.glob("*.log"))
+    before = len(history("h2"))
+    args = [sys.executable, "-m", "invoke", "-f", str(fleet.config), "deploy.to", "--env", ENV, "--tag", V4]
+    client = subprocess.Popen(args, cwd=ROOT, env=tool_env(DEPLOY_DOTENV=str(STATE / "deploy.env")), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not any("==> pull" in log.read_text() for log in set(runs.glob("*.log")) - known):
+            assert time.monotonic() < deadline and client.poll() is None, "h2's deploy never started"
+            time.sleep(0.05)
+        kill_sshd("h2")
+        output, _ = client.communicate(timeout=300)
+    finally:
+        client.kill()
+    print(output)
+    assert client.returncode == 255, output
+    assert table(output) == {HOSTS["h1"]: ("rolled back", V3), HOSTS["h2"]: ("unknown", "?"), HOSTS["h3"]: ("skipped", V3)}
+    assert f"lost contact with {HOSTS['h2']} during its deploy" in output
+    assert "reattaching (1/2)" in output
+    # On h2 the deploy went on by itself; once h2 answers again, status says the fleet is split.
+    deadline = time.monotonic() + 120
+    while len(history("h2")) == before:
+        assert time.monotonic() < deadline, "h2's deploy never finished"
+        time.sleep(0.2)
+    assert (history("h2")[-1]["version"], history("h2")[-1]["outcome"]) == (V4, "ok")
+    assert script("up", "--hosts", "3").returncode == 0  # sshd is back
+    status = fleet.inv("deploy.status", "--env", ENV)
+    assert f"most run {V3}; {HOSTS['h2']} runs {V4}" in status.stderr
+    back = fleet.inv("deploy.rollback", "--env", ENV, "--hosts", HOSTS["h2"], "--to", V3)
+    assert back.returncode == 0, back.stdout + back.stderr
+    assert versions() == dict.fromkeys(HOSTS, V3)
+
+
+def test_hosts_whose_server_side_differs_are_refused_before_anything_changes(fleet, tmp_path):
+    ensure(fleet, V3)
+    # fleet2: set up on h1 and h2, then h3 joins the host list without `server.setup`.
+    two = tmp_path / "two.yaml"
+    two.write_text("deploy:\n  environments:\n" + environment("fleet2", [HOSTS["h1"], HOSTS["h2"]]))
+    three = tmp_path / "three.yaml"
+    three.write_text("deploy:\n  environments:\n" + environment("fleet2", list(HOSTS.values())))
+    assert fleet.inv("server.setup", "--env", "fleet2", config=two).returncode == 0
+    before = {host: len(history(host)) for host in HOSTS}
+    result = fleet.inv("deploy.to", "--env", "fleet2", "--tag", V4, config=three)
+    assert result.returncode == 78, result.stdout + result.stderr
+    assert "refusing the deploy of d4d4d4d: nothing was changed on any host; 1 of 3 host(s) cannot take it" in result.stderr
+    assert f"fleet2 {HOSTS['h3']}: environment 'fleet2' is not set up on this server: run `inv server.setup --env fleet2`" in result.stderr
+    assert "batch 1/" not in result.stdout  # no host was asked to deploy
+    for host in ("h1", "h2"):
+        assert not (STATE / f"hosts/{host}/fs/var-lib-pushdeploy/fleet2/history.jsonl").exists()
+    # Settings changed in invoke.yaml but not installed: every host is out of date.
+    changed = tmp_path / "changed.yaml"
+    changed.write_text("deploy:\n  environments:\n" + environment(ENV, list(HOSTS.values()), drain_seconds="2"))
+    result = fleet.inv("deploy.to", "--env", ENV, "--tag", V4, config=changed)
+    assert result.returncode == 78, result.stdout + result.stderr
+    assert "3 of 3 host(s) cannot take it" in result.stderr
+    assert result.stderr.count("settings installed for 'fleet' differ from your invoke.yaml") == 3
+    assert {host: len(history(host)) for host in HOSTS} == before
+    assert versions() == dict.fromkeys(HOSTS, V3)
