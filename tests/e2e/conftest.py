@@ -133,3 +133,17 @@ def server(images):
         result = inv("server.setup", "--env", env)
         assert result.returncode == 0, result.stdout + result.stderr
     return SANDBOX
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """The open-loop load tests first among the e2e tests, on a machine that the other
+    tests' environments (seed layout, fleet, compose v1) have not loaded yet: run last in
+    the full suite they have seen the app itself slowed down (see the closing note of
+    issue 6); alone or first they pass."""
+    e2e = [i for i in items if "/tests/e2e/" in str(i.fspath)]
+    first = [i for i in e2e if i.fspath.basename == "test_zero_downtime.py"]
+    if not first:
+        return
+    rest = [i for i in items if i not in first]
+    index = next((n for n, i in enumerate(rest) if i in e2e), len(rest))
+    items[:] = rest[:index] + first + rest[index:]
