@@ -23,7 +23,8 @@ from tests.e2e.deployed import ensure, web_containers
 from tests.e2e.proxy_config import changed_staging_config
 from tests.openload import OpenLoad
 
-pytestmark = pytest.mark.e2e
+# One rerun at most: this 2-core machine is shared and noisy; a real regression fails both runs.
+pytestmark = [pytest.mark.e2e, pytest.mark.flaky(reruns=1)]
 
 RATE = 50  # requests a second, sent on schedule whatever earlier requests did
 BUDGET = 1.0  # seconds: a slower answer counts against the deploy
