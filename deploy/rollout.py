@@ -76,34 +76,30 @@ def select(hosts: Sequence[Host], wanted: str | None) -> tuple[Host, ...]:
     return tuple(h for h in hosts if h in chosen)
 
 
-def previous_version(output: Iterable[str]) -> str | None:
-    """The version a host ran before this deploy, from its last `deployed ... (was X)` line."""
+def _last(pattern: re.Pattern[str], output: Iterable[str]) -> re.Match[str] | None:
+    """The last line of a host's output that matches pattern."""
     found = None
     for line in output:
-        match = _WAS.match(line.strip())
-        if match:
-            found = match.group(1)
-    return found if found not in (None, "none") else None
+        found = pattern.match(line.strip()) or found
+    return found
+
+
+def previous_version(output: Iterable[str]) -> str | None:
+    """The version a host ran before this deploy, from its last `deployed ... (was X)` line."""
+    match = _last(_WAS, output)
+    return match.group(1) if match and match.group(1) != "none" else None
 
 
 def new_version(output: Iterable[str]) -> str | None:
     """The version a host switched to, from its `deployed X to ...` line (a rollback names it only there)."""
-    found = None
-    for line in output:
-        match = _WAS.match(line.strip())
-        if match:
-            found = line.split()[1]
-    return found
+    match = _last(_WAS, output)
+    return match.group(0).split()[1] if match else None
 
 
 def serving_after_failure(output: Iterable[str]) -> str | None:
     """The version a host serves after its deploy failed and undid itself, from its last line."""
-    found = None
-    for line in output:
-        match = _SERVES.match(line.strip())
-        if match:
-            found = match.group(1)
-    return found if found not in (None, "none") else None
+    match = _last(_SERVES, output)
+    return match.group(1) if match and match.group(1) != "none" else None
 
 
 def reached(output: Iterable[str]) -> bool:
