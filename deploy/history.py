@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 
-COLUMNS = ("time", "kind", "version", "previous", "outcome", "duration", "by")
+COLUMNS = ("time", "kind", "version", "previous", "outcome", "duration", "by", "digest")
 
 
 def parse(lines: Iterable[str]) -> list[dict]:
@@ -26,6 +26,8 @@ def _cell(record: dict, column: str) -> str:
         return f"{value} at {record['failed_step']}"
     if column == "duration" and value != "":
         return f"{float(value):.1f}s"
+    if column == "digest":  # the image the tag named then: a moved tag shows as a new digest
+        return str(value)[:19]
     return str(value)
 
 

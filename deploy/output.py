@@ -20,10 +20,14 @@ def seconds(value: float) -> str:
 
 
 class HostWriter:
-    """A file-like sink for a remote command's output: prefixes every line with the host."""
+    """A file-like sink for a remote command's output: prefixes every line with the host.
 
-    def __init__(self, prefix: str, stream: TextIO | None = None):
-        self.prefix, self.stream, self._partial = prefix, stream, ""
+    grouped: hold the lines and print them as one block by release(), so that short
+    answers from many hosts (status) read host by host instead of interleaved.
+    """
+
+    def __init__(self, prefix: str, stream: TextIO | None = None, grouped: bool = False):
+        self.prefix, self.stream, self._partial, self.grouped = prefix, stream, "", grouped
         self.lines: list[str] = []
 
     def write(self, data: str) -> int:
@@ -35,7 +39,13 @@ class HostWriter:
 
     def line(self, text: str) -> None:
         self.lines.append(text)
-        say(f"{self.prefix} | {text}", self.stream)
+        if not self.grouped:
+            say(f"{self.prefix} | {text}", self.stream)
+
+    def release(self) -> None:
+        """Print a grouped writer's lines, all at once."""
+        if self.grouped and self.lines:
+            say("\n".join(f"{self.prefix} | {text}" for text in self.lines), self.stream)
 
     def flush(self) -> None:
         if self._partial:

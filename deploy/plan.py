@@ -15,7 +15,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from deploy import protocol, rollout
+from deploy import management, protocol, pull, rollout
 from deploy.settings import Environment, Settings
 
 _PUBLIC_KEY = re.compile(r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh\.com|sk-ecdsa-sha2-nistp256@openssh\.com) [A-Za-z0-9+/]+={0,3}( [^\n\"]{0,200})?$")
@@ -115,8 +115,19 @@ def server_conf(env: Environment, app_files: Mapping[str, bytes]) -> str:
         f"BACKUP_KEEP={env.backup_keep}",
         f"ORDERING={env.ordering}",
         f"SWITCH={env.switch}",
+        f"PRIORITY={env.deploy_priority}",
         f"APP_FILES_SHA256={digest}",
+        *management.conf_lines(env.before_switch, env.after_switch, env.manage_commands),
+        *pull.conf_lines(env.pull_channel, env.pull_every),
     ]
+    if env.engine != "compose":
+        lines += [f"ENGINE={env.engine}", f"MANAGER_COMPOSE_FILES={' '.join(env.manager_compose_files)}", f"CONVERGE_TIMEOUT={env.converge_timeout}"]
+        if env.backup_image:
+            lines.append(f"BACKUP_IMAGE={env.backup_image}")
+    if env.scrub:
+        lines.append(f"SCRUB={env.scrub}")
+    if env.review_template:
+        lines += ["REVIEW_TEMPLATE=yes", f"REVIEW_DOMAIN={env.review_domain}", f"REVIEW_PORT={env.review_port}", f"REVIEW_MAX={env.review_max}", f"REVIEW_SEED={env.review_seed}"]
     return "\n".join(lines) + "\n"
 
 
@@ -131,7 +142,7 @@ def proxy_config_problems(env: Environment, app_files: Mapping[str, bytes]) -> l
     flag exists) and forget a DNS answer after exactly dns_valid seconds: the
     switch waits that long before a slot's name may point elsewhere.
     """
-    if getattr(env, "switch", "slots") != "slots":
+    if getattr(env, "switch", "slots") != "slots" or getattr(env, "engine", "compose") == "swarm":
         return []
     first, second = protocol.SLOTS
     problems = []
@@ -192,7 +203,8 @@ class Bundle:
         return buffer.getvalue()
 
 
-def bundle(env: Environment, server: protocol.ServerSide, app_files: Mapping[str, bytes], dotenv: bytes | None, public_keys: str) -> Bundle:
+def bundle(env: Environment, server: protocol.ServerSide, app_files: Mapping[str, bytes], dotenv: bytes | None, public_keys: str, webhooks: bytes | None = None) -> Bundle:
+    """webhooks: the server's ENV.webhooks (b"" removes it; None leaves the server's as it is)."""
     files: dict[str, bytes] = dict(server.files)
     files["env.conf"] = server_conf(env, app_files).encode()
     files["authorized_keys"] = authorized_keys(public_keys).encode()
@@ -200,6 +212,8 @@ def bundle(env: Environment, server: protocol.ServerSide, app_files: Mapping[str
         files[f"app/{name}"] = data
     if dotenv is not None:
         files["dotenv"] = dotenv
+    if webhooks is not None:
+        files["webhooks"] = webhooks
     return Bundle(files)
 
 

@@ -35,20 +35,26 @@ PREFIX = FACTS["PD_PREFIX"]
 ETC = FACTS["PD_ETC"]
 STATE = FACTS["PD_STATE"]
 VERBS = tuple(FACTS["PD_VERBS"].split())
+ADMIN_VERBS = tuple(FACTS["PD_ADMIN_VERBS"].split())  # the admin connection's only (inv db.refresh)
+REVIEW_RE = re.compile(FACTS["PD_REVIEW_RE"])
 ENV_RE = re.compile(FACTS["PD_ENV_RE"])
 VERSION_RE = re.compile(FACTS["PD_VERSION_RE"])
 ARG_RE = re.compile(FACTS["PD_ARG_RE"])
 ID_RE = re.compile(FACTS["PD_ID_RE"])
+IMAGE_RE = re.compile(FACTS["PD_IMAGE_RE"])
 MAX_COMMAND = int(FACTS["PD_MAX_COMMAND"])
 MAX_WORDS = int(FACTS["PD_MAX_WORDS"])
 EXIT_USAGE = int(FACTS["PD_EXIT_USAGE"])
 EXIT_OLDER = int(FACTS["PD_EXIT_OLDER"])
 EXIT_BUSY = int(FACTS["PD_EXIT_BUSY"])
 EXIT_OUTDATED = int(FACTS["PD_EXIT_OUTDATED"])
+EXIT_FULL = int(FACTS["PD_EXIT_FULL"])
 # The server side's files: installed by bin/install, hashed in this order by both sides.
 SERVER_FILES = tuple(FACTS["PD_SERVER_FILES"].split())
 SLOTS = tuple(FACTS["PD_SLOTS"].split())
 ROUTING_DIR = FACTS["PD_ROUTING_DIR"]
+CHANNEL_RE = re.compile(FACTS["PD_CHANNEL_RE"])
+PIN_HEX = int(FACTS["PD_PIN_HEX"])
 
 DEPLOY_BIN = f"{PREFIX}/bin/deploy"
 ENTRYPOINT_BIN = f"{PREFIX}/bin/entrypoint"
@@ -69,7 +75,7 @@ def command(verb: str, *words: str, **options: str | int | bool | None) -> str:
     ``command("deploy", "staging", "1.4.0", id="x")`` -> ``"deploy staging 1.4.0 --id=x"``.
     Options set to None or False are left out; True gives a bare ``--flag``.
     """
-    if verb not in VERBS:
+    if verb not in VERBS + ADMIN_VERBS:
         raise InvalidRequest(f"unknown verb {verb!r}; the server accepts {', '.join(VERBS)}")
     parts = [verb]
     for word in words:

@@ -197,11 +197,14 @@ def run(connection: Session, command: str, writer: HostWriter) -> int:
     return channel.recv_exit_status()
 
 
-def on_hosts(hosts: Sequence[Host], work: Callable[[Host, HostWriter], int], label: Callable[[Host], str] = str) -> list[HostResult]:
-    """Run work(host, writer) on every host at once; gather one result per host."""
+def on_hosts(hosts: Sequence[Host], work: Callable[[Host, HostWriter], int], label: Callable[[Host], str] = str, grouped: bool = False) -> list[HostResult]:
+    """Run work(host, writer) on every host at once; gather one result per host.
+
+    grouped: each host's output is printed as one block when it is done (for short answers).
+    """
 
     def one(host: Host) -> HostResult:
-        writer = HostWriter(label(host))
+        writer = HostWriter(label(host), grouped=grouped and len(hosts) > 1)
         timer = Timer()
         try:
             code = work(host, writer)
@@ -209,6 +212,8 @@ def on_hosts(hosts: Sequence[Host], work: Callable[[Host, HostWriter], int], lab
         except RemoteError as error:
             writer.line(f"error: {error}")
             return HostResult(host, 255, timer.elapsed, str(error), tuple(writer.lines))
+        finally:
+            writer.release()
 
     with ThreadPoolExecutor(max_workers=max(1, min(16, len(hosts)))) as pool:
         return list(pool.map(one, hosts))

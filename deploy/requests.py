@@ -82,3 +82,29 @@ def logs(env: str, *, follow: bool = False) -> str:
 def maintenance(env: str, *, on: bool) -> str:
     """``maintenance ENV on|off``"""
     return protocol.command("maintenance", env, "on" if on else "off")
+
+
+def manage(env: str, words, *, expect: str, by: str = "") -> str:
+    """One management command of the allowlist (deploy/management.py checks it first).
+
+    ``manage ENV --expect=HASH [--by=WHO] NAME ARGS...``: the request's options come
+    before NAME, every word from NAME on is the command's.
+    """
+    words = tuple(words)
+    if not words:
+        raise protocol.InvalidRequest("no management command given")
+    options = [f"--expect={expect}"] + ([f"--by={by}"] if by else [])
+    return protocol.command("manage", env, *options, *words)
+
+
+def plan(env: str, version: str, *, expect: str, order: str | None = None, maintenance: bool = False, skip_migrate: bool = False, force: bool = False) -> str:
+    """What a deploy of version would do (changes nothing but pulling the image).
+
+    ``plan ENV VERSION [--order=T] [--maintenance] [--skip-migrate] [--force] --expect=HASH``
+    """
+    return protocol.command("plan", env, version, order=order, maintenance=maintenance, skip_migrate=skip_migrate, force=force, expect=expect)
+
+
+def pull_status(env: str, *, expect: str) -> str:
+    """``pull-status ENV --expect=HASH``: the pull agent's channel, last check and last change."""
+    return protocol.command("pull-status", env, expect=expect)

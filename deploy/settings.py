@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from deploy import protocol, rollout
+from deploy import management, protocol, pull, rollout
 
 CONFIG_FILE = "invoke.yaml"
 
@@ -33,6 +33,8 @@ ORDERINGS = ("none", "semver", "build")
 MIGRATE_ON = ("first", "each")
 ON_FAILURE = ("rollback", "halt")
 SWITCHES = ("slots", "recreate")
+PRIORITIES = ("low", "normal")
+ENGINES = ("compose", "swarm")
 
 
 class ConfigError(Exception):
@@ -71,6 +73,7 @@ class Environment:
     health_timeout: int
     backup: bool = False
     backup_keep: int = 10
+    backup_image: str = ""  # engine: swarm: an image with pg_dump, run on the stack's network for backups
     drain_seconds: int = 1
     dns_valid: int = 1
     static_keep: int = 3
@@ -79,12 +82,27 @@ class Environment:
     batch_size: str = "100%"  # hosts per batch after the first: a number, or a share such as 25%
     on_failure: str = "rollback"  # a failed batch: switched batches go back (rollback), or stay (halt)
     switch: str = "slots"  # recreate: stop and recreate web in place (layouts the slots cannot serve)
+    deploy_priority: str = "low"  # the deploy's own work yields the CPU to the containers that serve (normal: it does not)
     docker_host: str = ""
     files: tuple[tuple[str, str], ...] = ()  # (path on the server, path in the project)
     server_env: str = ""  # local template for the server's .env, used by server.setup
+    before_switch: tuple[tuple[str, ...], ...] = ()  # management commands run before the switch (see deploy/management.py)
+    after_switch: tuple[tuple[str, ...], ...] = ()
+    manage_commands: tuple[management.Allowed, ...] = ()  # what `inv manage` may run
+    pull_channel: str = ""  # pull mode: the tag the server's agent follows (empty: push mode)
+    pull_every: int = pull.DEFAULT_EVERY  # seconds between the agent's checks
+    engine: str = "compose"  # swarm: compose_files are a stack, deployed with `docker stack deploy` on a manager
+    manager_compose_files: tuple[str, ...] = ()  # swarm: compose files run with compose on the manager (a proxy)
+    converge_timeout: int = 300  # swarm: how long the services may take to converge
+    scrub: str = ""  # after a restore of another environment's data: sql:FILE (in files) or manage:COMMAND
+    review_template: bool = False  # a template of review environments NAME-N (see deploy/review.py)
+    review_domain: str = ""
+    review_port: int = 8088
+    review_max: int = 5
+    review_seed: str = "fresh"
 
     def accepts(self, version: str) -> bool:
-        return protocol.matches(protocol.VERSION_RE, version) and protocol.matches(re.compile(self.version_pattern), version)
+        return protocol.matches(protocol.VERSION_RE, version) and (protocol.matches(re.compile(self.version_pattern), version) or pull.is_pinned(self.pull_channel, version))
 
 
 @dataclass(frozen=True)
@@ -124,6 +142,7 @@ DEFAULTS = {
     "proxy_service": "proxy",
     "backup": False,
     "backup_keep": 10,
+    "backup_image": "",
     "drain_seconds": 1,
     "dns_valid": 1,
     "static_keep": 3,
@@ -132,6 +151,7 @@ DEFAULTS = {
     "batch_size": "100%",
     "on_failure": "rollback",
     "switch": "slots",
+    "deploy_priority": "low",
     "manage": "python manage.py",
     "version_pattern": r"^[0-9a-f]{7,40}$",
     "require_tag": False,
@@ -139,7 +159,25 @@ DEFAULTS = {
     "docker_host": "",
     "files": {},
     "server_env": "",
+    "before_switch": [],
+    "after_switch": [],
+    "manage_commands": None,  # None: management.DEFAULT_COMMANDS
+    "pull": {},
+    "engine": "compose",
+    "manager_compose_files": [],
+    "converge_timeout": 300,
+    "scrub": "",
+    "review_template": False,
+    "review_domain": "review.localhost",
+    "review_port": 8088,
+    "review_max": 5,
+    "review_seed": "fresh",
 }
+
+_SCRUB = re.compile(r"^(sql:[A-Za-z0-9_.@+-]+(/[A-Za-z0-9_.@+-]+)*|manage:[a-z][a-z0-9_]{0,63})$")
+_DOMAIN = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,200}[a-z0-9])?$")
+_TEMPLATE_NAME = re.compile(r"^[a-z][a-z0-9]{0,15}$")
+_SEED = re.compile(r"^(fresh|backup:[a-z][a-z0-9-]{0,31})$")
 
 
 def _number(merged: Mapping, name: str, low: int, high: int, key) -> int:
@@ -219,7 +257,7 @@ def _environment(name: str, raw: Mapping, defaults: Mapping, deploy_user: str, a
     db_service = merged["db_service"] or ""
     if db_service:
         _check(_SERVICE, db_service, key("db_service"), "a service name")
-    if merged["backup"] and not db_service:
+    if merged["backup"] and not db_service and merged["engine"] != "swarm":
         raise ConfigError(CONFIG_FILE, key("backup"), "backups need db_service (the PostgreSQL service) to be set")
     if not compose_files or not services:
         raise ConfigError(CONFIG_FILE, key("services" if compose_files else "compose_files"), "must not be empty")
@@ -244,12 +282,23 @@ def _environment(name: str, raw: Mapping, defaults: Mapping, deploy_user: str, a
         raise ConfigError(CONFIG_FILE, key("migrate_on"), f"{merged['migrate_on']!r} must be one of: {', '.join(MIGRATE_ON)}")
     if merged["switch"] not in SWITCHES:
         raise ConfigError(CONFIG_FILE, key("switch"), f"{merged['switch']!r} must be one of: {', '.join(SWITCHES)}")
+    if merged["deploy_priority"] not in PRIORITIES:
+        raise ConfigError(CONFIG_FILE, key("deploy_priority"), f"{merged['deploy_priority']!r} must be one of: {', '.join(PRIORITIES)}")
     proxy_service = merged["proxy_service"] or ""
     if proxy_service:
         _check(_SERVICE, proxy_service, key("proxy_service"), "a service name")
     docker_host = merged["docker_host"] or ""
     if docker_host and not protocol.matches(_DOCKER_HOST, docker_host):
         raise ConfigError(CONFIG_FILE, key("docker_host"), f"{docker_host!r} is not unix:///path, tcp://host:port or ssh://host")
+    try:
+        pull_channel, pull_every = pull.parse(merged["pull"], key("pull"))
+    except pull.PullError as error:
+        where, _, problem = str(error).partition(": ")
+        raise ConfigError(CONFIG_FILE, where, problem) from None
+    engine, manager_compose_files = _engine(merged, key)
+    backup_image = merged["backup_image"] or ""
+    if backup_image and (engine != "swarm" or not protocol.matches(protocol.IMAGE_RE, backup_image)):
+        raise ConfigError(CONFIG_FILE, key("backup_image"), f"{backup_image!r}: an image reference (registry/name:tag), for engine: swarm only (compose backs up through db_service)")
     files_raw = merged["files"] or {}
     if not isinstance(files_raw, Mapping):
         raise ConfigError(CONFIG_FILE, key("files"), "expected a mapping of server path: project path")
@@ -258,6 +307,30 @@ def _environment(name: str, raw: Mapping, defaults: Mapping, deploy_user: str, a
         if not protocol.matches(_SAFE_PATH, str(remote)) or ".." in str(remote).split("/") or remote == ".env":
             raise ConfigError(CONFIG_FILE, key(f"files.{remote}"), "the server path must be relative to app_dir, plain names, not .env")
         files.append((str(remote), str(local)))
+    hooks = {}
+    for kind in management.HOOK_KINDS:
+        try:
+            hooks[kind] = management.hooks(merged[kind], kind)
+        except management.Refused as error:
+            raise ConfigError(CONFIG_FILE, key(kind), str(error)) from None
+    try:
+        manage_commands = management.allowlist(merged["manage_commands"])
+    except management.Refused as error:
+        raise ConfigError(CONFIG_FILE, key("manage_commands"), str(error)) from None
+    scrub = str(merged["scrub"] or "")
+    if scrub and not protocol.matches(_SCRUB, scrub):
+        raise ConfigError(CONFIG_FILE, key("scrub"), f"{scrub!r} must be sql:FILE (a server path under files:) or manage:COMMAND")
+    if scrub.startswith("sql:") and (".." in scrub or scrub[4:] not in dict(files)):
+        raise ConfigError(CONFIG_FILE, key("scrub"), f"{scrub[4:]!r} is not a server path under files: (list it there so server.setup installs it)")
+    review_template = bool(merged["review_template"])
+    if review_template and not protocol.matches(_TEMPLATE_NAME, name):
+        raise ConfigError(CONFIG_FILE, prefix, "a review template's name is [a-z][a-z0-9]{0,15} (no '-'): its environments are NAME-N")
+    if review_template and len(hosts) != 1:
+        raise ConfigError(CONFIG_FILE, key("hosts"), "a review template runs on one host (its front proxy routes to the review environments there)")
+    review_domain = _check(_DOMAIN, merged["review_domain"], key("review_domain"), "a domain name (review-N answers as pr-N.DOMAIN)")
+    review_port = _number(merged, "review_port", 1, 65535, key)
+    review_max = _number(merged, "review_max", 1, 999, key)
+    review_seed = _check(_SEED, merged["review_seed"], key("review_seed"), "fresh or backup:ENV")
     return Environment(
         name=name,
         hosts=hosts,
@@ -274,6 +347,7 @@ def _environment(name: str, raw: Mapping, defaults: Mapping, deploy_user: str, a
         health_timeout=health_timeout,
         backup=bool(merged["backup"]),
         backup_keep=backup_keep,
+        backup_image=backup_image,
         drain_seconds=drain_seconds,
         dns_valid=dns_valid,
         static_keep=static_keep,
@@ -282,11 +356,47 @@ def _environment(name: str, raw: Mapping, defaults: Mapping, deploy_user: str, a
         batch_size=batch_size,
         on_failure=merged["on_failure"],
         switch=merged["switch"],
+        deploy_priority=merged["deploy_priority"],
         proxy_service=proxy_service,
         docker_host=docker_host,
         files=tuple(files),
         server_env=str(merged["server_env"] or ""),
+        before_switch=hooks["before_switch"],
+        after_switch=hooks["after_switch"],
+        manage_commands=manage_commands,
+        pull_channel=pull_channel,
+        pull_every=pull_every,
+        engine=engine,
+        manager_compose_files=manager_compose_files,
+        converge_timeout=_number(merged, "converge_timeout", 10, 3600, key),
+        scrub=scrub,
+        review_template=review_template,
+        review_domain=review_domain,
+        review_port=review_port,
+        review_max=review_max,
+        review_seed=review_seed,
     )
+
+
+def _engine(merged: Mapping, key) -> tuple[str, tuple[str, ...]]:
+    """engine and manager_compose_files, checked: swarm needs Compose v2 (to render the stack) and no db_service."""
+    engine = merged["engine"]
+    if engine not in ENGINES:
+        raise ConfigError(CONFIG_FILE, key("engine"), f"{engine!r} must be one of: {', '.join(ENGINES)}")
+    files = tuple(_check(_SAFE_PATH, f, key("manager_compose_files"), "a relative path") for f in _as_list(merged["manager_compose_files"] or [], key("manager_compose_files")))
+    if any(".." in f.split("/") for f in files):
+        raise ConfigError(CONFIG_FILE, key("manager_compose_files"), "paths are relative to app_dir, without ..")
+    if engine != "swarm":
+        if files:
+            raise ConfigError(CONFIG_FILE, key("manager_compose_files"), "only for engine: swarm")
+        return engine, files
+    if merged["compose_command"] != "docker compose":
+        raise ConfigError(CONFIG_FILE, key("compose_command"), "engine: swarm needs `docker compose` (v2) on the manager: it renders the stack file as JSON")
+    if merged["db_service"]:
+        raise ConfigError(CONFIG_FILE, key("db_service"), "engine: swarm runs no database service of its own: set db_service: '' (backups: backup_image)")
+    if merged["backup"] and not merged["backup_image"]:
+        raise ConfigError(CONFIG_FILE, key("backup_image"), "engine: swarm backs up from the database server the web service names (POSTGRES_HOST...): set backup_image to an image with pg_dump, e.g. postgres:16")
+    return engine, files
 
 
 def access_from(values: Mapping[str, str], source: str) -> Access:

@@ -53,10 +53,11 @@ def done(results, what: str, quiet: bool = False, total: int | None = None) -> N
     raise Exit(code=code if 0 < code < 256 else 1)
 
 
-def request_on_hosts(settings, env, request: str, describe, hosts=None, sessions: dict | None = None) -> list:
+def request_on_hosts(settings, env, request: str, describe, hosts=None, sessions: dict | None = None, grouped: bool = False) -> list:
     """Send one request to the deploy account of every host (or of hosts) at once, with the output prefixed.
 
     sessions: connections already open (the pre-flight's), each taken by its host's first connect.
+    grouped: print each host's answer as one block (short answers: status, backups), not as it streams.
     """
     from deploy import remote
 
@@ -74,6 +75,6 @@ def request_on_hosts(settings, env, request: str, describe, hosts=None, sessions
 
         return remote.run_resumable(connect, request, out)
 
-    results = remote.on_hosts(hosts or env.hosts, work, label=lambda h: f"{env.name} {h}")
+    results = remote.on_hosts(hosts or env.hosts, work, label=lambda h: f"{env.name} {h}", grouped=grouped)
     remote.summary(results, describe, label=lambda h: f"{env.name} {h}")
     return results

@@ -6,6 +6,7 @@ from invoke import Collection, task
 
 from deploy import protocol
 from deploy.tasks.common import done, fail_on_errors, load_settings, request_on_hosts
+from deploy.tasks.refresh import refresh
 
 
 @task(help={"env": "The environment (staging, production, ...)."})
@@ -20,8 +21,8 @@ def backups(c, env="production"):
     with fail_on_errors():
         settings = load_settings(c)
         environment = settings.environment(env)
-        results = request_on_hosts(settings, environment, protocol.command("backups", environment.name), lambda r: f"{len(r.output)} line(s)")
+        results = request_on_hosts(settings, environment, protocol.command("backups", environment.name), lambda r: f"{len(r.output)} line(s)", grouped=True)
     done(results, f"backups of {env}", quiet=True)
 
 
-namespace = Collection("db", backups)
+namespace = Collection("db", backups, refresh)

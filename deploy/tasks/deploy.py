@@ -11,6 +11,7 @@ from invoke.exceptions import Exit
 from deploy import history as history_table
 from deploy import local, plan, requests, rollout
 from deploy.output import Collector, say
+from deploy.tasks import preview
 from deploy.tasks.common import EXIT_MEANINGS, done, expected, fail_on_errors, load_settings, request_on_hosts
 
 WAIT_HELP = "If another deploy of this environment runs, wait up to this many seconds for it (default: refuse at once)."
@@ -202,12 +203,12 @@ def rollback(c, env="staging", to=None, wait=0, hosts=None):
     run_deploy(c, env, None, wait, verb="rollback", to=to, hosts=hosts)
 
 
-def _ask(c, env_name: str, what: str, build, show, check=None) -> None:
+def _ask(c, env_name: str, what: str, build, show, check=None, grouped: bool = False) -> None:
     """Send every host of an environment one request, build(settings, env) -> line, and report."""
     with fail_on_errors():
         settings = load_settings(c)
         env = settings.environment(env_name)
-        results = request_on_hosts(settings, env, build(settings, env), show)
+        results = request_on_hosts(settings, env, build(settings, env), show, grouped=grouped)
         if check:
             check(env, results)
     done(results, f"{what} of {env.name}")
@@ -224,7 +225,11 @@ def _versions_agree(env, results) -> None:
 
 @task(help={"env": "The environment (staging, production, ...)."})
 def status(c, env="staging"):
-    """Show, per host, the deployed version, any deploy in progress and the compose services."""
+    """Show, per host, the deployed version, any deploy in progress and the compose services.
+
+    For `engine: swarm`: the stack's services with their replicas, the nodes
+    their tasks run on, and the swarm's nodes.
+    """
     _ask(
         c,
         env,
@@ -232,6 +237,7 @@ def status(c, env="staging"):
         lambda settings, e: requests.status(e.name, expect=expected(settings, e)),
         lambda r: next((line for line in r.output if line.startswith("version:")), "") or _describe(r),
         check=_versions_agree,
+        grouped=True,
     )
 
 
@@ -255,7 +261,7 @@ def history(c, env="staging", limit=10):
                 out.line(line)
             return code
 
-        results = remote.on_hosts(environment.hosts, work, label=lambda h: f"{env} {h}")
+        results = remote.on_hosts(environment.hosts, work, label=lambda h: f"{env} {h}", grouped=True)
     done(results, f"history of {env}", quiet=True)
 
 
@@ -276,3 +282,4 @@ def logs(c, env="staging", follow=False):
 
 
 namespace = Collection("deploy", staging, production, to, rollback, status, history, logs, maintenance)
+namespace.add_task(preview.plan_, name="plan")

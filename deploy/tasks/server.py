@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 import sys
 
 from invoke import Collection, task
 
-from deploy import local, plan, protocol
+from deploy import local, notify, plan, protocol
 from deploy.output import Collector, say
+from deploy.settings import dotenv_values_for
 from deploy.tasks.common import done, expected, fail_on_errors, load_settings
 
 ENV_HELP = "The environment (staging, production, ...)."
@@ -30,8 +32,15 @@ def setup(c, env="staging", public_key=None):
     the root-owned bin/deploy and entrypoint, a sudoers file allowing only
     bin/deploy (checked with visudo), authorized_keys forcing the key to the
     entrypoint, /etc/pushdeploy/ENV.conf, and the app directory (compose files,
-    nginx config, .env owned by root with mode 0600). A second run changes
-    nothing and says so.
+    nginx config, .env owned by root with mode 0600). With `pull:` set for the
+    environment it also installs the pull agent (a systemd timer, or a cron
+    entry where systemd is not PID 1); without it, removes one. The webhooks in
+    DEPLOY_<ENV>_WEBHOOKS (.env) go to a root-only file, never printed (empty:
+    removed; unset: kept). A second run changes nothing and says so. For
+    `engine: swarm` it then checks the host is a swarm
+    manager and the stack file deploys safely (`docker stack config` accepts
+    it; each service tagged with the version updates start-first behind a
+    health check, on an attachable overlay network), and says what is missing.
     """
     from deploy import remote
 
@@ -43,7 +52,12 @@ def setup(c, env="staging", public_key=None):
         problems = plan.proxy_config_problems(environment, app_files)
         if problems:
             raise plan.BadRequest("the proxy configuration cannot switch without downtime:\n  " + "\n  ".join(problems))
-        archive = plan.bundle(environment, protocol.server_side(), app_files, local.server_dotenv(settings, environment), keys).tar()
+        try:
+            hooks = notify.for_environment(dotenv_values_for(os.environ)[0], env)
+        except notify.WebhookError as error:
+            raise plan.BadRequest(str(error)) from None
+        webhooks = None if hooks is None else notify.server_file(hooks)
+        archive = plan.bundle(environment, protocol.server_side(), app_files, local.server_dotenv(settings, environment), keys, webhooks).tar()
         as_root = settings.access.admin_user == "root"
         say(f"server.setup of {env} on {len(environment.hosts)} host(s) as {settings.access.admin_user}")
 
@@ -85,11 +99,11 @@ def check(c, env="staging"):
                 return code or 1
             current = facts["server_side"] == want_server and facts["settings"] == want_settings
             out.line("server side: " + ("installed, current" if current else f"installed, OUT OF DATE (run `inv server.setup --env {env}`)"))
-            for key in ("version", "docker", "compose", "disk_free_app", "disk_free_docker"):
+            for key in ("version", "docker", "compose", "disk_free_app", "disk_free_docker", "pull"):
                 out.line(f"{key.replace('_', ' ')}: {facts.get(key, '?')}")
             return 0 if current else protocol.EXIT_OUTDATED
 
-        results = remote.on_hosts(environment.hosts, work, label=lambda h: f"{env} {h}")
+        results = remote.on_hosts(environment.hosts, work, label=lambda h: f"{env} {h}", grouped=True)
     done(results, f"server.check of {env}")
 
 

@@ -102,6 +102,22 @@ def wait_for_version(env: str, version: str, seconds: float = 30) -> str | None:
     return seen
 
 
+def remove_project(project: str) -> None:
+    """Everything of one compose project on the sandbox's dockerd: its containers, volumes and
+    networks. Environments that only one module uses go when it ends, so that their health
+    checks do not load the machine under the tests that follow (the load tests feel it)."""
+
+    def docker(*args: str) -> list[str]:
+        out = subprocess.run(["docker", *args], env=tool_env(), capture_output=True, text=True, timeout=120)
+        return out.stdout.split()
+
+    label = f"label=com.docker.compose.project={project}"
+    for kind, listing in (("container", ["ps", "-aq"]), ("volume", ["volume", "ls", "-q"]), ("network", ["network", "ls", "-q"])):
+        ids = docker(*listing, "--filter", label)
+        if ids:
+            docker(*(["rm", "-f"] if kind == "container" else [kind, "rm"]), *ids)
+
+
 def server_env_file(env: str) -> bytes:
     return (APP_DIRS[env] / ".env").read_bytes()
 

@@ -8,7 +8,7 @@ import urllib.request
 
 import pytest
 
-from tests.e2e.conftest import SANDBOX, STAGING_A, STAGING_B, inv
+from tests.e2e.conftest import SANDBOX, STAGING_A, STAGING_B, inv, remove_project
 
 pytestmark = pytest.mark.e2e
 
@@ -40,7 +40,8 @@ def legacy(server, tmp_path_factory):
     )
     result = inv("-f", str(config), "server.setup", "--env", "legacy")
     assert result.returncode == 0, result.stdout + result.stderr
-    return str(config)
+    yield str(config)
+    remove_project("pixel-legacy")
 
 
 def page(port: int) -> str:

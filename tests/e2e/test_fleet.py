@@ -13,36 +13,30 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
-import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import ROOT, inv, tool_env
+from tests.e2e.conftest import ROOT, tool_env
+from tests.e2e.multihost import STATE, HostsEnvironment, host_docker, require_multihost, script
 from tests.openload import OpenLoad
 
 pytestmark = pytest.mark.e2e
 
-SCRIPT = ROOT / "scripts/sandbox-hosts"
-STATE = Path(os.environ.get("PD_HOSTS_DIR", "/var/lib/pushdeploy-hosts"))
 HOSTS = {"h1": "10.213.0.11", "h2": "10.213.0.12", "h3": "10.213.0.13"}
 LB = "http://127.0.0.1:8090/"
 ENV = "fleet"
 # Versions deployed in turn (images from the conftest's `images` fixture).
 V1, V2, V3, V4 = "1.0.0", "1.1.0", "c3c3c3c", "d4d4d4d"
 RATE, BUDGET = 50, 1.0
-
-
-def script(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
-    result = subprocess.run([str(SCRIPT), *args], capture_output=True, text=True, timeout=timeout)
-    print(f"$ sandbox-hosts {' '.join(args)} -> {result.returncode}\n{result.stdout}{result.stderr}")
-    return result
 
 
 def environment(name: str, hosts: list[str], **extra: str) -> str:
@@ -65,32 +59,21 @@ def environment(name: str, hosts: list[str], **extra: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-class Fleet:
-    def __init__(self, config: Path):
-        self.config = config
-
-    def inv(self, *args: str, config: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-        return inv("-f", str(config or self.config), *args, timeout=timeout, DEPLOY_DOTENV=str(STATE / "deploy.env"))
-
-    def deploy(self, version: str, *args: str) -> subprocess.CompletedProcess:
-        return self.inv("deploy.to", "--env", ENV, "--tag", version, *args)
 
 
 @pytest.fixture(scope="module")
 def fleet(images, tmp_path_factory):
-    if os.geteuid() != 0:
-        pytest.skip("the multi-host sandbox needs root (namespaces, sshd, dockerd)")
-    if not shutil.which("nginx") or not list(Path("/usr/lib/postgresql").glob("*/bin/initdb")):
-        pytest.skip("the multi-host sandbox needs nginx and postgresql (apt-get install -y nginx-light postgresql)")
+    require_multihost()
     assert script("down").returncode == 0  # from nothing: server.setup and the first deploy really install
     result = script("up", "--hosts", "3")
     assert result.returncode == 0, result.stdout + result.stderr
     config = tmp_path_factory.mktemp("fleet") / "fleet.yaml"
     config.write_text("deploy:\n  environments:\n" + environment(ENV, list(HOSTS.values())))
     try:
-        yield Fleet(config)
+        yield HostsEnvironment(config, ENV)
     finally:
-        script("down")
+        if not os.environ.get("PD_KEEP_HOSTS"):  # PD_KEEP_HOSTS=1: left up to look at
+            script("down")
 
 
 def served(addr: str, timeout: float = 5) -> str | None:
@@ -118,14 +101,14 @@ def table(output: str) -> dict[str, tuple[str, str]]:
     return {addr: (state, version) for addr, state, version in rows}
 
 
-def ensure(fleet: Fleet, version: str) -> None:
+def ensure(fleet: HostsEnvironment, version: str) -> None:
     if set(versions().values()) != {version}:
         result = fleet.deploy(version, "--force")
         assert result.returncode == 0, result.stdout + result.stderr
     assert versions() == dict.fromkeys(HOSTS, version)
 
 
-def under_load(fleet: Fleet, *args: str) -> tuple[subprocess.CompletedProcess, OpenLoad]:
+def under_load(fleet: HostsEnvironment, *args: str) -> tuple[subprocess.CompletedProcess, OpenLoad]:
     """`inv ARGS` while open-loop load runs through the load balancer, from 1 s before to 1.5 s after;
     each host's steps are marked on the load's clock."""
     argv = [sys.executable, "-m", "invoke", "-f", str(fleet.config), *args]
@@ -209,6 +192,12 @@ def test_a_canary_then_the_rest_and_status_warns_while_they_differ(fleet):
     assert status.returncode == 0 and "different versions" not in status.stderr
 
 
+def web_containers(host: str) -> list[str]:
+    result = host_docker(host, "ps", "-q", "--filter", f"label=com.docker.compose.project=pixel-{ENV}", "--filter", "label=com.docker.compose.service=web", timeout=30)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.split()
+
+
 def stop_registry_relay(host: str) -> None:
     pid = int((STATE / f"relays/registry-{host}.pid").read_text())
     os.kill(pid, signal.SIGTERM)
@@ -285,6 +274,58 @@ def test_a_host_unreachable_mid_deploy_ends_in_a_reported_state(fleet):
     back = fleet.inv("deploy.rollback", "--env", ENV, "--hosts", HOSTS["h2"], "--to", V3)
     assert back.returncode == 0, back.stdout + back.stderr
     assert versions() == dict.fromkeys(HOSTS, V3)
+
+
+def stop_deploy_after(runs: Path, known: set[Path], moment: float) -> None:
+    """SIGTERM (a shutdown) to the server-side deploy that starts next in `runs`, `moment`
+    seconds after it started."""
+    deadline = time.monotonic() + 180
+    while not (started := [log for log in set(runs.glob("*.log")) - known if log.with_suffix(".pid").exists()]):
+        if time.monotonic() > deadline:
+            return  # it never started: the test's assertions say so
+        time.sleep(0.02)
+    time.sleep(moment)
+    try:
+        os.kill(int(started[0].with_suffix(".pid").read_text()), signal.SIGTERM)
+    except (ProcessLookupError, ValueError):
+        pass  # it had finished already
+
+
+# Two reruns at most, as for the single-host load tests: this 2-core machine runs the
+# three hosts, the load balancer, the database and the load; a real regression fails every run.
+@pytest.mark.flaky(reruns=2)
+@pytest.mark.xfail(strict=False, reason="known bug, open: bash 5.2 can fail to parse the worker's TERM trap when the signal lands while "
+                   "it runs a command substitution ('trap: unexpected EOF while looking for matching )'), and the run ends without "
+                   "a result, leaving its new container; seen once in about 20 stops here")
+def test_a_host_stopped_at_a_random_moment_leaves_the_fleet_on_one_version(fleet):
+    """h2's server-side deploy is stopped (SIGTERM, a shutdown) at a random moment of its
+    batch, under load through the load balancer: whatever it hit, no request fails or is
+    slow, and the fleet ends on one version: the new one everywhere if h2 had switched
+    (it finishes), the old one everywhere if not (h1 goes back, h3 is never asked)."""
+    ensure(fleet, V3)
+    # PD_FAULT_AT=SECONDS replays a moment this test printed. A host's deploy takes
+    # about 8 s here: the range covers every step, the switch and the retire.
+    moment = float(os.environ.get("PD_FAULT_AT") or random.Random(int(time.time()) // 3600).uniform(0.0, 10.0))
+    runs = STATE / f"hosts/h2/fs/var-lib-pushdeploy/{ENV}/runs"
+    before = len(history("h2"))
+    killer = threading.Thread(target=stop_deploy_after, args=(runs, set(runs.glob("*.log")), moment), daemon=True)
+    killer.start()
+    result, load = under_load(fleet, "deploy.to", "--env", ENV, "--tag", V4)
+    killer.join(timeout=10)
+    print(f"h2 was stopped {moment:.2f}s into its deploy")
+    assert_nothing_lost(load)
+    assert result.returncode in (0, 1), result.stdout + result.stderr
+    serving = V4 if result.returncode == 0 else V3
+    assert versions() == dict.fromkeys(HOSTS, serving)
+    assert last_second(load) == {serving}
+    for host in HOSTS:  # each host's history agrees with what it serves, and one web container serves it
+        record = history(host)[-1]
+        assert (record["version"] if record["outcome"] == "ok" else record["previous"]) == serving, (host, record)
+        assert len(web_containers(host)) == 1, host
+    assert [r["version"] for r in history("h2")[before:]] == [V4]  # the stopped deploy recorded itself
+    assert "ended without a result" not in result.stdout
+    if result.returncode == 1:
+        assert table(result.stdout) == {HOSTS["h1"]: ("rolled back", V3), HOSTS["h2"]: ("failed", V3), HOSTS["h3"]: ("skipped", V3)}
 
 
 def test_hosts_whose_server_side_differs_are_refused_before_anything_changes(fleet, tmp_path):

@@ -19,25 +19,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import ROOT, SANDBOX, inv
+from tests.e2e.conftest import SANDBOX, inv
+from tests.e2e.multihost import RUN, STATE, script
+from tests.e2e.multihost import host_docker as docker
 
 pytestmark = pytest.mark.e2e
 
-SCRIPT = ROOT / "scripts/sandbox-hosts"
-STATE = Path(os.environ.get("PD_HOSTS_DIR", "/var/lib/pushdeploy-hosts"))
-RUN = Path("/run/pd-hosts")
 HOSTS = {"h1": "10.213.0.11", "h2": "10.213.0.12", "h3": "10.213.0.13"}
 DB_ADDR = "10.213.0.2"
 LB = "http://127.0.0.1:8090/"
 IMAGE = "127.0.0.1:5000/pushdeploy/base:bookworm"
 ENV = "hoststest"
 MARKER = "/srv/pushdeploy/pd-hosts-test/marker"
-
-
-def script(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
-    result = subprocess.run([str(SCRIPT), *args], capture_output=True, text=True, timeout=timeout)
-    print(f"$ sandbox-hosts {' '.join(args)} -> {result.returncode}\n{result.stdout}{result.stderr}")
-    return result
 
 
 def ssh(addr: str, command: str, *, port: int = 22, timeout: int = 30) -> subprocess.CompletedProcess:
@@ -47,11 +40,6 @@ def ssh(addr: str, command: str, *, port: int = 22, timeout: int = 30) -> subpro
         "-o", f"UserKnownHostsFile={STATE / 'known_hosts'}", "-o", "StrictHostKeyChecking=yes", f"pd-admin@{addr}", command,
     ]
     return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-
-
-def docker(host: str, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in ("DOCKER_HOST", "DOCKER_CONTEXT")}
-    return subprocess.run(["docker", "-H", f"unix://{RUN / host / 'docker.sock'}", *args], capture_output=True, text=True, timeout=timeout, env=env)
 
 
 def get(url: str, timeout: float = 5) -> tuple[int, str, str]:

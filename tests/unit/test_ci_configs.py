@@ -151,7 +151,11 @@ def circle_runs(steps) -> list[str]:
 
 def circle_workflow(config: dict) -> dict[str, dict]:
     """The one workflow's jobs: name -> its workflow settings (requires, filters, type)."""
-    workflows = [w for w in config["workflows"].values() if isinstance(w, dict) and "jobs" in w]
+    def names(workflow):
+        return {e if isinstance(e, str) else next(iter(e)) for e in workflow["jobs"]}
+
+    # The build-and-deploy workflow (a scheduled one, such as review-prune, runs no build).
+    workflows = [w for w in config["workflows"].values() if isinstance(w, dict) and "jobs" in w and "build" in names(w)]
     assert len(workflows) == 1
     jobs = {}
     for entry in workflows[0]["jobs"]:
@@ -306,7 +310,7 @@ def test_github_build_pushes_the_commit_and_the_release_tag(github):
     ("name", "environment", "condition"),
     [
         ("deploy-staging", "staging", "github.ref == 'refs/heads/master'"),
-        ("deploy-production", "production", "startsWith(github.ref, 'refs/tags/')"),
+        ("deploy-production", "production", "startsWith(github.ref, 'refs/tags/') && vars.PRODUCTION_PULL_CHANNEL == ''"),
     ],
 )
 def test_github_deploy_job_runs_after_build_only_for_its_ref(github, name, environment, condition):
@@ -401,3 +405,43 @@ def test_every_inv_task_and_option_used_exists():
         for arg in call[1:]:
             if arg.startswith("-"):
                 assert arg.split("=", 1)[0] in options, f"{where}: `inv {task}` has no option {arg} ({sorted(options)})"
+
+
+# ------------------------------------------------------------------ pull mode (README, "Pull mode")
+
+
+def test_circleci_pull_mode_only_moves_the_channel_after_approval(circle):
+    workflow = circle_workflow(circle)
+    promote = workflow["promote-production"]
+    assert promote["requires"] == ["hold-production"]
+    assert all(circle_fullmatch(promote["filters"], "tags", tag) for tag in RELEASES)
+    assert not any(circle_fullmatch(promote["filters"], "tags", tag) for tag in NOT_RELEASES)
+    _, steps = circle_job(circle, "promote-production")
+    names = [name for name, _ in steps]
+    assert "add_ssh_keys" not in names, "in pull mode CI never reaches the server"
+    runs = circle_runs(steps)
+    assert '[ -z "${PRODUCTION_PULL_CHANNEL:-}" ]' in runs[0] and "circleci-agent step halt" in runs[0], "push mode: it does nothing"
+    script = "\n".join(runs)
+    assert 'docker tag "$REGISTRY/pixel:$CIRCLE_TAG" "$REGISTRY/pixel:$PRODUCTION_PULL_CHANNEL"' in script
+    assert 'docker push "$REGISTRY/pixel:$PRODUCTION_PULL_CHANNEL"' in script
+    assert not [call for command in runs for call in inv_calls(command)]
+
+
+def test_circleci_push_deploy_stands_down_in_pull_mode(circle):
+    _, steps = circle_job(circle, "deploy-production")
+    first = circle_runs(steps)[0]
+    assert '[ -n "${PRODUCTION_PULL_CHANNEL:-}" ]' in first and "circleci-agent step halt" in first
+    assert steps[0][0] == "run", "it stops before checking out or loading the key"
+
+
+def test_github_pull_mode_only_moves_the_channel_after_approval(github):
+    job = github["jobs"]["promote-production"]
+    assert job["needs"] == "build" or job["needs"] == ["build"]
+    assert expression(job["if"]) == "startsWith(github.ref, 'refs/tags/') && vars.PRODUCTION_PULL_CHANNEL != ''"
+    assert (job["environment"] if isinstance(job["environment"], str) else job["environment"]["name"]) == "production"
+    assert job["concurrency"]["cancel-in-progress"] is False
+    scripts = [(step, github_expand(step.get("run", ""), github_env(job, step))) for step in job["steps"]]
+    assert not any("DEPLOY_SSH_KEY" in str(step) for step, _ in scripts), "in pull mode CI never reaches the server"
+    assert not [call for _, script in scripts for call in inv_calls(script)]
+    pushes = [line.strip() for _, script in scripts for line in script.splitlines() if "docker push" in line]
+    assert pushes == ['docker push "${{ vars.REGISTRY }}/pixel:${{ vars.PRODUCTION_PULL_CHANNEL }}"']

@@ -9,7 +9,7 @@ LINES = [
 
 def test_history_table_shows_each_deploy_and_where_it_failed():
     lines = history.table(history.parse(LINES)).splitlines()
-    assert lines[0].split() == ["time", "kind", "version", "previous", "outcome", "duration", "by"]
+    assert lines[0].split() == ["time", "kind", "version", "previous", "outcome", "duration", "by", "digest"]
     assert lines[1].split() == ["2026-11-22T10:00:00Z", "deploy", "1.0.0", "none", "ok", "12.3s", "local:me"]
     assert "failed at migrate" in lines[2]
 

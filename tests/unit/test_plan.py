@@ -32,7 +32,8 @@ KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB1f0Q6pRzBvSpLx8pD1x0nB6Kq6m7A0dQ9f6
 
 def test_server_conf_carries_every_setting_bin_deploy_reads():
     conf = plan.server_conf(ENV, {"docker-compose.yml": b"services: {}\n"})
-    assert conf.splitlines()[1:-1] == [
+    settings_lines = [line for line in conf.splitlines() if not line.startswith(("HOOK_", "MANAGE_COMMAND="))]  # test_management.py checks those
+    assert settings_lines[1:-1] == [
         "APP_DIR=/srv/pushdeploy/pixel-production",
         "PROJECT=pixel-production",
         "COMPOSE=docker-compose",
@@ -52,8 +53,9 @@ def test_server_conf_carries_every_setting_bin_deploy_reads():
         "BACKUP_KEEP=10",
         "ORDERING=none",
         "SWITCH=slots",
+        "PRIORITY=low",
     ]
-    assert conf.splitlines()[-1].startswith("APP_FILES_SHA256=")
+    assert settings_lines[-1].startswith("APP_FILES_SHA256=")
 
 
 def test_a_recreate_environment_tells_bin_deploy_and_skips_the_slot_checks():

@@ -91,3 +91,18 @@ def test_messages_say_what_to_do(keys):
     assert "HAS CHANGED" in changed and hostkeys.fingerprint(first) in changed and hostkeys.fingerprint(second) in changed
     assert "inv server.trust" in hostkeys.unknown_host_message(host, Access())
     assert hostkeys.known_hosts_line(host, first).startswith("[a.example]:2222 ssh-rsa ")
+
+
+def test_grouped_writers_print_each_hosts_answer_as_one_block(capsys):
+    from deploy.output import HostWriter
+
+    a, b = HostWriter("staging h1", grouped=True), HostWriter("staging h2", grouped=True)
+    a.write("version: 1.0.0\n")
+    b.write("version: 1.1.0\nservices:\n")
+    a.write("services:\n")
+    assert capsys.readouterr().out == ""
+    b.release()
+    a.release()
+    assert capsys.readouterr().out.splitlines() == [
+        "staging h2 | version: 1.1.0", "staging h2 | services:", "staging h1 | version: 1.0.0", "staging h1 | services:",
+    ]

@@ -135,3 +135,24 @@ def test_rollback_goes_to_the_release_before_the_running_one(tmp_path, records, 
     path = history_of(tmp_path, *records)
     result = bash_deploy(f'HISTORY="{path}"; rollback_target "{current}"')
     assert result.stdout.strip() == target
+
+
+def test_status_reads_the_last_deploy_without_python_and_matches_the_slow_way(tmp_path):
+    """`append` keeps HISTORY.last; last_deploy reads it (no Python per status) and
+    falls back to the history itself when the summary is missing or older."""
+    path = tmp_path / "history.jsonl"
+    steps = tmp_path / "steps"
+    steps.write_text("pull\t0.5\t1\n")
+    tool = str(protocol.SERVER_DIR / "lib/history.py")
+    for version, outcome, failed in (("1.0.0", "ok", ""), ("1.1.0", "failed", "health")):
+        subprocess.run(["python3", "-I", tool, "append", str(path), "time=t", "kind=deploy", f"version={version}", "previous=p",
+                        f"outcome={outcome}", f"failed_step={failed}", "by=ci", "duration=1.5", f"steps=@{steps}"], check=True)
+    slow = subprocess.run(["python3", "-I", tool, "last", str(path)], capture_output=True, text=True, check=True).stdout
+    assert slow == "t deploy of 1.1.0 (was p): failed at health, by ci\n"
+    assert (tmp_path / "history.jsonl.last").read_text() == slow
+    assert bash_deploy(f'HISTORY="{path}"; last_deploy').stdout == slow
+    # A history written after the summary (by an older server side) is read the slow way.
+    (tmp_path / "history.jsonl.last").write_text("stale\n")
+    os.utime(path, (os.path.getmtime(path) + 5,) * 2)
+    assert bash_deploy(f'HISTORY="{path}"; last_deploy').stdout == slow
+    assert bash_deploy(f'HISTORY="{tmp_path}/none.jsonl"; last_deploy').stdout == "none\n"

@@ -33,6 +33,23 @@ def test_the_switch_is_the_slots_unless_an_environment_asks_to_recreate():
     assert from_config(with_env(switch="recreate"), {}).environment("staging").switch == "recreate"
 
 
+def test_the_deploy_yields_the_cpu_unless_an_environment_says_normal():
+    assert from_config(BASE, {}).environment("staging").deploy_priority == "low"
+    assert from_config(with_env(deploy_priority="normal"), {}).environment("staging").deploy_priority == "normal"
+
+
+def test_a_swarm_backs_up_through_a_backup_image_and_compose_through_db_service():
+    swarm = {"engine": "swarm", "db_service": ""}
+    env = from_config(with_env(**swarm, backup=True, backup_image="127.0.0.1:5000/pushdeploy/postgres:15"), {}).environment("staging")
+    assert (env.backup, env.backup_image) == (True, "127.0.0.1:5000/pushdeploy/postgres:15")
+    with pytest.raises(ConfigError, match="backup_image.*image with pg_dump"):
+        from_config(with_env(**swarm, backup=True), {})
+    with pytest.raises(ConfigError, match="for engine: swarm only"):
+        from_config(with_env(db_service="db", backup=True, backup_image="postgres:16"), {})
+    with pytest.raises(ConfigError, match="an image reference"):
+        from_config(with_env(**swarm, backup=True, backup_image="postgres:16; id"), {})
+
+
 def test_defaults_section_applies_to_every_environment():
     config = {**BASE, "defaults": {"services": ["web"], "db_service": "db"}}
     env = from_config(config, {}).environment("staging")
@@ -57,6 +74,7 @@ def test_defaults_section_applies_to_every_environment():
         (with_env(version_pattern="^\\d+$"), "deploy.environments.staging.version_pattern"),
         (with_env(version_pattern="^([0-9]$"), "deploy.environments.staging.version_pattern"),
         (with_env(health_timeout="soon"), "deploy.environments.staging.health_timeout"),
+        (with_env(deploy_priority="high"), "deploy.environments.staging.deploy_priority"),
         (with_env(health_timeout=0), "deploy.environments.staging.health_timeout"),
         (with_env(ordering="alphabetical"), "deploy.environments.staging.ordering"),
         (with_env(migrate_on="sometimes"), "deploy.environments.staging.migrate_on"),
@@ -104,5 +122,5 @@ def test_committed_invoke_yaml_is_valid():
     config = Config(project_location=str(protocol.PROJECT_ROOT))
     config.load_project()
     settings = from_config(config.get("deploy"), {})
-    assert set(settings.environments) == {"staging", "production"}
+    assert set(settings.environments) == {"staging", "production", "review"}
     assert settings.environment("production").require_tag

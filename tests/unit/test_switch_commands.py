@@ -27,6 +27,8 @@ START = [
     WEB,  # the old containers
     f"{COMPOSE} up --no-start --no-deps --no-recreate --scale web=2 web",
     WEB_ALL,  # which one is new
+    "docker inspect -f {{.Id}} {{.HostConfig.CpuShares}} new1",  # its own CPU weight, for later
+    "docker update --cpu-shares 64 new1",  # it starts at a low CPU weight: serving comes first
     NETWORKS,
     "docker network disconnect pixel-test_default new1",
     "docker network connect --alias pixel-test-web-2 --alias web-green pixel-test_default new1",  # the idle slot only
@@ -38,13 +40,20 @@ HEALTH = [
     "docker exec new1 python3 -c check()",  # its own health check, run now
 ]
 ADMIT = [
+    "docker update --cpu-shares 1024 new1",  # about to serve: its own weight (Docker's default) back
     NETWORKS,
     "docker network disconnect pixel-test_default new1",
     "docker network connect --alias pixel-test-web-2 --alias web-green --alias web pixel-test_default new1",
 ]
 SWITCH = ["write VERSION=2.0 to .env", "flip to green"]
 PROXY_RUNNING = [f"docker ps -q --no-trunc {LABELS.format('proxy')}", "docker inspect -f {{.State.Running}} proxy1"]
-RETIRE_OLD = ["sleep 1", "docker stop old1", "docker rm old1"]
+def drained(container: str) -> list[str]:
+    """The drain time, then the container's connections read until 3 samples in a row show none open."""
+    sample = [f"docker inspect -f {{{{.State.Pid}}}} {container}", f"docker exec {container} cat /proc/net/tcp /proc/net/tcp6"]
+    return ["sleep 1", *sample, "sleep 0.1", *sample, "sleep 0.1", *sample, "sleep 0.1", *sample]
+
+
+RETIRE_OLD = [*drained("old1"), "docker stop old1", "docker rm old1"]
 
 SEQUENCES = {
     "ok": [*START, *HEALTH, *ADMIT, *SWITCH, *PROXY_RUNNING, *RETIRE_OLD, "-> switched; .env: 2.0; routing: green"],
@@ -66,7 +75,7 @@ SEQUENCES = {
     "fail-admit": [
         *START, *HEALTH, *ADMIT,
         "-> failed",
-        "sleep 1", "docker stop new1", "docker rm new1",  # it had the service name: drained, stopped gracefully
+        *drained("new1"), "docker stop new1", "docker rm new1",  # it had the service name: drained, stopped gracefully
         "-> discarded; .env: 1.0; routing: blue",
     ],
     "fail-switch": [
@@ -74,7 +83,7 @@ SEQUENCES = {
         f"{COMPOSE} up -d --no-deps proxy",
         "-> failed",
         "flip to blue (back)",  # the proxy goes back first,
-        "sleep 1", "docker stop new1", "docker rm new1",  # then the new container drains and stops,
+        *drained("new1"), "docker stop new1", "docker rm new1",  # then the new container drains and stops,
         "write VERSION=1.0 to .env",  # and .env names the old version again
         "-> discarded; .env: 1.0; routing: blue",
     ],

@@ -14,7 +14,11 @@ load_env_conf() { # env
   APP_DIR='' PROJECT='' COMPOSE='docker compose' COMPOSE_FILES='docker-compose.yml'
   SERVICES='web proxy' WEB_SERVICE='web' DB_SERVICE='' PROXY_SERVICE='' MANAGE='python manage.py' VERSION_RE=''
   DOCKER_HOST_VALUE='' HEALTH_TIMEOUT='60' BACKUP='no' BACKUP_KEEP='10' DRAIN_SECONDS='1' DNS_VALID='1' STATIC_KEEP='3'
-  ORDERING='none' SWITCH='slots' APP_FILES_SHA256=''
+  ORDERING='none' SWITCH='slots' PRIORITY='low' APP_FILES_SHA256=''
+  HOOKS_BEFORE=() HOOKS_AFTER=() MANAGE_COMMANDS=()
+  PULL_CHANNEL='' PULL_EVERY='60'
+  ENGINE='compose' MANAGER_COMPOSE_FILES='' CONVERGE_TIMEOUT='300' BACKUP_IMAGE=''
+  REVIEW_TEMPLATE='no' REVIEW_DOMAIN='' REVIEW_MAX='5' REVIEW_PORT='8088' REVIEW_SEED='fresh' SCRUB=''
   while IFS='=' read -r key value || [[ -n $key ]]; do
     case $key in
       '' | '#'*) ;;
@@ -33,11 +37,22 @@ load_env_conf() { # env
       STATIC_KEEP) STATIC_KEEP=$value ;;
       ORDERING) ORDERING=$value ;;
       SWITCH) SWITCH=$value ;;
+      PRIORITY) PRIORITY=$value ;;
       MANAGE) MANAGE=$value ;;
       VERSION_RE) VERSION_RE=$value ;;
       DOCKER_HOST) DOCKER_HOST_VALUE=$value ;;
       HEALTH_TIMEOUT) HEALTH_TIMEOUT=$value ;;
       APP_FILES_SHA256) APP_FILES_SHA256=$value ;;
+      HOOK_BEFORE_SWITCH) HOOKS_BEFORE+=("$value") ;;
+      HOOK_AFTER_SWITCH) HOOKS_AFTER+=("$value") ;;
+      MANAGE_COMMAND) MANAGE_COMMANDS+=("$value") ;;
+      PULL_CHANNEL) PULL_CHANNEL=$value ;;
+      PULL_EVERY) PULL_EVERY=$value ;;
+      ENGINE) ENGINE=$value ;;
+      MANAGER_COMPOSE_FILES) MANAGER_COMPOSE_FILES=$value ;;
+      CONVERGE_TIMEOUT) CONVERGE_TIMEOUT=$value ;;
+      BACKUP_IMAGE) BACKUP_IMAGE=$value ;;
+      REVIEW_TEMPLATE | REVIEW_DOMAIN | REVIEW_MAX | REVIEW_PORT | REVIEW_SEED | SCRUB) printf -v "$key" '%s' "$value" ;; # lib/review.sh, lib/refresh.sh check them
       *) die 1 "$file: unknown key '$key': reinstall with \`inv server.setup --env $env\`" ;;
     esac
   done <"$file"
@@ -50,6 +65,14 @@ load_env_conf() { # env
   done
   [[ $ORDERING =~ ^(none|semver|build)$ ]] || die 1 "$file: ORDERING is none, semver or build"
   [[ $SWITCH =~ ^(slots|recreate)$ ]] || die 1 "$file: SWITCH is slots or recreate"
+  [[ $PRIORITY =~ ^(low|normal)$ ]] || die 1 "$file: PRIORITY is low or normal"
+  check_management_conf
+  [[ -z $PULL_CHANNEL || $PULL_CHANNEL =~ $PD_CHANNEL_RE ]] || die 1 "$file: invalid PULL_CHANNEL '$PULL_CHANNEL'"
+  [[ $PULL_EVERY =~ ^[1-9][0-9]{0,5}$ ]] || die 1 "$file: PULL_EVERY is a whole number of seconds"
+  [[ $ENGINE =~ ^(compose|swarm)$ ]] || die 1 "$file: ENGINE is compose or swarm"
+  [[ $CONVERGE_TIMEOUT =~ ^[0-9]{1,5}$ ]] || die 1 "$file: CONVERGE_TIMEOUT is a whole number"
+  [[ -z $BACKUP_IMAGE || $BACKUP_IMAGE =~ $PD_IMAGE_RE ]] || die 1 "$file: invalid BACKUP_IMAGE"
+  [[ $MANAGER_COMPOSE_FILES =~ ^[A-Za-z0-9_.\ /-]*$ && $MANAGER_COMPOSE_FILES != *..* ]] || die 1 "$file: MANAGER_COMPOSE_FILES are relative paths"
   read -r -a COMPOSE_CMD <<<"$COMPOSE"
   read -r -a MANAGE_CMD <<<"$MANAGE"
   read -r -a SERVICE_LIST <<<"$SERVICES"
@@ -60,16 +83,24 @@ load_env_conf() { # env
   STATE_DIR="$PD_STATE/$env"
   RUNS_DIR="$STATE_DIR/runs"
   HISTORY="$STATE_DIR/history.jsonl"
-  mkdir -p "$RUNS_DIR"
+  [[ -d $RUNS_DIR ]] || mkdir -p "$RUNS_DIR"
 }
 
 # The hash of the installed server side: the files of PD_SERVER_FILES, in order.
+# Every request checks it (--expect), so it costs two processes, not one per file.
 server_hash() {
-  local name
-  for name in $PD_SERVER_FILES; do cat "$PD_HOME/$name"; done | sha256sum | cut -c1-16
+  local name sum
+  local -a files=()
+  for name in $PD_SERVER_FILES; do files+=("$PD_HOME/$name"); done
+  read -r sum _ < <(cat "${files[@]}" | sha256sum)
+  printf '%s\n' "${sum:0:16}"
 }
 
-conf_hash() { sha256sum <"$ENV_CONF" | cut -c1-16; }
+conf_hash() {
+  local sum
+  read -r sum _ < <(sha256sum <"$ENV_CONF")
+  printf '%s\n' "${sum:0:16}"
+}
 
 # The client sends --expect=SERVERHASH.CONFHASH: both must match what is installed.
 check_expected() { # expected
@@ -78,14 +109,14 @@ check_expected() { # expected
   actual="$(server_hash).$(conf_hash)"
   [[ $expected == "$actual" ]] && return 0
   if [[ ${expected%%.*} != "${actual%%.*}" ]]; then
-    die "$PD_EXIT_OUTDATED" "the server side here ($(server_hash)) differs from your project's (${expected%%.*}): run \`inv server.setup --env $ENV_NAME\`"
+    die "$PD_EXIT_OUTDATED" "the server side here ($(server_hash)) differs from your project's (${expected%%.*}): run \`inv server.setup --env ${TEMPLATE:-$ENV_NAME}\`"
   fi
-  die "$PD_EXIT_OUTDATED" "the settings installed for '$ENV_NAME' differ from your invoke.yaml and project files: run \`inv server.setup --env $ENV_NAME\`"
+  die "$PD_EXIT_OUTDATED" "the settings installed for '$ENV_NAME' differ from your invoke.yaml and project files: run \`inv server.setup --env ${TEMPLATE:-$ENV_NAME}\`"
 }
 
 check_version() { # version
   [[ $1 =~ $PD_VERSION_RE ]] || die "$PD_EXIT_USAGE" "invalid version '$1': a Docker tag is [A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
-  [[ -z $VERSION_RE || $1 =~ $VERSION_RE ]] || die "$PD_EXIT_USAGE" "version '$1' does not match $ENV_NAME's pattern $VERSION_RE"
+  [[ -z $VERSION_RE || $1 =~ $VERSION_RE ]] || is_pinned_version "$1" || die "$PD_EXIT_USAGE" "version '$1' does not match $ENV_NAME's pattern $VERSION_RE"
 }
 
 # ---------------------------------------------------------------- compose and .env

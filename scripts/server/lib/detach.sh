@@ -19,21 +19,49 @@ follow_run() { # id
   return "$status"
 }
 
-lock_holder() { cat "$STATE_DIR/lock.info" 2>/dev/null || echo "unknown deploy"; }
+# The deploy lock is fd 9 on $STATE_DIR/lock; lock.info names its holder as
+# "ID WHAT". It is empty only for the moment a run takes or gives back the
+# lock, so a contender that finds it empty waits that moment out instead of
+# reporting an unknown holder (or refusing a lock that is being freed).
+UNNAMED_HOLDER='- another run (starting or finishing)'
+
+read_lock_info() { # -> LOCK_HOLDER, empty while a run takes or gives back the lock
+  LOCK_HOLDER=''
+  { IFS= read -r LOCK_HOLDER <"$STATE_DIR/lock.info"; } 2>/dev/null || true
+}
+
+lock_holder() {
+  read_lock_info
+  printf '%s\n' "${LOCK_HOLDER:-$UNNAMED_HOLDER}"
+}
+
+# What holds the lock, for the contenders: "ID WHAT by WHO in progress since TIME".
+name_lock_holder() { # id what
+  printf '%s %s by %s in progress since %s\n' "$1" "$2" "${BY:-unknown}" "$(now_iso)" >"$STATE_DIR/lock.info"
+}
+
+take_lock() { # -> 0 holding fd 9, or 1 with LOCK_HOLDER set ("ID WHAT")
+  local tries=0
+  exec 9>>"$STATE_DIR/lock"
+  flock -n 9 && return 0
+  while read_lock_info && [[ -z $LOCK_HOLDER ]] && ((tries++ < 30)); do
+    flock -w 0.1 9 && return 0
+  done
+  LOCK_HOLDER=${LOCK_HOLDER:-$UNNAMED_HOLDER}
+  return 1
+}
 
 start_run() { # kind version id wait
-  local kind=$1 version=$2 id=$3 wait=$4 holder token
-  exec 9>>"$STATE_DIR/lock"
-  if ! flock -n 9; then
-    holder=$(lock_holder)
-    if [[ -n $id && $holder == "$id "* ]]; then
+  local kind=$1 version=$2 id=$3 wait=$4 token
+  if ! take_lock; then
+    if [[ -n $id && $LOCK_HOLDER == "$id "* ]]; then
       exec 9>&-
       echo "deploy $id is running; following it"
       follow_run "$id"
       return
     fi
-    ((wait > 0)) && echo "waiting up to ${wait}s for: ${holder#* }"
-    flock -w "$wait" 9 || die "$PD_EXIT_BUSY" "busy: ${holder#* }; try again later or pass --wait=SECONDS"
+    ((wait > 0)) && echo "waiting up to ${wait}s for: ${LOCK_HOLDER#* }"
+    flock -w "$wait" 9 || die "$PD_EXIT_BUSY" "busy: ${LOCK_HOLDER#* }; try again later or pass --wait=SECONDS"
   fi
   if [[ -n $id && -f $(run_file "$id" request) ]]; then
     exec 9>&-
@@ -46,7 +74,7 @@ start_run() { # kind version id wait
   fi
   check_order "$version" "$ORDER"
   [[ -n $id ]] || id="$(date -u +%Y%m%dT%H%M%SZ)-$$"
-  printf '%s deploy of %s by %s in progress since %s\n' "$id" "$version" "${BY:-unknown}" "$(now_iso)" >"$STATE_DIR/lock.info"
+  name_lock_holder "$id" "deploy of $version"
   printf 'KIND=%s\nVERSION=%s\nBY=%s\nURL=%s\nORDER=%s\nMAINTENANCE=%s\nSKIP_MIGRATE=%s\n' \
     "$kind" "$version" "$BY" "$URL" "$ORDER" "$MAINTENANCE" "$SKIP_MIGRATE" >"$(run_file "$id" request)"
   : >"$(run_file "$id" log)"
@@ -54,7 +82,8 @@ start_run() { # kind version id wait
   # through sudo, cannot read it, so it cannot call __run itself.
   token=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
   printf '%s\n' "$token" >"$(run_file "$id" token)"
-  PD_RUN_ID=$id PD_RUN_TOKEN=$token setsid "$SELF" __run "$ENV_NAME" "$id" </dev/null >>"$(run_file "$id" log)" 2>&1 &
+  yield_prefix
+  PD_RUN_ID=$id PD_RUN_TOKEN=$token setsid "${YIELD_PREFIX[@]}" "$SELF" __run "$ENV_NAME" "$id" </dev/null >>"$(run_file "$id" log)" 2>&1 &
   echo $! >"$(run_file "$id" pid)"
   exec 9>&-
   follow_run "$id"
@@ -76,7 +105,9 @@ worker() { # env id  (started by start_run only, holding the lock on fd 9)
   : >"$STEPS_FILE"
   trap '' HUP PIPE
   # A shutdown mid-deploy still cleans up, records the failure and answers.
-  trap 'interrupted "$id"' TERM INT
+  # A global in the trap: it runs inside whatever function the signal interrupts,
+  # where a local of the same name (id) would stand in for this one.
+  trap 'interrupted "$PD_RUN_ID"' TERM INT
   run_deploy "$(run_file "$id" log)" || rc=$?
   echo "$rc" >"$(run_file "$id" status)"
   : >"$STATE_DIR/lock.info"
@@ -93,9 +124,12 @@ interrupted() { # id
     outcome=ok
   else
     FAILED_STEP=${FAILED_STEP:-interrupted}
-    if [[ $SWITCH == recreate ]]; then undo_recreate || true; else discard_new || true; fi
+    if [[ $ENGINE == swarm ]]; then
+      swarm_undo || true
+    elif [[ $SWITCH == recreate ]]; then undo_recreate || true; else discard_new || true; fi
   fi
   record "$outcome" "$(elapsed "${RUN_STARTED:-$EPOCHREALTIME}")" "$(run_file "$1" log)"
+  notify finished
   [[ $outcome == ok ]] && echo 0 >"$(run_file "$1" status)" || echo 1 >"$(run_file "$1" status)"
   : >"$STATE_DIR/lock.info"
   exit 1

@@ -5,7 +5,10 @@ user site, no PYTHON* variables). Commands:
   append HISTORY KEY=VALUE...   add a record; KEY=@FILE takes the value from a file
                                  (steps=@FILE reads "name<TAB>seconds<TAB>ok" lines)
   last HISTORY                   the last record as one readable line
+                                 (append also keeps it in HISTORY.last, which
+                                 `status` reads without starting Python)
   rollback-target HISTORY VER    the release before VER (see rollback_target)
+  median-ok HISTORY N            "SECONDS COUNT": the median duration of the last N ok deploys, or "none"
 """
 
 import json
@@ -50,16 +53,20 @@ def append(path, pairs):
         record[key] = value_of(key, text)
     with open(path, "a", encoding="utf-8") as stream:
         stream.write(json.dumps(record, ensure_ascii=False) + "\n")
+    summary = path + ".last"
+    with open(summary + ".tmp", "w", encoding="utf-8") as stream:
+        stream.write(one_line(record) + "\n")
+    os.replace(summary + ".tmp", summary)
+
+
+def one_line(r):
+    failed = f" at {r['failed_step']}" if r.get("failed_step") else ""
+    return f"{r.get('time')} {r.get('kind')} of {r.get('version')} (was {r.get('previous')}): {r.get('outcome')}{failed}, by {r.get('by')}"
 
 
 def last(path):
     records = read(path)
-    if not records:
-        print("none")
-        return
-    r = records[-1]
-    failed = f" at {r['failed_step']}" if r.get("failed_step") else ""
-    print(f"{r.get('time')} {r.get('kind')} of {r.get('version')} (was {r.get('previous')}): {r.get('outcome')}{failed}, by {r.get('by')}")
+    print(one_line(records[-1]) if records else "none")
 
 
 def rollback_target(path, current):
@@ -78,6 +85,17 @@ def rollback_target(path, current):
             seen = True
 
 
+def median_ok(path, limit):
+    recent = [r.get("duration") for r in read(path) if r.get("kind") == "deploy" and r.get("outcome") == "ok" and isinstance(r.get("duration"), (int, float))][-limit:]
+    durations = sorted(recent)
+    if not durations:
+        print("none")
+        return
+    middle = len(durations) // 2
+    median = durations[middle] if len(durations) % 2 else (durations[middle - 1] + durations[middle]) / 2
+    print(f"{median:.1f} {len(durations)}")
+
+
 def main(argv):
     command, path = argv[1], argv[2]
     if command == "append":
@@ -86,6 +104,8 @@ def main(argv):
         last(path)
     elif command == "rollback-target":
         rollback_target(path, argv[3])
+    elif command == "median-ok":
+        median_ok(path, int(argv[3]))
     else:
         sys.exit(f"history.py: unknown command {command!r}")
 

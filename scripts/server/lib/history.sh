@@ -10,7 +10,7 @@ record() { # outcome duration log-file
   if [[ $outcome != ok ]]; then grep -v '^==> \| ok ' "$log" 2>/dev/null | tail -n 15 >"$tail_file" || true; fi
   history_tool append "$HISTORY" "time=$(now_iso)" "env=$ENV_NAME" "kind=$KIND" "version=$NEW_VERSION" \
     "previous=$PREVIOUS_VERSION" "order=$ORDER" "by=$BY" "url=$URL" "sudo_user=${SUDO_USER:-root}" "outcome=$outcome" \
-    "failed_step=$FAILED_STEP" "duration=$duration" "steps=@$STEPS_FILE" "log_tail=@$tail_file"
+    "failed_step=$FAILED_STEP" "duration=$duration" "digest=${DIGEST:-}" "steps=@$STEPS_FILE" "log_tail=@$tail_file"
   rm -f "$tail_file"
 }
 
@@ -18,4 +18,16 @@ rollback_target() { # current
   history_tool rollback-target "$HISTORY" "$1"
 }
 
-last_deploy() { history_tool last "$HISTORY"; }
+# The summary append keeps beside the history: no Python for `status`, which
+# every host runs at once before a deploy. A history older than the summary
+# (written by an earlier server side) is read the slow way.
+last_deploy() {
+  local line
+  if [[ ! -f $HISTORY ]]; then
+    echo none
+  elif [[ -f $HISTORY.last && ! $HISTORY -nt $HISTORY.last ]] && IFS= read -r line <"$HISTORY.last"; then
+    printf '%s\n' "$line"
+  else
+    history_tool last "$HISTORY"
+  fi
+}

@@ -25,7 +25,8 @@ check_order() { # version order
   case $ORDERING in
     semver)
       current=$(current_version)
-      if [[ -n $current && $current != none ]] && version_lt "$version" "$current"; then
+      # A version the pull agent pinned has no place in the order: anything may follow it.
+      if [[ -n $current && $current != none ]] && ! is_pinned_version "$current" && version_lt "$version" "$current"; then
         die "$PD_EXIT_OLDER" "$version is older than the deployed $current: use \`inv deploy.rollback --env $ENV_NAME --to $version\`, or --force"
       fi
       ;;

@@ -11,7 +11,7 @@ PD_STATE='/var/lib/pushdeploy'
 
 # The server side: every file installed under PD_PREFIX, in this order. The
 # installer installs them, both sides hash them (in this order) to agree on the version.
-PD_SERVER_FILES='bin/deploy bin/entrypoint bin/install lib/protocol.sh lib/config.sh lib/steps.sh lib/switch.sh lib/recreate.sh lib/order.sh lib/history.sh lib/history.py lib/detach.sh'
+PD_SERVER_FILES='bin/deploy bin/entrypoint bin/install lib/protocol.sh lib/config.sh lib/steps.sh lib/switch.sh lib/priority.sh lib/recreate.sh lib/order.sh lib/history.sh lib/history.py lib/detach.sh lib/manage.sh lib/plan.sh lib/pull.sh lib/pull.py lib/notify.sh lib/notify.py lib/swarm.sh lib/swarm.py lib/review.sh lib/refresh.sh'
 
 # Traffic reaches one slot of the web service at a time: the proxy routes to the
 # DNS name WEBSERVICE-SLOT, the second slot while APP_DIR/PD_ROUTING_DIR/SLOT exists.
@@ -19,7 +19,15 @@ PD_SLOTS='blue green'
 PD_ROUTING_DIR='routing'
 
 # What the deploy account may ask for (the first word of its SSH command).
-PD_VERBS='deploy rollback status history logs maintenance backups check version'
+PD_VERBS='deploy rollback status history logs maintenance backups check version manage plan pull-status review-up review-down review-list'
+
+# Verbs for the admin connection only (root, or an admin through sudo): never the
+# deploy account, whose entrypoint refuses them and bin/deploy again.
+PD_ADMIN_VERBS='db-dump db-restore'
+
+# A review environment: an instance of a review template (an environment with
+# review_template: true), named TEMPLATE-N for pull request N, e.g. review-12.
+PD_REVIEW_RE='^([a-z][a-z0-9]{0,15})-([1-9][0-9]{0,5})$'
 
 # An environment name, as in `deploy staging 1.4.0`.
 PD_ENV_RE='^[a-z][a-z0-9-]{0,31}$'
@@ -42,3 +50,18 @@ PD_EXIT_USAGE='64'
 PD_EXIT_OLDER='65'
 PD_EXIT_BUSY='75'
 PD_EXIT_OUTDATED='78'
+PD_EXIT_FULL='69'
+
+# Django management commands (inv manage, before_switch/after_switch hooks): a
+# command's name, and the names no allowlist may hold (they run arbitrary code or SQL).
+# Their arguments are words of PD_ARG_RE, each also matching one of the command's own patterns.
+PD_MANAGE_NAME_RE='^[a-z][a-z0-9_]{0,63}$'
+PD_MANAGE_FORBIDDEN='shell dbshell shell_plus runscript'
+
+# Pull mode: the channel is a tag of the web image that CI moves; the agent deploys
+# what it points to as CHANNEL-<first PD_PIN_HEX hex digits of its digest>, pinned.
+PD_CHANNEL_RE='^[A-Za-z0-9_][A-Za-z0-9_-]{0,99}$'
+PD_PIN_HEX='12'
+
+# engine: swarm backups: the image (with pg_dump) a one-off container runs, as invoke.yaml's backup_image.
+PD_IMAGE_RE='^[a-z0-9][a-z0-9._/:-]{0,254}(@sha256:[0-9a-f]{64})?$'

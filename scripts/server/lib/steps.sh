@@ -2,7 +2,7 @@
 # pushdeploy server side: the steps before the switch (pull, database, backup,
 # maintenance, migrations and static files), and the step runner.
 
-FAILED_STEP=''
+FAILED_STEP='' DIGEST=''
 STEPS_FILE=/dev/null
 
 now_iso() { date -u +%Y-%m-%dT%H:%M:%SZ; }
@@ -35,8 +35,15 @@ preflight() {
 }
 
 pull_image() {
+  local ref
   echo "pulling $WEB_SERVICE at $NEW_VERSION"
-  compose_at "$NEW_VERSION" pull -q "$WEB_SERVICE"
+  if is_pinned_version "$NEW_VERSION"; then
+    pull_pinned "$NEW_VERSION" || return 1
+  else
+    compose_at "$NEW_VERSION" pull -q "$WEB_SERVICE" || return 1
+  fi
+  # The history pins the version to what the tag pointed to now: a moved tag shows.
+  if ref=$(web_image_ref "$NEW_VERSION") && DIGEST=$(repo_digest "$ref"); then echo "digest: $DIGEST"; fi
 }
 
 # A service's containers, by the labels compose (v1 and v2) puts on them: the
@@ -95,18 +102,27 @@ show_failure() { # id state
 # pg_dump of the database service, custom format, into a root-only directory;
 # keeps the newest BACKUP_KEEP. A failed backup stops the deploy.
 backup_database() {
-  local dir="$STATE_DIR/backups" file
+  local file
   [[ -n $DB_SERVICE ]] || { echo "backup needs db_service"; return 1; }
-  mkdir -p "$dir" || return 1
-  file="$dir/$(date -u +%Y%m%dT%H%M%SZ)-$PREVIOUS_VERSION.dump"
+  file=$(new_backup_file) || return 1
   # shellcheck disable=SC2016 # expanded by the container's shell, from its own environment
   if ! compose exec -T "$DB_SERVICE" sh -c 'pg_dump -U "$POSTGRES_USER" -Fc "$POSTGRES_DB"' >"$file.part"; then
     rm -f "$file.part"
     return 1
   fi
-  mv "$file.part" "$file" || return 1
-  echo "saved $file ($(du -h "$file" | cut -f1))"
-  find "$dir" -maxdepth 1 -name '*.dump' -printf '%T@ %p\n' | sort -rn | tail -n "+$((BACKUP_KEEP + 1))" | cut -d' ' -f2- | xargs -r rm -f
+  store_backup "$file"
+}
+
+# Where the next backup goes: the time and the version it holds (the running one).
+new_backup_file() {
+  mkdir -p "$STATE_DIR/backups" && echo "$STATE_DIR/backups/$(date -u +%Y%m%dT%H%M%SZ)-$PREVIOUS_VERSION.dump"
+}
+
+# A finished dump (FILE.part) becomes FILE; the newest BACKUP_KEEP in its directory are kept.
+store_backup() { # file
+  mv "$1.part" "$1" || return 1
+  echo "saved $1 ($(du -h "$1" | cut -f1))"
+  find "${1%/*}" -maxdepth 1 -name '*.dump' -printf '%T@ %p\n' | sort -rn | tail -n "+$((BACKUP_KEEP + 1))" | cut -d' ' -f2- | xargs -r rm -f
 }
 
 maintenance() { # on|off
@@ -141,9 +157,13 @@ for name, code, args in (("migrate", 3, {}), ("collectstatic", 4, {})):
 '
 
 release_tasks() {
-  local rc=0
+  local rc=0 watcher
+  yield_cpu_of_oneoff "$WEB_SERVICE" &
+  watcher=$!
   compose_at "$NEW_VERSION" run --rm --no-deps -T -e "PD_MIGRATE=$((!SKIP_MIGRATE))" \
     "$WEB_SERVICE" "${MANAGE_CMD[@]}" shell -c "$RELEASE_TASKS_PY" || rc=$?
+  kill "$watcher" 2>/dev/null || true
+  wait "$watcher" 2>/dev/null || true
   case $rc in
     0) return 0 ;;
     4) FAILED_STEP=static ;;

@@ -11,13 +11,15 @@
 #            slot's name. The old containers keep their name and address, so a
 #            request already on its way to them is answered;
 #   retire   after DRAIN_SECONDS (requests that read the flag before the flip
-#            reach the old containers), stops them gracefully: each finishes
-#            what it is serving, then exits.
+#            reach the old containers) and once they have answered every
+#            connection they were sent (wait_idle), stops them gracefully: each
+#            finishes what it is serving, then exits.
 # No proxy ever holds the address of a container that is gone: the old slot's
 # name is not asked for any more when its containers stop, and the new slot's
 # name is asked for only when every cached answer for it has expired (DNS_VALID
 # after the slot last served, see flip_to).
 
+IDLE_WAIT=30 # seconds, at most, for retired containers to answer what they were sent
 OLD_IDS='' NEW_IDS='' LIVE_SLOT='' NEW_SLOT='' ADMITTED=0 FLIPPED=0 SWITCHED=0
 
 first_slot() { echo "${PD_SLOTS%% *}"; }
@@ -96,6 +98,8 @@ start_new() {
   compose_at "$NEW_VERSION" up --no-start --no-deps --no-recreate --scale "$WEB_SERVICE=$((count > 0 ? 2 * count : 1))" "$WEB_SERVICE"
   NEW_IDS=$(service_containers "$WEB_SERVICE" -a | comm -13 <(echo "$OLD_IDS") - | sed '/^$/d')
   [[ -n $NEW_IDS ]] || { echo "compose created no new $WEB_SERVICE container"; return 1; }
+  # shellcheck disable=SC2086 # one id per word
+  yield_cpu $NEW_IDS
   for id in $NEW_IDS; do
     set_aliases "$id" "$(slot_alias "$NEW_SLOT")" && docker start "$id" >/dev/null || return 1
   done
@@ -150,6 +154,8 @@ wait_new_healthy() {
 admit_new() {
   local id
   ADMITTED=1
+  # shellcheck disable=SC2086 # one id per word
+  restore_cpu $NEW_IDS || return 1
   for id in $NEW_IDS; do set_aliases "$id" "$(slot_alias "$NEW_SLOT")" "$WEB_SERVICE" || return 1; done
   echo "$(slot_alias "$NEW_SLOT") answers as $WEB_SERVICE too"
 }
@@ -166,13 +172,55 @@ switch_traffic() {
   reload_proxy_if_changed || echo "warning: $PROXY_SERVICE did not reload its new configuration: check \`nginx -t\` in it"
 }
 
+# Connections a container's server still owes an answer on, accepted or still
+# in its listening socket's queue (ESTABLISHED, SYN_RECV or CLOSE_WAIT on a port
+# it listens on), read in its network namespace. Prints nothing if unreadable.
+open_requests() { # id
+  local pid table
+  pid=$(docker inspect -f '{{.State.Pid}}' "$1" 2>/dev/null) || return 0
+  if [[ $pid =~ ^[1-9][0-9]*$ && -r /proc/$pid/net/tcp ]]; then
+    table=$(cat "/proc/$pid/net/tcp" "/proc/$pid/net/tcp6" 2>/dev/null)
+  else
+    table=$(docker exec "$1" cat /proc/net/tcp /proc/net/tcp6 2>/dev/null) || return 0
+  fi
+  awk '$1 ~ /^[0-9]+:$/ { n++; port[n] = substr($2, index($2, ":") + 1); state[n] = $4; if ($4 == "0A") listening[port[n]] = 1 }
+    END { for (i = 1; i <= n; i++) if (port[i] in listening && state[i] ~ /^(01|03|08)$/) open++; print open + 0 }' <<<"$table"
+}
+
+# Waits until the containers have answered every request they were sent (none
+# open in 3 samples in a row, 0.1 s apart), at most IDLE_WAIT seconds. A server
+# slowed down by load still holds requests the proxy sent it before the switch,
+# queued in its listening socket: stopping it then would reset them.
+wait_idle() { # ids what
+  local started=${EPOCHREALTIME/./} quiet=0 id open total waited
+  while :; do
+    total=0
+    for id in $1; do
+      open=$(open_requests "$id")
+      [[ -n $open ]] || return 0 # cannot tell: DRAIN_SECONDS alone decides
+      total=$((total + open))
+    done
+    if ((total == 0)); then quiet=$((quiet + 1)); else quiet=0; fi
+    waited=$(((${EPOCHREALTIME/./} - started) / 100000))
+    ((quiet < 3)) || break
+    if ((waited >= IDLE_WAIT * 10)); then
+      echo "warning: the $2 $WEB_SERVICE container(s) still had $total request(s) open after $((waited / 10))s: stopping them anyway"
+      return 0
+    fi
+    sleep 0.1
+  done
+  ((waited < 5)) || echo "the $2 $WEB_SERVICE container(s) answered their last requests $((waited / 10)).$((waited % 10))s after the drain"
+}
+
 # Stops containers the proxy no longer routes to: after DRAIN_SECONDS, so that
-# requests that chose them just before the flip reach them, each finishes the
-# requests it serves (docker stop: SIGTERM, then the service's stop_grace_period).
+# requests that chose them just before the flip reach them, and once they have
+# answered everything they were sent, each finishes the requests it serves
+# (docker stop: SIGTERM, then the service's stop_grace_period).
 retire() { # ids what
   local ids=$1
   [[ -n $ids ]] || { echo "no $2 $WEB_SERVICE container to retire"; return 0; }
   sleep "$DRAIN_SECONDS"
+  wait_idle "$ids" "$2"
   # shellcheck disable=SC2086 # one id per word
   if docker stop $ids >/dev/null && docker rm $ids >/dev/null; then
     echo "retired $(wc -w <<<"$ids") $2 $WEB_SERVICE container(s) after they finished their requests"

@@ -12,7 +12,7 @@ WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 APP_DIR=$WORK/app STATE_DIR=$WORK/state ENV_NAME=test PROJECT=pixel-test
 WEB_SERVICE=web PROXY_SERVICE=proxy SERVICE_LIST=(web proxy) COMPOSE_CMD=(docker compose) FILE_ARGS=(-f docker-compose.yml)
-DRAIN_SECONDS=1 DNS_VALID=1 HEALTH_TIMEOUT=3 APP_FILES_SHA256=conf1 NEW_VERSION=2.0 PREVIOUS_VERSION=1.0 SKIP_MIGRATE=0
+DRAIN_SECONDS=1 DNS_VALID=1 HEALTH_TIMEOUT=3 PRIORITY=low APP_FILES_SHA256=conf1 NEW_VERSION=2.0 PREVIOUS_VERSION=1.0 SKIP_MIGRATE=0
 mkdir -p "$APP_DIR" "$STATE_DIR"
 printf 'VERSION=1.0\nSECRET=x\n' >"$APP_DIR/.env"
 # What the last deploy applied: the same configuration, unless the scenario changed it.
@@ -36,6 +36,17 @@ docker() {
     "network connect --alias pixel-test-web-2 --alias web-green --alias web pixel-test_default new1") [[ $SCENARIO != fail-admit ]] ;;
     "exec new1 python3 -c check()") [[ $SCENARIO != fail-health ]] ;;
     "logs"*) echo "a log line" ;;
+    "inspect -f {{.Id}} {{.HostConfig.CpuShares}} new1") echo "new1 0" ;;
+    "inspect -f {{.State.Pid}} "*) echo 0 ;; # not a process here: bin/deploy reads the table with exec
+    "exec "*" cat /proc/net/tcp /proc/net/tcp6")
+      # The old container is still answering one request the first time it is asked.
+      echo "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode"
+      echo "   0: 00000000:1F40 00000000:0000 0A 00000000:00000000 00:00000000 00000000 10001        0 1 1"
+      if [[ ! -e $WORK/asked-${*:2:1} ]]; then
+        echo "   1: 030012AC:1F40 040012AC:D3C2 01 00000000:00000000 00:00000000 00000000 10001        0 2 1"
+        : >"$WORK/asked-${*:2:1}"
+      fi
+      ;;
   esac
 }
 timeout() { shift; "$@"; }

@@ -1,0 +1,50 @@
+"""The multi-host sandbox (scripts/sandbox-hosts) as the e2e tests drive it: the script,
+its state, the checks that it can run here, and `inv` against an environment on its hosts."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import ROOT, inv
+
+SCRIPT = ROOT / "scripts/sandbox-hosts"
+STATE = Path(os.environ.get("PD_HOSTS_DIR", "/var/lib/pushdeploy-hosts"))
+RUN = Path("/run/pd-hosts")
+
+
+def script(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    result = subprocess.run([str(SCRIPT), *args], capture_output=True, text=True, timeout=timeout)
+    print(f"$ sandbox-hosts {' '.join(args)} -> {result.returncode}\n{result.stdout}{result.stderr}")
+    return result
+
+
+def host_docker(host: str, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    """`docker ARGS` against one host's own dockerd (not the sandbox's)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DOCKER_HOST", "DOCKER_CONTEXT")}
+    return subprocess.run(["docker", "-H", f"unix://{RUN / host / 'docker.sock'}", *args], capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def require_multihost() -> None:
+    """Skip unless this machine can run the multi-host sandbox."""
+    if os.geteuid() != 0:
+        pytest.skip("the multi-host sandbox needs root (namespaces, sshd, dockerd)")
+    if not shutil.which("nginx") or not list(Path("/usr/lib/postgresql").glob("*/bin/initdb")):
+        pytest.skip("the multi-host sandbox needs nginx and postgresql (apt-get install -y nginx-light postgresql)")
+
+
+class HostsEnvironment:
+    """`inv -f CONFIG ...` for one environment on the sandbox's hosts, with its keys and known hosts."""
+
+    def __init__(self, config: Path, env: str):
+        self.config, self.env = config, env
+
+    def inv(self, *args: str, config: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+        return inv("-f", str(config or self.config), *args, timeout=timeout, DEPLOY_DOTENV=str(STATE / "deploy.env"))
+
+    def deploy(self, version: str, *args: str) -> subprocess.CompletedProcess:
+        return self.inv("deploy.to", "--env", self.env, "--tag", version, *args)

@@ -1,0 +1,64 @@
+"""Retiring containers: how bin/deploy counts the requests a container still owes an
+answer, from its /proc/net/tcp and tcp6 (lib/switch.sh open_requests), table-tested
+with a fake `docker` that serves the table."""
+
+import os
+import subprocess
+
+import pytest
+
+from deploy import protocol
+
+HEADER = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode"
+LISTEN_8000 = "   0: 00000000:1F40 00000000:0000 0A 00000000:00000003 00:00000000 00000000 10001 0 1 1"
+LISTEN6_8000 = "   0: 00000000000000000000000000000000:1F40 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000 10001 0 1 1"
+
+
+def line(local_port: str, remote_port: str, state: str) -> str:
+    return f"   1: 030012AC:{local_port} 040012AC:{remote_port} {state} 00000000:00000000 00:00000000 00000000 10001 0 2 1"
+
+
+@pytest.mark.parametrize(
+    ("rows", "open_count"),
+    [
+        ([LISTEN_8000], 0),  # idle
+        ([LISTEN_8000, line("1F40", "D3C2", "01")], 1),  # one request being served or queued
+        ([LISTEN_8000, line("1F40", "D3C2", "03"), line("1F40", "D3C4", "01")], 2),  # SYN_RECV counts too
+        ([LISTEN_8000, line("1F40", "D3C2", "08")], 1),  # the client closed; the answer is still owed
+        ([LISTEN_8000, line("1F40", "D3C2", "06"), line("1F40", "D3C6", "07")], 0),  # TIME_WAIT, CLOSE: done
+        ([LISTEN_8000, line("D3C2", "1538", "01")], 0),  # its own connection to the database (5432) is not a request
+        ([line("1F40", "D3C2", "01")], 0),  # nothing listens on 8000 (any more): not a request it will answer
+        ([LISTEN6_8000, "   1: 0000000000000000FFFF0000030012AC:1F40 0000000000000000FFFF0000040012AC:D3C2 01 00000000:00000000 00:00000000 00000000 10001 0 2 1"], 1),
+        ([], 0),
+    ],
+)
+def test_open_requests_counts_connections_on_the_ports_it_listens_on(rows, open_count):
+    table = "\n".join([HEADER, *rows])
+    script = """
+set -euo pipefail
+. "$PD_ROOT/scripts/server/lib/switch.sh"
+docker() {
+  case "$1" in
+    inspect) echo 0 ;;
+    exec) printf '%s\\n' "$TABLE" ;;
+  esac
+}
+open_requests c1
+"""
+    result = subprocess.run(["bash", "-c", script], env={**os.environ, "PD_ROOT": str(protocol.PROJECT_ROOT), "TABLE": table}, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(open_count)
+
+
+def test_a_container_whose_table_cannot_be_read_is_not_waited_for():
+    script = """
+set -euo pipefail
+. "$PD_ROOT/scripts/server/lib/switch.sh"
+docker() { [[ $1 == inspect ]] && echo 0; [[ $1 != exec ]]; }
+WEB_SERVICE=web
+wait_idle c1 old
+echo "waited: no"
+"""
+    result = subprocess.run(["bash", "-c", script], env={**os.environ, "PD_ROOT": str(protocol.PROJECT_ROOT)}, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "waited: no"

@@ -1,0 +1,74 @@
+"""The deploy lock (lib/detach.sh take_lock): a contender names the run that holds it,
+and the moment a run takes or gives the lock back (lock.info empty) is waited out, not
+reported as an unknown holder. Real flock, real files; no server needed."""
+
+import contextlib
+import os
+import subprocess
+import time
+
+from deploy import protocol
+
+TAKE = """
+set -euo pipefail
+. "$PD_ROOT/scripts/server/lib/detach.sh"
+if take_lock; then echo "took it"; else echo "busy: ${LOCK_HOLDER#* }"; fi
+"""
+
+
+@contextlib.contextmanager
+def held(state_dir, info: str, seconds: float, clear_after: float | None = None):
+    """The lock held as a worker holds it: lock.info written, optionally cleared (a
+    finishing run), the lock kept until `seconds` have passed or the block ends."""
+    script = f"""
+exec 9>>"$STATE_DIR/lock"; flock -n 9 || exit 9
+printf '%s\\n' {info!r} >"$STATE_DIR/lock.info"
+echo held
+{"" if clear_after is None else f'sleep {clear_after}; : >"$STATE_DIR/lock.info"'}
+sleep {seconds}
+"""
+    proc = subprocess.Popen(["bash", "-c", script], env={**os.environ, "STATE_DIR": str(state_dir)}, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "held"
+        yield
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def take(state_dir) -> tuple[str, float]:
+    started = time.monotonic()
+    result = subprocess.run(["bash", "-c", TAKE], env={**os.environ, "PD_ROOT": str(protocol.PROJECT_ROOT), "STATE_DIR": str(state_dir)}, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip(), time.monotonic() - started
+
+
+def test_a_free_lock_is_taken(tmp_path):
+    assert take(tmp_path)[0] == "took it"
+
+
+def test_a_running_deploy_is_named(tmp_path):
+    with held(tmp_path, "20261202T1-1 deploy of 1.4.0 by ci in progress since 2026-12-02T10:00:00Z", 30):
+        said, _ = take(tmp_path)
+    assert said == "busy: deploy of 1.4.0 by ci in progress since 2026-12-02T10:00:00Z"
+
+
+def test_a_run_that_is_finishing_hands_the_lock_over(tmp_path):
+    # The worker has cleared lock.info and exits a moment later (pruning old runs).
+    with held(tmp_path, "", 0.5):
+        said, _ = take(tmp_path)
+    assert said == "took it"
+
+
+def test_a_holder_that_never_names_itself_is_reported_after_a_few_seconds(tmp_path):
+    with held(tmp_path, "", 30):
+        said, seconds = take(tmp_path)
+    assert said == "busy: another run (starting or finishing)"
+    assert seconds < 20
+
+
+def test_a_contender_that_reads_the_info_as_it_is_cleared_still_waits(tmp_path):
+    with held(tmp_path, "x deploy of 1 by a in progress since 2026-12-02T10:00:00Z", 0.5, clear_after=0.0):
+        time.sleep(0.05)
+        said, _ = take(tmp_path)
+    assert said == "took it"

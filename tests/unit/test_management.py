@@ -1,0 +1,234 @@
+"""Management commands: the allowlist, the hooks, and the client and the server agreeing on both."""
+
+import subprocess
+
+import pytest
+
+from deploy import management, plan, protocol, requests
+from deploy.settings import ConfigError, from_config
+
+BIN = protocol.SERVER_DIR / "bin"
+COMMANDS = management.allowlist(None)
+
+# (words inv manage would send, allowed by the default allowlist?)
+REQUESTS = [
+    (["showmigrations"], True),
+    (["showmigrations", "notes", "--list"], True),
+    (["showmigrations", "--plan"], True),
+    (["check", "--deploy", "--fail-level", "WARNING"], True),
+    (["check", "--deploy", "--fail-level=ERROR"], True),
+    (["clearsessions"], True),
+    (["createcachetable", "--dry-run"], True),
+    (["shell"], False),
+    (["dbshell"], False),
+    (["shell_plus"], False),
+    (["migrate"], False),  # real, but not in the allowlist
+    (["flush", "--noinput"], False),
+    (["check", "--fail-level=LOUD"], False),
+    (["check", "--settings=evil"], False),
+    (["clearsessions", "now"], False),  # takes no arguments
+    (["showmigrations", "Notes"], False),
+    (["showmigrations", "notes;id"], False),
+    (["showmigrations", "$(id)"], False),
+    (["createcachetable", "--database=other"], False),
+    (["Check"], False),
+]
+
+
+@pytest.mark.parametrize(("words", "allowed"), REQUESTS)
+def test_the_client_allows_only_the_allowlist(words, allowed):
+    if allowed:
+        assert management.request_words(COMMANDS, words[0], words[1:]) == tuple(words)
+    else:
+        with pytest.raises(management.Refused):
+            management.request_words(COMMANDS, words[0], words[1:])
+
+
+def bash_allowed(words) -> subprocess.CompletedProcess:
+    lines = management.conf_lines((), (), COMMANDS)
+    entries = " ".join("'" + line.split("=", 1)[1] + "'" for line in lines)
+    quoted = " ".join("'" + w.replace("'", "") + "'" for w in words)
+    script = f'. "{BIN / "deploy"}"; ENV_NAME=test; MANAGE_COMMANDS=({entries}); manage_allowed {quoted}'
+    return subprocess.run(["bash", "-c", script], capture_output=True, text=True)
+
+
+@pytest.mark.parametrize(("words", "allowed"), REQUESTS)
+def test_the_server_allows_exactly_what_the_client_allows(words, allowed):
+    result = bash_allowed(words)
+    assert (result.returncode == 0) == allowed, result.stdout + result.stderr
+
+
+def test_a_refusal_says_what_is_allowed():
+    with pytest.raises(management.Refused, match="allowed: check, clearsessions, createcachetable, showmigrations"):
+        management.request_words(COMMANDS, "migrate", [])
+    with pytest.raises(management.Refused, match="can never run"):
+        management.request_words(COMMANDS, "dbshell", [])
+    assert "is not in test's manage_commands" in bash_allowed(["migrate"]).stdout
+
+
+def settings_with(**env):
+    return from_config({"environments": {"staging": {"hosts": "h", **env}}}, {})
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("before_switch", ["shell -c 'import os'"]),
+        ("before_switch", ["check; id"]),
+        ("after_switch", ["check --deploy $(id)"]),
+        ("after_switch", ["dbshell"]),
+        ("after_switch", [""]),
+        ("before_switch", {"check": []}),
+        ("manage_commands", {"shell": []}),
+        ("manage_commands", {"check": ["--deploy --tag"]}),
+        ("manage_commands", {"check": ["[0-9]\\d"]}),
+        ("manage_commands", {"check": ["(unclosed"]}),
+        ("manage_commands", {"check": "--deploy"}),
+        ("manage_commands", ["check"]),
+    ],
+)
+def test_bad_hooks_and_allowlists_are_config_errors(setting, value):
+    with pytest.raises(ConfigError, match=setting):
+        settings_with(**{setting: value})
+
+
+def test_hooks_and_allowlist_go_into_the_server_conf_one_a_line():
+    env = settings_with(before_switch=["check --deploy --fail-level WARNING"], after_switch="showmigrations notes", manage_commands={"showmigrations": ["[a-z_]+"], "clearsessions": None}).environment(
+        "staging"
+    )
+    conf = plan.server_conf(env, {})
+    assert conf.endswith("HOOK_BEFORE_SWITCH=check --deploy --fail-level WARNING\nHOOK_AFTER_SWITCH=showmigrations notes\nMANAGE_COMMAND=clearsessions\nMANAGE_COMMAND=showmigrations [a-z_]+\n")
+
+
+def load_conf(tmp_path, extra: str) -> subprocess.CompletedProcess:
+    (tmp_path / "test.conf").write_text(f"APP_DIR=/srv/x\nPROJECT=x\n{extra}")
+    script = f'. "{BIN / "deploy"}"; PD_ETC="{tmp_path}"; PD_STATE="{tmp_path}/state"; load_env_conf test && echo "${{#HOOKS_BEFORE[@]}} ${{#HOOKS_AFTER[@]}} ${{#MANAGE_COMMANDS[@]}}"'
+    return subprocess.run(["bash", "-c", script], capture_output=True, text=True)
+
+
+def test_the_server_reads_what_server_setup_writes(tmp_path):
+    env = settings_with(before_switch=["check --deploy", "createcachetable"], after_switch=["showmigrations"]).environment("staging")
+    lines = "\n".join(management.conf_lines(env.before_switch, env.after_switch, env.manage_commands)) + "\n"
+    result = load_conf(tmp_path, lines)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["2", "1", "4"]
+
+
+@pytest.mark.parametrize(
+    "line",
+    ["HOOK_BEFORE_SWITCH=shell -c x", "HOOK_AFTER_SWITCH=check $(id)", "HOOK_AFTER_SWITCH=check;id", "MANAGE_COMMAND=dbshell", "MANAGE_COMMAND=check [0-9]\\d"],
+)
+def test_the_server_refuses_a_conf_it_would_not_have_been_given(tmp_path, line):
+    result = load_conf(tmp_path, line + "\n")
+    assert result.returncode == 1
+    assert "fix invoke.yaml" in result.stderr or "invalid argument" in result.stderr or "backslash" in result.stderr
+
+
+EXPECT = "0123456789abcdef.fedcba9876543210"
+
+
+@pytest.mark.parametrize(
+    ("build", "inputs", "line"),
+    [
+        (requests.manage, dict(env="staging", words=("showmigrations", "notes"), expect=EXPECT), f"manage staging --expect={EXPECT} showmigrations notes"),
+        (requests.manage, dict(env="staging", words=("check", "--deploy"), expect=EXPECT, by="local:me"), f"manage staging --expect={EXPECT} --by=local:me check --deploy"),
+        (requests.plan, dict(env="staging", version="abc1234", expect=EXPECT), f"plan staging abc1234 --expect={EXPECT}"),
+        (
+            requests.plan,
+            dict(env="production", version="1.4.0", expect=EXPECT, order="17", maintenance=True, skip_migrate=True, force=True),
+            f"plan production 1.4.0 --order=17 --maintenance --skip-migrate --force --expect={EXPECT}",
+        ),
+    ],
+)
+def test_a_management_or_plan_request_is_exactly(build, inputs, line):
+    assert build(**inputs) == line
+
+
+@pytest.mark.parametrize("words", [(), ("showmigrations", "a b"), ("check",) + ("--deploy",) * 12])
+def test_a_request_the_server_would_refuse_is_not_sent(words):
+    with pytest.raises(protocol.InvalidRequest):
+        requests.manage("staging", words, expect=EXPECT)
+
+
+def test_the_forbidden_commands_are_one_fact_for_both_sides():
+    assert set(management.FORBIDDEN) >= {"shell", "dbshell"}
+    assert not set(management.DEFAULT_COMMANDS) & set(management.FORBIDDEN)
+
+
+def recorded(snippet: str, tmp_path) -> list[str]:
+    """The docker commands a snippet of bin/deploy runs, with docker replaced by a recorder."""
+    script = (
+        f'. "{BIN / "deploy"}"; docker() {{ printf "%s\\n" "docker $*" >>"{tmp_path}/calls"; }}; '
+        f'APP_DIR="{tmp_path}"; PROJECT=pixel-test; ENV_NAME=test; WEB_SERVICE=web; COMPOSE_CMD=(docker compose); '
+        f"FILE_ARGS=(-f docker-compose.yml); MANAGE_CMD=(python3 manage.py); NEW_VERSION=2.0; {snippet}"
+    )
+    subprocess.run(["bash", "-c", script], check=True, capture_output=True, text=True)
+    calls = tmp_path / "calls"
+    return calls.read_text().splitlines() if calls.exists() else []
+
+
+RUN = "docker compose -p pixel-test -f docker-compose.yml run --rm --no-deps -T -e PYTHONUNBUFFERED=1"
+
+
+def test_the_hooks_run_in_one_one_off_container_of_the_new_version(tmp_path):
+    calls = "\n".join(recorded("HOOKS_BEFORE=('check --deploy --fail-level WARNING' createcachetable); run_hooks before", tmp_path))
+    assert calls.startswith(f"{RUN} -e PD_HOOKS=check --deploy --fail-level WARNING;createcachetable web python3 manage.py shell -c ")
+    assert "call_command(*words)" in calls and calls.count("\ndocker ") == 0  # one container for the whole list
+
+
+def test_no_hooks_no_container(tmp_path):
+    assert recorded("HOOKS_AFTER=(); run_hooks after", tmp_path) == []
+
+
+def test_a_failing_after_switch_hook_warns_and_keeps_the_deploy(tmp_path):
+    script = f'. "{BIN / "deploy"}"; run_hooks() {{ echo hook-output; return 5; }}; HOOKS_AFTER=(clearsessions); NEW_VERSION=2.0; FAILED_STEP=""; run_after_hooks; echo "rc=$? failed=$FAILED_STEP"'
+    result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True)
+    assert "FAILED hooks-after (exit 5" in result.stdout
+    assert "warning: an after_switch hook failed (see the log above); 2.0 serves" in result.stdout
+    assert result.stdout.strip().endswith("rc=0 failed=")
+
+
+def manage_verb(tmp_path, *words: str) -> tuple[subprocess.CompletedProcess, list[str]]:
+    """cmd_manage_main with docker recorded (it answers with exit 3)."""
+    (tmp_path / ".env").write_text("VERSION=1.4.0\n")
+    entries = " ".join("'" + line.split("=", 1)[1] + "'" for line in management.conf_lines((), (), COMMANDS))
+    quoted = " ".join(f"'{w}'" for w in words)
+    script = (
+        f'. "{BIN / "deploy"}"; docker() {{ printf "%s\\n" "docker $*" >>"{tmp_path}/calls"; echo "output of $*"; return 3; }}; '
+        f'APP_DIR="{tmp_path}"; STATE_DIR="{tmp_path}"; ENV_NAME=test; PROJECT=p; WEB_SERVICE=web; COMPOSE_CMD=(docker compose); '
+        f"FILE_ARGS=(); MANAGE_CMD=(python3 manage.py); MANAGE_COMMANDS=({entries}); cmd_manage_main {quoted}"
+    )
+    result = subprocess.run(["bash", "-c", script], capture_output=True, text=True)
+    calls = tmp_path / "calls"
+    return result, calls.read_text().splitlines() if calls.exists() else []
+
+
+def test_the_manage_verb_runs_the_command_in_a_one_off_container_and_keeps_its_exit_code(tmp_path):
+    result, calls = manage_verb(tmp_path, "--by=local:me", "showmigrations", "notes")
+    assert result.returncode == 3
+    assert calls == ["docker compose -p p run --rm --no-deps -T -e PYTHONUNBUFFERED=1 web python3 manage.py showmigrations notes"]
+    assert "output of compose" in result.stdout
+    assert "manage.py showmigrations notes in a one-off container of 1.4.0 (test)" in result.stderr
+    assert (tmp_path / "lock.info").read_text() == ""
+
+
+@pytest.mark.parametrize(("words", "why"), [(["dbshell"], "can never run"), (["migrate"], "not in test's manage_commands"), (["--plan", "check"], "unknown option"), ([], "usage: manage ENV")])
+def test_the_manage_verb_refuses_before_starting_anything(tmp_path, words, why):
+    result, calls = manage_verb(tmp_path, *words)
+    assert result.returncode == protocol.EXIT_USAGE
+    assert why in result.stderr
+    assert calls == []
+
+
+def test_the_manage_verb_refuses_while_a_deploy_holds_the_lock(tmp_path):
+    (tmp_path / "lock.info").write_text("20261122T0700Z-1 deploy of 1.5.0 by ci in progress since t\n")
+    holder = subprocess.Popen(["flock", str(tmp_path / "lock"), "sleep", "5"])
+    try:
+        subprocess.run(["bash", "-c", f'until ! flock -n "{tmp_path}/lock" true; do sleep 0.05; done'], timeout=5, check=True)
+        result, calls = manage_verb(tmp_path, "showmigrations")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result.returncode == protocol.EXIT_BUSY
+    assert "busy: deploy of 1.5.0 by ci in progress" in result.stderr
+    assert calls == []

@@ -1,0 +1,189 @@
+"""Review environments and db.refresh, the pure parts: names, template instantiation,
+the front proxy's routes (rendered by lib/review.sh), what prune picks, the request lines."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+
+import pytest
+
+from deploy import plan, protocol, refresh, settings
+from deploy import review as reviews
+
+LIB = protocol.SERVER_DIR / "lib"
+
+BASE = {"app": "pixel", "deploy_user": "pd-deploy", "environments": {"staging": {"hosts": "h:22"}}}
+
+
+def configured(**review) -> settings.Settings:
+    raw = {"hosts": "h:2222", "project": "pixel-review", "app_dir": "/srv/pushdeploy/pixel-review", "review_template": True, "review_domain": "review.example.org", "review_port": 8088}
+    raw.update(review)
+    return settings.from_config({**BASE, "environments": {**BASE["environments"], "review": raw}}, {})
+
+
+def bash(script: str) -> str:
+    """Runs script with protocol.sh and review.sh sourced (functions only)."""
+    prelude = f'set -euo pipefail; . "{LIB}/protocol.sh"; . "{LIB}/review.sh"; '
+    result = subprocess.run(["bash", "-c", prelude + script], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+# ------------------------------------------------------------------ names
+
+
+@pytest.mark.parametrize("pr", ["1", "12", "999999", 7])
+def test_a_pull_request_number_names_a_review_environment(pr):
+    assert reviews.instance(configured().environment("review"), pr).name == f"review-{int(pr)}"
+
+
+@pytest.mark.parametrize("pr", ["abc", "../x", "0", "012", "-1", "1.5", "1 2", "1;id", "1234567", "", None, "review-1"])
+def test_anything_else_is_refused_before_connecting(pr):
+    with pytest.raises(plan.BadRequest, match="not a pull request number"):
+        reviews.instance(configured().environment("review"), pr)
+
+
+@pytest.mark.parametrize(
+    ("name", "accepted"),
+    [("review-1", True), ("review-999999", True), ("pr2-3", True), ("review-abc", False), ("review-01", False), ("../x", False),
+     ("review", False), ("review-1-2", False), ("staging", False), ("review-1234567", False), ("Review-1", False), ("review-1\n", False)],
+)
+def test_python_and_bash_agree_on_review_names(name, accepted):
+    assert protocol.matches(protocol.REVIEW_RE, name) is accepted
+    out = bash(f'[[ {name!r} =~ $PD_REVIEW_RE ]] && echo yes || echo no') if "\n" not in name else "no\n"
+    assert out.strip() == ("yes" if accepted else "no")
+
+
+def test_only_a_template_makes_review_environments():
+    config = configured()
+    with pytest.raises(plan.BadRequest, match="not a review template"):
+        reviews.template(config, "staging")
+    assert reviews.template(config).name == "review"
+
+
+def test_a_template_name_with_a_dash_or_several_hosts_is_a_config_error():
+    with pytest.raises(settings.ConfigError, match="no '-'"):
+        settings.from_config({**BASE, "environments": {"pr-apps": {"hosts": "h", "review_template": True}}}, {})
+    with pytest.raises(settings.ConfigError, match="one host"):
+        configured(hosts="a,b")
+
+
+@pytest.mark.parametrize(("value", "ok"), [("sql:scrub.sql", True), ("manage:scrub_users", True), ("sql:../etc/shadow", False), ("sql:missing.sql", False), ("manage:rm -rf", False), ("sh:x", False)])
+def test_scrub_is_an_installed_sql_file_or_a_management_command(value, ok):
+    def load():
+        return configured(scrub=value, files={"scrub.sql": "example/scrub/pixel.sql"})
+
+    if ok:
+        assert load().environment("review").scrub == value
+    else:
+        with pytest.raises(settings.ConfigError, match="scrub"):
+            load()
+
+
+# ------------------------------------------------------------------ the template, instantiated
+
+
+def test_an_instance_gets_the_templates_names_with_its_number():
+    got = reviews.instance(configured().environment("review"), "12")
+    assert got == reviews.Instance("review-12", 12, "pixel-review-12", "/srv/pushdeploy/pixel-review-12", "pr-12.review.example.org", "http://pr-12.review.example.org:8088/")
+    assert reviews.instance(configured(review_port=80).environment("review"), 3).url == "http://pr-3.review.example.org/"
+
+
+def test_the_server_derives_the_same_host_and_url():
+    out = bash("REVIEW_DOMAIN=review.example.org REVIEW_PORT=8088; review_host 12; review_url 12; REVIEW_PORT=80; review_url 3")
+    assert out.splitlines() == ["pr-12.review.example.org", "http://pr-12.review.example.org:8088/", "http://pr-3.review.example.org/"]
+
+
+def test_the_server_conf_of_a_template_says_so_and_others_do_not():
+    config = configured(review_max=3, scrub="sql:scrub.sql", files={"scrub.sql": "x.sql"})
+    conf = plan.server_conf(config.environment("review"), {})
+    for line in ("REVIEW_TEMPLATE=yes", "REVIEW_DOMAIN=review.example.org", "REVIEW_PORT=8088", "REVIEW_MAX=3", "REVIEW_SEED=fresh", "SCRUB=sql:scrub.sql"):
+        assert line + "\n" in conf
+    assert "REVIEW_" not in plan.server_conf(config.environment("staging"), {})
+
+
+# ------------------------------------------------------------------ the front proxy's route
+
+
+def test_the_route_sends_the_pull_requests_host_name_to_its_environment_by_docker_dns():
+    out = bash("REVIEW_DOMAIN=review.example.org; render_route review-12 12")
+    assert re.search(r"^\s*server_name pr-12\.review\.example\.org;$", out, re.MULTILINE)
+    assert "set $review_upstream review-12;" in out
+    assert "proxy_pass http://$review_upstream:80;" in out  # asked per request: the front starts before any environment
+    assert "resolver 127.0.0.11" in out
+    assert "proxy_set_header Host $host;" in out
+    assert out.count("{") == out.count("}")
+
+
+def test_unknown_host_names_get_a_404_from_the_default_server():
+    out = bash("render_front_default")
+    assert "listen 80 default_server;" in out and "return 404" in out
+
+
+# ------------------------------------------------------------------ listing and pruning
+
+LISTING = [
+    "review-2\tb2b2b2b\t2026-11-20T10:00:00Z\t2026-11-21T09:00:00Z deploy of b2b2b2b (was none): ok, by ci\thttp://pr-2.d:8088/",
+    "review-1\ta1a1a1a\t2026-11-01T10:00:00Z\t2026-11-02T10:00:00Z deploy of a1a1a1a (was none): ok, by ci\thttp://pr-1.d:8088/",
+    "review-3\tnone\t2026-11-22T07:00:00Z\tnone\thttp://pr-3.d:8088/",
+    "some warning line",
+    "../x\tv\t2026-11-01T10:00:00Z\tnone\turl",
+]
+NOW = reviews._epoch("2026-11-22T08:00:00")
+
+
+def test_the_listing_is_read_in_pull_request_order_and_junk_is_ignored():
+    entries = reviews.parse_list(LISTING)
+    assert [e.name for e in entries] == ["review-1", "review-2", "review-3"]
+    assert entries[0].last_active == reviews._epoch("2026-11-02T10:00:00")
+    assert entries[2].last_active == entries[2].created  # never deployed: its creation counts
+
+
+@pytest.mark.parametrize(
+    ("older_than", "pruned"),
+    [("7d", ["review-1"]), ("1d", ["review-1"]), ("20h", ["review-1", "review-2"]), ("1h", ["review-1", "review-2", "review-3"]), ("30d", [])],
+)
+def test_prune_picks_environments_idle_for_at_least_the_age(older_than, pruned):
+    chosen = reviews.select_prune(reviews.parse_list(LISTING), reviews.age_seconds(older_than), NOW)
+    assert [e.name for e in chosen] == pruned
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("7d", 604800), ("36h", 129600), ("90m", 5400), ("2w", 1209600), ("45s", 45)])
+def test_ages(text, seconds):
+    assert reviews.age_seconds(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["7", "d", "7 days", "-1d", "1y", ""])
+def test_bad_ages_are_refused(text):
+    with pytest.raises(plan.BadRequest, match="older-than"):
+        reviews.age_seconds(text)
+
+
+def test_the_table_shows_pr_version_url_age_and_last_deploy():
+    text = reviews.table(reviews.parse_list(LISTING), NOW)
+    header, first = text.splitlines()[:2]
+    assert header.split()[:6] == ["PR", "ENVIRONMENT", "VERSION", "URL", "AGE", "LAST"]
+    assert first.split()[:5] == ["1", "review-1", "a1a1a1a", "http://pr-1.d:8088/", "20d"]
+
+
+# ------------------------------------------------------------------ request lines
+
+
+def test_review_request_lines():
+    assert reviews.up("review-12", "a1a1a1a", by="ci:x", expect="h.c") == "review-up review-12 a1a1a1a --by=ci:x --expect=h.c"
+    assert reviews.down("review-12", expect="h.c") == "review-down review-12 --expect=h.c"
+    assert reviews.listing("review", expect="h.c") == "review-list review --expect=h.c"
+    assert {"review-up", "review-down", "review-list"} <= set(protocol.VERBS)
+
+
+def test_refresh_request_lines_are_admin_verbs_the_deploy_account_cannot_send():
+    assert refresh.dump_command("production", fresh=True) == "db-dump production --fresh"
+    assert refresh.dump_command("production", fresh=False) == "db-dump production"
+    assert refresh.restore_command("staging", source="production", by="local:me") == "db-restore staging --from=production --by=local:me"
+    assert set(protocol.ADMIN_VERBS) == {"db-dump", "db-restore"} and not set(protocol.ADMIN_VERBS) & set(protocol.VERBS)
+
+
+def test_the_trailer_is_as_long_as_the_server_cuts_off():
+    size = int(re.search(r"^REFRESH_TRAILER_BYTES=([0-9]+)", (LIB / "refresh.sh").read_text(), re.MULTILINE).group(1))
+    assert len(refresh.trailer("0" * 64)) == size
