@@ -294,9 +294,6 @@ def stop_deploy_after(runs: Path, known: set[Path], moment: float) -> None:
 # Two reruns at most, as for the single-host load tests: this 2-core machine runs the
 # three hosts, the load balancer, the database and the load; a real regression fails every run.
 @pytest.mark.flaky(reruns=2)
-@pytest.mark.xfail(strict=False, reason="known bug, open: bash 5.2 can fail to parse the worker's TERM trap when the signal lands while "
-                   "it runs a command substitution ('trap: unexpected EOF while looking for matching )'), and the run ends without "
-                   "a result, leaving its new container; seen once in about 20 stops here")
 def test_a_host_stopped_at_a_random_moment_leaves_the_fleet_on_one_version(fleet):
     """h2's server-side deploy is stopped (SIGTERM, a shutdown) at a random moment of its
     batch, under load through the load balancer: whatever it hit, no request fails or is

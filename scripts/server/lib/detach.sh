@@ -91,7 +91,7 @@ start_run() { # kind version id wait
 
 worker() { # env id  (started by start_run only, holding the lock on fd 9)
   local id=$2 key value rc=0
-  KIND='' NEW_VERSION='' BY='' URL='' ORDER='' MAINTENANCE=0 SKIP_MIGRATE=0
+  KIND='' NEW_VERSION='' BY='' URL='' ORDER='' MAINTENANCE=0 SKIP_MIGRATE=0 RECORDED=''
   [[ ${PD_RUN_ID-} == "$id" && -f $(run_file "$id" token) && ${PD_RUN_TOKEN-} == "$(cat "$(run_file "$id" token)")" ]] ||
     die "$PD_EXIT_USAGE" "not a deploy started by this script"
   rm -f "$(run_file "$id" token)"
@@ -108,6 +108,10 @@ worker() { # env id  (started by start_run only, holding the lock on fd 9)
   # A global in the trap: it runs inside whatever function the signal interrupts,
   # where a local of the same name (id) would stand in for this one.
   trap 'interrupted "$PD_RUN_ID"' TERM INT
+  # The safety net: a worker that exits with no result recorded cleans up the
+  # same way. Bash 5.2 can fail to parse a trap's command when the signal lands
+  # while it expands a $(...), and then exits (status 2) without running it.
+  trap 'exited_early "$PD_RUN_ID"' EXIT
   run_deploy "$(run_file "$id" log)" || rc=$?
   echo "$rc" >"$(run_file "$id" status)"
   : >"$STATE_DIR/lock.info"
@@ -115,10 +119,26 @@ worker() { # env id  (started by start_run only, holding the lock on fd 9)
 }
 
 interrupted() { # id
-  local outcome=failed
   trap '' TERM INT
   echo "deploy interrupted (signal)"
-  if ((SWITCHED)); then
+  end_unfinished "$1"
+}
+
+exited_early() { # id  (the worker's EXIT trap)
+  local rc=$?
+  [[ -f $(run_file "$1" status) ]] && return "$rc"
+  trap '' TERM INT
+  echo "deploy ended unexpectedly (exit $rc)"
+  end_unfinished "$1"
+}
+
+end_unfinished() { # id: clean up after a run stopped half way, record it and answer
+  local outcome=failed
+  trap - EXIT
+  if [[ -n ${RECORDED-} ]]; then
+    # Stopped after the run recorded its outcome: only the answer is missing.
+    outcome=$RECORDED
+  elif ((SWITCHED)); then
     # The new version serves already: finish retiring the old one, do not undo.
     retire_old || true
     outcome=ok
@@ -128,8 +148,10 @@ interrupted() { # id
       swarm_undo || true
     elif [[ $SWITCH == recreate ]]; then undo_recreate || true; else discard_new || true; fi
   fi
-  record "$outcome" "$(elapsed "${RUN_STARTED:-$EPOCHREALTIME}")" "$(run_file "$1" log)"
-  notify finished
+  if [[ -z ${RECORDED-} ]]; then
+    record "$outcome" "$(elapsed "${RUN_STARTED:-$EPOCHREALTIME}")" "$(run_file "$1" log)"
+    notify finished
+  fi
   [[ $outcome == ok ]] && echo 0 >"$(run_file "$1" status)" || echo 1 >"$(run_file "$1" status)"
   : >"$STATE_DIR/lock.info"
   exit 1

@@ -11,6 +11,7 @@ record() { # outcome duration log-file
   history_tool append "$HISTORY" "time=$(now_iso)" "env=$ENV_NAME" "kind=$KIND" "version=$NEW_VERSION" \
     "previous=$PREVIOUS_VERSION" "order=$ORDER" "by=$BY" "url=$URL" "sudo_user=${SUDO_USER:-root}" "outcome=$outcome" \
     "failed_step=$FAILED_STEP" "duration=$duration" "digest=${DIGEST:-}" "steps=@$STEPS_FILE" "log_tail=@$tail_file"
+  RECORDED=$outcome
   rm -f "$tail_file"
 }
 

@@ -1,0 +1,110 @@
+"""A server-side deploy stopped half way (lib/detach.sh worker) always ends recorded:
+cleaned up, one history line, a status for the caller, the lock named free.
+
+Bash 5.2 can fail to parse a TERM trap's command when the signal lands while it
+expands a $(...), and then exits with status 2 without running the trap: the
+worker's EXIT trap is the safety net. The stress test sends real signals at
+random moments to a worker busy with command substitutions (PD_STOPS of them,
+enough to hit the bash bug now and then); the others take the
+paths one at a time. Real bash, real files; the deploy steps are stubs."""
+
+import os
+import random
+import signal
+import subprocess
+import time
+
+import pytest
+
+from deploy import protocol
+
+WORKER = """
+set -euo pipefail
+. "$PD_ROOT/scripts/server/lib/detach.sh"
+die() { echo "die: $*" >&2; exit "$1"; }
+elapsed() { echo 1.0; }
+notify() { :; }
+record() { echo "$1" >>"$STATE_DIR/history"; RECORDED=$1; }
+discard_new() { echo discard >>"$STATE_DIR/undone"; }
+retire_old() { echo retire >>"$STATE_DIR/undone"; }
+busy() { local x; x=$(printf '%s' "$(echo a)"); x="${x:-$(echo b)}"; x=$(cat <<<"$x"); : "$x"; }
+run_deploy() {
+  RUN_STARTED=$EPOCHREALTIME
+  echo started >"$STATE_DIR/started"
+  case $STUB in
+    forever) while :; do busy; done ;;
+    exit2) busy; exit 2 ;;
+    recorded) record ok; echo recorded >"$STATE_DIR/started"; while :; do busy; done ;;
+  esac
+}
+printf '%s\\n' "$PD_RUN_TOKEN" >"$(run_file "$PD_RUN_ID" token)"
+printf 'KIND=deploy\\nVERSION=1.1.0\\n' >"$(run_file "$PD_RUN_ID" request)"
+echo "$PD_RUN_ID deploy of 1.1.0" >"$STATE_DIR/lock.info"
+worker staging "$PD_RUN_ID"
+"""
+
+
+def start(tmp_path, stub: str, switched: str = "0") -> subprocess.Popen:
+    for name in ("started", "history", "undone", "lock.info", "run1.status"):
+        (tmp_path / name).unlink(missing_ok=True)
+    env = {**os.environ, "PD_ROOT": str(protocol.PROJECT_ROOT), "STATE_DIR": str(tmp_path), "RUNS_DIR": str(tmp_path),
+           "ENGINE": "compose", "SWITCH": "slots", "SWITCHED": switched, "FAILED_STEP": "", "STUB": stub,
+           "PD_RUN_ID": "run1", "PD_RUN_TOKEN": "t0k3n"}
+    return subprocess.Popen(["bash", "-c", WORKER], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def wait_started(tmp_path, proc, word="started") -> None:
+    deadline = time.monotonic() + 10
+    while not ((tmp_path / "started").exists() and (tmp_path / "started").read_text().strip() == word):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()
+        time.sleep(0.005)
+
+
+def ended(tmp_path, proc) -> tuple[str, str]:
+    output, _ = proc.communicate(timeout=10)
+    status = (tmp_path / "run1.status").read_text().strip()
+    assert (tmp_path / "lock.info").read_text() == "", output
+    return status, output
+
+
+def lines(path) -> list[str]:
+    return path.read_text().split() if path.exists() else []
+
+
+def test_a_signal_at_a_random_moment_always_ends_cleaned_up_and_recorded_once(tmp_path):
+    rng = random.Random()
+    how = set()
+    for _ in range(int(os.environ.get("PD_STOPS", "100"))):
+        proc = start(tmp_path, "forever")
+        wait_started(tmp_path, proc)
+        time.sleep(rng.uniform(0, 0.03))
+        proc.send_signal(signal.SIGTERM)
+        status, output = ended(tmp_path, proc)
+        assert (status, lines(tmp_path / "history"), lines(tmp_path / "undone")) == ("1", ["failed"], ["discard"]), output
+        how.add("the EXIT trap" if "ended unexpectedly (exit 2)" in output else "the TERM trap")
+    print(f"ended through: {sorted(how)}")
+
+
+def test_a_worker_that_dies_half_way_undoes_records_and_answers(tmp_path):
+    proc = start(tmp_path, "exit2")
+    status, output = ended(tmp_path, proc)
+    assert "deploy ended unexpectedly (exit 2)" in output
+    assert (status, lines(tmp_path / "history"), lines(tmp_path / "undone")) == ("1", ["failed"], ["discard"])
+
+
+@pytest.mark.parametrize("switched, undone, recorded, status", [("0", ["discard"], ["failed"], "1"), ("1", ["retire"], ["ok"], "0")])
+def test_a_signal_before_or_after_the_switch(tmp_path, switched, undone, recorded, status):
+    proc = start(tmp_path, "forever", switched)
+    wait_started(tmp_path, proc)
+    proc.send_signal(signal.SIGTERM)
+    got, output = ended(tmp_path, proc)
+    assert "deploy interrupted (signal)" in output or "deploy ended unexpectedly" in output
+    assert (got, lines(tmp_path / "history"), lines(tmp_path / "undone")) == (status, recorded, undone), output
+
+
+def test_a_signal_after_the_outcome_is_recorded_keeps_it(tmp_path):
+    proc = start(tmp_path, "recorded")
+    wait_started(tmp_path, proc, "recorded")
+    proc.send_signal(signal.SIGTERM)
+    status, output = ended(tmp_path, proc)
+    assert (status, lines(tmp_path / "history"), lines(tmp_path / "undone")) == ("0", ["ok"], []), output
