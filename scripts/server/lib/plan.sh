@@ -38,7 +38,7 @@ swarm_deploy_steps() {
 # Django's `migrate --plan` for VERSION against the running database, one
 # `migration=` line per output line. Needs the database up: it is not started here.
 plan_migrations() { # version
-  local out rc=0 line
+  local out rc=0
   if ((SKIP_MIGRATE)); then
     echo "migrations=skipped (a later batch: the first host migrates the shared database)"
     return 0
@@ -49,12 +49,17 @@ plan_migrations() { # version
     return 0
   fi
   out=$(manage_run "$1" "$WEB_SERVICE" "${MANAGE_CMD[@]}" migrate --plan 2>&1 </dev/null) || rc=$?
-  if ((rc)); then
-    echo "migrations=unknown (migrate --plan failed with exit $rc; is the database up?)"
+  report_migration_plan "$rc" "$out" "is the database up?"
+}
+
+report_migration_plan() { # rc output hint: `migrate --plan`'s result as plan lines
+  local line
+  if (($1)); then
+    echo "migrations=unknown (migrate --plan failed with exit $1; $3)"
   else
     echo "migrations=planned"
   fi
-  while IFS= read -r line; do printf 'migration=%s\n' "$line"; done <<<"$out"
+  while IFS= read -r line; do printf 'migration=%s\n' "$line"; done <<<"$2"
 }
 
 cmd_plan() {

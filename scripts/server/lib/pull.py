@@ -11,21 +11,12 @@ import json
 import os
 import sys
 
+# `python3 -I` leaves the script's directory off the path: the history's reader is beside it.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from history import read  # noqa: E402
+
 KEEP = 200  # checks kept: a few hours at one a minute
 TRIED = ("deployed", "failed", "unchanged")
-
-
-def read(path):
-    if not os.path.exists(path):
-        return []
-    records = []
-    with open(path, encoding="utf-8") as stream:
-        for line in stream:
-            try:
-                records.append(json.loads(line))
-            except ValueError:
-                continue
-    return records
 
 
 def record(path, pairs):

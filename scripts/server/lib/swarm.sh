@@ -191,7 +191,7 @@ swarm_backup() {
 # `migrate --plan` (deploy.plan) in a one-off container of VERSION on the
 # stack's network, as swarm_release_tasks would migrate; printed like plan_migrations.
 swarm_plan_migrations() { # version
-  local env_file settings image network out rc=0 line
+  local env_file settings image network out rc=0
   env_file=$(mktemp)
   if ! settings=$(release_settings "$1" "$env_file" 2>&1); then
     rm -f "$env_file"
@@ -208,12 +208,7 @@ swarm_plan_migrations() { # version
   out=$(docker run --rm --network "$network" --env-file "$env_file" "$(oneoff_cpu_option)" "$image" \
     "${MANAGE_CMD[@]}" migrate --plan 2>&1 </dev/null) || rc=$?
   rm -f "$env_file"
-  if ((rc)); then
-    echo "migrations=unknown (migrate --plan failed with exit $rc; does the stack's network $network exist, and the database answer?)"
-  else
-    echo "migrations=planned"
-  fi
-  while IFS= read -r line; do printf 'migration=%s\n' "$line"; done <<<"$out"
+  report_migration_plan "$rc" "$out" "does the stack's network $network exist, and the database answer?"
 }
 
 # Services outside the stack, with compose on this node: created if missing,
