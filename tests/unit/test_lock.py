@@ -72,3 +72,58 @@ def test_a_contender_that_reads_the_info_as_it_is_cleared_still_waits(tmp_path):
         time.sleep(0.05)
         said, _ = take(tmp_path)
     assert said == "took it"
+
+
+# ------------------------------------------------------------------ probing (status, plan)
+
+PROBE = """
+set -euo pipefail
+. "$PD_ROOT/scripts/server/lib/detach.sh"
+for _ in $(seq "${PROBES:-1}"); do
+  if lock_busy; then echo "busy: ${LOCK_HOLDER#* }"; else echo "free"; fi
+done
+"""
+
+
+def probe(state_dir, probes: int = 1) -> subprocess.Popen:
+    env = {**os.environ, "PD_ROOT": str(protocol.PROJECT_ROOT), "STATE_DIR": str(state_dir), "PROBES": str(probes)}
+    return subprocess.Popen(["bash", "-c", PROBE], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def answers(proc: subprocess.Popen) -> list[str]:
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    return out.split("\n")[:-1]
+
+
+def test_probes_at_the_same_moment_never_see_each_other_as_a_run(tmp_path):
+    # A pre-flight reaching one server under two names, or two people asking for status:
+    # an exclusive probe made one of them report "another run (starting or finishing)".
+    procs = [probe(tmp_path, probes=150) for _ in range(6)]
+    said = [line for proc in procs for line in answers(proc)]
+    assert len(said) == 900
+    assert set(said) == {"free"}
+
+
+def test_a_probe_names_the_running_deploy_and_leaves_the_lock_alone(tmp_path):
+    with held(tmp_path, "20261202T1-1 deploy of 1.4.0 by ci in progress since 2026-12-02T10:00:00Z", 30):
+        assert answers(probe(tmp_path)) == ["busy: deploy of 1.4.0 by ci in progress since 2026-12-02T10:00:00Z"]
+    assert take(tmp_path)[0] == "took it"
+
+
+def test_a_probe_waits_out_a_run_that_is_finishing(tmp_path):
+    with held(tmp_path, "", 0.5):
+        assert answers(probe(tmp_path)) == ["free"]
+
+
+def test_a_probe_reports_a_holder_that_never_names_itself(tmp_path):
+    with held(tmp_path, "", 30):
+        assert answers(probe(tmp_path)) == ["busy: another run (starting or finishing)"]
+
+
+def test_a_deploy_takes_the_lock_while_probes_run(tmp_path):
+    procs = [probe(tmp_path, probes=150) for _ in range(3)]
+    took = [take(tmp_path)[0] for _ in range(5)]
+    for proc in procs:
+        answers(proc)
+    assert took == ["took it"] * 5

@@ -30,14 +30,29 @@ read_lock_info() { # -> LOCK_HOLDER, empty while a run takes or gives back the l
   { IFS= read -r LOCK_HOLDER <"$STATE_DIR/lock.info"; } 2>/dev/null || true
 }
 
-lock_holder() {
-  read_lock_info
-  printf '%s\n' "${LOCK_HOLDER:-$UNNAMED_HOLDER}"
-}
-
 # What holds the lock, for the contenders: "ID WHAT by WHO in progress since TIME".
 name_lock_holder() { # id what
   printf '%s %s by %s in progress since %s\n' "$1" "$2" "${BY:-unknown}" "$(now_iso)" >"$STATE_DIR/lock.info"
+}
+
+# Whether a run holds the lock, for status and plan, without taking it: a shared
+# probe, so probes at the same moment (a pre-flight reaching one server under
+# two names, two people asking for status) never see each other as a run.
+lock_busy() { # -> 0 with LOCK_HOLDER set ("ID WHAT") while a run holds the lock, else 1
+  local tries=0
+  exec 8>>"$STATE_DIR/lock"
+  if ! flock -n -s 8; then
+    while read_lock_info && [[ -z $LOCK_HOLDER ]] && ((tries++ < 30)); do
+      flock -s -w 0.1 8 && break
+    done
+    if ! flock -n -s 8; then
+      exec 8>&-
+      LOCK_HOLDER=${LOCK_HOLDER:-$UNNAMED_HOLDER}
+      return 0
+    fi
+  fi
+  exec 8>&-
+  return 1
 }
 
 take_lock() { # -> 0 holding fd 9, or 1 with LOCK_HOLDER set ("ID WHAT")

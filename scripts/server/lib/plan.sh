@@ -63,7 +63,7 @@ report_migration_plan() { # rc output hint: `migrate --plan`'s result as plan li
 }
 
 cmd_plan() {
-  local version current holder order_check rc=0 estimate
+  local version current order_check rc=0 estimate
   (( ${#POSITIONAL[@]} == 1 )) || die "$PD_EXIT_USAGE" "usage: plan ENV VERSION [--order=N] [--maintenance] [--skip-migrate] [--force] [--expect=HASH]"
   version=${POSITIONAL[0]}
   check_version "$version"
@@ -76,11 +76,10 @@ cmd_plan() {
   else
     printf 'server_side=outdated: %s\n' "${order_check#pushdeploy: }"
   fi
-  if flock -n "$STATE_DIR/lock" true 2>/dev/null; then
-    echo "busy=no"
+  if lock_busy 2>/dev/null; then
+    printf 'busy=%s\n' "${LOCK_HOLDER#* }"
   else
-    holder=$(lock_holder)
-    printf 'busy=%s\n' "${holder#* }"
+    echo "busy=no"
   fi
   # check_order dies (in this subshell only) when it would refuse.
   order_check=$(KIND=deploy check_order "$version" "$ORDER" 2>&1) || rc=$?
