@@ -4,8 +4,13 @@ leaves nothing; only names the template allows; the cap; a failed first up leave
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import random
+import signal
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -211,6 +216,54 @@ def test_a_failed_first_review_up_leaves_nothing(review):
     assert result.returncode == 1, result.stdout + result.stderr
     assert "nothing was left behind" in result.stdout + result.stderr
     assert gone(3), leftovers(3)
+
+
+def review_up_process(pr: int) -> int | None:
+    """The root bin/deploy of `review-up review-PR`: sudo's child (not its own subshells)."""
+    procs = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            comm = (entry / "comm").read_text().strip()
+            args = (entry / "cmdline").read_bytes().split(b"\0")
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError):
+            continue
+        procs[int(entry.name)] = (comm, args, parent)
+    for pid, (comm, args, parent) in procs.items():
+        if comm != "sudo" and b"review-up" in args and f"review-{pr}".encode() in args and procs.get(parent, ("",))[0] == "sudo":
+            return pid
+    return None
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_a_first_review_up_stopped_at_a_random_moment_leaves_nothing(review, seed):
+    """A shutdown (SIGTERM to the server-side review-up) while it makes the environment,
+    pulls, migrates or routes: whatever it hit, nothing of review-3 is left behind."""
+    # PD_FAULT_AT=SECONDS replays a moment this test printed.
+    moment = float(os.environ.get("PD_FAULT_AT") or random.Random(seed * 104729 + int(time.time()) // 86400).uniform(0.0, 6.0))
+    client = subprocess.Popen([sys.executable, "-m", "invoke", "review.up", "--pr", "3", "--tag", STAGING_A], cwd=ROOT, env=tool_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline, pid = time.monotonic() + 30, None
+    while pid is None and time.monotonic() < deadline and client.poll() is None:
+        pid = review_up_process(3)
+        time.sleep(0.02)
+    try:
+        assert pid, "the server-side review-up never started"
+        time.sleep(moment)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        output, _ = client.communicate(timeout=300)
+        print(f"stopped after {moment:.2f}s (exit {client.returncode}):\n{output}")
+        if client.returncode == 0:  # it had finished: then it is whole
+            assert f"Pixel version {STAGING_A}" in served(3, STAGING_A)
+            assert inv("review.down", "--pr", "3").returncode == 0
+        assert gone(3), leftovers(3)
+        assert review_up_process(3) is None
+    finally:
+        if not gone(3):
+            client.kill()
+            inv("review.down", "--pr", "3")
 
 
 def test_a_review_environment_can_start_from_productions_newest_backup_scrubbed_and_is_pruned_by_age(server, review):

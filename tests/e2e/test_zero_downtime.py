@@ -253,3 +253,45 @@ def test_a_deploy_stopped_at_a_random_moment_leaves_one_version_serving(server, 
     assert len(web_containers("staging")) == 1
     assert {s.version for s in load.samples if s.scheduled > seconds - 1} == {serving}
     assert inv("deploy.staging", "--tag", STAGING_A, "--force").returncode == 0  # and the next deploy works
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_a_deploy_killed_outright_is_recorded_and_cleaned_up_by_the_next(server, seed):
+    """SIGKILL to the server-side deploy at a random moment (no trap runs: the OOM killer,
+    a power cut): the old or the new version serves on without a failed request, and the
+    next deploy records the dead one, removes what it left and ends with one web container
+    and .env naming what serves."""
+    ensure("staging", STAGING_A)
+    # PD_FAULT_AT=SECONDS replays a moment this test printed.
+    moment = float(os.environ.get("PD_FAULT_AT") or random.Random(seed * 15485863 + int(time.time()) // 86400).uniform(0.3, 6.0))
+    known = set(RUNS.glob("*.log"))
+    before = len(history_lines("staging"))
+    with OpenLoad(f"http://127.0.0.1:{PORTS['staging']}/", rate=RATE, seconds=300) as load:
+        time.sleep(0.5)
+        client = subprocess.Popen([sys.executable, "-m", "invoke", "deploy.staging", "--tag", STAGING_B, "--force"], cwd=ROOT, env=tool_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        log = wait_for_step(known, "==> preflight")
+        time.sleep(moment)
+        try:
+            os.kill(int(log.with_suffix(".pid").read_text()), signal.SIGKILL)
+        except ProcessLookupError:
+            pass  # it had finished already
+        killed, _ = client.communicate(timeout=300)
+        status = inv("deploy.status", "--env", "staging")
+        # Its children (a compose run, a docker stop) may hold the lock a while longer.
+        following = inv("deploy.staging", "--tag", STAGING_A, "--force", "--wait", "120")
+        time.sleep(1.5)
+        seconds = load.now()
+    print(f"killed after {moment:.2f}s:\n{killed}\n{status.stdout}\n{following.stdout}")
+    assert following.returncode == 0, following.stdout + following.stderr
+    assert_nothing_lost(load, seconds)
+    records = [json.loads(line) for line in history_lines("staging")[before:]]
+    assert [(r["version"], r["outcome"]) for r in records][-1] == (STAGING_A, "ok")
+    assert [r["version"] for r in records] == [STAGING_B, STAGING_A], records  # the killed one recorded exactly once
+    if records[0]["outcome"] == "failed":  # it died mid-deploy
+        assert records[0]["failed_step"].endswith("(its process died)"), records[0]
+        assert "ended without a result" in status.stdout + following.stdout
+    assert (log.with_suffix(".status")).read_text().strip() in {"0", "1"}  # reattaching to it answers
+    assert served_version("staging") == STAGING_A
+    assert b"VERSION=" + STAGING_A.encode() in server_env_file("staging").splitlines()
+    assert len(web_containers("staging")) == 1  # nothing the killed deploy started is left
+    assert {s.version for s in load.samples if s.scheduled > seconds - 1} == {STAGING_A}

@@ -22,9 +22,11 @@ NETWORKS = 'docker inspect -f {{range $net, $cfg := .NetworkSettings.Networks}}{
 LABELS = "--filter label=com.docker.compose.project=pixel-test --filter label=com.docker.compose.service={} --filter label=com.docker.compose.oneoff=False"
 WEB, WEB_ALL = f"docker ps -q --no-trunc {LABELS.format('web')}", f"docker ps -a -q --no-trunc {LABELS.format('web')}"
 
+SLOTS = "docker inspect -f {{.Id}}{{range .NetworkSettings.Networks}}{{range .Aliases}} {{.}}{{end}}{{end}}"
 START = [
     WEB_ALL,  # stopped leftovers from an interrupted deploy?
     WEB,  # the old containers
+    f"{SLOTS} old1",  # any of them already in the idle slot (a deploy killed outright started it)?
     f"{COMPOSE} up --no-start --no-deps --no-recreate --scale web=2 web",
     WEB_ALL,  # which one is new
     "docker inspect -f {{.Id}} {{.HostConfig.CpuShares}} new1",  # its own CPU weight, for later
@@ -65,6 +67,12 @@ SEQUENCES = {
         *RETIRE_OLD,
         "-> switched; .env: 2.0; routing: green",
     ],
+    "leftover": [
+        WEB_ALL, WEB, f"{SLOTS} left1 old1",
+        *drained("left1"), "docker stop left1", "docker rm left1",  # in the idle slot, maybe admitted: drained, stopped
+        *START[3:],  # then one new container beside the one old, not two
+        *HEALTH, *ADMIT, *SWITCH, *PROXY_RUNNING, *RETIRE_OLD, "-> switched; .env: 2.0; routing: green",
+    ],
     "fail-health": [
         *START, *HEALTH[:2],
         "docker logs --tail 10 new1",
@@ -90,6 +98,12 @@ SEQUENCES = {
 }
 
 
+def test_after_a_killed_deploy_env_names_the_version_the_live_slot_runs():
+    result = subprocess.run(["bash", str(HARNESS), "env-ahead"], env={**os.environ, "PD_ROOT": str(protocol.PROJECT_ROOT)}, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["write VERSION=2.0 to .env", WEB, f"{SLOTS} old1", "write VERSION=1.0 to .env", "-> .env: 1.0; routing: blue"]
+
+
 @pytest.mark.parametrize("scenario", sorted(SEQUENCES))
 def test_the_switch_runs_exactly_these_commands(scenario):
     result = subprocess.run(["bash", str(HARNESS), scenario], env={**os.environ, "PD_ROOT": str(protocol.PROJECT_ROOT)}, capture_output=True, text=True, timeout=60)
@@ -100,4 +114,4 @@ def test_the_switch_runs_exactly_these_commands(scenario):
 def test_the_old_containers_are_never_touched_before_the_flip():
     for scenario, sequence in SEQUENCES.items():
         flip = sequence.index("flip to green") if "flip to green" in sequence else len(sequence)
-        assert not [c for c in sequence[:flip] if "old1" in c], scenario
+        assert not [c for c in sequence[:flip] if "old1" in c and not c.startswith("docker inspect ")], scenario

@@ -108,3 +108,54 @@ def test_a_signal_after_the_outcome_is_recorded_keeps_it(tmp_path):
     proc.send_signal(signal.SIGTERM)
     status, output = ended(tmp_path, proc)
     assert (status, lines(tmp_path / "history"), lines(tmp_path / "undone")) == ("0", ["ok"], []), output
+
+
+# ------------------------------------------------------------------ a run killed outright
+
+SETTLE = """
+set -euo pipefail
+. "$PD_ROOT/scripts/server/lib/steps.sh"
+. "$PD_ROOT/scripts/server/lib/history.sh"
+. "$PD_ROOT/scripts/server/lib/detach.sh"
+env_names_live_slot() { echo "env put in line"; }
+ENV_NAME=staging HISTORY="$STATE_DIR/history.jsonl"
+settle_dead_runs own
+"""
+
+
+def dead_run(runs, run_id: str, header: str, steps: list[str], status: str | None = None) -> None:
+    (runs / f"{run_id}.request").write_text("KIND=deploy\nVERSION=1.2.0\nBY=ci\nURL=\nORDER=7\nMAINTENANCE=0\nSKIP_MIGRATE=0\n")
+    (runs / f"{run_id}.log").write_text(header + "\n" + "".join(f"==> {s}\n ok {s} (1.0s)\n" for s in steps[:-1]) + f"==> {steps[-1]}\n")
+    (runs / f"{run_id}.steps").write_text("".join(f"{s}\t1.0\t1\n" for s in steps[:-1]))
+    if status is not None:
+        (runs / f"{run_id}.status").write_text(status)
+
+
+@pytest.mark.parametrize("header", [
+    "2026-12-03T07:00:00Z deploy of 1.2.0 to staging (running: 1.1.0) by ci",
+    "2026-12-03T07:00:00Z deploy of 1.2.0 to staging (swarm stack pixel-staging, running: 1.1.0) by ci",
+])
+def test_the_next_run_records_a_run_killed_outright_and_marks_it_ended(tmp_path, header):
+    import json
+
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    dead_run(runs, "dead", header, ["preflight", "pull", "migrate"])
+    dead_run(runs, "done", header, ["preflight"], status="0")  # ended: left alone
+    dead_run(runs, "own", header, ["preflight"])  # the caller's own run: left alone
+    dead_run(runs, "late", header, ["preflight"])  # killed after it wrote its history line
+    (tmp_path / "history.jsonl").write_text('{"version": "1.1.0", "outcome": "ok", "failed_step": "", "previous": "1.0.0", "by": "ci", "run": "late", "steps": []}\n')
+    env = {**os.environ, "PD_ROOT": str(protocol.PROJECT_ROOT), "PD_HOME": str(protocol.PROJECT_ROOT / "scripts/server"),
+           "STATE_DIR": str(tmp_path), "RUNS_DIR": str(runs)}
+    result = subprocess.run(["bash", "-c", SETTLE], env=env, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert "deploy dead ended without a result" in result.stdout and "env put in line" in result.stdout
+    records = [json.loads(line) for line in (tmp_path / "history.jsonl").read_text().splitlines()][1:]
+    assert [(r["run"], r["version"], r["previous"], r["outcome"], r["failed_step"], r["by"]) for r in records] == [("dead", "1.2.0", "1.1.0", "failed", "migrate (its process died)", "ci")]
+    assert [s["name"] for s in records[0]["steps"]] == ["preflight", "pull"]
+    assert (runs / "dead.status").read_text().strip() == "1" and (runs / "late.status").read_text().strip() == "0"
+    assert "died without a result" in (runs / "dead.log").read_text()
+    assert not (runs / "own.status").exists()
+    # Once settled, the next run finds nothing to do.
+    again = subprocess.run(["bash", "-c", SETTLE], env=env, capture_output=True, text=True, timeout=30)
+    assert again.stdout == "" and len((tmp_path / "history.jsonl").read_text().splitlines()) == 2

@@ -172,6 +172,56 @@ end_unfinished() { # id: clean up after a run stopped half way, record it and an
   exit 1
 }
 
+# A run whose process died without a result (SIGKILL, the OOM killer, a power
+# cut) ran no trap: no status, no history line. The next run, holding the lock
+# (so no other run lives), records it as failed at the step it reached, marks it
+# ended for anyone following it, and puts .env back in line with what serves;
+# start_new removes the containers it left. Prints what it did.
+dead_runs() { # own-id -> the ids of runs with a request and no status but own-id's, one a line
+  local request id
+  for request in "$RUNS_DIR"/*.request; do
+    id=${request##*/} id=${id%.request}
+    [[ -f $request && $id != "$1" && ! -f $(run_file "$id" status) ]] && printf '%s\n' "$id"
+  done
+  return 0
+}
+
+settle_dead_runs() { # the caller's own id, or ''
+  local id line status dead=0
+  for id in $(dead_runs "$1"); do
+    line=$(grep -F "\"run\": \"$id\"" "$HISTORY" 2>/dev/null | tail -n 1 || true) status=1
+    if [[ -n $line ]]; then
+      echo "deploy $id ended before it answered (its process was killed, or the server stopped); its outcome is in the history"
+      [[ $line != *'"outcome": "ok"'* ]] || status=0
+    else
+      echo "deploy $id ended without a result (its process was killed, or the server stopped): recording it as failed"
+      (record_dead_run "$id") || echo "warning: could not record deploy $id in the history"
+    fi
+    echo "$status" >"$(run_file "$id" status)"
+    printf '%s this deploy'"'"'s process died without a result; the next run recorded it as failed and cleaned up after it\n' "$(now_iso)" >>"$(run_file "$id" log)"
+    dead=1
+  done
+  ((dead)) || return 0
+  env_names_live_slot || echo "warning: could not set VERSION in $APP_DIR/.env to what serves"
+}
+
+record_dead_run() { # id  (in a subshell: it sets the run's globals)
+  local id=$1 key value log started
+  log=$(run_file "$id" log)
+  while IFS='=' read -r key value; do
+    case $key in
+      KIND) KIND=$value ;; VERSION) NEW_VERSION=$value ;; BY) BY=$value ;; URL) URL=$value ;; ORDER) ORDER=$value ;;
+    esac
+  done <"$(run_file "$id" request)"
+  PREVIOUS_VERSION=$(sed -n 's/^[^ ]* [a-z]* of [^ ]* to [^ ]* (\(swarm stack [^,]*, \)\{0,1\}running: \([^)]*\)) by .*/\2/p' "$log" | head -n 1)
+  PREVIOUS_VERSION=${PREVIOUS_VERSION:-unknown} DIGEST=''
+  FAILED_STEP=$(sed -n 's/^==> \([a-z-]*\)$/\1/p' "$log" | tail -n 1)
+  FAILED_STEP="${FAILED_STEP:-start} (its process died)"
+  STEPS_FILE=$(run_file "$id" steps) PD_RUN_ID=$id
+  started=$(stat -c %Y "$(run_file "$id" request)")
+  record failed "$(($(stat -c %Y "$log") - started))" "$log"
+}
+
 prune_runs() {
   local old f
   old=$(find "$RUNS_DIR" -maxdepth 1 -name '*.log' -printf '%T@ %f\n' | sort -rn | tail -n +31 | cut -d' ' -f2)

@@ -10,7 +10,7 @@ record() { # outcome duration log-file
   if [[ $outcome != ok ]]; then grep -v '^==> \| ok ' "$log" 2>/dev/null | tail -n 15 >"$tail_file" || true; fi
   history_tool append "$HISTORY" "time=$(now_iso)" "env=$ENV_NAME" "kind=$KIND" "version=$NEW_VERSION" \
     "previous=$PREVIOUS_VERSION" "order=$ORDER" "by=$BY" "url=$URL" "sudo_user=${SUDO_USER:-root}" "outcome=$outcome" \
-    "failed_step=$FAILED_STEP" "duration=$duration" "digest=${DIGEST:-}" "steps=@$STEPS_FILE" "log_tail=@$tail_file"
+    "failed_step=$FAILED_STEP" "duration=$duration" "digest=${DIGEST:-}" "run=${PD_RUN_ID-}" "steps=@$STEPS_FILE" "log_tail=@$tail_file"
   RECORDED=$outcome
   rm -f "$tail_file"
 }

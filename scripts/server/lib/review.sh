@@ -219,6 +219,17 @@ review_destroy() {
   front_remove_if_unused
 }
 
+# A first review-up that does not finish removes what it made, however it ends:
+# a failed step, a signal, or bash exiting on its own (the EXIT trap; see the
+# worker's in lib/detach.sh for why a signal trap alone is not enough).
+unmake_review() {
+  ((${MAKING:-0})) || return 0
+  MAKING=0
+  trap '' TERM INT HUP
+  echo "removing what was made of $ENV_NAME"
+  review_destroy
+}
+
 # ------------------------------------------------------------ verbs
 
 cmd_review_up() {
@@ -230,10 +241,10 @@ cmd_review_up() {
   if [[ ! -f $STATE_DIR/$REVIEW_CREATED ]]; then
     live=$(review_instances | wc -l)
     ((live < REVIEW_MAX)) || die "$PD_EXIT_FULL" "$live review environments of $TEMPLATE are live, the most allowed (review_max: $REVIEW_MAX): take one down (\`inv review.down --pr N\`, \`inv review.prune\`) or raise review_max"
-    created=1
-    # Interrupted while making it: remove what was made.
-    trap 'review_destroy; exit 1' TERM INT HUP
-    review_create || { echo "could not make $ENV_NAME; removing what was made"; review_destroy; die 1 "review-up of $ENV_NAME failed: nothing was left behind"; }
+    created=1 MAKING=1
+    trap 'echo "review-up of $ENV_NAME interrupted (signal)"; exit 1' TERM INT HUP
+    trap unmake_review EXIT
+    review_create || { echo "could not make $ENV_NAME"; unmake_review; die 1 "review-up of $ENV_NAME failed: nothing was left behind"; }
   fi
   take_lock || die "$PD_EXIT_BUSY" "busy: ${LOCK_HOLDER#* }; try again when it is done"
   name_lock_holder "review-$$" "review-up of $ENV_NAME at $NEW_VERSION"
@@ -250,15 +261,16 @@ cmd_review_up() {
       : >"$STATE_DIR/lock.info"
       exec 9>&-
       if ((created)); then
-        echo "the first deploy of $ENV_NAME failed: removing it"
-        review_destroy
+        echo "the first deploy of $ENV_NAME failed"
+        unmake_review
         die 1 "review-up of $ENV_NAME failed: nothing was left behind"
       fi
       die 1 "review-up of $ENV_NAME failed; it still runs $(current_version)"
     fi
   fi
-  route_add || { ((!created)) || review_destroy; die 1 "could not route $(review_host "$PR") to $ENV_NAME"; }
-  trap - TERM INT HUP
+  route_add || { unmake_review; die 1 "could not route $(review_host "$PR") to $ENV_NAME"; }
+  MAKING=0
+  trap - TERM INT HUP EXIT
   : >"$STATE_DIR/lock.info"
   printf 'url: %s\n' "$(review_url "$PR")"
 }

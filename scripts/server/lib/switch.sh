@@ -80,10 +80,24 @@ set_aliases() { # id alias...
   done < <(docker inspect -f '{{range $net, $cfg := .NetworkSettings.Networks}}{{$net}} {{$cfg.Aliases}}{{"\n"}}{{end}}' "$id")
 }
 
+# The web containers named in SLOT (its alias on any network), from IDS.
+in_slot() { # slot ids
+  local alias
+  alias=$(slot_alias "$1")
+  [[ -n ${2//[[:space:]]/} ]] || return 0
+  # shellcheck disable=SC2086 # one id per word
+  docker inspect -f '{{.Id}}{{range .NetworkSettings.Networks}}{{range .Aliases}} {{.}}{{end}}{{end}}' $2 |
+    awk -v alias="$alias" '{ for (i = 2; i <= NF; i++) if ($i == alias) { print $1; next } }'
+}
+
 # New containers beside the old (compose --scale with --no-recreate leaves the
 # old as they are), named only in the idle slot until they proved healthy.
+# Running containers already in the idle slot were left by a run that died
+# mid-deploy (SIGKILL: no trap ran): the proxy never routed to them, so they go
+# first, gracefully (they may have been admitted under the service name), and
+# are not counted as old.
 start_new() {
-  local count all stopped id
+  local count all stopped leftover id
   all=$(service_containers "$WEB_SERVICE" -a)
   OLD_IDS=$(service_containers "$WEB_SERVICE")
   stopped=$(comm -23 <(echo "$all") <(echo "$OLD_IDS") | sed '/^$/d')
@@ -94,6 +108,13 @@ start_new() {
   fi
   LIVE_SLOT=$(live_slot)
   NEW_SLOT=$(other_slot "$LIVE_SLOT")
+  leftover=$(in_slot "$NEW_SLOT" "$OLD_IDS") || return 1
+  if [[ -n $leftover ]]; then
+    echo "$(wc -w <<<"$leftover") $WEB_SERVICE container(s) left by a deploy that did not finish are still in $(slot_alias "$NEW_SLOT"), which the proxy does not route to: removing them"
+    retire "$leftover" leftover || return 1
+    OLD_IDS=$(comm -23 <(echo "$OLD_IDS") <(echo "$leftover") | sed '/^$/d')
+  fi
+  echo "$NEW_VERSION" >"$STATE_DIR/slot-$NEW_SLOT"
   count=$(wc -w <<<"$OLD_IDS")
   compose_at "$NEW_VERSION" up --no-start --no-deps --no-recreate --scale "$WEB_SERVICE=$((count > 0 ? 2 * count : 1))" "$WEB_SERVICE"
   NEW_IDS=$(service_containers "$WEB_SERVICE" -a | comm -13 <(echo "$OLD_IDS") - | sed '/^$/d')
@@ -228,6 +249,18 @@ retire() { # ids what
     echo "warning: could not remove the $2 $WEB_SERVICE container(s): $ids"
     return 1
   fi
+}
+
+# After a run died mid-deploy, .env names what the live slot runs: the run may
+# have written the new version and died before the proxy moved to it.
+env_names_live_slot() {
+  local live version
+  [[ $ENGINE != swarm && $SWITCH != recreate ]] || return 0
+  live=$(live_slot)
+  version=$(cat "$STATE_DIR/slot-$live" 2>/dev/null) || return 0
+  [[ -n $version && $version != "$(current_version)" && -n $(in_slot "$live" "$(service_containers "$WEB_SERVICE")") ]] || return 0
+  write_env_version "$version" || return 1
+  echo "VERSION=$version in $APP_DIR/.env again: the version $(slot_alias "$live") serves"
 }
 
 retire_old() {

@@ -25,7 +25,16 @@ sleep() { say "sleep $*"; }
 docker() {
   say "docker $*"
   case "$*" in
-    "ps "*"service=web"*) echo old1; [[ ! -e $WORK/created ]] || echo new1 ;;
+    "ps "*"service=web"*)
+      echo old1
+      [[ $SCENARIO != leftover || -e $WORK/left-gone ]] || echo left1 # started by a deploy that was killed
+      [[ ! -e $WORK/created ]] || echo new1
+      ;;
+    "inspect -f {{.Id}}{{range .NetworkSettings.Networks}}"*)
+      echo "old1 web-blue pixel-test-web-1 web"
+      [[ $* != *left1* ]] || echo "left1 web-green pixel-test-web-2 web"
+      ;;
+    "rm left1") : >"$WORK/left-gone" ;;
     "ps "*"service=proxy"*) echo proxy1 ;;
     "compose -p pixel-test -f docker-compose.yml up --no-start"*) : >"$WORK/created" ;;
     "compose -p pixel-test -f docker-compose.yml up -d --no-deps proxy") [[ $SCENARIO != fail-switch ]] ;;
@@ -67,4 +76,10 @@ run() { # steps in bin/deploy's order; on failure, discard_new as run_deploy doe
   fi
 }
 
+if [[ $SCENARIO == env-ahead ]]; then
+  # A deploy killed between writing .env and moving the proxy: blue (old1) serves 1.0.
+  ENGINE=compose SWITCH=slots
+  { write_env_version 2.0 && echo 1.0 >"$STATE_DIR/slot-blue"; env_names_live_slot; say "-> .env: $(current_version); routing: $(live_slot)"; } 3>&1 >/dev/null
+  exit
+fi
 run 3>&1 >/dev/null
