@@ -27,6 +27,7 @@ notify() { :; }
 record() { echo "$1" >>"$STATE_DIR/history"; RECORDED=$1; }
 discard_new() { echo discard >>"$STATE_DIR/undone"; }
 retire_old() { echo retire >>"$STATE_DIR/undone"; }
+current_version() { echo 1.0.0; }
 busy() { local x; x=$(printf '%s' "$(echo a)"); x="${x:-$(echo b)}"; x=$(cat <<<"$x"); : "$x"; }
 run_deploy() {
   RUN_STARTED=$EPOCHREALTIME
@@ -37,6 +38,10 @@ run_deploy() {
     recorded) record ok; echo recorded >"$STATE_DIR/started"; while :; do busy; done ;;
   esac
 }
+if [[ $STUB == settling ]]; then
+  # Stopped while it settles an earlier run, before it set RUN_STARTED: nothing to undo.
+  run_deploy() { echo started >"$STATE_DIR/started"; while :; do busy; done; }
+fi
 printf '%s\\n' "$PD_RUN_TOKEN" >"$(run_file "$PD_RUN_ID" token)"
 printf 'KIND=deploy\\nVERSION=1.1.0\\n' >"$(run_file "$PD_RUN_ID" request)"
 echo "$PD_RUN_ID deploy of 1.1.0" >"$STATE_DIR/lock.info"
@@ -102,6 +107,14 @@ def test_a_signal_before_or_after_the_switch(tmp_path, switched, undone, recorde
     assert (got, lines(tmp_path / "history"), lines(tmp_path / "undone")) == (status, recorded, undone), output
 
 
+def test_a_signal_before_the_run_started_undoes_nothing_and_records_it(tmp_path):
+    proc = start(tmp_path, "settling")
+    wait_started(tmp_path, proc)
+    proc.send_signal(signal.SIGTERM)
+    status, output = ended(tmp_path, proc)
+    assert (status, lines(tmp_path / "history"), lines(tmp_path / "undone")) == ("1", ["failed"], []), output
+
+
 def test_a_signal_after_the_outcome_is_recorded_keeps_it(tmp_path):
     proc = start(tmp_path, "recorded")
     wait_started(tmp_path, proc, "recorded")
@@ -123,8 +136,9 @@ settle_dead_runs own
 """
 
 
-def dead_run(runs, run_id: str, header: str, steps: list[str], status: str | None = None) -> None:
-    (runs / f"{run_id}.request").write_text("KIND=deploy\nVERSION=1.2.0\nBY=ci\nURL=\nORDER=7\nMAINTENANCE=0\nSKIP_MIGRATE=0\n")
+def dead_run(runs, run_id: str, header: str, steps: list[str], status: str | None = None, version: str = "1.2.0") -> None:
+    """A run's files as a worker killed in its last step (not finished) leaves them."""
+    (runs / f"{run_id}.request").write_text(f"KIND=deploy\nVERSION={version}\nBY=ci\nURL=\nORDER=7\nMAINTENANCE=0\nSKIP_MIGRATE=0\n")
     (runs / f"{run_id}.log").write_text(header + "\n" + "".join(f"==> {s}\n ok {s} (1.0s)\n" for s in steps[:-1]) + f"==> {steps[-1]}\n")
     (runs / f"{run_id}.steps").write_text("".join(f"{s}\t1.0\t1\n" for s in steps[:-1]))
     if status is not None:
@@ -144,6 +158,8 @@ def test_the_next_run_records_a_run_killed_outright_and_marks_it_ended(tmp_path,
     dead_run(runs, "done", header, ["preflight"], status="0")  # ended: left alone
     dead_run(runs, "own", header, ["preflight"])  # the caller's own run: left alone
     dead_run(runs, "late", header, ["preflight"])  # killed after it wrote its history line
+    dead_run(runs, "switched", header, ["preflight", "start", "health", "admit", "switch", "retire"], version="1.3.0")  # killed retiring the old
+    (runs / "phantom.request").write_text("KIND=deploy\nVERSION=1.4.0\n")  # start_run died before its worker started
     (tmp_path / "history.jsonl").write_text('{"version": "1.1.0", "outcome": "ok", "failed_step": "", "previous": "1.0.0", "by": "ci", "run": "late", "steps": []}\n')
     env = {**os.environ, "PD_ROOT": str(protocol.PROJECT_ROOT), "PD_HOME": str(protocol.PROJECT_ROOT / "scripts/server"),
            "STATE_DIR": str(tmp_path), "RUNS_DIR": str(runs)}
@@ -151,11 +167,17 @@ def test_the_next_run_records_a_run_killed_outright_and_marks_it_ended(tmp_path,
     assert result.returncode == 0, result.stderr
     assert "deploy dead ended without a result" in result.stdout and "env put in line" in result.stdout
     records = [json.loads(line) for line in (tmp_path / "history.jsonl").read_text().splitlines()][1:]
-    assert [(r["run"], r["version"], r["previous"], r["outcome"], r["failed_step"], r["by"]) for r in records] == [("dead", "1.2.0", "1.1.0", "failed", "migrate (its process died)", "ci")]
-    assert [s["name"] for s in records[0]["steps"]] == ["preflight", "pull"]
-    assert (runs / "dead.status").read_text().strip() == "1" and (runs / "late.status").read_text().strip() == "0"
-    assert "died without a result" in (runs / "dead.log").read_text()
+    got = sorted((r["run"], r["version"], r["previous"], r["outcome"], r["failed_step"]) for r in records)
+    assert got == [
+        ("dead", "1.2.0", "1.1.0", "failed", "migrate (its process died)"),
+        ("phantom", "1.4.0", "unknown", "failed", "start (its process died)"),
+        ("switched", "1.3.0", "1.1.0", "ok", ""),  # its version serves: a rollback target, its order kept
+    ]
+    assert [s["name"] for r in records if r["run"] == "dead" for s in r["steps"]] == ["preflight", "pull"]
+    assert {i: (runs / f"{i}.status").read_text().strip() for i in ("dead", "late", "switched", "phantom")} == {"dead": "1", "late": "0", "switched": "0", "phantom": "1"}
+    assert (tmp_path / "order").read_text().strip() == "7"
+    assert "died before it answered" in (runs / "dead.log").read_text()
     assert not (runs / "own.status").exists()
     # Once settled, the next run finds nothing to do.
     again = subprocess.run(["bash", "-c", SETTLE], env=env, capture_output=True, text=True, timeout=30)
-    assert again.stdout == "" and len((tmp_path / "history.jsonl").read_text().splitlines()) == 2
+    assert again.stdout == "" and len((tmp_path / "history.jsonl").read_text().splitlines()) == 4

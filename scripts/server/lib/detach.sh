@@ -58,7 +58,9 @@ lock_busy() { # -> 0 with LOCK_HOLDER set ("ID WHAT") while a run holds the lock
 take_lock() { # -> 0 holding fd 9, or 1 with LOCK_HOLDER set ("ID WHAT")
   local tries=0
   exec 9>>"$STATE_DIR/lock"
-  flock -n 9 && return 0
+  # A status or plan probe holds it (shared) for an instant, whatever lock.info
+  # says (after a run was killed outright, it still names that run).
+  flock -n 9 || flock -w 0.3 9 && return 0
   while read_lock_info && [[ -z $LOCK_HOLDER ]] && ((tries++ < 30)); do
     flock -w 0.1 9 && return 0
   done
@@ -106,7 +108,7 @@ start_run() { # kind version id wait
 
 worker() { # env id  (started by start_run only, holding the lock on fd 9)
   local id=$2 key value rc=0
-  KIND='' NEW_VERSION='' BY='' URL='' ORDER='' MAINTENANCE=0 SKIP_MIGRATE=0 RECORDED=''
+  KIND='' NEW_VERSION='' BY='' URL='' ORDER='' MAINTENANCE=0 SKIP_MIGRATE=0 RECORDED='' RUN_STARTED=''
   [[ ${PD_RUN_ID-} == "$id" && -f $(run_file "$id" token) && ${PD_RUN_TOKEN-} == "$(cat "$(run_file "$id" token)")" ]] ||
     die "$PD_EXIT_USAGE" "not a deploy started by this script"
   rm -f "$(run_file "$id" token)"
@@ -153,6 +155,8 @@ end_unfinished() { # id: clean up after a run stopped half way, record it and an
   if [[ -n ${RECORDED-} ]]; then
     # Stopped after the run recorded its outcome: only the answer is missing.
     outcome=$RECORDED
+  elif [[ -z ${RUN_STARTED-} ]]; then
+    : # stopped before this run changed anything (while it settled an earlier run)
   elif ((SWITCHED)); then
     # The new version serves already: finish retiring the old one, do not undo.
     retire_old || true
@@ -164,6 +168,7 @@ end_unfinished() { # id: clean up after a run stopped half way, record it and an
     elif [[ $SWITCH == recreate ]]; then undo_recreate || true; else discard_new || true; fi
   fi
   if [[ -z ${RECORDED-} ]]; then
+    PREVIOUS_VERSION=${PREVIOUS_VERSION:-$(current_version)}
     record "$outcome" "$(elapsed "${RUN_STARTED:-$EPOCHREALTIME}")" "$(run_file "$1" log)"
     notify finished
   fi
@@ -187,39 +192,54 @@ dead_runs() { # own-id -> the ids of runs with a request and no status but own-i
 }
 
 settle_dead_runs() { # the caller's own id, or ''
-  local id line status dead=0
+  local id line outcome dead=0
   for id in $(dead_runs "$1"); do
-    line=$(grep -F "\"run\": \"$id\"" "$HISTORY" 2>/dev/null | tail -n 1 || true) status=1
+    line=$(grep -F "\"run\": \"$id\"" "$HISTORY" 2>/dev/null | tail -n 1 || true)
     if [[ -n $line ]]; then
       echo "deploy $id ended before it answered (its process was killed, or the server stopped); its outcome is in the history"
-      [[ $line != *'"outcome": "ok"'* ]] || status=0
+      outcome=failed
+      [[ $line != *'"outcome": "ok"'* ]] || outcome=ok
     else
-      echo "deploy $id ended without a result (its process was killed, or the server stopped): recording it as failed"
-      (record_dead_run "$id") || echo "warning: could not record deploy $id in the history"
+      outcome=$(dead_run_outcome "$id")
+      echo "deploy $id ended without a result (its process was killed, or the server stopped): recording it as $outcome"
+      (record_dead_run "$id" "$outcome") || echo "warning: could not record deploy $id in the history"
     fi
-    echo "$status" >"$(run_file "$id" status)"
-    printf '%s this deploy'"'"'s process died without a result; the next run recorded it as failed and cleaned up after it\n' "$(now_iso)" >>"$(run_file "$id" log)"
+    if [[ $outcome == ok ]]; then echo 0; else echo 1; fi >"$(run_file "$id" status)"
+    printf '%s the process of this deploy died before it answered; the next run recorded it (%s) and cleaned up after it\n' "$(now_iso)" "$outcome" >>"$(run_file "$id" log)"
     dead=1
   done
   ((dead)) || return 0
   env_names_live_slot || echo "warning: could not set VERSION in $APP_DIR/.env to what serves"
 }
 
-record_dead_run() { # id  (in a subshell: it sets the run's globals)
+# A run that died after its new version took over (slots: switch; recreate: up;
+# swarm: converge) deployed it: only retiring the old was left, which the next
+# run's start does. One that died before changed nothing that serves.
+dead_run_outcome() { # id -> ok | failed
+  if grep -qE $'^(switch|up|converge)\t[^\t]*\t1$' "$(run_file "$1" steps)" 2>/dev/null; then echo ok; else echo failed; fi
+}
+
+record_dead_run() { # id outcome  (in a subshell: it sets the run's globals)
   local id=$1 key value log started
-  log=$(run_file "$id" log)
+  log=$(run_file "$id" log) STEPS_FILE=$(run_file "$id" steps) PD_RUN_ID=$id
+  [[ -f $log ]] || : >"$log"
+  [[ -f $STEPS_FILE ]] || : >"$STEPS_FILE"
+  KIND=deploy NEW_VERSION='' BY='' URL='' ORDER=''
   while IFS='=' read -r key value; do
     case $key in
       KIND) KIND=$value ;; VERSION) NEW_VERSION=$value ;; BY) BY=$value ;; URL) URL=$value ;; ORDER) ORDER=$value ;;
     esac
   done <"$(run_file "$id" request)"
   PREVIOUS_VERSION=$(sed -n 's/^[^ ]* [a-z]* of [^ ]* to [^ ]* (\(swarm stack [^,]*, \)\{0,1\}running: \([^)]*\)) by .*/\2/p' "$log" | head -n 1)
-  PREVIOUS_VERSION=${PREVIOUS_VERSION:-unknown} DIGEST=''
-  FAILED_STEP=$(sed -n 's/^==> \([a-z-]*\)$/\1/p' "$log" | tail -n 1)
-  FAILED_STEP="${FAILED_STEP:-start} (its process died)"
-  STEPS_FILE=$(run_file "$id" steps) PD_RUN_ID=$id
+  PREVIOUS_VERSION=${PREVIOUS_VERSION:-unknown} DIGEST='' FAILED_STEP=''
+  if [[ $2 == ok ]]; then
+    [[ -z $ORDER ]] || echo "$ORDER" >"$STATE_DIR/order"
+  else
+    FAILED_STEP=$(sed -n 's/^==> \([a-z-]*\)$/\1/p' "$log" | tail -n 1)
+    FAILED_STEP="${FAILED_STEP:-start} (its process died)"
+  fi
   started=$(stat -c %Y "$(run_file "$id" request)")
-  record failed "$(($(stat -c %Y "$log") - started))" "$log"
+  record "$2" "$(($(stat -c %Y "$log") - started))" "$log"
 }
 
 prune_runs() {

@@ -223,11 +223,14 @@ review_destroy() {
 # a failed step, a signal, or bash exiting on its own (the EXIT trap; see the
 # worker's in lib/detach.sh for why a signal trap alone is not enough).
 unmake_review() {
-  ((${MAKING:-0})) || return 0
+  [[ $MAKING == 1 ]] || return 0
   MAKING=0
   trap '' TERM INT HUP
   echo "removing what was made of $ENV_NAME"
-  review_destroy
+  # Unmarked first: whatever else fails, it no longer counts as live, and
+  # review-down (which looks for its files and containers) removes the rest.
+  rm -f "$STATE_DIR/$REVIEW_CREATED"
+  review_destroy || echo "warning: could not remove all of $ENV_NAME: run \`inv review.down --pr $PR\`"
 }
 
 # ------------------------------------------------------------ verbs
@@ -237,6 +240,7 @@ cmd_review_up() {
   check_version "${POSITIONAL[0]}"
   NEW_VERSION=${POSITIONAL[0]}
   local live created=0 rc=0 log last
+  MAKING=0
   review_lock
   if [[ ! -f $STATE_DIR/$REVIEW_CREATED ]]; then
     live=$(review_instances | wc -l)

@@ -319,9 +319,9 @@ swarm_undo() {
 # The whole swarm deploy, in order (run_deploy hands over here for ENGINE=swarm).
 run_swarm_deploy() {
   local log=$1 outcome=ok migrate_step=migrate took
-  RUN_STARTED=$EPOCHREALTIME
   PREVIOUS_VERSION=$(current_version)
   PREVIOUS_VERSION=${PREVIOUS_VERSION:-none}
+  RUN_STARTED=$EPOCHREALTIME
   ((!SKIP_MIGRATE)) || migrate_step=static
   printf '%s %s of %s to %s (swarm stack %s, running: %s) by %s\n' "$(now_iso)" "$KIND" "$NEW_VERSION" "$ENV_NAME" \
     "$PROJECT" "$PREVIOUS_VERSION" "${BY:-unknown}"

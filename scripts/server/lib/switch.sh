@@ -85,8 +85,9 @@ in_slot() { # slot ids
   local alias
   alias=$(slot_alias "$1")
   [[ -n ${2//[[:space:]]/} ]] || return 0
+  # A container gone since it was listed is in no slot.
   # shellcheck disable=SC2086 # one id per word
-  docker inspect -f '{{.Id}}{{range .NetworkSettings.Networks}}{{range .Aliases}} {{.}}{{end}}{{end}}' $2 |
+  { docker inspect -f '{{.Id}}{{range .NetworkSettings.Networks}}{{range .Aliases}} {{.}}{{end}}{{end}}' $2 2>/dev/null || true; } |
     awk -v alias="$alias" '{ for (i = 2; i <= NF; i++) if ($i == alias) { print $1; next } }'
 }
 
