@@ -211,3 +211,17 @@ def test_stack_deploy_gets_the_servers_env_values_and_the_new_version(tmp_path):
     assert out.returncode == 0, out.stderr
     values = dict(line.split("=", 1) for line in out.stdout.splitlines() if "=" in line)
     assert (values["VERSION"], values["SECRET_KEY"], values["IMAGE"], values["PD_STACK"]) == ("1.1.0", "a b$c", "reg/app", "pixel-swarm")
+
+
+def test_a_replaced_task_still_running_on_a_node_that_answers_is_named_and_waited_for():
+    # The update says completed, the new tasks run, but swarm has not yet stopped an old one on h1.
+    stray = [task("running"), task("running", node="n2"), task("running", OLD, "n1", desired="shutdown")]
+    [line] = judge([service({"State": "completed", "StartedAt": AFTER})], stray)
+    assert line == f"updating\tpixel_web\t2/2 running {V} on h1,h2; 1 task(s) of 1.0.0 still running on h1"
+    gone = [task("running"), task("running", node="n2"), task("shutdown", OLD, "n1", desired="shutdown")]
+    assert judge([service({"State": "completed", "StartedAt": AFTER})], gone)[0].startswith("converged")
+    # Waiting only for a node that is down, it still counts as converged, and says what still runs.
+    nodes = [*NODES, {"ID": "n3", "Description": {"Hostname": "h3"}, "Status": {"State": "down"}}]
+    waiting = [*stray, task("running", node="n2"), task("running", OLD, "n3", desired="shutdown")]
+    line = judge([service({"State": "updating", "StartedAt": AFTER}, replicas=3)], waiting, nodes)[-1]
+    assert line.startswith("converged") and "1 task(s) of 1.0.0 still running on h1" in line and "waits for h3 (down)" in line

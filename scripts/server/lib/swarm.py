@@ -142,6 +142,12 @@ def watch(data: dict, phase: str, since: float) -> list[str]:
         # A node that stopped answering keeps swarm's update waiting for its old
         # task to stop, possibly for ever; every task that should run does, elsewhere.
         others = [t for t in wanted if t not in current and t.get("NodeID") not in down]
+        # Tasks of another image still running on a node that answers (swarm asked
+        # them to stop, or has not yet): until they stop, they are served too.
+        strays = [t for t in tasks if t["Status"]["State"] == "running" and t["Spec"]["ContainerSpec"]["Image"] != image and t.get("NodeID") not in down]
+        if strays:
+            stray_tags = ",".join(sorted({_tag(t["Spec"]["ContainerSpec"]["Image"]) for t in strays}))
+            detail += f"; {len(strays)} task(s) of {stray_tags} still running on {','.join(sorted({hostname.get(t.get('NodeID'), '?') for t in strays}))}"
         waits_for_down = state in MOVING_UPDATE and down and len(current) >= replicas and not others
         if waits_for_down:
             detail += f"; swarm's update still waits for {','.join(sorted(hostname[n] for n in down))} (down)"
@@ -149,7 +155,7 @@ def watch(data: dict, phase: str, since: float) -> list[str]:
             lines.append(f"failed\t{name}\t{detail}")
         elif waits_for_down:
             lines.append(f"converged\t{name}\t{detail}")
-        elif state in MOVING_UPDATE or len(current) < replicas:
+        elif state in MOVING_UPDATE or len(current) < replicas or strays:
             lines.append(f"updating\t{name}\t{detail}")
         else:
             lines.append(f"converged\t{name}\t{detail}")

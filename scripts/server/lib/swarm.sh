@@ -21,7 +21,7 @@
 # version (stack deploy again with it, watched the same way): swarm's own
 # rollback works service by service and would leave the others on the new one.
 
-STACK_DEPLOYED=0 SWARM_SINCE=''
+STACK_DEPLOYED=0 SWARM_SINCE='' WATCH_REPORT=''
 
 indent() { local line; while IFS= read -r line; do printf '  %s\n' "$line"; done; }
 
@@ -277,6 +277,7 @@ swarm_watch() { # deploy|rollback since
     fi
     if ! grep -q '^updating' <<<"$report"; then
       [[ -n $report ]] || { echo "the stack $PROJECT has no services"; return 1; }
+      WATCH_REPORT=$report
       return 0
     fi
     if ((SECONDS >= deadline)); then
@@ -305,7 +306,9 @@ swarm_undo() {
     return 1
   fi
   echo "rolling the whole stack back to $PREVIOUS_VERSION (every service, not only the one that failed)"
-  swarm_stack_deploy "$PREVIOUS_VERSION" && swarm_watch rollback "$SWARM_SINCE" || return 1
+  swarm_stack_deploy "$PREVIOUS_VERSION" || return 1
+  swarm_pause_on_failure || echo "warning: could not set the services' update policy for the rollback (all at once, pause on failure)"
+  swarm_watch rollback "$SWARM_SINCE" || return 1
   [[ $(current_version) == "$PREVIOUS_VERSION" ]] || write_env_version "$PREVIOUS_VERSION" || return 1
   local down
   down=$(docker node ls --format '{{.Hostname}} {{.Status}}' 2>/dev/null | awk '$2 != "Ready" { print $1 }' | paste -sd' ')
@@ -314,6 +317,23 @@ swarm_undo() {
   else
     echo "$ENV_NAME runs $PREVIOUS_VERSION again on every node"
   fi
+  if grep -q ' still running on ' <<<"$WATCH_REPORT"; then
+    echo "swarm is still stopping tasks it replaced:$(grep -o '; [0-9]* task(s) of [^;]* still running on [^;]*' <<<"$WATCH_REPORT" | cut -c2- | paste -sd';')"
+  fi
+}
+
+# The rollback's update policy, until the next deploy's stack file sets the
+# file's again (only the policy changes: no task is replaced for it):
+#   all tasks at once (still start-first): a node that stopped answering holds
+#   up only its own tasks, not the undone version's on every node after it;
+#   pause on failure: swarm's own failure_action rollback would take a service
+#   whose update fails later (a node that comes back and rejects its task) back
+#   to its previous spec, the version just undone.
+swarm_pause_on_failure() {
+  local id
+  for id in $(docker service ls -q --filter "label=com.docker.stack.namespace=$PROJECT"); do
+    docker service update --detach --quiet --update-parallelism 0 --update-failure-action pause "$id" >/dev/null || return 1
+  done
 }
 
 # The whole swarm deploy, in order (run_deploy hands over here for ENGINE=swarm).
@@ -362,6 +382,7 @@ stack_versions() {
 
 # deploy.status: the stack's services, their replicas and the nodes their tasks run on.
 swarm_status() {
+  local stopping
   echo "swarm: this node is a $(swarm_role)"
   echo "services:"
   docker service ls --filter "label=com.docker.stack.namespace=$PROJECT" \
@@ -369,6 +390,15 @@ swarm_status() {
   echo "tasks:"
   docker stack ps "$PROJECT" --filter desired-state=running \
     --format 'table {{.Name}}\t{{.Node}}\t{{.CurrentState}}\t{{.Error}}' 2>&1 | sed 's/^/  /'
+  # Replaced tasks swarm asked to stop that still run (a node that came back
+  # after it stopped answering may take a while, or need its dockerd restarted):
+  # they may still be served beside the version .env names.
+  stopping=$(docker stack ps "$PROJECT" --filter desired-state=shutdown --format '{{.Name}}\t{{.Node}}\t{{.Image}}\t{{.CurrentState}}' 2>/dev/null |
+    awk -F'\t' '$4 ~ /^Running/ { sub(/@sha256:[0-9a-f]+/, "", $3); printf "  %s\t%s\t%s\t%s\n", $1, $2, $3, $4 }' || true)
+  if [[ -n $stopping ]]; then
+    echo "warning: tasks swarm asked to stop still run, and may still be served (if it lasts, restart dockerd on their node):"
+    printf '%s\n' "$stopping"
+  fi
   echo "nodes:"
   docker node ls --format 'table {{.Hostname}}\t{{.Status}}\t{{.Availability}}\t{{.ManagerStatus}}' 2>&1 | sed 's/^/  /'
   if [[ -n $MANAGER_COMPOSE_FILES ]]; then
