@@ -218,26 +218,36 @@ def test_a_post_during_the_switch_is_answered_exactly_once(server):
     assert_nothing_lost(load, seconds)
 
 
+def fault_moment(salt: int) -> float:
+    """A moment 0.3 to 6 s into a deploy, new each day; PD_FAULT_AT=SECONDS replays one a test printed."""
+    return float(os.environ.get("PD_FAULT_AT") or random.Random(salt + int(time.time()) // 86400).uniform(0.3, 6.0))
+
+
+def deploy_signalled(version: str, moment: float, signum: int) -> tuple[str, Path]:
+    """Deploy VERSION to staging and send its server-side deploy SIGNUM `moment` seconds
+    after its pre-flight began: the client's output, and the server-side log."""
+    known = set(RUNS.glob("*.log"))
+    time.sleep(0.5)
+    client = subprocess.Popen([sys.executable, "-m", "invoke", "deploy.staging", "--tag", version, "--force"], cwd=ROOT, env=tool_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = wait_for_step(known, "==> preflight")
+    time.sleep(moment)
+    try:
+        os.kill(int(log.with_suffix(".pid").read_text()), signum)
+    except ProcessLookupError:
+        pass  # it had finished already
+    output, _ = client.communicate(timeout=300)
+    return output, log
+
+
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_a_deploy_stopped_at_a_random_moment_leaves_one_version_serving(server, seed):
     """A shutdown (SIGTERM to the server-side deploy) at a random moment: whatever it hit,
     no request fails, and one version serves, the one .env and the history name."""
     ensure("staging", STAGING_A)
-    # PD_FAULT_AT=SECONDS replays a moment this test printed.
-    moment = float(os.environ.get("PD_FAULT_AT") or random.Random(seed * 7919 + int(time.time()) // 86400).uniform(0.3, 6.0))
-    known = set(RUNS.glob("*.log"))
+    moment = fault_moment(seed * 7919)
     before = len(history_lines("staging"))
     with OpenLoad(f"http://127.0.0.1:{PORTS['staging']}/", rate=RATE, seconds=300) as load:
-        time.sleep(0.5)
-        client = subprocess.Popen([sys.executable, "-m", "invoke", "deploy.staging", "--tag", STAGING_B, "--force"], cwd=ROOT, env=tool_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        log = wait_for_step(known, "==> preflight")
-        time.sleep(moment)
-        pid = int(log.with_suffix(".pid").read_text())
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass  # it had finished already
-        output, _ = client.communicate(timeout=300)
+        output, _ = deploy_signalled(STAGING_B, moment, signal.SIGTERM)
         time.sleep(1.5)
         seconds = load.now()
     print(f"stopped after {moment:.2f}s:\n{output}")
@@ -262,20 +272,10 @@ def test_a_deploy_killed_outright_is_recorded_and_cleaned_up_by_the_next(server,
     next deploy records the dead one, removes what it left and ends with one web container
     and .env naming what serves."""
     ensure("staging", STAGING_A)
-    # PD_FAULT_AT=SECONDS replays a moment this test printed.
-    moment = float(os.environ.get("PD_FAULT_AT") or random.Random(seed * 15485863 + int(time.time()) // 86400).uniform(0.3, 6.0))
-    known = set(RUNS.glob("*.log"))
+    moment = fault_moment(seed * 15485863)
     before = len(history_lines("staging"))
     with OpenLoad(f"http://127.0.0.1:{PORTS['staging']}/", rate=RATE, seconds=300) as load:
-        time.sleep(0.5)
-        client = subprocess.Popen([sys.executable, "-m", "invoke", "deploy.staging", "--tag", STAGING_B, "--force"], cwd=ROOT, env=tool_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        log = wait_for_step(known, "==> preflight")
-        time.sleep(moment)
-        try:
-            os.kill(int(log.with_suffix(".pid").read_text()), signal.SIGKILL)
-        except ProcessLookupError:
-            pass  # it had finished already
-        killed, _ = client.communicate(timeout=300)
+        killed, log = deploy_signalled(STAGING_B, moment, signal.SIGKILL)
         status = inv("deploy.status", "--env", "staging")
         # Its children (a compose run, a docker stop) may hold the lock a while longer.
         following = inv("deploy.staging", "--tag", STAGING_A, "--force", "--wait", "120")

@@ -8,6 +8,7 @@ random moments to a worker busy with command substitutions (PD_STOPS of them,
 enough to hit the bash bug now and then); the others take the
 paths one at a time. Real bash, real files; the deploy steps are stubs."""
 
+import json
 import os
 import random
 import signal
@@ -150,8 +151,6 @@ def dead_run(runs, run_id: str, header: str, steps: list[str], status: str | Non
     "2026-12-03T07:00:00Z deploy of 1.2.0 to staging (swarm stack pixel-staging, running: 1.1.0) by ci",
 ])
 def test_the_next_run_records_a_run_killed_outright_and_marks_it_ended(tmp_path, header):
-    import json
-
     runs = tmp_path / "runs"
     runs.mkdir()
     dead_run(runs, "dead", header, ["preflight", "pull", "migrate"])

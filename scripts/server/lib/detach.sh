@@ -39,30 +39,28 @@ name_lock_holder() { # id what
 # probe, so probes at the same moment (a pre-flight reaching one server under
 # two names, two people asking for status) never see each other as a run.
 lock_busy() { # -> 0 with LOCK_HOLDER set ("ID WHAT") while a run holds the lock, else 1
-  local tries=0
   exec 8>>"$STATE_DIR/lock"
-  if ! flock -n -s 8; then
-    while read_lock_info && [[ -z $LOCK_HOLDER ]] && ((tries++ < 30)); do
-      flock -s -w 0.1 8 && break
-    done
-    if ! flock -n -s 8; then
-      exec 8>&-
-      LOCK_HOLDER=${LOCK_HOLDER:-$UNNAMED_HOLDER}
-      return 0
-    fi
+  if flock -n -s 8 || wait_out_handover 8 -s; then
+    exec 8>&-
+    return 1
   fi
   exec 8>&-
-  return 1
+  return 0
 }
 
 take_lock() { # -> 0 holding fd 9, or 1 with LOCK_HOLDER set ("ID WHAT")
-  local tries=0
   exec 9>>"$STATE_DIR/lock"
   # A status or plan probe holds it (shared) for an instant, whatever lock.info
   # says (after a run was killed outright, it still names that run).
-  flock -n 9 || flock -w 0.3 9 && return 0
+  flock -n 9 || flock -w 0.3 9 || wait_out_handover 9
+}
+
+# While lock.info is empty, a run is taking or giving back the lock: tries FD's
+# lock (with FLOCK-OPTION, e.g. -s) for up to 3 s. Else names the holder.
+wait_out_handover() { # fd [flock-option] -> 0 holding the lock, or 1 with LOCK_HOLDER set
+  local tries=0
   while read_lock_info && [[ -z $LOCK_HOLDER ]] && ((tries++ < 30)); do
-    flock -w 0.1 9 && return 0
+    flock ${2:+"$2"} -w 0.1 "$1" && return 0
   done
   LOCK_HOLDER=${LOCK_HOLDER:-$UNNAMED_HOLDER}
   return 1
@@ -106,18 +104,25 @@ start_run() { # kind version id wait
   follow_run "$id"
 }
 
-worker() { # env id  (started by start_run only, holding the lock on fd 9)
-  local id=$2 key value rc=0
-  KIND='' NEW_VERSION='' BY='' URL='' ORDER='' MAINTENANCE=0 SKIP_MIGRATE=0 RECORDED='' RUN_STARTED=''
-  [[ ${PD_RUN_ID-} == "$id" && -f $(run_file "$id" token) && ${PD_RUN_TOKEN-} == "$(cat "$(run_file "$id" token)")" ]] ||
-    die "$PD_EXIT_USAGE" "not a deploy started by this script"
-  rm -f "$(run_file "$id" token)"
+# The run's request, as start_run wrote it, into the globals the deploy reads.
+read_request() { # id
+  local key value
+  KIND=deploy NEW_VERSION='' BY='' URL='' ORDER='' MAINTENANCE=0 SKIP_MIGRATE=0
   while IFS='=' read -r key value; do
     case $key in
       KIND) KIND=$value ;; VERSION) NEW_VERSION=$value ;; BY) BY=$value ;; URL) URL=$value ;;
       ORDER) ORDER=$value ;; MAINTENANCE) MAINTENANCE=$value ;; SKIP_MIGRATE) SKIP_MIGRATE=$value ;;
     esac
-  done <"$(run_file "$id" request)"
+  done <"$(run_file "$1" request)"
+}
+
+worker() { # env id  (started by start_run only, holding the lock on fd 9)
+  local id=$2 rc=0
+  RECORDED='' RUN_STARTED=''
+  [[ ${PD_RUN_ID-} == "$id" && -f $(run_file "$id" token) && ${PD_RUN_TOKEN-} == "$(cat "$(run_file "$id" token)")" ]] ||
+    die "$PD_EXIT_USAGE" "not a deploy started by this script"
+  rm -f "$(run_file "$id" token)"
+  read_request "$id"
   STEPS_FILE=$(run_file "$id" steps)
   : >"$STEPS_FILE"
   trap '' HUP PIPE
@@ -177,11 +182,6 @@ end_unfinished() { # id: clean up after a run stopped half way, record it and an
   exit 1
 }
 
-# A run whose process died without a result (SIGKILL, the OOM killer, a power
-# cut) ran no trap: no status, no history line. The next run, holding the lock
-# (so no other run lives), records it as failed at the step it reached, marks it
-# ended for anyone following it, and puts .env back in line with what serves;
-# start_new removes the containers it left. Prints what it did.
 dead_runs() { # own-id -> the ids of runs with a request and no status but own-id's, one a line
   local request id
   for request in "$RUNS_DIR"/*.request; do
@@ -191,6 +191,11 @@ dead_runs() { # own-id -> the ids of runs with a request and no status but own-i
   return 0
 }
 
+# A run whose process died without a result (SIGKILL, the OOM killer, a power
+# cut) ran no trap: no status, no history line. The next run, holding the lock
+# (so no other run lives), records it (dead_run_outcome), marks it ended for
+# anyone following it, and puts .env back in line with what serves; start_new
+# removes the containers it left. Prints what it did.
 settle_dead_runs() { # the caller's own id, or ''
   local id line outcome dead=0
   for id in $(dead_runs "$1"); do
@@ -220,16 +225,11 @@ dead_run_outcome() { # id -> ok | failed
 }
 
 record_dead_run() { # id outcome  (in a subshell: it sets the run's globals)
-  local id=$1 key value log started
+  local id=$1 log started
   log=$(run_file "$id" log) STEPS_FILE=$(run_file "$id" steps) PD_RUN_ID=$id
   [[ -f $log ]] || : >"$log"
   [[ -f $STEPS_FILE ]] || : >"$STEPS_FILE"
-  KIND=deploy NEW_VERSION='' BY='' URL='' ORDER=''
-  while IFS='=' read -r key value; do
-    case $key in
-      KIND) KIND=$value ;; VERSION) NEW_VERSION=$value ;; BY) BY=$value ;; URL) URL=$value ;; ORDER) ORDER=$value ;;
-    esac
-  done <"$(run_file "$id" request)"
+  read_request "$id"
   PREVIOUS_VERSION=$(sed -n 's/^[^ ]* [a-z]* of [^ ]* to [^ ]* (\(swarm stack [^,]*, \)\{0,1\}running: \([^)]*\)) by .*/\2/p' "$log" | head -n 1)
   PREVIOUS_VERSION=${PREVIOUS_VERSION:-unknown} DIGEST='' FAILED_STEP=''
   if [[ $2 == ok ]]; then
