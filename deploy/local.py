@@ -28,14 +28,27 @@ def server_dotenv(settings: Settings, env: Environment) -> bytes | None:
     return path.read_bytes()
 
 
-def public_keys(value: str) -> str:
-    """DEPLOY_CI_PUBLIC_KEY may be the key line(s) or a path to a .pub file."""
+def public_keys(value: str, setting: str = "DEPLOY_CI_PUBLIC_KEY", source: str = ".env", root: Path | None = None) -> str:
+    """A public key setting: the key line(s), or a path to a .pub file (relative to root, if given)."""
     if value and not value.lstrip().startswith(("ssh-", "ecdsa-", "sk-")):
         path = Path(value).expanduser()
+        if root is not None and not path.is_absolute():
+            path = root / path
         if not path.is_file():
-            raise ConfigError(".env", "DEPLOY_CI_PUBLIC_KEY", f"{value} is neither a public key nor an existing file")
+            raise ConfigError(source, setting, f"{value} is neither a public key nor an existing file")
         return path.read_text()
     return value
+
+
+def named_public_keys(settings, values) -> dict[str, str]:
+    """Each named deploy key's public key: DEPLOY_KEY_<NAME>_PUBLIC_KEY (.env), else invoke.yaml's public_key."""
+    named = {}
+    for key in settings.keys:
+        if values.get(key.env_var):
+            named[key.name] = public_keys(values[key.env_var], key.env_var)
+        else:
+            named[key.name] = public_keys(key.public_key, f"deploy.keys.{key.name}.public_key", "invoke.yaml", settings.root)
+    return named
 
 
 def _git(*args: str) -> str | None:

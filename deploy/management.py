@@ -57,13 +57,15 @@ def check_name(name: str, what: str = "command") -> str:
     if not isinstance(name, str) or not protocol.matches(NAME_RE, name):
         raise Refused(f"{what} {name!r} is not a management command name ({NAME_RE.pattern})")
     if name in FORBIDDEN:
-        raise Refused(f"`{name}` can never run through pushdeploy: it runs arbitrary code ({', '.join(FORBIDDEN)} are refused)")
+        raise Refused(f"`{name}` can never run through pushdeploy: it runs arbitrary code or SQL, or reads or replaces data wholesale ({', '.join(FORBIDDEN)} are refused)")
     return name
 
 
 def check_word(word: str, what: str) -> str:
     if not isinstance(word, str) or not protocol.matches(protocol.ARG_RE, word):
         raise Refused(f"{what}: {word!r} is not a plain word or --option[=value] (no spaces, quotes or shell characters)")
+    if protocol.server_request.changes_django_setup(word):
+        raise Refused(f"{what} does not accept the argument {word!r}: {' and '.join(protocol.server_facts.MANAGE_FORBIDDEN_OPTIONS)} (or a prefix of one) are never passed, whatever the allowlist says")
     return word
 
 
@@ -124,7 +126,7 @@ def request_words(commands: Sequence[Allowed], name: str, args: Sequence[str]) -
         raise Refused(f"`{name}` is not in this environment's manage_commands (invoke.yaml); allowed: {', '.join(sorted(allowed)) or 'none'}")
     command = allowed[name]
     for word in args:
-        check_word(word, name)
+        check_word(word, f"`{name}`")
         if not command.accepts(word):
             shown = ", ".join(command.patterns) if command.patterns else "no arguments"
             raise Refused(f"`{name}` does not accept the argument {word!r} (manage_commands allows: {shown})")

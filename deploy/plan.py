@@ -15,6 +15,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from deploy import keys as deploy_keys
 from deploy import management, protocol, pull, rollout
 from deploy.settings import Environment, Settings
 
@@ -91,8 +92,12 @@ def phases(env: Environment, hosts=None) -> list[tuple[tuple, bool]]:
 # ------------------------------------------------------------------ the server's settings
 
 
-def server_conf(env: Environment, app_files: Mapping[str, bytes]) -> str:
-    """The text of /etc/pushdeploy/ENV.conf, read by bin/deploy."""
+def server_conf(env: Environment, app_files: Mapping[str, bytes], keys=()) -> str:
+    """The text of /etc/pushdeploy/ENV.conf, read by bin/deploy.
+
+    keys: the named deploy keys; their scopes' hash is a line here, so a request of a
+    client whose keys differ from the server's is refused as outdated (run server.setup).
+    """
     digest = protocol.short_hash(b"".join(name.encode() + b"\0" + data for name, data in sorted(app_files.items())))
     lines = [
         "# Written by `inv server.setup` from invoke.yaml: do not edit here.",
@@ -128,6 +133,8 @@ def server_conf(env: Environment, app_files: Mapping[str, bytes]) -> str:
         lines.append(f"SCRUB={env.scrub}")
     if env.review_template:
         lines += ["REVIEW_TEMPLATE=yes", f"REVIEW_DOMAIN={env.review_domain}", f"REVIEW_PORT={env.review_port}", f"REVIEW_MAX={env.review_max}", f"REVIEW_SEED={env.review_seed}"]
+    if keys:
+        lines.append(f"KEYS_SHA256={protocol.short_hash(deploy_keys.scopes_json(keys).encode())}")
     return "\n".join(lines) + "\n"
 
 
@@ -172,19 +179,33 @@ def expected(server: protocol.ServerSide, conf: str) -> str:
     return f"{server.hash}.{protocol.short_hash(conf.encode())}"
 
 
-def authorized_keys(public_keys: str) -> str:
-    """authorized_keys for the deploy account: every key forced to the entrypoint."""
+def authorized_keys(public_keys: str, named: Mapping[str, str] | None = None) -> str:
+    """authorized_keys for the deploy account: every key forced to the entrypoint.
+
+    public_keys: the unnamed key(s), every verb everywhere; named: {key name: its key
+    line(s)}, each line passing the key's name to the entrypoint, which holds it to its scope.
+    """
+    lines = [deploy_keys.authorized_line(line) for line in _key_lines(public_keys)]
+    for name, text in sorted((named or {}).items()):
+        key_lines = _key_lines(text)
+        if not key_lines:
+            raise BadRequest(f"no public key for the deploy key {name!r}: set deploy.keys.{name}.public_key in invoke.yaml or {deploy_keys.DeployKey(name, (), ()).env_var} in .env")
+        lines += [deploy_keys.authorized_line(line, name) for line in key_lines]
+    if not lines:
+        raise BadRequest("no public key for the deploy account: set DEPLOY_CI_PUBLIC_KEY (a .pub file or its content) or pass --public-key")
+    return "\n".join(lines) + "\n"
+
+
+def _key_lines(text: str) -> list[str]:
     lines = []
-    for line in public_keys.splitlines():
+    for line in text.splitlines():
         line = line.strip()
         if not line or line.startswith("#"):
             continue
         if not _PUBLIC_KEY.match(line):
             raise BadRequest(f"not an OpenSSH public key line: {line[:40]!r}... (give the .pub file's content)")
-        lines.append(f'restrict,command="{protocol.ENTRYPOINT_BIN}" {line}')
-    if not lines:
-        raise BadRequest("no public key for the deploy account: set DEPLOY_CI_PUBLIC_KEY (a .pub file or its content) or pass --public-key")
-    return "\n".join(lines) + "\n"
+        lines.append(line)
+    return lines
 
 
 @dataclass(frozen=True)
@@ -203,11 +224,23 @@ class Bundle:
         return buffer.getvalue()
 
 
-def bundle(env: Environment, server: protocol.ServerSide, app_files: Mapping[str, bytes], dotenv: bytes | None, public_keys: str, webhooks: bytes | None = None) -> Bundle:
-    """webhooks: the server's ENV.webhooks (b"" removes it; None leaves the server's as it is)."""
+def bundle(
+    env: Environment,
+    server: protocol.ServerSide,
+    app_files: Mapping[str, bytes],
+    dotenv: bytes | None,
+    public_keys: str,
+    webhooks: bytes | None = None,
+    keys=(),
+    named_keys: Mapping[str, str] | None = None,
+) -> Bundle:
+    """webhooks: the server's ENV.webhooks (b"" removes it; None leaves the server's as it is).
+    keys: the named deploy keys (their scopes go to keys.json); named_keys: their key lines."""
     files: dict[str, bytes] = dict(server.files)
-    files["env.conf"] = server_conf(env, app_files).encode()
-    files["authorized_keys"] = authorized_keys(public_keys).encode()
+    files["env.conf"] = server_conf(env, app_files, keys).encode()
+    files["authorized_keys"] = authorized_keys(public_keys, named_keys).encode()
+    if keys:
+        files["keys.json"] = deploy_keys.scopes_json(keys).encode()
     for name, data in app_files.items():
         files[f"app/{name}"] = data
     if dotenv is not None:

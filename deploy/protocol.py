@@ -2,14 +2,16 @@
 
 ``scripts/server/lib/protocol.sh`` is the single source of truth for the verbs the
 deploy account may send, the patterns every word must match, the server paths
-and the exit codes. This module parses it (plain ``NAME='value'`` lines) so the
-client validates exactly what the server will validate again.
+and the exit codes. This module reads it through the server's own reader
+(scripts/server/lib/pdserver/facts.py), so the client validates exactly what the
+server will validate again, with the same code.
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
+import importlib.util
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,44 +19,51 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SERVER_DIR = PROJECT_ROOT / "scripts" / "server"
 PROTOCOL_FILE = SERVER_DIR / "lib" / "protocol.sh"
 
-_ASSIGNMENT = re.compile(r"^(PD_[A-Z_]+)='([^']*)'$")
+
+def _server_package():
+    """The server's own Python package (scripts/server/lib/pdserver), imported as ``pdserver``:
+    the client reads the shared facts with the very module the server runs."""
+    if "pdserver" not in sys.modules:
+        init = SERVER_DIR / "lib" / "pdserver" / "__init__.py"
+        spec = importlib.util.spec_from_file_location("pdserver", init, submodule_search_locations=[str(init.parent)])
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["pdserver"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["pdserver"]
 
 
-def _read_facts(path: Path) -> dict[str, str]:
-    facts = {}
-    for line in path.read_text().splitlines():
-        match = _ASSIGNMENT.match(line)
-        if match:
-            facts[match.group(1)] = match.group(2)
-    return facts
+_server_package()
+from pdserver import facts as server_facts  # noqa: E402
+from pdserver import request as server_request  # noqa: E402,F401  (the server's request parser, for tests and plan)
 
+FACTS = server_facts.FACTS
 
-FACTS = _read_facts(PROTOCOL_FILE)
-
-PREFIX = FACTS["PD_PREFIX"]
-ETC = FACTS["PD_ETC"]
-STATE = FACTS["PD_STATE"]
-VERBS = tuple(FACTS["PD_VERBS"].split())
-ADMIN_VERBS = tuple(FACTS["PD_ADMIN_VERBS"].split())  # the admin connection's only (inv db.refresh)
-REVIEW_RE = re.compile(FACTS["PD_REVIEW_RE"])
-ENV_RE = re.compile(FACTS["PD_ENV_RE"])
-VERSION_RE = re.compile(FACTS["PD_VERSION_RE"])
-ARG_RE = re.compile(FACTS["PD_ARG_RE"])
-ID_RE = re.compile(FACTS["PD_ID_RE"])
-IMAGE_RE = re.compile(FACTS["PD_IMAGE_RE"])
-MAX_COMMAND = int(FACTS["PD_MAX_COMMAND"])
-MAX_WORDS = int(FACTS["PD_MAX_WORDS"])
-EXIT_USAGE = int(FACTS["PD_EXIT_USAGE"])
-EXIT_OLDER = int(FACTS["PD_EXIT_OLDER"])
-EXIT_BUSY = int(FACTS["PD_EXIT_BUSY"])
-EXIT_OUTDATED = int(FACTS["PD_EXIT_OUTDATED"])
-EXIT_FULL = int(FACTS["PD_EXIT_FULL"])
+PREFIX = server_facts.PREFIX
+ETC = server_facts.ETC
+STATE = server_facts.STATE
+VERBS = server_facts.VERBS
+ADMIN_VERBS = server_facts.ADMIN_VERBS  # the admin connection's only (inv db.refresh)
+REVIEW_RE = server_facts.REVIEW_RE
+ENV_RE = server_facts.ENV_RE
+VERSION_RE = server_facts.VERSION_RE
+ARG_RE = server_facts.ARG_RE
+ID_RE = server_facts.ID_RE
+KEY_RE = server_facts.KEY_RE
+IMAGE_RE = server_facts.IMAGE_RE
+MAX_COMMAND = server_facts.MAX_COMMAND
+MAX_WORDS = server_facts.MAX_WORDS
+EXIT_USAGE = server_facts.EXIT_USAGE
+EXIT_OLDER = server_facts.EXIT_OLDER
+EXIT_BUSY = server_facts.EXIT_BUSY
+EXIT_OUTDATED = server_facts.EXIT_OUTDATED
+EXIT_FULL = server_facts.EXIT_FULL
 # The server side's files: installed by bin/install, hashed in this order by both sides.
-SERVER_FILES = tuple(FACTS["PD_SERVER_FILES"].split())
-SLOTS = tuple(FACTS["PD_SLOTS"].split())
-ROUTING_DIR = FACTS["PD_ROUTING_DIR"]
-CHANNEL_RE = re.compile(FACTS["PD_CHANNEL_RE"])
-PIN_HEX = int(FACTS["PD_PIN_HEX"])
+SERVER_FILES = server_facts.SERVER_FILES
+SLOTS = server_facts.SLOTS
+ROUTING_DIR = server_facts.ROUTING_DIR
+CHANNEL_RE = server_facts.CHANNEL_RE
+PIN_HEX = server_facts.PIN_HEX
+matches = server_facts.matches
 
 DEPLOY_BIN = f"{PREFIX}/bin/deploy"
 ENTRYPOINT_BIN = f"{PREFIX}/bin/entrypoint"
@@ -62,11 +71,6 @@ ENTRYPOINT_BIN = f"{PREFIX}/bin/entrypoint"
 
 class InvalidRequest(ValueError):
     """A command the server would refuse; raised before anything is sent."""
-
-
-def matches(pattern: re.Pattern[str], text: str) -> bool:
-    """Match like bash's ``[[ text =~ ^...$ ]]``: whole string, no trailing newline."""
-    return "\n" not in text and pattern.search(text) is not None
 
 
 def command(verb: str, *words: str, **options: str | int | bool | None) -> str:

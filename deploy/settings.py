@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from deploy import keys as deploy_keys
 from deploy import management, protocol, pull, rollout
 
 CONFIG_FILE = "invoke.yaml"
@@ -124,6 +125,7 @@ class Settings:
     environments: Mapping[str, Environment]
     access: Access = field(default_factory=Access)
     root: Path = protocol.PROJECT_ROOT
+    keys: tuple = ()  # deploy.keys: named deploy keys, each held to a scope (deploy/keys.py)
 
     def environment(self, name: str) -> Environment:
         try:
@@ -433,7 +435,21 @@ def from_config(deploy: Mapping | None, values: Mapping[str, str], source: str =
     if not isinstance(environments_raw, Mapping) or not environments_raw:
         raise ConfigError(CONFIG_FILE, "deploy.environments", "missing: define at least one environment (staging, production, ...)")
     environments = {name: _environment(name, raw, defaults, deploy_user, app) for name, raw in environments_raw.items()}
-    return Settings(app=app, deploy_user=deploy_user, environments=environments, access=access_from(values, source), root=root)
+    _check_review_names(environments)
+    try:
+        keys = deploy_keys.from_config(deploy.get("keys"), environments)
+    except deploy_keys.BadKeys as error:
+        raise ConfigError(CONFIG_FILE, error.where, error.message) from None
+    return Settings(app=app, deploy_user=deploy_user, environments=environments, access=access_from(values, source), root=root, keys=keys)
+
+
+def _check_review_names(environments: Mapping[str, Environment]) -> None:
+    """An environment named like a template's review environment (qa-2 beside a template qa)
+    would share its name, state and files with what `review-up qa-2` makes."""
+    for name in environments:
+        match = protocol.REVIEW_RE.search(name)
+        if match and match.group(1) in environments and environments[match.group(1)].review_template:
+            raise ConfigError(CONFIG_FILE, f"deploy.environments.{name}", f"named like a review environment of the template {match.group(1)!r} (TEMPLATE-N): rename it")
 
 
 def dotenv_values_for(environ: Mapping[str, str], root: Path = protocol.PROJECT_ROOT) -> tuple[dict[str, str], str]:

@@ -25,7 +25,7 @@ def load_settings(c) -> settings.Settings:
 
 def expected(config: settings.Settings, env: settings.Environment) -> str:
     """SERVERHASH.SETTINGSHASH: what bin/deploy must find installed for this project."""
-    return plan.expected(protocol.server_side(), plan.server_conf(env, local.app_files(config, env)))
+    return plan.expected(protocol.server_side(), plan.server_conf(env, local.app_files(config, env), config.keys))
 
 
 @contextlib.contextmanager

@@ -23,15 +23,16 @@ def _admin_connect(settings, host):
     return remote.admin(host, access.admin_user, access.admin_key, access)
 
 
-@task(help={"env": ENV_HELP, "public_key": "The deploy account's public key(s): a .pub file or the key line (default: DEPLOY_CI_PUBLIC_KEY)."})
+@task(help={"env": ENV_HELP, "public_key": "The deploy account's unnamed public key(s), every verb everywhere: a .pub file or the key line (default: DEPLOY_CI_PUBLIC_KEY). Named keys: deploy.keys in invoke.yaml."})
 def setup(c, env="staging", public_key=None):
     """Install or upgrade the server side of an environment, on every host (idempotent).
 
     Over the admin connection (DEPLOY_ADMIN_USER: root or a user with
     passwordless sudo), this creates the deploy account (key login only), pushes
     the root-owned bin/deploy and entrypoint, a sudoers file allowing only
-    bin/deploy (checked with visudo), authorized_keys forcing the key to the
-    entrypoint, /etc/pushdeploy/ENV.conf, and the app directory (compose files,
+    bin/deploy (checked with visudo), authorized_keys forcing every key to the
+    entrypoint (each named key of deploy.keys with its name, held to its scope
+    by /etc/pushdeploy/keys.json), /etc/pushdeploy/ENV.conf, and the app directory (compose files,
     nginx config, .env owned by root with mode 0600). With `pull:` set for the
     environment it also installs the pull agent (a systemd timer, or a cron
     entry where systemd is not PID 1); without it, removes one. The webhooks in
@@ -48,6 +49,7 @@ def setup(c, env="staging", public_key=None):
         settings = load_settings(c)
         environment = settings.environment(env)
         keys = local.public_keys(public_key or settings.access.ci_public_key)
+        named_keys = local.named_public_keys(settings, dotenv_values_for(os.environ)[0])
         app_files = local.app_files(settings, environment)
         problems = plan.proxy_config_problems(environment, app_files)
         if problems:
@@ -57,7 +59,7 @@ def setup(c, env="staging", public_key=None):
         except notify.WebhookError as error:
             raise plan.BadRequest(str(error)) from None
         webhooks = None if hooks is None else notify.server_file(hooks)
-        archive = plan.bundle(environment, protocol.server_side(), app_files, local.server_dotenv(settings, environment), keys, webhooks).tar()
+        archive = plan.bundle(environment, protocol.server_side(), app_files, local.server_dotenv(settings, environment), keys, webhooks, settings.keys, named_keys).tar()
         as_root = settings.access.admin_user == "root"
         say(f"server.setup of {env} on {len(environment.hosts)} host(s) as {settings.access.admin_user}")
 

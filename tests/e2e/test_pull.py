@@ -173,6 +173,14 @@ def test_a_bad_image_on_the_channel_fails_like_a_pushed_one_and_is_not_retried(p
     assert len(history_lines("staging")) == before + 1
 
 
+def test_the_agents_run_ids_cannot_be_guessed(pull_config):
+    """A deploy sent earlier with --id=<T>-pull would make the agent's run at T "already ran"."""
+    runs = [json.loads(line)["run"] for line in history_lines("staging") if json.loads(line)["by"].startswith("pull:")][-2:]
+    assert len(runs) == 2, "the tests above ran the agent's deploys"
+    assert all(re.fullmatch(r"[0-9]{8}T[0-9]{6}Z-pull-[0-9a-f]{12}", run) for run in runs), runs
+    assert len(set(runs)) == len(runs)
+
+
 def test_only_root_runs_the_agent(pull_config):
     refused = ssh_raw("pull staging")
     assert refused.returncode == 64 and "unknown command 'pull'" in refused.stderr

@@ -48,7 +48,7 @@ def bash_allowed(words) -> subprocess.CompletedProcess:
     lines = management.conf_lines((), (), COMMANDS)
     entries = " ".join("'" + line.split("=", 1)[1] + "'" for line in lines)
     quoted = " ".join("'" + w.replace("'", "") + "'" for w in words)
-    script = f'. "{BIN / "deploy"}"; ENV_NAME=test; MANAGE_COMMANDS=({entries}); manage_allowed {quoted}'
+    script = f'. "{BIN.parent / "lib/deploy.sh"}"; ENV_NAME=test; MANAGE_COMMANDS=({entries}); manage_allowed {quoted}'
     return subprocess.run(["bash", "-c", script], capture_output=True, text=True)
 
 
@@ -102,7 +102,7 @@ def test_hooks_and_allowlist_go_into_the_server_conf_one_a_line():
 
 def load_conf(tmp_path, extra: str) -> subprocess.CompletedProcess:
     (tmp_path / "test.conf").write_text(f"APP_DIR=/srv/x\nPROJECT=x\n{extra}")
-    script = f'. "{BIN / "deploy"}"; PD_ETC="{tmp_path}"; PD_STATE="{tmp_path}/state"; load_env_conf test && echo "${{#HOOKS_BEFORE[@]}} ${{#HOOKS_AFTER[@]}} ${{#MANAGE_COMMANDS[@]}}"'
+    script = f'. "{BIN.parent / "lib/deploy.sh"}"; PD_ETC="{tmp_path}"; PD_STATE="{tmp_path}/state"; load_env_conf test && echo "${{#HOOKS_BEFORE[@]}} ${{#HOOKS_AFTER[@]}} ${{#MANAGE_COMMANDS[@]}}"'
     return subprocess.run(["bash", "-c", script], capture_output=True, text=True)
 
 
@@ -158,7 +158,7 @@ def test_the_forbidden_commands_are_one_fact_for_both_sides():
 def recorded(snippet: str, tmp_path) -> list[str]:
     """The docker commands a snippet of bin/deploy runs, with docker replaced by a recorder."""
     script = (
-        f'. "{BIN / "deploy"}"; docker() {{ printf "%s\\n" "docker $*" >>"{tmp_path}/calls"; }}; '
+        f'. "{BIN.parent / "lib/deploy.sh"}"; docker() {{ printf "%s\\n" "docker $*" >>"{tmp_path}/calls"; }}; '
         f'APP_DIR="{tmp_path}"; PROJECT=pixel-test; ENV_NAME=test; WEB_SERVICE=web; COMPOSE_CMD=(docker compose); '
         f"FILE_ARGS=(-f docker-compose.yml); MANAGE_CMD=(python3 manage.py); NEW_VERSION=2.0; {snippet}"
     )
@@ -181,7 +181,7 @@ def test_no_hooks_no_container(tmp_path):
 
 
 def test_a_failing_after_switch_hook_warns_and_keeps_the_deploy(tmp_path):
-    script = f'. "{BIN / "deploy"}"; run_hooks() {{ echo hook-output; return 5; }}; HOOKS_AFTER=(clearsessions); NEW_VERSION=2.0; FAILED_STEP=""; run_after_hooks; echo "rc=$? failed=$FAILED_STEP"'
+    script = f'. "{BIN.parent / "lib/deploy.sh"}"; run_hooks() {{ echo hook-output; return 5; }}; HOOKS_AFTER=(clearsessions); NEW_VERSION=2.0; FAILED_STEP=""; run_after_hooks; echo "rc=$? failed=$FAILED_STEP"'
     result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True)
     assert "FAILED hooks-after (exit 5" in result.stdout
     assert "warning: an after_switch hook failed (see the log above); 2.0 serves" in result.stdout
@@ -194,7 +194,7 @@ def manage_verb(tmp_path, *words: str) -> tuple[subprocess.CompletedProcess, lis
     entries = " ".join("'" + line.split("=", 1)[1] + "'" for line in management.conf_lines((), (), COMMANDS))
     quoted = " ".join(f"'{w}'" for w in words)
     script = (
-        f'. "{BIN / "deploy"}"; docker() {{ printf "%s\\n" "docker $*" >>"{tmp_path}/calls"; echo "output of $*"; return 3; }}; '
+        f'. "{BIN.parent / "lib/deploy.sh"}"; docker() {{ printf "%s\\n" "docker $*" >>"{tmp_path}/calls"; echo "output of $*"; return 3; }}; '
         f'APP_DIR="{tmp_path}"; STATE_DIR="{tmp_path}"; ENV_NAME=test; PROJECT=p; WEB_SERVICE=web; COMPOSE_CMD=(docker compose); '
         f"FILE_ARGS=(); MANAGE_CMD=(python3 manage.py); MANAGE_COMMANDS=({entries}); cmd_manage_main {quoted}"
     )

@@ -88,7 +88,7 @@ def test_an_answer_without_a_plan_is_not_a_plan():
 def steps_for(**conf) -> list[str]:
     defaults = {"ENGINE": "compose", "BACKUP": "no", "SKIP_MIGRATE": "0", "MAINTENANCE": "0", "SWITCH": "slots", "HOOKS_BEFORE": "()", "HOOKS_AFTER": "()"}
     assignments = "; ".join(f"{k}={v}" for k, v in {**defaults, **conf}.items())
-    result = subprocess.run(["bash", "-c", f'. "{BIN / "deploy"}"; {assignments}; deploy_steps'], capture_output=True, text=True, check=True)
+    result = subprocess.run(["bash", "-c", f'. "{BIN.parent / "lib/deploy.sh"}"; {assignments}; deploy_steps'], capture_output=True, text=True, check=True)
     return result.stdout.split()
 
 
@@ -132,7 +132,7 @@ def test_the_plan_verb_only_pulls_and_runs_migrate_plan(tmp_path):
     (app / ".env").write_text("VERSION=1.0.0\nSECRET=x\n")
     (state / "history.jsonl").write_text('{"kind": "deploy", "outcome": "ok", "duration": 12.5}\n')
     script = (
-        f'. "{BIN / "deploy"}"; '
+        f'. "{BIN.parent / "lib/deploy.sh"}"; '
         f'docker() {{ printf "%s\\n" "docker $*" >>"{tmp_path}/calls"; [[ $* != *"migrate --plan"* ]] || printf "Planned operations:\\nnotes.0002_x\\n    Add field\\n"; }}; '
         f'APP_DIR="{app}"; STATE_DIR="{state}"; HISTORY="{state}/history.jsonl"; ENV_NAME=test; PROJECT=pixel-test; WEB_SERVICE=web; VERSION_RE=""; '
         "COMPOSE_CMD=(docker compose); FILE_ARGS=(-f docker-compose.yml); MANAGE_CMD=(python3 manage.py); ORDERING=semver; SWITCH=slots; BACKUP=yes; "
@@ -155,7 +155,7 @@ def test_the_plan_verb_only_pulls_and_runs_migrate_plan(tmp_path):
 def test_the_plan_says_when_the_order_check_would_refuse(tmp_path):
     (tmp_path / ".env").write_text("VERSION=1.2.0\n")
     script = (
-        f'. "{BIN / "deploy"}"; docker() {{ :; }}; APP_DIR="{tmp_path}"; STATE_DIR="{tmp_path}"; HISTORY="{tmp_path}/h"; ENV_NAME=test; VERSION_RE=""; PROJECT=p; '
+        f'. "{BIN.parent / "lib/deploy.sh"}"; docker() {{ :; }}; APP_DIR="{tmp_path}"; STATE_DIR="{tmp_path}"; HISTORY="{tmp_path}/h"; ENV_NAME=test; VERSION_RE=""; PROJECT=p; '
         "ORDERING=semver; SWITCH=slots; BACKUP=no; WEB_SERVICE=web; COMPOSE_CMD=(docker compose); FILE_ARGS=(); MANAGE_CMD=(python3 manage.py); "
         "parse_options 1.1.0; cmd_plan"
     )

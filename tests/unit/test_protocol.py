@@ -47,6 +47,6 @@ def test_command_refuses_what_the_server_would(verb, words):
 
 def test_server_side_hash_matches_what_bin_deploy_computes(tmp_path):
     # Same files, same order, same digest as `server_hash` in bin/deploy.
-    out = subprocess.run(["bash", str(protocol.SERVER_DIR / "bin/deploy"), "version"], capture_output=True, text=True)
+    out = subprocess.run(["python3", str(protocol.SERVER_DIR / "bin/deploy"), "version"], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == protocol.server_side().hash

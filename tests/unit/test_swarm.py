@@ -206,7 +206,7 @@ def test_the_server_side_includes_the_swarm_files():
 def test_stack_deploy_gets_the_servers_env_values_and_the_new_version(tmp_path):
     """docker stack deploy reads no .env: bin/deploy passes it, VERSION replaced, quotes as compose reads them."""
     (tmp_path / ".env").write_text("VERSION=1.0.0\nSECRET_KEY='a b$c'\n# a comment\nexport IMAGE=\"reg/app\"\nnot a line\n")
-    script = f'. {protocol.SERVER_DIR}/bin/deploy; APP_DIR={tmp_path} PROJECT=pixel-swarm; with_dotenv 1.1.0 env'
+    script = f'. {protocol.SERVER_DIR}/lib/deploy.sh; APP_DIR={tmp_path} PROJECT=pixel-swarm; with_dotenv 1.1.0 env'
     out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"})
     assert out.returncode == 0, out.stderr
     values = dict(line.split("=", 1) for line in out.stdout.splitlines() if "=" in line)

@@ -52,6 +52,7 @@ load_env_conf() { # env
       MANAGER_COMPOSE_FILES) MANAGER_COMPOSE_FILES=$value ;;
       CONVERGE_TIMEOUT) CONVERGE_TIMEOUT=$value ;;
       BACKUP_IMAGE) BACKUP_IMAGE=$value ;;
+      KEYS_SHA256) ;; # the named keys' scopes (PD_KEYS_FILE), for the settings hash only
       REVIEW_TEMPLATE | REVIEW_DOMAIN | REVIEW_MAX | REVIEW_PORT | REVIEW_SEED | SCRUB) printf -v "$key" '%s' "$value" ;; # lib/review.sh, lib/refresh.sh check them
       *) die 1 "$file: unknown key '$key': reinstall with \`inv server.setup --env $env\`" ;;
     esac

@@ -98,7 +98,7 @@ start_run() { # kind version id wait
   token=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
   printf '%s\n' "$token" >"$(run_file "$id" token)"
   yield_prefix
-  PD_RUN_ID=$id PD_RUN_TOKEN=$token setsid "${YIELD_PREFIX[@]}" "$SELF" __run "$ENV_NAME" "$id" </dev/null >>"$(run_file "$id" log)" 2>&1 &
+  PD_RUN_ID=$id PD_RUN_TOKEN=$token setsid "${YIELD_PREFIX[@]}" bash "$SELF" __run "$ENV_NAME" "$id" </dev/null >>"$(run_file "$id" log)" 2>&1 &
   echo $! >"$(run_file "$id" pid)"
   exec 9>&-
   follow_run "$id"

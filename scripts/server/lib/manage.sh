@@ -9,6 +9,16 @@ HOOKS_BEFORE=() HOOKS_AFTER=() MANAGE_COMMANDS=()
 
 is_forbidden_command() { [[ " $PD_MANAGE_FORBIDDEN " == *" $1 "* ]]; }
 
+# --settings=X, --pythonpath X, or a prefix Django's parser would take for one (--set=X).
+changes_django_setup() { # word
+  local name=${1%%=*} option
+  ((${#name} >= 3)) || return 1
+  for option in $PD_MANAGE_FORBIDDEN_OPTIONS; do
+    [[ $option == "$name"* ]] && return 0
+  done
+  return 1
+}
+
 # A command line from ENV.conf (hook or allowlist entry): a permitted name, then
 # words (hooks: PD_ARG_RE words; allowlist: patterns without spaces or backslashes).
 check_management_line() { # what kind(hook|allow) line
@@ -21,7 +31,7 @@ check_management_line() { # what kind(hook|allow) line
   fi
   for word in "${words[@]:1}"; do
     if [[ $kind == hook ]]; then
-      [[ $word =~ $PD_ARG_RE ]] || die 1 "$ENV_CONF: $what: invalid argument '$word'"
+      if [[ ! $word =~ $PD_ARG_RE ]] || changes_django_setup "$word"; then die 1 "$ENV_CONF: $what: invalid argument '$word'"; fi
     else
       [[ $word != *\\* ]] || die 1 "$ENV_CONF: $what: backslash in pattern '$word'"
     fi
@@ -43,7 +53,7 @@ manage_allowed() { # name args...
   shift
   [[ $name =~ $PD_MANAGE_NAME_RE ]] || { echo "'$name' is not a management command name"; return 1; }
   if is_forbidden_command "$name"; then
-    echo "\`$name\` can never run through pushdeploy: it runs arbitrary code ($PD_MANAGE_FORBIDDEN are refused)"
+    echo "\`$name\` is not in $ENV_NAME's manage_commands and can never run through pushdeploy: it runs arbitrary code or SQL, or reads or replaces data wholesale ($PD_MANAGE_FORBIDDEN are refused)"
     return 1
   fi
   for line in "${MANAGE_COMMANDS[@]}"; do
@@ -58,6 +68,10 @@ manage_allowed() { # name args...
   for word in "$@"; do
     ok=0
     [[ $word =~ $PD_ARG_RE ]] || { echo "invalid argument '$word'"; return 1; }
+    if changes_django_setup "$word"; then
+      echo "\`$name\` does not accept the argument '$word': $PD_MANAGE_FORBIDDEN_OPTIONS (or a prefix of one) are never passed"
+      return 1
+    fi
     for pattern in "${entry[@]:1}"; do
       if [[ $word =~ ^($pattern)$ ]]; then ok=1; break; fi
     done

@@ -11,7 +11,7 @@ PD_STATE='/var/lib/pushdeploy'
 
 # The server side: every file installed under PD_PREFIX, in this order. The
 # installer installs them, both sides hash them (in this order) to agree on the version.
-PD_SERVER_FILES='bin/deploy bin/entrypoint bin/install lib/protocol.sh lib/config.sh lib/steps.sh lib/switch.sh lib/priority.sh lib/recreate.sh lib/order.sh lib/history.sh lib/history.py lib/detach.sh lib/manage.sh lib/plan.sh lib/pull.sh lib/pull.py lib/notify.sh lib/notify.py lib/swarm.sh lib/swarm.py lib/review.sh lib/refresh.sh'
+PD_SERVER_FILES='bin/deploy bin/entrypoint bin/install lib/protocol.sh lib/pdserver/__init__.py lib/pdserver/facts.py lib/pdserver/request.py lib/pdserver/keys.py lib/pdserver/conf.py lib/pdserver/guard.py lib/pdserver/verbs.py lib/pdserver/main.py lib/deploy.sh lib/config.sh lib/steps.sh lib/switch.sh lib/priority.sh lib/recreate.sh lib/order.sh lib/history.sh lib/history.py lib/detach.sh lib/manage.sh lib/plan.sh lib/pull.sh lib/pull.py lib/notify.sh lib/notify.py lib/swarm.sh lib/swarm.py lib/review.sh lib/refresh.sh'
 
 # Traffic reaches one slot of the web service at a time: the proxy routes to the
 # DNS name WEBSERVICE-SLOT, the second slot while APP_DIR/PD_ROUTING_DIR/SLOT exists.
@@ -41,6 +41,17 @@ PD_ARG_RE='^([A-Za-z0-9_][A-Za-z0-9_.-]{0,127}|--[a-z][a-z-]{0,31}(=[A-Za-z0-9_]
 # A deploy's id (it names files on the server, so no dots or slashes).
 PD_ID_RE='^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$'
 
+# A deploy key's name (invoke.yaml's deploy.keys): the entrypoint gets it from the
+# key's authorized_keys line as --key=NAME; bin/deploy holds it to the key's scope,
+# written by `inv server.setup` to PD_KEYS_FILE (one JSON object: NAME -> scope).
+PD_KEY_RE='^[a-z][a-z0-9_-]{0,31}$'
+PD_KEYS_FILE='/etc/pushdeploy/keys.json'
+
+# --order (a build's commit time, in seconds since the epoch) may be at most this
+# far ahead of the server's clock: a stored order far in the future would refuse
+# every later build as older.
+PD_MAX_ORDER_AHEAD='86400'
+
 # The longest command line the entrypoint reads, and the most words.
 PD_MAX_COMMAND='1024'
 PD_MAX_WORDS='12'
@@ -54,9 +65,12 @@ PD_EXIT_FULL='69'
 
 # Django management commands (inv manage, before_switch/after_switch hooks): a
 # command's name, and the names no allowlist may hold (they run arbitrary code or SQL).
-# Their arguments are words of PD_ARG_RE, each also matching one of the command's own patterns.
+# Their arguments are words of PD_ARG_RE, each also matching one of the command's own patterns,
+# and never an option that points Django at other settings or code (nor an abbreviation
+# of one: Django's parser accepts unambiguous prefixes such as --set=).
 PD_MANAGE_NAME_RE='^[a-z][a-z0-9_]{0,63}$'
-PD_MANAGE_FORBIDDEN='shell dbshell shell_plus runscript'
+PD_MANAGE_FORBIDDEN='shell dbshell shell_plus runscript dumpdata loaddata flush sqlflush diffsettings runserver testserver'
+PD_MANAGE_FORBIDDEN_OPTIONS='--settings --pythonpath'
 
 # Pull mode: the channel is a tag of the web image that CI moves; the agent deploys
 # what it points to as CHANNEL-<first PD_PIN_HEX hex digits of its digest>, pinned.

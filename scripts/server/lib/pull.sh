@@ -245,7 +245,8 @@ pull_once() {
   pinned_digest "$version" >/dev/null || printf '%s %s\n' "$version" "$digest" >>"$dir/pins"
   check_version "$version"
   KIND=deploy BY="pull:$PULL_CHANNEL" URL='' ORDER='' MAINTENANCE=0 SKIP_MIGRATE=0 OPT_FORCE=1
-  id="$(date -u +%Y%m%dT%H%M%SZ)-pull"
+  # Unguessable: a deploy sent earlier with the same id would make this one "already ran".
+  id="$(date -u +%Y%m%dT%H%M%SZ)-pull-$(head -c 6 /dev/urandom | od -An -tx1 | tr -d ' \n')"
   (start_run deploy "$version" "$id" 0) || rc=$?
   case $rc in
     0) pull_check deployed "$digest" "$version" "deployed $version ($repo@$digest)" ;;

@@ -18,7 +18,7 @@ check_admin_caller() { # verb
   local home
   [[ -n ${SUDO_USER-} && $SUDO_USER != root ]] || return 0
   home=$(getent passwd "$SUDO_USER" | cut -d: -f6)
-  if [[ -n $home && -f $home/.ssh/authorized_keys ]] && grep -qF "command=\"$PD_PREFIX/bin/entrypoint\"" "$home/.ssh/authorized_keys"; then
+  if [[ -n $home && -f $home/.ssh/authorized_keys ]] && grep -qF "command=\"$PD_PREFIX/bin/entrypoint" "$home/.ssh/authorized_keys"; then
     die "$PD_EXIT_USAGE" "$1 is for the admin connection only (it reads or replaces a whole database): a deploy account may not run it"
   fi
 }

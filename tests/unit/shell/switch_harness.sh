@@ -1,11 +1,11 @@
 # shellcheck shell=bash disable=SC2034,SC1091 # sets the variables bin/deploy reads
-# Sources bin/deploy with docker replaced by a function that records its words
+# Sources lib/deploy.sh with docker replaced by a function that records its words
 # and answers like a small fake Docker: one old web container (old1) serving,
 # compose creating one new one (new1); state that must outlive subshells is in files. The scenario (first argument) picks the
 # fault; the recorded commands go to stdout, one a line, for exact comparison.
 set -euo pipefail
-# shellcheck source=../../../scripts/server/bin/deploy
-. "$PD_ROOT/scripts/server/bin/deploy"
+# shellcheck source=../../../scripts/server/lib/deploy.sh
+. "$PD_ROOT/scripts/server/lib/deploy.sh"
 
 SCENARIO=$1
 WORK=$(mktemp -d)

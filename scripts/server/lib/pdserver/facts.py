@@ -1,0 +1,63 @@
+"""What the client and the server agree on, read from lib/protocol.sh.
+
+protocol.sh is the single source of truth (bash sources it); this module parses
+its plain ``NAME='value'`` lines. The client (deploy/protocol.py) imports this
+very file, so both sides read the facts the same way.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+PROTOCOL_FILE = Path(__file__).resolve().parent.parent / "protocol.sh"
+
+_ASSIGNMENT = re.compile(r"^(PD_[A-Z_]+)='([^']*)'$")
+
+
+def read(path: Path = PROTOCOL_FILE) -> dict:
+    facts = {}
+    for line in path.read_text().splitlines():
+        match = _ASSIGNMENT.match(line)
+        if match:
+            facts[match.group(1)] = match.group(2)
+    return facts
+
+
+FACTS = read()
+
+PREFIX = FACTS["PD_PREFIX"]
+ETC = FACTS["PD_ETC"]
+STATE = FACTS["PD_STATE"]
+VERBS = tuple(FACTS["PD_VERBS"].split())
+ADMIN_VERBS = tuple(FACTS["PD_ADMIN_VERBS"].split())
+REVIEW_VERBS = tuple(verb for verb in VERBS if verb.startswith("review-"))
+REVIEW_RE = re.compile(FACTS["PD_REVIEW_RE"])
+ENV_RE = re.compile(FACTS["PD_ENV_RE"])
+VERSION_RE = re.compile(FACTS["PD_VERSION_RE"])
+ARG_RE = re.compile(FACTS["PD_ARG_RE"])
+ID_RE = re.compile(FACTS["PD_ID_RE"])
+KEY_RE = re.compile(FACTS["PD_KEY_RE"])
+IMAGE_RE = re.compile(FACTS["PD_IMAGE_RE"])
+CHANNEL_RE = re.compile(FACTS["PD_CHANNEL_RE"])
+MANAGE_NAME_RE = re.compile(FACTS["PD_MANAGE_NAME_RE"])
+MANAGE_FORBIDDEN = tuple(FACTS["PD_MANAGE_FORBIDDEN"].split())
+MANAGE_FORBIDDEN_OPTIONS = tuple(FACTS["PD_MANAGE_FORBIDDEN_OPTIONS"].split())
+MAX_COMMAND = int(FACTS["PD_MAX_COMMAND"])
+MAX_WORDS = int(FACTS["PD_MAX_WORDS"])
+MAX_ORDER_AHEAD = int(FACTS["PD_MAX_ORDER_AHEAD"])
+EXIT_USAGE = int(FACTS["PD_EXIT_USAGE"])
+EXIT_OLDER = int(FACTS["PD_EXIT_OLDER"])
+EXIT_BUSY = int(FACTS["PD_EXIT_BUSY"])
+EXIT_OUTDATED = int(FACTS["PD_EXIT_OUTDATED"])
+EXIT_FULL = int(FACTS["PD_EXIT_FULL"])
+SERVER_FILES = tuple(FACTS["PD_SERVER_FILES"].split())
+SLOTS = tuple(FACTS["PD_SLOTS"].split())
+ROUTING_DIR = FACTS["PD_ROUTING_DIR"]
+PIN_HEX = int(FACTS["PD_PIN_HEX"])
+KEYS_FILE = FACTS["PD_KEYS_FILE"]
+
+
+def matches(pattern: re.Pattern, text: str) -> bool:
+    """Match like bash's ``[[ text =~ ^...$ ]]``: whole string, no trailing newline."""
+    return "\n" not in text and pattern.search(text) is not None

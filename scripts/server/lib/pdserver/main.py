@@ -1,0 +1,45 @@
+"""bin/deploy: check the request, refuse it or answer it, else hand it to lib/deploy.sh.
+
+Every request passes here first, whatever runs it: its words (request.py), then
+the refusals that read the server (guard.py). A refusal is exit 64 with nothing
+changed. The verbs already in Python answer here (verbs.py); the rest run in
+bash, lib/deploy.sh, which checks the words again.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from . import guard, verbs
+from .request import Refused, parse, split_key
+
+# Not requests of the deploy account: help, the detached worker (started by a run
+# with a token only it knows) and bin/install's check after installing.
+INTERNAL = ("-h", "--help", "__run", "setup-check")
+
+
+def main(argv, now=time.time) -> int:
+    if argv and argv[0] in INTERNAL:
+        return hand_over(argv)
+    try:
+        request = parse(argv, now())
+        why = guard.refusal(request)
+        if why:
+            raise Refused(why)
+    except Refused as refused:
+        print(f"pushdeploy: {refused}", file=sys.stderr)
+        return refused.code
+    handler = verbs.HANDLERS.get(request.verb)
+    if handler:
+        return handler(request)
+    return hand_over(split_key(argv)[1])
+
+
+def hand_over(words) -> int:
+    """Run lib/deploy.sh in this process (same pid: sudo's child, the run's pid file)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv("/bin/bash", ["bash", os.path.join(verbs.HOME, "lib", "deploy.sh"), *words])
+    return 1  # not reached
