@@ -445,3 +445,17 @@ def test_github_pull_mode_only_moves_the_channel_after_approval(github):
     assert not [call for _, script in scripts for call in inv_calls(script)]
     pushes = [line.strip() for _, script in scripts for line in script.splitlines() if "docker push" in line]
     assert pushes == ['docker push "${{ vars.REGISTRY }}/pixel:${{ vars.PRODUCTION_PULL_CHANNEL }}"']
+
+
+def test_each_ci_job_that_reaches_the_server_holds_its_own_key(circle):
+    """Least privilege (README, Security model): staging, production and review jobs each
+    load a different named key, so a pull request's code never holds a production key."""
+    fingerprints = {}
+    for name in ("deploy-staging", "deploy-production", "review-up", "review-prune"):
+        _, steps = circle_job(circle, name)
+        (fingerprint,) = dict(steps)["add_ssh_keys"]["fingerprints"]
+        fingerprints[name] = fingerprint
+    assert len({fingerprints["deploy-staging"], fingerprints["deploy-production"], fingerprints["review-up"]}) == 3
+    assert fingerprints["review-up"] == fingerprints["review-prune"]
+    review = (ROOT / ".github/workflows/review.yml").read_text()
+    assert "secrets.DEPLOY_SSH_KEY_REVIEW" in review and "secrets.DEPLOY_SSH_KEY_PRIVATE" not in review
