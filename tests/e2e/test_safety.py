@@ -190,16 +190,17 @@ def test_five_deploys_at_once_never_interleave(server):
 
 
 def test_an_older_staging_build_is_refused(server):
-    # The client sends each build's commit time; sent raw here to pick the times.
+    # The client sends each build's commit time; sent raw here to pick the times (in the past:
+    # the server refuses an order more than a day ahead of its clock).
     from tests.e2e.conftest import ssh_raw
 
-    assert ssh_raw(f"deploy staging {STAGING_A} --order=2000000000 --force").returncode == 0
+    assert ssh_raw(f"deploy staging {STAGING_A} --order=1700000000 --force").returncode == 0
     try:
-        older = ssh_raw(f"deploy staging {STAGING_B} --order=1999999999")
+        older = ssh_raw(f"deploy staging {STAGING_B} --order=1699999999")
         assert older.returncode == 65
         assert "older than the deployed build" in older.stderr
         assert served_version("staging") == STAGING_A
-        assert ssh_raw(f"deploy staging {STAGING_B} --order=2000000001").returncode == 0
+        assert ssh_raw(f"deploy staging {STAGING_B} --order=1700000001").returncode == 0
         assert served_version("staging") == STAGING_B
     finally:
         Path("/var/lib/pushdeploy/staging/order").unlink(missing_ok=True)

@@ -167,9 +167,11 @@ run_deploy() {
 }
 
 # ---------------------------------------------------------------- verbs
+# version, history, logs, maintenance, backups and status (compose) are answered by
+# lib/pdserver/verbs.py; status of a swarm environment still comes here.
 
 parse_options() { # words...
-  OPT_ID='' OPT_WAIT=0 OPT_EXPECT='' OPT_TO='' OPT_LIMIT=20 OPT_FOLLOW=0 OPT_FORCE=0 MAINTENANCE=0 SKIP_MIGRATE=0 ORDER=''
+  OPT_ID='' OPT_WAIT=0 OPT_EXPECT='' OPT_TO='' OPT_FORCE=0 MAINTENANCE=0 SKIP_MIGRATE=0 ORDER=''
   BY='' URL='' POSITIONAL=() OPT_FRESH=0 OPT_FROM=''
   local word
   for word in "$@"; do
@@ -182,8 +184,6 @@ parse_options() { # words...
       --wait=+([0-9])) OPT_WAIT=${word#*=} ;;
       --expect=*) OPT_EXPECT=${word#*=} ;;
       --to=*) OPT_TO=${word#*=} ;;
-      --limit=+([0-9])) OPT_LIMIT=${word#*=} ;;
-      --follow) OPT_FOLLOW=1 ;;
       --force) OPT_FORCE=1 ;;
       --maintenance) MAINTENANCE=1 ;;
       --skip-migrate) SKIP_MIGRATE=1 ;;
@@ -237,41 +237,9 @@ cmd_status() {
     --format 'table {{.Names}}\t{{.Image}}\t{{.Status}}\t{{.Ports}}' 2>&1 | while IFS= read -r line; do printf '  %s\n' "$line"; done
 }
 
-cmd_maintenance() {
-  if (( ${#POSITIONAL[@]} != 1 )) || [[ ! ${POSITIONAL[0]} =~ ^(on|off)$ ]]; then
-    die "$PD_EXIT_USAGE" "usage: maintenance ENV on|off"
-  fi
-  # Never while a deploy, a restore or a command holds the environment: a restore
-  # keeps maintenance on until its data is scrubbed.
-  take_lock || die "$PD_EXIT_BUSY" "busy: ${LOCK_HOLDER#* }; maintenance stays as it is: try again when it is done"
-  name_lock_holder "maintenance-$$" "maintenance ${POSITIONAL[0]}"
-  local rc=0
-  maintenance "${POSITIONAL[0]}" || rc=$?
-  : >"$STATE_DIR/lock.info"
-  return "$rc"
-}
 
-cmd_backups() {
-  local dir="$STATE_DIR/backups"
-  [[ -d $dir ]] || { echo "no backups of $ENV_NAME yet"; return 0; }
-  find "$dir" -maxdepth 1 -name '*.dump' -printf '%TY-%Tm-%TdT%TH:%TM  %10s bytes  %p\n' | sort -r
-}
 
-cmd_history() {
-  [[ -f $HISTORY ]] || return 0
-  tail -n "$OPT_LIMIT" "$HISTORY"
-}
 
-cmd_logs() {
-  local latest
-  latest=$(find "$RUNS_DIR" -maxdepth 1 -name '*.log' -printf '%T@ %f\n' | sort -rn | head -n 1 | cut -d' ' -f2)
-  [[ -n $latest ]] || die 1 "no deploy has run in $ENV_NAME yet"
-  if ((OPT_FOLLOW)); then
-    follow_run "${latest%.log}" || true
-  else
-    cat "$RUNS_DIR/$latest"
-  fi
-}
 
 cmd_check() {
   printf 'server_side=%s\n' "$(server_hash)"

@@ -21,6 +21,7 @@ INTERNAL = ("-h", "--help", "__run", "setup-check")
 
 
 def main(argv, now=time.time) -> int:
+    os.umask(0o077)
     if argv and argv[0] in INTERNAL:
         return hand_over(argv)
     try:
@@ -32,14 +33,20 @@ def main(argv, now=time.time) -> int:
         print(f"pushdeploy: {refused}", file=sys.stderr)
         return refused.code
     handler = verbs.HANDLERS.get(request.verb)
-    if handler:
-        return handler(request)
-    return hand_over(split_key(argv)[1])
+    try:
+        answer = handler(request) if handler else verbs.HAND_OVER
+    except Refused as refused:
+        sys.stdout.flush()
+        print(f"pushdeploy: {refused}", file=sys.stderr)
+        return refused.code
+    if answer is verbs.HAND_OVER:
+        return hand_over(split_key(argv)[1])
+    return answer
 
 
 def hand_over(words) -> int:
     """Run lib/deploy.sh in this process (same pid: sudo's child, the run's pid file)."""
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execv("/bin/bash", ["bash", os.path.join(verbs.HOME, "lib", "deploy.sh"), *words])
+    os.execv("/bin/bash", ["bash", os.path.join(verbs.LIB, "deploy.sh"), *words])
     return 1  # not reached

@@ -115,9 +115,6 @@ def parse(argv, now: float) -> Request:
         raise Refused(f"unknown command '{verb}' (one of: {' '.join(facts.VERBS)})")
     if len(words) > facts.MAX_WORDS:
         raise Refused(f"more than {facts.MAX_WORDS} words")
-    for word in rest:
-        if not facts.matches(facts.ARG_RE, word):
-            raise Refused(f"invalid argument '{word}'")
     if spec.words < 0:
         if rest:
             raise Refused(f"usage: {verb}")
@@ -126,6 +123,9 @@ def parse(argv, now: float) -> Request:
         raise Refused(f"usage: {verb} {spec.usage}")
     env, rest = rest[0], rest[1:]
     _check_env(verb, env)
+    for word in rest:
+        if not facts.matches(facts.ARG_RE, word):
+            raise Refused(f"invalid argument '{word}'")
     if verb == "manage":
         options, words_ = _manage_words(rest, spec)
     else:

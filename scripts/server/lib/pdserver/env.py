@@ -1,0 +1,135 @@
+"""An environment on this server: its settings (/etc/pushdeploy/ENV.conf) checked,
+and where its files and state live. Mirrors lib/config.sh's load_env_conf, which
+the verbs still in bash use; both refuse the same files with the same messages.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+
+from . import conf, facts
+from .request import Refused, changes_django_setup
+
+# Every key ENV.conf may hold, and its default ('' for none). Repeated keys: lists.
+DEFAULTS = {
+    "APP_DIR": "", "PROJECT": "", "COMPOSE": "docker compose", "COMPOSE_FILES": "docker-compose.yml",
+    "SERVICES": "web proxy", "WEB_SERVICE": "web", "DB_SERVICE": "", "PROXY_SERVICE": "", "MANAGE": "python manage.py",
+    "VERSION_RE": "", "DOCKER_HOST": "", "HEALTH_TIMEOUT": "60", "BACKUP": "no", "BACKUP_KEEP": "10", "DRAIN_SECONDS": "1",
+    "DNS_VALID": "1", "STATIC_KEEP": "3", "ORDERING": "none", "SWITCH": "slots", "PRIORITY": "low", "APP_FILES_SHA256": "",
+    "PULL_CHANNEL": "", "PULL_EVERY": "60", "ENGINE": "compose", "MANAGER_COMPOSE_FILES": "", "CONVERGE_TIMEOUT": "300",
+    "BACKUP_IMAGE": "", "REVIEW_TEMPLATE": "no", "REVIEW_DOMAIN": "", "REVIEW_MAX": "5", "REVIEW_PORT": "8088",
+    "REVIEW_SEED": "fresh", "SCRUB": "", "KEYS_SHA256": "",
+}
+LISTS = ("HOOK_BEFORE_SWITCH", "HOOK_AFTER_SWITCH", "MANAGE_COMMAND")
+
+_CHECKS = (  # (keys, pattern, what they must be)
+    (("HEALTH_TIMEOUT", "BACKUP_KEEP", "DRAIN_SECONDS", "DNS_VALID", "STATIC_KEEP"), r"[0-9]{1,5}", "HEALTH_TIMEOUT, BACKUP_KEEP, DRAIN_SECONDS, DNS_VALID and STATIC_KEEP are whole numbers"),
+    (("ORDERING",), r"none|semver|build", "ORDERING is none, semver or build"),
+    (("SWITCH",), r"slots|recreate", "SWITCH is slots or recreate"),
+    (("PRIORITY",), r"low|normal", "PRIORITY is low or normal"),
+    (("PULL_EVERY",), r"[1-9][0-9]{0,5}", "PULL_EVERY is a whole number of seconds"),
+    (("ENGINE",), r"compose|swarm", "ENGINE is compose or swarm"),
+    (("CONVERGE_TIMEOUT",), r"[0-9]{1,5}", "CONVERGE_TIMEOUT is a whole number"),
+    (("PROJECT",), r"[a-z0-9][a-z0-9_-]*", "invalid PROJECT"),
+    (("WEB_SERVICE",), r"[A-Za-z0-9][A-Za-z0-9_.-]*", "invalid WEB_SERVICE"),
+    (("MANAGER_COMPOSE_FILES",), r"[A-Za-z0-9_. /-]*", "MANAGER_COMPOSE_FILES are relative paths"),
+)
+
+
+@dataclass(frozen=True)
+class Env:
+    name: str
+    conf_path: str
+    values: dict  # KEY -> value (LISTS: KEY -> list of values)
+
+    def __getitem__(self, key: str):
+        return self.values[key]
+
+    @property
+    def state_dir(self) -> str:
+        return os.path.join(facts.STATE, self.name)
+
+    @property
+    def runs_dir(self) -> str:
+        return os.path.join(self.state_dir, "runs")
+
+    @property
+    def history(self) -> str:
+        return os.path.join(self.state_dir, "history.jsonl")
+
+    @property
+    def app_dir(self) -> str:
+        return self.values["APP_DIR"]
+
+
+def load(name: str, etc: str | None = None) -> Env:
+    """The environment's settings, checked; Refused (64) when it is not set up here,
+    exit 1 (Refused with code 1) when its file is not one server.setup writes."""
+    if not facts.matches(facts.ENV_RE, name):
+        raise Refused(f"invalid environment name '{name}'")
+    path = conf.path(name, etc or facts.ETC)
+    try:
+        with open(path) as file:
+            text = file.read()
+    except FileNotFoundError:
+        raise Refused(f"environment '{name}' is not set up on this server: run `inv server.setup --env {name}`") from None
+    return Env(name, path, parse(text, path, name))
+
+
+def parse(text: str, path: str, name: str) -> dict:
+    values = dict(DEFAULTS, **{key: [] for key in LISTS})
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        key, _, value = line.partition("=")
+        if key in LISTS:
+            values[key].append(value)
+        elif key in DEFAULTS:
+            values[key] = value
+        else:
+            raise Refused(f"{path}: unknown key '{key}': reinstall with `inv server.setup --env {name}`", 1)
+    if not values["APP_DIR"].startswith("/") or ".." in values["APP_DIR"]:
+        raise Refused(f"{path}: APP_DIR must be an absolute path", 1)
+    for keys, pattern, what in _CHECKS:
+        for key in keys:
+            if not re.fullmatch(pattern, values[key]):
+                raise Refused(f"{path}: {what}" + (f" '{values[key]}'" if what.startswith("invalid") else ""), 1)
+    if values["PULL_CHANNEL"] and not facts.matches(facts.CHANNEL_RE, values["PULL_CHANNEL"]):
+        raise Refused(f"{path}: invalid PULL_CHANNEL '{values['PULL_CHANNEL']}'", 1)
+    if values["BACKUP_IMAGE"] and not facts.matches(facts.IMAGE_RE, values["BACKUP_IMAGE"]):
+        raise Refused(f"{path}: invalid BACKUP_IMAGE", 1)
+    if ".." in values["MANAGER_COMPOSE_FILES"]:
+        raise Refused(f"{path}: MANAGER_COMPOSE_FILES are relative paths", 1)
+    for key in LISTS:
+        for line in values[key]:
+            _check_management_line(path, name, key, line)
+    return values
+
+
+def _check_management_line(path: str, name: str, key: str, line: str) -> None:
+    """A hook (HOOK_*: a command and PD_ARG_RE words) or an allowlist entry (MANAGE_COMMAND:
+    a command and argument patterns), as lib/manage.sh checks them."""
+    words = line.split()
+    command = words[0] if words else ""
+    if not facts.matches(facts.MANAGE_NAME_RE, command) or command in facts.MANAGE_FORBIDDEN:
+        raise Refused(f"{path}: {key}: '{command}' is not a permitted management command: fix invoke.yaml and run `inv server.setup --env {name}`", 1)
+    for word in words[1:]:
+        if key == "MANAGE_COMMAND":
+            if "\\" in word:
+                raise Refused(f"{path}: {key}: backslash in pattern '{word}'", 1)
+        elif not facts.matches(facts.ARG_RE, word) or changes_django_setup(word):
+            raise Refused(f"{path}: {key}: invalid argument '{word}'", 1)
+
+
+def current_version(env: Env) -> str:
+    """VERSION= of the app's .env ('' when there is none)."""
+    try:
+        with open(os.path.join(env.app_dir, ".env"), errors="replace") as file:
+            for line in file:
+                if line.startswith("VERSION="):
+                    return line[len("VERSION=") :].rstrip("\n")
+    except FileNotFoundError:
+        pass
+    return ""

@@ -1,0 +1,81 @@
+"""The environment's lock, the same one lib/detach.sh takes: flock(2) on STATE/ENV/lock.
+
+lock.info names the holder ("ID WHAT by WHO in progress since TIME"); it is empty
+only while a run takes or gives back the lock, a moment a contender waits out
+rather than report an unknown holder. A probe (status) takes the lock shared, so
+probes never see each other as a run.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import time
+
+UNNAMED = "- another run (starting or finishing)"
+
+
+class Lock:
+    def __init__(self, state_dir: str):
+        self.path = os.path.join(state_dir, "lock")
+        self.info = os.path.join(state_dir, "lock.info")
+        self.fd = -1
+
+    def holder(self) -> str:
+        try:
+            with open(self.info, errors="replace") as file:
+                return file.readline().rstrip("\n")
+        except FileNotFoundError:
+            return ""
+
+    def _open(self) -> int:
+        return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+
+    def _try(self, fd: int, mode: int, seconds: float) -> bool:
+        deadline = time.monotonic() + seconds
+        while True:
+            try:
+                fcntl.flock(fd, mode | fcntl.LOCK_NB)
+                return True
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    return False
+                time.sleep(0.005)
+
+    def _wait_out_handover(self, fd: int, mode: int) -> bool:
+        """While lock.info is empty a run is taking or giving back the lock: up to 3 s."""
+        for _ in range(30):
+            if self.holder():
+                return False
+            if self._try(fd, mode, 0.1):
+                return True
+        return False
+
+    def busy(self):
+        """The holder ("ID WHAT ...") while a run holds the lock, else None; never holds it."""
+        fd = self._open()
+        try:
+            if self._try(fd, fcntl.LOCK_SH, 0) or self._wait_out_handover(fd, fcntl.LOCK_SH):
+                return None
+            return self.holder() or UNNAMED
+        finally:
+            os.close(fd)
+
+    def take(self):
+        """None, holding the lock; or the holder that has it."""
+        fd = self._open()
+        if self._try(fd, fcntl.LOCK_EX, 0.3) or self._wait_out_handover(fd, fcntl.LOCK_EX):
+            self.fd = fd
+            return None
+        os.close(fd)
+        return self.holder() or UNNAMED
+
+    def name(self, run_id: str, what: str, by: str, now: str) -> None:
+        with open(self.info, "w") as file:
+            file.write(f"{run_id} {what} by {by or 'unknown'} in progress since {now}\n")
+
+    def release(self) -> None:
+        with open(self.info, "w"):
+            pass
+        os.close(self.fd)
+        self.fd = -1

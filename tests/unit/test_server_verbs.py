@@ -1,0 +1,163 @@
+"""The verbs bin/deploy answers in Python (scripts/server/lib/pdserver/verbs.py), on a
+temporary /etc/pushdeploy and state directory; the lock against bash's own flock."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+
+import pytest
+
+from pdserver import env as envs
+from pdserver import expect, facts, verbs
+from pdserver.lock import UNNAMED, Lock
+from pdserver.request import Refused, parse
+
+CONF = "APP_DIR={app}\nPROJECT=pixel-staging\nWEB_SERVICE=web\nHOOK_BEFORE_SWITCH=check --deploy\nMANAGE_COMMAND=showmigrations --list [a-z]+\n"
+
+
+@pytest.fixture
+def server(tmp_path, monkeypatch):
+    etc, state, app = tmp_path / "etc", tmp_path / "state", tmp_path / "app"
+    for path in (etc, state / "staging" / "runs", app):
+        path.mkdir(parents=True)
+    (etc / "staging.conf").write_text(CONF.format(app=app))
+    (app / ".env").write_text("SECRET=x\nVERSION=1.4.0\n")
+    monkeypatch.setattr(facts, "ETC", str(etc))
+    monkeypatch.setattr(facts, "STATE", str(state))
+    return tmp_path
+
+
+def run(capsys, line):
+    answer = verbs.HANDLERS[line.split()[0]](parse(line.split(), time.time()))
+    return answer, capsys.readouterr().out
+
+
+def test_an_environment_is_read_checked(server):
+    env = envs.load("staging")
+    assert (env.app_dir, env["PROJECT"], env["SWITCH"], env["HOOK_BEFORE_SWITCH"]) == (str(server / "app"), "pixel-staging", "slots", ["check --deploy"])
+    assert envs.current_version(env) == "1.4.0"
+    with pytest.raises(Refused, match="not set up on this server") as caught:
+        envs.load("production")
+    assert caught.value.code == 64
+
+
+@pytest.mark.parametrize(
+    ("line", "says"),
+    [
+        ("NOPE=1", "unknown key 'NOPE'"),
+        ("APP_DIR=relative", "APP_DIR must be an absolute path"),
+        ("SWITCH=teleport", "SWITCH is slots or recreate"),
+        ("PROJECT=Bad", "invalid PROJECT 'Bad'"),
+        ("HOOK_AFTER_SWITCH=shell -c x", "'shell' is not a permitted management command"),
+        ("HOOK_AFTER_SWITCH=check --settings=evil", "invalid argument '--settings=evil'"),
+        ("MANAGE_COMMAND=dumpdata", "'dumpdata' is not a permitted management command"),
+    ],
+)
+def test_a_conf_not_written_by_setup_is_exit_1(server, line, says):
+    (server / "etc/staging.conf").write_text(CONF.format(app=server / "app") + line + "\n")
+    with pytest.raises(Refused, match=says) as caught:
+        envs.load("staging")
+    assert caught.value.code == 1
+
+
+def test_expect_names_what_differs(server, monkeypatch):
+    conf = str(server / "etc/staging.conf")
+    monkeypatch.setattr(expect, "server_hash", lambda home=None: "s" * 16)
+    good = f"{'s' * 16}.{expect.conf_hash(conf)}"
+    expect.check(good, conf, "staging")
+    expect.check("", conf, "staging")
+    with pytest.raises(Refused, match=r"the server side here \(s+\) differs from your project's \(old\): run `inv server.setup --env review`") as caught:
+        expect.check("old.x", conf, "review-3", "review")
+    assert caught.value.code == 78
+    with pytest.raises(Refused, match="the settings installed for 'staging' differ"):
+        expect.check(f"{'s' * 16}.other", conf, "staging")
+
+
+def test_history_is_the_last_lines(server, capsys):
+    assert run(capsys, "history staging") == (0, "")
+    records = [json.dumps({"version": str(n)}) + "\n" for n in range(30)]
+    (server / "state/staging/history.jsonl").write_text("".join(records))
+    assert run(capsys, "history staging") == (0, "".join(records[-20:]))
+    assert run(capsys, "history staging --limit=3") == (0, "".join(records[-3:]))
+
+
+def test_backups_newest_first(server, capsys):
+    assert run(capsys, "backups staging") == (0, "no backups of staging yet\n")
+    folder = server / "state/staging/backups"
+    folder.mkdir()
+    for n, name in enumerate(("20260101T000000Z-1.0.0.dump", "20260102T000000Z-1.1.0.dump", "notes.txt")):
+        (folder / name).write_bytes(b"x" * (n + 1) * 100)
+        os.utime(folder / name, (1_700_000_000 + n * 86400,) * 2)
+    answer, out = run(capsys, "backups staging")
+    stamp = time.strftime("%Y-%m-%dT%H:%M", time.localtime(1_700_000_000 + 86400))
+    assert out.splitlines() == [f"{stamp}         200 bytes  {folder}/20260102T000000Z-1.1.0.dump", out.splitlines()[1]]
+    assert out.splitlines()[1].endswith("100 bytes  " + str(folder / "20260101T000000Z-1.0.0.dump"))
+
+
+def test_logs_the_latest_run_and_follows_one_to_its_status(server, capsys):
+    runs = server / "state/staging/runs"
+    with pytest.raises(Refused, match="no deploy has run in staging yet"):
+        run(capsys, "logs staging")
+    (runs / "a.log").write_text("old\n")
+    os.utime(runs / "a.log", (1, 1))
+    (runs / "b.log").write_text("==> pull\n")
+    (runs / "b.status").write_text("1\n")
+    assert run(capsys, "logs staging") == (0, "==> pull\n")
+    assert run(capsys, "logs staging --follow") == (0, "==> pull\n")  # a failed run's log is still a log
+    writer = subprocess.Popen(["sh", "-c", f"sleep 0.3; echo '==> switch' >>{runs / 'b.log'}; echo 0 >{runs / 'b.status'}"])
+    (runs / "b.pid").write_text(f"{writer.pid}\n")
+    assert run(capsys, "logs staging --follow") == (0, "==> pull\n==> switch\n")  # followed until the run ended
+    writer.wait()
+    (runs / "b.status").unlink()
+    with pytest.raises(Refused, match="the deploy process b ended without a result"):
+        run(capsys, "logs staging --follow")
+
+
+def test_status_warns_of_a_dead_run_only_when_none_runs(server):
+    runs = str(server / "state/staging/runs")
+    assert verbs.dead_runs(runs) == []
+    for name in ("x.request", "x.status", "y.request"):
+        open(os.path.join(runs, name), "w").close()
+    assert verbs.dead_runs(runs) == ["y"] and verbs.dead_runs(runs, own="y") == []
+
+
+def test_last_deploy_reads_the_summary_while_it_is_current(server):
+    history = server / "state/staging/history.jsonl"
+    assert verbs.last_deploy(str(history)) == "none"
+    history.write_text(json.dumps({"time": "T", "kind": "deploy", "version": "2", "previous": "1", "outcome": "ok", "by": "jane"}) + "\n")
+    assert verbs.last_deploy(str(history)) == "T deploy of 2 (was 1): ok, by jane"
+    (server / "state/staging/history.jsonl.last").write_text("summary\n")
+    assert verbs.last_deploy(str(history)) == "summary"
+    os.utime(history, (time.time() + 10,) * 2)
+    assert verbs.last_deploy(str(history)) == "T deploy of 2 (was 1): ok, by jane"
+
+
+def test_maintenance_takes_the_lock_bash_takes(server, capsys):
+    flag = server / "app/maintenance/on"
+    assert run(capsys, "maintenance staging on") == (0, "maintenance mode on: the proxy answers 503\n")
+    assert flag.exists() and flag.stat().st_mode & 0o777 == 0o644
+    state = server / "state/staging"
+    holder = subprocess.Popen(["flock", str(state / "lock"), "sh", "-c", f"echo 'r1 refresh of staging by admin in progress since T' >{state / 'lock.info'}; sleep 1.5; : >{state / 'lock.info'}"])
+    time.sleep(0.3)
+    with pytest.raises(Refused, match="busy: refresh of staging by admin in progress since T; maintenance stays as it is") as caught:
+        run(capsys, "maintenance staging off")
+    assert caught.value.code == 75 and flag.exists()
+    holder.wait()
+    assert run(capsys, "maintenance staging off") == (0, "maintenance mode off\n")
+    assert not flag.exists() and (state / "lock.info").read_text() == ""
+
+
+def test_a_probe_waits_out_a_handover_and_names_an_unnamed_holder(server):
+    lock = Lock(str(server / "state/staging"))
+    assert lock.busy() is None
+    assert lock.take() is None  # held, lock.info empty: a run taking the lock
+    started = time.monotonic()
+    assert Lock(lock.path.rsplit("/", 1)[0]).busy() == UNNAMED
+    assert time.monotonic() - started >= 2.5, "it waited the handover out first"
+    lock.name("r2", "deploy of 2", "", "T")
+    assert Lock(lock.path.rsplit("/", 1)[0]).busy() == "r2 deploy of 2 by unknown in progress since T"
+    lock.release()
+    assert Lock(lock.path.rsplit("/", 1)[0]).busy() is None
