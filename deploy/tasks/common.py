@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import sys
 
+import invoke
 from invoke.exceptions import Exit
 
 from deploy import local, plan, protocol, rollout, settings
@@ -78,3 +79,20 @@ def request_on_hosts(settings, env, request: str, describe, hosts=None, sessions
     results = remote.on_hosts(hosts or env.hosts, work, label=lambda h: f"{env.name} {h}", grouped=grouped)
     remote.summary(results, describe, label=lambda h: f"{env.name} {h}")
     return results
+
+
+class _Task(invoke.Task):
+    """Invoke's task, but --hosts gets no short flag: every Invoke user types -h for help."""
+
+    def arg_opts(self, name, default, taken_names):
+        opts = super().arg_opts(name, default, taken_names)
+        if name == "hosts":
+            opts["names"] = [flag for flag in opts["names"] if len(flag) > 1]
+        return opts
+
+
+def task(*args, **kwargs):
+    """@task for this project's tasks (see _Task)."""
+    kwargs.setdefault("klass", _Task)
+    return invoke.task(*args, **kwargs)
+

@@ -5,14 +5,14 @@ from __future__ import annotations
 import os
 import sys
 
-from invoke import Collection, task
+from invoke import Collection
 from invoke.exceptions import Exit
 
 from deploy import history as history_table
 from deploy import local, plan, requests, rollout
 from deploy.output import Collector, say
 from deploy.tasks import preview
-from deploy.tasks.common import EXIT_MEANINGS, done, expected, fail_on_errors, load_settings, request_on_hosts
+from deploy.tasks.common import EXIT_MEANINGS, done, expected, fail_on_errors, load_settings, request_on_hosts, task
 
 WAIT_HELP = "If another deploy of this environment runs, wait up to this many seconds for it (default: refuse at once)."
 

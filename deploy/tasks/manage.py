@@ -5,12 +5,11 @@ from __future__ import annotations
 import os
 import sys
 
-from invoke import task
 from invoke.exceptions import Exit
 
 from deploy import local, management, plan, requests, rollout
 from deploy.output import say
-from deploy.tasks.common import expected, fail_on_errors, load_settings
+from deploy.tasks.common import expected, fail_on_errors, load_settings, task
 
 
 def _remainder(argv: list[str]) -> list[str]:

@@ -161,3 +161,23 @@ def test_a_probe_waits_out_a_handover_and_names_an_unnamed_holder(server):
     assert Lock(lock.path.rsplit("/", 1)[0]).busy() == "r2 deploy of 2 by unknown in progress since T"
     lock.release()
     assert Lock(lock.path.rsplit("/", 1)[0]).busy() is None
+
+
+def test_where_the_pull_agent_runs(tmp_path):
+    systemd, cron = tmp_path / "systemd", tmp_path / "cron"
+    systemd.mkdir()
+    cron.mkdir()
+    assert verbs.pull_agent_where("staging", str(systemd), str(cron)) == "none"
+    (cron / "pushdeploy-pull-staging").write_text("")
+    assert verbs.pull_agent_where("staging", str(systemd), str(cron)) == f"cron {cron}/pushdeploy-pull-staging"
+    (systemd / "pushdeploy-pull-staging.timer").write_text("")
+    assert verbs.pull_agent_where("staging", str(systemd), str(cron)).startswith("systemd timer pushdeploy-pull-staging.timer (")
+
+
+def test_pull_status_in_push_and_in_pull_mode(server, capsys, monkeypatch):
+    monkeypatch.setattr(verbs, "pull_agent_where", lambda name: "none")
+    assert run(capsys, "pull-status staging") == (0, "mode: push (no pull channel in staging's settings)\nagent: none\n")
+    with open(server / "etc/staging.conf", "a") as conf:
+        conf.write("PULL_CHANNEL=staging-approved\nPULL_EVERY=60\n")
+    answer, out = run(capsys, "pull-status staging")
+    assert out.splitlines() == ["mode: pull", "channel: staging-approved", "every: 60s", "agent: none", "version: 1.4.0", "last check: never (the agent has not run yet)"]

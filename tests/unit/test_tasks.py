@@ -59,3 +59,12 @@ def test_a_missing_dotenv_file_is_named():
     environ["DEPLOY_DOTENV"] = "/nonexistent/deploy.env"
     result = subprocess.run([sys.executable, "-m", "invoke", "deploy.status"], cwd=ROOT, env=environ, capture_output=True, text=True)
     assert result.returncode == 2 and "/nonexistent/deploy.env" in result.stderr
+
+
+@pytest.mark.parametrize("name", ["deploy.staging", "deploy.production", "deploy.to", "deploy.rollback", "deploy.plan", "manage"])
+def test_hosts_has_no_short_flag_so_dash_h_is_help(name):
+    assert "  --hosts=STRING" in inv("--help", name).stdout
+    assert "-h STRING" not in inv("--help", name).stdout
+    if name not in ("deploy.to", "manage"):  # their first positional (ENV, NAME) would take the -h
+        result = inv(name, "-h")
+        assert result.returncode == 0 and result.stdout.startswith(f"Usage: inv[oke] [--core-opts] {name}"), result.stderr

@@ -167,7 +167,7 @@ run_deploy() {
 }
 
 # ---------------------------------------------------------------- verbs
-# version, history, logs, maintenance, backups and status (compose) are answered by
+# version, history, logs, maintenance, backups, check, pull-status and status (compose) are answered by
 # lib/pdserver/verbs.py; status of a swarm environment still comes here.
 
 parse_options() { # words...
@@ -241,27 +241,7 @@ cmd_status() {
 
 
 
-cmd_check() {
-  printf 'server_side=%s\n' "$(server_hash)"
-  printf 'settings=%s\n' "$(conf_hash)"
-  printf 'version=%s\n' "$(current_version)"
-  printf 'docker=%s\n' "$(docker version -f '{{.Server.Version}}' 2>&1 | head -n 1)"
-  printf 'compose=%s\n' "$("${COMPOSE_CMD[@]}" version --short 2>&1 | head -n 1)"
-  printf 'disk_free_app=%s\n' "$(df -Ph "$APP_DIR" 2>/dev/null | awk 'NR==2 { print $4 }')"
-  printf 'disk_free_docker=%s\n' "$(df -Ph "$(docker info -f '{{.DockerRootDir}}' 2>/dev/null || echo /)" 2>/dev/null | awk 'NR==2 { print $4 }')"
-  [[ $ENGINE != swarm ]] || printf 'swarm=%s\n' "$(swarm_role)"
-  printf 'pull=%s\n' "${PULL_CHANNEL:+channel $PULL_CHANNEL every ${PULL_EVERY}s, agent: }$(pull_agent_where "$ENV_NAME" "$PD_SYSTEMD_DIR" "$PD_CRON_DIR")"
-}
 
-cmd_pull_status() {
-  local where
-  where=$(pull_agent_where "$ENV_NAME" "$PD_SYSTEMD_DIR" "$PD_CRON_DIR")
-  if [[ -z $PULL_CHANNEL ]]; then
-    printf 'mode: push (no pull channel in %s'"'"'s settings)\nagent: %s\n' "$ENV_NAME" "$where"
-    return 0
-  fi
-  pull_tool status "$(pull_dir)/checks.jsonl" "mode=pull" "channel=$PULL_CHANNEL" "every=${PULL_EVERY}s" "agent=$where" "version=$(current_version)"
-}
 
 # The pull agent's verb: root only, never the deploy account (the entrypoint does not
 # offer it, and a sudo from an account that pushdeploy's sudoers names is refused here).

@@ -222,4 +222,72 @@ def maintenance(request: Request) -> int:
     return 0
 
 
-HANDLERS = {"version": version, "history": history, "backups": backups, "logs": logs, "status": status, "maintenance": maintenance}
+SYSTEMD_DIR, CRON_DIR = "/etc/systemd/system", "/etc/cron.d"
+
+
+def pull_agent_where(name: str, systemd_dir: str = SYSTEMD_DIR, cron_dir: str = CRON_DIR) -> str:
+    """How the pull agent of NAME runs here: a systemd timer (and its state), a cron entry, or none."""
+    unit = f"pushdeploy-pull-{name}"
+    if os.path.isfile(os.path.join(systemd_dir, unit + ".timer")):
+        state = subprocess.run(["systemctl", "is-active", unit + ".timer"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, check=False)
+        return f"systemd timer {unit}.timer ({state.stdout.decode(errors='replace').strip()})"
+    if os.path.isfile(os.path.join(cron_dir, unit)):
+        return f"cron {cron_dir}/{unit}"
+    return "none"
+
+
+def pull_status(request: Request) -> int:
+    env = _load(request)
+    where = pull_agent_where(env.name)
+    channel = env["PULL_CHANNEL"]
+    if not channel:
+        print(f"mode: push (no pull channel in {env.name}'s settings)\nagent: {where}")
+        return 0
+    pull_py = _lib_module("pull")
+    pairs = ["mode=pull", f"channel={channel}", f"every={env['PULL_EVERY']}s", f"agent={where}", f"version={envs.current_version(env)}"]
+    print("\n".join(pull_py.status(pull_py.read(os.path.join(env.state_dir, "pull", "checks.jsonl")), pairs)))
+    return 0
+
+
+def _first_line(argv, env: envs.Env) -> str:
+    try:
+        out = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=_docker_environ(env), check=False, cwd=env.app_dir if os.path.isdir(env.app_dir) else "/")
+    except OSError as error:
+        return str(error)
+    return (out.stdout.decode(errors="replace").splitlines() or [""])[0]
+
+
+def _disk_free(path: str) -> str:
+    out = subprocess.run(["df", "-Ph", path], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, check=False)
+    rows = out.stdout.decode(errors="replace").splitlines()
+    return rows[1].split()[3] if len(rows) > 1 and len(rows[1].split()) > 3 else ""
+
+
+def swarm_role(env: envs.Env) -> str:
+    out = subprocess.run(["docker", "info", "-f", "{{.Swarm.LocalNodeState}} {{.Swarm.ControlAvailable}}"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=_docker_environ(env), check=False)
+    state = out.stdout.decode(errors="replace").rstrip("\n")
+    if out.returncode != 0:
+        return f"unreachable: {state}"
+    return {"active true": "manager", "active false": "worker"}.get(state, state.split(" ", 1)[0])
+
+
+def check(request: Request) -> int:
+    """Facts for `inv server.check`, key=value lines."""
+    env = _load(request)
+    docker_root = subprocess.run(["docker", "info", "-f", "{{.DockerRootDir}}"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=_docker_environ(env), check=False)
+    print(f"server_side={server_hash(HOME)}")
+    print(f"settings={expect.conf_hash(env.conf_path)}")
+    print(f"version={envs.current_version(env)}")
+    print(f"docker={_first_line(['docker', 'version', '-f', '{{.Server.Version}}'], env)}")
+    print(f"compose={_first_line([*env['COMPOSE'].split(), 'version', '--short'], env)}")
+    print(f"disk_free_app={_disk_free(env.app_dir)}")
+    print(f"disk_free_docker={_disk_free(docker_root.stdout.decode(errors='replace').strip() if docker_root.returncode == 0 else '/')}")
+    if env["ENGINE"] == "swarm":
+        print(f"swarm={swarm_role(env)}")
+    channel = env["PULL_CHANNEL"]
+    mode = f"channel {channel} every {env['PULL_EVERY']}s, agent: " if channel else ""
+    print(f"pull={mode}{pull_agent_where(env.name)}")
+    return 0
+
+
+HANDLERS = {"version": version, "history": history, "backups": backups, "logs": logs, "status": status, "maintenance": maintenance, "check": check, "pull-status": pull_status}
