@@ -36,4 +36,6 @@ def table(records: list[dict]) -> str:
         return "no deploys yet"
     rows = [list(COLUMNS)] + [[_cell(r, c) for c in COLUMNS] for r in records]
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
-    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)).rstrip() for row in rows)
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)).rstrip() for row in rows
+    )

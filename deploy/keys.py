@@ -64,14 +64,22 @@ def from_config(raw, environments: Mapping) -> tuple[DeployKey, ...]:
             raise BadKeys(f"{where}.{unknown[0]}", "unknown setting (known: environments, verbs, public_key)")
         envs = _names(spec.get("environments"), f"{where}.environments")
         if not envs:
-            raise BadKeys(f"{where}.environments", "name the environments this key may reach (a review template covers its review environments)")
+            raise BadKeys(
+                f"{where}.environments",
+                "name the environments this key may reach (a review template covers its review environments)",
+            )
         missing = [env for env in envs if env not in environments]
         if missing:
-            raise BadKeys(f"{where}.environments", f"{missing[0]!r} is not an environment of deploy.environments ({', '.join(sorted(environments))})")
+            raise BadKeys(
+                f"{where}.environments",
+                f"{missing[0]!r} is not an environment of deploy.environments ({', '.join(sorted(environments))})",
+            )
         verbs = _names(spec.get("verbs"), f"{where}.verbs") if spec.get("verbs") is not None else protocol.VERBS
         wrong = [verb for verb in verbs if verb not in protocol.VERBS]
         if wrong:
-            raise BadKeys(f"{where}.verbs", f"{wrong[0]!r} is not a verb of the deploy account ({', '.join(protocol.VERBS)})")
+            raise BadKeys(
+                f"{where}.verbs", f"{wrong[0]!r} is not a verb of the deploy account ({', '.join(protocol.VERBS)})"
+            )
         public_key = spec.get("public_key") or ""
         if not isinstance(public_key, str):
             raise BadKeys(f"{where}.public_key", "the key line, or a .pub file")

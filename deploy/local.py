@@ -14,7 +14,11 @@ def app_files(settings: Settings, env: Environment) -> dict[str, bytes]:
     for remote, local in env.files:
         path = settings.root / local
         if not path.is_file():
-            raise ConfigError("invoke.yaml", f"deploy.environments.{env.name}.files.{remote}", f"{local} does not exist in the project")
+            raise ConfigError(
+                "invoke.yaml",
+                f"deploy.environments.{env.name}.files.{remote}",
+                f"{local} does not exist in the project",
+            )
         files[remote] = path.read_bytes()
     return files
 
@@ -28,7 +32,9 @@ def server_dotenv(settings: Settings, env: Environment) -> bytes | None:
     return path.read_bytes()
 
 
-def public_keys(value: str, setting: str = "DEPLOY_CI_PUBLIC_KEY", source: str = ".env", root: Path | None = None) -> str:
+def public_keys(
+    value: str, setting: str = "DEPLOY_CI_PUBLIC_KEY", source: str = ".env", root: Path | None = None
+) -> str:
     """A public key setting: the key line(s), or a path to a .pub file (relative to root, if given)."""
     if value and not value.lstrip().startswith(("ssh-", "ecdsa-", "sk-")):
         path = Path(value).expanduser()
@@ -47,7 +53,9 @@ def named_public_keys(settings, values) -> dict[str, str]:
         if values.get(key.env_var):
             named[key.name] = public_keys(values[key.env_var], key.env_var)
         else:
-            named[key.name] = public_keys(key.public_key, f"deploy.keys.{key.name}.public_key", "invoke.yaml", settings.root)
+            named[key.name] = public_keys(
+                key.public_key, f"deploy.keys.{key.name}.public_key", "invoke.yaml", settings.root
+            )
     return named
 
 

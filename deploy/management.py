@@ -32,7 +32,13 @@ _PATTERN_CHARS = re.compile(r"^[][A-Za-z0-9_.:/@+=|(){},?*^$-]+$")
 # What `inv manage` may run when invoke.yaml says nothing: read-only or housekeeping commands.
 DEFAULT_COMMANDS: dict[str, list[str]] = {
     "showmigrations": ["--list", "--plan", "[a-z][a-z0-9_]*"],
-    "check": ["--deploy", "--fail-level", "--fail-level=(DEBUG|INFO|WARNING|ERROR|CRITICAL)", "DEBUG|INFO|WARNING|ERROR|CRITICAL", "[a-z][a-z0-9_]*"],
+    "check": [
+        "--deploy",
+        "--fail-level",
+        "--fail-level=(DEBUG|INFO|WARNING|ERROR|CRITICAL)",
+        "DEBUG|INFO|WARNING|ERROR|CRITICAL",
+        "[a-z][a-z0-9_]*",
+    ],
     "clearsessions": [],
     "createcachetable": ["--dry-run"],
 }
@@ -57,15 +63,21 @@ def check_name(name: str, what: str = "command") -> str:
     if not isinstance(name, str) or not protocol.matches(NAME_RE, name):
         raise Refused(f"{what} {name!r} is not a management command name ({NAME_RE.pattern})")
     if name in FORBIDDEN:
-        raise Refused(f"`{name}` can never run through pushdeploy: it runs arbitrary code or SQL, or reads or replaces data wholesale ({', '.join(FORBIDDEN)} are refused)")
+        raise Refused(
+            f"`{name}` can never run through pushdeploy: it runs arbitrary code or SQL, or reads or replaces data wholesale ({', '.join(FORBIDDEN)} are refused)"
+        )
     return name
 
 
 def check_word(word: str, what: str) -> str:
     if not isinstance(word, str) or not protocol.matches(protocol.ARG_RE, word):
-        raise Refused(f"{what}: {word!r} is not a plain word or --option[=value] (no spaces, quotes or shell characters)")
+        raise Refused(
+            f"{what}: {word!r} is not a plain word or --option[=value] (no spaces, quotes or shell characters)"
+        )
     if protocol.server_request.changes_django_setup(word):
-        raise Refused(f"{what} does not accept the argument {word!r}: {' and '.join(protocol.server_facts.MANAGE_FORBIDDEN_OPTIONS)} (or a prefix of one) are never passed, whatever the allowlist says")
+        raise Refused(
+            f"{what} does not accept the argument {word!r}: {' and '.join(protocol.server_facts.MANAGE_FORBIDDEN_OPTIONS)} (or a prefix of one) are never passed, whatever the allowlist says"
+        )
     return word
 
 
@@ -123,7 +135,9 @@ def request_words(commands: Sequence[Allowed], name: str, args: Sequence[str]) -
     check_name(name)
     allowed = {c.name: c for c in commands}
     if name not in allowed:
-        raise Refused(f"`{name}` is not in this environment's manage_commands (invoke.yaml); allowed: {', '.join(sorted(allowed)) or 'none'}")
+        raise Refused(
+            f"`{name}` is not in this environment's manage_commands (invoke.yaml); allowed: {', '.join(sorted(allowed)) or 'none'}"
+        )
     command = allowed[name]
     for word in args:
         check_word(word, f"`{name}`")
@@ -133,7 +147,9 @@ def request_words(commands: Sequence[Allowed], name: str, args: Sequence[str]) -
     return (name, *args)
 
 
-def conf_lines(before: Sequence[Sequence[str]], after: Sequence[Sequence[str]], commands: Sequence[Allowed]) -> list[str]:
+def conf_lines(
+    before: Sequence[Sequence[str]], after: Sequence[Sequence[str]], commands: Sequence[Allowed]
+) -> list[str]:
     """The lines of ENV.conf that carry the hooks and the allowlist (one item a line, in order)."""
     lines = [f"HOOK_BEFORE_SWITCH={' '.join(h)}" for h in before]
     lines += [f"HOOK_AFTER_SWITCH={' '.join(h)}" for h in after]

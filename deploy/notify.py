@@ -31,7 +31,13 @@ def parse(text: str, name: str) -> list[tuple[str, str]]:
     for number, item in enumerate(re.split(r"[\s,]+", text.strip()), 1):
         if not item:
             continue
-        kind, url = ("json", item) if item.startswith(("http://", "https://")) else item.split("=", 1) if "=" in item else ("", "")
+        kind, url = (
+            ("json", item)
+            if item.startswith(("http://", "https://"))
+            else item.split("=", 1)
+            if "=" in item
+            else ("", "")
+        )
         if kind not in KINDS:
             raise WebhookError(f"{name}: item {number} must be [json=|slack=]http(s)://... (kinds: {', '.join(KINDS)})")
         parts = urlsplit(url)

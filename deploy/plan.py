@@ -19,7 +19,9 @@ from deploy import keys as deploy_keys
 from deploy import management, protocol, pull, rollout
 from deploy.settings import Environment, Settings
 
-_PUBLIC_KEY = re.compile(r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh\.com|sk-ecdsa-sha2-nistp256@openssh\.com) [A-Za-z0-9+/]+={0,3}( [^\n\"]{0,200})?$")
+_PUBLIC_KEY = re.compile(
+    r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh\.com|sk-ecdsa-sha2-nistp256@openssh\.com) [A-Za-z0-9+/]+={0,3}( [^\n\"]{0,200})?$"
+)
 _UNSAFE_ACTOR = re.compile(r"[^A-Za-z0-9_.:/@+-]")
 
 
@@ -48,7 +50,9 @@ def build_version(environ: Mapping[str, str], git_head: str | None) -> str:
             return environ[name]
     if git_head:
         return git_head
-    raise BadRequest("no --tag given and no commit found (not in CI, and `git rev-parse HEAD` failed): pass --tag VERSION")
+    raise BadRequest(
+        "no --tag given and no commit found (not in CI, and `git rev-parse HEAD` failed): pass --tag VERSION"
+    )
 
 
 # ------------------------------------------------------------------ who and why
@@ -86,7 +90,10 @@ def phases(env: Environment, hosts=None) -> list[tuple[tuple, bool]]:
     first`, for hosts sharing one database); the rest follow in batches of
     `batch_size`, each only once the one before succeeded. See deploy/rollout.py.
     """
-    return [(batch.hosts, not batch.migrate) for batch in rollout.batches(hosts or env.hosts, env.batch_size, env.migrate_on)]
+    return [
+        (batch.hosts, not batch.migrate)
+        for batch in rollout.batches(hosts or env.hosts, env.batch_size, env.migrate_on)
+    ]
 
 
 # ------------------------------------------------------------------ the server's settings
@@ -126,13 +133,23 @@ def server_conf(env: Environment, app_files: Mapping[str, bytes], keys=()) -> st
         *pull.conf_lines(env.pull_channel, env.pull_every),
     ]
     if env.engine != "compose":
-        lines += [f"ENGINE={env.engine}", f"MANAGER_COMPOSE_FILES={' '.join(env.manager_compose_files)}", f"CONVERGE_TIMEOUT={env.converge_timeout}"]
+        lines += [
+            f"ENGINE={env.engine}",
+            f"MANAGER_COMPOSE_FILES={' '.join(env.manager_compose_files)}",
+            f"CONVERGE_TIMEOUT={env.converge_timeout}",
+        ]
         if env.backup_image:
             lines.append(f"BACKUP_IMAGE={env.backup_image}")
     if env.scrub:
         lines.append(f"SCRUB={env.scrub}")
     if env.review_template:
-        lines += ["REVIEW_TEMPLATE=yes", f"REVIEW_DOMAIN={env.review_domain}", f"REVIEW_PORT={env.review_port}", f"REVIEW_MAX={env.review_max}", f"REVIEW_SEED={env.review_seed}"]
+        lines += [
+            "REVIEW_TEMPLATE=yes",
+            f"REVIEW_DOMAIN={env.review_domain}",
+            f"REVIEW_PORT={env.review_port}",
+            f"REVIEW_MAX={env.review_max}",
+            f"REVIEW_SEED={env.review_seed}",
+        ]
     if keys:
         lines.append(f"KEYS_SHA256={protocol.short_hash(deploy_keys.scopes_json(keys).encode())}")
     return "\n".join(lines) + "\n"
@@ -159,18 +176,26 @@ def proxy_config_problems(env: Environment, app_files: Mapping[str, bytes]) -> l
             continue
         for slot in (first, second):
             if f"{env.web_service}-{slot}" not in text:
-                problems.append(f"{name}: does not route to {env.web_service}-{slot}: pushdeploy switches traffic between {env.web_service}-{first} and {env.web_service}-{second} (see the README, 'The switch')")
+                problems.append(
+                    f"{name}: does not route to {env.web_service}-{slot}: pushdeploy switches traffic between {env.web_service}-{first} and {env.web_service}-{second} (see the README, 'The switch')"
+                )
                 break
         if f"{protocol.ROUTING_DIR}/{second}" not in text:
-            problems.append(f"{name}: never checks the routing flag {protocol.ROUTING_DIR}/{second} (mount <app dir>/{protocol.ROUTING_DIR} into the proxy and test it per request)")
+            problems.append(
+                f"{name}: never checks the routing flag {protocol.ROUTING_DIR}/{second} (mount <app dir>/{protocol.ROUTING_DIR} into the proxy and test it per request)"
+            )
         resolvers = _RESOLVER.findall(text)
         if not resolvers:
-            problems.append(f"{name}: no `resolver` directive: nginx would resolve {env.web_service}-{first} once, at start")
+            problems.append(
+                f"{name}: no `resolver` directive: nginx would resolve {env.web_service}-{first} once, at start"
+            )
         for resolver in resolvers:
             valid = _VALID.search(resolver)
             if not valid or int(valid.group(1)) != env.dns_valid:
                 found = f"valid={valid.group(1)}s" if valid else "no valid="
-                problems.append(f"{name}: `resolver {resolver.strip()}` has {found}, but dns_valid is {env.dns_valid}: make them agree (resolver ... valid={env.dns_valid}s)")
+                problems.append(
+                    f"{name}: `resolver {resolver.strip()}` has {found}, but dns_valid is {env.dns_valid}: make them agree (resolver ... valid={env.dns_valid}s)"
+                )
     return problems
 
 
@@ -189,10 +214,14 @@ def authorized_keys(public_keys: str, named: Mapping[str, str] | None = None) ->
     for name, text in sorted((named or {}).items()):
         key_lines = _key_lines(text)
         if not key_lines:
-            raise BadRequest(f"no public key for the deploy key {name!r}: set deploy.keys.{name}.public_key in invoke.yaml or {deploy_keys.DeployKey(name, (), ()).env_var} in .env")
+            raise BadRequest(
+                f"no public key for the deploy key {name!r}: set deploy.keys.{name}.public_key in invoke.yaml or {deploy_keys.DeployKey(name, (), ()).env_var} in .env"
+            )
         lines += [deploy_keys.authorized_line(line, name) for line in key_lines]
     if not lines:
-        raise BadRequest("no public key for the deploy account: set DEPLOY_CI_PUBLIC_KEY (a .pub file or its content) or pass --public-key")
+        raise BadRequest(
+            "no public key for the deploy account: set DEPLOY_CI_PUBLIC_KEY (a .pub file or its content) or pass --public-key"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -254,8 +283,8 @@ def install_command(settings: Settings, env: Environment, archive: str, as_root:
     """The admin's shell command that unpacks the bundle and runs bin/install as root."""
     q = shlex.quote
     script = (
-        f"set -e; trap 'rm -rf \"$d\" {q(archive)}' EXIT; d=$(mktemp -d); tar -C \"$d\" -xf {q(archive)}; rm -f {q(archive)}; "
-        f"\"$d/bin/install\" \"$d\" {q(env.name)} {q(settings.deploy_user)} {q(env.app_dir)}"
+        f'set -e; trap \'rm -rf "$d" {q(archive)}\' EXIT; d=$(mktemp -d); tar -C "$d" -xf {q(archive)}; rm -f {q(archive)}; '
+        f'"$d/bin/install" "$d" {q(env.name)} {q(settings.deploy_user)} {q(env.app_dir)}'
     )
     return f"bash -c {q(script)}" if as_root else f"sudo -n bash -c {q(script)}"
 

@@ -34,7 +34,11 @@ class HostPlan:
         """The migrations the new image would apply, by name (app.0002_name)."""
         if self.get("migrations") != "planned":
             return ()
-        return tuple(line.strip() for line in self.django_plan if _MIGRATION_NAME.match(line.strip()) and not line.startswith(" "))
+        return tuple(
+            line.strip()
+            for line in self.django_plan
+            if _MIGRATION_NAME.match(line.strip()) and not line.startswith(" ")
+        )
 
     @property
     def steps(self) -> tuple[str, ...]:
@@ -63,7 +67,13 @@ def parse(lines: Iterable[str]) -> HostPlan:
             facts[key] = value
         elif line.strip():
             other.append(line)
-    return HostPlan(facts, tuple(repeated["hooks_before"]), tuple(repeated["hooks_after"]), tuple(repeated["migration"]), tuple(other))
+    return HostPlan(
+        facts,
+        tuple(repeated["hooks_before"]),
+        tuple(repeated["hooks_after"]),
+        tuple(repeated["migration"]),
+        tuple(other),
+    )
 
 
 def verdict(plan: HostPlan) -> tuple[int, str]:
@@ -105,11 +115,15 @@ def show(plan: HostPlan) -> list[str]:
         f"steps:       {' > '.join(plan.steps)}",
     ]
     if plan.hooks_before or plan.hooks_after:
-        lines.append(f"hooks:       before_switch: {'; '.join(plan.hooks_before) or '-'}   after_switch: {'; '.join(plan.hooks_after) or '-'}")
+        lines.append(
+            f"hooks:       before_switch: {'; '.join(plan.hooks_before) or '-'}   after_switch: {'; '.join(plan.hooks_after) or '-'}"
+        )
     lines += _migration_lines(plan)
     estimate = plan.estimate()
     if estimate:
-        lines.append(f"estimate:    about {estimate[0]:.0f}s (median of the last {estimate[1]} successful deploy(s) here)")
+        lines.append(
+            f"estimate:    about {estimate[0]:.0f}s (median of the last {estimate[1]} successful deploy(s) here)"
+        )
     else:
         lines.append("estimate:    none (no successful deploy here yet)")
     lines += [f"note: {line}" for line in plan.other]

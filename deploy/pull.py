@@ -35,12 +35,16 @@ def parse(raw, key: str) -> tuple[str, int]:
         raise PullError(f"{key}.{unknown[0]}: unknown setting (known: channel, every)")
     channel = raw.get("channel")
     if not isinstance(channel, str) or not protocol.matches(protocol.CHANNEL_RE, channel):
-        raise PullError(f"{key}.channel: {channel!r} is not a tag name for the channel ([A-Za-z0-9_-], e.g. production-approved)")
+        raise PullError(
+            f"{key}.channel: {channel!r} is not a tag name for the channel ([A-Za-z0-9_-], e.g. production-approved)"
+        )
     every = raw.get("every", DEFAULT_EVERY)
     if isinstance(every, str) and every.isdigit():
         every = int(every)
     if not isinstance(every, int) or isinstance(every, bool) or not 10 <= every <= 86400:
-        raise PullError(f"{key}.every: {every!r} must be whole seconds from 10 to 86400 (cron checks at most once a minute)")
+        raise PullError(
+            f"{key}.every: {every!r} must be whole seconds from 10 to 86400 (cron checks at most once a minute)"
+        )
     return channel, every
 
 

@@ -122,20 +122,26 @@ def _explained(host: Host, user: str, key_file: str, access: Access, client):
     except paramiko.BadHostKeyException as error:
         raise RemoteError(hostkeys.changed_key_message(host, error.expected_key, error.key)) from None
     except paramiko.AuthenticationException:
-        raise RemoteError(f"{user}@{host}: authentication failed: check the key ({key_file or 'ssh-agent / ~/.ssh'}) is authorized for {user}") from None
+        raise RemoteError(
+            f"{user}@{host}: authentication failed: check the key ({key_file or 'ssh-agent / ~/.ssh'}) is authorized for {user}"
+        ) from None
     except paramiko.SSHException as error:
         if "not found in known_hosts" in str(error):
             raise RemoteError(hostkeys.unknown_host_message(host, access, client.get_host_keys())) from None
         raise RemoteError(f"{user}@{host}: SSH failed: {error}", retryable=True) from None
     except OSError as error:
-        raise RemoteError(f"{user}@{host}: cannot connect: {error}; check the address and that sshd runs", retryable=True) from None
+        raise RemoteError(
+            f"{user}@{host}: cannot connect: {error}; check the address and that sshd runs", retryable=True
+        ) from None
 
 
 def _socket(host: Host, user: str) -> socket.socket:
     try:
         return _dial(host)
     except OSError as error:
-        raise RemoteError(f"{user}@{host}: cannot connect: {error}; check the address and that sshd runs", retryable=True) from None
+        raise RemoteError(
+            f"{user}@{host}: cannot connect: {error}; check the address and that sshd runs", retryable=True
+        ) from None
 
 
 def connect(host: Host, user: str, key_file: str, access: Access, pinned=None) -> Session:
@@ -151,7 +157,16 @@ def connect(host: Host, user: str, key_file: str, access: Access, pinned=None) -
         try:
             hostkeys.pin(client, pinned if pinned is not None else hostkeys.load(access))
             key = _private_key(key_file) if key_file else None
-            client.connect(host.hostname, host.port, user, pkey=key, allow_agent=not key, look_for_keys=not key, sock=sock, timeout=CONNECT_TIMEOUT)
+            client.connect(
+                host.hostname,
+                host.port,
+                user,
+                pkey=key,
+                allow_agent=not key,
+                look_for_keys=not key,
+                sock=sock,
+                timeout=CONNECT_TIMEOUT,
+            )
         except BaseException:
             client.close()
             sock.close()
@@ -167,8 +182,13 @@ def admin(host: Host, user: str, key_file: str, access: Access, pinned=None):
 
     sock = _socket(host, user)
     key = _private_key(key_file) if key_file else None
-    connection = Connection(host.hostname, user=user, port=host.port, connect_timeout=CONNECT_TIMEOUT,
-                            connect_kwargs={"pkey": key, "allow_agent": not key, "look_for_keys": not key, "sock": sock})
+    connection = Connection(
+        host.hostname,
+        user=user,
+        port=host.port,
+        connect_timeout=CONNECT_TIMEOUT,
+        connect_kwargs={"pkey": key, "allow_agent": not key, "look_for_keys": not key, "sock": sock},
+    )
     with _explained(host, user, key_file, access, connection.client):
         try:
             hostkeys.pin(connection.client, pinned if pinned is not None else hostkeys.load(access))
@@ -197,7 +217,12 @@ def run(connection: Session, command: str, writer: HostWriter) -> int:
     return channel.recv_exit_status()
 
 
-def on_hosts(hosts: Sequence[Host], work: Callable[[Host, HostWriter], int], label: Callable[[Host], str] = str, grouped: bool = False) -> list[HostResult]:
+def on_hosts(
+    hosts: Sequence[Host],
+    work: Callable[[Host, HostWriter], int],
+    label: Callable[[Host], str] = str,
+    grouped: bool = False,
+) -> list[HostResult]:
     """Run work(host, writer) on every host at once; gather one result per host.
 
     grouped: each host's output is printed as one block when it is done (for short answers).
@@ -225,7 +250,9 @@ def last_line(result: HostResult) -> str:
     return lines[-1].strip() if lines else result.message
 
 
-def summary(results: Sequence[HostResult], describe: Callable[[HostResult], str], label: Callable[[Host], str] = str) -> None:
+def summary(
+    results: Sequence[HostResult], describe: Callable[[HostResult], str], label: Callable[[Host], str] = str
+) -> None:
     for result in results:
         state = "ok" if result.ok else f"FAILED (exit {result.exit_code})"
         say(f"{label(result.host)} | {state} in {seconds(result.seconds)}: {describe(result)}")
@@ -259,4 +286,6 @@ def run_resumable(connect: Callable[[], Session], command: str, writer: HostWrit
         if attempt < attempts:
             writer.line(f"{reason}; reattaching ({attempt}/{attempts - 1})")
             time.sleep(2 * attempt)
-    raise RemoteError(f"{reason}; the deploy goes on or rolls back on the server by itself: see `inv deploy.status` and `inv deploy.logs`")
+    raise RemoteError(
+        f"{reason}; the deploy goes on or rolls back on the server by itself: see `inv deploy.status` and `inv deploy.logs`"
+    )

@@ -61,7 +61,17 @@ def rollback(
 
     ``rollback ENV [--to=VERSION] --id=ID [--wait=S] [--skip-migrate] --by=WHO [--url=URL] --expect=HASH``
     """
-    return protocol.command("rollback", env, to=to, id=run_id, wait=wait or None, skip_migrate=skip_migrate, by=by, url=url or None, expect=expect)
+    return protocol.command(
+        "rollback",
+        env,
+        to=to,
+        id=run_id,
+        wait=wait or None,
+        skip_migrate=skip_migrate,
+        by=by,
+        url=url or None,
+        expect=expect,
+    )
 
 
 def status(env: str, *, expect: str) -> str:
@@ -97,12 +107,30 @@ def manage(env: str, words, *, expect: str, by: str = "") -> str:
     return protocol.command("manage", env, *options, *words)
 
 
-def plan(env: str, version: str, *, expect: str, order: str | None = None, maintenance: bool = False, skip_migrate: bool = False, force: bool = False) -> str:
+def plan(
+    env: str,
+    version: str,
+    *,
+    expect: str,
+    order: str | None = None,
+    maintenance: bool = False,
+    skip_migrate: bool = False,
+    force: bool = False,
+) -> str:
     """What a deploy of version would do (changes nothing but pulling the image).
 
     ``plan ENV VERSION [--order=T] [--maintenance] [--skip-migrate] [--force] --expect=HASH``
     """
-    return protocol.command("plan", env, version, order=order, maintenance=maintenance, skip_migrate=skip_migrate, force=force, expect=expect)
+    return protocol.command(
+        "plan",
+        env,
+        version,
+        order=order,
+        maintenance=maintenance,
+        skip_migrate=skip_migrate,
+        force=force,
+        expect=expect,
+    )
 
 
 def pull_status(env: str, *, expect: str) -> str:

@@ -44,10 +44,14 @@ def template(settings: Settings, name: str | None = None) -> Environment:
     if name:
         env = settings.environment(name)
         if not env.review_template:
-            raise BadRequest(f"{name!r} is not a review template (review templates here: {', '.join(templates) or 'none'}); review environments are made only from an environment with review_template: true")
+            raise BadRequest(
+                f"{name!r} is not a review template (review templates here: {', '.join(templates) or 'none'}); review environments are made only from an environment with review_template: true"
+            )
         return env
     if len(templates) != 1:
-        raise BadRequest(f"{'no' if not templates else 'more than one'} review template in invoke.yaml ({', '.join(templates) or 'add an environment with review_template: true'}): pass --template NAME")
+        raise BadRequest(
+            f"{'no' if not templates else 'more than one'} review template in invoke.yaml ({', '.join(templates) or 'add an environment with review_template: true'}): pass --template NAME"
+        )
     return settings.environments[templates[0]]
 
 
@@ -72,7 +76,14 @@ def instance(env: Environment, pr) -> Instance:
     name = f"{env.name}-{number}"
     if not protocol.matches(protocol.REVIEW_RE, name) or not protocol.matches(protocol.ENV_RE, name):
         raise BadRequest(f"{name!r} is not a review environment name the server accepts ({protocol.REVIEW_RE.pattern})")
-    return Instance(name, number, f"{env.project}-{number}", f"{env.app_dir}-{number}", f"pr-{number}.{env.review_domain}", url(env, number))
+    return Instance(
+        name,
+        number,
+        f"{env.project}-{number}",
+        f"{env.app_dir}-{number}",
+        f"pr-{number}.{env.review_domain}",
+        url(env, number),
+    )
 
 
 # ------------------------------------------------------------------ requests
@@ -160,4 +171,6 @@ def table(entries: Iterable[Entry], now: float) -> str:
     rows = [("PR", "ENVIRONMENT", "VERSION", "URL", "AGE", "LAST DEPLOY")]
     rows += [(str(e.pr), e.name, e.version, e.url, _age(now - e.created), e.last_deploy) for e in entries]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1] for r in rows)
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1] for r in rows
+    )

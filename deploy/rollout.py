@@ -71,7 +71,9 @@ def select(hosts: Sequence[Host], wanted: str | None) -> tuple[Host, ...]:
     known = {str(h): h for h in hosts} | {h.hostname: h for h in hosts}
     unknown = [n for n in names if n not in known]
     if unknown or not names:
-        raise BadSelection(f"--hosts {wanted!r}: no such host {', '.join(unknown) or '(none given)'}; this environment has {', '.join(map(str, hosts))}")
+        raise BadSelection(
+            f"--hosts {wanted!r}: no such host {', '.join(unknown) or '(none given)'}; this environment has {', '.join(map(str, hosts))}"
+        )
     chosen = {known[n] for n in names}
     return tuple(h for h in hosts if h in chosen)
 
@@ -142,13 +144,33 @@ def not_ready(answers: Sequence[Answer], env: str, wait: int = 0) -> list[Refusa
     """
     refusals = []
     for answer in answers:
-        said = next((line.strip().removeprefix("pushdeploy: ") for line in reversed(answer.lines) if line.startswith("pushdeploy: ")), "") or answer.message
+        said = (
+            next(
+                (
+                    line.strip().removeprefix("pushdeploy: ")
+                    for line in reversed(answer.lines)
+                    if line.startswith("pushdeploy: ")
+                ),
+                "",
+            )
+            or answer.message
+        )
         if answer.code == 0:
-            busy = next((line.split(":", 1)[1].strip() for line in answer.lines if line.startswith("deploy in progress:")), "no")
+            busy = next(
+                (line.split(":", 1)[1].strip() for line in answer.lines if line.startswith("deploy in progress:")), "no"
+            )
             if busy != "no" and not wait:
-                refusals.append(Refusal(answer.host, protocol.EXIT_BUSY, f"another deploy runs there ({busy}): wait for it, or pass --wait SECONDS"))
+                refusals.append(
+                    Refusal(
+                        answer.host,
+                        protocol.EXIT_BUSY,
+                        f"another deploy runs there ({busy}): wait for it, or pass --wait SECONDS",
+                    )
+                )
         elif answer.code == protocol.EXIT_OUTDATED or (answer.code == protocol.EXIT_USAGE and _NOT_SET_UP in said):
-            refusals.append(Refusal(answer.host, protocol.EXIT_OUTDATED, said or f"out of date: run `inv server.setup --env {env}`"))
+            refusals.append(
+                Refusal(answer.host, protocol.EXIT_OUTDATED, said or f"out of date: run `inv server.setup --env {env}`")
+            )
         else:
             refusals.append(Refusal(answer.host, answer.code, said or f"exit {answer.code}"))
     return refusals

@@ -22,7 +22,9 @@ from deploy import management, protocol, pull, rollout
 
 CONFIG_FILE = "invoke.yaml"
 
-_HOST = re.compile(r"^(?:(?P<user>[a-z_][a-z0-9_-]{0,31})@)?(?P<host>[A-Za-z0-9.-]+|\[[0-9a-fA-F:]+\])(?::(?P<port>[0-9]{1,5}))?$")
+_HOST = re.compile(
+    r"^(?:(?P<user>[a-z_][a-z0-9_-]{0,31})@)?(?P<host>[A-Za-z0-9.-]+|\[[0-9a-fA-F:]+\])(?::(?P<port>[0-9]{1,5}))?$"
+)
 _PROJECT = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _SERVICE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _SAFE_WORD = re.compile(r"^[A-Za-z0-9_./=:-]+$")
@@ -83,11 +85,15 @@ class Environment:
     batch_size: str = "100%"  # hosts per batch after the first: a number, or a share such as 25%
     on_failure: str = "rollback"  # a failed batch: switched batches go back (rollback), or stay (halt)
     switch: str = "slots"  # recreate: stop and recreate web in place (layouts the slots cannot serve)
-    deploy_priority: str = "low"  # the deploy's own work yields the CPU to the containers that serve (normal: it does not)
+    deploy_priority: str = (
+        "low"  # the deploy's own work yields the CPU to the containers that serve (normal: it does not)
+    )
     docker_host: str = ""
     files: tuple[tuple[str, str], ...] = ()  # (path on the server, path in the project)
     server_env: str = ""  # local template for the server's .env, used by server.setup
-    before_switch: tuple[tuple[str, ...], ...] = ()  # management commands run before the switch (see deploy/management.py)
+    before_switch: tuple[
+        tuple[str, ...], ...
+    ] = ()  # management commands run before the switch (see deploy/management.py)
     after_switch: tuple[tuple[str, ...], ...] = ()
     manage_commands: tuple[management.Allowed, ...] = ()  # what `inv manage` may run
     pull_channel: str = ""  # pull mode: the tag the server's agent follows (empty: push mode)
@@ -103,7 +109,9 @@ class Environment:
     review_seed: str = "fresh"
 
     def accepts(self, version: str) -> bool:
-        return protocol.matches(protocol.VERSION_RE, version) and (protocol.matches(re.compile(self.version_pattern), version) or pull.is_pinned(self.pull_channel, version))
+        return protocol.matches(protocol.VERSION_RE, version) and (
+            protocol.matches(re.compile(self.version_pattern), version) or pull.is_pinned(self.pull_channel, version)
+        )
 
 
 @dataclass(frozen=True)
@@ -132,7 +140,9 @@ class Settings:
             return self.environments[name]
         except KeyError:
             known = ", ".join(sorted(self.environments)) or "none"
-            raise ConfigError(CONFIG_FILE, f"deploy.environments.{name}", f"no such environment (configured: {known})") from None
+            raise ConfigError(
+                CONFIG_FILE, f"deploy.environments.{name}", f"no such environment (configured: {known})"
+            ) from None
 
 
 DEFAULTS = {
@@ -219,7 +229,9 @@ def _version_pattern(value, key: str) -> str:
     if not isinstance(value, str) or not value.startswith("^") or not value.endswith("$"):
         raise ConfigError(CONFIG_FILE, key, f"{value!r} must be an anchored POSIX regex (^...$)")
     if "\\" in value:
-        raise ConfigError(CONFIG_FILE, key, "use POSIX classes such as [0-9], not backslash escapes: bash reads this pattern too")
+        raise ConfigError(
+            CONFIG_FILE, key, "use POSIX classes such as [0-9], not backslash escapes: bash reads this pattern too"
+        )
     try:
         re.compile(value)
     except re.error as error:
@@ -235,7 +247,11 @@ def _environment(name: str, raw: Mapping, defaults: Mapping, deploy_user: str, a
         raise ConfigError(CONFIG_FILE, prefix, "expected a mapping of settings")
     unknown = sorted(set(raw) - set(DEFAULTS) - {"hosts", "app_dir", "project"})
     if unknown:
-        raise ConfigError(CONFIG_FILE, f"{prefix}.{unknown[0]}", f"unknown setting (known: {', '.join(sorted(DEFAULTS) + ['app_dir', 'hosts', 'project'])})")
+        raise ConfigError(
+            CONFIG_FILE,
+            f"{prefix}.{unknown[0]}",
+            f"unknown setting (known: {', '.join(sorted(DEFAULTS) + ['app_dir', 'hosts', 'project'])})",
+        )
     merged = {**DEFAULTS, **defaults, **raw}
 
     def key(k: str) -> str:
@@ -246,15 +262,29 @@ def _environment(name: str, raw: Mapping, defaults: Mapping, deploy_user: str, a
         raise ConfigError(CONFIG_FILE, key("hosts"), "missing: list at least one user@host[:port]")
     hosts = tuple(parse_host(h, deploy_user, f"{key('hosts')}[{i}]") for i, h in enumerate(hosts_raw))
 
-    project = _check(_PROJECT, merged.get("project") or f"{app}-{name}", key("project"), "a compose project name ([a-z0-9_-])")
+    project = _check(
+        _PROJECT, merged.get("project") or f"{app}-{name}", key("project"), "a compose project name ([a-z0-9_-])"
+    )
     app_dir = merged.get("app_dir") or f"/srv/pushdeploy/{project}"
-    if not isinstance(app_dir, str) or not app_dir.startswith("/") or ".." in app_dir or not protocol.matches(_SAFE_PATH, app_dir.lstrip("/")):
+    if (
+        not isinstance(app_dir, str)
+        or not app_dir.startswith("/")
+        or ".." in app_dir
+        or not protocol.matches(_SAFE_PATH, app_dir.lstrip("/"))
+    ):
         raise ConfigError(CONFIG_FILE, key("app_dir"), f"{app_dir!r} must be an absolute path of plain names")
     compose_command = merged["compose_command"]
     if compose_command not in COMPOSE_COMMANDS:
-        raise ConfigError(CONFIG_FILE, key("compose_command"), f"{compose_command!r} must be one of: {', '.join(COMPOSE_COMMANDS)}")
-    compose_files = tuple(_check(_SAFE_PATH, f, key("compose_files"), "a relative path") for f in _as_list(merged["compose_files"], key("compose_files")))
-    services = tuple(_check(_SERVICE, s, key("services"), "a service name") for s in _as_list(merged["services"], key("services")))
+        raise ConfigError(
+            CONFIG_FILE, key("compose_command"), f"{compose_command!r} must be one of: {', '.join(COMPOSE_COMMANDS)}"
+        )
+    compose_files = tuple(
+        _check(_SAFE_PATH, f, key("compose_files"), "a relative path")
+        for f in _as_list(merged["compose_files"], key("compose_files"))
+    )
+    services = tuple(
+        _check(_SERVICE, s, key("services"), "a service name") for s in _as_list(merged["services"], key("services"))
+    )
     web_service = _check(_SERVICE, merged["web_service"], key("web_service"), "a service name")
     db_service = merged["db_service"] or ""
     if db_service:
@@ -264,7 +294,11 @@ def _environment(name: str, raw: Mapping, defaults: Mapping, deploy_user: str, a
     if not compose_files or not services:
         raise ConfigError(CONFIG_FILE, key("services" if compose_files else "compose_files"), "must not be empty")
     manage = merged["manage"]
-    if not isinstance(manage, str) or not all(protocol.matches(_SAFE_WORD, w) for w in manage.split()) or not manage.split():
+    if (
+        not isinstance(manage, str)
+        or not all(protocol.matches(_SAFE_WORD, w) for w in manage.split())
+        or not manage.split()
+    ):
         raise ConfigError(CONFIG_FILE, key("manage"), f"{manage!r} must be plain words, e.g. 'python manage.py'")
     health_timeout = _number(merged, "health_timeout", 1, 3600, key)
     backup_keep = _number(merged, "backup_keep", 1, 1000, key)
@@ -272,26 +306,38 @@ def _environment(name: str, raw: Mapping, defaults: Mapping, deploy_user: str, a
     dns_valid = _number(merged, "dns_valid", 1, 60, key)
     static_keep = _number(merged, "static_keep", 0, 100, key)
     if merged["ordering"] not in ORDERINGS:
-        raise ConfigError(CONFIG_FILE, key("ordering"), f"{merged['ordering']!r} must be one of: {', '.join(ORDERINGS)}")
+        raise ConfigError(
+            CONFIG_FILE, key("ordering"), f"{merged['ordering']!r} must be one of: {', '.join(ORDERINGS)}"
+        )
     if merged["on_failure"] not in ON_FAILURE:
-        raise ConfigError(CONFIG_FILE, key("on_failure"), f"{merged['on_failure']!r} must be one of: {', '.join(ON_FAILURE)}")
+        raise ConfigError(
+            CONFIG_FILE, key("on_failure"), f"{merged['on_failure']!r} must be one of: {', '.join(ON_FAILURE)}"
+        )
     batch_size = str(merged["batch_size"])
     try:
         rollout.batch_hosts(batch_size, 1)
     except ValueError as error:
         raise ConfigError(CONFIG_FILE, key("batch_size"), str(error)) from None
     if merged["migrate_on"] not in MIGRATE_ON:
-        raise ConfigError(CONFIG_FILE, key("migrate_on"), f"{merged['migrate_on']!r} must be one of: {', '.join(MIGRATE_ON)}")
+        raise ConfigError(
+            CONFIG_FILE, key("migrate_on"), f"{merged['migrate_on']!r} must be one of: {', '.join(MIGRATE_ON)}"
+        )
     if merged["switch"] not in SWITCHES:
         raise ConfigError(CONFIG_FILE, key("switch"), f"{merged['switch']!r} must be one of: {', '.join(SWITCHES)}")
     if merged["deploy_priority"] not in PRIORITIES:
-        raise ConfigError(CONFIG_FILE, key("deploy_priority"), f"{merged['deploy_priority']!r} must be one of: {', '.join(PRIORITIES)}")
+        raise ConfigError(
+            CONFIG_FILE,
+            key("deploy_priority"),
+            f"{merged['deploy_priority']!r} must be one of: {', '.join(PRIORITIES)}",
+        )
     proxy_service = merged["proxy_service"] or ""
     if proxy_service:
         _check(_SERVICE, proxy_service, key("proxy_service"), "a service name")
     docker_host = merged["docker_host"] or ""
     if docker_host and not protocol.matches(_DOCKER_HOST, docker_host):
-        raise ConfigError(CONFIG_FILE, key("docker_host"), f"{docker_host!r} is not unix:///path, tcp://host:port or ssh://host")
+        raise ConfigError(
+            CONFIG_FILE, key("docker_host"), f"{docker_host!r} is not unix:///path, tcp://host:port or ssh://host"
+        )
     try:
         pull_channel, pull_every = pull.parse(merged["pull"], key("pull"))
     except pull.PullError as error:
@@ -300,14 +346,22 @@ def _environment(name: str, raw: Mapping, defaults: Mapping, deploy_user: str, a
     engine, manager_compose_files = _engine(merged, key)
     backup_image = merged["backup_image"] or ""
     if backup_image and (engine != "swarm" or not protocol.matches(protocol.IMAGE_RE, backup_image)):
-        raise ConfigError(CONFIG_FILE, key("backup_image"), f"{backup_image!r}: an image reference (registry/name:tag), for engine: swarm only (compose backs up through db_service)")
+        raise ConfigError(
+            CONFIG_FILE,
+            key("backup_image"),
+            f"{backup_image!r}: an image reference (registry/name:tag), for engine: swarm only (compose backs up through db_service)",
+        )
     files_raw = merged["files"] or {}
     if not isinstance(files_raw, Mapping):
         raise ConfigError(CONFIG_FILE, key("files"), "expected a mapping of server path: project path")
     files = []
     for remote, local in sorted(files_raw.items()):
         if not protocol.matches(_SAFE_PATH, str(remote)) or ".." in str(remote).split("/") or remote == ".env":
-            raise ConfigError(CONFIG_FILE, key(f"files.{remote}"), "the server path must be relative to app_dir, plain names, not .env")
+            raise ConfigError(
+                CONFIG_FILE,
+                key(f"files.{remote}"),
+                "the server path must be relative to app_dir, plain names, not .env",
+            )
         files.append((str(remote), str(local)))
     hooks = {}
     for kind in management.HOOK_KINDS:
@@ -321,15 +375,29 @@ def _environment(name: str, raw: Mapping, defaults: Mapping, deploy_user: str, a
         raise ConfigError(CONFIG_FILE, key("manage_commands"), str(error)) from None
     scrub = str(merged["scrub"] or "")
     if scrub and not protocol.matches(_SCRUB, scrub):
-        raise ConfigError(CONFIG_FILE, key("scrub"), f"{scrub!r} must be sql:FILE (a server path under files:) or manage:COMMAND")
+        raise ConfigError(
+            CONFIG_FILE, key("scrub"), f"{scrub!r} must be sql:FILE (a server path under files:) or manage:COMMAND"
+        )
     if scrub.startswith("sql:") and (".." in scrub or scrub[4:] not in dict(files)):
-        raise ConfigError(CONFIG_FILE, key("scrub"), f"{scrub[4:]!r} is not a server path under files: (list it there so server.setup installs it)")
+        raise ConfigError(
+            CONFIG_FILE,
+            key("scrub"),
+            f"{scrub[4:]!r} is not a server path under files: (list it there so server.setup installs it)",
+        )
     review_template = bool(merged["review_template"])
     if review_template and not protocol.matches(_TEMPLATE_NAME, name):
-        raise ConfigError(CONFIG_FILE, prefix, "a review template's name is [a-z][a-z0-9]{0,15} (no '-'): its environments are NAME-N")
+        raise ConfigError(
+            CONFIG_FILE, prefix, "a review template's name is [a-z][a-z0-9]{0,15} (no '-'): its environments are NAME-N"
+        )
     if review_template and len(hosts) != 1:
-        raise ConfigError(CONFIG_FILE, key("hosts"), "a review template runs on one host (its front proxy routes to the review environments there)")
-    review_domain = _check(_DOMAIN, merged["review_domain"], key("review_domain"), "a domain name (review-N answers as pr-N.DOMAIN)")
+        raise ConfigError(
+            CONFIG_FILE,
+            key("hosts"),
+            "a review template runs on one host (its front proxy routes to the review environments there)",
+        )
+    review_domain = _check(
+        _DOMAIN, merged["review_domain"], key("review_domain"), "a domain name (review-N answers as pr-N.DOMAIN)"
+    )
     review_port = _number(merged, "review_port", 1, 65535, key)
     review_max = _number(merged, "review_max", 1, 999, key)
     review_seed = _check(_SEED, merged["review_seed"], key("review_seed"), "fresh or backup:ENV")
@@ -385,7 +453,10 @@ def _engine(merged: Mapping, key) -> tuple[str, tuple[str, ...]]:
     engine = merged["engine"]
     if engine not in ENGINES:
         raise ConfigError(CONFIG_FILE, key("engine"), f"{engine!r} must be one of: {', '.join(ENGINES)}")
-    files = tuple(_check(_SAFE_PATH, f, key("manager_compose_files"), "a relative path") for f in _as_list(merged["manager_compose_files"] or [], key("manager_compose_files")))
+    files = tuple(
+        _check(_SAFE_PATH, f, key("manager_compose_files"), "a relative path")
+        for f in _as_list(merged["manager_compose_files"] or [], key("manager_compose_files"))
+    )
     if any(".." in f.split("/") for f in files):
         raise ConfigError(CONFIG_FILE, key("manager_compose_files"), "paths are relative to app_dir, without ..")
     if engine != "swarm":
@@ -393,11 +464,23 @@ def _engine(merged: Mapping, key) -> tuple[str, tuple[str, ...]]:
             raise ConfigError(CONFIG_FILE, key("manager_compose_files"), "only for engine: swarm")
         return engine, files
     if merged["compose_command"] != "docker compose":
-        raise ConfigError(CONFIG_FILE, key("compose_command"), "engine: swarm needs `docker compose` (v2) on the manager: it renders the stack file as JSON")
+        raise ConfigError(
+            CONFIG_FILE,
+            key("compose_command"),
+            "engine: swarm needs `docker compose` (v2) on the manager: it renders the stack file as JSON",
+        )
     if merged["db_service"]:
-        raise ConfigError(CONFIG_FILE, key("db_service"), "engine: swarm runs no database service of its own: set db_service: '' (backups: backup_image)")
+        raise ConfigError(
+            CONFIG_FILE,
+            key("db_service"),
+            "engine: swarm runs no database service of its own: set db_service: '' (backups: backup_image)",
+        )
     if merged["backup"] and not merged["backup_image"]:
-        raise ConfigError(CONFIG_FILE, key("backup_image"), "engine: swarm backs up from the database server the web service names (POSTGRES_HOST...): set backup_image to an image with pg_dump, e.g. postgres:16")
+        raise ConfigError(
+            CONFIG_FILE,
+            key("backup_image"),
+            "engine: swarm backs up from the database server the web service names (POSTGRES_HOST...): set backup_image to an image with pg_dump, e.g. postgres:16",
+        )
     return engine, files
 
 
@@ -409,6 +492,7 @@ def access_from(values: Mapping[str, str], source: str) -> Access:
         path = values.get(name)
         if path and not Path(path).expanduser().is_file():
             raise ConfigError(source, name, f"file {path} does not exist")
+
     def path(name: str) -> str:
         return str(Path(values[name]).expanduser()) if values.get(name) else ""
 
@@ -422,10 +506,14 @@ def access_from(values: Mapping[str, str], source: str) -> Access:
     )
 
 
-def from_config(deploy: Mapping | None, values: Mapping[str, str], source: str = ".env", root: Path = protocol.PROJECT_ROOT) -> Settings:
+def from_config(
+    deploy: Mapping | None, values: Mapping[str, str], source: str = ".env", root: Path = protocol.PROJECT_ROOT
+) -> Settings:
     """Validate the ``deploy`` section of the Invoke config plus the dotenv values."""
     if not deploy:
-        raise ConfigError(CONFIG_FILE, "deploy", "missing: add a `deploy:` section with `environments:` (see README, Configuration)")
+        raise ConfigError(
+            CONFIG_FILE, "deploy", "missing: add a `deploy:` section with `environments:` (see README, Configuration)"
+        )
     app = _check(_PROJECT, deploy.get("app", "app"), "deploy.app", "an app name ([a-z0-9_-])")
     deploy_user = _check(_USER, deploy.get("deploy_user", "deploy"), "deploy.deploy_user", "a user name")
     defaults = deploy.get("defaults") or {}
@@ -433,14 +521,23 @@ def from_config(deploy: Mapping | None, values: Mapping[str, str], source: str =
         raise ConfigError(CONFIG_FILE, "deploy.defaults", "expected a mapping")
     environments_raw = deploy.get("environments") or {}
     if not isinstance(environments_raw, Mapping) or not environments_raw:
-        raise ConfigError(CONFIG_FILE, "deploy.environments", "missing: define at least one environment (staging, production, ...)")
+        raise ConfigError(
+            CONFIG_FILE, "deploy.environments", "missing: define at least one environment (staging, production, ...)"
+        )
     environments = {name: _environment(name, raw, defaults, deploy_user, app) for name, raw in environments_raw.items()}
     _check_review_names(environments)
     try:
         keys = deploy_keys.from_config(deploy.get("keys"), environments)
     except deploy_keys.BadKeys as error:
         raise ConfigError(CONFIG_FILE, error.where, error.message) from None
-    return Settings(app=app, deploy_user=deploy_user, environments=environments, access=access_from(values, source), root=root, keys=keys)
+    return Settings(
+        app=app,
+        deploy_user=deploy_user,
+        environments=environments,
+        access=access_from(values, source),
+        root=root,
+        keys=keys,
+    )
 
 
 def _check_review_names(environments: Mapping[str, Environment]) -> None:
@@ -449,7 +546,11 @@ def _check_review_names(environments: Mapping[str, Environment]) -> None:
     for name in environments:
         match = protocol.REVIEW_RE.search(name)
         if match and match.group(1) in environments and environments[match.group(1)].review_template:
-            raise ConfigError(CONFIG_FILE, f"deploy.environments.{name}", f"named like a review environment of the template {match.group(1)!r} (TEMPLATE-N): rename it")
+            raise ConfigError(
+                CONFIG_FILE,
+                f"deploy.environments.{name}",
+                f"named like a review environment of the template {match.group(1)!r} (TEMPLATE-N): rename it",
+            )
 
 
 def dotenv_values_for(environ: Mapping[str, str], root: Path = protocol.PROJECT_ROOT) -> tuple[dict[str, str], str]:

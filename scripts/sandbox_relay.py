@@ -77,7 +77,9 @@ async def close(writer: asyncio.StreamWriter) -> None:
         await writer.wait_closed()
 
 
-async def relay(client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter, target: tuple[str, int], delay: float) -> None:
+async def relay(
+    client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter, target: tuple[str, int], delay: float
+) -> None:
     try:
         upstream_reader, upstream_writer = await asyncio.wait_for(asyncio.open_connection(*target), CONNECT_TIMEOUT)
     except (TimeoutError, OSError):
@@ -107,7 +109,9 @@ def write_pidfile(path: Path) -> None:
 
 
 async def serve(listen: tuple[str, int], target: tuple[str, int], delay: float, pidfile: Path) -> None:
-    server = await asyncio.start_server(lambda r, w: relay(r, w, target, delay), listen[0], listen[1], reuse_address=True)
+    server = await asyncio.start_server(
+        lambda r, w: relay(r, w, target, delay), listen[0], listen[1], reuse_address=True
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -127,7 +131,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--listen", type=address, required=True, help="HOST:PORT to listen on")
     parser.add_argument("--connect", type=address, required=True, help="HOST:PORT every connection is forwarded to")
     parser.add_argument("--pidfile", type=Path, required=True, help="written once listening")
-    parser.add_argument("--delay-ms", type=float, default=0.0, help="hold each chunk back this long, in each direction (default 0)")
+    parser.add_argument(
+        "--delay-ms", type=float, default=0.0, help="hold each chunk back this long, in each direction (default 0)"
+    )
     args = parser.parse_args(argv)
     if args.delay_ms < 0:
         parser.error("--delay-ms must not be negative")

@@ -72,8 +72,17 @@ def _loopback_only(url: str) -> None:
 class OpenLoad:
     """``with OpenLoad(url, rate=50) as load: ...`` then ``load.summary()``."""
 
-    def __init__(self, url: str, rate: float = 50, seconds: float = 180, max_requests: int = 20000, timeout: float = 10.0,
-                 method: str = "GET", headers: dict[str, str] | None = None, body: Callable[[int], bytes] | None = None):
+    def __init__(
+        self,
+        url: str,
+        rate: float = 50,
+        seconds: float = 180,
+        max_requests: int = 20000,
+        timeout: float = 10.0,
+        method: str = "GET",
+        headers: dict[str, str] | None = None,
+        body: Callable[[int], bytes] | None = None,
+    ):
         _loopback_only(url)
         parts = urlsplit(url)
         self.host, self.port = parts.hostname, parts.port or 80
@@ -142,7 +151,9 @@ class OpenLoad:
         self._pool.shutdown(wait=True)
 
     def summary(self, budget: float = 1.0, since: float = 0.0, until: float | None = None) -> Summary:
-        done = [s for s in self.samples if s.finished and s.scheduled >= since and (until is None or s.scheduled <= until)]
+        done = [
+            s for s in self.samples if s.finished and s.scheduled >= since and (until is None or s.scheduled <= until)
+        ]
         latencies = sorted(s.latency for s in done) or [0.0]
         failed = [s for s in done if not s.ok]
         # Between consecutive successful answers (by the time they arrived), and
@@ -150,7 +161,11 @@ class OpenLoad:
         # one to the window's last answer: a trailing outage counts too.
         gap = 0.0
         if done:
-            edges = [min(s.scheduled for s in done), *sorted(s.finished for s in done if s.ok), max(s.finished for s in done)]
+            edges = [
+                min(s.scheduled for s in done),
+                *sorted(s.finished for s in done if s.ok),
+                max(s.finished for s in done),
+            ]
             gap = max(b - a for a, b in zip(edges, edges[1:], strict=False))
         return Summary(
             sent=len(done),

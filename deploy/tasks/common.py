@@ -49,12 +49,17 @@ def done(results, what: str, quiet: bool = False, total: int | None = None) -> N
         if not quiet:
             say(f"{what}: ok on {len(results)} host(s)")
         return
-    say(f"{what}: FAILED on {len(failed)} of {total or len(results)} host(s): {', '.join(str(r.host) for r in failed)}", sys.stderr)
+    say(
+        f"{what}: FAILED on {len(failed)} of {total or len(results)} host(s): {', '.join(str(r.host) for r in failed)}",
+        sys.stderr,
+    )
     code = failed[0].exit_code
     raise Exit(code=code if 0 < code < 256 else 1)
 
 
-def request_on_hosts(settings, env, request: str, describe, hosts=None, sessions: dict | None = None, grouped: bool = False) -> list:
+def request_on_hosts(
+    settings, env, request: str, describe, hosts=None, sessions: dict | None = None, grouped: bool = False
+) -> list:
     """Send one request to the deploy account of every host (or of hosts) at once, with the output prefixed.
 
     sessions: connections already open (the pre-flight's), each taken by its host's first connect.
@@ -95,4 +100,3 @@ def task(*args, **kwargs):
     """@task for this project's tasks (see _Task)."""
     kwargs.setdefault("klass", _Task)
     return invoke.task(*args, **kwargs)
-

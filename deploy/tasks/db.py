@@ -21,7 +21,13 @@ def backups(c, env="production"):
     with fail_on_errors():
         settings = load_settings(c)
         environment = settings.environment(env)
-        results = request_on_hosts(settings, environment, protocol.command("backups", environment.name), lambda r: f"{len(r.output)} line(s)", grouped=True)
+        results = request_on_hosts(
+            settings,
+            environment,
+            protocol.command("backups", environment.name),
+            lambda r: f"{len(r.output)} line(s)",
+            grouped=True,
+        )
     done(results, f"backups of {env}", quiet=True)
 
 

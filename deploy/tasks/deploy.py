@@ -23,7 +23,17 @@ def _describe(result) -> str:
     return last_line(result) or EXIT_MEANINGS.get(result.exit_code, "")
 
 
-def run_deploy(c, env_name: str, version: str | None, wait: int = 0, verb: str = "deploy", to: str | None = None, force: bool = False, maintenance: bool = False, hosts: str | None = None) -> None:
+def run_deploy(
+    c,
+    env_name: str,
+    version: str | None,
+    wait: int = 0,
+    verb: str = "deploy",
+    to: str | None = None,
+    force: bool = False,
+    maintenance: bool = False,
+    hosts: str | None = None,
+) -> None:
     """The deploy, in order: validate, gather the request's inputs, check every host, send it batch by batch, undo on failure, report."""
     sessions: dict = {}  # connections the pre-flight opened, each used once by its host's batch
     try:
@@ -38,16 +48,48 @@ def run_deploy(c, env_name: str, version: str | None, wait: int = 0, verb: str =
             by, url = plan.actor(os.environ, local.git_user())
             order = local.commit_time(version) if verb == "deploy" and env.ordering == "build" else None
             if verb == "deploy" and env.ordering == "build" and order is None:
-                say(f"warning: commit {version} is not in this clone, so its build order is unknown: the server cannot refuse it as older")
+                say(
+                    f"warning: commit {version} is not in this clone, so its build order is unknown: the server cannot refuse it as older"
+                )
             expect = expected(settings, env)
 
             def request(skip_migrate: bool, back_to: str | None = None) -> str:
                 # A new id per batch: resending an id reattaches to that deploy, and batches may share a server.
                 if back_to:
-                    return requests.rollback(env.name, to=back_to, run_id=plan.run_id(), by=by, url=url, expect=expect, wait=wait, skip_migrate=True)
+                    return requests.rollback(
+                        env.name,
+                        to=back_to,
+                        run_id=plan.run_id(),
+                        by=by,
+                        url=url,
+                        expect=expect,
+                        wait=wait,
+                        skip_migrate=True,
+                    )
                 if verb == "deploy":
-                    return requests.deploy(env.name, version, run_id=plan.run_id(), by=by, url=url, order=order, expect=expect, wait=wait, force=force, maintenance=maintenance, skip_migrate=skip_migrate)
-                return requests.rollback(env.name, to=to and version, run_id=plan.run_id(), by=by, url=url, expect=expect, wait=wait, skip_migrate=skip_migrate)
+                    return requests.deploy(
+                        env.name,
+                        version,
+                        run_id=plan.run_id(),
+                        by=by,
+                        url=url,
+                        order=order,
+                        expect=expect,
+                        wait=wait,
+                        force=force,
+                        maintenance=maintenance,
+                        skip_migrate=skip_migrate,
+                    )
+                return requests.rollback(
+                    env.name,
+                    to=to and version,
+                    run_id=plan.run_id(),
+                    by=by,
+                    url=url,
+                    expect=expect,
+                    wait=wait,
+                    skip_migrate=skip_migrate,
+                )
 
             what = f"{verb} of {version or 'the previous version'}" if verb == "rollback" else f"deploy of {version}"
             batches = plan.phases(env, chosen)
@@ -58,7 +100,9 @@ def run_deploy(c, env_name: str, version: str | None, wait: int = 0, verb: str =
             for number, (batch, skip_migrate) in enumerate(batches, 1):
                 if len(batches) > 1:
                     say(f"{env.name}: batch {number}/{len(batches)}: {', '.join(map(str, batch))}")
-                answers = request_on_hosts(settings, env, request(skip_migrate), _describe, hosts=batch, sessions=sessions)
+                answers = request_on_hosts(
+                    settings, env, request(skip_migrate), _describe, hosts=batch, sessions=sessions
+                )
                 results += answers
                 for answer in answers:
                     outcomes[answer.host] = _outcome(answer, version, before)
@@ -66,12 +110,17 @@ def run_deploy(c, env_name: str, version: str | None, wait: int = 0, verb: str =
                     continue
                 for later, _ in batches[number:]:
                     for host in later:
-                        outcomes[host] = rollout.Outcome(host, "skipped", before.get(host, ""), "not started: a batch before it failed")
+                        outcomes[host] = rollout.Outcome(
+                            host, "skipped", before.get(host, ""), "not started: a batch before it failed"
+                        )
                 switched = [(r.host, rollout.previous_version(r.output)) for r in results if r.ok]
                 if switched and verb == "deploy" and env.on_failure == "rollback":
                     _undo(settings, env, switched, request, outcomes)
                 elif switched:
-                    say(f"{env.name}: on_failure is {env.on_failure}: {', '.join(str(h) for h, _ in switched)} keep {version}; the fleet is SPLIT across versions", sys.stderr)
+                    say(
+                        f"{env.name}: on_failure is {env.on_failure}: {', '.join(str(h) for h, _ in switched)} keep {version}; the fleet is SPLIT across versions",
+                        sys.stderr,
+                    )
                 unknown = [str(a.host) for a in answers if outcomes[a.host].state == "unknown"]
                 if unknown:
                     say(
@@ -121,30 +170,48 @@ def _preflight(settings, env, hosts, expect: str, wait: int, sessions: dict, wha
         except Exception as error:  # EOFError, OSError, paramiko.SSHException: the connection dropped
             raise remote.RemoteError(f"{host.user}@{host}: connection lost: {error or type(error).__name__}") from None
 
-    answers = [rollout.Answer(r.host, r.exit_code, tuple(collected[r.host].lines) if r.host in collected else (), r.message) for r in remote.on_hosts(hosts, work)]
+    answers = [
+        rollout.Answer(r.host, r.exit_code, tuple(collected[r.host].lines) if r.host in collected else (), r.message)
+        for r in remote.on_hosts(hosts, work)
+    ]
     refusals = rollout.not_ready(answers, env.name, wait)
     if refusals:
-        say(f"{env.name}: refusing the {what}: nothing was changed on any host; {len(refusals)} of {len(hosts)} host(s) cannot take it:", sys.stderr)
+        say(
+            f"{env.name}: refusing the {what}: nothing was changed on any host; {len(refusals)} of {len(hosts)} host(s) cannot take it:",
+            sys.stderr,
+        )
         for refusal in refusals:
             say(f"  {env.name} {refusal.host}: {refusal.reason}", sys.stderr)
         raise Exit(code=rollout.refusal_code(refusals))
     versions = {a.host: a.version for a in answers}
     running = sorted(set(versions.values()))
-    say(f"{env.name}: pre-flight ok on {len(hosts)} host(s) in {timer.elapsed:.1f}s: server side and settings current; running {', '.join(running)}")
+    say(
+        f"{env.name}: pre-flight ok on {len(hosts)} host(s) in {timer.elapsed:.1f}s: server side and settings current; running {', '.join(running)}"
+    )
     return versions
 
 
 def _undo(settings, env, switched, request, outcomes) -> None:
     """A batch failed: the hosts already switched go back to the version each ran before, at once."""
     back, stuck = rollout.undo(switched)
-    say(f"{env.name}: a batch failed: rolling {len(back)} switched host(s) back so the fleet runs one version", sys.stderr)
+    say(
+        f"{env.name}: a batch failed: rolling {len(back)} switched host(s) back so the fleet runs one version",
+        sys.stderr,
+    )
     for host in stuck:
-        outcomes[host] = rollout.Outcome(host, "rollback failed", outcomes[host].version, "its first deploy: nothing to go back to")
+        outcomes[host] = rollout.Outcome(
+            host, "rollback failed", outcomes[host].version, "its first deploy: nothing to go back to"
+        )
     for target in sorted({v for _, v in back}):
         hosts = tuple(h for h, v in back if v == target)
         for answer in request_on_hosts(settings, env, request(True, back_to=target), _describe, hosts=hosts):
             state = "rolled back" if answer.ok else "rollback failed"
-            outcomes[answer.host] = rollout.Outcome(answer.host, state, target if answer.ok else outcomes[answer.host].version, "" if answer.ok else _describe(answer))
+            outcomes[answer.host] = rollout.Outcome(
+                answer.host,
+                state,
+                target if answer.ok else outcomes[answer.host].version,
+                "" if answer.ok else _describe(answer),
+            )
 
 
 HOSTS_HELP = "Only these hosts (comma-separated, as in invoke.yaml): a canary, e.g. --hosts web1 first, then the rest."
@@ -152,7 +219,15 @@ FORCE_HELP = "Deploy even if the version is older than the deployed one (prefer 
 MAINTENANCE_HELP = "Serve the maintenance page (503) from before migrating until the new version serves: for migrations the old code cannot run with."
 
 
-@task(help={"tag": "The image tag to deploy (default: CIRCLE_SHA1 / GITHUB_SHA in CI, else `git rev-parse HEAD`).", "wait": WAIT_HELP, "force": FORCE_HELP, "maintenance": MAINTENANCE_HELP, "hosts": HOSTS_HELP})
+@task(
+    help={
+        "tag": "The image tag to deploy (default: CIRCLE_SHA1 / GITHUB_SHA in CI, else `git rev-parse HEAD`).",
+        "wait": WAIT_HELP,
+        "force": FORCE_HELP,
+        "maintenance": MAINTENANCE_HELP,
+        "hosts": HOSTS_HELP,
+    }
+)
 def staging(c, tag=None, wait=0, force=False, maintenance=False, hosts=None):
     """Deploy the current build to staging (CI runs this on every commit to master).
 
@@ -165,7 +240,15 @@ def staging(c, tag=None, wait=0, force=False, maintenance=False, hosts=None):
     run_deploy(c, "staging", tag, wait, force=force, maintenance=maintenance, hosts=hosts)
 
 
-@task(help={"tag": "The release tag to deploy, e.g. 1.4.0 (required; must match production's version_pattern).", "wait": WAIT_HELP, "force": FORCE_HELP, "maintenance": MAINTENANCE_HELP, "hosts": HOSTS_HELP})
+@task(
+    help={
+        "tag": "The release tag to deploy, e.g. 1.4.0 (required; must match production's version_pattern).",
+        "wait": WAIT_HELP,
+        "force": FORCE_HELP,
+        "maintenance": MAINTENANCE_HELP,
+        "hosts": HOSTS_HELP,
+    }
+)
 def production(c, tag=None, wait=0, force=False, maintenance=False, hosts=None):
     """Deploy a release tag to production (CI runs this on tags, after approval).
 
@@ -184,7 +267,16 @@ def production(c, tag=None, wait=0, force=False, maintenance=False, hosts=None):
     run_deploy(c, "production", tag, wait, force=force, maintenance=maintenance, hosts=hosts)
 
 
-@task(help={"env": "The environment to deploy to (any configured in invoke.yaml).", "tag": "The version to deploy (default for environments without require_tag: the current commit).", "wait": WAIT_HELP, "force": FORCE_HELP, "maintenance": MAINTENANCE_HELP, "hosts": HOSTS_HELP})
+@task(
+    help={
+        "env": "The environment to deploy to (any configured in invoke.yaml).",
+        "tag": "The version to deploy (default for environments without require_tag: the current commit).",
+        "wait": WAIT_HELP,
+        "force": FORCE_HELP,
+        "maintenance": MAINTENANCE_HELP,
+        "hosts": HOSTS_HELP,
+    }
+)
 def to(c, env, tag=None, wait=0, force=False, maintenance=False, hosts=None):
     """Deploy to any configured environment (review apps, a second region, ...).
 
@@ -197,7 +289,14 @@ def to(c, env, tag=None, wait=0, force=False, maintenance=False, hosts=None):
     run_deploy(c, env, tag, wait, force=force, maintenance=maintenance, hosts=hosts)
 
 
-@task(help={"env": "The environment (staging, production, ...).", "to": "The version to go back to (default: the last successful one before the running version).", "wait": WAIT_HELP, "hosts": HOSTS_HELP})
+@task(
+    help={
+        "env": "The environment (staging, production, ...).",
+        "to": "The version to go back to (default: the last successful one before the running version).",
+        "wait": WAIT_HELP,
+        "hosts": HOSTS_HELP,
+    }
+)
 def rollback(c, env="staging", to=None, wait=0, hosts=None):
     """Go back to the previous successful version (or --to VERSION), batch by batch like a deploy."""
     run_deploy(c, env, None, wait, verb="rollback", to=to, hosts=hosts)
@@ -216,11 +315,18 @@ def _ask(c, env_name: str, what: str, build, show, check=None, grouped: bool = F
 
 def _versions_agree(env, results) -> None:
     """deploy.status: a fleet split across versions is said out loud."""
-    versions = {r.host: next((line.split(":", 1)[1].strip() for line in r.output if line.startswith("version:")), "?") for r in results if r.ok}
+    versions = {
+        r.host: next((line.split(":", 1)[1].strip() for line in r.output if line.startswith("version:")), "?")
+        for r in results
+        if r.ok
+    }
     if len(set(versions.values())) > 1:
         most = max(set(versions.values()), key=list(versions.values()).count)
         odd = ", ".join(f"{host} runs {v}" for host, v in versions.items() if v != most)
-        say(f"warning: {env.name}'s hosts run different versions: most run {most}; {odd}. Deploy or roll back to make them agree.", sys.stderr)
+        say(
+            f"warning: {env.name}'s hosts run different versions: most run {most}; {odd}. Deploy or roll back to make them agree.",
+            sys.stderr,
+        )
 
 
 @task(help={"env": "The environment (staging, production, ...)."})
@@ -265,8 +371,13 @@ def history(c, env="staging", limit=10):
     done(results, f"history of {env}", quiet=True)
 
 
-
-@task(help={"env": "The environment (staging, production, ...).", "on": "Turn maintenance mode on.", "off": "Turn maintenance mode off."})
+@task(
+    help={
+        "env": "The environment (staging, production, ...).",
+        "on": "Turn maintenance mode on.",
+        "off": "Turn maintenance mode off.",
+    }
+)
 def maintenance(c, env="staging", on=False, off=False):
     """Make the proxy answer 503 (a page, or JSON for API clients) without stopping anything."""
     if on == off:
@@ -278,7 +389,13 @@ def maintenance(c, env="staging", on=False, off=False):
 @task(help={"env": "The environment (staging, production, ...).", "follow": "Keep following while the deploy runs."})
 def logs(c, env="staging", follow=False):
     """Show the last deploy's log from each host (it runs on the server, detached)."""
-    _ask(c, env, "logs", lambda settings, e: requests.logs(e.name, follow=bool(follow)), lambda r: "" if r.ok else _describe(r))
+    _ask(
+        c,
+        env,
+        "logs",
+        lambda settings, e: requests.logs(e.name, follow=bool(follow)),
+        lambda r: "" if r.ok else _describe(r),
+    )
 
 
 namespace = Collection("deploy", staging, production, to, rollback, status, history, logs, maintenance)

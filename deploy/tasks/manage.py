@@ -62,5 +62,8 @@ def manage(c, command, env="staging", hosts=None):
     from deploy.tasks.common import EXIT_MEANINGS
 
     meaning = EXIT_MEANINGS.get(result.exit_code, "the command failed")
-    say(f"{env} {host} | manage.py {' '.join(words)}: FAILED (exit {result.exit_code}) in {result.seconds:.1f}s: {meaning}", sys.stderr)
+    say(
+        f"{env} {host} | manage.py {' '.join(words)}: FAILED (exit {result.exit_code}) in {result.seconds:.1f}s: {meaning}",
+        sys.stderr,
+    )
     raise Exit(code=result.exit_code if 0 < result.exit_code < 256 else 1)

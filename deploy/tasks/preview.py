@@ -46,9 +46,22 @@ def plan_(c, env="staging", tag=None, maintenance=False, force=False, hosts=None
         expect = expected(settings, environment)
         # Later batches of a shared database do not migrate: their plan says so.
         skips = {host: skip for batch, skip in plan.phases(environment, chosen) for host in batch}
-        lines = {h: requests.plan(environment.name, version, expect=expect, order=order, maintenance=maintenance, force=force, skip_migrate=skips[h]) for h in chosen}
+        lines = {
+            h: requests.plan(
+                environment.name,
+                version,
+                expect=expect,
+                order=order,
+                maintenance=maintenance,
+                force=force,
+                skip_migrate=skips[h],
+            )
+            for h in chosen
+        }
         access = settings.access
-        say(f"plan of a deploy of {version} to {env} on {len(chosen)} host(s): nothing is changed (the image is pulled)")
+        say(
+            f"plan of a deploy of {version} to {env} on {len(chosen)} host(s): nothing is changed (the image is pulled)"
+        )
 
         def work(host, out):
             answer = Collector()
@@ -68,6 +81,9 @@ def plan_(c, env="staging", tag=None, maintenance=False, force=False, hosts=None
     if not failed:
         say(f"plan of {env}: a deploy of {version} would go ahead on {len(results)} host(s)")
         return
-    say(f"plan of {env}: a deploy of {version} would NOT go ahead on {len(failed)} of {len(results)} host(s): {', '.join(str(r.host) for r in failed)}", sys.stderr)
+    say(
+        f"plan of {env}: a deploy of {version} would NOT go ahead on {len(failed)} of {len(results)} host(s): {', '.join(str(r.host) for r in failed)}",
+        sys.stderr,
+    )
     code = failed[0].exit_code
     raise Exit(code=code if 0 < code < 256 else 1)

@@ -44,23 +44,40 @@ def refresh(c, from_="production", to="staging", fresh=False):
         if source.name == target.name:
             raise plan.BadRequest("--from and --to name the same environment")
         if not source.db_service or not target.db_service:
-            raise plan.BadRequest(f"both environments need db_service (the PostgreSQL service): {source.name}={source.db_service or 'none'}, {target.name}={target.db_service or 'none'}")
+            raise plan.BadRequest(
+                f"both environments need db_service (the PostgreSQL service): {source.name}={source.db_service or 'none'}, {target.name}={target.db_service or 'none'}"
+            )
         if not target.scrub:
-            raise plan.BadRequest(f"{target.name} has no scrub step: set scrub: sql:FILE or manage:COMMAND for it in invoke.yaml (then `inv server.setup --env {target.name}`); production data is never served unscrubbed")
+            raise plan.BadRequest(
+                f"{target.name} has no scrub step: set scrub: sql:FILE or manage:COMMAND for it in invoke.yaml (then `inv server.setup --env {target.name}`); production data is never served unscrubbed"
+            )
         by, url = plan.actor(os.environ, local.git_user())
         as_root = settings.access.admin_user == "root"
-        dump = plan.admin_command(f"{protocol.DEPLOY_BIN} {transfer.dump_command(source.name, fresh=bool(fresh))}", as_root)
-        restore = plan.admin_command(f"{protocol.DEPLOY_BIN} {transfer.restore_command(target.name, source=source.name, by=by, url=url)}", as_root)
+        dump = plan.admin_command(
+            f"{protocol.DEPLOY_BIN} {transfer.dump_command(source.name, fresh=bool(fresh))}", as_root
+        )
+        restore = plan.admin_command(
+            f"{protocol.DEPLOY_BIN} {transfer.restore_command(target.name, source=source.name, by=by, url=url)}",
+            as_root,
+        )
         source_host, target_host = source.hosts[0], target.hosts[0]
         access, timer = settings.access, Timer()
-        say(f"db.refresh of {target.name} {target_host} from {source.name} {source_host} ({'fresh dump' if fresh else 'newest backup, or a fresh dump if it has none'}), by {by}")
+        say(
+            f"db.refresh of {target.name} {target_host} from {source.name} {source_host} ({'fresh dump' if fresh else 'newest backup, or a fresh dump if it has none'}), by {by}"
+        )
         source_conn = remote.admin(source_host, access.admin_user, access.admin_key, access)
         same_host = (source_host.hostname, source_host.port) == (target_host.hostname, target_host.port)
-        target_conn = source_conn if same_host else remote.admin(target_host, access.admin_user, access.admin_key, access)
+        target_conn = (
+            source_conn if same_host else remote.admin(target_host, access.admin_user, access.admin_key, access)
+        )
         try:
             source_code, target_code, sent = transfer.stream(
-                source_conn.transport, dump, target_conn.transport, restore,
-                HostWriter(f"{source.name} {source_host}"), HostWriter(f"{target.name} {target_host}"),
+                source_conn.transport,
+                dump,
+                target_conn.transport,
+                restore,
+                HostWriter(f"{source.name} {source_host}"),
+                HostWriter(f"{target.name} {target_host}"),
             )
         finally:
             source_conn.close()
@@ -70,6 +87,9 @@ def refresh(c, from_="production", to="staging", fresh=False):
     if source_code != 0 or target_code != 0:
         from invoke.exceptions import Exit
 
-        say(f"db.refresh of {target.name} from {source.name}: FAILED (dump exit {source_code}, restore exit {target_code})", sys.stderr)
+        say(
+            f"db.refresh of {target.name} from {source.name}: FAILED (dump exit {source_code}, restore exit {target_code})",
+            sys.stderr,
+        )
         raise Exit(code=target_code if 0 < target_code < 256 else 1)
     say(f"db.refresh of {target.name} from {source.name}: ok")

@@ -36,7 +36,13 @@ def _report_url(url: str) -> None:
             stream.write(f"url={url}\n")
 
 
-@task(help={"pr": PR_HELP, "tag": "The image tag to run (default: CIRCLE_SHA1 / GITHUB_SHA in CI, else `git rev-parse HEAD`).", "template": TEMPLATE_HELP})
+@task(
+    help={
+        "pr": PR_HELP,
+        "tag": "The image tag to run (default: CIRCLE_SHA1 / GITHUB_SHA in CI, else `git rev-parse HEAD`).",
+        "template": TEMPLATE_HELP,
+    }
+)
 def up(c, pr, tag=None, template=None):
     """Create or update the review environment of a pull request, and print its URL.
 
@@ -102,7 +108,13 @@ def list_(c, template=None):
         say(reviews.table(entries, time.time()))
 
 
-@task(help={"older_than": "Remove those not deployed to for this long: 7d, 36h, 90m, 2w (default 7d).", "template": TEMPLATE_HELP, "dry_run": "Only say which would go."})
+@task(
+    help={
+        "older_than": "Remove those not deployed to for this long: 7d, 36h, 90m, 2w (default 7d).",
+        "template": TEMPLATE_HELP,
+        "dry_run": "Only say which would go.",
+    }
+)
 def prune(c, older_than="7d", template=None, dry_run=False):
     """Remove review environments not deployed to for a while (CI runs it on a schedule).
 
@@ -113,12 +125,16 @@ def prune(c, older_than="7d", template=None, dry_run=False):
         env = reviews.template(settings, template)
         limit = reviews.age_seconds(older_than)
         stale = reviews.select_prune(_entries(settings, env), limit, time.time())
-        say(f"review.prune of {env.name}: {len(stale)} environment(s) idle for {older_than} or more{': ' + ', '.join(e.name for e in stale) if stale else ''}")
+        say(
+            f"review.prune of {env.name}: {len(stale)} environment(s) idle for {older_than} or more{': ' + ', '.join(e.name for e in stale) if stale else ''}"
+        )
         if dry_run or not stale:
             return
         results = []
         for entry in stale:
-            results += request_on_hosts(settings, env, reviews.down(entry.name, expect=expected(settings, env)), _describe)
+            results += request_on_hosts(
+                settings, env, reviews.down(entry.name, expect=expected(settings, env)), _describe
+            )
     done(results, f"review.prune of {env.name}")
 
 

@@ -23,7 +23,12 @@ def _admin_connect(settings, host):
     return remote.admin(host, access.admin_user, access.admin_key, access)
 
 
-@task(help={"env": ENV_HELP, "public_key": "The deploy account's unnamed public key(s), every verb everywhere: a .pub file or the key line (default: DEPLOY_CI_PUBLIC_KEY). Named keys: deploy.keys in invoke.yaml."})
+@task(
+    help={
+        "env": ENV_HELP,
+        "public_key": "The deploy account's unnamed public key(s), every verb everywhere: a .pub file or the key line (default: DEPLOY_CI_PUBLIC_KEY). Named keys: deploy.keys in invoke.yaml.",
+    }
+)
 def setup(c, env="staging", public_key=None):
     """Install or upgrade the server side of an environment, on every host (idempotent).
 
@@ -59,7 +64,16 @@ def setup(c, env="staging", public_key=None):
         except notify.WebhookError as error:
             raise plan.BadRequest(str(error)) from None
         webhooks = None if hooks is None else notify.server_file(hooks)
-        archive = plan.bundle(environment, protocol.server_side(), app_files, local.server_dotenv(settings, environment), keys, webhooks, settings.keys, named_keys).tar()
+        archive = plan.bundle(
+            environment,
+            protocol.server_side(),
+            app_files,
+            local.server_dotenv(settings, environment),
+            keys,
+            webhooks,
+            settings.keys,
+            named_keys,
+        ).tar()
         as_root = settings.access.admin_user == "root"
         say(f"server.setup of {env} on {len(environment.hosts)} host(s) as {settings.access.admin_user}")
 
@@ -97,17 +111,21 @@ def check(c, env="staging"):
             if code != 0 or "server_side" not in facts:
                 for line in quiet.lines:
                     out.line(line)
-                out.line(f"server side: NOT INSTALLED for {env}, or the admin cannot run it (run `inv server.setup --env {env}`)")
+                out.line(
+                    f"server side: NOT INSTALLED for {env}, or the admin cannot run it (run `inv server.setup --env {env}`)"
+                )
                 return code or 1
             current = facts["server_side"] == want_server and facts["settings"] == want_settings
-            out.line("server side: " + ("installed, current" if current else f"installed, OUT OF DATE (run `inv server.setup --env {env}`)"))
+            out.line(
+                "server side: "
+                + ("installed, current" if current else f"installed, OUT OF DATE (run `inv server.setup --env {env}`)")
+            )
             for key in ("version", "docker", "compose", "disk_free_app", "disk_free_docker", "pull"):
                 out.line(f"{key.replace('_', ' ')}: {facts.get(key, '?')}")
             return 0 if current else protocol.EXIT_OUTDATED
 
         results = remote.on_hosts(environment.hosts, work, label=lambda h: f"{env} {h}", grouped=True)
     done(results, f"server.check of {env}")
-
 
 
 @task(help={"env": ENV_HELP, "yes": "Pin without asking (only after checking the fingerprint out of band)."})
@@ -137,7 +155,9 @@ def trust(c, env="staging", yes=False):
             known = pinned.lookup(entry) or {}
             if known:
                 same = known.get(key.get_name()) == key
-                say(f"{env} {host} | {'already pinned' if same else 'CHANGED: the pinned key differs, not pinning'}: {hostkeys.fingerprint(key)}")
+                say(
+                    f"{env} {host} | {'already pinned' if same else 'CHANGED: the pinned key differs, not pinning'}: {hostkeys.fingerprint(key)}"
+                )
                 failed += not same
                 continue
             say(f"{env} {host} | offers {key.get_name()} {hostkeys.fingerprint(key)}")

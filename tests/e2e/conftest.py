@@ -47,7 +47,14 @@ def tool_env(**extra: str) -> dict[str, str]:
 
 def inv(*args: str, timeout: int = 600, **extra: str) -> subprocess.CompletedProcess:
     """Run `inv ARGS` in the project as a user would; output is kept for assertions."""
-    result = subprocess.run([sys.executable, "-m", "invoke", *args], cwd=ROOT, env=tool_env(**extra), capture_output=True, text=True, timeout=timeout)
+    result = subprocess.run(
+        [sys.executable, "-m", "invoke", *args],
+        cwd=ROOT,
+        env=tool_env(**extra),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     print(f"$ inv {' '.join(args)}  -> {result.returncode}\n{result.stdout}{result.stderr}")
     return result
 
@@ -55,8 +62,21 @@ def inv(*args: str, timeout: int = 600, **extra: str) -> subprocess.CompletedPro
 def ssh_raw(command: str | None, *options: str, timeout: int = 30) -> subprocess.CompletedProcess:
     """OpenSSH as the deploy account with the CI key, bypassing the tool entirely."""
     argv = [
-        "ssh", "-p", "2222", "-i", str(SANDBOX / "keys/ci"), "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
-        "-o", f"UserKnownHostsFile={SANDBOX / 'known_hosts'}", "-o", "StrictHostKeyChecking=yes", *options, "pd-deploy@127.0.0.1",
+        "ssh",
+        "-p",
+        "2222",
+        "-i",
+        str(SANDBOX / "keys/ci"),
+        "-o",
+        "IdentitiesOnly=yes",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        f"UserKnownHostsFile={SANDBOX / 'known_hosts'}",
+        "-o",
+        "StrictHostKeyChecking=yes",
+        *options,
+        "pd-deploy@127.0.0.1",
     ]
     if command is not None:
         argv.append(command)
@@ -65,7 +85,14 @@ def ssh_raw(command: str | None, *options: str, timeout: int = 30) -> subprocess
 
 def compose(env: str, *args: str) -> subprocess.CompletedProcess:
     project = f"pixel-{env}"
-    return subprocess.run(["docker", "compose", "-p", project, *args], cwd=APP_DIRS[env], env=tool_env(), capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        ["docker", "compose", "-p", project, *args],
+        cwd=APP_DIRS[env],
+        env=tool_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def psql(env: str, sql: str) -> str:
@@ -112,7 +139,11 @@ def remove_project(project: str) -> None:
         return out.stdout.split()
 
     label = f"label=com.docker.compose.project={project}"
-    for kind, listing in (("container", ["ps", "-aq"]), ("volume", ["volume", "ls", "-q"]), ("network", ["network", "ls", "-q"])):
+    for kind, listing in (
+        ("container", ["ps", "-aq"]),
+        ("volume", ["volume", "ls", "-q"]),
+        ("network", ["network", "ls", "-q"]),
+    ):
         ids = docker(*listing, "--filter", label)
         if ids:
             docker(*(["rm", "-f"] if kind == "container" else [kind, "rm"]), *ids)

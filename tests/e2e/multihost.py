@@ -26,7 +26,13 @@ def script(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
 def host_docker(host: str, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
     """`docker ARGS` against one host's own dockerd (not the sandbox's)."""
     env = {k: v for k, v in os.environ.items() if k not in ("DOCKER_HOST", "DOCKER_CONTEXT")}
-    return subprocess.run(["docker", "-H", f"unix://{RUN / host / 'docker.sock'}", *args], capture_output=True, text=True, timeout=timeout, env=env)
+    return subprocess.run(
+        ["docker", "-H", f"unix://{RUN / host / 'docker.sock'}", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
 
 
 def require_multihost() -> None:

@@ -17,7 +17,10 @@ def key_pair(name: str) -> Path:
     """SANDBOX/keys/scoped-NAME (private) and .pub, made once."""
     private = KEYS_DIR / f"scoped-{name}"
     if not private.exists():
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{name}@pushdeploy-tests", "-f", str(private)], check=True)
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{name}@pushdeploy-tests", "-f", str(private)],
+            check=True,
+        )
     return private
 
 
@@ -43,7 +46,20 @@ def scoped_keys(scopes: dict[str, dict], environments: tuple[str, ...]):
 def ssh_as(private: Path, command: str, timeout: int = 60) -> subprocess.CompletedProcess:
     """OpenSSH as the deploy account with one of the scoped keys, bypassing the tool."""
     argv = [
-        "ssh", "-p", "2222", "-i", str(private), "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
-        "-o", f"UserKnownHostsFile={SANDBOX / 'known_hosts'}", "-o", "StrictHostKeyChecking=yes", "pd-deploy@127.0.0.1", command,
+        "ssh",
+        "-p",
+        "2222",
+        "-i",
+        str(private),
+        "-o",
+        "IdentitiesOnly=yes",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        f"UserKnownHostsFile={SANDBOX / 'known_hosts'}",
+        "-o",
+        "StrictHostKeyChecking=yes",
+        "pd-deploy@127.0.0.1",
+        command,
     ]
     return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)

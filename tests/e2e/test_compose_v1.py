@@ -17,7 +17,10 @@ LEGACY_PORT = 8083
 
 @pytest.fixture(scope="module")
 def legacy(server, tmp_path_factory):
-    if subprocess.run(["sudo", "-n", "docker-compose", "version"], capture_output=True, text=True).stdout.find("1.29") < 0:
+    if (
+        subprocess.run(["sudo", "-n", "docker-compose", "version"], capture_output=True, text=True).stdout.find("1.29")
+        < 0
+    ):
         pytest.skip("Debian's docker-compose 1.29 is not installed (scripts/install-deps installs it)")
     template = (SANDBOX / "server-env/staging.env").read_text().replace("HTTP_PORT=8081", f"HTTP_PORT={LEGACY_PORT}")
     server_env = SANDBOX / "server-env/legacy.env"

@@ -24,16 +24,28 @@ def template(server):
 
 
 def snapshot(*paths: Path) -> dict:
-    return {str(p): sorted(str(f.relative_to(p)) for f in p.rglob("*")) if p.is_dir() else (p.read_bytes() if p.exists() else None) for p in paths}
+    return {
+        str(p): sorted(str(f.relative_to(p)) for f in p.rglob("*"))
+        if p.is_dir()
+        else (p.read_bytes() if p.exists() else None)
+        for p in paths
+    }
 
 
 @pytest.fixture
 def ordinary_review_named(template):
     """An environment of its own named review-9 (settings refuse such a name now; an older
     tool or a hand-written conf may have made one), with its files and state."""
-    conf = (ETC / "staging.conf").read_text().replace("/srv/pushdeploy/pixel-staging", "/srv/pushdeploy/own-review-9").replace("PROJECT=pixel-staging", "PROJECT=own-review-9")
+    conf = (
+        (ETC / "staging.conf")
+        .read_text()
+        .replace("/srv/pushdeploy/pixel-staging", "/srv/pushdeploy/own-review-9")
+        .replace("PROJECT=pixel-staging", "PROJECT=own-review-9")
+    )
     (ETC / "review-9.conf").write_text(conf)
-    (ETC / "other.conf").write_text(conf.replace("own-review-9", "pixel-review-8"))  # an environment using review-8's files
+    (ETC / "other.conf").write_text(
+        conf.replace("own-review-9", "pixel-review-8")
+    )  # an environment using review-8's files
     for path in (Path("/srv/pushdeploy/own-review-9"), Path("/srv/pushdeploy/pixel-review-8"), STATE / "review-9"):
         path.mkdir(parents=True, exist_ok=True)
         (path / "keep").write_text("mine\n")
@@ -62,7 +74,20 @@ def test_review_verbs_reach_only_what_review_up_made(ordinary_review_named, comm
     assert snapshot(*watched) == before
 
 
-@pytest.mark.parametrize("command", ["manage review check", "plan review a1a1a1a", "status review", "history review", "logs review", "maintenance review on", "deploy review a1a1a1a", "backups review", "pull-status review"])
+@pytest.mark.parametrize(
+    "command",
+    [
+        "manage review check",
+        "plan review a1a1a1a",
+        "status review",
+        "history review",
+        "logs review",
+        "maintenance review on",
+        "deploy review a1a1a1a",
+        "backups review",
+        "pull-status review",
+    ],
+)
 def test_no_verb_runs_against_a_template(template, command):
     result = ssh_raw(command, timeout=60)
     assert result.returncode == 64, result.stdout + result.stderr
@@ -77,7 +102,15 @@ def test_maintenance_waits_for_no_one_while_the_environment_is_held(server):
     flag = Path("/srv/pushdeploy/pixel-staging/maintenance/on")
     assert ssh_raw("maintenance staging on").returncode == 0
     try:
-        holder = subprocess.Popen(["flock", str(lock), "sh", "-c", f"echo 'restore-1 restore of staging by admin in progress since now' >{info}; sleep 8; : >{info}"])
+        holder = subprocess.Popen(
+            [
+                "flock",
+                str(lock),
+                "sh",
+                "-c",
+                f"echo 'restore-1 restore of staging by admin in progress since now' >{info}; sleep 8; : >{info}",
+            ]
+        )
         try:
             deadline = time.monotonic() + 5
             while not info.read_text().strip() and time.monotonic() < deadline:

@@ -47,11 +47,15 @@ def test_staging_deploy_serves_the_new_build(server):
 
     # .env: only VERSION changed
     after = server_env_file("staging")
-    assert [line for line in after.splitlines() if not line.startswith(b"VERSION=")] == [line for line in template.splitlines() if not line.startswith(b"VERSION=")]
+    assert [line for line in after.splitlines() if not line.startswith(b"VERSION=")] == [
+        line for line in template.splitlines() if not line.startswith(b"VERSION=")
+    ]
     assert b"VERSION=" + STAGING_A.encode() in after.splitlines()
 
     # the migration is applied in PostgreSQL, and the app's health check agrees
-    assert psql("staging", "select count(*) from django_migrations where app = 'notes' and name = '0001_initial'") == "1"
+    assert (
+        psql("staging", "select count(*) from django_migrations where app = 'notes' and name = '0001_initial'") == "1"
+    )
     assert get("staging", "/health")[0] == 200
 
     # nginx serves the collected (hashed) static file the page links to
@@ -62,16 +66,28 @@ def test_staging_deploy_serves_the_new_build(server):
 
 
 def test_staging_deploy_without_tag_uses_the_ci_commit(server):
-    result = inv("deploy.staging", CIRCLE_SHA1=STAGING_B, CIRCLECI="true", CIRCLE_USERNAME="jane", CIRCLE_BUILD_URL="https://circleci.com/gh/o/pixel/77")
+    result = inv(
+        "deploy.staging",
+        CIRCLE_SHA1=STAGING_B,
+        CIRCLECI="true",
+        CIRCLE_USERNAME="jane",
+        CIRCLE_BUILD_URL="https://circleci.com/gh/o/pixel/77",
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert wait_for_version("staging", STAGING_B) == STAGING_B
     record = json.loads(history_lines("staging")[-1])
-    assert (record["by"], record["url"], record["outcome"]) == ("circleci:jane", "https://circleci.com/gh/o/pixel/77", "ok")
+    assert (record["by"], record["url"], record["outcome"]) == (
+        "circleci:jane",
+        "https://circleci.com/gh/o/pixel/77",
+        "ok",
+    )
 
 
 def test_production_deploys_change_the_version_and_history_records_both(server):
     before = len(history_lines("production"))
-    assert deployed("production", "--tag", "1.0.0", "--force").returncode == 0  # --force: reruns may find 1.1.0 deployed
+    assert (
+        deployed("production", "--tag", "1.0.0", "--force").returncode == 0
+    )  # --force: reruns may find 1.1.0 deployed
     assert wait_for_version("production", "1.0.0") == "1.0.0"
     assert deployed("production", "--tag", "1.1.0").returncode == 0
     assert wait_for_version("production", "1.1.0") == "1.1.0"
@@ -79,7 +95,19 @@ def test_production_deploys_change_the_version_and_history_records_both(server):
     records = [json.loads(line) for line in history_lines("production")[before:]]
     assert [(r["version"], r["outcome"]) for r in records] == [("1.0.0", "ok"), ("1.1.0", "ok")]
     assert records[1]["previous"] == "1.0.0"
-    assert [s["name"] for s in records[1]["steps"]] == ["preflight", "pull", "database", "backup", "migrate", "start", "health", "admit", "switch", "retire", "prune-static"]
+    assert [s["name"] for s in records[1]["steps"]] == [
+        "preflight",
+        "pull",
+        "database",
+        "backup",
+        "migrate",
+        "start",
+        "health",
+        "admit",
+        "switch",
+        "retire",
+        "prune-static",
+    ]
 
     table = inv("deploy.history", "--env", "production")
     assert table.returncode == 0

@@ -59,8 +59,6 @@ def environment(name: str, hosts: list[str], **extra: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-
-
 @pytest.fixture(scope="module")
 def fleet(images, tmp_path_factory):
     require_multihost()
@@ -97,7 +95,9 @@ def history(host: str) -> list[dict]:
 
 def table(output: str) -> dict[str, tuple[str, str]]:
     """The per-host summary: address -> (result, version)."""
-    rows = re.findall(r"^(10\.213\.0\.\d+)\s{2,}(switched|failed|unknown|skipped|rolled back|rollback failed)\s+(\S+)?", output, re.M)
+    rows = re.findall(
+        r"^(10\.213\.0\.\d+)\s{2,}(switched|failed|unknown|skipped|rolled back|rollback failed)\s+(\S+)?", output, re.M
+    )
     return {addr: (state, version) for addr, state, version in rows}
 
 
@@ -114,7 +114,14 @@ def under_load(fleet: HostsEnvironment, *args: str) -> tuple[subprocess.Complete
     argv = [sys.executable, "-m", "invoke", "-f", str(fleet.config), *args]
     with OpenLoad(LB, rate=RATE, seconds=300) as load:
         time.sleep(1)
-        client = subprocess.Popen(argv, cwd=ROOT, env=tool_env(DEPLOY_DOTENV=str(STATE / "deploy.env")), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        client = subprocess.Popen(
+            argv,
+            cwd=ROOT,
+            env=tool_env(DEPLOY_DOTENV=str(STATE / "deploy.env")),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         lines = []
         assert client.stdout is not None
         for line in client.stdout:
@@ -137,7 +144,10 @@ def assert_nothing_lost(load: OpenLoad) -> None:
     assert summary.failed == 0, summary.failures
     slow = [(round(s.scheduled, 2), round(s.latency, 3)) for s in load.samples if s.finished and s.latency > BUDGET]
     if slow:  # what the hosts were doing meanwhile
-        print("steps:", ", ".join(f"{at:.1f}s {label}" for at, label in load.marks if slow[0][0] - 10 <= at <= slow[-1][0] + 2))
+        print(
+            "steps:",
+            ", ".join(f"{at:.1f}s {label}" for at, label in load.marks if slow[0][0] - 10 <= at <= slow[-1][0] + 2),
+        )
     assert summary.slow == 0, slow[:10]
     assert summary.sent >= RATE * load.ran * 0.9  # the load really ran, on schedule
 
@@ -167,7 +177,9 @@ def test_a_rolling_deploy_across_three_hosts_loses_no_request(fleet):
     assert result.returncode == 0, result.stdout + result.stderr
     assert_nothing_lost(load)
     assert "pre-flight ok on 3 host(s)" in result.stdout
-    assert [line for line in result.stdout.splitlines() if line.startswith("fleet: batch")] == [f"fleet: batch {i}/3: {addr}" for i, addr in enumerate(HOSTS.values(), 1)]
+    assert [line for line in result.stdout.splitlines() if line.startswith("fleet: batch")] == [
+        f"fleet: batch {i}/3: {addr}" for i, addr in enumerate(HOSTS.values(), 1)
+    ]
     assert table(result.stdout) == dict.fromkeys(HOSTS.values(), ("switched", V2))
     assert versions() == dict.fromkeys(HOSTS, V2)
     assert set(load.summary().versions) == {V1, V2}
@@ -193,7 +205,16 @@ def test_a_canary_then_the_rest_and_status_warns_while_they_differ(fleet):
 
 
 def web_containers(host: str) -> list[str]:
-    result = host_docker(host, "ps", "-q", "--filter", f"label=com.docker.compose.project=pixel-{ENV}", "--filter", "label=com.docker.compose.service=web", timeout=30)
+    result = host_docker(
+        host,
+        "ps",
+        "-q",
+        "--filter",
+        f"label=com.docker.compose.project=pixel-{ENV}",
+        "--filter",
+        "label=com.docker.compose.service=web",
+        timeout=30,
+    )
     assert result.returncode == 0, result.stderr
     return result.stdout.split()
 
@@ -216,12 +237,16 @@ def test_a_failing_second_batch_is_rolled_back_everywhere_unseen(fleet):
         assert script("up", "--hosts", "3").returncode == 0  # the relay is back
     assert result.returncode == 1, result.stdout + result.stderr
     assert_nothing_lost(load)
-    assert table(result.stdout) == {HOSTS["h1"]: ("rolled back", V3), HOSTS["h2"]: ("failed", V3), HOSTS["h3"]: ("skipped", V3)}
+    assert table(result.stdout) == {
+        HOSTS["h1"]: ("rolled back", V3),
+        HOSTS["h2"]: ("failed", V3),
+        HOSTS["h3"]: ("skipped", V3),
+    }
     assert versions() == dict.fromkeys(HOSTS, V3)
     assert last_second(load) == {V3}
-    h1 = [(r["kind"], r["version"], r["outcome"]) for r in history("h1")[before["h1"]:]]
+    h1 = [(r["kind"], r["version"], r["outcome"]) for r in history("h1")[before["h1"] :]]
     assert h1 == [("deploy", V4, "ok"), ("rollback", V3, "ok")]
-    h2 = [(r["kind"], r["version"], r["outcome"], r["failed_step"]) for r in history("h2")[before["h2"]:]]
+    h2 = [(r["kind"], r["version"], r["outcome"], r["failed_step"]) for r in history("h2")[before["h2"] :]]
     assert h2 == [("deploy", V4, "failed", "pull")]
     assert len(history("h3")) == before["h3"]  # never asked
     shown = fleet.inv("deploy.history", "--env", ENV, "--limit", "2")
@@ -247,7 +272,14 @@ def test_a_host_unreachable_mid_deploy_ends_in_a_reported_state(fleet):
     known = set(runs.glob("*.log"))
     before = len(history("h2"))
     args = [sys.executable, "-m", "invoke", "-f", str(fleet.config), "deploy.to", "--env", ENV, "--tag", V4]
-    client = subprocess.Popen(args, cwd=ROOT, env=tool_env(DEPLOY_DOTENV=str(STATE / "deploy.env")), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    client = subprocess.Popen(
+        args,
+        cwd=ROOT,
+        env=tool_env(DEPLOY_DOTENV=str(STATE / "deploy.env")),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 120
         while not any("==> pull" in log.read_text() for log in set(runs.glob("*.log")) - known):
@@ -259,7 +291,11 @@ def test_a_host_unreachable_mid_deploy_ends_in_a_reported_state(fleet):
         client.kill()
     print(output)
     assert client.returncode == 255, output
-    assert table(output) == {HOSTS["h1"]: ("rolled back", V3), HOSTS["h2"]: ("unknown", "?"), HOSTS["h3"]: ("skipped", V3)}
+    assert table(output) == {
+        HOSTS["h1"]: ("rolled back", V3),
+        HOSTS["h2"]: ("unknown", "?"),
+        HOSTS["h3"]: ("skipped", V3),
+    }
     assert f"lost contact with {HOSTS['h2']} during its deploy" in output
     assert "reattaching (1/2)" in output
     # On h2 the deploy went on by itself; once h2 answers again, status says the fleet is split.
@@ -322,7 +358,11 @@ def test_a_host_stopped_at_a_random_moment_leaves_the_fleet_on_one_version(fleet
     assert [r["version"] for r in history("h2")[before:]] == [V4]  # the stopped deploy recorded itself
     assert "ended without a result" not in result.stdout
     if result.returncode == 1:
-        assert table(result.stdout) == {HOSTS["h1"]: ("rolled back", V3), HOSTS["h2"]: ("failed", V3), HOSTS["h3"]: ("skipped", V3)}
+        assert table(result.stdout) == {
+            HOSTS["h1"]: ("rolled back", V3),
+            HOSTS["h2"]: ("failed", V3),
+            HOSTS["h3"]: ("skipped", V3),
+        }
 
 
 def test_hosts_whose_server_side_differs_are_refused_before_anything_changes(fleet, tmp_path):
@@ -336,8 +376,14 @@ def test_hosts_whose_server_side_differs_are_refused_before_anything_changes(fle
     before = {host: len(history(host)) for host in HOSTS}
     result = fleet.inv("deploy.to", "--env", "fleet2", "--tag", V4, config=three)
     assert result.returncode == 78, result.stdout + result.stderr
-    assert "refusing the deploy of d4d4d4d: nothing was changed on any host; 1 of 3 host(s) cannot take it" in result.stderr
-    assert f"fleet2 {HOSTS['h3']}: environment 'fleet2' is not set up on this server: run `inv server.setup --env fleet2`" in result.stderr
+    assert (
+        "refusing the deploy of d4d4d4d: nothing was changed on any host; 1 of 3 host(s) cannot take it"
+        in result.stderr
+    )
+    assert (
+        f"fleet2 {HOSTS['h3']}: environment 'fleet2' is not set up on this server: run `inv server.setup --env fleet2`"
+        in result.stderr
+    )
     assert "batch 1/" not in result.stdout  # no host was asked to deploy
     for host in ("h1", "h2"):
         assert not (STATE / f"hosts/{host}/fs/var-lib-pushdeploy/fleet2/history.jsonl").exists()

@@ -13,7 +13,10 @@ from tests.e2e.scoped_keys import scoped_keys, ssh_as
 pytestmark = pytest.mark.e2e
 
 SCOPES = {
-    "ci-staging": {"environments": ["staging"], "verbs": ["deploy", "rollback", "status", "history", "logs", "plan", "check", "version"]},
+    "ci-staging": {
+        "environments": ["staging"],
+        "verbs": ["deploy", "rollback", "status", "history", "logs", "plan", "check", "version"],
+    },
     "ci-review": {"environments": ["review"], "verbs": ["review-up", "review-down", "review-list"]},
 }
 MAINTENANCE = Path("/srv/pushdeploy/pixel-production/maintenance/on")
@@ -32,7 +35,9 @@ def test_setup_writes_one_line_per_named_key_and_their_scopes(keys):
     lines = AUTHORIZED.read_text().splitlines()
     assert sum('command="/opt/pushdeploy/bin/entrypoint --key=ci-staging" ssh-ed25519 ' in line for line in lines) == 1
     assert sum('command="/opt/pushdeploy/bin/entrypoint --key=ci-review" ssh-ed25519 ' in line for line in lines) == 1
-    assert sum(line.startswith('restrict,command="/opt/pushdeploy/bin/entrypoint" ') for line in lines) == 1  # the unnamed CI key
+    assert (
+        sum(line.startswith('restrict,command="/opt/pushdeploy/bin/entrypoint" ') for line in lines) == 1
+    )  # the unnamed CI key
     assert all(line.startswith("restrict,") for line in lines)
     scopes = Path("/etc/pushdeploy/keys.json")
     assert scopes.stat().st_uid == 0 and scopes.stat().st_mode & 0o022 == 0
@@ -68,7 +73,12 @@ def test_a_staging_key_deploys_staging_through_the_tool(keys):
     result = inv("-f", str(config), "deploy.staging", "--tag", STAGING_A, DEPLOY_SSH_KEY=str(private["ci-staging"]))
     assert result.returncode == 0, result.stdout + result.stderr
     assert served_version("staging") == STAGING_A
-    assert inv("-f", str(config), "deploy.status", "--env", "staging", DEPLOY_SSH_KEY=str(private["ci-staging"])).returncode == 0
+    assert (
+        inv(
+            "-f", str(config), "deploy.status", "--env", "staging", DEPLOY_SSH_KEY=str(private["ci-staging"])
+        ).returncode
+        == 0
+    )
     refused = inv("-f", str(config), "deploy.status", "--env", "production", DEPLOY_SSH_KEY=str(private["ci-staging"]))
     assert refused.returncode != 0 and "may not reach 'production'" in refused.stdout + refused.stderr
 

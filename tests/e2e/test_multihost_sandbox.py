@@ -36,8 +36,21 @@ MARKER = "/srv/pushdeploy/pd-hosts-test/marker"
 def ssh(addr: str, command: str, *, port: int = 22, timeout: int = 30) -> subprocess.CompletedProcess:
     """OpenSSH as pd-admin with the hosts' admin key, checking the pinned host key."""
     argv = [
-        "ssh", "-p", str(port), "-i", str(STATE / "keys/admin"), "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
-        "-o", f"UserKnownHostsFile={STATE / 'known_hosts'}", "-o", "StrictHostKeyChecking=yes", f"pd-admin@{addr}", command,
+        "ssh",
+        "-p",
+        str(port),
+        "-i",
+        str(STATE / "keys/admin"),
+        "-o",
+        "IdentitiesOnly=yes",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        f"UserKnownHostsFile={STATE / 'known_hosts'}",
+        "-o",
+        "StrictHostKeyChecking=yes",
+        f"pd-admin@{addr}",
+        command,
     ]
     return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
@@ -80,7 +93,9 @@ def links() -> set[str]:
 
 
 def mounts() -> list[str]:
-    return subprocess.run(["findmnt", "-rn", "-o", "TARGET"], capture_output=True, text=True, check=True).stdout.splitlines()
+    return subprocess.run(
+        ["findmnt", "-rn", "-o", "TARGET"], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +103,14 @@ def hosts(sandbox):
     """Three hosts, a database host and the load balancer, on top of the one-host sandbox."""
     if os.geteuid() != 0:
         pytest.skip("the multi-host sandbox needs root (namespaces, sshd, dockerd)")
-    missing = [name for name, present in (("nginx", shutil.which("nginx")), ("postgresql", list(Path("/usr/lib/postgresql").glob("*/bin/initdb")))) if not present]
+    missing = [
+        name
+        for name, present in (
+            ("nginx", shutil.which("nginx")),
+            ("postgresql", list(Path("/usr/lib/postgresql").glob("*/bin/initdb"))),
+        )
+        if not present
+    ]
     if missing:
         pytest.skip(f"the multi-host sandbox needs {' and '.join(missing)} (apt-get install -y nginx-light postgresql)")
     start = time.monotonic()
@@ -112,7 +134,9 @@ def test_status_says_everything_is_up(hosts):
 def test_each_host_answers_ssh_on_its_own_address_with_its_own_key(hosts):
     keys = {}
     for host, addr in hosts.items():
-        scanned = subprocess.run(["ssh-keyscan", "-t", "ed25519", addr], capture_output=True, text=True, timeout=30).stdout.split()
+        scanned = subprocess.run(
+            ["ssh-keyscan", "-t", "ed25519", addr], capture_output=True, text=True, timeout=30
+        ).stdout.split()
         keys[host] = scanned[2]
         assert keys[host] == (STATE / f"hosts/{host}/ssh/ssh_host_ed25519_key.pub").read_text().split()[1]
         result = ssh(addr, "hostname; sudo -n id -un")
@@ -122,7 +146,10 @@ def test_each_host_answers_ssh_on_its_own_address_with_its_own_key(hosts):
 
 
 def test_files_written_on_one_host_stay_on_it(hosts):
-    write = ssh(hosts["h1"], f"sudo -n install -d {os.path.dirname(MARKER)} && echo written-on-h1 | sudo -n tee {MARKER} >/dev/null && cat {MARKER}")
+    write = ssh(
+        hosts["h1"],
+        f"sudo -n install -d {os.path.dirname(MARKER)} && echo written-on-h1 | sudo -n tee {MARKER} >/dev/null && cat {MARKER}",
+    )
     assert write.returncode == 0, write.stderr
     assert write.stdout.strip() == "written-on-h1"
     assert ssh(hosts["h2"], f"test -e {MARKER} && echo present || echo absent").stdout.strip() == "absent"
@@ -138,7 +165,21 @@ def test_each_dockerd_pulls_from_the_registry_and_publishes_on_its_address(hosts
         assert pulled.returncode == 0, pulled.stderr
         docker(host, "network", "create", "pd-web")
         page = f"mkdir -p /w && echo {host} >/w/index.html && cd /w && exec python3 -m http.server 8000"
-        run = docker(host, "run", "-d", "--name", "pd-web", "--network", "pd-web", "-p", f"{hosts[host]}:80:8000", IMAGE, "sh", "-c", page)
+        run = docker(
+            host,
+            "run",
+            "-d",
+            "--name",
+            "pd-web",
+            "--network",
+            "pd-web",
+            "-p",
+            f"{hosts[host]}:80:8000",
+            IMAGE,
+            "sh",
+            "-c",
+            page,
+        )
         assert run.returncode == 0, run.stderr
         return docker(host, "info", "--format", "{{.Name}}").stdout.strip()
 
@@ -158,10 +199,17 @@ def test_each_dockerd_pulls_from_the_registry_and_publishes_on_its_address(hosts
 
 
 def test_the_database_host_answers_from_h2(hosts):
-    db = dict(line.split("=", 1) for line in (STATE / "db.env").read_text().splitlines() if "=" in line and not line.startswith("#"))
+    db = dict(
+        line.split("=", 1)
+        for line in (STATE / "db.env").read_text().splitlines()
+        if "=" in line and not line.startswith("#")
+    )
     assert db["PGHOST"] == DB_ADDR
     query = "select current_user || ' from ' || host(inet_client_addr())"
-    result = ssh(hosts["h2"], f"PGPASSWORD={db['PGPASSWORD']} psql -h {db['PGHOST']} -U {db['PGUSER']} -d {db['PGDATABASE']} -tAc \"{query}\"")
+    result = ssh(
+        hosts["h2"],
+        f'PGPASSWORD={db["PGPASSWORD"]} psql -h {db["PGHOST"]} -U {db["PGUSER"]} -d {db["PGDATABASE"]} -tAc "{query}"',
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == f"pixel from {hosts['h2']}"
 
@@ -219,11 +267,15 @@ def test_server_setup_installs_on_each_host_separately(hosts, tmp_path):
     assert setup.returncode == 0, setup.stdout + setup.stderr
     assert "on 3 host(s)" in setup.stdout
     again = inv("-f", str(config), "server.setup", "--env", ENV, DEPLOY_DOTENV=dotenv)
-    assert again.returncode == 0 and len(re.findall(r"\| ok in [0-9.]+s: nothing changed", again.stdout)) == 3, again.stdout
+    assert again.returncode == 0 and len(re.findall(r"\| ok in [0-9.]+s: nothing changed", again.stdout)) == 3, (
+        again.stdout
+    )
     assert "unable to resolve" not in setup.stdout + setup.stderr  # each host knows its own name
     check = inv("-f", str(config), "server.check", "--env", ENV, DEPLOY_DOTENV=dotenv)
     assert check.returncode == 0, check.stdout + check.stderr
-    assert len(re.findall(r"\| docker: \d+\.", check.stdout)) == 3  # each host's own dockerd, through the one docker_host
+    assert (
+        len(re.findall(r"\| docker: \d+\.", check.stdout)) == 3
+    )  # each host's own dockerd, through the one docker_host
     for host in hosts:
         assert (STATE / f"hosts/{host}/fs/etc-pushdeploy/{ENV}.conf").is_file()
         assert (STATE / f"hosts/{host}/fs/sudoers.d/pushdeploy-pd-deploy").is_file()
@@ -237,7 +289,9 @@ def test_down_leaves_nothing_behind(hosts):
     namespaces.add(f"net:[{os.stat('/run/netns/pd-db').st_ino}]")
     made_by_dockerds = set()
     for host in hosts:
-        out = subprocess.run(["ip", "-n", f"pd-{host}", "-o", "link", "show"], capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(
+            ["ip", "-n", f"pd-{host}", "-o", "link", "show"], capture_output=True, text=True, check=True
+        ).stdout
         made_by_dockerds |= {line.split(": ")[1].split("@")[0] for line in out.splitlines()} - {"lo", "eth0"}
     assert any(name.startswith("br-") for name in made_by_dockerds)
     start = time.monotonic()

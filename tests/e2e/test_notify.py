@@ -97,7 +97,14 @@ def test_webhooks_hear_of_every_deploy_without_slowing_it(receiver):
     baseline, took_without = deploy("1.1.0")
     assert baseline.returncode == 0, baseline.stdout + baseline.stderr
 
-    hooks = " ".join([f"json={receiver.url('/ok')}", f"slack={receiver.url('/slack')}", f"json={receiver.url('/fail')}", f"json={receiver.url('/hang')}"])
+    hooks = " ".join(
+        [
+            f"json={receiver.url('/ok')}",
+            f"slack={receiver.url('/slack')}",
+            f"json={receiver.url('/fail')}",
+            f"json={receiver.url('/hang')}",
+        ]
+    )
     setup = inv("server.setup", "--env", "production", DEPLOY_PRODUCTION_WEBHOOKS=hooks)
     assert setup.returncode == 0, setup.stdout + setup.stderr
     assert str(receiver.port) not in setup.stdout + setup.stderr, "the URLs are secrets: never printed"
@@ -112,9 +119,16 @@ def test_webhooks_hear_of_every_deploy_without_slowing_it(receiver):
     assert "| notifying the webhooks: started" in result.stdout
 
     started = receiver.wait("/ok", event("started", "1.0.0"))[0]
-    assert (started["env"], started["previous"], started["kind"], started["project"]) == ("production", "1.1.0", "deploy", "pixel-production")
+    assert (started["env"], started["previous"], started["kind"], started["project"]) == (
+        "production",
+        "1.1.0",
+        "deploy",
+        "pixel-production",
+    )
     succeeded = receiver.wait("/ok", event("succeeded", "1.0.0"))[0]
-    assert succeeded["outcome"] == "ok" and succeeded["digest"].startswith("sha256:") and float(succeeded["duration"]) > 0
+    assert (
+        succeeded["outcome"] == "ok" and succeeded["digest"].startswith("sha256:") and float(succeeded["duration"]) > 0
+    )
     assert succeeded["by"].startswith("local:")
     assert set(receiver.wait("/slack", slack_text("deployed 1.0.0 to pixel-production"))[0]) == {"text"}
 
@@ -133,7 +147,9 @@ def test_webhooks_hear_of_every_deploy_without_slowing_it(receiver):
 
     # A 500 is retried with backoff, a bounded number of times.
     time.sleep(5)
-    assert len([b for b in receiver.bodies("/fail") if b.get("event") == "succeeded" and b.get("version") == "1.0.0"]) == 3
+    assert (
+        len([b for b in receiver.bodies("/fail") if b.get("event") == "succeeded" and b.get("version") == "1.0.0"]) == 3
+    )
     assert receiver.bodies("/hang"), "the hanging receiver was asked too"
     log = NOTIFY_LOG.read_text()
     assert "succeeded NOT sent to webhook 3 (json) after 3 try(ies): HTTP 500" in log

@@ -59,13 +59,18 @@ def test_the_steps_planned_are_the_steps_the_deploy_runs(env):
     result = plan(env, target)
     assert result.returncode == 0, result.stdout + result.stderr
     assert shown(result, "migrations") == "none to apply"
-    assert shown(result, "hooks") == "before_switch: check --deploy --fail-level ERROR   after_switch: showmigrations notes"
+    assert (
+        shown(result, "hooks")
+        == "before_switch: check --deploy --fail-level ERROR   after_switch: showmigrations notes"
+    )
     assert re.match(r"about [0-9]+s \(median of the last [0-9]+ successful deploy", shown(result, "estimate"))
     planned = shown(result, "steps").split(" > ")
     deployed = env.deploy(target)
     assert deployed.returncode == 0, deployed.stdout + deployed.stderr
     assert planned == [s["name"] for s in env.history()[-1]["steps"]]
-    assert planned[:3] == ["preflight", "pull", "database"] and "hooks-before" in planned and planned[-1] == "hooks-after"
+    assert (
+        planned[:3] == ["preflight", "pull", "database"] and "hooks-before" in planned and planned[-1] == "hooks-after"
+    )
 
 
 def test_an_outdated_server_side_is_reported_not_refused(env):

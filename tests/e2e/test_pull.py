@@ -16,7 +16,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import STAGING_A, STAGING_B, history_lines, inv, served_version, server_env_file, ssh_raw, tool_env, wait_for_version
+from tests.e2e.conftest import (
+    STAGING_A,
+    STAGING_B,
+    history_lines,
+    inv,
+    served_version,
+    server_env_file,
+    ssh_raw,
+    tool_env,
+    wait_for_version,
+)
 from tests.e2e.deployed import ensure
 
 pytestmark = pytest.mark.e2e
@@ -47,7 +57,9 @@ def registry_digest(tag: str) -> str:
     request = urllib.request.Request(
         f"http://{REPO.split('/')[0]}/v2/pixel/manifests/{tag}",
         method="HEAD",
-        headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json"},
+        headers={
+            "Accept": "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json"
+        },
     )
     with urllib.request.urlopen(request, timeout=10) as response:
         return response.headers["Docker-Content-Digest"]
@@ -63,7 +75,13 @@ def run_agent() -> str:
     command = line.split(" root ", 1)[1]
     log = PULL_DIR / "agent.log"
     before = log.stat().st_size if log.exists() else 0
-    result = subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=300, env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+    result = subprocess.run(
+        ["sh", "-c", command],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+    )
     with log.open("rb") as stream:
         stream.seek(before)
         output = stream.read().decode(errors="replace")
@@ -72,7 +90,9 @@ def run_agent() -> str:
 
 
 def deployed_version() -> str:
-    return next(line for line in server_env_file("staging").decode().splitlines() if line.startswith("VERSION=")).split("=", 1)[1]
+    return next(line for line in server_env_file("staging").decode().splitlines() if line.startswith("VERSION=")).split(
+        "=", 1
+    )[1]
 
 
 def records(after: int) -> list[dict]:
@@ -89,11 +109,18 @@ def pull_config(server, tmp_path_factory):
         (PULL_DIR / stale).unlink(missing_ok=True)
     setup = inv("-f", str(config), "server.setup", "--env", "staging")
     assert setup.returncode == 0, setup.stdout + setup.stderr
-    assert re.search(r"\| agent +pull agent of staging: cron \(/etc/cron\.d/pushdeploy-pull-staging, no systemd as PID 1\), every 1 min, channel staging-approved$", setup.stdout, re.M)
+    assert re.search(
+        r"\| agent +pull agent of staging: cron \(/etc/cron\.d/pushdeploy-pull-staging, no systemd as PID 1\), every 1 min, channel staging-approved$",
+        setup.stdout,
+        re.M,
+    )
     yield str(config)
     back = inv("server.setup", "--env", "staging")
     assert back.returncode == 0, back.stdout + back.stderr
-    assert "removed the pull agent of staging (/etc/cron.d/pushdeploy-pull-staging): staging is deployed by push" in back.stdout
+    assert (
+        "removed the pull agent of staging (/etc/cron.d/pushdeploy-pull-staging): staging is deployed by push"
+        in back.stdout
+    )
     assert not CRON_FILE.exists()
     ensure("staging", STAGING_A)
 
@@ -102,7 +129,11 @@ def test_setup_installs_a_cron_entry_and_check_reports_it(pull_config):
     assert CRON_FILE.stat().st_mode & 0o777 == 0o644 and CRON_FILE.stat().st_uid == 0
     again = inv("-f", pull_config, "server.setup", "--env", "staging")
     assert again.returncode == 0 and "nothing changed" in again.stdout, again.stdout + again.stderr
-    assert re.search(r"^\*/1 \* \* \* \* root /opt/pushdeploy/bin/deploy pull staging >>/var/lib/pushdeploy/staging/pull/agent\.log 2>&1$", CRON_FILE.read_text(), re.M)
+    assert re.search(
+        r"^\*/1 \* \* \* \* root /opt/pushdeploy/bin/deploy pull staging >>/var/lib/pushdeploy/staging/pull/agent\.log 2>&1$",
+        CRON_FILE.read_text(),
+        re.M,
+    )
     check = inv("-f", pull_config, "server.check", "--env", "staging")
     assert check.returncode == 0, check.stdout + check.stderr
     assert "| pull: channel staging-approved every 60s, agent: cron /etc/cron.d/pushdeploy-pull-staging" in check.stdout
@@ -120,7 +151,12 @@ def test_the_agent_deploys_the_channel_pinned_by_digest_and_only_when_it_moves(p
     assert f"deployed: deployed {pinned(digest_b)} ({REPO}@{digest_b})" in out
     assert wait_for_version("staging", STAGING_B) == STAGING_B
     (record,) = records(before)
-    assert (record["version"], record["digest"], record["by"], record["outcome"]) == (pinned(digest_b), digest_b, f"pull:{CHANNEL}", "ok")
+    assert (record["version"], record["digest"], record["by"], record["outcome"]) == (
+        pinned(digest_b),
+        digest_b,
+        f"pull:{CHANNEL}",
+        "ok",
+    )
 
     # Nothing moved: nothing deployed.
     assert f"unchanged: {REPO}:{CHANNEL} is still {digest_b}" in run_agent()
@@ -131,7 +167,10 @@ def test_the_agent_deploys_the_channel_pinned_by_digest_and_only_when_it_moves(p
     assert digest_c != digest_b
     run_agent()
     assert wait_for_version("staging", "c3c3c3c") == "c3c3c3c"
-    assert [(r["version"], r["digest"]) for r in records(before)] == [(pinned(digest_b), digest_b), (pinned(digest_c), digest_c)]
+    assert [(r["version"], r["digest"]) for r in records(before)] == [
+        (pinned(digest_b), digest_b),
+        (pinned(digest_c), digest_c),
+    ]
     table = inv("-f", pull_config, "deploy.history", "--env", "staging", "--limit", "2")
     assert table.returncode == 0
     assert digest_b[:19] in table.stdout and digest_c[:19] in table.stdout
@@ -169,13 +208,17 @@ def test_a_bad_image_on_the_channel_fails_like_a_pushed_one_and_is_not_retried(p
     assert served_version("staging") == serving and deployed_version() == running
     (record,) = records(before)
     assert (record["outcome"], record["failed_step"], record["digest"]) == ("failed", "migrate", digest)
-    assert f"unchanged: {REPO}:{CHANNEL} is still {digest}" in run_agent(), "a failed image is not deployed again every minute"
+    assert f"unchanged: {REPO}:{CHANNEL} is still {digest}" in run_agent(), (
+        "a failed image is not deployed again every minute"
+    )
     assert len(history_lines("staging")) == before + 1
 
 
 def test_the_agents_run_ids_cannot_be_guessed(pull_config):
     """A deploy sent earlier with --id=<T>-pull would make the agent's run at T "already ran"."""
-    runs = [json.loads(line)["run"] for line in history_lines("staging") if json.loads(line)["by"].startswith("pull:")][-2:]
+    runs = [json.loads(line)["run"] for line in history_lines("staging") if json.loads(line)["by"].startswith("pull:")][
+        -2:
+    ]
     assert len(runs) == 2, "the tests above ran the agent's deploys"
     assert all(re.fullmatch(r"[0-9]{8}T[0-9]{6}Z-pull-[0-9a-f]{12}", run) for run in runs), runs
     assert len(set(runs)) == len(runs)
@@ -185,6 +228,11 @@ def test_only_root_runs_the_agent(pull_config):
     refused = ssh_raw("pull staging")
     assert refused.returncode == 64 and "unknown command 'pull'" in refused.stderr
     # Even through sudo, the deploy account cannot start the agent's run.
-    sudo = subprocess.run(["sudo", "-u", "pd-deploy", "sudo", "-n", "/opt/pushdeploy/bin/deploy", "pull", "staging"], capture_output=True, text=True, timeout=30)
+    sudo = subprocess.run(
+        ["sudo", "-u", "pd-deploy", "sudo", "-n", "/opt/pushdeploy/bin/deploy", "pull", "staging"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert sudo.returncode == 64, sudo.stdout + sudo.stderr
     assert "pull runs as root from the pull agent's timer or cron entry" in sudo.stderr

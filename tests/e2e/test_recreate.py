@@ -32,7 +32,14 @@ NO_START = "b2b2b2b-noconf"
 
 
 def compose(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["docker", "compose", "-p", PROJECT, *args], cwd=APP_DIR, env=tool_env(), capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        ["docker", "compose", "-p", PROJECT, *args],
+        cwd=APP_DIR,
+        env=tool_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def containers(service: str) -> list[str]:
@@ -91,7 +98,9 @@ def seedlayout(server, images, tmp_path_factory):
     image = f"127.0.0.1:5000/pixel:{NO_START}"
     dockerfile = f"FROM 127.0.0.1:5000/pixel:{STAGING_B}\nENV APP_VERSION={NO_START} GUNICORN_CMD_ARGS=--config=/app/gunicorn.conf.py\n"
     for argv in (["docker", "build", "-q", "-t", image, "-"], ["docker", "push", "-q", image]):
-        built = subprocess.run(argv, input=dockerfile, env=tool_env(), capture_output=True, text=True, timeout=300, cwd=ROOT)
+        built = subprocess.run(
+            argv, input=dockerfile, env=tool_env(), capture_output=True, text=True, timeout=300, cwd=ROOT
+        )
         assert built.returncode == 0, built.stderr
     result = inv("-f", str(config), "server.setup", "--env", ENV)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -152,7 +161,14 @@ def test_pixels_layout_deploys_with_a_short_measured_restart(seedlayout):
 
     record = last_record()
     assert (record["version"], record["previous"], record["outcome"]) == (STAGING_B, STAGING_A, "ok")
-    assert [s["name"] for s in record["steps"]][:6] == ["preflight", "pull", "database", "migrate", "recreate", "not-serving"]
+    assert [s["name"] for s in record["steps"]][:6] == [
+        "preflight",
+        "pull",
+        "database",
+        "migrate",
+        "recreate",
+        "not-serving",
+    ]
     not_serving = step_seconds(record, "not-serving")
     outage = watch.longest_outage()
     print(f"not serving: {not_serving}s recorded by the deploy, {outage:.2f}s seen by a client polling every 50 ms")
@@ -239,7 +255,11 @@ def test_the_readme_guide_leads_from_pixels_layout_to_zero_downtime(seedlayout, 
     assert "its health check passed" in result.stdout
 
     # 3. The proxy routes to the slots (example/'s pixel.conf), the flag's folder is mounted, no more recreate.
-    slots_compose = replaced(checked_compose, "      - static:/srv/static:ro\n", "      - static:/srv/static:ro\n      - ./routing:/srv/routing:ro\n")
+    slots_compose = replaced(
+        checked_compose,
+        "      - static:/srv/static:ro\n",
+        "      - static:/srv/static:ro\n      - ./routing:/srv/routing:ro\n",
+    )
     slots_nginx = (ROOT / "example/docker/etc/nginx/conf.d/pixel.conf").read_text()
     result = setup_and_deploy(slots_compose, slots_nginx, "slots", STAGING_A)  # recreates the proxy once
     assert "==> admit" in result.stdout and "==> recreate" not in result.stdout

@@ -55,10 +55,29 @@ def psql(env: str, sql: str) -> str:
     host, _ = ENVS[env]
     docker = ["docker", "-H", f"unix://{RUN / host / 'docker.sock'}"]
     clean = {k: v for k, v in os.environ.items() if k not in ("DOCKER_HOST", "DOCKER_CONTEXT")}
-    found = subprocess.run([*docker, "ps", "-q", "--filter", f"label=com.docker.compose.project=pixel-{env}", "--filter", "label=com.docker.compose.service=db"],
-                           capture_output=True, text=True, timeout=30, env=clean)
+    found = subprocess.run(
+        [
+            *docker,
+            "ps",
+            "-q",
+            "--filter",
+            f"label=com.docker.compose.project=pixel-{env}",
+            "--filter",
+            "label=com.docker.compose.service=db",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=clean,
+    )
     assert found.returncode == 0 and len(found.stdout.split()) == 1, found.stdout + found.stderr
-    out = subprocess.run([*docker, "exec", found.stdout.strip(), "psql", "-U", "pixel", "-d", "pixel", "-tAc", sql], capture_output=True, text=True, timeout=60, env=clean)
+    out = subprocess.run(
+        [*docker, "exec", found.stdout.strip(), "psql", "-U", "pixel", "-d", "pixel", "-tAc", sql],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=clean,
+    )
     assert out.returncode == 0, out.stderr
     return out.stdout.strip()
 
@@ -66,8 +85,24 @@ def psql(env: str, sql: str) -> str:
 def status_code(env: str) -> int:
     """The HTTP status of ENV's front page, asked on its host's loopback (inside the host's network namespace)."""
     host, port = ENVS[env]
-    out = subprocess.run(["nsenter", f"--net=/run/netns/pd-{host}", "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10", f"http://127.0.0.1:{port}/"],
-                         capture_output=True, text=True, timeout=30)
+    out = subprocess.run(
+        [
+            "nsenter",
+            f"--net=/run/netns/pd-{host}",
+            "curl",
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "10",
+            f"http://127.0.0.1:{port}/",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     return int(out.stdout or 0)
 
 
@@ -111,7 +146,12 @@ def test_refresh_streams_a_database_from_one_host_to_another_scrubbed(two_hosts)
     config_text = "deploy:\n  environments:\n"
     for env, (_, port) in ENVS.items():
         server_env = work / f"{env}.env"
-        server_env.write_text("".join(f"HTTP_PORT={port}\n" if line.startswith("HTTP_PORT=") else line + "\n" for line in template.splitlines()))
+        server_env.write_text(
+            "".join(
+                f"HTTP_PORT={port}\n" if line.startswith("HTTP_PORT=") else line + "\n"
+                for line in template.splitlines()
+            )
+        )
         server_env.chmod(0o600)
         config_text += environment(env, server_env, **({"scrub": "sql:scrub.sql"} if env == "refdst" else {}))
     config = work / "refresh-hosts.yaml"
@@ -128,8 +168,14 @@ def test_refresh_streams_a_database_from_one_host_to_another_scrubbed(two_hosts)
     assert status_code("refsrc") == 200 and status_code("refdst") == 200
 
     token = secrets.token_hex(4)
-    psql("refsrc", f"INSERT INTO notes_visit (created_at, path) VALUES (now(), 'secret-{token}-a@example.org'), (now(), 'secret-{token}-b@example.org')")
-    psql("refdst", f"INSERT INTO notes_visit (created_at, path) VALUES (now(), 'refdst-only-{token}'), (now(), 'refdst-only-{token}'), (now(), 'refdst-only-{token}')")
+    psql(
+        "refsrc",
+        f"INSERT INTO notes_visit (created_at, path) VALUES (now(), 'secret-{token}-a@example.org'), (now(), 'secret-{token}-b@example.org')",
+    )
+    psql(
+        "refdst",
+        f"INSERT INTO notes_visit (created_at, path) VALUES (now(), 'refdst-only-{token}'), (now(), 'refdst-only-{token}'), (now(), 'refdst-only-{token}')",
+    )
     source_ids = psql("refsrc", "SELECT string_agg(id::text, ',' ORDER BY id) FROM notes_visit")
     assert source_ids != psql("refdst", "SELECT string_agg(id::text, ',' ORDER BY id) FROM notes_visit")
     records = len(history("refdst"))
@@ -137,10 +183,22 @@ def test_refresh_streams_a_database_from_one_host_to_another_scrubbed(two_hosts)
     client_tmp = work / "client-tmp"
     client_tmp.mkdir()
     started = time.time() - 1  # mtime granularity
-    result = inv("-f", str(config), "db.refresh", "--from", "refsrc", "--to", "refdst", DEPLOY_DOTENV=dotenv, TMPDIR=str(client_tmp))
+    result = inv(
+        "-f",
+        str(config),
+        "db.refresh",
+        "--from",
+        "refsrc",
+        "--to",
+        "refdst",
+        DEPLOY_DOTENV=dotenv,
+        TMPDIR=str(client_tmp),
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"db.refresh of refdst {HOSTS['h2']}" in result.stdout and f"from refsrc {HOSTS['h1']}" in result.stdout
-    assert f"refsrc {HOSTS['h1']} | taking a fresh pg_dump of refsrc" in result.stdout  # no backup yet: a fresh dump on h1
+    assert (
+        f"refsrc {HOSTS['h1']} | taking a fresh pg_dump of refsrc" in result.stdout
+    )  # no backup yet: a fresh dump on h1
     assert f"refdst {HOSTS['h2']} | " in result.stdout and "checksum ok" in result.stdout
     assert "refreshed refdst from refsrc" in result.stdout
     assert "db.refresh of refdst from refsrc: ok" in result.stdout
@@ -157,7 +215,15 @@ def test_refresh_streams_a_database_from_one_host_to_another_scrubbed(two_hosts)
     new = history("refdst")[records:]
     assert len(new) == 1
     assert (new[0]["kind"], new[0]["source"], new[0]["outcome"]) == ("refresh", "refsrc", "ok")
-    assert [s["name"] for s in new[0]["steps"]] == ["receive", "maintenance-on", "database", "restore", "migrate", "scrub", "maintenance-off"]
+    assert [s["name"] for s in new[0]["steps"]] == [
+        "receive",
+        "maintenance-on",
+        "database",
+        "restore",
+        "migrate",
+        "scrub",
+        "maintenance-off",
+    ]
     assert not any(r.get("kind") == "refresh" for r in history("refsrc"))  # nothing was restored on h1
 
     # The dump went through the client's memory only: no file written meanwhile holds it.

@@ -56,8 +56,27 @@ def served(pr: int, version: str, seconds: float = 20) -> str:
 
 def visits(pr: int) -> int:
     out = subprocess.run(
-        ["docker", "compose", "-p", f"pixel-review-{pr}", "exec", "-T", "db", "psql", "-U", "pixel", "-d", "pixel", "-tAc", "SELECT count(*) FROM notes_visit"],
-        cwd=f"{TEMPLATE_DIR}-{pr}", env=tool_env(), capture_output=True, text=True, timeout=60,
+        [
+            "docker",
+            "compose",
+            "-p",
+            f"pixel-review-{pr}",
+            "exec",
+            "-T",
+            "db",
+            "psql",
+            "-U",
+            "pixel",
+            "-d",
+            "pixel",
+            "-tAc",
+            "SELECT count(*) FROM notes_visit",
+        ],
+        cwd=f"{TEMPLATE_DIR}-{pr}",
+        env=tool_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert out.returncode == 0, out.stderr
     return int(out.stdout.strip())
@@ -84,7 +103,9 @@ def gone(pr: int) -> bool:
 def review(sandbox):
     """The review template set up, no review environment live before or after."""
     for tag in (STAGING_A, STAGING_B):
-        subprocess.run([str(ROOT / "scripts/sandbox"), "build-app", tag, "ok"], check=True, timeout=900, capture_output=True)
+        subprocess.run(
+            [str(ROOT / "scripts/sandbox"), "build-app", tag, "ok"], check=True, timeout=900, capture_output=True
+        )
     for env in ("review", "staging", "production"):  # the refusal tests name staging and production too
         result = inv("server.setup", "--env", env)
         assert result.returncode == 0, result.stdout + result.stderr
@@ -183,7 +204,12 @@ def test_the_server_refuses_names_outside_the_template_through_openssh(review, r
 )
 def test_bin_deploy_refuses_them_again_without_the_entrypoint(review, words, says):
     # The deploy account calling sudo bin/deploy itself: what the entrypoint would stop, bin/deploy stops too.
-    result = subprocess.run(["sudo", "-u", "pd-deploy", "sudo", "-n", "/opt/pushdeploy/bin/deploy", *words], capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        ["sudo", "-u", "pd-deploy", "sudo", "-n", "/opt/pushdeploy/bin/deploy", *words],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 64, result.stdout + result.stderr
     assert says in result.stderr and result.stdout == ""
 
@@ -232,7 +258,12 @@ def review_up_process(pr: int) -> int | None:
             continue
         procs[int(entry.name)] = (comm, args, parent)
     for pid, (comm, args, parent) in procs.items():
-        if comm != "sudo" and b"review-up" in args and f"review-{pr}".encode() in args and procs.get(parent, ("",))[0] == "sudo":
+        if (
+            comm != "sudo"
+            and b"review-up" in args
+            and f"review-{pr}".encode() in args
+            and procs.get(parent, ("",))[0] == "sudo"
+        ):
             return pid
     return None
 
@@ -242,8 +273,17 @@ def test_a_first_review_up_stopped_at_a_random_moment_leaves_nothing(review, see
     """A shutdown (SIGTERM to the server-side review-up) while it makes the environment,
     pulls, migrates or routes: whatever it hit, nothing of review-3 is left behind."""
     # PD_FAULT_AT=SECONDS replays a moment this test printed.
-    moment = float(os.environ.get("PD_FAULT_AT") or random.Random(seed * 104729 + int(time.time()) // 86400).uniform(0.0, 6.0))
-    client = subprocess.Popen([sys.executable, "-m", "invoke", "review.up", "--pr", "3", "--tag", STAGING_A], cwd=ROOT, env=tool_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    moment = float(
+        os.environ.get("PD_FAULT_AT") or random.Random(seed * 104729 + int(time.time()) // 86400).uniform(0.0, 6.0)
+    )
+    client = subprocess.Popen(
+        [sys.executable, "-m", "invoke", "review.up", "--pr", "3", "--tag", STAGING_A],
+        cwd=ROOT,
+        env=tool_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     deadline, pid = time.monotonic() + 30, None
     while pid is None and time.monotonic() < deadline and client.poll() is None:
         pid = review_up_process(3)
@@ -280,9 +320,27 @@ def test_a_review_environment_can_start_from_productions_newest_backup_scrubbed_
         assert result.returncode == 0, result.stdout + result.stderr
         assert " ok seed " in result.stdout and " ok scrub " in result.stdout
         out = subprocess.run(
-            ["docker", "compose", "-p", "pixel-review-3", "exec", "-T", "db", "psql", "-U", "pixel", "-d", "pixel", "-tAc",
-             "SELECT count(*) FILTER (WHERE path LIKE 'scrubbed-%'), count(*) FILTER (WHERE path NOT LIKE 'scrubbed-%') FROM notes_visit"],
-            cwd=f"{TEMPLATE_DIR}-3", env=tool_env(), capture_output=True, text=True, timeout=60,
+            [
+                "docker",
+                "compose",
+                "-p",
+                "pixel-review-3",
+                "exec",
+                "-T",
+                "db",
+                "psql",
+                "-U",
+                "pixel",
+                "-d",
+                "pixel",
+                "-tAc",
+                "SELECT count(*) FILTER (WHERE path LIKE 'scrubbed-%'), count(*) FILTER (WHERE path NOT LIKE 'scrubbed-%') FROM notes_visit",
+            ],
+            cwd=f"{TEMPLATE_DIR}-3",
+            env=tool_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         scrubbed, unscrubbed = map(int, out.stdout.strip().split("|"))
         assert scrubbed > 0 and unscrubbed == 0

@@ -75,14 +75,22 @@ def test_older_release_is_refused_and_rollback_goes_back(server):
     ensure("production", "1.1.0")
     refused = inv("deploy.production", "--tag", "1.0.0")
     assert refused.returncode == 65
-    assert "older than the deployed 1.1.0" in refused.stdout + refused.stderr and "deploy.rollback" in refused.stdout + refused.stderr
+    assert (
+        "older than the deployed 1.1.0" in refused.stdout + refused.stderr
+        and "deploy.rollback" in refused.stdout + refused.stderr
+    )
     assert served_version("production") == "1.1.0"
 
     back = inv("deploy.rollback", "--env", "production")
     assert back.returncode == 0, back.stdout
     assert wait_for_version("production", "1.0.0") == "1.0.0"
     record = last_record("production")
-    assert (record["kind"], record["version"], record["previous"], record["outcome"]) == ("rollback", "1.0.0", "1.1.0", "ok")
+    assert (record["kind"], record["version"], record["previous"], record["outcome"]) == (
+        "rollback",
+        "1.0.0",
+        "1.1.0",
+        "ok",
+    )
 
     forward = inv("deploy.rollback", "--env", "production", "--to", "1.1.0")
     assert forward.returncode == 0
@@ -106,8 +114,23 @@ def test_production_deploy_takes_a_backup_that_restores(server):
     # The restore procedure from the README, as the admin runs it on the server.
     with open(dump, "rb") as stream:
         restore = subprocess.run(
-            ["docker", "compose", "-p", "pixel-production", "exec", "-T", "db", "sh", "-c", 'pg_restore --clean --if-exists -U "$POSTGRES_USER" -d "$POSTGRES_DB"'],
-            cwd=APP_DIRS["production"], env=tool_env(), stdin=stream, capture_output=True, timeout=120,
+            [
+                "docker",
+                "compose",
+                "-p",
+                "pixel-production",
+                "exec",
+                "-T",
+                "db",
+                "sh",
+                "-c",
+                'pg_restore --clean --if-exists -U "$POSTGRES_USER" -d "$POSTGRES_DB"',
+            ],
+            cwd=APP_DIRS["production"],
+            env=tool_env(),
+            stdin=stream,
+            capture_output=True,
+            timeout=120,
         )
     assert restore.returncode == 0, restore.stderr
     assert psql("production", "select count(*) from notes_visit") == visits != "0"
@@ -142,7 +165,9 @@ def test_maintenance_mode_answers_503_without_stopping_anything(server):
     try:
         status, body = get("staging", "/")
         assert status == 503 and "being updated" in body
-        request = urllib.request.Request(f"http://127.0.0.1:{PORTS['staging']}/api/x", headers={"Accept": "application/json"})
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{PORTS['staging']}/api/x", headers={"Accept": "application/json"}
+        )
         with pytest.raises(urllib.error.HTTPError) as error:
             urllib.request.urlopen(request, timeout=5)
         assert error.value.code == 503 and json.loads(error.value.read())["status"] == "maintenance"
@@ -157,7 +182,9 @@ def test_deploy_with_maintenance_wraps_the_migrations(server):
     result = inv("deploy.staging", "--tag", STAGING_B, "--force", "--maintenance")
     assert result.returncode == 0
     steps = [s["name"] for s in last_record("staging")["steps"]]
-    assert steps.index("maintenance-on") < steps.index("migrate") < steps.index("switch") < steps.index("maintenance-off")
+    assert (
+        steps.index("maintenance-on") < steps.index("migrate") < steps.index("switch") < steps.index("maintenance-off")
+    )
     assert get("staging", "/")[0] == 200
 
 
@@ -166,7 +193,14 @@ def test_five_deploys_at_once_never_interleave(server):
     before = len(history_lines("staging"))
     tags = [STAGING_B, STAGING_A, STAGING_B, STAGING_A, STAGING_B]
     procs = [
-        subprocess.Popen([sys.executable, "-m", "invoke", "deploy.staging", "--tag", tag, "--force"], cwd=ROOT, env=tool_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        subprocess.Popen(
+            [sys.executable, "-m", "invoke", "deploy.staging", "--tag", tag, "--force"],
+            cwd=ROOT,
+            env=tool_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         for tag in tags
     ]
     outputs = [p.communicate(timeout=600)[0] for p in procs]
@@ -209,7 +243,14 @@ def test_an_older_staging_build_is_refused(server):
 def test_waiting_deploys_queue_instead_of_failing(server):
     ensure("staging", STAGING_A)
     procs = [
-        subprocess.Popen([sys.executable, "-m", "invoke", "deploy.staging", "--tag", tag, "--force", "--wait", "300"], cwd=ROOT, env=tool_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        subprocess.Popen(
+            [sys.executable, "-m", "invoke", "deploy.staging", "--tag", tag, "--force", "--wait", "300"],
+            cwd=ROOT,
+            env=tool_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         for tag in (STAGING_B, STAGING_A)
     ]
     for proc in procs:
@@ -249,7 +290,14 @@ def _wait_unlocked(seconds: float = 180) -> str:
 def test_a_killed_client_does_not_stop_the_deploy(server, moment):
     ensure("staging", STAGING_A)
     before, known = len(history_lines("staging")), _run_logs()
-    client = subprocess.Popen([sys.executable, "-m", "invoke", "deploy.staging", "--tag", STAGING_B, "--force"], cwd=ROOT, env=tool_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    client = subprocess.Popen(
+        [sys.executable, "-m", "invoke", "deploy.staging", "--tag", STAGING_B, "--force"],
+        cwd=ROOT,
+        env=tool_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     _follow_server_log(known, moment)
     os.killpg(client.pid, signal.SIGKILL)  # the CI job is cancelled
     client.wait()
@@ -265,7 +313,14 @@ def test_a_killed_client_does_not_stop_the_deploy(server, moment):
 def test_a_dropped_connection_reattaches_to_the_running_deploy(server):
     ensure("staging", STAGING_A)
     before, known = len(history_lines("staging")), _run_logs()
-    client = subprocess.Popen([sys.executable, "-m", "invoke", "deploy.staging", "--tag", STAGING_B, "--force"], cwd=ROOT, env=tool_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    client = subprocess.Popen(
+        [sys.executable, "-m", "invoke", "deploy.staging", "--tag", STAGING_B, "--force"],
+        cwd=ROOT,
+        env=tool_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     _follow_server_log(known, "==> migrate")
     # Cut the SSH session on the server side, as a network failure would.
     subprocess.run(["pkill", "-f", "^sshd: pd-deploy"], check=False)

@@ -63,7 +63,23 @@ def test_deploy_key_cannot_forward_ports(server):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    argv = ["ssh", "-p", "2222", "-i", str(SANDBOX / "keys/ci"), "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", f"UserKnownHostsFile={SANDBOX / 'known_hosts'}", "-N", "-L", f"127.0.0.1:{port}:127.0.0.1:8081", "pd-deploy@127.0.0.1"]
+    argv = [
+        "ssh",
+        "-p",
+        "2222",
+        "-i",
+        str(SANDBOX / "keys/ci"),
+        "-o",
+        "IdentitiesOnly=yes",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        f"UserKnownHostsFile={SANDBOX / 'known_hosts'}",
+        "-N",
+        "-L",
+        f"127.0.0.1:{port}:127.0.0.1:8081",
+        "pd-deploy@127.0.0.1",
+    ]
     tunnel = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 10
@@ -91,14 +107,23 @@ def test_deploy_key_gets_no_pty(server):
 
 
 def test_server_side_is_root_owned_and_not_writable_by_the_deploy_account(server):
-    for path in ("/opt", "/opt/pushdeploy", "/opt/pushdeploy/bin", "/opt/pushdeploy/bin/deploy", "/opt/pushdeploy/bin/entrypoint", "/opt/pushdeploy/lib/protocol.sh"):
+    for path in (
+        "/opt",
+        "/opt/pushdeploy",
+        "/opt/pushdeploy/bin",
+        "/opt/pushdeploy/bin/deploy",
+        "/opt/pushdeploy/bin/entrypoint",
+        "/opt/pushdeploy/lib/protocol.sh",
+    ):
         info = os.stat(path)
         assert info.st_uid == 0 and not info.st_mode & (stat.S_IWGRP | stat.S_IWOTH), path
     env_file = Path("/srv/pushdeploy/pixel-staging/.env").stat()
     assert env_file.st_uid == 0 and stat.S_IMODE(env_file.st_mode) == 0o600
     keys = Path("/home/pd-deploy/.ssh/authorized_keys")
     assert keys.stat().st_uid == 0
-    assert all(line.startswith('restrict,command="/opt/pushdeploy/bin/entrypoint" ') for line in keys.read_text().splitlines())
+    assert all(
+        line.startswith('restrict,command="/opt/pushdeploy/bin/entrypoint" ') for line in keys.read_text().splitlines()
+    )
     sudoers = subprocess.run(["sudo", "-l", "-U", "pd-deploy"], capture_output=True, text=True).stdout
     assert "(root) NOPASSWD: /opt/pushdeploy/bin/deploy" in sudoers
     assert "ALL) ALL" not in sudoers

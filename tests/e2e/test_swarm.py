@@ -54,10 +54,8 @@ CONFIG = f"""deploy:
         docker-compose.yml: example/docker-compose.swarm.yml
         docker-compose.proxy.yml: example/docker-compose.swarm-proxy.yml
         docker/etc/nginx/conf.d/pixel.conf: example/docker/etc/nginx/swarm/pixel.conf
-      server_env: {STATE / 'swarm.env'}
+      server_env: {STATE / "swarm.env"}
 """
-
-
 
 
 @pytest.fixture(scope="module")
@@ -79,15 +77,29 @@ def swarm(images, tmp_path_factory):
 
 
 def docker(*args: str) -> str:
-    out = subprocess.run(["docker", "-H", "unix:///run/pd-hosts/h1/docker.sock", *args], capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        ["docker", "-H", "unix:///run/pd-hosts/h1/docker.sock", *args], capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 0, out.stderr
     return out.stdout
 
 
 def web_tasks() -> list[tuple[str, str]]:
     """(node, version) of every web task swarm wants running and that runs."""
-    lines = docker("service", "ps", f"{STACK}_web", "--filter", "desired-state=running", "--format", "{{.Node}} {{.Image}} {{.CurrentState}}").splitlines()
-    return [(node, image.split("@")[0].rsplit(":", 1)[1]) for node, image, state, *_ in (line.split() for line in lines) if state == "Running"]
+    lines = docker(
+        "service",
+        "ps",
+        f"{STACK}_web",
+        "--filter",
+        "desired-state=running",
+        "--format",
+        "{{.Node}} {{.Image}} {{.CurrentState}}",
+    ).splitlines()
+    return [
+        (node, image.split("@")[0].rsplit(":", 1)[1])
+        for node, image, state, *_ in (line.split() for line in lines)
+        if state == "Running"
+    ]
 
 
 def served(timeout: float = 5) -> str | None:
@@ -109,7 +121,9 @@ def last_history() -> dict:
 
 
 def updated_at() -> str:
-    return docker("service", "inspect", "-f", "{{.UpdatedAt}} {{.Spec.TaskTemplate.ContainerSpec.Image}}", f"{STACK}_web")
+    return docker(
+        "service", "inspect", "-f", "{{.UpdatedAt}} {{.Spec.TaskTemplate.ContainerSpec.Image}}", f"{STACK}_web"
+    )
 
 
 def test_setup_checks_the_manager_and_a_first_deploy_spreads_over_the_nodes(swarm, tmp_path):
@@ -138,7 +152,14 @@ def test_a_rolling_deploy_under_load_loses_no_request(swarm):
     argv = [sys.executable, "-m", "invoke", "-f", str(swarm.config), "deploy.to", "--env", ENV, "--tag", V2]
     with OpenLoad(LB, rate=RATE, seconds=240) as load:
         time.sleep(1)
-        result = subprocess.run(argv, cwd=ROOT, env=tool_env(DEPLOY_DOTENV=str(STATE / "deploy.env")), capture_output=True, text=True, timeout=200)
+        result = subprocess.run(
+            argv,
+            cwd=ROOT,
+            env=tool_env(DEPLOY_DOTENV=str(STATE / "deploy.env")),
+            capture_output=True,
+            text=True,
+            timeout=200,
+        )
         time.sleep(1.5)
         load.ran = load.now()
     print(result.stdout + result.stderr)
@@ -146,12 +167,21 @@ def test_a_rolling_deploy_under_load_loses_no_request(swarm):
     summary = load.summary(budget=BUDGET)
     print(summary.line())
     assert summary.failed == 0, summary.failures
-    assert summary.slow == 0, [(round(s.scheduled, 2), round(s.latency, 3)) for s in load.samples if s.finished and s.latency > BUDGET][:10]
+    assert summary.slow == 0, [
+        (round(s.scheduled, 2), round(s.latency, 3)) for s in load.samples if s.finished and s.latency > BUDGET
+    ][:10]
     assert summary.sent >= RATE * load.ran * 0.9
     assert set(summary.versions) == {V1, V2}
     tasks = web_tasks()
     assert [version for _, version in tasks] == [V2] * 3 and len({node for node, _ in tasks}) >= 2
-    assert [s["name"] for s in last_history()["steps"]] == ["preflight", "pull", "migrate", "proxy", "deploy", "converge"]
+    assert [s["name"] for s in last_history()["steps"]] == [
+        "preflight",
+        "pull",
+        "migrate",
+        "proxy",
+        "deploy",
+        "converge",
+    ]
 
 
 def test_a_release_failing_its_health_check_rolls_the_whole_stack_back(swarm):
@@ -186,7 +216,12 @@ def test_plan_backup_maintenance_and_rollback_work_as_for_compose(swarm, tmp_pat
     `deploy.rollback` takes the whole stack back."""
     assert server_version() == V2
     config = tmp_path / "backup.yaml"
-    config.write_text(CONFIG.replace("      db_service: ''\n", "      db_service: ''\n      backup: true\n      backup_image: 127.0.0.1:5000/pushdeploy/postgres:15\n"))
+    config.write_text(
+        CONFIG.replace(
+            "      db_service: ''\n",
+            "      db_service: ''\n      backup: true\n      backup_image: 127.0.0.1:5000/pushdeploy/postgres:15\n",
+        )
+    )
     try:
         assert swarm.inv("server.setup", "--env", ENV, config=config).returncode == 0
         plan = swarm.inv("deploy.plan", "--env", ENV, "--tag", V1, "--maintenance", "--force", config=config)
@@ -196,9 +231,29 @@ def test_plan_backup_maintenance_and_rollback_work_as_for_compose(swarm, tmp_pat
         backups = STATE / f"hosts/h1/fs/var-lib-pushdeploy/{ENV}/backups"
         known = set(backups.glob("*.dump")) if backups.exists() else set()
 
-        argv = [sys.executable, "-m", "invoke", "-f", str(config), "deploy.to", "--env", ENV, "--tag", V1, "--maintenance", "--force"]
+        argv = [
+            sys.executable,
+            "-m",
+            "invoke",
+            "-f",
+            str(config),
+            "deploy.to",
+            "--env",
+            ENV,
+            "--tag",
+            V1,
+            "--maintenance",
+            "--force",
+        ]
         with OpenLoad(LB, rate=10, seconds=240) as load:
-            client = subprocess.Popen(argv, cwd=ROOT, env=tool_env(DEPLOY_DOTENV=str(STATE / "deploy.env")), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            client = subprocess.Popen(
+                argv,
+                cwd=ROOT,
+                env=tool_env(DEPLOY_DOTENV=str(STATE / "deploy.env")),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
             assert client.stdout is not None
             lines = []
             for line in client.stdout:
@@ -212,7 +267,21 @@ def test_plan_backup_maintenance_and_rollback_work_as_for_compose(swarm, tmp_pat
         statuses = [sample.status for sample in load.samples if sample.finished]
         assert client.returncode == 0, output
         assert "reattaching" in output and f"deployed {V1} to {ENV}" in output
-        assert [s["name"] for s in last_history()["steps"]] == steps == ["preflight", "pull", "backup", "maintenance-on", "migrate", "proxy", "deploy", "converge", "maintenance-off"]
+        assert (
+            [s["name"] for s in last_history()["steps"]]
+            == steps
+            == [
+                "preflight",
+                "pull",
+                "backup",
+                "maintenance-on",
+                "migrate",
+                "proxy",
+                "deploy",
+                "converge",
+                "maintenance-off",
+            ]
+        )
         [dump] = set(backups.glob("*.dump")) - known
         assert dump.name.endswith(f"-{V2}.dump") and dump.read_bytes()[:5] == b"PGDMP"  # pg_dump's custom format
         assert 503 in statuses and statuses[-1] == 200  # the maintenance page, then the site again
@@ -233,7 +302,14 @@ def test_plan_backup_maintenance_and_rollback_work_as_for_compose(swarm, tmp_pat
 def test_a_worker_stopped_mid_deploy_is_reported_and_the_deploy_ends_in_a_defined_state(swarm):
     pid = int((STATE / "hosts/h3/docker/dockerd.pid").read_text().split()[0])
     argv = [sys.executable, "-m", "invoke", "-f", str(swarm.config), "deploy.to", "--env", ENV, "--tag", V3]
-    client = subprocess.Popen(argv, cwd=ROOT, env=tool_env(DEPLOY_DOTENV=str(STATE / "deploy.env")), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    client = subprocess.Popen(
+        argv,
+        cwd=ROOT,
+        env=tool_env(DEPLOY_DOTENV=str(STATE / "deploy.env")),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         assert client.stdout is not None
         lines = []
@@ -266,7 +342,9 @@ def test_a_worker_stopped_mid_deploy_is_reported_and_the_deploy_ends_in_a_define
         # reporting the tasks swarm told it to stop as running (2 runs in 5 here). Not the
         # deploy's doing, but the user must be told: deploy.status names what still runs.
         update = "{{json .UpdateStatus}} spec={{.Spec.TaskTemplate.ContainerSpec.Image}} previous={{with .PreviousSpec}}{{.TaskTemplate.ContainerSpec.Image}}{{end}}"
-        print(docker("service", "ps", f"{STACK}_web") + docker("service", "inspect", "--format", update, f"{STACK}_web"))
+        print(
+            docker("service", "ps", f"{STACK}_web") + docker("service", "inspect", "--format", update, f"{STACK}_web")
+        )
         status = swarm.inv("deploy.status", "--env", ENV)
         print(status.stdout)
         if "tasks swarm asked to stop still run" not in status.stdout:  # it settled meanwhile

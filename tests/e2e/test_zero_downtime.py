@@ -18,7 +18,19 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import PORTS, ROOT, STAGING_A, STAGING_B, compose, history_lines, inv, psql, served_version, server_env_file, tool_env
+from tests.e2e.conftest import (
+    PORTS,
+    ROOT,
+    STAGING_A,
+    STAGING_B,
+    compose,
+    history_lines,
+    inv,
+    psql,
+    served_version,
+    server_env_file,
+    tool_env,
+)
 from tests.e2e.deployed import ensure, web_containers
 from tests.e2e.proxy_config import changed_staging_config
 from tests.openload import OpenLoad
@@ -39,7 +51,9 @@ def assert_nothing_lost(load: OpenLoad, seconds: float) -> None:
     assert summary.sent >= RATE * seconds * 0.9  # the load really ran, on schedule, the whole time
 
 
-def under_load(env: str, *args: str, path: str = "/", **load_options) -> tuple[subprocess.CompletedProcess, OpenLoad, float]:
+def under_load(
+    env: str, *args: str, path: str = "/", **load_options
+) -> tuple[subprocess.CompletedProcess, OpenLoad, float]:
     """Run `inv ARGS` while the open-loop load runs, from 1 s before to 1.5 s after it."""
     with OpenLoad(f"http://127.0.0.1:{PORTS[env]}{path}", rate=RATE, seconds=300, **load_options) as load:
         time.sleep(1)
@@ -107,11 +121,15 @@ def test_a_rollback_loses_no_request(server):
 
 def test_a_deploy_that_changes_the_proxy_configuration_loses_no_request(server, tmp_path):
     ensure("staging", STAGING_A)
-    config = changed_staging_config(tmp_path, lambda text: text.replace("gzip on;", "gzip on;\n    add_header X-Pixel-Config changed always;"))
+    config = changed_staging_config(
+        tmp_path, lambda text: text.replace("gzip on;", "gzip on;\n    add_header X-Pixel-Config changed always;")
+    )
     proxy = compose("staging", "ps", "-q", "proxy").stdout.split()
     try:
         assert inv("-f", str(config), "server.setup", "--env", "staging").returncode == 0
-        result, load, seconds = under_load("staging", "-f", str(config), "deploy.staging", "--tag", STAGING_B, "--force")
+        result, load, seconds = under_load(
+            "staging", "-f", str(config), "deploy.staging", "--tag", STAGING_B, "--force"
+        )
         assert result.returncode == 0, result.stdout
         assert "reloaded proxy (its configuration changed)" in result.stdout
         assert_nothing_lost(load, seconds)
@@ -147,7 +165,14 @@ def test_a_slow_request_in_flight_when_the_old_version_retires_is_answered(serve
             answer.update(status=response.status, body=json.loads(response.read()), seconds=time.monotonic() - started)
 
     with OpenLoad(f"http://127.0.0.1:{PORTS['staging']}/", rate=RATE, seconds=300) as load:
-        client = subprocess.Popen([sys.executable, "-m", "invoke", "deploy.staging", "--tag", STAGING_B, "--force"], cwd=ROOT, env=tool_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        client = subprocess.Popen(
+            [sys.executable, "-m", "invoke", "deploy.staging", "--tag", STAGING_B, "--force"],
+            cwd=ROOT,
+            env=tool_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         log = wait_for_step(known, "==> admit")  # the old version still serves: the slow request goes there
         slow = threading.Thread(target=slow_request)
         slow.start()
@@ -183,7 +208,14 @@ def test_requests_still_queued_at_the_old_version_when_it_retires_are_answered(s
             answers.append((getattr(error, "code", 0), repr(error), time.monotonic() - started))
 
     with OpenLoad(f"http://127.0.0.1:{PORTS['staging']}/", rate=RATE, seconds=300) as load:
-        client = subprocess.Popen([sys.executable, "-m", "invoke", "deploy.staging", "--tag", STAGING_B, "--force"], cwd=ROOT, env=tool_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        client = subprocess.Popen(
+            [sys.executable, "-m", "invoke", "deploy.staging", "--tag", STAGING_B, "--force"],
+            cwd=ROOT,
+            env=tool_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         log = wait_for_step(known, "==> admit")
         slow = [threading.Thread(target=slow_request) for _ in range(6)]
         for thread in slow:
@@ -207,12 +239,24 @@ def test_requests_still_queued_at_the_old_version_when_it_retires_are_answered(s
 def test_a_post_during_the_switch_is_answered_exactly_once(server):
     ensure("staging", STAGING_A)
     run = secrets.token_hex(4)
-    result, load, seconds = under_load("staging", "deploy.staging", "--tag", STAGING_B, "--force", path="/record", method="POST", body=lambda i: f"token={run}-{i}".encode())
+    result, load, seconds = under_load(
+        "staging",
+        "deploy.staging",
+        "--tag",
+        STAGING_B,
+        "--force",
+        path="/record",
+        method="POST",
+        body=lambda i: f"token={run}-{i}".encode(),
+    )
     assert result.returncode == 0, result.stdout
     summary = load.summary(budget=BUDGET)
     assert summary.failed == 0, summary.failures
     assert {s.status for s in load.samples} == {201}
-    rows = psql("staging", f"select path, count(*) from notes_visit where path like 'post:{run}-%' group by path having count(*) > 1")
+    rows = psql(
+        "staging",
+        f"select path, count(*) from notes_visit where path like 'post:{run}-%' group by path having count(*) > 1",
+    )
     assert rows == ""  # no POST was stored twice
     assert psql("staging", f"select count(*) from notes_visit where path like 'post:{run}-%'") == str(len(load.samples))
     assert_nothing_lost(load, seconds)
@@ -228,7 +272,14 @@ def deploy_signalled(version: str, moment: float, signum: int) -> tuple[str, Pat
     after its pre-flight began: the client's output, and the server-side log."""
     known = set(RUNS.glob("*.log"))
     time.sleep(0.5)
-    client = subprocess.Popen([sys.executable, "-m", "invoke", "deploy.staging", "--tag", version, "--force"], cwd=ROOT, env=tool_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    client = subprocess.Popen(
+        [sys.executable, "-m", "invoke", "deploy.staging", "--tag", version, "--force"],
+        cwd=ROOT,
+        env=tool_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     log = wait_for_step(known, "==> preflight")
     time.sleep(moment)
     try:

@@ -32,7 +32,9 @@ NOT_RELEASES = ["v1.4.0", "master", "latest", "1.4", "feature/1.4.0"]
 # ------------------------------------------------------------------ schemas
 
 
-@pytest.mark.parametrize(("path", "schema"), [(CIRCLE, "vendor.circle-ci"), (GITHUB, "vendor.github-workflows")], ids=["circleci", "github"])
+@pytest.mark.parametrize(
+    ("path", "schema"), [(CIRCLE, "vendor.circle-ci"), (GITHUB, "vendor.github-workflows")], ids=["circleci", "github"]
+)
 def test_config_matches_the_vendor_schema(path, schema):
     exe = shutil.which("check-jsonschema")
     if exe is None:
@@ -65,7 +67,9 @@ def github():
 
 
 def invoke(*args: str) -> str:
-    result = subprocess.run([sys.executable, "-m", "invoke", *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "invoke", *args], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, f"inv {' '.join(args)} failed:\n{result.stdout}{result.stderr}"
     return result.stdout
 
@@ -151,6 +155,7 @@ def circle_runs(steps) -> list[str]:
 
 def circle_workflow(config: dict) -> dict[str, dict]:
     """The one workflow's jobs: name -> its workflow settings (requires, filters, type)."""
+
     def names(workflow):
         return {e if isinstance(e, str) else next(iter(e)) for e in workflow["jobs"]}
 
@@ -249,7 +254,9 @@ def test_circleci_production_waits_for_approval_on_release_tags_only(circle):
         assert all(circle_fullmatch(filters, "tags", tag) for tag in RELEASES), name
         assert not any(circle_fullmatch(filters, "tags", tag) for tag in NOT_RELEASES), name
     for name in ("hold-production", "deploy-production"):
-        assert circle_regex(workflow[name]["filters"]["branches"]["ignore"]).fullmatch("master"), f"{name} never runs for a branch"
+        assert circle_regex(workflow[name]["filters"]["branches"]["ignore"]).fullmatch("master"), (
+            f"{name} never runs for a branch"
+        )
 
 
 def test_circleci_production_deploys_the_tag(circle):
@@ -267,7 +274,9 @@ def test_circleci_deploy_jobs_get_the_key_from_circleci_and_the_host_keys_from_t
     assert names.index("checkout") < names.index("add_ssh_keys")
     assert any(re.fullmatch(r"pip install -r requirements\.txt", c.strip()) for c in circle_runs(steps))
     fingerprints = dict(steps)["add_ssh_keys"]["fingerprints"]
-    assert fingerprints and all(f.startswith(("SHA256:", "MD5:")) or re.fullmatch(r"([0-9a-f]{2}:){15}[0-9a-f]{2}", f) for f in fingerprints)
+    assert fingerprints and all(
+        f.startswith(("SHA256:", "MD5:")) or re.fullmatch(r"([0-9a-f]{2}:){15}[0-9a-f]{2}", f) for f in fingerprints
+    )
     # DEPLOY_SSH_KEY unset (paramiko uses the agent add_ssh_keys fills) and
     # DEPLOY_KNOWN_HOSTS from the project settings: neither is set in the file.
     text = CIRCLE.read_text()
@@ -303,14 +312,20 @@ def test_github_build_pushes_the_commit_and_the_release_tag(github):
             assert "--password-stdin" in script and "${{ secrets.REGISTRY_PASSWORD }}" in script
         pushes += [(expression(step.get("if")), line) for line in script.splitlines() if "docker push" in line]
     assert any("/pixel:${{ github.sha }}" in line and not cond for cond, line in pushes), "every build pushes :<sha>"
-    assert any("/pixel:${{ github.ref_name }}" in line and "tag" in cond for cond, line in pushes), "tags also push :<tag>"
+    assert any("/pixel:${{ github.ref_name }}" in line and "tag" in cond for cond, line in pushes), (
+        "tags also push :<tag>"
+    )
 
 
 @pytest.mark.parametrize(
     ("name", "environment", "condition"),
     [
         ("deploy-staging", "staging", "github.ref == 'refs/heads/master'"),
-        ("deploy-production", "production", "startsWith(github.ref, 'refs/tags/') && vars.PRODUCTION_PULL_CHANNEL == ''"),
+        (
+            "deploy-production",
+            "production",
+            "startsWith(github.ref, 'refs/tags/') && vars.PRODUCTION_PULL_CHANNEL == ''",
+        ),
     ],
 )
 def test_github_deploy_job_runs_after_build_only_for_its_ref(github, name, environment, condition):
@@ -375,7 +390,9 @@ def test_no_secret_is_committed(path):
             for step in [{}, *job["steps"]]:
                 for key, value in github_env(job, step).items():
                     if re.search(r"PASSWORD|PRIVATE|TOKEN|SECRET", key):
-                        assert re.fullmatch(r"\$\{\{ secrets\.[A-Z0-9_]+ \}\}", str(value)), f"{key} must come from secrets"
+                        assert re.fullmatch(r"\$\{\{ secrets\.[A-Z0-9_]+ \}\}", str(value)), (
+                            f"{key} must come from secrets"
+                        )
     else:
         # CircleCI has no secret syntax: secrets live in project settings, never in `environment:`.
         def walk(node):
@@ -420,7 +437,9 @@ def test_circleci_pull_mode_only_moves_the_channel_after_approval(circle):
     names = [name for name, _ in steps]
     assert "add_ssh_keys" not in names, "in pull mode CI never reaches the server"
     runs = circle_runs(steps)
-    assert '[ -z "${PRODUCTION_PULL_CHANNEL:-}" ]' in runs[0] and "circleci-agent step halt" in runs[0], "push mode: it does nothing"
+    assert '[ -z "${PRODUCTION_PULL_CHANNEL:-}" ]' in runs[0] and "circleci-agent step halt" in runs[0], (
+        "push mode: it does nothing"
+    )
     script = "\n".join(runs)
     assert 'docker tag "$REGISTRY/pixel:$CIRCLE_TAG" "$REGISTRY/pixel:$PRODUCTION_PULL_CHANNEL"' in script
     assert 'docker push "$REGISTRY/pixel:$PRODUCTION_PULL_CHANNEL"' in script

@@ -9,7 +9,20 @@ import subprocess
 
 import pytest
 
-from tests.unit.test_ci_configs import CIRCLE, ROOT, circle_job, circle_runs, expression, github_env, github_triggers, inv_calls, known_tasks, load, option_value, task_options
+from tests.unit.test_ci_configs import (
+    CIRCLE,
+    ROOT,
+    circle_job,
+    circle_runs,
+    expression,
+    github_env,
+    github_triggers,
+    inv_calls,
+    known_tasks,
+    load,
+    option_value,
+    task_options,
+)
 
 REVIEW = ROOT / ".github" / "workflows" / "review.yml"
 
@@ -28,7 +41,9 @@ def test_review_workflow_matches_the_vendor_schema():
     exe = shutil.which("check-jsonschema")
     if exe is None:
         pytest.skip("check-jsonschema is not installed (pip install -r requirements-dev.txt)")
-    result = subprocess.run([exe, "--builtin-schema", "vendor.github-workflows", str(REVIEW)], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [exe, "--builtin-schema", "vendor.github-workflows", str(REVIEW)], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -46,8 +61,14 @@ def test_opened_or_pushed_brings_up_review_n_and_reports_its_url_as_the_deployme
     assert expression(job["environment"]["url"]) == "steps.up.outputs.url"
     ((call, env, step),) = calls(workflow, "review-up")
     assert call[0] == "review.up" and step["id"] == "up"
-    assert option_value(call, "--pr", "-p") == '$PR_NUMBER' and env["PR_NUMBER"] == "${{ github.event.pull_request.number }}"
-    assert option_value(call, "--tag", "-t") == '$HEAD_SHA' and env["HEAD_SHA"] == "${{ github.event.pull_request.head.sha }}"
+    assert (
+        option_value(call, "--pr", "-p") == "$PR_NUMBER"
+        and env["PR_NUMBER"] == "${{ github.event.pull_request.number }}"
+    )
+    assert (
+        option_value(call, "--tag", "-t") == "$HEAD_SHA"
+        and env["HEAD_SHA"] == "${{ github.event.pull_request.head.sha }}"
+    )
     build = workflow["jobs"]["build"]
     assert "closed" in expression(build["if"]) and "!=" in expression(build["if"])
 
@@ -59,8 +80,13 @@ def test_closed_takes_it_down_and_the_schedule_prunes(workflow):
     assert call[0] == "review.down" and env["PR_NUMBER"] == "${{ github.event.pull_request.number }}"
     names = [step.get("name") for step in down["steps"]]
     inactive = down["steps"][names.index("Mark the environment's deployments inactive")]
-    assert names.index("Remove the review environment") < names.index("Mark the environment's deployments inactive")  # only once it is gone
-    assert inactive["env"]["ENVIRONMENT"] == "review-${{ github.event.pull_request.number }}" and "state=inactive" in inactive["run"]
+    assert names.index("Remove the review environment") < names.index(
+        "Mark the environment's deployments inactive"
+    )  # only once it is gone
+    assert (
+        inactive["env"]["ENVIRONMENT"] == "review-${{ github.event.pull_request.number }}"
+        and "state=inactive" in inactive["run"]
+    )
     prune = workflow["jobs"]["review-prune"]
     assert expression(prune["if"]) == "github.event_name == 'schedule'"
     ((call, _, _),) = calls(workflow, "review-prune")
@@ -69,7 +95,9 @@ def test_closed_takes_it_down_and_the_schedule_prunes(workflow):
 
 def test_forks_never_get_the_deploy_key(workflow):
     for name in ("build", "review-down"):
-        assert "github.event.pull_request.head.repo.full_name == github.repository" in expression(workflow["jobs"][name]["if"])
+        assert "github.event.pull_request.head.repo.full_name == github.repository" in expression(
+            workflow["jobs"][name]["if"]
+        )
     assert "pull_request_target" not in REVIEW.read_text().split("# Secrets")[1]
 
 
@@ -90,7 +118,12 @@ def test_circleci_brings_up_pull_requests_and_prunes_nightly():
 def test_every_review_task_and_option_used_exists(workflow):
     used = [call for job in workflow["jobs"] for call, _, _ in calls(workflow, job)]
     config = load(CIRCLE)
-    used += [c for name in ("review-up", "review-prune") for cmd in circle_runs(circle_job(config, name)[1]) for c in inv_calls(cmd)]
+    used += [
+        c
+        for name in ("review-up", "review-prune")
+        for cmd in circle_runs(circle_job(config, name)[1])
+        for c in inv_calls(cmd)
+    ]
     assert {c[0] for c in used} == {"review.up", "review.down", "review.prune"}
     for call in used:
         assert call[0] in known_tasks()

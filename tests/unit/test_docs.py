@@ -15,7 +15,10 @@ LINK = re.compile(r"\]\(([^)\s]+)\)")
 
 def anchors(path: Path) -> set[str]:
     text = re.sub(r"^```.*?^```", "", path.read_text(), flags=re.M | re.S)
-    return {re.sub(r"[^\w\- ]", "", m.group(1).strip().lower()).replace(" ", "-") for m in re.finditer(r"^#{1,6} (.+)$", text, re.M)}
+    return {
+        re.sub(r"[^\w\- ]", "", m.group(1).strip().lower()).replace(" ", "-")
+        for m in re.finditer(r"^#{1,6} (.+)$", text, re.M)
+    }
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)

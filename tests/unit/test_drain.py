@@ -15,7 +15,9 @@ LISTEN6_8000 = "   0: 00000000000000000000000000000000:1F40 00000000000000000000
 
 
 def line(local_port: str, remote_port: str, state: str) -> str:
-    return f"   1: 030012AC:{local_port} 040012AC:{remote_port} {state} 00000000:00000000 00:00000000 00000000 10001 0 2 1"
+    return (
+        f"   1: 030012AC:{local_port} 040012AC:{remote_port} {state} 00000000:00000000 00:00000000 00000000 10001 0 2 1"
+    )
 
 
 @pytest.mark.parametrize(
@@ -28,7 +30,13 @@ def line(local_port: str, remote_port: str, state: str) -> str:
         ([LISTEN_8000, line("1F40", "D3C2", "06"), line("1F40", "D3C6", "07")], 0),  # TIME_WAIT, CLOSE: done
         ([LISTEN_8000, line("D3C2", "1538", "01")], 0),  # its own connection to the database (5432) is not a request
         ([line("1F40", "D3C2", "01")], 0),  # nothing listens on 8000 (any more): not a request it will answer
-        ([LISTEN6_8000, "   1: 0000000000000000FFFF0000030012AC:1F40 0000000000000000FFFF0000040012AC:D3C2 01 00000000:00000000 00:00000000 00000000 10001 0 2 1"], 1),
+        (
+            [
+                LISTEN6_8000,
+                "   1: 0000000000000000FFFF0000030012AC:1F40 0000000000000000FFFF0000040012AC:D3C2 01 00000000:00000000 00:00000000 00000000 10001 0 2 1",
+            ],
+            1,
+        ),
         ([], 0),
     ],
 )
@@ -45,7 +53,13 @@ docker() {
 }
 open_requests c1
 """
-    result = subprocess.run(["bash", "-c", script], env={**os.environ, "PD_ROOT": str(protocol.PROJECT_ROOT), "TABLE": table}, capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        ["bash", "-c", script],
+        env={**os.environ, "PD_ROOT": str(protocol.PROJECT_ROOT), "TABLE": table},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == str(open_count)
 
@@ -59,6 +73,12 @@ WEB_SERVICE=web
 wait_idle c1 old
 echo "waited: no"
 """
-    result = subprocess.run(["bash", "-c", script], env={**os.environ, "PD_ROOT": str(protocol.PROJECT_ROOT)}, capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        ["bash", "-c", script],
+        env={**os.environ, "PD_ROOT": str(protocol.PROJECT_ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "waited: no"

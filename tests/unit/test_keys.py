@@ -16,7 +16,11 @@ from pdserver.request import parse
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB1f0Q6pRzBvSpLx8pD1x0nB6Kq6m7A0dQ9f6o4mR0Zp ci@example"
 REVIEW_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIC2g1R7qSaCwTqMy9qE2y1oC7Lr7n8B1eR0g7p5nS1Aq review@example"
-ENVS = {"staging": {"hosts": "h"}, "production": {"hosts": "h"}, "review": {"hosts": "h", "review_template": True, "review_domain": "review.example"}}
+ENVS = {
+    "staging": {"hosts": "h"},
+    "production": {"hosts": "h"},
+    "review": {"hosts": "h", "review_template": True, "review_domain": "review.example"},
+}
 
 
 def settings(keys=None, environments=ENVS):
@@ -24,14 +28,21 @@ def settings(keys=None, environments=ENVS):
 
 
 SCOPED = {
-    "review": {"environments": ["review"], "verbs": ["review-up", "review-down", "review-list"], "public_key": REVIEW_KEY},
+    "review": {
+        "environments": ["review"],
+        "verbs": ["review-up", "review-down", "review-list"],
+        "public_key": REVIEW_KEY,
+    },
     "staging": {"environments": "staging"},
 }
 
 
 def test_named_keys_with_their_scopes():
     loaded = settings(SCOPED)
-    assert [(k.name, k.environments, k.verbs) for k in loaded.keys] == [("review", ("review",), ("review-up", "review-down", "review-list")), ("staging", ("staging",), protocol.VERBS)]
+    assert [(k.name, k.environments, k.verbs) for k in loaded.keys] == [
+        ("review", ("review",), ("review-up", "review-down", "review-list")),
+        ("staging", ("staging",), protocol.VERBS),
+    ]
     assert loaded.keys[1].env_var == "DEPLOY_KEY_STAGING_PUBLIC_KEY"
     assert settings().keys == ()
 
@@ -62,7 +73,10 @@ def test_an_environment_named_like_a_templates_review_environment_is_refused():
 
 def test_each_named_key_line_passes_its_name_to_the_entrypoint():
     text = plan.authorized_keys(KEY, {"review": REVIEW_KEY})
-    assert text == f'restrict,command="/opt/pushdeploy/bin/entrypoint" {KEY}\nrestrict,command="/opt/pushdeploy/bin/entrypoint --key=review" {REVIEW_KEY}\n'
+    assert (
+        text
+        == f'restrict,command="/opt/pushdeploy/bin/entrypoint" {KEY}\nrestrict,command="/opt/pushdeploy/bin/entrypoint --key=review" {REVIEW_KEY}\n'
+    )
     assert plan.authorized_keys("", {"review": REVIEW_KEY}).count("\n") == 1  # named keys only
     with pytest.raises(plan.BadRequest, match="DEPLOY_KEY_STAGING_PUBLIC_KEY"):
         plan.authorized_keys(KEY, {"staging": ""})
@@ -73,7 +87,10 @@ def test_each_named_key_line_passes_its_name_to_the_entrypoint():
 def test_public_keys_come_from_dotenv_first_then_invoke_yaml(tmp_path):
     loaded = settings(SCOPED)
     (tmp_path / "staging.pub").write_text(KEY + "\n")
-    assert local.named_public_keys(loaded, {"DEPLOY_KEY_STAGING_PUBLIC_KEY": str(tmp_path / "staging.pub")}) == {"review": REVIEW_KEY, "staging": KEY + "\n"}
+    assert local.named_public_keys(loaded, {"DEPLOY_KEY_STAGING_PUBLIC_KEY": str(tmp_path / "staging.pub")}) == {
+        "review": REVIEW_KEY,
+        "staging": KEY + "\n",
+    }
     with pytest.raises(ConfigError, match="neither a public key nor an existing file"):
         local.named_public_keys(loaded, {"DEPLOY_KEY_STAGING_PUBLIC_KEY": str(tmp_path / "missing.pub")})
 
@@ -81,7 +98,9 @@ def test_public_keys_come_from_dotenv_first_then_invoke_yaml(tmp_path):
 def test_the_bundle_carries_the_scopes_the_server_reads_and_the_settings_hash_covers_them():
     loaded = settings(SCOPED)
     env = loaded.environment("staging")
-    bundle = plan.bundle(env, protocol.server_side(), {}, None, KEY, None, loaded.keys, {"review": REVIEW_KEY, "staging": KEY})
+    bundle = plan.bundle(
+        env, protocol.server_side(), {}, None, KEY, None, loaded.keys, {"review": REVIEW_KEY, "staging": KEY}
+    )
     with tarfile.open(fileobj=io.BytesIO(bundle.tar())) as archive:
         scopes = archive.extractfile("keys.json").read().decode()
     parsed = server_keys.parse(scopes)  # the server's own reader

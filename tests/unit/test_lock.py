@@ -27,7 +27,9 @@ echo held
 {"" if clear_after is None else f'sleep {clear_after}; : >"$STATE_DIR/lock.info"'}
 sleep {seconds}
 """
-    proc = subprocess.Popen(["bash", "-c", script], env={**os.environ, "STATE_DIR": str(state_dir)}, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        ["bash", "-c", script], env={**os.environ, "STATE_DIR": str(state_dir)}, stdout=subprocess.PIPE, text=True
+    )
     try:
         assert proc.stdout.readline().strip() == "held"
         yield
@@ -38,7 +40,13 @@ sleep {seconds}
 
 def take(state_dir) -> tuple[str, float]:
     started = time.monotonic()
-    result = subprocess.run(["bash", "-c", TAKE], env={**os.environ, "PD_ROOT": str(protocol.PROJECT_ROOT), "STATE_DIR": str(state_dir)}, capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        ["bash", "-c", TAKE],
+        env={**os.environ, "PD_ROOT": str(protocol.PROJECT_ROOT), "STATE_DIR": str(state_dir)},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert result.returncode == 0, result.stderr
     return result.stdout.strip(), time.monotonic() - started
 

@@ -93,11 +93,15 @@ def test_bad_hooks_and_allowlists_are_config_errors(setting, value):
 
 
 def test_hooks_and_allowlist_go_into_the_server_conf_one_a_line():
-    env = settings_with(before_switch=["check --deploy --fail-level WARNING"], after_switch="showmigrations notes", manage_commands={"showmigrations": ["[a-z_]+"], "clearsessions": None}).environment(
-        "staging"
-    )
+    env = settings_with(
+        before_switch=["check --deploy --fail-level WARNING"],
+        after_switch="showmigrations notes",
+        manage_commands={"showmigrations": ["[a-z_]+"], "clearsessions": None},
+    ).environment("staging")
     conf = plan.server_conf(env, {})
-    assert conf.endswith("HOOK_BEFORE_SWITCH=check --deploy --fail-level WARNING\nHOOK_AFTER_SWITCH=showmigrations notes\nMANAGE_COMMAND=clearsessions\nMANAGE_COMMAND=showmigrations [a-z_]+\n")
+    assert conf.endswith(
+        "HOOK_BEFORE_SWITCH=check --deploy --fail-level WARNING\nHOOK_AFTER_SWITCH=showmigrations notes\nMANAGE_COMMAND=clearsessions\nMANAGE_COMMAND=showmigrations [a-z_]+\n"
+    )
 
 
 def load_conf(tmp_path, extra: str) -> subprocess.CompletedProcess:
@@ -107,7 +111,9 @@ def load_conf(tmp_path, extra: str) -> subprocess.CompletedProcess:
 
 
 def test_the_server_reads_what_server_setup_writes(tmp_path):
-    env = settings_with(before_switch=["check --deploy", "createcachetable"], after_switch=["showmigrations"]).environment("staging")
+    env = settings_with(
+        before_switch=["check --deploy", "createcachetable"], after_switch=["showmigrations"]
+    ).environment("staging")
     lines = "\n".join(management.conf_lines(env.before_switch, env.after_switch, env.manage_commands)) + "\n"
     result = load_conf(tmp_path, lines)
     assert result.returncode == 0, result.stderr
@@ -116,7 +122,13 @@ def test_the_server_reads_what_server_setup_writes(tmp_path):
 
 @pytest.mark.parametrize(
     "line",
-    ["HOOK_BEFORE_SWITCH=shell -c x", "HOOK_AFTER_SWITCH=check $(id)", "HOOK_AFTER_SWITCH=check;id", "MANAGE_COMMAND=dbshell", "MANAGE_COMMAND=check [0-9]\\d"],
+    [
+        "HOOK_BEFORE_SWITCH=shell -c x",
+        "HOOK_AFTER_SWITCH=check $(id)",
+        "HOOK_AFTER_SWITCH=check;id",
+        "MANAGE_COMMAND=dbshell",
+        "MANAGE_COMMAND=check [0-9]\\d",
+    ],
 )
 def test_the_server_refuses_a_conf_it_would_not_have_been_given(tmp_path, line):
     result = load_conf(tmp_path, line + "\n")
@@ -130,12 +142,32 @@ EXPECT = "0123456789abcdef.fedcba9876543210"
 @pytest.mark.parametrize(
     ("build", "inputs", "line"),
     [
-        (requests.manage, dict(env="staging", words=("showmigrations", "notes"), expect=EXPECT), f"manage staging --expect={EXPECT} showmigrations notes"),
-        (requests.manage, dict(env="staging", words=("check", "--deploy"), expect=EXPECT, by="local:me"), f"manage staging --expect={EXPECT} --by=local:me check --deploy"),
-        (requests.plan, dict(env="staging", version="abc1234", expect=EXPECT), f"plan staging abc1234 --expect={EXPECT}"),
+        (
+            requests.manage,
+            dict(env="staging", words=("showmigrations", "notes"), expect=EXPECT),
+            f"manage staging --expect={EXPECT} showmigrations notes",
+        ),
+        (
+            requests.manage,
+            dict(env="staging", words=("check", "--deploy"), expect=EXPECT, by="local:me"),
+            f"manage staging --expect={EXPECT} --by=local:me check --deploy",
+        ),
         (
             requests.plan,
-            dict(env="production", version="1.4.0", expect=EXPECT, order="17", maintenance=True, skip_migrate=True, force=True),
+            dict(env="staging", version="abc1234", expect=EXPECT),
+            f"plan staging abc1234 --expect={EXPECT}",
+        ),
+        (
+            requests.plan,
+            dict(
+                env="production",
+                version="1.4.0",
+                expect=EXPECT,
+                order="17",
+                maintenance=True,
+                skip_migrate=True,
+                force=True,
+            ),
             f"plan production 1.4.0 --order=17 --maintenance --skip-migrate --force --expect={EXPECT}",
         ),
     ],
@@ -171,8 +203,12 @@ RUN = "docker compose -p pixel-test -f docker-compose.yml run --rm --no-deps -T 
 
 
 def test_the_hooks_run_in_one_one_off_container_of_the_new_version(tmp_path):
-    calls = "\n".join(recorded("HOOKS_BEFORE=('check --deploy --fail-level WARNING' createcachetable); run_hooks before", tmp_path))
-    assert calls.startswith(f"{RUN} -e PD_HOOKS=check --deploy --fail-level WARNING;createcachetable web python3 manage.py shell -c ")
+    calls = "\n".join(
+        recorded("HOOKS_BEFORE=('check --deploy --fail-level WARNING' createcachetable); run_hooks before", tmp_path)
+    )
+    assert calls.startswith(
+        f"{RUN} -e PD_HOOKS=check --deploy --fail-level WARNING;createcachetable web python3 manage.py shell -c "
+    )
     assert "call_command(*words)" in calls and calls.count("\ndocker ") == 0  # one container for the whole list
 
 
@@ -206,13 +242,23 @@ def manage_verb(tmp_path, *words: str) -> tuple[subprocess.CompletedProcess, lis
 def test_the_manage_verb_runs_the_command_in_a_one_off_container_and_keeps_its_exit_code(tmp_path):
     result, calls = manage_verb(tmp_path, "--by=local:me", "showmigrations", "notes")
     assert result.returncode == 3
-    assert calls == ["docker compose -p p run --rm --no-deps -T -e PYTHONUNBUFFERED=1 web python3 manage.py showmigrations notes"]
+    assert calls == [
+        "docker compose -p p run --rm --no-deps -T -e PYTHONUNBUFFERED=1 web python3 manage.py showmigrations notes"
+    ]
     assert "output of compose" in result.stdout
     assert "manage.py showmigrations notes in a one-off container of 1.4.0 (test)" in result.stderr
     assert (tmp_path / "lock.info").read_text() == ""
 
 
-@pytest.mark.parametrize(("words", "why"), [(["dbshell"], "can never run"), (["migrate"], "not in test's manage_commands"), (["--plan", "check"], "unknown option"), ([], "usage: manage ENV")])
+@pytest.mark.parametrize(
+    ("words", "why"),
+    [
+        (["dbshell"], "can never run"),
+        (["migrate"], "not in test's manage_commands"),
+        (["--plan", "check"], "unknown option"),
+        ([], "usage: manage ENV"),
+    ],
+)
 def test_the_manage_verb_refuses_before_starting_anything(tmp_path, words, why):
     result, calls = manage_verb(tmp_path, *words)
     assert result.returncode == protocol.EXIT_USAGE
@@ -224,7 +270,9 @@ def test_the_manage_verb_refuses_while_a_deploy_holds_the_lock(tmp_path):
     (tmp_path / "lock.info").write_text("20261122T0700Z-1 deploy of 1.5.0 by ci in progress since t\n")
     holder = subprocess.Popen(["flock", str(tmp_path / "lock"), "sleep", "5"])
     try:
-        subprocess.run(["bash", "-c", f'until ! flock -n "{tmp_path}/lock" true; do sleep 0.05; done'], timeout=5, check=True)
+        subprocess.run(
+            ["bash", "-c", f'until ! flock -n "{tmp_path}/lock" true; do sleep 0.05; done'], timeout=5, check=True
+        )
         result, calls = manage_verb(tmp_path, "showmigrations")
     finally:
         holder.kill()

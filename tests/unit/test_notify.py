@@ -43,7 +43,17 @@ FAILED = {
     "log_tail": "\n".join(f"line {n}" for n in range(30)),
     "steps": [{"name": "migrate", "seconds": 2.0, "ok": False}, {"name": "rollback", "seconds": 0.5, "ok": True}],
 }
-GIVEN = {"env": "production", "project": "pixel-production", "host": "web1", "kind": "deploy", "version": "1.4.0", "previous": "1.3.0", "by": "circleci:jane", "url": "", "time": "T0"}
+GIVEN = {
+    "env": "production",
+    "project": "pixel-production",
+    "host": "web1",
+    "kind": "deploy",
+    "version": "1.4.0",
+    "previous": "1.3.0",
+    "by": "circleci:jane",
+    "url": "",
+    "time": "T0",
+}
 
 
 # ------------------------------------------------------------------ the setting
@@ -53,8 +63,14 @@ GIVEN = {"env": "production", "project": "pixel-production", "host": "web1", "ki
     ("text", "hooks"),
     [
         ("https://example.org/hook", [("json", "https://example.org/hook")]),
-        ("slack=https://hooks.slack.com/services/T/B/x json=http://127.0.0.1:9000/h?a=b", [("slack", "https://hooks.slack.com/services/T/B/x"), ("json", "http://127.0.0.1:9000/h?a=b")]),
-        ("json=https://a.example/1,\njson=https://b.example/2", [("json", "https://a.example/1"), ("json", "https://b.example/2")]),
+        (
+            "slack=https://hooks.slack.com/services/T/B/x json=http://127.0.0.1:9000/h?a=b",
+            [("slack", "https://hooks.slack.com/services/T/B/x"), ("json", "http://127.0.0.1:9000/h?a=b")],
+        ),
+        (
+            "json=https://a.example/1,\njson=https://b.example/2",
+            [("json", "https://a.example/1"), ("json", "https://b.example/2")],
+        ),
         ("", []),
     ],
 )
@@ -62,7 +78,16 @@ def test_webhooks_setting_reads_kinds_and_urls(text, hooks):
     assert notify.parse(text, "DEPLOY_PRODUCTION_WEBHOOKS") == hooks
 
 
-@pytest.mark.parametrize("text", ["teams=https://x.example/secret123", "ftp://x.example/secret123", "json=https://user:secret123@x.example/", "secret123", "json=https:///secret123"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "teams=https://x.example/secret123",
+        "ftp://x.example/secret123",
+        "json=https://user:secret123@x.example/",
+        "secret123",
+        "json=https:///secret123",
+    ],
+)
 def test_a_bad_webhook_is_refused_without_printing_it(text):
     with pytest.raises(notify.WebhookError) as error:
         notify.parse(text, "DEPLOY_PRODUCTION_WEBHOOKS")
@@ -73,7 +98,10 @@ def test_the_variable_is_per_environment_and_unset_keeps_the_servers_file():
     assert notify.variable("review-12") == "DEPLOY_REVIEW_12_WEBHOOKS"
     assert notify.for_environment({}, "staging") is None
     assert notify.for_environment({"DEPLOY_STAGING_WEBHOOKS": ""}, "staging") == []
-    assert notify.server_file([("slack", "https://h/x"), ("json", "https://h/y")]) == b"slack https://h/x\njson https://h/y\n"
+    assert (
+        notify.server_file([("slack", "https://h/x"), ("json", "https://h/y")])
+        == b"slack https://h/x\njson https://h/y\n"
+    )
 
 
 def test_webhooks_travel_in_the_bundle_only_not_in_the_settings():
@@ -91,7 +119,12 @@ def test_webhooks_travel_in_the_bundle_only_not_in_the_settings():
 def test_started_payload_carries_what_bin_deploy_gave(server):
     facts = server.facts_for("started", {}, GIVEN)
     body = server.payload("json", facts)
-    assert body["event"] == "started" and body["version"] == "1.4.0" and body["previous"] == "1.3.0" and body["host"] == "web1"
+    assert (
+        body["event"] == "started"
+        and body["version"] == "1.4.0"
+        and body["previous"] == "1.3.0"
+        and body["host"] == "web1"
+    )
     assert "failed_step" not in body and "outcome" not in body
     assert body["text"] == "deploy of 1.4.0 to pixel-production on web1 started by circleci:jane (running: 1.3.0)"
 
@@ -99,7 +132,9 @@ def test_started_payload_carries_what_bin_deploy_gave(server):
 def test_succeeded_payload_comes_from_the_history_record(server):
     body = server.payload("json", server.facts_for("finished", OK, GIVEN))
     assert (body["event"], body["outcome"], body["duration"], body["digest"]) == ("succeeded", "ok", 7.25, OK["digest"])
-    assert body["text"].startswith("deployed 1.4.0 to pixel-production on web1 in 7.2s (was 1.3.0), by circleci:jane [sha256:abababababab]")
+    assert body["text"].startswith(
+        "deployed 1.4.0 to pixel-production on web1 in 7.2s (was 1.3.0), by circleci:jane [sha256:abababababab]"
+    )
     assert body["text"].endswith("<https://ci/77>")
 
 
@@ -168,7 +203,15 @@ def test_delivery_retries_a_few_times_with_backoff_and_gives_up(server, answers,
 
 def test_the_worst_case_is_bounded_well_below_the_hard_limit(server):
     worst = server.ATTEMPTS * server.TIMEOUT + sum(server.BACKOFF)
-    limit = int(next(line for line in (protocol.SERVER_DIR / "lib/notify.sh").read_text().splitlines() if line.startswith("NOTIFY_LIMIT=")).split("=")[1].split()[0])
+    limit = int(
+        next(
+            line
+            for line in (protocol.SERVER_DIR / "lib/notify.sh").read_text().splitlines()
+            if line.startswith("NOTIFY_LIMIT=")
+        )
+        .split("=")[1]
+        .split()[0]
+    )
     assert worst < limit
 
 

@@ -32,7 +32,9 @@ KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB1f0Q6pRzBvSpLx8pD1x0nB6Kq6m7A0dQ9f6
 
 def test_server_conf_carries_every_setting_bin_deploy_reads():
     conf = plan.server_conf(ENV, {"docker-compose.yml": b"services: {}\n"})
-    settings_lines = [line for line in conf.splitlines() if not line.startswith(("HOOK_", "MANAGE_COMMAND="))]  # test_management.py checks those
+    settings_lines = [
+        line for line in conf.splitlines() if not line.startswith(("HOOK_", "MANAGE_COMMAND="))
+    ]  # test_management.py checks those
     assert settings_lines[1:-1] == [
         "APP_DIR=/srv/pushdeploy/pixel-production",
         "PROJECT=pixel-production",
@@ -47,7 +49,7 @@ def test_server_conf_carries_every_setting_bin_deploy_reads():
         "DOCKER_HOST=unix:///run/docker.sock",
         "HEALTH_TIMEOUT=60",
         "DRAIN_SECONDS=1",
-            "DNS_VALID=1",
+        "DNS_VALID=1",
         "STATIC_KEEP=3",
         "BACKUP=no",
         "BACKUP_KEEP=10",
@@ -59,8 +61,12 @@ def test_server_conf_carries_every_setting_bin_deploy_reads():
 
 
 def test_a_recreate_environment_tells_bin_deploy_and_skips_the_slot_checks():
-    seed = from_config({"app": "pixel", "environments": {"seed": {"hosts": ["h.example"], "switch": "recreate"}}}, {}).environment("seed")
-    socket_conf = {"nginx/pixel.conf": b"upstream app { server unix:/run/gunicorn/pixel.sock; }\nserver { location / { proxy_pass http://app; } }\n"}
+    seed = from_config(
+        {"app": "pixel", "environments": {"seed": {"hosts": ["h.example"], "switch": "recreate"}}}, {}
+    ).environment("seed")
+    socket_conf = {
+        "nginx/pixel.conf": b"upstream app { server unix:/run/gunicorn/pixel.sock; }\nserver { location / { proxy_pass http://app; } }\n"
+    }
     assert "SWITCH=recreate" in plan.server_conf(seed, socket_conf).splitlines()
     assert plan.proxy_config_problems(seed, socket_conf) == []
     assert plan.proxy_config_problems(ENV, socket_conf) != []  # the same file cannot serve the slots
@@ -86,7 +92,10 @@ def test_authorized_keys_force_every_key_to_the_entrypoint():
     assert text == f'restrict,command="/opt/pushdeploy/bin/entrypoint" {KEY}\n'
 
 
-@pytest.mark.parametrize("bad", ["", "# only a comment", "not a key", 'ssh-ed25519 AAAA x"\ncommand="sh"', "-----BEGIN OPENSSH PRIVATE KEY-----"])
+@pytest.mark.parametrize(
+    "bad",
+    ["", "# only a comment", "not a key", 'ssh-ed25519 AAAA x"\ncommand="sh"', "-----BEGIN OPENSSH PRIVATE KEY-----"],
+)
 def test_authorized_keys_refuse_anything_but_public_keys(bad):
     with pytest.raises(plan.BadRequest):
         plan.authorized_keys(bad)
@@ -116,8 +125,22 @@ def test_install_command_quotes_and_uses_sudo_unless_root():
 @pytest.mark.parametrize(
     ("environ", "git_user", "expected"),
     [
-        ({"CIRCLECI": "true", "CIRCLE_USERNAME": "jane", "CIRCLE_BUILD_URL": "https://circleci.com/gh/o/r/42"}, None, ("circleci:jane", "https://circleci.com/gh/o/r/42")),
-        ({"GITHUB_ACTIONS": "true", "GITHUB_ACTOR": "joe", "GITHUB_SERVER_URL": "https://github.com", "GITHUB_REPOSITORY": "o/r", "GITHUB_RUN_ID": "7"}, None, ("github:joe", "https://github.com/o/r/actions/runs/7")),
+        (
+            {"CIRCLECI": "true", "CIRCLE_USERNAME": "jane", "CIRCLE_BUILD_URL": "https://circleci.com/gh/o/r/42"},
+            None,
+            ("circleci:jane", "https://circleci.com/gh/o/r/42"),
+        ),
+        (
+            {
+                "GITHUB_ACTIONS": "true",
+                "GITHUB_ACTOR": "joe",
+                "GITHUB_SERVER_URL": "https://github.com",
+                "GITHUB_REPOSITORY": "o/r",
+                "GITHUB_RUN_ID": "7",
+            },
+            None,
+            ("github:joe", "https://github.com/o/r/actions/runs/7"),
+        ),
         ({}, "dev@example.org", ("local:dev@example.org", "")),
         ({"USER": "root"}, None, ("local:root", "")),
         ({}, "Jane Doe; $(id)", ("local:Jane_Doe____id_", "")),

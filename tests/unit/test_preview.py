@@ -60,11 +60,31 @@ def test_a_plan_is_shown_as_a_few_readable_lines():
     ("changes", "code", "shown"),
     [
         ({}, 0, "verdict:     would deploy"),
-        ({"order": "refused: 1.0.0 is older than the deployed 1.1.0: use ..."}, protocol.EXIT_OLDER, "order check: WOULD REFUSE: 1.0.0 is older than the deployed 1.1.0: use ..."),
-        ({"server_side": "outdated: the server side here (x) differs from your project's (y): run ..."}, protocol.EXIT_OUTDATED, "server side: OUT OF DATE: the server side here (x)"),
-        ({"busy": "deploy of 1.2.0 by ci in progress since t"}, protocol.EXIT_BUSY, "running now: deploy of 1.2.0 by ci"),
-        ({"migrations": "unknown (migrate --plan failed with exit 1; is the database up?)"}, 0, "migrations:  unknown (migrate --plan failed"),
-        ({"migrations": "skipped (a later batch: the first host migrates the shared database)"}, 0, "migrations:  skipped (a later batch"),
+        (
+            {"order": "refused: 1.0.0 is older than the deployed 1.1.0: use ..."},
+            protocol.EXIT_OLDER,
+            "order check: WOULD REFUSE: 1.0.0 is older than the deployed 1.1.0: use ...",
+        ),
+        (
+            {"server_side": "outdated: the server side here (x) differs from your project's (y): run ..."},
+            protocol.EXIT_OUTDATED,
+            "server side: OUT OF DATE: the server side here (x)",
+        ),
+        (
+            {"busy": "deploy of 1.2.0 by ci in progress since t"},
+            protocol.EXIT_BUSY,
+            "running now: deploy of 1.2.0 by ci",
+        ),
+        (
+            {"migrations": "unknown (migrate --plan failed with exit 1; is the database up?)"},
+            0,
+            "migrations:  unknown (migrate --plan failed",
+        ),
+        (
+            {"migrations": "skipped (a later batch: the first host migrates the shared database)"},
+            0,
+            "migrations:  skipped (a later batch",
+        ),
         ({"estimate": "none"}, 0, "estimate:    none (no successful deploy here yet)"),
     ],
 )
@@ -75,7 +95,10 @@ def test_the_verdict_is_the_code_the_deploy_would_stop_with(changes, code, shown
 
 
 def test_no_pending_migration_is_said_plainly():
-    plan = preview.parse([line for line in ANSWER if not line.startswith("migration=")] + ["migration=Planned operations:", "migration=  No planned migration operations."])
+    plan = preview.parse(
+        [line for line in ANSWER if not line.startswith("migration=")]
+        + ["migration=Planned operations:", "migration=  No planned migration operations."]
+    )
     assert plan.migrations == ()
     assert "migrations:  none to apply" in preview.show(plan)
 
@@ -86,9 +109,22 @@ def test_an_answer_without_a_plan_is_not_a_plan():
 
 
 def steps_for(**conf) -> list[str]:
-    defaults = {"ENGINE": "compose", "BACKUP": "no", "SKIP_MIGRATE": "0", "MAINTENANCE": "0", "SWITCH": "slots", "HOOKS_BEFORE": "()", "HOOKS_AFTER": "()"}
+    defaults = {
+        "ENGINE": "compose",
+        "BACKUP": "no",
+        "SKIP_MIGRATE": "0",
+        "MAINTENANCE": "0",
+        "SWITCH": "slots",
+        "HOOKS_BEFORE": "()",
+        "HOOKS_AFTER": "()",
+    }
     assignments = "; ".join(f"{k}={v}" for k, v in {**defaults, **conf}.items())
-    result = subprocess.run(["bash", "-c", f'. "{BIN.parent / "lib/deploy.sh"}"; {assignments}; deploy_steps'], capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        ["bash", "-c", f'. "{BIN.parent / "lib/deploy.sh"}"; {assignments}; deploy_steps'],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return result.stdout.split()
 
 
@@ -101,12 +137,34 @@ SLOTS = ["start", "health", "admit", "switch", "retire", "prune-static"]
         ({}, ["preflight", "pull", "database", "migrate", *SLOTS]),
         ({"BACKUP": "yes"}, ["preflight", "pull", "database", "backup", "migrate", *SLOTS]),
         ({"BACKUP": "yes", "SKIP_MIGRATE": "1"}, ["preflight", "pull", "database", "static", *SLOTS]),
-        ({"MAINTENANCE": "1"}, ["preflight", "pull", "database", "maintenance-on", "migrate", *SLOTS, "maintenance-off"]),
-        ({"HOOKS_BEFORE": "('check --deploy')", "HOOKS_AFTER": "(clearsessions)"}, ["preflight", "pull", "database", "migrate", "hooks-before", *SLOTS, "hooks-after"]),
+        (
+            {"MAINTENANCE": "1"},
+            ["preflight", "pull", "database", "maintenance-on", "migrate", *SLOTS, "maintenance-off"],
+        ),
+        (
+            {"HOOKS_BEFORE": "('check --deploy')", "HOOKS_AFTER": "(clearsessions)"},
+            ["preflight", "pull", "database", "migrate", "hooks-before", *SLOTS, "hooks-after"],
+        ),
         ({"SWITCH": "recreate"}, ["preflight", "pull", "database", "migrate", "recreate", "up", "prune-static"]),
         ({"ENGINE": "swarm"}, ["preflight", "pull", "migrate", "proxy", "deploy", "converge"]),
-        ({"ENGINE": "swarm", "BACKUP": "yes", "MAINTENANCE": "1"}, ["preflight", "pull", "backup", "maintenance-on", "migrate", "proxy", "deploy", "converge", "maintenance-off"]),
-        ({"ENGINE": "swarm", "BACKUP": "yes", "SKIP_MIGRATE": "1"}, ["preflight", "pull", "static", "proxy", "deploy", "converge"]),
+        (
+            {"ENGINE": "swarm", "BACKUP": "yes", "MAINTENANCE": "1"},
+            [
+                "preflight",
+                "pull",
+                "backup",
+                "maintenance-on",
+                "migrate",
+                "proxy",
+                "deploy",
+                "converge",
+                "maintenance-off",
+            ],
+        ),
+        (
+            {"ENGINE": "swarm", "BACKUP": "yes", "SKIP_MIGRATE": "1"},
+            ["preflight", "pull", "static", "proxy", "deploy", "converge"],
+        ),
     ],
 )
 def test_the_plan_lists_the_steps_run_deploy_would_run(conf, steps):
@@ -115,11 +173,28 @@ def test_the_plan_lists_the_steps_run_deploy_would_run(conf, steps):
 
 def test_the_estimate_is_the_median_of_recent_successful_deploys(tmp_path):
     path = tmp_path / "history.jsonl"
-    records = [("deploy", "ok", 10.0), ("deploy", "failed", 99.0), ("rollback", "ok", 50.0), ("deploy", "ok", 30.0), ("deploy", "ok", 12.0), ("deploy", "ok", 14.0)]
+    records = [
+        ("deploy", "ok", 10.0),
+        ("deploy", "failed", 99.0),
+        ("rollback", "ok", 50.0),
+        ("deploy", "ok", 30.0),
+        ("deploy", "ok", 12.0),
+        ("deploy", "ok", 14.0),
+    ]
     path.write_text("".join(json.dumps({"kind": k, "outcome": o, "duration": d}) + "\n" for k, o, d in records))
-    median = subprocess.run(["python3", str(protocol.SERVER_DIR / "lib/history.py"), "median-ok", str(path), "3"], capture_output=True, text=True, check=True)
+    median = subprocess.run(
+        ["python3", str(protocol.SERVER_DIR / "lib/history.py"), "median-ok", str(path), "3"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert median.stdout.split() == ["14.0", "3"]  # 30, 12, 14: the last three ok deploys
-    empty = subprocess.run(["python3", str(protocol.SERVER_DIR / "lib/history.py"), "median-ok", str(tmp_path / "none.jsonl"), "3"], capture_output=True, text=True, check=True)
+    empty = subprocess.run(
+        ["python3", str(protocol.SERVER_DIR / "lib/history.py"), "median-ok", str(tmp_path / "none.jsonl"), "3"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert empty.stdout.strip() == "none"
 
 
@@ -141,8 +216,22 @@ def test_the_plan_verb_only_pulls_and_runs_migrate_plan(tmp_path):
     result = subprocess.run(["bash", "-c", script], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     plan = preview.parse(result.stdout.splitlines())
-    assert (plan.get("current"), plan.get("target"), plan.get("order"), plan.get("server_side")) == ("1.0.0", "1.1.0", "ok (semver)", "not checked")
-    assert plan.steps == ("preflight", "pull", "database", "backup", "maintenance-on", "migrate", *SLOTS, "maintenance-off")
+    assert (plan.get("current"), plan.get("target"), plan.get("order"), plan.get("server_side")) == (
+        "1.0.0",
+        "1.1.0",
+        "ok (semver)",
+        "not checked",
+    )
+    assert plan.steps == (
+        "preflight",
+        "pull",
+        "database",
+        "backup",
+        "maintenance-on",
+        "migrate",
+        *SLOTS,
+        "maintenance-off",
+    )
     assert plan.migrations == ("notes.0002_x",) and plan.estimate() == (12.5, 1)
     assert (tmp_path / "calls").read_text().splitlines() == [
         "docker compose -p pixel-test -f docker-compose.yml pull -q web",
@@ -159,6 +248,8 @@ def test_the_plan_says_when_the_order_check_would_refuse(tmp_path):
         "ORDERING=semver; SWITCH=slots; BACKUP=no; WEB_SERVICE=web; COMPOSE_CMD=(docker compose); FILE_ARGS=(); MANAGE_CMD=(python3 manage.py); "
         "parse_options 1.1.0; cmd_plan"
     )
-    plan = preview.parse(subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True).stdout.splitlines())
+    plan = preview.parse(
+        subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True).stdout.splitlines()
+    )
     assert plan.get("order").startswith("refused: 1.1.0 is older than the deployed 1.2.0")
     assert preview.verdict(plan)[0] == protocol.EXIT_OLDER

@@ -48,7 +48,11 @@ def test_a_config_routing_to_the_slots_passes():
         (GOOD.replace(b" valid=1s", b""), {}, "has no valid=, but dns_valid is 1"),
         (GOOD.replace(b"    resolver 127.0.0.11 valid=1s ipv6=off;\n", b""), {}, "no `resolver` directive"),
         (GOOD.replace(b"web-green", b"web"), {}, "does not route to web-green"),
-        (b"resolver 127.0.0.11 valid=1s;\nlocation / { set $u http://web:8000; proxy_pass $u; }", {}, "does not route to web-blue"),
+        (
+            b"resolver 127.0.0.11 valid=1s;\nlocation / { set $u http://web:8000; proxy_pass $u; }",
+            {},
+            "does not route to web-blue",
+        ),
         (GOOD.replace(b"/srv/routing/green", b"/srv/flag"), {}, "never checks the routing flag routing/green"),
         (GOOD, {"web_service": "app"}, "does not route to app-blue"),
     ],
@@ -60,4 +64,6 @@ def test_a_config_that_would_stall_or_miss_the_switch_is_named(config, settings,
 
 
 def test_files_without_proxy_pass_are_not_proxy_configs():
-    assert plan.proxy_config_problems(environment(), {"docker-compose.yml": b"services: {}", "x.conf": b"gzip on;"}) == []
+    assert (
+        plan.proxy_config_problems(environment(), {"docker-compose.yml": b"services: {}", "x.conf": b"gzip on;"}) == []
+    )

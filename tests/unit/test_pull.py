@@ -68,10 +68,17 @@ def test_settings_reject_a_bad_channel_with_key_and_file():
 
 
 def test_pull_lines_reach_the_server_conf_only_in_pull_mode():
-    config = {"environments": {"staging": {"hosts": ["h"]}, "production": {"hosts": ["h"], "pull": {"channel": "production-approved", "every": 120}}}}
+    config = {
+        "environments": {
+            "staging": {"hosts": ["h"]},
+            "production": {"hosts": ["h"], "pull": {"channel": "production-approved", "every": 120}},
+        }
+    }
     loaded = settings.from_config(config, {})
     assert "PULL_" not in plan.server_conf(loaded.environment("staging"), {}), "push setups keep their settings hash"
-    assert plan.server_conf(loaded.environment("production"), {}).endswith("PULL_CHANNEL=production-approved\nPULL_EVERY=120\n")
+    assert plan.server_conf(loaded.environment("production"), {}).endswith(
+        "PULL_CHANNEL=production-approved\nPULL_EVERY=120\n"
+    )
 
 
 # ------------------------------------------------------------------ pinned versions
@@ -100,7 +107,15 @@ def test_python_and_bash_agree_on_pinned_versions(version, pinned):
 
 
 def test_a_semver_environment_in_pull_mode_accepts_pinned_versions_for_rollback():
-    config = {"environments": {"production": {"hosts": ["h"], "version_pattern": "^[0-9]+[.][0-9]+[.][0-9]+$", "pull": "production-approved"}}}
+    config = {
+        "environments": {
+            "production": {
+                "hosts": ["h"],
+                "version_pattern": "^[0-9]+[.][0-9]+[.][0-9]+$",
+                "pull": "production-approved",
+            }
+        }
+    }
     env = settings.from_config(config, {}).environment("production")
     assert env.accepts("1.4.0") and env.accepts("production-approved-3f2a9c1b2d4e")
     assert not env.accepts("production-approved-zz")
@@ -126,7 +141,10 @@ def test_scheduler_is_systemd_where_it_runs_as_pid_1_else_cron(tmp_path, systemd
 @pytest.mark.parametrize(("every", "minutes"), [(10, 1), (60, 1), (61, 2), (300, 5), (3600, 60)])
 def test_cron_runs_every_whole_minute_at_least(every, minutes):
     text = bash('pull_cron_text staging "$1"', str(every))
-    assert f"*/{minutes} * * * * root /opt/pushdeploy/bin/deploy pull staging >>/var/lib/pushdeploy/staging/pull/agent.log 2>&1\n" in text
+    assert (
+        f"*/{minutes} * * * * root /opt/pushdeploy/bin/deploy pull staging >>/var/lib/pushdeploy/staging/pull/agent.log 2>&1\n"
+        in text
+    )
 
 
 def test_systemd_units_run_the_agent_every_interval():
@@ -173,7 +191,10 @@ def test_checks_are_bounded(tmp_path):
 
 def test_running_digest_comes_from_the_last_successful_deploy_of_that_version():
     tool = load_pull_py()
-    history = [{"version": "v1", "outcome": "ok", "digest": "sha256:1"}, {"version": "v1", "outcome": "failed", "digest": "sha256:x"}]
+    history = [
+        {"version": "v1", "outcome": "ok", "digest": "sha256:1"},
+        {"version": "v1", "outcome": "failed", "digest": "sha256:x"},
+    ]
     assert tool.running_digest(history, "v1") == "sha256:1"
     assert tool.running_digest(history, "v2") == ""
 
@@ -185,7 +206,12 @@ def test_status_shows_the_last_check_and_the_last_change():
         {"time": "T2", "result": "unchanged", "version": "c-aa", "message": "still sha256:aa"},
     ]
     lines = tool.status(records, ["mode=pull", "channel=c"])
-    assert lines == ["mode: pull", "channel: c", "last check: T2 unchanged c-aa: still sha256:aa", "last change: T1 deployed c-aa: deployed c-aa"]
+    assert lines == [
+        "mode: pull",
+        "channel: c",
+        "last check: T2 unchanged c-aa: still sha256:aa",
+        "last change: T1 deployed c-aa: deployed c-aa",
+    ]
     assert tool.status([], ["mode=pull"])[-1] == "last check: never (the agent has not run yet)"
 
 

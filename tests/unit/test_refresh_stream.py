@@ -70,7 +70,14 @@ class Transport:
 
 
 def run(source, target):
-    return refresh.stream(Transport(source), "db-dump production", Transport(target), "db-restore staging --from=production", Collector(), Collector())
+    return refresh.stream(
+        Transport(source),
+        "db-dump production",
+        Transport(target),
+        "db-restore staging --from=production",
+        Collector(),
+        Collector(),
+    )
 
 
 def test_the_dump_arrives_whole_with_its_checksum_and_nothing_else():

@@ -17,7 +17,14 @@ BASE = {"app": "pixel", "deploy_user": "pd-deploy", "environments": {"staging": 
 
 
 def configured(**review) -> settings.Settings:
-    raw = {"hosts": "h:2222", "project": "pixel-review", "app_dir": "/srv/pushdeploy/pixel-review", "review_template": True, "review_domain": "review.example.org", "review_port": 8088}
+    raw = {
+        "hosts": "h:2222",
+        "project": "pixel-review",
+        "app_dir": "/srv/pushdeploy/pixel-review",
+        "review_template": True,
+        "review_domain": "review.example.org",
+        "review_port": 8088,
+    }
     raw.update(review)
     return settings.from_config({**BASE, "environments": {**BASE["environments"], "review": raw}}, {})
 
@@ -46,12 +53,24 @@ def test_anything_else_is_refused_before_connecting(pr):
 
 @pytest.mark.parametrize(
     ("name", "accepted"),
-    [("review-1", True), ("review-999999", True), ("pr2-3", True), ("review-abc", False), ("review-01", False), ("../x", False),
-     ("review", False), ("review-1-2", False), ("staging", False), ("review-1234567", False), ("Review-1", False), ("review-1\n", False)],
+    [
+        ("review-1", True),
+        ("review-999999", True),
+        ("pr2-3", True),
+        ("review-abc", False),
+        ("review-01", False),
+        ("../x", False),
+        ("review", False),
+        ("review-1-2", False),
+        ("staging", False),
+        ("review-1234567", False),
+        ("Review-1", False),
+        ("review-1\n", False),
+    ],
 )
 def test_python_and_bash_agree_on_review_names(name, accepted):
     assert protocol.matches(protocol.REVIEW_RE, name) is accepted
-    out = bash(f'[[ {name!r} =~ $PD_REVIEW_RE ]] && echo yes || echo no') if "\n" not in name else "no\n"
+    out = bash(f"[[ {name!r} =~ $PD_REVIEW_RE ]] && echo yes || echo no") if "\n" not in name else "no\n"
     assert out.strip() == ("yes" if accepted else "no")
 
 
@@ -69,7 +88,17 @@ def test_a_template_name_with_a_dash_or_several_hosts_is_a_config_error():
         configured(hosts="a,b")
 
 
-@pytest.mark.parametrize(("value", "ok"), [("sql:scrub.sql", True), ("manage:scrub_users", True), ("sql:../etc/shadow", False), ("sql:missing.sql", False), ("manage:rm -rf", False), ("sh:x", False)])
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [
+        ("sql:scrub.sql", True),
+        ("manage:scrub_users", True),
+        ("sql:../etc/shadow", False),
+        ("sql:missing.sql", False),
+        ("manage:rm -rf", False),
+        ("sh:x", False),
+    ],
+)
 def test_scrub_is_an_installed_sql_file_or_a_management_command(value, ok):
     def load():
         return configured(scrub=value, files={"scrub.sql": "example/scrub/pixel.sql"})
@@ -86,19 +115,41 @@ def test_scrub_is_an_installed_sql_file_or_a_management_command(value, ok):
 
 def test_an_instance_gets_the_templates_names_with_its_number():
     got = reviews.instance(configured().environment("review"), "12")
-    assert got == reviews.Instance("review-12", 12, "pixel-review-12", "/srv/pushdeploy/pixel-review-12", "pr-12.review.example.org", "http://pr-12.review.example.org:8088/")
-    assert reviews.instance(configured(review_port=80).environment("review"), 3).url == "http://pr-3.review.example.org/"
+    assert got == reviews.Instance(
+        "review-12",
+        12,
+        "pixel-review-12",
+        "/srv/pushdeploy/pixel-review-12",
+        "pr-12.review.example.org",
+        "http://pr-12.review.example.org:8088/",
+    )
+    assert (
+        reviews.instance(configured(review_port=80).environment("review"), 3).url == "http://pr-3.review.example.org/"
+    )
 
 
 def test_the_server_derives_the_same_host_and_url():
-    out = bash("REVIEW_DOMAIN=review.example.org REVIEW_PORT=8088; review_host 12; review_url 12; REVIEW_PORT=80; review_url 3")
-    assert out.splitlines() == ["pr-12.review.example.org", "http://pr-12.review.example.org:8088/", "http://pr-3.review.example.org/"]
+    out = bash(
+        "REVIEW_DOMAIN=review.example.org REVIEW_PORT=8088; review_host 12; review_url 12; REVIEW_PORT=80; review_url 3"
+    )
+    assert out.splitlines() == [
+        "pr-12.review.example.org",
+        "http://pr-12.review.example.org:8088/",
+        "http://pr-3.review.example.org/",
+    ]
 
 
 def test_the_server_conf_of_a_template_says_so_and_others_do_not():
     config = configured(review_max=3, scrub="sql:scrub.sql", files={"scrub.sql": "x.sql"})
     conf = plan.server_conf(config.environment("review"), {})
-    for line in ("REVIEW_TEMPLATE=yes", "REVIEW_DOMAIN=review.example.org", "REVIEW_PORT=8088", "REVIEW_MAX=3", "REVIEW_SEED=fresh", "SCRUB=sql:scrub.sql"):
+    for line in (
+        "REVIEW_TEMPLATE=yes",
+        "REVIEW_DOMAIN=review.example.org",
+        "REVIEW_PORT=8088",
+        "REVIEW_MAX=3",
+        "REVIEW_SEED=fresh",
+        "SCRUB=sql:scrub.sql",
+    ):
         assert line + "\n" in conf
     assert "REVIEW_" not in plan.server_conf(config.environment("staging"), {})
 
@@ -142,14 +193,22 @@ def test_the_listing_is_read_in_pull_request_order_and_junk_is_ignored():
 
 @pytest.mark.parametrize(
     ("older_than", "pruned"),
-    [("7d", ["review-1"]), ("1d", ["review-1"]), ("20h", ["review-1", "review-2"]), ("1h", ["review-1", "review-2", "review-3"]), ("30d", [])],
+    [
+        ("7d", ["review-1"]),
+        ("1d", ["review-1"]),
+        ("20h", ["review-1", "review-2"]),
+        ("1h", ["review-1", "review-2", "review-3"]),
+        ("30d", []),
+    ],
 )
 def test_prune_picks_environments_idle_for_at_least_the_age(older_than, pruned):
     chosen = reviews.select_prune(reviews.parse_list(LISTING), reviews.age_seconds(older_than), NOW)
     assert [e.name for e in chosen] == pruned
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("7d", 604800), ("36h", 129600), ("90m", 5400), ("2w", 1209600), ("45s", 45)])
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("7d", 604800), ("36h", 129600), ("90m", 5400), ("2w", 1209600), ("45s", 45)]
+)
 def test_ages(text, seconds):
     assert reviews.age_seconds(text) == seconds
 
@@ -171,7 +230,10 @@ def test_the_table_shows_pr_version_url_age_and_last_deploy():
 
 
 def test_review_request_lines():
-    assert reviews.up("review-12", "a1a1a1a", by="ci:x", expect="h.c") == "review-up review-12 a1a1a1a --by=ci:x --expect=h.c"
+    assert (
+        reviews.up("review-12", "a1a1a1a", by="ci:x", expect="h.c")
+        == "review-up review-12 a1a1a1a --by=ci:x --expect=h.c"
+    )
     assert reviews.down("review-12", expect="h.c") == "review-down review-12 --expect=h.c"
     assert reviews.listing("review", expect="h.c") == "review-list review --expect=h.c"
     assert {"review-up", "review-down", "review-list"} <= set(protocol.VERBS)
@@ -180,8 +242,13 @@ def test_review_request_lines():
 def test_refresh_request_lines_are_admin_verbs_the_deploy_account_cannot_send():
     assert refresh.dump_command("production", fresh=True) == "db-dump production --fresh"
     assert refresh.dump_command("production", fresh=False) == "db-dump production"
-    assert refresh.restore_command("staging", source="production", by="local:me") == "db-restore staging --from=production --by=local:me"
-    assert set(protocol.ADMIN_VERBS) == {"db-dump", "db-restore"} and not set(protocol.ADMIN_VERBS) & set(protocol.VERBS)
+    assert (
+        refresh.restore_command("staging", source="production", by="local:me")
+        == "db-restore staging --from=production --by=local:me"
+    )
+    assert set(protocol.ADMIN_VERBS) == {"db-dump", "db-restore"} and not set(protocol.ADMIN_VERBS) & set(
+        protocol.VERBS
+    )
 
 
 def test_the_trailer_is_as_long_as_the_server_cuts_off():

@@ -14,7 +14,17 @@ def names(batches):
 
 @pytest.mark.parametrize(
     ("size", "total", "expected"),
-    [("1", 7, 1), ("2", 7, 2), ("20", 7, 7), (3, 7, 3), ("50%", 7, 4), ("100%", 7, 7), ("1%", 7, 1), ("34%", 3, 2), ("25%", 10, 3)],
+    [
+        ("1", 7, 1),
+        ("2", 7, 2),
+        ("20", 7, 7),
+        (3, 7, 3),
+        ("50%", 7, 4),
+        ("100%", 7, 7),
+        ("1%", 7, 1),
+        ("34%", 3, 2),
+        ("25%", 10, 3),
+    ],
 )
 def test_a_batch_holds_a_number_or_a_share_of_the_hosts(size, total, expected):
     assert rollout.batch_hosts(size, total) == expected
@@ -46,7 +56,13 @@ def test_one_host_is_one_batch():
 
 @pytest.mark.parametrize(
     ("wanted", "expected"),
-    [(None, HOSTS), ("", HOSTS), ("10.0.0.3", HOSTS[2:3]), ("10.0.0.5,10.0.0.2", (HOSTS[1], HOSTS[4])), (" 10.0.0.1 , 10.0.0.1", HOSTS[:1])],
+    [
+        (None, HOSTS),
+        ("", HOSTS),
+        ("10.0.0.3", HOSTS[2:3]),
+        ("10.0.0.5,10.0.0.2", (HOSTS[1], HOSTS[4])),
+        (" 10.0.0.1 , 10.0.0.1", HOSTS[:1]),
+    ],
 )
 def test_hosts_picks_a_subset_in_the_environments_order(wanted, expected):
     assert rollout.select(HOSTS, wanted) == expected
@@ -83,7 +99,12 @@ def test_undo_goes_back_where_it_can_and_names_the_rest():
 
 
 def test_the_summary_is_one_aligned_row_per_host():
-    text = rollout.table([rollout.Outcome(HOSTS[0], "rolled back", "1.3.0"), rollout.Outcome(HOSTS[1], "failed", "1.3.0", "health check")])
+    text = rollout.table(
+        [
+            rollout.Outcome(HOSTS[0], "rolled back", "1.3.0"),
+            rollout.Outcome(HOSTS[1], "failed", "1.3.0", "health check"),
+        ]
+    )
     assert text.splitlines() == [
         "host      result       version",
         "10.0.0.1  rolled back  1.3.0",
@@ -94,7 +115,9 @@ def test_the_summary_is_one_aligned_row_per_host():
 def settings_for(**raw):
     from deploy.settings import from_config
 
-    return from_config({"app": "pixel", "environments": {"production": {"hosts": ["a", "b", "c"], **raw}}}, {}).environment("production")
+    return from_config(
+        {"app": "pixel", "environments": {"production": {"hosts": ["a", "b", "c"], **raw}}}, {}
+    ).environment("production")
 
 
 def test_batch_settings_default_to_the_first_host_then_all_and_roll_back():
@@ -102,7 +125,14 @@ def test_batch_settings_default_to_the_first_host_then_all_and_roll_back():
     assert (env.batch_size, env.on_failure) == ("100%", "rollback")
 
 
-@pytest.mark.parametrize(("raw", "key"), [({"batch_size": "0"}, "batch_size"), ({"batch_size": "half"}, "batch_size"), ({"on_failure": "ignore"}, "on_failure")])
+@pytest.mark.parametrize(
+    ("raw", "key"),
+    [
+        ({"batch_size": "0"}, "batch_size"),
+        ({"batch_size": "half"}, "batch_size"),
+        ({"on_failure": "ignore"}, "on_failure"),
+    ],
+)
 def test_bad_batch_settings_name_their_key(raw, key):
     from deploy.settings import ConfigError
 
@@ -130,7 +160,12 @@ def test_what_a_host_serves_after_its_deploy_comes_from_its_last_lines(output, s
         (["2026-11-22T04:24:07Z deploy of 1.4.0 to production (running: 1.3.0) by local:me", "==> preflight"], True),
         (["==> pull", "connection lost (EOFError); reattaching (1/2)"], True),
         (["the connection closed before the command ended; reattaching (1/2)"], False),
-        (["error: pd-deploy@h3: cannot connect: [Errno 111] Connection refused; check the address and that sshd runs"], False),
+        (
+            [
+                "error: pd-deploy@h3: cannot connect: [Errno 111] Connection refused; check the address and that sshd runs"
+            ],
+            False,
+        ),
     ],
 )
 def test_a_host_lost_mid_deploy_is_told_from_one_never_reached(output, expected):
@@ -153,13 +188,26 @@ def test_the_preflight_lets_a_deploy_go_only_if_every_host_can_take_it():
 def test_the_preflight_names_each_host_that_cannot_go_and_why():
     answers = [
         answer(0, 0, *READY),
-        answer(1, 64, "pushdeploy: environment 'production' is not set up on this server: run `inv server.setup --env production`"),
-        answer(2, 78, "pushdeploy: the server side here (abc) differs from your project's (def): run `inv server.setup --env production`"),
+        answer(
+            1,
+            64,
+            "pushdeploy: environment 'production' is not set up on this server: run `inv server.setup --env production`",
+        ),
+        answer(
+            2,
+            78,
+            "pushdeploy: the server side here (abc) differs from your project's (def): run `inv server.setup --env production`",
+        ),
         answer(3, 255, message="pd-deploy@10.0.0.4: cannot connect: [Errno 111] Connection refused"),
         answer(4, 0, "version: 1.3.0", "deploy in progress: 1.4.0 by ci since 2026-11-22T04:00:00Z"),
     ]
     refusals = rollout.not_ready(answers, "production")
-    assert [(r.host.hostname, r.code) for r in refusals] == [("10.0.0.2", 78), ("10.0.0.3", 78), ("10.0.0.4", 255), ("10.0.0.5", 75)]
+    assert [(r.host.hostname, r.code) for r in refusals] == [
+        ("10.0.0.2", 78),
+        ("10.0.0.3", 78),
+        ("10.0.0.4", 255),
+        ("10.0.0.5", 75),
+    ]
     assert refusals[0].reason.startswith("environment 'production' is not set up on this server")
     assert "Connection refused" in refusals[2].reason
     assert "another deploy runs there (1.4.0 by ci since" in refusals[3].reason

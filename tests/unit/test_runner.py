@@ -57,8 +57,6 @@ def test_exit_code_is_zero_only_if_every_host_succeeded(codes, expected):
         assert error.value.code == expected
 
 
-
-
 @pytest.fixture(scope="module")
 def keys():
     return paramiko.RSAKey.generate(1024), paramiko.RSAKey.generate(1024)
@@ -88,7 +86,9 @@ def test_messages_say_what_to_do(keys):
     first, second = keys
     host = Host("deploy", "a.example", 2222)
     changed = hostkeys.changed_key_message(host, first, second)
-    assert "HAS CHANGED" in changed and hostkeys.fingerprint(first) in changed and hostkeys.fingerprint(second) in changed
+    assert (
+        "HAS CHANGED" in changed and hostkeys.fingerprint(first) in changed and hostkeys.fingerprint(second) in changed
+    )
     assert "inv server.trust" in hostkeys.unknown_host_message(host, Access())
     assert hostkeys.known_hosts_line(host, first).startswith("[a.example]:2222 ssh-rsa ")
 
@@ -104,5 +104,8 @@ def test_grouped_writers_print_each_hosts_answer_as_one_block(capsys):
     b.release()
     a.release()
     assert capsys.readouterr().out.splitlines() == [
-        "staging h2 | version: 1.1.0", "staging h2 | services:", "staging h1 | version: 1.0.0", "staging h1 | services:",
+        "staging h2 | version: 1.1.0",
+        "staging h2 | services:",
+        "staging h1 | version: 1.0.0",
+        "staging h1 | services:",
     ]

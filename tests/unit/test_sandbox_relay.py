@@ -44,7 +44,18 @@ def relay(echo_server, tmp_path):
 
     def start(delay_ms: float) -> int:
         port, pidfile = free_port(), tmp_path / f"relay-{len(started)}.pid"
-        argv = [sys.executable, str(RELAY), "--listen", f"127.0.0.1:{port}", "--connect", f"127.0.0.1:{echo_server}", "--pidfile", str(pidfile), "--delay-ms", str(delay_ms)]
+        argv = [
+            sys.executable,
+            str(RELAY),
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--connect",
+            f"127.0.0.1:{echo_server}",
+            "--pidfile",
+            str(pidfile),
+            "--delay-ms",
+            str(delay_ms),
+        ]
         process = subprocess.Popen(argv)
         started.append((process, pidfile))
         deadline = time.monotonic() + 10
@@ -86,6 +97,10 @@ def test_delay_holds_each_direction_back(relay):
 
 
 def test_bad_address_is_a_usage_error():
-    result = subprocess.run([sys.executable, str(RELAY), "--listen", "nowhere", "--connect", "127.0.0.1:1", "--pidfile", "/dev/null"], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, str(RELAY), "--listen", "nowhere", "--connect", "127.0.0.1:1", "--pidfile", "/dev/null"],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 2
     assert "is not HOST:PORT" in result.stderr

@@ -25,14 +25,28 @@ def refused(argv, now=NOW) -> str:
 @pytest.mark.parametrize(
     "line",
     [
-        requests.deploy("staging", "1.4.0", run_id="x", by="ci:jane", expect="a.b", url="https://ci/1", order="1700000000", wait=30, force=True, maintenance=True, skip_migrate=True),
+        requests.deploy(
+            "staging",
+            "1.4.0",
+            run_id="x",
+            by="ci:jane",
+            expect="a.b",
+            url="https://ci/1",
+            order="1700000000",
+            wait=30,
+            force=True,
+            maintenance=True,
+            skip_migrate=True,
+        ),
         requests.rollback("production", run_id="x", by="jane", expect="a.b", to="1.3.0", wait=5, skip_migrate=True),
         requests.status("staging", expect="a.b"),
         requests.history("staging", limit=5),
         requests.logs("staging", follow=True),
         requests.maintenance("staging", on=True),
         requests.manage("tools", ["showmigrations", "notes", "--list"], expect="a.b", by="jane"),
-        requests.plan("staging", "1.4.0", expect="a.b", order="1700000000", maintenance=True, skip_migrate=True, force=True),
+        requests.plan(
+            "staging", "1.4.0", expect="a.b", order="1700000000", maintenance=True, skip_migrate=True, force=True
+        ),
         requests.pull_status("staging", expect="a.b"),
         review.up("review-12", "abc1234", by="jane", expect="a.b", url="https://ci/2"),
         review.down("review-12", expect="a.b"),
@@ -50,8 +64,12 @@ def test_every_request_the_client_builds_passes_the_server(line):
 
 
 def test_a_request_becomes_data():
-    request = parse(["--key=ci", "deploy", "staging", "1.4.0", "--id=x", "--wait=030", "--force", "--order=1700000000"], NOW)
-    assert request == Request("deploy", "staging", ("1.4.0",), {"id": "x", "wait": 30, "force": True, "order": 1700000000}, "ci")
+    request = parse(
+        ["--key=ci", "deploy", "staging", "1.4.0", "--id=x", "--wait=030", "--force", "--order=1700000000"], NOW
+    )
+    assert request == Request(
+        "deploy", "staging", ("1.4.0",), {"id": "x", "wait": 30, "force": True, "order": 1700000000}, "ci"
+    )
     assert parse(["review-up", "qa-7", "1.0"], NOW).template == "qa"
     assert parse(["review-list", "qa"], NOW).template == "qa"
     assert parse(["status", "qa-7"], NOW).template == ""
@@ -103,14 +121,33 @@ def test_a_build_order_at_most_a_day_ahead_of_the_server_clock():
     assert "more than a day ahead" in refused(["plan", "staging", "1.0", "--order=9999999999"])
 
 
-@pytest.mark.parametrize(("word", "changes"), [("--settings=x", True), ("--settings", True), ("--sett=x", True), ("--se", True), ("--s", True), ("--pythonpath=/x", True), ("--pyth", True), ("--plan", False), ("--list", False), ("--skip-checks", False), ("notes", False), ("--database=default", False)])
+@pytest.mark.parametrize(
+    ("word", "changes"),
+    [
+        ("--settings=x", True),
+        ("--settings", True),
+        ("--sett=x", True),
+        ("--se", True),
+        ("--s", True),
+        ("--pythonpath=/x", True),
+        ("--pyth", True),
+        ("--plan", False),
+        ("--list", False),
+        ("--skip-checks", False),
+        ("notes", False),
+        ("--database=default", False),
+    ],
+)
 def test_options_that_change_djangos_settings_or_path(word, changes):
     assert changes_django_setup(word) is changes
 
 
 SCOPES = {
     "review": {"environments": ["review"], "verbs": ["review-up", "review-down", "review-list"]},
-    "staging": {"environments": ["staging"], "verbs": ["deploy", "rollback", "status", "history", "logs", "plan", "check"]},
+    "staging": {
+        "environments": ["staging"],
+        "verbs": ["deploy", "rollback", "status", "history", "logs", "plan", "check"],
+    },
     "production": {"environments": ["production"], "verbs": list(protocol.VERBS)},
 }
 
@@ -140,7 +177,17 @@ def test_a_key_reaches_only_its_environments_and_verbs(line, says):
     assert (why is None) if says is None else (says in why), why
 
 
-@pytest.mark.parametrize("text", ["[]", "{", '{"Bad": {"environments": [], "verbs": []}}', '{"a": {"environments": ["../x"], "verbs": []}}', '{"a": {"environments": [], "verbs": ["shell"]}}', '{"a": {"environments": "staging", "verbs": []}}'])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[]",
+        "{",
+        '{"Bad": {"environments": [], "verbs": []}}',
+        '{"a": {"environments": ["../x"], "verbs": []}}',
+        '{"a": {"environments": [], "verbs": ["shell"]}}',
+        '{"a": {"environments": "staging", "verbs": []}}',
+    ],
+)
 def test_a_bad_keys_file_is_refused(text):
     with pytest.raises(keys.BadScopes):
         keys.parse(text)
@@ -175,7 +222,20 @@ def test_review_verbs_reach_only_what_review_up_makes(etc, line, says):
     assert (why is None) if says is None else (says in why), why
 
 
-@pytest.mark.parametrize(("line", "refused"), [("manage qa check", True), ("plan qa 1.0", True), ("status qa", True), ("deploy qa 1.0", True), ("maintenance qa off", True), ("history qa", True), ("check qa", False), ("review-list qa", False), ("status qa-2", False)])
+@pytest.mark.parametrize(
+    ("line", "refused"),
+    [
+        ("manage qa check", True),
+        ("plan qa 1.0", True),
+        ("status qa", True),
+        ("deploy qa 1.0", True),
+        ("maintenance qa off", True),
+        ("history qa", True),
+        ("check qa", False),
+        ("review-list qa", False),
+        ("status qa-2", False),
+    ],
+)
 def test_no_verb_but_check_and_review_runs_against_a_template(etc, line, refused):
     why = guard.template(parse(line.split(), NOW), str(etc))
     assert bool(why) is refused
@@ -195,7 +255,16 @@ def test_a_key_scope_is_read_from_the_keys_file(tmp_path):
 
 def test_bin_deploy_refuses_before_handing_over(tmp_path):
     """bin/deploy itself (not installed): a malformed request never reaches the bash verbs."""
-    result = subprocess.run(["python3", str(protocol.SERVER_DIR / "bin/deploy"), "deploy", "staging", "1.0", "--order=9999999999"], capture_output=True, text=True)
+    result = subprocess.run(
+        ["python3", str(protocol.SERVER_DIR / "bin/deploy"), "deploy", "staging", "1.0", "--order=9999999999"],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 64 and "more than a day ahead" in result.stderr and result.stdout == ""
-    result = subprocess.run(["python3", str(protocol.SERVER_DIR / "bin/deploy"), "deploy", "nosuchenv", "1.0", "--order=1"], capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"})
+    result = subprocess.run(
+        ["python3", str(protocol.SERVER_DIR / "bin/deploy"), "deploy", "nosuchenv", "1.0", "--order=1"],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin"},
+    )
     assert "is not set up on this server" in result.stderr  # handed over: lib/deploy.sh reads /etc/pushdeploy

@@ -77,7 +77,10 @@ def rewrite(tmp_path, content: bytes, version: str) -> bytes:
     ("before", "after"),
     [
         (b"VERSION=1.0.0\n", b"VERSION=1.4.0\n"),
-        (b"# keep me\nA=1\nVERSION=1.0.0\nB=  two \\ spaces \n", b"# keep me\nA=1\nVERSION=1.4.0\nB=  two \\ spaces \n"),
+        (
+            b"# keep me\nA=1\nVERSION=1.0.0\nB=  two \\ spaces \n",
+            b"# keep me\nA=1\nVERSION=1.4.0\nB=  two \\ spaces \n",
+        ),
         (b"A=1\r\nVERSION=0\r\nC=3", b"A=1\r\nVERSION=1.4.0\nC=3"),
         (b"A=1\n", b"A=1\nVERSION=1.4.0\n"),
         (b"A=$HOME\nVERSION=x\n\n\nZ='q'\n", b"A=$HOME\nVERSION=1.4.0\n\n\nZ='q'\n"),
@@ -97,19 +100,32 @@ def test_env_rewrite_leaves_a_root_only_file(tmp_path):
 @pytest.mark.skipif(not shutil.which("shellcheck"), reason="shellcheck not installed")
 def test_server_scripts_are_shellcheck_clean():
     # bin/deploy is Python (ruff checks it); the bash left is every other file.
-    scripts = [str(p) for p in sorted(BIN.iterdir()) if p.read_bytes()[:2] == b"#!" and b"bash" in p.read_bytes().split(b"\n", 1)[0]]
+    scripts = [
+        str(p)
+        for p in sorted(BIN.iterdir())
+        if p.read_bytes()[:2] == b"#!" and b"bash" in p.read_bytes().split(b"\n", 1)[0]
+    ]
     scripts += [str(protocol.PROTOCOL_FILE), str(BIN.parent / "lib/deploy.sh")]
     result = subprocess.run(["shellcheck", "-x", *scripts], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
 
 
 def bash_deploy(snippet: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", "-c", f'. "{BIN.parent / "lib/deploy.sh"}"; {snippet}'], capture_output=True, text=True)
+    return subprocess.run(
+        ["bash", "-c", f'. "{BIN.parent / "lib/deploy.sh"}"; {snippet}'], capture_output=True, text=True
+    )
 
 
 @pytest.mark.parametrize(
     ("older", "newer"),
-    [("1.9.0", "1.10.0"), ("1.4.0-rc.1", "1.4.0"), ("1.4.0-rc.1", "1.4.0-rc.2"), ("1.4.0", "1.4.1-rc.1"), ("0.9.9", "1.0.0"), ("1.0.0-alpha", "1.0.0-beta")],
+    [
+        ("1.9.0", "1.10.0"),
+        ("1.4.0-rc.1", "1.4.0"),
+        ("1.4.0-rc.1", "1.4.0-rc.2"),
+        ("1.4.0", "1.4.1-rc.1"),
+        ("0.9.9", "1.0.0"),
+        ("1.0.0-alpha", "1.0.0-beta"),
+    ],
 )
 def test_release_order_is_semantic(older, newer):
     assert bash_deploy(f'version_lt "{older}" "{newer}"').returncode == 0
@@ -119,7 +135,12 @@ def test_release_order_is_semantic(older, newer):
 
 def history_of(tmp_path, *records):
     path = tmp_path / "history.jsonl"
-    path.write_text("".join(f'{{"time":"t","env":"e","kind":"{kind}","version":"{version}","previous":"p","outcome":"{outcome}"}}\n' for kind, version, outcome in records))
+    path.write_text(
+        "".join(
+            f'{{"time":"t","env":"e","kind":"{kind}","version":"{version}","previous":"p","outcome":"{outcome}"}}\n'
+            for kind, version, outcome in records
+        )
+    )
     return path
 
 
@@ -127,9 +148,17 @@ def history_of(tmp_path, *records):
     ("records", "current", "target"),
     [
         ([("deploy", "A", "ok"), ("deploy", "B", "ok"), ("deploy", "C", "ok")], "C", "B"),
-        ([("deploy", "A", "ok"), ("deploy", "B", "ok"), ("deploy", "C", "ok"), ("rollback", "B", "ok")], "B", "A"),  # a second rollback goes further back
+        (
+            [("deploy", "A", "ok"), ("deploy", "B", "ok"), ("deploy", "C", "ok"), ("rollback", "B", "ok")],
+            "B",
+            "A",
+        ),  # a second rollback goes further back
         ([("deploy", "A", "ok"), ("deploy", "B", "ok"), ("rollback", "A", "ok")], "A", ""),  # nothing before A
-        ([("deploy", "A", "ok"), ("deploy", "B", "failed"), ("deploy", "C", "ok")], "C", "A"),  # failed deploys never count
+        (
+            [("deploy", "A", "ok"), ("deploy", "B", "failed"), ("deploy", "C", "ok")],
+            "C",
+            "A",
+        ),  # failed deploys never count
         ([("deploy", "A", "ok"), ("deploy", "B", "ok"), ("deploy", "B", "ok")], "B", "A"),
     ],
 )
@@ -147,8 +176,25 @@ def test_status_reads_the_last_deploy_without_python_and_matches_the_slow_way(tm
     steps.write_text("pull\t0.5\t1\n")
     tool = str(protocol.SERVER_DIR / "lib/history.py")
     for version, outcome, failed in (("1.0.0", "ok", ""), ("1.1.0", "failed", "health")):
-        subprocess.run(["python3", "-I", tool, "append", str(path), "time=t", "kind=deploy", f"version={version}", "previous=p",
-                        f"outcome={outcome}", f"failed_step={failed}", "by=ci", "duration=1.5", f"steps=@{steps}"], check=True)
+        subprocess.run(
+            [
+                "python3",
+                "-I",
+                tool,
+                "append",
+                str(path),
+                "time=t",
+                "kind=deploy",
+                f"version={version}",
+                "previous=p",
+                f"outcome={outcome}",
+                f"failed_step={failed}",
+                "by=ci",
+                "duration=1.5",
+                f"steps=@{steps}",
+            ],
+            check=True,
+        )
     slow = subprocess.run(["python3", "-I", tool, "last", str(path)], capture_output=True, text=True, check=True).stdout
     assert slow == "t deploy of 1.1.0 (was p): failed at health, by ci\n"
     assert (tmp_path / "history.jsonl.last").read_text() == slow

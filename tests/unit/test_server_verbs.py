@@ -37,7 +37,12 @@ def run(capsys, line):
 
 def test_an_environment_is_read_checked(server):
     env = envs.load("staging")
-    assert (env.app_dir, env["PROJECT"], env["SWITCH"], env["HOOK_BEFORE_SWITCH"]) == (str(server / "app"), "pixel-staging", "slots", ["check --deploy"])
+    assert (env.app_dir, env["PROJECT"], env["SWITCH"], env["HOOK_BEFORE_SWITCH"]) == (
+        str(server / "app"),
+        "pixel-staging",
+        "slots",
+        ["check --deploy"],
+    )
     assert envs.current_version(env) == "1.4.0"
     with pytest.raises(Refused, match="not set up on this server") as caught:
         envs.load("production")
@@ -69,7 +74,10 @@ def test_expect_names_what_differs(server, monkeypatch):
     good = f"{'s' * 16}.{expect.conf_hash(conf)}"
     expect.check(good, conf, "staging")
     expect.check("", conf, "staging")
-    with pytest.raises(Refused, match=r"the server side here \(s+\) differs from your project's \(old\): run `inv server.setup --env review`") as caught:
+    with pytest.raises(
+        Refused,
+        match=r"the server side here \(s+\) differs from your project's \(old\): run `inv server.setup --env review`",
+    ) as caught:
         expect.check("old.x", conf, "review-3", "review")
     assert caught.value.code == 78
     with pytest.raises(Refused, match="the settings installed for 'staging' differ"):
@@ -107,7 +115,9 @@ def test_logs_the_latest_run_and_follows_one_to_its_status(server, capsys):
     (runs / "b.status").write_text("1\n")
     assert run(capsys, "logs staging") == (0, "==> pull\n")
     assert run(capsys, "logs staging --follow") == (0, "==> pull\n")  # a failed run's log is still a log
-    writer = subprocess.Popen(["sh", "-c", f"sleep 0.3; echo '==> switch' >>{runs / 'b.log'}; echo 0 >{runs / 'b.status'}"])
+    writer = subprocess.Popen(
+        ["sh", "-c", f"sleep 0.3; echo '==> switch' >>{runs / 'b.log'}; echo 0 >{runs / 'b.status'}"]
+    )
     (runs / "b.pid").write_text(f"{writer.pid}\n")
     assert run(capsys, "logs staging --follow") == (0, "==> pull\n==> switch\n")  # followed until the run ended
     writer.wait()
@@ -127,7 +137,10 @@ def test_status_warns_of_a_dead_run_only_when_none_runs(server):
 def test_last_deploy_reads_the_summary_while_it_is_current(server):
     history = server / "state/staging/history.jsonl"
     assert verbs.last_deploy(str(history)) == "none"
-    history.write_text(json.dumps({"time": "T", "kind": "deploy", "version": "2", "previous": "1", "outcome": "ok", "by": "jane"}) + "\n")
+    history.write_text(
+        json.dumps({"time": "T", "kind": "deploy", "version": "2", "previous": "1", "outcome": "ok", "by": "jane"})
+        + "\n"
+    )
     assert verbs.last_deploy(str(history)) == "T deploy of 2 (was 1): ok, by jane"
     (server / "state/staging/history.jsonl.last").write_text("summary\n")
     assert verbs.last_deploy(str(history)) == "summary"
@@ -140,9 +153,19 @@ def test_maintenance_takes_the_lock_bash_takes(server, capsys):
     assert run(capsys, "maintenance staging on") == (0, "maintenance mode on: the proxy answers 503\n")
     assert flag.exists() and flag.stat().st_mode & 0o777 == 0o644
     state = server / "state/staging"
-    holder = subprocess.Popen(["flock", str(state / "lock"), "sh", "-c", f"echo 'r1 refresh of staging by admin in progress since T' >{state / 'lock.info'}; sleep 1.5; : >{state / 'lock.info'}"])
+    holder = subprocess.Popen(
+        [
+            "flock",
+            str(state / "lock"),
+            "sh",
+            "-c",
+            f"echo 'r1 refresh of staging by admin in progress since T' >{state / 'lock.info'}; sleep 1.5; : >{state / 'lock.info'}",
+        ]
+    )
     time.sleep(0.3)
-    with pytest.raises(Refused, match="busy: refresh of staging by admin in progress since T; maintenance stays as it is") as caught:
+    with pytest.raises(
+        Refused, match="busy: refresh of staging by admin in progress since T; maintenance stays as it is"
+    ) as caught:
         run(capsys, "maintenance staging off")
     assert caught.value.code == 75 and flag.exists()
     holder.wait()
@@ -171,13 +194,25 @@ def test_where_the_pull_agent_runs(tmp_path):
     (cron / "pushdeploy-pull-staging").write_text("")
     assert verbs.pull_agent_where("staging", str(systemd), str(cron)) == f"cron {cron}/pushdeploy-pull-staging"
     (systemd / "pushdeploy-pull-staging.timer").write_text("")
-    assert verbs.pull_agent_where("staging", str(systemd), str(cron)).startswith("systemd timer pushdeploy-pull-staging.timer (")
+    assert verbs.pull_agent_where("staging", str(systemd), str(cron)).startswith(
+        "systemd timer pushdeploy-pull-staging.timer ("
+    )
 
 
 def test_pull_status_in_push_and_in_pull_mode(server, capsys, monkeypatch):
     monkeypatch.setattr(verbs, "pull_agent_where", lambda name: "none")
-    assert run(capsys, "pull-status staging") == (0, "mode: push (no pull channel in staging's settings)\nagent: none\n")
+    assert run(capsys, "pull-status staging") == (
+        0,
+        "mode: push (no pull channel in staging's settings)\nagent: none\n",
+    )
     with open(server / "etc/staging.conf", "a") as conf:
         conf.write("PULL_CHANNEL=staging-approved\nPULL_EVERY=60\n")
     answer, out = run(capsys, "pull-status staging")
-    assert out.splitlines() == ["mode: pull", "channel: staging-approved", "every: 60s", "agent: none", "version: 1.4.0", "last check: never (the agent has not run yet)"]
+    assert out.splitlines() == [
+        "mode: pull",
+        "channel: staging-approved",
+        "every: 60s",
+        "agent: none",
+        "version: 1.4.0",
+        "last check: never (the agent has not run yet)",
+    ]

@@ -4,7 +4,11 @@ import pytest
 
 from deploy.settings import ConfigError, Host, from_config
 
-BASE = {"app": "pixel", "deploy_user": "deploy", "environments": {"staging": {"hosts": ["deploy@10.0.0.5:2222", "web2.example"]}}}
+BASE = {
+    "app": "pixel",
+    "deploy_user": "deploy",
+    "environments": {"staging": {"hosts": ["deploy@10.0.0.5:2222", "web2.example"]}},
+}
 
 
 def with_env(**staging):
@@ -22,7 +26,15 @@ def test_defaults_fill_a_minimal_environment():
 
 
 def test_pixel_style_settings():
-    env = from_config(with_env(project="pixel-staging", compose_command="docker-compose", manage="pipenv run python ./manage.py", hosts="a.example, b.example:2200"), {}).environment("staging")
+    env = from_config(
+        with_env(
+            project="pixel-staging",
+            compose_command="docker-compose",
+            manage="pipenv run python ./manage.py",
+            hosts="a.example, b.example:2200",
+        ),
+        {},
+    ).environment("staging")
     assert env.compose_command == "docker-compose"
     assert env.manage == "pipenv run python ./manage.py"
     assert [str(h) for h in env.hosts] == ["a.example", "b.example:2200"]
@@ -40,7 +52,9 @@ def test_the_deploy_yields_the_cpu_unless_an_environment_says_normal():
 
 def test_a_swarm_backs_up_through_a_backup_image_and_compose_through_db_service():
     swarm = {"engine": "swarm", "db_service": ""}
-    env = from_config(with_env(**swarm, backup=True, backup_image="127.0.0.1:5000/pushdeploy/postgres:15"), {}).environment("staging")
+    env = from_config(
+        with_env(**swarm, backup=True, backup_image="127.0.0.1:5000/pushdeploy/postgres:15"), {}
+    ).environment("staging")
     assert (env.backup, env.backup_image) == (True, "127.0.0.1:5000/pushdeploy/postgres:15")
     with pytest.raises(ConfigError, match="backup_image.*image with pg_dump"):
         from_config(with_env(**swarm, backup=True), {})
@@ -103,11 +117,16 @@ def test_unknown_environment_lists_the_known_ones():
 def test_access_comes_from_dotenv_values(tmp_path):
     key = tmp_path / "id"
     key.write_text("k")
-    access = from_config(BASE, {"DEPLOY_SSH_KEY": str(key), "DEPLOY_ADMIN_USER": "admin", "DEPLOY_KNOWN_HOSTS": "h ssh-ed25519 AAAA"}).access
+    access = from_config(
+        BASE, {"DEPLOY_SSH_KEY": str(key), "DEPLOY_ADMIN_USER": "admin", "DEPLOY_KNOWN_HOSTS": "h ssh-ed25519 AAAA"}
+    ).access
     assert (access.ssh_key, access.admin_user, access.known_hosts) == (str(key), "admin", "h ssh-ed25519 AAAA")
 
 
-@pytest.mark.parametrize(("values", "key"), [({"DEPLOY_SSH_KEY": "/nonexistent/key"}, "DEPLOY_SSH_KEY"), ({"DEPLOY_ADMIN_USER": "ro ot"}, "DEPLOY_ADMIN_USER")])
+@pytest.mark.parametrize(
+    ("values", "key"),
+    [({"DEPLOY_SSH_KEY": "/nonexistent/key"}, "DEPLOY_SSH_KEY"), ({"DEPLOY_ADMIN_USER": "ro ot"}, "DEPLOY_ADMIN_USER")],
+)
 def test_bad_dotenv_values_name_the_variable(values, key):
     with pytest.raises(ConfigError) as error:
         from_config(BASE, values, source="/work/.env")

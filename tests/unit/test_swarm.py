@@ -17,7 +17,10 @@ V = "1.1.0"
 GOOD_WEB = {
     "image": f"127.0.0.1:5000/pixel:{V}",
     "environment": {"SECRET_KEY": "s3cret", "POSTGRES_HOST": "db.example"},
-    "volumes": [{"type": "volume", "source": "static", "target": "/srv/static"}, {"type": "bind", "source": "/srv/x", "target": "/x", "read_only": True}],
+    "volumes": [
+        {"type": "volume", "source": "static", "target": "/srv/static"},
+        {"type": "bind", "source": "/srv/x", "target": "/x", "read_only": True},
+    ],
     "healthcheck": {"test": ["CMD", "true"]},
     "deploy": {"update_config": {"order": "start-first", "failure_action": "rollback"}},
     "networks": {"default": None},
@@ -43,7 +46,10 @@ def test_a_stack_that_updates_start_first_behind_a_health_check_has_no_problems(
     [
         ({"deploy": {}}, "order is stop-first (the default): set `order: start-first`"),
         ({"deploy": {"update_config": {"order": "stop-first"}}}, "order is stop-first: set `order: start-first`"),
-        ({"deploy": {"update_config": {"order": "start-first", "failure_action": "continue"}}}, "failure_action is continue"),
+        (
+            {"deploy": {"update_config": {"order": "start-first", "failure_action": "continue"}}},
+            "failure_action is continue",
+        ),
         ({"healthcheck": None}, "service web: no healthcheck: in the compose file"),
         ({"healthcheck": {"test": ["CMD", "true"], "disable": True}}, "no healthcheck"),
         ({"image": "127.0.0.1:5000/pixel:latest"}, "no service's image is tagged with ${VERSION}"),
@@ -90,14 +96,27 @@ NODES = [
 
 
 def service(update=None, replicas=2):
-    data = {"ID": "s1", "Spec": {"Name": "pixel_web", "Mode": {"Replicated": {"Replicas": replicas}}, "TaskTemplate": {"ContainerSpec": {"Image": NEW}}}}
+    data = {
+        "ID": "s1",
+        "Spec": {
+            "Name": "pixel_web",
+            "Mode": {"Replicated": {"Replicas": replicas}},
+            "TaskTemplate": {"ContainerSpec": {"Image": NEW}},
+        },
+    }
     if update:
         data["UpdateStatus"] = update
     return data
 
 
 def task(state, image=NEW, node="n1", desired="running", when=AFTER, err=""):
-    return {"ServiceID": "s1", "NodeID": node, "DesiredState": desired, "Status": {"State": state, "Timestamp": when, "Err": err}, "Spec": {"ContainerSpec": {"Image": image}}}
+    return {
+        "ServiceID": "s1",
+        "NodeID": node,
+        "DesiredState": desired,
+        "Status": {"State": state, "Timestamp": when, "Err": err},
+        "Spec": {"ContainerSpec": {"Image": image}},
+    }
 
 
 def judge(services, tasks, nodes=NODES, phase="deploy"):
@@ -109,18 +128,53 @@ def judge(services, tasks, nodes=NODES, phase="deploy"):
     [
         # stack deploy returned; swarm has not started the update yet: old tasks run
         (None, [task("running", OLD), task("running", OLD, "n2")], "deploy", "updating"),
-        ({"State": "updating", "StartedAt": AFTER}, [task("running"), task("starting", node="n2")], "deploy", "updating"),
-        ({"State": "completed", "StartedAt": AFTER}, [task("running"), task("running", node="n2")], "deploy", "converged"),
-        ({"State": "paused", "StartedAt": AFTER, "Message": "update paused due to failure"}, [task("running", OLD)], "deploy", "failed"),
+        (
+            {"State": "updating", "StartedAt": AFTER},
+            [task("running"), task("starting", node="n2")],
+            "deploy",
+            "updating",
+        ),
+        (
+            {"State": "completed", "StartedAt": AFTER},
+            [task("running"), task("running", node="n2")],
+            "deploy",
+            "converged",
+        ),
+        (
+            {"State": "paused", "StartedAt": AFTER, "Message": "update paused due to failure"},
+            [task("running", OLD)],
+            "deploy",
+            "failed",
+        ),
         ({"State": "rollback_started", "StartedAt": AFTER}, [task("running", OLD)], "deploy", "updating"),
         # swarm rolled the service back itself: a failure while deploying ...
-        ({"State": "rollback_completed", "StartedAt": AFTER}, [task("running"), task("running", node="n2")], "deploy", "failed"),
+        (
+            {"State": "rollback_completed", "StartedAt": AFTER},
+            [task("running"), task("running", node="n2")],
+            "deploy",
+            "failed",
+        ),
         # ... and what the whole-stack rollback wants
-        ({"State": "rollback_completed", "StartedAt": AFTER}, [task("running"), task("running", node="n2")], "rollback", "converged"),
+        (
+            {"State": "rollback_completed", "StartedAt": AFTER},
+            [task("running"), task("running", node="n2")],
+            "rollback",
+            "converged",
+        ),
         # a paused update from an earlier deploy says nothing about this one
-        ({"State": "paused", "StartedAt": BEFORE}, [task("running"), task("running", node="n2")], "deploy", "converged"),
+        (
+            {"State": "paused", "StartedAt": BEFORE},
+            [task("running"), task("running", node="n2")],
+            "deploy",
+            "converged",
+        ),
         # a task not yet running its health check through counts as not there
-        ({"State": "completed", "StartedAt": AFTER}, [task("running"), task("starting", node="n2")], "deploy", "updating"),
+        (
+            {"State": "completed", "StartedAt": AFTER},
+            [task("running"), task("starting", node="n2")],
+            "deploy",
+            "updating",
+        ),
     ],
 )
 def test_a_services_state_after_stack_deploy(update, tasks, phase, state):
@@ -129,9 +183,16 @@ def test_a_services_state_after_stack_deploy(update, tasks, phase, state):
 
 
 def test_the_report_says_where_the_tasks_run_and_what_failed():
-    tasks = [task("running"), task("running", node="n2"), task("failed", node="n2", desired="shutdown", err="task: non-zero exit (1)"), task("failed", node="n2", desired="shutdown", when=BEFORE, err="old")]
+    tasks = [
+        task("running"),
+        task("running", node="n2"),
+        task("failed", node="n2", desired="shutdown", err="task: non-zero exit (1)"),
+        task("failed", node="n2", desired="shutdown", when=BEFORE, err="old"),
+    ]
     [line] = judge([service({"State": "completed", "StartedAt": AFTER})], tasks)
-    assert line == f"converged\tpixel_web\t2/2 running {V} on h1,h2; 1 task(s) failed, last on h2: task: non-zero exit (1)"
+    assert (
+        line == f"converged\tpixel_web\t2/2 running {V} on h1,h2; 1 task(s) failed, last on h2: task: non-zero exit (1)"
+    )
 
 
 def test_a_node_that_stopped_answering_is_named():
@@ -143,8 +204,15 @@ def test_a_node_that_stopped_answering_is_named():
 def test_an_update_waiting_only_for_a_node_that_is_down_has_converged_on_the_others():
     nodes = [*NODES, {"ID": "n3", "Description": {"Hostname": "h3"}, "Status": {"State": "down"}}]
     update = {"State": "updating", "StartedAt": AFTER}
-    waiting = [task("running"), task("running", node="n2"), task("running", node="n2"), task("running", OLD, "n3", desired="shutdown")]
-    assert judge([service(update, replicas=3)], waiting, nodes)[-1].startswith("converged\tpixel_web\t3/3 running 1.1.0 on h1,h2; swarm's update still waits for h3 (down)")
+    waiting = [
+        task("running"),
+        task("running", node="n2"),
+        task("running", node="n2"),
+        task("running", OLD, "n3", desired="shutdown"),
+    ]
+    assert judge([service(update, replicas=3)], waiting, nodes)[-1].startswith(
+        "converged\tpixel_web\t3/3 running 1.1.0 on h1,h2; swarm's update still waits for h3 (down)"
+    )
     # an old task still serving on a node that answers: not yet
     busy = [task("running"), task("running", node="n2"), task("running", node="n2"), task("running", OLD, "n1")]
     assert judge([service(update, replicas=3)], busy, nodes)[-1].startswith("updating")
@@ -154,7 +222,12 @@ def test_the_watch_command_reads_dockers_json_from_stdin():
     import json
 
     data = json.dumps({"services": [service({"State": "paused", "StartedAt": AFTER})], "tasks": [], "nodes": NODES})
-    out = subprocess.run(["python3", "-I", str(protocol.SERVER_DIR / "lib/swarm.py"), "watch", "deploy", str(SINCE)], input=data, capture_output=True, text=True)
+    out = subprocess.run(
+        ["python3", "-I", str(protocol.SERVER_DIR / "lib/swarm.py"), "watch", "deploy", str(SINCE)],
+        input=data,
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0 and out.stdout.startswith("failed\tpixel_web\t0/2 running"), out.stderr
 
 
@@ -170,12 +243,17 @@ def test_a_swarm_environment_tells_bin_deploy_its_engine_and_skips_the_slot_chec
     env = swarm_env(converge_timeout=120)
     conf = plan.server_conf(env, {}).splitlines()
     assert conf[-3:] == ["ENGINE=swarm", "MANAGER_COMPOSE_FILES=docker-compose.proxy.yml", "CONVERGE_TIMEOUT=120"]
-    assert plan.proxy_config_problems(env, {"pixel.conf": b"server { location / { proxy_pass http://web:8000; } }"}) == []
+    assert (
+        plan.proxy_config_problems(env, {"pixel.conf": b"server { location / { proxy_pass http://web:8000; } }"}) == []
+    )
 
 
 def test_a_compose_environments_conf_is_unchanged_by_the_swarm_settings():
     env = from_config({"app": "pixel", "environments": {"s": {"hosts": ["h.example"]}}}, {}).environment("s")
-    assert not any(line.startswith(("ENGINE=", "MANAGER_COMPOSE_FILES=", "CONVERGE_TIMEOUT=")) for line in plan.server_conf(env, {}).splitlines())
+    assert not any(
+        line.startswith(("ENGINE=", "MANAGER_COMPOSE_FILES=", "CONVERGE_TIMEOUT="))
+        for line in plan.server_conf(env, {}).splitlines()
+    )
 
 
 @pytest.mark.parametrize(
@@ -205,12 +283,19 @@ def test_the_server_side_includes_the_swarm_files():
 
 def test_stack_deploy_gets_the_servers_env_values_and_the_new_version(tmp_path):
     """docker stack deploy reads no .env: bin/deploy passes it, VERSION replaced, quotes as compose reads them."""
-    (tmp_path / ".env").write_text("VERSION=1.0.0\nSECRET_KEY='a b$c'\n# a comment\nexport IMAGE=\"reg/app\"\nnot a line\n")
-    script = f'. {protocol.SERVER_DIR}/lib/deploy.sh; APP_DIR={tmp_path} PROJECT=pixel-swarm; with_dotenv 1.1.0 env'
+    (tmp_path / ".env").write_text(
+        "VERSION=1.0.0\nSECRET_KEY='a b$c'\n# a comment\nexport IMAGE=\"reg/app\"\nnot a line\n"
+    )
+    script = f". {protocol.SERVER_DIR}/lib/deploy.sh; APP_DIR={tmp_path} PROJECT=pixel-swarm; with_dotenv 1.1.0 env"
     out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"})
     assert out.returncode == 0, out.stderr
     values = dict(line.split("=", 1) for line in out.stdout.splitlines() if "=" in line)
-    assert (values["VERSION"], values["SECRET_KEY"], values["IMAGE"], values["PD_STACK"]) == ("1.1.0", "a b$c", "reg/app", "pixel-swarm")
+    assert (values["VERSION"], values["SECRET_KEY"], values["IMAGE"], values["PD_STACK"]) == (
+        "1.1.0",
+        "a b$c",
+        "reg/app",
+        "pixel-swarm",
+    )
 
 
 def test_a_replaced_task_still_running_on_a_node_that_answers_is_named_and_waited_for():
@@ -224,4 +309,8 @@ def test_a_replaced_task_still_running_on_a_node_that_answers_is_named_and_waite
     nodes = [*NODES, {"ID": "n3", "Description": {"Hostname": "h3"}, "Status": {"State": "down"}}]
     waiting = [*stray, task("running", node="n2"), task("running", OLD, "n3", desired="shutdown")]
     line = judge([service({"State": "updating", "StartedAt": AFTER}, replicas=3)], waiting, nodes)[-1]
-    assert line.startswith("converged") and "1 task(s) of 1.0.0 still running on h1" in line and "waits for h3 (down)" in line
+    assert (
+        line.startswith("converged")
+        and "1 task(s) of 1.0.0 still running on h1" in line
+        and "waits for h3 (down)" in line
+    )

@@ -17,7 +17,9 @@ from deploy import protocol
 
 HARNESS = protocol.PROJECT_ROOT / "tests/unit/shell/switch_harness.sh"
 COMPOSE = "docker compose -p pixel-test -f docker-compose.yml"
-NETWORKS = 'docker inspect -f {{range $net, $cfg := .NetworkSettings.Networks}}{{$net}} {{$cfg.Aliases}}{{"\\n"}}{{end}} new1'
+NETWORKS = (
+    'docker inspect -f {{range $net, $cfg := .NetworkSettings.Networks}}{{$net}} {{$cfg.Aliases}}{{"\\n"}}{{end}} new1'
+)
 
 LABELS = "--filter label=com.docker.compose.project=pixel-test --filter label=com.docker.compose.service={} --filter label=com.docker.compose.oneoff=False"
 WEB, WEB_ALL = f"docker ps -q --no-trunc {LABELS.format('web')}", f"docker ps -a -q --no-trunc {LABELS.format('web')}"
@@ -49,9 +51,14 @@ ADMIT = [
 ]
 SWITCH = ["write VERSION=2.0 to .env", "flip to green"]
 PROXY_RUNNING = [f"docker ps -q --no-trunc {LABELS.format('proxy')}", "docker inspect -f {{.State.Running}} proxy1"]
+
+
 def drained(container: str) -> list[str]:
     """The drain time, then the container's connections read until 3 samples in a row show none open."""
-    sample = [f"docker inspect -f {{{{.State.Pid}}}} {container}", f"docker exec {container} cat /proc/net/tcp /proc/net/tcp6"]
+    sample = [
+        f"docker inspect -f {{{{.State.Pid}}}} {container}",
+        f"docker exec {container} cat /proc/net/tcp /proc/net/tcp6",
+    ]
     return ["sleep 1", *sample, "sleep 0.1", *sample, "sleep 0.1", *sample, "sleep 0.1", *sample]
 
 
@@ -60,7 +67,10 @@ RETIRE_OLD = [*drained("old1"), "docker stop old1", "docker rm old1"]
 SEQUENCES = {
     "ok": [*START, *HEALTH, *ADMIT, *SWITCH, *PROXY_RUNNING, *RETIRE_OLD, "-> switched; .env: 2.0; routing: green"],
     "config-changed": [
-        *START, *HEALTH, *ADMIT, *SWITCH,
+        *START,
+        *HEALTH,
+        *ADMIT,
+        *SWITCH,
         f"{COMPOSE} up -d --no-deps proxy",  # its compose or config files changed: compose decides
         f"{COMPOSE} exec -T proxy nginx -t -q",
         f"{COMPOSE} exec -T proxy nginx -s reload",  # before the old containers go
@@ -68,30 +78,49 @@ SEQUENCES = {
         "-> switched; .env: 2.0; routing: green",
     ],
     "leftover": [
-        WEB_ALL, WEB, f"{SLOTS} left1 old1",
-        *drained("left1"), "docker stop left1", "docker rm left1",  # in the idle slot, maybe admitted: drained, stopped
+        WEB_ALL,
+        WEB,
+        f"{SLOTS} left1 old1",
+        *drained("left1"),
+        "docker stop left1",
+        "docker rm left1",  # in the idle slot, maybe admitted: drained, stopped
         *START[3:],  # then one new container beside the one old, not two
-        *HEALTH, *ADMIT, *SWITCH, *PROXY_RUNNING, *RETIRE_OLD, "-> switched; .env: 2.0; routing: green",
+        *HEALTH,
+        *ADMIT,
+        *SWITCH,
+        *PROXY_RUNNING,
+        *RETIRE_OLD,
+        "-> switched; .env: 2.0; routing: green",
     ],
     "fail-health": [
-        *START, *HEALTH[:2],
+        *START,
+        *HEALTH[:2],
         "docker logs --tail 10 new1",
         "-> failed",
         "docker rm -f new1",  # never reachable: removed at once
         "-> discarded; .env: 1.0; routing: blue",
     ],
     "fail-admit": [
-        *START, *HEALTH, *ADMIT,
+        *START,
+        *HEALTH,
+        *ADMIT,
         "-> failed",
-        *drained("new1"), "docker stop new1", "docker rm new1",  # it had the service name: drained, stopped gracefully
+        *drained("new1"),
+        "docker stop new1",
+        "docker rm new1",  # it had the service name: drained, stopped gracefully
         "-> discarded; .env: 1.0; routing: blue",
     ],
     "fail-switch": [
-        *START, *HEALTH, *ADMIT, *SWITCH,
+        *START,
+        *HEALTH,
+        *ADMIT,
+        *SWITCH,
         f"{COMPOSE} up -d --no-deps proxy",
         "-> failed",
         "flip to blue (back)",  # the proxy goes back first,
-        *drained("new1"), "docker stop new1", "docker rm new1",  # then the new container drains and stops,
+        *drained("new1"),
+        "docker stop new1",
+        "docker rm new1",  # then the new container drains and stops,
         "write VERSION=1.0 to .env",  # and .env names the old version again
         "-> discarded; .env: 1.0; routing: blue",
     ],
@@ -99,14 +128,32 @@ SEQUENCES = {
 
 
 def test_after_a_killed_deploy_env_names_the_version_the_live_slot_runs():
-    result = subprocess.run(["bash", str(HARNESS), "env-ahead"], env={**os.environ, "PD_ROOT": str(protocol.PROJECT_ROOT)}, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        ["bash", str(HARNESS), "env-ahead"],
+        env={**os.environ, "PD_ROOT": str(protocol.PROJECT_ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines() == ["write VERSION=2.0 to .env", WEB, f"{SLOTS} old1", "write VERSION=1.0 to .env", "-> .env: 1.0; routing: blue"]
+    assert result.stdout.splitlines() == [
+        "write VERSION=2.0 to .env",
+        WEB,
+        f"{SLOTS} old1",
+        "write VERSION=1.0 to .env",
+        "-> .env: 1.0; routing: blue",
+    ]
 
 
 @pytest.mark.parametrize("scenario", sorted(SEQUENCES))
 def test_the_switch_runs_exactly_these_commands(scenario):
-    result = subprocess.run(["bash", str(HARNESS), scenario], env={**os.environ, "PD_ROOT": str(protocol.PROJECT_ROOT)}, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        ["bash", str(HARNESS), scenario],
+        env={**os.environ, "PD_ROOT": str(protocol.PROJECT_ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == SEQUENCES[scenario]
 

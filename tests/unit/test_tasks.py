@@ -17,18 +17,35 @@ EMPTY_DOTENV = ROOT / "tests" / "unit" / "empty.env"
 def inv(*args, **env):
     environ = {k: v for k, v in os.environ.items() if not k.startswith(("DEPLOY_", "INVOKE_"))}
     environ.update(env, DEPLOY_DOTENV=str(EMPTY_DOTENV))
-    return subprocess.run([sys.executable, "-m", "invoke", *args], cwd=ROOT, env=environ, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "invoke", *args], cwd=ROOT, env=environ, capture_output=True, text=True, timeout=60
+    )
 
 
 def test_listing_tasks_does_not_import_fabric_or_paramiko():
-    out = subprocess.run([sys.executable, "-X", "importtime", "-c", "import tasks"], cwd=ROOT, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", "import tasks"], cwd=ROOT, capture_output=True, text=True, check=True
+    )
     imported = {line.split("|")[-1].strip() for line in out.stderr.splitlines()}
     assert not {"fabric", "paramiko"} & imported
 
 
 def test_every_task_has_a_one_line_help():
     listing = inv("--list").stdout
-    for name in ("deploy.staging", "deploy.production", "deploy.to", "deploy.rollback", "deploy.status", "deploy.history", "deploy.logs", "deploy.maintenance", "db.backups", "server.setup", "server.check", "server.trust"):
+    for name in (
+        "deploy.staging",
+        "deploy.production",
+        "deploy.to",
+        "deploy.rollback",
+        "deploy.status",
+        "deploy.history",
+        "deploy.logs",
+        "deploy.maintenance",
+        "db.backups",
+        "server.setup",
+        "server.check",
+        "server.trust",
+    ):
         line = next(line for line in listing.splitlines() if line.strip().startswith(name + " "))
         assert len(line.split(name, 1)[1].strip()) > 20, name
 
@@ -57,14 +74,20 @@ def test_invoke_variables_override_the_committed_settings():
 def test_a_missing_dotenv_file_is_named():
     environ = {k: v for k, v in os.environ.items() if not k.startswith("DEPLOY_")}
     environ["DEPLOY_DOTENV"] = "/nonexistent/deploy.env"
-    result = subprocess.run([sys.executable, "-m", "invoke", "deploy.status"], cwd=ROOT, env=environ, capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "invoke", "deploy.status"], cwd=ROOT, env=environ, capture_output=True, text=True
+    )
     assert result.returncode == 2 and "/nonexistent/deploy.env" in result.stderr
 
 
-@pytest.mark.parametrize("name", ["deploy.staging", "deploy.production", "deploy.to", "deploy.rollback", "deploy.plan", "manage"])
+@pytest.mark.parametrize(
+    "name", ["deploy.staging", "deploy.production", "deploy.to", "deploy.rollback", "deploy.plan", "manage"]
+)
 def test_hosts_has_no_short_flag_so_dash_h_is_help(name):
     assert "  --hosts=STRING" in inv("--help", name).stdout
     assert "-h STRING" not in inv("--help", name).stdout
     if name not in ("deploy.to", "manage"):  # their first positional (ENV, NAME) would take the -h
         result = inv(name, "-h")
-        assert result.returncode == 0 and result.stdout.startswith(f"Usage: inv[oke] [--core-opts] {name}"), result.stderr
+        assert result.returncode == 0 and result.stdout.startswith(f"Usage: inv[oke] [--core-opts] {name}"), (
+            result.stderr
+        )

@@ -10,7 +10,11 @@ SETTINGS = from_config(
         "app": "pixel",
         "environments": {
             "staging": {"hosts": ["s.example:22"]},
-            "production": {"hosts": ["p.example"], "version_pattern": "^[0-9]+[.][0-9]+[.][0-9]+(-[0-9A-Za-z.-]+)?$", "require_tag": True},
+            "production": {
+                "hosts": ["p.example"],
+                "version_pattern": "^[0-9]+[.][0-9]+[.][0-9]+(-[0-9A-Za-z.-]+)?$",
+                "require_tag": True,
+            },
         },
     },
     {},

@@ -53,10 +53,22 @@ worker staging "$PD_RUN_ID"
 def start(tmp_path, stub: str, switched: str = "0") -> subprocess.Popen:
     for name in ("started", "history", "undone", "lock.info", "run1.status"):
         (tmp_path / name).unlink(missing_ok=True)
-    env = {**os.environ, "PD_ROOT": str(protocol.PROJECT_ROOT), "STATE_DIR": str(tmp_path), "RUNS_DIR": str(tmp_path),
-           "ENGINE": "compose", "SWITCH": "slots", "SWITCHED": switched, "FAILED_STEP": "", "STUB": stub,
-           "PD_RUN_ID": "run1", "PD_RUN_TOKEN": "t0k3n"}
-    return subprocess.Popen(["bash", "-c", WORKER], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    env = {
+        **os.environ,
+        "PD_ROOT": str(protocol.PROJECT_ROOT),
+        "STATE_DIR": str(tmp_path),
+        "RUNS_DIR": str(tmp_path),
+        "ENGINE": "compose",
+        "SWITCH": "slots",
+        "SWITCHED": switched,
+        "FAILED_STEP": "",
+        "STUB": stub,
+        "PD_RUN_ID": "run1",
+        "PD_RUN_TOKEN": "t0k3n",
+    }
+    return subprocess.Popen(
+        ["bash", "-c", WORKER], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
 
 
 def wait_started(tmp_path, proc, word="started") -> None:
@@ -86,7 +98,9 @@ def test_a_signal_at_a_random_moment_always_ends_cleaned_up_and_recorded_once(tm
         time.sleep(rng.uniform(0, 0.03))
         proc.send_signal(signal.SIGTERM)
         status, output = ended(tmp_path, proc)
-        assert (status, lines(tmp_path / "history"), lines(tmp_path / "undone")) == ("1", ["failed"], ["discard"]), output
+        assert (status, lines(tmp_path / "history"), lines(tmp_path / "undone")) == ("1", ["failed"], ["discard"]), (
+            output
+        )
         how.add("the EXIT trap" if "ended unexpectedly (exit 2)" in output else "the TERM trap")
     print(f"ended through: {sorted(how)}")
 
@@ -98,7 +112,9 @@ def test_a_worker_that_dies_half_way_undoes_records_and_answers(tmp_path):
     assert (status, lines(tmp_path / "history"), lines(tmp_path / "undone")) == ("1", ["failed"], ["discard"])
 
 
-@pytest.mark.parametrize("switched, undone, recorded, status", [("0", ["discard"], ["failed"], "1"), ("1", ["retire"], ["ok"], "0")])
+@pytest.mark.parametrize(
+    "switched, undone, recorded, status", [("0", ["discard"], ["failed"], "1"), ("1", ["retire"], ["ok"], "0")]
+)
 def test_a_signal_before_or_after_the_switch(tmp_path, switched, undone, recorded, status):
     proc = start(tmp_path, "forever", switched)
     wait_started(tmp_path, proc)
@@ -137,19 +153,28 @@ settle_dead_runs own
 """
 
 
-def dead_run(runs, run_id: str, header: str, steps: list[str], status: str | None = None, version: str = "1.2.0") -> None:
+def dead_run(
+    runs, run_id: str, header: str, steps: list[str], status: str | None = None, version: str = "1.2.0"
+) -> None:
     """A run's files as a worker killed in its last step (not finished) leaves them."""
-    (runs / f"{run_id}.request").write_text(f"KIND=deploy\nVERSION={version}\nBY=ci\nURL=\nORDER=7\nMAINTENANCE=0\nSKIP_MIGRATE=0\n")
-    (runs / f"{run_id}.log").write_text(header + "\n" + "".join(f"==> {s}\n ok {s} (1.0s)\n" for s in steps[:-1]) + f"==> {steps[-1]}\n")
+    (runs / f"{run_id}.request").write_text(
+        f"KIND=deploy\nVERSION={version}\nBY=ci\nURL=\nORDER=7\nMAINTENANCE=0\nSKIP_MIGRATE=0\n"
+    )
+    (runs / f"{run_id}.log").write_text(
+        header + "\n" + "".join(f"==> {s}\n ok {s} (1.0s)\n" for s in steps[:-1]) + f"==> {steps[-1]}\n"
+    )
     (runs / f"{run_id}.steps").write_text("".join(f"{s}\t1.0\t1\n" for s in steps[:-1]))
     if status is not None:
         (runs / f"{run_id}.status").write_text(status)
 
 
-@pytest.mark.parametrize("header", [
-    "2026-12-03T07:00:00Z deploy of 1.2.0 to staging (running: 1.1.0) by ci",
-    "2026-12-03T07:00:00Z deploy of 1.2.0 to staging (swarm stack pixel-staging, running: 1.1.0) by ci",
-])
+@pytest.mark.parametrize(
+    "header",
+    [
+        "2026-12-03T07:00:00Z deploy of 1.2.0 to staging (running: 1.1.0) by ci",
+        "2026-12-03T07:00:00Z deploy of 1.2.0 to staging (swarm stack pixel-staging, running: 1.1.0) by ci",
+    ],
+)
 def test_the_next_run_records_a_run_killed_outright_and_marks_it_ended(tmp_path, header):
     runs = tmp_path / "runs"
     runs.mkdir()
@@ -157,11 +182,20 @@ def test_the_next_run_records_a_run_killed_outright_and_marks_it_ended(tmp_path,
     dead_run(runs, "done", header, ["preflight"], status="0")  # ended: left alone
     dead_run(runs, "own", header, ["preflight"])  # the caller's own run: left alone
     dead_run(runs, "late", header, ["preflight"])  # killed after it wrote its history line
-    dead_run(runs, "switched", header, ["preflight", "start", "health", "admit", "switch", "retire"], version="1.3.0")  # killed retiring the old
+    dead_run(
+        runs, "switched", header, ["preflight", "start", "health", "admit", "switch", "retire"], version="1.3.0"
+    )  # killed retiring the old
     (runs / "phantom.request").write_text("KIND=deploy\nVERSION=1.4.0\n")  # start_run died before its worker started
-    (tmp_path / "history.jsonl").write_text('{"version": "1.1.0", "outcome": "ok", "failed_step": "", "previous": "1.0.0", "by": "ci", "run": "late", "steps": []}\n')
-    env = {**os.environ, "PD_ROOT": str(protocol.PROJECT_ROOT), "PD_HOME": str(protocol.PROJECT_ROOT / "scripts/server"),
-           "STATE_DIR": str(tmp_path), "RUNS_DIR": str(runs)}
+    (tmp_path / "history.jsonl").write_text(
+        '{"version": "1.1.0", "outcome": "ok", "failed_step": "", "previous": "1.0.0", "by": "ci", "run": "late", "steps": []}\n'
+    )
+    env = {
+        **os.environ,
+        "PD_ROOT": str(protocol.PROJECT_ROOT),
+        "PD_HOME": str(protocol.PROJECT_ROOT / "scripts/server"),
+        "STATE_DIR": str(tmp_path),
+        "RUNS_DIR": str(runs),
+    }
     result = subprocess.run(["bash", "-c", SETTLE], env=env, capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
     assert "deploy dead ended without a result" in result.stdout and "env put in line" in result.stdout
@@ -173,7 +207,12 @@ def test_the_next_run_records_a_run_killed_outright_and_marks_it_ended(tmp_path,
         ("switched", "1.3.0", "1.1.0", "ok", ""),  # its version serves: a rollback target, its order kept
     ]
     assert [s["name"] for r in records if r["run"] == "dead" for s in r["steps"]] == ["preflight", "pull"]
-    assert {i: (runs / f"{i}.status").read_text().strip() for i in ("dead", "late", "switched", "phantom")} == {"dead": "1", "late": "0", "switched": "0", "phantom": "1"}
+    assert {i: (runs / f"{i}.status").read_text().strip() for i in ("dead", "late", "switched", "phantom")} == {
+        "dead": "1",
+        "late": "0",
+        "switched": "0",
+        "phantom": "1",
+    }
     assert (tmp_path / "order").read_text().strip() == "7"
     assert "died before it answered" in (runs / "dead.log").read_text()
     assert not (runs / "own.status").exists()

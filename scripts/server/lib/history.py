@@ -86,7 +86,11 @@ def rollback_target(path, current):
 
 
 def median_ok(path, limit):
-    recent = [r.get("duration") for r in read(path) if r.get("kind") == "deploy" and r.get("outcome") == "ok" and isinstance(r.get("duration"), (int, float))][-limit:]
+    recent = [
+        r.get("duration")
+        for r in read(path)
+        if r.get("kind") == "deploy" and r.get("outcome") == "ok" and isinstance(r.get("duration"), (int, float))
+    ][-limit:]
     durations = sorted(recent)
     if not durations:
         print("none")

@@ -104,17 +104,29 @@ def payload(kind, facts):
         if facts["event"] == "failed" and facts.get("log_tail"):
             text += "\n```\n" + facts["log_tail"] + "\n```"
         return {"text": text}
-    body = {key: facts.get(key, "") for key in ("event", "env", "project", "host", "kind", "version", "previous", "by", "url", "digest", "time")}
+    body = {
+        key: facts.get(key, "")
+        for key in ("event", "env", "project", "host", "kind", "version", "previous", "by", "url", "digest", "time")
+    }
     if facts["event"] != "started":
         body.update(outcome=facts.get("outcome", ""), duration=facts.get("duration", ""))
     if facts["event"] == "failed":
-        body.update(failed_step=facts.get("failed_step", ""), serving=facts.get("serving", ""), log_tail=facts.get("log_tail", ""))
+        body.update(
+            failed_step=facts.get("failed_step", ""),
+            serving=facts.get("serving", ""),
+            log_tail=facts.get("log_tail", ""),
+        )
     body["text"] = text
     return body
 
 
 def post(url, body, timeout):
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json", "User-Agent": "pushdeploy"}, method="POST")
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", "User-Agent": "pushdeploy"},
+        method="POST",
+    )
     with urllib.request.urlopen(request, timeout=timeout) as response:
         return response.status
 
@@ -142,7 +154,9 @@ def send_all(hooks, facts, log=print, send=None):
     def one(number, kind, url):
         ok, tries, what = deliver(url, payload(kind, facts), send=send)
         state = "sent" if ok else "NOT sent"
-        log(f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {facts['event']} {state} to webhook {number} ({kind}) after {tries} try(ies): {what}")
+        log(
+            f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {facts['event']} {state} to webhook {number} ({kind}) after {tries} try(ies): {what}"
+        )
 
     threads = [threading.Thread(target=one, args=(n, kind, url), daemon=True) for n, (kind, url) in enumerate(hooks, 1)]
     for thread in threads:

@@ -26,7 +26,11 @@ MOVING_UPDATE = ("updating", "rollback_started")
 
 def updated_services(config: dict, version: str) -> list[str]:
     """The services a deploy of VERSION changes: those whose image is tagged with it."""
-    return sorted(name for name, service in (config.get("services") or {}).items() if str(service.get("image", "")).endswith(":" + version))
+    return sorted(
+        name
+        for name, service in (config.get("services") or {}).items()
+        if str(service.get("image", "")).endswith(":" + version)
+    )
 
 
 def _network_names(config: dict, service: dict) -> list[str]:
@@ -39,28 +43,38 @@ def problems(config: dict, version: str) -> list[str]:
     found = []
     services = updated_services(config, version)
     if not services:
-        found.append("no service's image is tagged with ${VERSION}: a deploy would change nothing (image: registry/app:${VERSION})")
+        found.append(
+            "no service's image is tagged with ${VERSION}: a deploy would change nothing (image: registry/app:${VERSION})"
+        )
     for name in services:
         service = config["services"][name]
         deploy = service.get("deploy") or {}
         update = deploy.get("update_config") or {}
         if update.get("order") != "start-first":
-            found.append(f"service {name}: deploy.update_config.order is {update.get('order') or 'stop-first (the default)'}: "
-                         "set `order: start-first` so a new task serves beside the old one until it is healthy")
+            found.append(
+                f"service {name}: deploy.update_config.order is {update.get('order') or 'stop-first (the default)'}: "
+                "set `order: start-first` so a new task serves beside the old one until it is healthy"
+            )
         if update.get("failure_action", "pause") == "continue":
-            found.append(f"service {name}: deploy.update_config.failure_action is continue: set pause or rollback, "
-                         "so a failing task stops the update")
+            found.append(
+                f"service {name}: deploy.update_config.failure_action is continue: set pause or rollback, "
+                "so a failing task stops the update"
+            )
         health = service.get("healthcheck") or {}
         if not health.get("test") or health.get("disable"):
-            found.append(f"service {name}: no healthcheck: in the compose file: give it one, so swarm starts "
-                         "replacing old tasks only once a new one answers (a HEALTHCHECK in the image is not checked here)")
+            found.append(
+                f"service {name}: no healthcheck: in the compose file: give it one, so swarm starts "
+                "replacing old tasks only once a new one answers (a HEALTHCHECK in the image is not checked here)"
+            )
         for network in _network_names(config, service):
             spec = (config.get("networks") or {}).get(network) or {}
             if spec.get("external"):
                 continue
             if spec.get("driver", "overlay") != "overlay" or not spec.get("attachable"):
-                found.append(f"network {network} (of {name}): set `driver: overlay` and `attachable: true`: "
-                             "migrations run in a one-off container of the new image on the stack's network")
+                found.append(
+                    f"network {network} (of {name}): set `driver: overlay` and `attachable: true`: "
+                    "migrations run in a one-off container of the new image on the stack's network"
+                )
     return found
 
 
@@ -116,7 +130,11 @@ def watch(data: dict, phase: str, since: float) -> list[str]:
     nodes = {node["ID"]: node for node in data.get("nodes") or []}
     down = {nid for nid, node in nodes.items() if (node.get("Status") or {}).get("State") != "ready"}
     hostname = {nid: (node.get("Description") or {}).get("Hostname") or nid[:12] for nid, node in nodes.items()}
-    lines = [f"down\t{hostname[nid]}" for nid, node in sorted(nodes.items()) if (node.get("Status") or {}).get("State") != "ready"]
+    lines = [
+        f"down\t{hostname[nid]}"
+        for nid, node in sorted(nodes.items())
+        if (node.get("Status") or {}).get("State") != "ready"
+    ]
     for service in sorted(data.get("services") or [], key=lambda s: s["Spec"]["Name"]):
         spec = service["Spec"]
         name, image = spec["Name"], spec["TaskTemplate"]["ContainerSpec"]["Image"]
@@ -126,11 +144,19 @@ def watch(data: dict, phase: str, since: float) -> list[str]:
         if "Replicated" in mode:
             replicas = int(mode["Replicated"].get("Replicas", 1))
         else:  # global: one a node that is up
-            replicas = len([t for t in wanted if (nodes.get(t.get("NodeID")) or {}).get("Status", {}).get("State") == "ready"])
-        current = [t for t in wanted if t["Status"]["State"] == "running" and t["Spec"]["ContainerSpec"]["Image"] == image]
+            replicas = len(
+                [t for t in wanted if (nodes.get(t.get("NodeID")) or {}).get("Status", {}).get("State") == "ready"]
+            )
+        current = [
+            t for t in wanted if t["Status"]["State"] == "running" and t["Spec"]["ContainerSpec"]["Image"] == image
+        ]
         where = ",".join(sorted({hostname.get(t.get("NodeID"), "?") for t in current})) or "no node"
         detail = f"{len(current)}/{replicas} running {_tag(image)} on {where}"
-        failures = [t for t in tasks if t["Status"]["State"] in ("failed", "rejected") and _epoch(t["Status"].get("Timestamp")) >= since]
+        failures = [
+            t
+            for t in tasks
+            if t["Status"]["State"] in ("failed", "rejected") and _epoch(t["Status"].get("Timestamp")) >= since
+        ]
         if failures:
             last = max(failures, key=lambda t: t["Status"].get("Timestamp", ""))
             message = last["Status"].get("Err") or last["Status"].get("Message") or last["Status"]["State"]
@@ -144,7 +170,13 @@ def watch(data: dict, phase: str, since: float) -> list[str]:
         others = [t for t in wanted if t not in current and t.get("NodeID") not in down]
         # Tasks of another image still running on a node that answers (swarm asked
         # them to stop, or has not yet): until they stop, they are served too.
-        strays = [t for t in tasks if t["Status"]["State"] == "running" and t["Spec"]["ContainerSpec"]["Image"] != image and t.get("NodeID") not in down]
+        strays = [
+            t
+            for t in tasks
+            if t["Status"]["State"] == "running"
+            and t["Spec"]["ContainerSpec"]["Image"] != image
+            and t.get("NodeID") not in down
+        ]
         if strays:
             stray_tags = ",".join(sorted({_tag(t["Spec"]["ContainerSpec"]["Image"]) for t in strays}))
             detail += f"; {len(strays)} task(s) of {stray_tags} still running on {','.join(sorted({hostname.get(t.get('NodeID'), '?') for t in strays}))}"

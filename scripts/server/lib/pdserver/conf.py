@@ -45,4 +45,8 @@ def environments(etc: str = facts.ETC) -> list[str]:
         names = os.listdir(etc)
     except FileNotFoundError:
         return []
-    return sorted(name[: -len(".conf")] for name in names if name.endswith(".conf") and facts.matches(facts.ENV_RE, name[: -len(".conf")]))
+    return sorted(
+        name[: -len(".conf")]
+        for name in names
+        if name.endswith(".conf") and facts.matches(facts.ENV_RE, name[: -len(".conf")])
+    )

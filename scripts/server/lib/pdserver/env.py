@@ -14,18 +14,49 @@ from .request import Refused, changes_django_setup
 
 # Every key ENV.conf may hold, and its default ('' for none). Repeated keys: lists.
 DEFAULTS = {
-    "APP_DIR": "", "PROJECT": "", "COMPOSE": "docker compose", "COMPOSE_FILES": "docker-compose.yml",
-    "SERVICES": "web proxy", "WEB_SERVICE": "web", "DB_SERVICE": "", "PROXY_SERVICE": "", "MANAGE": "python manage.py",
-    "VERSION_RE": "", "DOCKER_HOST": "", "HEALTH_TIMEOUT": "60", "BACKUP": "no", "BACKUP_KEEP": "10", "DRAIN_SECONDS": "1",
-    "DNS_VALID": "1", "STATIC_KEEP": "3", "ORDERING": "none", "SWITCH": "slots", "PRIORITY": "low", "APP_FILES_SHA256": "",
-    "PULL_CHANNEL": "", "PULL_EVERY": "60", "ENGINE": "compose", "MANAGER_COMPOSE_FILES": "", "CONVERGE_TIMEOUT": "300",
-    "BACKUP_IMAGE": "", "REVIEW_TEMPLATE": "no", "REVIEW_DOMAIN": "", "REVIEW_MAX": "5", "REVIEW_PORT": "8088",
-    "REVIEW_SEED": "fresh", "SCRUB": "", "KEYS_SHA256": "",
+    "APP_DIR": "",
+    "PROJECT": "",
+    "COMPOSE": "docker compose",
+    "COMPOSE_FILES": "docker-compose.yml",
+    "SERVICES": "web proxy",
+    "WEB_SERVICE": "web",
+    "DB_SERVICE": "",
+    "PROXY_SERVICE": "",
+    "MANAGE": "python manage.py",
+    "VERSION_RE": "",
+    "DOCKER_HOST": "",
+    "HEALTH_TIMEOUT": "60",
+    "BACKUP": "no",
+    "BACKUP_KEEP": "10",
+    "DRAIN_SECONDS": "1",
+    "DNS_VALID": "1",
+    "STATIC_KEEP": "3",
+    "ORDERING": "none",
+    "SWITCH": "slots",
+    "PRIORITY": "low",
+    "APP_FILES_SHA256": "",
+    "PULL_CHANNEL": "",
+    "PULL_EVERY": "60",
+    "ENGINE": "compose",
+    "MANAGER_COMPOSE_FILES": "",
+    "CONVERGE_TIMEOUT": "300",
+    "BACKUP_IMAGE": "",
+    "REVIEW_TEMPLATE": "no",
+    "REVIEW_DOMAIN": "",
+    "REVIEW_MAX": "5",
+    "REVIEW_PORT": "8088",
+    "REVIEW_SEED": "fresh",
+    "SCRUB": "",
+    "KEYS_SHA256": "",
 }
 LISTS = ("HOOK_BEFORE_SWITCH", "HOOK_AFTER_SWITCH", "MANAGE_COMMAND")
 
 _CHECKS = (  # (keys, pattern, what they must be)
-    (("HEALTH_TIMEOUT", "BACKUP_KEEP", "DRAIN_SECONDS", "DNS_VALID", "STATIC_KEEP"), r"[0-9]{1,5}", "HEALTH_TIMEOUT, BACKUP_KEEP, DRAIN_SECONDS, DNS_VALID and STATIC_KEEP are whole numbers"),
+    (
+        ("HEALTH_TIMEOUT", "BACKUP_KEEP", "DRAIN_SECONDS", "DNS_VALID", "STATIC_KEEP"),
+        r"[0-9]{1,5}",
+        "HEALTH_TIMEOUT, BACKUP_KEEP, DRAIN_SECONDS, DNS_VALID and STATIC_KEEP are whole numbers",
+    ),
     (("ORDERING",), r"none|semver|build", "ORDERING is none, semver or build"),
     (("SWITCH",), r"slots|recreate", "SWITCH is slots or recreate"),
     (("PRIORITY",), r"low|normal", "PRIORITY is low or normal"),
@@ -74,7 +105,9 @@ def load(name: str, etc: str | None = None) -> Env:
         with open(path) as file:
             text = file.read()
     except FileNotFoundError:
-        raise Refused(f"environment '{name}' is not set up on this server: run `inv server.setup --env {name}`") from None
+        raise Refused(
+            f"environment '{name}' is not set up on this server: run `inv server.setup --env {name}`"
+        ) from None
     return Env(name, path, parse(text, path, name))
 
 
@@ -114,7 +147,10 @@ def _check_management_line(path: str, name: str, key: str, line: str) -> None:
     words = line.split()
     command = words[0] if words else ""
     if not facts.matches(facts.MANAGE_NAME_RE, command) or command in facts.MANAGE_FORBIDDEN:
-        raise Refused(f"{path}: {key}: '{command}' is not a permitted management command: fix invoke.yaml and run `inv server.setup --env {name}`", 1)
+        raise Refused(
+            f"{path}: {key}: '{command}' is not a permitted management command: fix invoke.yaml and run `inv server.setup --env {name}`",
+            1,
+        )
     for word in words[1:]:
         if key == "MANAGE_COMMAND":
             if "\\" in word:

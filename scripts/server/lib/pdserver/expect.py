@@ -35,5 +35,11 @@ def check(expected: str, conf_path: str, env: str, setup_env: str = "", home: st
     if expected == f"{server}.{settings}":
         return
     if expected.split(".", 1)[0] != server:
-        raise Refused(f"the server side here ({server}) differs from your project's ({expected.split('.', 1)[0]}): run `inv server.setup --env {setup_env}`", facts.EXIT_OUTDATED)
-    raise Refused(f"the settings installed for '{env}' differ from your invoke.yaml and project files: run `inv server.setup --env {setup_env}`", facts.EXIT_OUTDATED)
+        raise Refused(
+            f"the server side here ({server}) differs from your project's ({expected.split('.', 1)[0]}): run `inv server.setup --env {setup_env}`",
+            facts.EXIT_OUTDATED,
+        )
+    raise Refused(
+        f"the settings installed for '{env}' differ from your invoke.yaml and project files: run `inv server.setup --env {setup_env}`",
+        facts.EXIT_OUTDATED,
+    )

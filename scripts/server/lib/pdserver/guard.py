@@ -57,7 +57,10 @@ def review_target(request: Request, etc: str = facts.ETC) -> str | None:
     project = conf.value(template_conf, "PROJECT") + "-" + number
     for other in conf.environments(etc):
         settings = conf.read(other, etc) or {}
-        if os.path.normpath(conf.value(settings, "APP_DIR")) == os.path.normpath(app_dir) or conf.value(settings, "PROJECT") == project:
+        if (
+            os.path.normpath(conf.value(settings, "APP_DIR")) == os.path.normpath(app_dir)
+            or conf.value(settings, "PROJECT") == project
+        ):
             return f"'{name}' would use {app_dir} and the compose project {project}, which the environment '{other}' uses: rename one of them in invoke.yaml"
     return None
 
@@ -71,4 +74,3 @@ def refusal(request: Request, checks: tuple = CHECKS) -> str | None:
         if why:
             return why
     return None
-

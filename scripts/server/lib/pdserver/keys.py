@@ -48,7 +48,9 @@ def parse(text: str) -> dict[str, Scope]:
 
 
 def _names(value, pattern) -> bool:
-    return isinstance(value, list) and all(isinstance(item, str) and (pattern is None or facts.matches(pattern, item)) for item in value)
+    return isinstance(value, list) and all(
+        isinstance(item, str) and (pattern is None or facts.matches(pattern, item)) for item in value
+    )
 
 
 def refusal(request: Request, scopes: dict[str, Scope]) -> str | None:
@@ -63,5 +65,7 @@ def refusal(request: Request, scopes: dict[str, Scope]) -> str | None:
     target = request.template or request.env
     if target not in scope.environments:
         what = f"review environments of '{target}'" if request.template else f"'{target}'"
-        return f"the key '{request.key}' may not reach {what} (its environments: {' '.join(scope.environments) or 'none'})"
+        return (
+            f"the key '{request.key}' may not reach {what} (its environments: {' '.join(scope.environments) or 'none'})"
+        )
     return None

@@ -44,8 +44,16 @@ class Verb:
 
 
 VERBS = {
-    "deploy": Verb("ENV VERSION [--id=ID] [--wait=S] [--force] [--maintenance] [--order=N] [--skip-migrate] [--by=WHO] [--url=URL] [--expect=HASH]", 1, _RUN + ("force", "maintenance", "order", "skip-migrate")),
-    "rollback": Verb("ENV [--to=VERSION] [--id=ID] [--wait=S] [--skip-migrate] [--by=WHO] [--url=URL] [--expect=HASH]", 0, _RUN + ("to", "skip-migrate", "maintenance")),
+    "deploy": Verb(
+        "ENV VERSION [--id=ID] [--wait=S] [--force] [--maintenance] [--order=N] [--skip-migrate] [--by=WHO] [--url=URL] [--expect=HASH]",
+        1,
+        _RUN + ("force", "maintenance", "order", "skip-migrate"),
+    ),
+    "rollback": Verb(
+        "ENV [--to=VERSION] [--id=ID] [--wait=S] [--skip-migrate] [--by=WHO] [--url=URL] [--expect=HASH]",
+        0,
+        _RUN + ("to", "skip-migrate", "maintenance"),
+    ),
     "status": Verb("ENV [--expect=HASH]", 0, ("expect",)),
     "history": Verb("ENV [--limit=N]", 0, ("limit", "expect")),
     "logs": Verb("ENV [--follow]", 0, ("follow", "expect")),
@@ -53,7 +61,11 @@ VERBS = {
     "backups": Verb("ENV", 0, ("expect",)),
     "check": Verb("ENV", 0, ("expect",)),
     "manage": Verb("ENV [--expect=HASH] NAME ARGS...", 1, ("expect", "by")),
-    "plan": Verb("ENV VERSION [--order=N] [--maintenance] [--skip-migrate] [--force] [--expect=HASH]", 1, ("order", "maintenance", "skip-migrate", "force", "expect")),
+    "plan": Verb(
+        "ENV VERSION [--order=N] [--maintenance] [--skip-migrate] [--force] [--expect=HASH]",
+        1,
+        ("order", "maintenance", "skip-migrate", "force", "expect"),
+    ),
     "version": Verb("", -1),
     "pull-status": Verb("ENV [--expect=HASH]", 0, ("expect",)),
     "pull": Verb("ENV", 0),
@@ -139,7 +151,9 @@ def parse(argv, now: float) -> Request:
 def _check_env(verb: str, env: str) -> None:
     if verb in ("review-up", "review-down"):
         if not facts.matches(facts.REVIEW_RE, env):
-            raise Refused(f"invalid review environment '{env}': review environments are named TEMPLATE-N for pull request N (e.g. review-12)")
+            raise Refused(
+                f"invalid review environment '{env}': review environments are named TEMPLATE-N for pull request N (e.g. review-12)"
+            )
     elif not facts.matches(facts.ENV_RE, env):
         raise Refused(f"invalid environment name '{env}'")
 
@@ -188,7 +202,9 @@ def _manage_words(rest, spec: Verb) -> tuple[dict, list]:
     name, args = rest[0], rest[1:]
     for arg in args:
         if changes_django_setup(arg):
-            raise Refused(f"refused: `{name}` does not accept the argument '{arg}': {' and '.join(facts.MANAGE_FORBIDDEN_OPTIONS)} are never passed")
+            raise Refused(
+                f"refused: `{name}` does not accept the argument '{arg}': {' and '.join(facts.MANAGE_FORBIDDEN_OPTIONS)} are never passed"
+            )
     return options, list(rest)
 
 
@@ -205,6 +221,8 @@ def _check_values(verb: str, words, options: dict, now: float) -> None:
         raise Refused(f"invalid version '{words[0]}': a Docker tag is [A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}}")
     order = options.get("order")
     if order is not None and order > now + facts.MAX_ORDER_AHEAD:
-        raise Refused(f"--order={order} is more than a day ahead of this server's clock ({int(now)}): the order is the build's commit time in seconds; check the build machine's clock")
+        raise Refused(
+            f"--order={order} is more than a day ahead of this server's clock ({int(now)}): the order is the build's commit time in seconds; check the build machine's clock"
+        )
     if verb == "db-restore" and "from" not in options:
         raise Refused("usage: db-restore ENV --from=SOURCE")

@@ -58,7 +58,9 @@ def backups(request: Request) -> int:
         path = os.path.join(folder, name)
         if name.endswith(".dump"):
             info = os.stat(path)
-            lines.append(f"{time.strftime('%Y-%m-%dT%H:%M', time.localtime(info.st_mtime))}  {info.st_size:10d} bytes  {path}\n")
+            lines.append(
+                f"{time.strftime('%Y-%m-%dT%H:%M', time.localtime(info.st_mtime))}  {info.st_size:10d} bytes  {path}\n"
+            )
     sys.stdout.writelines(sorted(lines, key=lambda line: line.encode(), reverse=True))
     return 0
 
@@ -135,7 +137,9 @@ def status(request: Request):
     print(f"deploy in progress: {holder.split(' ', 1)[-1] if holder else 'no'}")
     print(f"last deploy: {last_deploy(env.history)}")
     if not holder and dead_runs(env.runs_dir):
-        print("warning: a deploy ended without a result (its process was killed): the next deploy records it and cleans up after it")
+        print(
+            "warning: a deploy ended without a result (its process was killed): the next deploy records it and cleans up after it"
+        )
     if env["SWITCH"] != "recreate":
         first, second = facts.SLOTS[0], facts.SLOTS[-1]
         live = second if os.path.exists(os.path.join(env.app_dir, facts.ROUTING_DIR, second)) else first
@@ -144,9 +148,20 @@ def status(request: Request):
     sys.stdout.flush()
     # By compose's labels with the docker CLI: a tenth of the CPU of `compose ps`.
     table = subprocess.run(
-        ["docker", "ps", "--filter", f"label=com.docker.compose.project={env['PROJECT']}", "--filter", "label=com.docker.compose.oneoff=False",
-         "--format", "table {{.Names}}\t{{.Image}}\t{{.Status}}\t{{.Ports}}"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=_docker_environ(env), check=False,
+        [
+            "docker",
+            "ps",
+            "--filter",
+            f"label=com.docker.compose.project={env['PROJECT']}",
+            "--filter",
+            "label=com.docker.compose.oneoff=False",
+            "--format",
+            "table {{.Names}}\t{{.Image}}\t{{.Status}}\t{{.Ports}}",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=_docker_environ(env),
+        check=False,
     )
     for line in table.stdout.decode(errors="replace").splitlines():
         print(f"  {line}")
@@ -191,7 +206,13 @@ def dead_runs(runs_dir: str, own: str = "") -> list:
         names = os.listdir(runs_dir)
     except FileNotFoundError:
         return []
-    return sorted(name[: -len(".request")] for name in names if name.endswith(".request") and name[: -len(".request")] != own and f"{name[: -len('.request')]}.status" not in names)
+    return sorted(
+        name[: -len(".request")]
+        for name in names
+        if name.endswith(".request")
+        and name[: -len(".request")] != own
+        and f"{name[: -len('.request')]}.status" not in names
+    )
 
 
 def maintenance(request: Request) -> int:
@@ -201,9 +222,13 @@ def maintenance(request: Request) -> int:
     lock = Lock(env.state_dir)
     holder = lock.take()
     if holder:
-        raise Refused(f"busy: {holder.split(' ', 1)[-1]}; maintenance stays as it is: try again when it is done", facts.EXIT_BUSY)
+        raise Refused(
+            f"busy: {holder.split(' ', 1)[-1]}; maintenance stays as it is: try again when it is done", facts.EXIT_BUSY
+        )
     try:
-        lock.name(f"maintenance-{os.getpid()}", f"maintenance {request.words[0]}", str(request.option("by", "")), now_iso())
+        lock.name(
+            f"maintenance-{os.getpid()}", f"maintenance {request.words[0]}", str(request.option("by", "")), now_iso()
+        )
         folder = os.path.join(env.app_dir, "maintenance")
         os.makedirs(folder, exist_ok=True)
         os.chmod(folder, 0o755)
@@ -229,7 +254,9 @@ def pull_agent_where(name: str, systemd_dir: str = SYSTEMD_DIR, cron_dir: str = 
     """How the pull agent of NAME runs here: a systemd timer (and its state), a cron entry, or none."""
     unit = f"pushdeploy-pull-{name}"
     if os.path.isfile(os.path.join(systemd_dir, unit + ".timer")):
-        state = subprocess.run(["systemctl", "is-active", unit + ".timer"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, check=False)
+        state = subprocess.run(
+            ["systemctl", "is-active", unit + ".timer"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, check=False
+        )
         return f"systemd timer {unit}.timer ({state.stdout.decode(errors='replace').strip()})"
     if os.path.isfile(os.path.join(cron_dir, unit)):
         return f"cron {cron_dir}/{unit}"
@@ -244,14 +271,27 @@ def pull_status(request: Request) -> int:
         print(f"mode: push (no pull channel in {env.name}'s settings)\nagent: {where}")
         return 0
     pull_py = _lib_module("pull")
-    pairs = ["mode=pull", f"channel={channel}", f"every={env['PULL_EVERY']}s", f"agent={where}", f"version={envs.current_version(env)}"]
+    pairs = [
+        "mode=pull",
+        f"channel={channel}",
+        f"every={env['PULL_EVERY']}s",
+        f"agent={where}",
+        f"version={envs.current_version(env)}",
+    ]
     print("\n".join(pull_py.status(pull_py.read(os.path.join(env.state_dir, "pull", "checks.jsonl")), pairs)))
     return 0
 
 
 def _first_line(argv, env: envs.Env) -> str:
     try:
-        out = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=_docker_environ(env), check=False, cwd=env.app_dir if os.path.isdir(env.app_dir) else "/")
+        out = subprocess.run(
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=_docker_environ(env),
+            check=False,
+            cwd=env.app_dir if os.path.isdir(env.app_dir) else "/",
+        )
     except OSError as error:
         return str(error)
     return (out.stdout.decode(errors="replace").splitlines() or [""])[0]
@@ -264,7 +304,13 @@ def _disk_free(path: str) -> str:
 
 
 def swarm_role(env: envs.Env) -> str:
-    out = subprocess.run(["docker", "info", "-f", "{{.Swarm.LocalNodeState}} {{.Swarm.ControlAvailable}}"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=_docker_environ(env), check=False)
+    out = subprocess.run(
+        ["docker", "info", "-f", "{{.Swarm.LocalNodeState}} {{.Swarm.ControlAvailable}}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=_docker_environ(env),
+        check=False,
+    )
     state = out.stdout.decode(errors="replace").rstrip("\n")
     if out.returncode != 0:
         return f"unreachable: {state}"
@@ -274,14 +320,22 @@ def swarm_role(env: envs.Env) -> str:
 def check(request: Request) -> int:
     """Facts for `inv server.check`, key=value lines."""
     env = _load(request)
-    docker_root = subprocess.run(["docker", "info", "-f", "{{.DockerRootDir}}"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=_docker_environ(env), check=False)
+    docker_root = subprocess.run(
+        ["docker", "info", "-f", "{{.DockerRootDir}}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=_docker_environ(env),
+        check=False,
+    )
     print(f"server_side={server_hash(HOME)}")
     print(f"settings={expect.conf_hash(env.conf_path)}")
     print(f"version={envs.current_version(env)}")
     print(f"docker={_first_line(['docker', 'version', '-f', '{{.Server.Version}}'], env)}")
     print(f"compose={_first_line([*env['COMPOSE'].split(), 'version', '--short'], env)}")
     print(f"disk_free_app={_disk_free(env.app_dir)}")
-    print(f"disk_free_docker={_disk_free(docker_root.stdout.decode(errors='replace').strip() if docker_root.returncode == 0 else '/')}")
+    print(
+        f"disk_free_docker={_disk_free(docker_root.stdout.decode(errors='replace').strip() if docker_root.returncode == 0 else '/')}"
+    )
     if env["ENGINE"] == "swarm":
         print(f"swarm={swarm_role(env)}")
     channel = env["PULL_CHANNEL"]
@@ -290,4 +344,13 @@ def check(request: Request) -> int:
     return 0
 
 
-HANDLERS = {"version": version, "history": history, "backups": backups, "logs": logs, "status": status, "maintenance": maintenance, "check": check, "pull-status": pull_status}
+HANDLERS = {
+    "version": version,
+    "history": history,
+    "backups": backups,
+    "logs": logs,
+    "status": status,
+    "maintenance": maintenance,
+    "check": check,
+    "pull-status": pull_status,
+}
