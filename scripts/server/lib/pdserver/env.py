@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
 
 from . import conf, facts
 from .request import Refused, changes_django_setup
@@ -69,11 +68,13 @@ _CHECKS = (  # (keys, pattern, what they must be)
 )
 
 
-@dataclass(frozen=True)
 class Env:
-    name: str
-    conf_path: str
-    values: dict  # KEY -> value (LISTS: KEY -> list of values)
+    """An environment's name, its settings file and its values (KEY -> value; LISTS: KEY -> list)."""
+
+    __slots__ = ("name", "conf_path", "values")
+
+    def __init__(self, name: str, conf_path: str, values: dict):
+        self.name, self.conf_path, self.values = name, conf_path, values
 
     def __getitem__(self, key: str):
         return self.values[key]

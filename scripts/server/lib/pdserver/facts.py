@@ -7,17 +7,19 @@ very file, so both sides read the facts the same way.
 
 from __future__ import annotations
 
+import os
 import re
-from pathlib import Path
 
-PROTOCOL_FILE = Path(__file__).resolve().parent.parent / "protocol.sh"
+PROTOCOL_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "protocol.sh")
 
 _ASSIGNMENT = re.compile(r"^(PD_[A-Z_]+)='([^']*)'$")
 
 
-def read(path: Path = PROTOCOL_FILE) -> dict:
+def read(path: str = PROTOCOL_FILE) -> dict:
     facts = {}
-    for line in path.read_text().splitlines():
+    with open(path) as file:
+        text = file.read()
+    for line in text.splitlines():
         match = _ASSIGNMENT.match(line)
         if match:
             facts[match.group(1)] = match.group(2)

@@ -9,8 +9,7 @@ A review template in a key's environments covers its review environments.
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
+import collections
 
 from . import facts
 from .request import Request
@@ -18,10 +17,7 @@ from .request import Request
 ANY_KEY_VERBS = ("version",)  # harmless for any key: the server side's hash
 
 
-@dataclass(frozen=True)
-class Scope:
-    environments: tuple[str, ...]
-    verbs: tuple[str, ...]
+Scope = collections.namedtuple("Scope", "environments verbs")
 
 
 class BadScopes(ValueError):
@@ -30,6 +26,8 @@ class BadScopes(ValueError):
 
 def parse(text: str) -> dict[str, Scope]:
     """PD_KEYS_FILE's text: {"NAME": {"environments": [...], "verbs": [...]}, ...}."""
+    import json  # only a request of a named key reads the scopes
+
     try:
         data = json.loads(text)
     except ValueError as error:

@@ -35,10 +35,14 @@ def main(argv, now=time.time) -> int:
     handler = verbs.HANDLERS.get(request.verb)
     try:
         answer = handler(request) if handler else verbs.HAND_OVER
+        sys.stdout.flush()
     except Refused as refused:
         sys.stdout.flush()
         print(f"pushdeploy: {refused}", file=sys.stderr)
         return refused.code
+    except BrokenPipeError:  # the reader went away (a dropped connection, `| head`): nothing to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     if answer is verbs.HAND_OVER:
         return hand_over(split_key(argv)[1])
     return answer

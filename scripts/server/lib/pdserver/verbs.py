@@ -5,14 +5,12 @@ Each verb's output is what the bash verb printed, line for line."""
 from __future__ import annotations
 
 import collections
-import importlib.util
 import os
-import subprocess
 import sys
 import time
 
 from . import env as envs
-from . import expect, facts
+from . import expect, facts, run
 from .expect import HOME, server_hash
 from .lock import Lock
 from .request import Refused, Request
@@ -147,7 +145,7 @@ def status(request: Request):
     print("services:")
     sys.stdout.flush()
     # By compose's labels with the docker CLI: a tenth of the CPU of `compose ps`.
-    table = subprocess.run(
+    _, table = run.output(
         [
             "docker",
             "ps",
@@ -158,12 +156,9 @@ def status(request: Request):
             "--format",
             "table {{.Names}}\t{{.Image}}\t{{.Status}}\t{{.Ports}}",
         ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
         env=_docker_environ(env),
-        check=False,
     )
-    for line in table.stdout.decode(errors="replace").splitlines():
+    for line in table.splitlines():
         print(f"  {line}")
     return 0
 
@@ -194,6 +189,8 @@ def last_deploy(path: str) -> str:
 
 
 def _lib_module(name: str):
+    import importlib.util
+
     spec = importlib.util.spec_from_file_location(f"pushdeploy_{name}", os.path.join(LIB, f"{name}.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -254,10 +251,8 @@ def pull_agent_where(name: str, systemd_dir: str = SYSTEMD_DIR, cron_dir: str = 
     """How the pull agent of NAME runs here: a systemd timer (and its state), a cron entry, or none."""
     unit = f"pushdeploy-pull-{name}"
     if os.path.isfile(os.path.join(systemd_dir, unit + ".timer")):
-        state = subprocess.run(
-            ["systemctl", "is-active", unit + ".timer"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, check=False
-        )
-        return f"systemd timer {unit}.timer ({state.stdout.decode(errors='replace').strip()})"
+        _, state = run.output(["systemctl", "is-active", unit + ".timer"], stderr=False)
+        return f"systemd timer {unit}.timer ({state.strip()})"
     if os.path.isfile(os.path.join(cron_dir, unit)):
         return f"cron {cron_dir}/{unit}"
     return "none"
@@ -283,36 +278,21 @@ def pull_status(request: Request) -> int:
 
 
 def _first_line(argv, env: envs.Env) -> str:
-    try:
-        out = subprocess.run(
-            argv,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            env=_docker_environ(env),
-            check=False,
-            cwd=env.app_dir if os.path.isdir(env.app_dir) else "/",
-        )
-    except OSError as error:
-        return str(error)
-    return (out.stdout.decode(errors="replace").splitlines() or [""])[0]
+    cwd = env.app_dir if os.path.isdir(env.app_dir) else "/"
+    return (run.output(argv, env=_docker_environ(env), cwd=cwd)[1].splitlines() or [""])[0]
 
 
 def _disk_free(path: str) -> str:
-    out = subprocess.run(["df", "-Ph", path], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, check=False)
-    rows = out.stdout.decode(errors="replace").splitlines()
+    rows = run.output(["df", "-Ph", path], stderr=False)[1].splitlines()
     return rows[1].split()[3] if len(rows) > 1 and len(rows[1].split()) > 3 else ""
 
 
 def swarm_role(env: envs.Env) -> str:
-    out = subprocess.run(
-        ["docker", "info", "-f", "{{.Swarm.LocalNodeState}} {{.Swarm.ControlAvailable}}"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env=_docker_environ(env),
-        check=False,
+    code, state = run.output(
+        ["docker", "info", "-f", "{{.Swarm.LocalNodeState}} {{.Swarm.ControlAvailable}}"], env=_docker_environ(env)
     )
-    state = out.stdout.decode(errors="replace").rstrip("\n")
-    if out.returncode != 0:
+    state = state.rstrip("\n")
+    if code != 0:
         return f"unreachable: {state}"
     return {"active true": "manager", "active false": "worker"}.get(state, state.split(" ", 1)[0])
 
@@ -320,12 +300,8 @@ def swarm_role(env: envs.Env) -> str:
 def check(request: Request) -> int:
     """Facts for `inv server.check`, key=value lines."""
     env = _load(request)
-    docker_root = subprocess.run(
-        ["docker", "info", "-f", "{{.DockerRootDir}}"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        env=_docker_environ(env),
-        check=False,
+    code, docker_root = run.output(
+        ["docker", "info", "-f", "{{.DockerRootDir}}"], env=_docker_environ(env), stderr=False
     )
     print(f"server_side={server_hash(HOME)}")
     print(f"settings={expect.conf_hash(env.conf_path)}")
@@ -333,9 +309,7 @@ def check(request: Request) -> int:
     print(f"docker={_first_line(['docker', 'version', '-f', '{{.Server.Version}}'], env)}")
     print(f"compose={_first_line([*env['COMPOSE'].split(), 'version', '--short'], env)}")
     print(f"disk_free_app={_disk_free(env.app_dir)}")
-    print(
-        f"disk_free_docker={_disk_free(docker_root.stdout.decode(errors='replace').strip() if docker_root.returncode == 0 else '/')}"
-    )
+    print(f"disk_free_docker={_disk_free(docker_root.strip() if code == 0 else '/')}")
     if env["ENGINE"] == "swarm":
         print(f"swarm={swarm_role(env)}")
     channel = env["PULL_CHANNEL"]
