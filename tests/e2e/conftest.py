@@ -59,14 +59,16 @@ def inv(*args: str, timeout: int = 600, **extra: str) -> subprocess.CompletedPro
     return result
 
 
-def ssh_raw(command: str | None, *options: str, timeout: int = 30) -> subprocess.CompletedProcess:
-    """OpenSSH as the deploy account with the CI key, bypassing the tool entirely."""
+def ssh_raw(
+    command: str | None, *options: str, timeout: int = 30, key: Path | None = None
+) -> subprocess.CompletedProcess:
+    """OpenSSH as the deploy account with the CI key (or KEY), bypassing the tool entirely."""
     argv = [
         "ssh",
         "-p",
         "2222",
         "-i",
-        str(SANDBOX / "keys/ci"),
+        str(key or SANDBOX / "keys/ci"),
         "-o",
         "IdentitiesOnly=yes",
         "-o",

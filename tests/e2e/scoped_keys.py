@@ -8,7 +8,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from tests.e2e.conftest import SANDBOX, inv
+from tests.e2e.conftest import SANDBOX, inv, ssh_raw
 
 KEYS_DIR = SANDBOX / "keys"
 
@@ -45,21 +45,4 @@ def scoped_keys(scopes: dict[str, dict], environments: tuple[str, ...]):
 
 def ssh_as(private: Path, command: str, timeout: int = 60) -> subprocess.CompletedProcess:
     """OpenSSH as the deploy account with one of the scoped keys, bypassing the tool."""
-    argv = [
-        "ssh",
-        "-p",
-        "2222",
-        "-i",
-        str(private),
-        "-o",
-        "IdentitiesOnly=yes",
-        "-o",
-        "BatchMode=yes",
-        "-o",
-        f"UserKnownHostsFile={SANDBOX / 'known_hosts'}",
-        "-o",
-        "StrictHostKeyChecking=yes",
-        "pd-deploy@127.0.0.1",
-        command,
-    ]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    return ssh_raw(command, timeout=timeout, key=private)

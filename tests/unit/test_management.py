@@ -1,11 +1,17 @@
 """Management commands: the allowlist, the hooks, and the client and the server agreeing on both."""
 
+import io
 import subprocess
+import sys
 
 import pytest
 
 from deploy import management, plan, protocol, requests
 from deploy.settings import ConfigError, from_config
+from pdserver import env as server_envs
+from pdserver import request as server_request
+from pdserver import run as server_run
+from pdserver import verbs
 
 BIN = protocol.SERVER_DIR / "bin"
 COMMANDS = management.allowlist(None)
@@ -44,26 +50,25 @@ def test_the_client_allows_only_the_allowlist(words, allowed):
             management.request_words(COMMANDS, words[0], words[1:])
 
 
-def bash_allowed(words) -> subprocess.CompletedProcess:
-    lines = management.conf_lines((), (), COMMANDS)
-    entries = " ".join("'" + line.split("=", 1)[1] + "'" for line in lines)
-    quoted = " ".join("'" + w.replace("'", "") + "'" for w in words)
-    script = f'. "{BIN.parent / "lib/deploy.sh"}"; ENV_NAME=test; MANAGE_COMMANDS=({entries}); manage_allowed {quoted}'
-    return subprocess.run(["bash", "-c", script], capture_output=True, text=True)
+def server_env(tmp_path, commands=COMMANDS):
+    """An environment as bin/deploy reads it, with this allowlist (from the client's conf lines)."""
+    conf = tmp_path / "test.conf"
+    conf.write_text(f"APP_DIR={tmp_path}\nPROJECT=p\n" + "\n".join(management.conf_lines((), (), commands)) + "\n")
+    return server_envs.Env("test", str(conf), server_envs.parse(conf.read_text(), str(conf), "test"))
 
 
 @pytest.mark.parametrize(("words", "allowed"), REQUESTS)
-def test_the_server_allows_exactly_what_the_client_allows(words, allowed):
-    result = bash_allowed(words)
-    assert (result.returncode == 0) == allowed, result.stdout + result.stderr
+def test_the_server_allows_exactly_what_the_client_allows(tmp_path, words, allowed):
+    why = verbs.manage_refusal(server_env(tmp_path), words[0], words[1:])
+    assert (why is None) == allowed, why
 
 
-def test_a_refusal_says_what_is_allowed():
+def test_a_refusal_says_what_is_allowed(tmp_path):
     with pytest.raises(management.Refused, match="allowed: check, clearsessions, createcachetable, showmigrations"):
         management.request_words(COMMANDS, "migrate", [])
     with pytest.raises(management.Refused, match="can never run"):
         management.request_words(COMMANDS, "dbshell", [])
-    assert "is not in test's manage_commands" in bash_allowed(["migrate"]).stdout
+    assert "is not in test's manage_commands" in verbs.manage_refusal(server_env(tmp_path), "migrate", [])
 
 
 def settings_with(**env):
@@ -224,29 +229,32 @@ def test_a_failing_after_switch_hook_warns_and_keeps_the_deploy(tmp_path):
     assert result.stdout.strip().endswith("rc=0 failed=")
 
 
-def manage_verb(tmp_path, *words: str) -> tuple[subprocess.CompletedProcess, list[str]]:
-    """cmd_manage_main with docker recorded (it answers with exit 3)."""
+def manage_verb(tmp_path, monkeypatch, *words: str) -> tuple[int, str, list]:
+    """bin/deploy's manage verb with the one-off container recorded (it answers with exit 3):
+    (exit status, stderr, the commands it ran)."""
+    env = server_env(tmp_path)
     (tmp_path / ".env").write_text("VERSION=1.4.0\n")
-    entries = " ".join("'" + line.split("=", 1)[1] + "'" for line in management.conf_lines((), (), COMMANDS))
-    quoted = " ".join(f"'{w}'" for w in words)
-    script = (
-        f'. "{BIN.parent / "lib/deploy.sh"}"; docker() {{ printf "%s\\n" "docker $*" >>"{tmp_path}/calls"; echo "output of $*"; return 3; }}; '
-        f'APP_DIR="{tmp_path}"; STATE_DIR="{tmp_path}"; ENV_NAME=test; PROJECT=p; WEB_SERVICE=web; COMPOSE_CMD=(docker compose); '
-        f"FILE_ARGS=(); MANAGE_CMD=(python3 manage.py); MANAGE_COMMANDS=({entries}); cmd_manage_main {quoted}"
-    )
-    result = subprocess.run(["bash", "-c", script], capture_output=True, text=True)
-    calls = tmp_path / "calls"
-    return result, calls.read_text().splitlines() if calls.exists() else []
+    monkeypatch.setattr(server_envs, "load", lambda name: env)
+    monkeypatch.setattr(type(env), "state_dir", property(lambda self: str(tmp_path)))
+    calls = []
+    monkeypatch.setattr(server_run, "streamed", lambda command: calls.append(command) or 3)
+    err = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", err)
+    try:
+        code = verbs.manage(server_request.parse(["manage", "test", *words], 0))
+    except server_request.Refused as refused:
+        code, _ = refused.code, err.write(str(refused))
+    return code, err.getvalue(), calls
 
 
-def test_the_manage_verb_runs_the_command_in_a_one_off_container_and_keeps_its_exit_code(tmp_path):
-    result, calls = manage_verb(tmp_path, "--by=local:me", "showmigrations", "notes")
-    assert result.returncode == 3
-    assert calls == [
-        "docker compose -p p run --rm --no-deps -T -e PYTHONUNBUFFERED=1 web python3 manage.py showmigrations notes"
+def test_the_manage_verb_runs_the_command_in_a_one_off_container_and_keeps_its_exit_code(tmp_path, monkeypatch):
+    code, err, calls = manage_verb(tmp_path, monkeypatch, "--by=local:me", "showmigrations", "notes")
+    assert code == 3
+    assert [command.argv for command in calls] == [
+        "docker compose -p p -f docker-compose.yml run --rm --no-deps -T -e PYTHONUNBUFFERED=1 web python manage.py showmigrations notes".split()
     ]
-    assert "output of compose" in result.stdout
-    assert "manage.py showmigrations notes in a one-off container of 1.4.0 (test)" in result.stderr
+    assert calls[0].cwd == str(tmp_path) and calls[0].environ["VERSION"] == "1.4.0"
+    assert "manage.py showmigrations notes in a one-off container of 1.4.0 (test)" in err
     assert (tmp_path / "lock.info").read_text() == ""
 
 
@@ -259,24 +267,29 @@ def test_the_manage_verb_runs_the_command_in_a_one_off_container_and_keeps_its_e
         ([], "usage: manage ENV"),
     ],
 )
-def test_the_manage_verb_refuses_before_starting_anything(tmp_path, words, why):
-    result, calls = manage_verb(tmp_path, *words)
-    assert result.returncode == protocol.EXIT_USAGE
-    assert why in result.stderr
+def test_the_manage_verb_refuses_before_starting_anything(tmp_path, monkeypatch, words, why):
+    if words and words[0].startswith("--") or not words:
+        with pytest.raises(server_request.Refused, match=why) as caught:
+            server_request.parse(["manage", "test", *words], 0)
+        assert caught.value.code == protocol.EXIT_USAGE
+        return
+    code, err, calls = manage_verb(tmp_path, monkeypatch, *words)
+    assert code == protocol.EXIT_USAGE
+    assert why in err
     assert calls == []
 
 
-def test_the_manage_verb_refuses_while_a_deploy_holds_the_lock(tmp_path):
+def test_the_manage_verb_refuses_while_a_deploy_holds_the_lock(tmp_path, monkeypatch):
     (tmp_path / "lock.info").write_text("20261122T0700Z-1 deploy of 1.5.0 by ci in progress since t\n")
     holder = subprocess.Popen(["flock", str(tmp_path / "lock"), "sleep", "5"])
     try:
         subprocess.run(
             ["bash", "-c", f'until ! flock -n "{tmp_path}/lock" true; do sleep 0.05; done'], timeout=5, check=True
         )
-        result, calls = manage_verb(tmp_path, "showmigrations")
+        code, err, calls = manage_verb(tmp_path, monkeypatch, "showmigrations")
     finally:
         holder.kill()
         holder.wait()
-    assert result.returncode == protocol.EXIT_BUSY
-    assert "busy: deploy of 1.5.0 by ci in progress" in result.stderr
+    assert code == protocol.EXIT_BUSY
+    assert "busy: deploy of 1.5.0 by ci in progress" in err
     assert calls == []

@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from deploy import protocol
 from pdserver import env as envs
 from pdserver import expect, facts, verbs
 from pdserver.lock import UNNAMED, Lock
@@ -215,4 +216,73 @@ def test_pull_status_in_push_and_in_pull_mode(server, capsys, monkeypatch):
         "agent: none",
         "version: 1.4.0",
         "last check: never (the agent has not run yet)",
+    ]
+
+
+def test_review_list_names_each_live_review_environment(server, capsys):
+    template = server / "etc/review.conf"
+    template.write_text(
+        f"APP_DIR={server}/review\nPROJECT=pixel-review\nREVIEW_TEMPLATE=yes\nREVIEW_DOMAIN=review.example\nREVIEW_PORT=8088\n"
+    )
+    assert run(capsys, "review-list review") == (0, "")
+    for number, version in ((2, "b2b2b2b"), (12, "a1a1a1a")):
+        state = server / f"state/review-{number}"
+        state.mkdir()
+        (state / "review.created").write_text("2026-12-01T10:00:00Z\n")
+        (server / f"review-{number}").mkdir()
+        (server / f"review-{number}/.env").write_text(f"VERSION={version}\n")
+    (server / "state/review-3").mkdir()  # no marker: not made (or no longer) by review-up
+    (server / "state/review-x").mkdir()
+    answer, out = run(capsys, "review-list review")
+    assert out.splitlines() == [
+        "review-12\ta1a1a1a\t2026-12-01T10:00:00Z\tnone\thttp://pr-12.review.example:8088/",
+        "review-2\tb2b2b2b\t2026-12-01T10:00:00Z\tnone\thttp://pr-2.review.example:8088/",
+    ]
+    with pytest.raises(Refused, match="'staging' is not a review template on this server"):
+        run(capsys, "review-list staging")
+
+
+def test_every_verb_is_answered_in_python_or_by_a_bash_cmd_function():
+    """A verb moved to Python is in HANDLERS; one still in bash has its cmd_ function (or the
+    request would be handed to bash and end in 'command not found')."""
+    bash = "".join(path.read_text() for path in (protocol.SERVER_DIR / "lib").glob("*.sh"))
+    for verb in (*facts.VERBS, *facts.ADMIN_VERBS, "pull"):
+        if verb not in verbs.HANDLERS:
+            assert f"cmd_{verb.replace('-', '_')}() {{" in bash, verb
+
+
+def test_swarm_status_lists_services_tasks_stragglers_and_nodes(server, capsys, monkeypatch):
+    with open(server / "etc/staging.conf", "a") as conf:
+        conf.write("ENGINE=swarm\nMANAGER_COMPOSE_FILES=proxy.yml\n")
+    answers = {
+        "info": "active true\n",
+        "service": "NAME\tMODE\tREPLICAS\tIMAGE\npixel-staging_web\treplicated\t2/2\treg/pixel:1.4.0@sha256:abc123\n",
+        "desired-state=running": "NAME\tNODE\tCURRENT STATE\tERROR\npixel-staging_web.1\th1\tRunning 2 minutes ago\t\n",
+        "desired-state=shutdown": "web.1\th2\treg/pixel:1.3.0@sha256:def456\tRunning 5 minutes ago\nweb.2\th1\treg/pixel:1.3.0\tShutdown 1 minute ago\n",
+        "node": "HOSTNAME\tSTATUS\nh1\tReady\n",
+        "ps": "NAMES\tIMAGE\nproxy\tnginx\n",
+    }
+
+    def output(argv, env=None, cwd=None, stderr=True):
+        key = next(k for k in answers if k in argv or any(k in word for word in argv[2:5]) or argv[1] == k)
+        return 0, answers[key]
+
+    monkeypatch.setattr(verbs.run, "output", output)
+    answer, out = run(capsys, "status staging")
+    assert out.splitlines()[3:] == [
+        "swarm: this node is a manager",
+        "services:",
+        "  NAME\tMODE\tREPLICAS\tIMAGE",
+        "  pixel-staging_web\treplicated\t2/2\treg/pixel:1.4.0",
+        "tasks:",
+        "  NAME\tNODE\tCURRENT STATE\tERROR",
+        "  pixel-staging_web.1\th1\tRunning 2 minutes ago\t",
+        "warning: tasks swarm asked to stop still run, and may still be served (if it lasts, restart dockerd on their node):",
+        "  web.1\th2\treg/pixel:1.3.0\tRunning 5 minutes ago",
+        "nodes:",
+        "  HOSTNAME\tSTATUS",
+        "  h1\tReady",
+        "outside the stack (on this node):",
+        "  NAMES\tIMAGE",
+        "  proxy\tnginx",
     ]

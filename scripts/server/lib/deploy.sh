@@ -167,8 +167,8 @@ run_deploy() {
 }
 
 # ---------------------------------------------------------------- verbs
-# version, history, logs, maintenance, backups, check, pull-status and status (compose) are answered by
-# lib/pdserver/verbs.py; status of a swarm environment still comes here.
+# version, status, history, logs, maintenance, backups, check, pull-status, manage and
+# review-list are answered by lib/pdserver/verbs.py.
 
 parse_options() { # words...
   OPT_ID='' OPT_WAIT=0 OPT_EXPECT='' OPT_TO='' OPT_FORCE=0 MAINTENANCE=0 SKIP_MIGRATE=0 ORDER=''
@@ -215,34 +215,6 @@ cmd_rollback() {
   start_run rollback "$target" "$OPT_ID" "$OPT_WAIT"
 }
 
-cmd_status() {
-  local line dead=''
-  printf 'version: %s\n' "$(current_version)"
-  if lock_busy 2>/dev/null; then
-    printf 'deploy in progress: %s\n' "${LOCK_HOLDER#* }"
-  else
-    echo "deploy in progress: no"
-    dead=$(dead_runs '' 2>/dev/null)
-  fi
-  printf 'last deploy: %s\n' "$(last_deploy)"
-  if [[ -n $dead ]]; then
-    echo "warning: a deploy ended without a result (its process was killed): the next deploy records it and cleans up after it"
-  fi
-  [[ $ENGINE != swarm ]] || { swarm_status; return 0; }
-  [[ $SWITCH == recreate ]] || printf 'live slot: %s\n' "$(slot_alias "$(live_slot)")"
-  echo "services:"
-  # By compose's labels with the docker CLI: a tenth of the CPU of `compose ps`,
-  # which reads and checks the compose files (status runs on every host at once).
-  docker ps --filter "label=com.docker.compose.project=$PROJECT" --filter "label=com.docker.compose.oneoff=False" \
-    --format 'table {{.Names}}\t{{.Image}}\t{{.Status}}\t{{.Ports}}' 2>&1 | while IFS= read -r line; do printf '  %s\n' "$line"; done
-}
-
-
-
-
-
-
-
 # The pull agent's verb: root only, never the deploy account (the entrypoint does not
 # offer it, and a sudo from an account that pushdeploy's sudoers names is refused here).
 cmd_pull() {
@@ -271,7 +243,6 @@ main() {
   (($# >= 1)) || die "$PD_EXIT_USAGE" "usage: $verb ENV ..."
   if [[ $verb == review-* ]]; then load_review "$verb" "$1"; else load_env_conf "$1" && refuse_template "$verb"; fi
   shift
-  [[ $verb != manage ]] || cmd_manage_main "$@"
   parse_options "$@"
   # plan reports an outdated server side instead of refusing.
   [[ $verb != plan ]] || { PLAN_EXPECT=$OPT_EXPECT OPT_EXPECT=''; }

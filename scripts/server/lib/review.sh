@@ -294,12 +294,3 @@ cmd_review_down() {
 }
 
 # One line per live instance, tab-separated: name, version, created, last deploy, url.
-cmd_review_list() {
-  (( ${#POSITIONAL[@]} == 0 )) || die "$PD_EXIT_USAGE" "usage: review-list TEMPLATE"
-  local name number
-  while IFS= read -r name; do
-    number=${name##*-}
-    APP_DIR="$TEMPLATE_APP_DIR-$number" HISTORY="$PD_STATE/$name/history.jsonl"
-    printf '%s\t%s\t%s\t%s\t%s\n' "$name" "$(current_version)" "$(cat "$PD_STATE/$name/$REVIEW_CREATED")" "$(last_deploy)" "$(review_url "$number")"
-  done < <(review_instances)
-}

@@ -381,31 +381,6 @@ stack_versions() {
 }
 
 # deploy.status: the stack's services, their replicas and the nodes their tasks run on.
-swarm_status() {
-  local stopping
-  echo "swarm: this node is a $(swarm_role)"
-  echo "services:"
-  docker service ls --filter "label=com.docker.stack.namespace=$PROJECT" \
-    --format 'table {{.Name}}\t{{.Mode}}\t{{.Replicas}}\t{{.Image}}' 2>&1 | sed -E 's/@sha256:[0-9a-f]+//; s/^/  /'
-  echo "tasks:"
-  docker stack ps "$PROJECT" --filter desired-state=running \
-    --format 'table {{.Name}}\t{{.Node}}\t{{.CurrentState}}\t{{.Error}}' 2>&1 | sed 's/^/  /'
-  # Replaced tasks swarm asked to stop that still run (a node that came back
-  # after it stopped answering may take a while, or need its dockerd restarted):
-  # they may still be served beside the version .env names.
-  stopping=$(docker stack ps "$PROJECT" --filter desired-state=shutdown --format '{{.Name}}\t{{.Node}}\t{{.Image}}\t{{.CurrentState}}' 2>/dev/null |
-    awk -F'\t' '$4 ~ /^Running/ { sub(/@sha256:[0-9a-f]+/, "", $3); printf "  %s\t%s\t%s\t%s\n", $1, $2, $3, $4 }' || true)
-  if [[ -n $stopping ]]; then
-    echo "warning: tasks swarm asked to stop still run, and may still be served (if it lasts, restart dockerd on their node):"
-    printf '%s\n' "$stopping"
-  fi
-  echo "nodes:"
-  docker node ls --format 'table {{.Hostname}}\t{{.Status}}\t{{.Availability}}\t{{.ManagerStatus}}' 2>&1 | sed 's/^/  /'
-  if [[ -n $MANAGER_COMPOSE_FILES ]]; then
-    echo "outside the stack (on this node):"
-    docker ps --filter "label=com.docker.compose.project=$PROJECT" --format 'table {{.Names}}\t{{.Image}}\t{{.Status}}\t{{.Ports}}' 2>&1 | sed 's/^/  /'
-  fi
-}
 
 # `bin/deploy setup-check ENV` (run by bin/install as root): what a deploy
 # would refuse, before the first deploy. Exit 1 with the problems.

@@ -24,3 +24,18 @@ def output(argv: list, env: dict | None = None, cwd: str | None = None, stderr: 
     except OSError as error:
         return 127, f"{argv[0]}: {error.strerror}"
     return done.returncode, done.stdout.decode(errors="replace")
+
+
+def streamed(command) -> int:
+    """Run a built Command (compose.py) with its output going where ours goes; its exit status.
+    stdin is empty: nothing on the server waits for input."""
+    import os
+    import subprocess
+
+    try:
+        return subprocess.run(
+            command.argv, cwd=command.cwd, env={**os.environ, **command.environ}, stdin=subprocess.DEVNULL, check=False
+        ).returncode
+    except OSError as error:
+        print(f"pushdeploy: {command.argv[0]}: {error.strerror}", flush=True)
+        return 127

@@ -9,11 +9,11 @@ import os
 import sys
 import time
 
+from . import compose, expect, facts, run
 from . import env as envs
-from . import expect, facts, run
 from .expect import HOME, server_hash
 from .lock import Lock
-from .request import Refused, Request
+from .request import Refused, Request, changes_django_setup
 
 HAND_OVER = object()
 LIB = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -128,8 +128,6 @@ def follow_run(env: envs.Env, run_id: str) -> int:
 
 def status(request: Request):
     env = _load(request)
-    if env["ENGINE"] == "swarm":
-        return HAND_OVER  # lib/swarm.sh's status, still in bash
     print(f"version: {envs.current_version(env)}")
     holder = Lock(env.state_dir).busy() if os.path.isdir(env.state_dir) else None
     print(f"deploy in progress: {holder.split(' ', 1)[-1] if holder else 'no'}")
@@ -138,6 +136,9 @@ def status(request: Request):
         print(
             "warning: a deploy ended without a result (its process was killed): the next deploy records it and cleans up after it"
         )
+    if env["ENGINE"] == "swarm":
+        swarm_status(env)
+        return 0
     if env["SWITCH"] != "recreate":
         first, second = facts.SLOTS[0], facts.SLOTS[-1]
         live = second if os.path.exists(os.path.join(env.app_dir, facts.ROUTING_DIR, second)) else first
@@ -161,6 +162,62 @@ def status(request: Request):
     for line in table.splitlines():
         print(f"  {line}")
     return 0
+
+
+def _indented(argv, env: envs.Env, strip_digest: bool = False) -> None:
+    """A docker command's output (and errors), each line indented under its heading."""
+    import re
+
+    for line in run.output(argv, env=_docker_environ(env))[1].splitlines():
+        print("  " + (re.sub(r"@sha256:[0-9a-f]+", "", line, count=1) if strip_digest else line))
+
+
+def swarm_status(env: envs.Env) -> None:
+    """The stack's services, running tasks, tasks asked to stop that still run, nodes."""
+    import re
+
+    project, docker = env["PROJECT"], _docker_environ(env)
+    print(f"swarm: this node is a {swarm_role(env)}")
+    print("services:")
+    services = "table {{.Name}}\t{{.Mode}}\t{{.Replicas}}\t{{.Image}}"
+    _indented(
+        ["docker", "service", "ls", "--filter", f"label=com.docker.stack.namespace={project}", "--format", services],
+        env,
+        True,
+    )
+    print("tasks:")
+    tasks = "table {{.Name}}\t{{.Node}}\t{{.CurrentState}}\t{{.Error}}"
+    _indented(["docker", "stack", "ps", project, "--filter", "desired-state=running", "--format", tasks], env)
+    # Replaced tasks swarm asked to stop that still run (a node that came back after it
+    # stopped answering may take a while, or need its dockerd restarted): maybe still served.
+    stopping = []
+    listing = "{{.Name}}\t{{.Node}}\t{{.Image}}\t{{.CurrentState}}"
+    _, out = run.output(
+        ["docker", "stack", "ps", project, "--filter", "desired-state=shutdown", "--format", listing],
+        env=docker,
+        stderr=False,
+    )
+    for line in out.splitlines():
+        fields = (line.split("\t") + ["", "", "", ""])[:4]
+        if fields[3].startswith("Running"):
+            fields[2] = re.sub(r"@sha256:[0-9a-f]+", "", fields[2], count=1)
+            stopping.append("  " + "\t".join(fields))
+    if stopping:
+        print(
+            "warning: tasks swarm asked to stop still run, and may still be served (if it lasts, restart dockerd on their node):"
+        )
+        print("\n".join(stopping))
+    print("nodes:")
+    _indented(
+        ["docker", "node", "ls", "--format", "table {{.Hostname}}\t{{.Status}}\t{{.Availability}}\t{{.ManagerStatus}}"],
+        env,
+    )
+    if env["MANAGER_COMPOSE_FILES"]:
+        print("outside the stack (on this node):")
+        containers = "table {{.Names}}\t{{.Image}}\t{{.Status}}\t{{.Ports}}"
+        _indented(
+            ["docker", "ps", "--filter", f"label=com.docker.compose.project={project}", "--format", containers], env
+        )
 
 
 def _docker_environ(env: envs.Env) -> dict:
@@ -318,6 +375,123 @@ def check(request: Request) -> int:
     return 0
 
 
+def manage_refusal(env: envs.Env, name: str, args) -> str | None:
+    """Why the allowlist (MANAGE_COMMAND lines: a name, then argument patterns) does not
+    let NAME run with ARGS, or None."""
+    import re
+
+    if not facts.matches(facts.MANAGE_NAME_RE, name):
+        return f"'{name}' is not a management command name"
+    if name in facts.MANAGE_FORBIDDEN:
+        return (
+            f"`{name}` is not in {env.name}'s manage_commands and can never run through pushdeploy: it runs arbitrary"
+            f" code or SQL, or reads or replaces data wholesale ({' '.join(facts.MANAGE_FORBIDDEN)} are refused)"
+        )
+    entries = [line.split() for line in env["MANAGE_COMMAND"]]
+    patterns = next((entry[1:] for entry in entries if entry and entry[0] == name), None)
+    if patterns is None:
+        allowed = " ".join(entry[0] for entry in entries if entry) or "none"
+        return f"`{name}` is not in {env.name}'s manage_commands (allowed: {allowed})"
+    for word in args:
+        if not facts.matches(facts.ARG_RE, word):
+            return f"invalid argument '{word}'"
+        if changes_django_setup(word):
+            forbidden = " ".join(facts.MANAGE_FORBIDDEN_OPTIONS)
+            return f"`{name}` does not accept the argument '{word}': {forbidden} (or a prefix of one) are never passed"
+        if not any(re.fullmatch(f"(?:{pattern})", word) for pattern in patterns):
+            return f"`{name}` does not accept the argument '{word}' (allowed: {' '.join(patterns)})"
+    return None
+
+
+def manage(request: Request) -> int:
+    """One command of the allowlist in a one-off container of the deployed version: its
+    output, its exit status. Never while a deploy changes the image or the database."""
+    env = _load(request)
+    name, args = request.words[0], request.words[1:]
+    why = manage_refusal(env, name, args)
+    if why:
+        raise Refused(f"refused: {why}")
+    version = envs.current_version(env)
+    if not version:
+        raise Refused(f"nothing is deployed in {env.name} yet: deploy first", 1)
+    os.makedirs(env.runs_dir, exist_ok=True)
+    lock = Lock(env.state_dir)
+    holder = lock.take()
+    if holder:
+        raise Refused(f"busy: {holder.split(' ', 1)[-1]}; try again when it is done", facts.EXIT_BUSY)
+    try:
+        lock.name(f"manage-{os.getpid()}", f"manage {name}", str(request.option("by", "")), now_iso())
+        print(
+            f"pushdeploy: manage.py {' '.join(request.words)} in a one-off container of {version} ({env.name})",
+            file=sys.stderr,
+            flush=True,
+        )
+        return run.streamed(compose.manage(env, version, request.words))
+    finally:
+        lock.release()
+
+
+def review_template(request: Request) -> envs.Env:
+    """The template a review verb names (review-list: the template itself), checked."""
+    import re
+
+    env = envs.load(request.template or request.env)
+    if env["REVIEW_TEMPLATE"] != "yes":
+        raise Refused(
+            f"'{env.name}' is not a review template on this server: only names the template allows"
+            " (TEMPLATE-N of an environment with review_template: true) may be made"
+        )
+    valid = (
+        re.fullmatch(r"[a-z0-9]([a-z0-9.-]{0,200}[a-z0-9])?", env["REVIEW_DOMAIN"])
+        and re.fullmatch(r"[0-9]{1,3}", env["REVIEW_MAX"])
+        and re.fullmatch(r"[0-9]{1,5}", env["REVIEW_PORT"])
+    )
+    if not valid:
+        raise Refused(
+            f"{env.conf_path}: REVIEW_DOMAIN, REVIEW_MAX or REVIEW_PORT is invalid: run `inv server.setup --env {env.name}`",
+            1,
+        )
+    expect.check(str(request.option("expect", "")), env.conf_path, env.name)
+    return env
+
+
+def review_url(template: envs.Env, number: str) -> str:
+    port = template["REVIEW_PORT"]
+    return f"http://pr-{number}.{template['REVIEW_DOMAIN']}{'' if port == '80' else ':' + port}/"
+
+
+def review_instances(template: str) -> list:
+    """The live review environments of TEMPLATE (review-up marks each review.created)."""
+    try:
+        names = sorted(os.listdir(facts.STATE))
+    except FileNotFoundError:
+        return []
+    return [
+        name
+        for name in names
+        if name.startswith(template + "-")
+        and facts.matches(facts.REVIEW_RE, name)
+        and os.path.isfile(os.path.join(facts.STATE, name, "review.created"))
+    ]
+
+
+def review_list(request: Request) -> int:
+    template = review_template(request)
+    for name in review_instances(template.name):
+        number = name.rsplit("-", 1)[1]
+        instance = envs.Env(name, template.conf_path, dict(template.values, APP_DIR=f"{template.app_dir}-{number}"))
+        created = _read(os.path.join(facts.STATE, name, "review.created"))
+        fields = (
+            name,
+            envs.current_version(instance),
+            created,
+            last_deploy(instance.history),
+            review_url(template, number),
+        )
+        print("\t".join(fields))
+    return 0
+
+
 HANDLERS = {
     "version": version,
     "history": history,
@@ -327,4 +501,6 @@ HANDLERS = {
     "maintenance": maintenance,
     "check": check,
     "pull-status": pull_status,
+    "manage": manage,
+    "review-list": review_list,
 }

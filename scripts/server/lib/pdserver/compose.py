@@ -1,0 +1,52 @@
+"""Docker Compose commands, built: an environment and what to do in, argument lists out.
+
+Pure: nothing here runs anything (run.py does). Each builder returns a Command: the
+argument list, the directory it runs in and the variables it adds to the environment.
+Compose reads VERSION from .env; a VERSION in the environment wins, which lets a
+command run the new version before .env says so.
+"""
+
+from __future__ import annotations
+
+import collections
+
+from .env import Env
+
+Command = collections.namedtuple("Command", "argv cwd environ")
+
+# Compose's progress bars are noise in a deploy log; the steps say what happens.
+QUIET = {"COMPOSE_PROGRESS": "quiet", "COMPOSE_ANSI": "never", "LC_ALL": "C"}
+
+
+def compose(env: Env, *args: str, version: str = "") -> Command:
+    """`COMPOSE -p PROJECT -f FILE... ARGS` in the app directory (at VERSION, if given)."""
+    files = [word for name in env["COMPOSE_FILES"].split() for word in ("-f", name)]
+    environ = dict(QUIET)
+    if env["DOCKER_HOST"]:
+        environ["DOCKER_HOST"] = env["DOCKER_HOST"]
+    if version:
+        environ["VERSION"] = version
+    return Command([*env["COMPOSE"].split(), "-p", env["PROJECT"], *files, *args], env.app_dir, environ)
+
+
+def one_off(env: Env, version: str, *command: str, extra: tuple = ()) -> Command:
+    """A one-off container of the web service at VERSION: no dependencies started, no
+    TTY, removed afterwards, output unbuffered so it streams. extra: more `run` options."""
+    return compose(
+        env,
+        "run",
+        "--rm",
+        "--no-deps",
+        "-T",
+        "-e",
+        "PYTHONUNBUFFERED=1",
+        *extra,
+        env["WEB_SERVICE"],
+        *command,
+        version=version,
+    )
+
+
+def manage(env: Env, version: str, words) -> Command:
+    """`manage.py NAME ARGS...` (the environment's MANAGE prefix) in a one-off container."""
+    return one_off(env, version, *env["MANAGE"].split(), *words)
