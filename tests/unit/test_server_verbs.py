@@ -286,3 +286,96 @@ def test_swarm_status_lists_services_tasks_stragglers_and_nodes(server, capsys, 
         "  NAMES\tIMAGE",
         "  proxy\tnginx",
     ]
+
+
+SLOT_STEPS = ["start", "health", "admit", "switch", "retire", "prune-static"]
+BEFORE = ["preflight", "pull", "database"]  # CONF has a before_switch hook: hooks-before follows migrate
+
+
+@pytest.mark.parametrize(
+    ("conf", "flags", "steps"),
+    [
+        ("", {}, [*BEFORE, "migrate", "hooks-before", *SLOT_STEPS]),
+        ("BACKUP=yes\n", {}, [*BEFORE, "backup", "migrate", "hooks-before", *SLOT_STEPS]),
+        ("BACKUP=yes\n", {"skip_migrate": True}, [*BEFORE, "static", "hooks-before", *SLOT_STEPS]),
+        (
+            "",
+            {"maintenance": True},
+            [*BEFORE, "maintenance-on", "migrate", "hooks-before", *SLOT_STEPS, "maintenance-off"],
+        ),
+        ("HOOK_AFTER_SWITCH=clearsessions\n", {}, [*BEFORE, "migrate", "hooks-before", *SLOT_STEPS, "hooks-after"]),
+        ("SWITCH=recreate\n", {}, [*BEFORE, "migrate", "hooks-before", "recreate", "up", "prune-static"]),
+    ],
+)
+def test_the_plan_lists_the_steps_run_deploy_would_run(server, conf, flags, steps):
+    with open(server / "etc/staging.conf", "a") as file:
+        file.write(conf)
+    options = {"maintenance": False, "skip_migrate": False, **flags}
+    assert verbs.deploy_steps(envs.load("staging"), options["maintenance"], options["skip_migrate"]) == steps
+
+
+@pytest.mark.parametrize(
+    ("ordering", "current", "stored", "version", "build", "force", "says"),
+    [
+        ("semver", "1.10.0", "", "1.9.0", None, False, "1.9.0 is older than the deployed 1.10.0"),
+        ("semver", "1.10.0", "", "1.9.0", None, True, None),
+        ("semver", "1.4.0", "", "1.4.0-rc.1", None, False, "is older than the deployed 1.4.0"),
+        ("semver", "1.4.0-rc.1", "", "1.4.0", None, False, None),
+        ("semver", "none", "", "0.1.0", None, False, None),
+        (
+            "build",
+            "a1a1a1a",
+            "1700000000",
+            "b2b2b2b",
+            1699999999,
+            False,
+            "(order 1699999999) is older than the deployed build (order 1700000000)",
+        ),
+        ("build", "a1a1a1a", "1700000000", "b2b2b2b", 1700000001, False, None),
+        ("build", "a1a1a1a", "", "b2b2b2b", 1, False, None),
+        ("none", "9.9.9", "", "0.0.1", None, False, None),
+    ],
+)
+def test_older_versions_and_builds_are_refused_unless_forced(
+    server, ordering, current, stored, version, build, force, says
+):
+    with open(server / "etc/staging.conf", "a") as file:
+        file.write(f"ORDERING={ordering}\n")
+    (server / "app/.env").write_text(f"VERSION={current}\n")
+    if stored:
+        (server / "state/staging/order").write_text(stored + "\n")
+    why = verbs.order_refusal(envs.load("staging"), version, build, force)
+    assert (why is None) if says is None else (says in why), why
+
+
+def test_a_plan_answers_key_value_lines(server, capsys, monkeypatch):
+    (server / "state/staging/history.jsonl").write_text(
+        json.dumps({"kind": "deploy", "outcome": "ok", "duration": 4.2}) + "\n"
+    )
+    calls = []
+
+    def output(argv, env=None, cwd=None, stderr=True):
+        calls.append(argv)
+        return (0, "") if "pull" in argv else (0, "Planned operations:\nnotes.0002_visit\n    Create model Visit\n")
+
+    monkeypatch.setattr(verbs.run, "output", output)
+    answer, out = run(capsys, "plan staging 1.5.0 --maintenance")
+    assert out.splitlines() == [
+        "current=1.4.0",
+        "target=1.5.0",
+        "server_side=not checked",
+        "busy=no",
+        "order=ok (none)",
+        "steps=preflight pull database maintenance-on migrate hooks-before start health admit switch retire prune-static maintenance-off",
+        "hooks_before=check --deploy",
+        "hooks_after=",
+        "estimate=4.2 1",
+        "migrations=planned",
+        "migration=Planned operations:",
+        "migration=notes.0002_visit",
+        "migration=    Create model Visit",
+    ]
+    assert calls[0][-3:] == ["pull", "-q", "web"] and calls[1][-3:] == ["manage.py", "migrate", "--plan"]
+    with pytest.raises(Refused, match="version 'latest' does not match staging's pattern"):
+        (server / "etc/staging.conf").write_text(CONF.format(app=server / "app") + "VERSION_RE=^[0-9.]+$\n")
+        run(capsys, "plan staging latest")

@@ -167,8 +167,8 @@ run_deploy() {
 }
 
 # ---------------------------------------------------------------- verbs
-# version, status, history, logs, maintenance, backups, check, pull-status, manage and
-# review-list are answered by lib/pdserver/verbs.py.
+# version, status, history, logs, maintenance, backups, check, pull-status, manage,
+# review-list and plan (but a swarm's) are answered by lib/pdserver/verbs.py.
 
 parse_options() { # words...
   OPT_ID='' OPT_WAIT=0 OPT_EXPECT='' OPT_TO='' OPT_FORCE=0 MAINTENANCE=0 SKIP_MIGRATE=0 ORDER=''

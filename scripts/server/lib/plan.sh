@@ -1,5 +1,7 @@
 # shellcheck shell=bash disable=SC2034,SC2153 # variables shared across the files bin/deploy sources
-# pushdeploy server side: the `plan` verb, what a deploy of VERSION would do here,
+# pushdeploy server side: the `plan` verb of a swarm environment (lib/pdserver/verbs.py
+# answers it for compose ones; the two go together when the run pipeline moves to Python):
+# what a deploy of VERSION would do here,
 # without doing it. It pulls the image (to read its migrations) and runs one
 # one-off container of it (`migrate --plan`); it never writes .env, the history,
 # the lock or the app's containers. It answers in KEY=value lines, and one

@@ -380,8 +380,6 @@ stack_versions() {
     sed -E "s/^${PROJECT}_//; s/@sha256:[0-9a-f]+//; s/=.*:/=/" | paste -sd' '
 }
 
-# deploy.status: the stack's services, their replicas and the nodes their tasks run on.
-
 # `bin/deploy setup-check ENV` (run by bin/install as root): what a deploy
 # would refuse, before the first deploy. Exit 1 with the problems.
 swarm_setup_check() {
