@@ -43,7 +43,12 @@ class DeployKey:
 
     @property
     def env_var(self) -> str:
-        return f"DEPLOY_KEY_{self.name.upper().replace('-', '_')}_PUBLIC_KEY"
+        return env_var(self.name)
+
+
+def env_var(name: str) -> str:
+    """Where .env may give the public key of the named key NAME."""
+    return f"DEPLOY_KEY_{name.upper().replace('-', '_')}_PUBLIC_KEY"
 
 
 def from_config(raw, environments: Mapping) -> tuple[DeployKey, ...]:

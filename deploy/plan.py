@@ -215,7 +215,7 @@ def authorized_keys(public_keys: str, named: Mapping[str, str] | None = None) ->
         key_lines = _key_lines(text)
         if not key_lines:
             raise BadRequest(
-                f"no public key for the deploy key {name!r}: set deploy.keys.{name}.public_key in invoke.yaml or {deploy_keys.DeployKey(name, (), ()).env_var} in .env"
+                f"no public key for the deploy key {name!r}: set deploy.keys.{name}.public_key in invoke.yaml or {deploy_keys.env_var(name)} in .env"
             )
         lines += [deploy_keys.authorized_line(line, name) for line in key_lines]
     if not lines:

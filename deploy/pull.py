@@ -11,6 +11,7 @@ import re
 from collections.abc import Mapping
 
 from deploy import protocol
+from pdserver import order as server_order
 
 DEFAULT_EVERY = 60
 
@@ -48,13 +49,10 @@ def parse(raw, key: str) -> tuple[str, int]:
     return channel, every
 
 
-def pinned_pattern(channel: str) -> re.Pattern[str]:
-    return re.compile(rf"^{re.escape(channel)}-[0-9a-f]{{{protocol.PIN_HEX}}}$")
-
-
 def is_pinned(channel: str, version: str) -> bool:
-    """A version the agent deployed for this channel (so `deploy.rollback --to` accepts it)."""
-    return bool(channel) and protocol.matches(pinned_pattern(channel), version)
+    """A version the agent deployed for this channel (so `deploy.rollback --to` accepts it):
+    the server's own rule (pdserver/order.py)."""
+    return server_order.is_pinned(channel, version)
 
 
 def pinned_version(channel: str, digest: str) -> str:

@@ -85,15 +85,13 @@ class Environment:
     batch_size: str = "100%"  # hosts per batch after the first: a number, or a share such as 25%
     on_failure: str = "rollback"  # a failed batch: switched batches go back (rollback), or stay (halt)
     switch: str = "slots"  # recreate: stop and recreate web in place (layouts the slots cannot serve)
-    deploy_priority: str = (
-        "low"  # the deploy's own work yields the CPU to the containers that serve (normal: it does not)
-    )
+    # the deploy's own work yields the CPU to the containers that serve (normal: it does not)
+    deploy_priority: str = "low"
     docker_host: str = ""
     files: tuple[tuple[str, str], ...] = ()  # (path on the server, path in the project)
     server_env: str = ""  # local template for the server's .env, used by server.setup
-    before_switch: tuple[
-        tuple[str, ...], ...
-    ] = ()  # management commands run before the switch (see deploy/management.py)
+    # management commands run before the switch (see deploy/management.py)
+    before_switch: tuple[tuple[str, ...], ...] = ()
     after_switch: tuple[tuple[str, ...], ...] = ()
     manage_commands: tuple[management.Allowed, ...] = ()  # what `inv manage` may run
     pull_channel: str = ""  # pull mode: the tag the server's agent follows (empty: push mode)

@@ -12,7 +12,7 @@ import pytest
 
 from deploy import protocol
 from pdserver import env as envs
-from pdserver import expect, facts, verbs
+from pdserver import expect, facts, plan, status, verbs
 from pdserver.lock import UNNAMED, Lock
 from pdserver.request import Refused, parse
 
@@ -129,24 +129,24 @@ def test_logs_the_latest_run_and_follows_one_to_its_status(server, capsys):
 
 def test_status_warns_of_a_dead_run_only_when_none_runs(server):
     runs = str(server / "state/staging/runs")
-    assert verbs.dead_runs(runs) == []
+    assert status.dead_runs(runs) == []
     for name in ("x.request", "x.status", "y.request"):
         open(os.path.join(runs, name), "w").close()
-    assert verbs.dead_runs(runs) == ["y"] and verbs.dead_runs(runs, own="y") == []
+    assert status.dead_runs(runs) == ["y"] and status.dead_runs(runs, own="y") == []
 
 
 def test_last_deploy_reads_the_summary_while_it_is_current(server):
     history = server / "state/staging/history.jsonl"
-    assert verbs.last_deploy(str(history)) == "none"
+    assert status.last_deploy(str(history)) == "none"
     history.write_text(
         json.dumps({"time": "T", "kind": "deploy", "version": "2", "previous": "1", "outcome": "ok", "by": "jane"})
         + "\n"
     )
-    assert verbs.last_deploy(str(history)) == "T deploy of 2 (was 1): ok, by jane"
+    assert status.last_deploy(str(history)) == "T deploy of 2 (was 1): ok, by jane"
     (server / "state/staging/history.jsonl.last").write_text("summary\n")
-    assert verbs.last_deploy(str(history)) == "summary"
+    assert status.last_deploy(str(history)) == "summary"
     os.utime(history, (time.time() + 10,) * 2)
-    assert verbs.last_deploy(str(history)) == "T deploy of 2 (was 1): ok, by jane"
+    assert status.last_deploy(str(history)) == "T deploy of 2 (was 1): ok, by jane"
 
 
 def test_maintenance_takes_the_lock_bash_takes(server, capsys):
@@ -263,7 +263,8 @@ def test_swarm_status_lists_services_tasks_stragglers_and_nodes(server, capsys, 
         "ps": "NAMES\tIMAGE\nproxy\tnginx\n",
     }
 
-    def output(argv, env=None, cwd=None, stderr=True):
+    def output(command, stderr=True):
+        argv = command.argv
         key = next(k for k in answers if k in argv or any(k in word for word in argv[2:5]) or argv[1] == k)
         return 0, answers[key]
 
@@ -311,7 +312,7 @@ def test_the_plan_lists_the_steps_run_deploy_would_run(server, conf, flags, step
     with open(server / "etc/staging.conf", "a") as file:
         file.write(conf)
     options = {"maintenance": False, "skip_migrate": False, **flags}
-    assert verbs.deploy_steps(envs.load("staging"), options["maintenance"], options["skip_migrate"]) == steps
+    assert plan.deploy_steps(envs.load("staging"), options["maintenance"], options["skip_migrate"]) == steps
 
 
 @pytest.mark.parametrize(
@@ -344,7 +345,7 @@ def test_older_versions_and_builds_are_refused_unless_forced(
     (server / "app/.env").write_text(f"VERSION={current}\n")
     if stored:
         (server / "state/staging/order").write_text(stored + "\n")
-    why = verbs.order_refusal(envs.load("staging"), version, build, force)
+    why = plan.order_refusal(envs.load("staging"), version, build, force)
     assert (why is None) if says is None else (says in why), why
 
 
@@ -354,9 +355,13 @@ def test_a_plan_answers_key_value_lines(server, capsys, monkeypatch):
     )
     calls = []
 
-    def output(argv, env=None, cwd=None, stderr=True):
-        calls.append(argv)
-        return (0, "") if "pull" in argv else (0, "Planned operations:\nnotes.0002_visit\n    Create model Visit\n")
+    def output(command, stderr=True):
+        calls.append(command.argv)
+        return (
+            (0, "")
+            if "pull" in command.argv
+            else (0, "Planned operations:\nnotes.0002_visit\n    Create model Visit\n")
+        )
 
     monkeypatch.setattr(verbs.run, "output", output)
     answer, out = run(capsys, "plan staging 1.5.0 --maintenance")

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # shellcheck source-path=SCRIPTDIR
-# pushdeploy bin/deploy: deploys one version of a Docker Compose app, as root.
+# pushdeploy lib/deploy.sh: the verbs still in bash, the deploy above all, as root.
 #
-# Installed root-owned by `inv server.setup`; the deploy account reaches it only
-# through the entrypoint and sudo. It trusts none of its input: every word is
-# checked again here, the environment's settings come from a root-owned file,
+# bin/deploy (lib/pdserver) runs it once it has checked a request and found no
+# Python verb for it; the deploy account reaches it only through the entrypoint,
+# sudo and bin/deploy. It trusts none of its input: every word is checked again here, the environment's settings come from a root-owned file,
 # and nothing is ever passed through a shell or sed. The parts live in lib/,
 # root-owned too, one concern a file:
 #   lib/protocol.sh  what client and server agree on      lib/config.sh   settings, compose, .env
@@ -241,7 +241,7 @@ main() {
   [[ " $PD_VERBS $PD_ADMIN_VERBS " == *" $verb "* ]] || die "$PD_EXIT_USAGE" "unknown command '$verb' (one of: $PD_VERBS)"
   [[ " $PD_ADMIN_VERBS " != *" $verb "* ]] || check_admin_caller "$verb"
   (($# >= 1)) || die "$PD_EXIT_USAGE" "usage: $verb ENV ..."
-  if [[ $verb == review-* ]]; then load_review "$verb" "$1"; else load_env_conf "$1" && refuse_template "$verb"; fi
+  if [[ $verb == review-* ]]; then load_review "$verb" "$1"; else load_env_conf "$1"; fi  # templates: refused by bin/deploy (pdserver/guard.py)
   shift
   parse_options "$@"
   # plan reports an outdated server side instead of refusing.

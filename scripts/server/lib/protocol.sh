@@ -11,7 +11,7 @@ PD_STATE='/var/lib/pushdeploy'
 
 # The server side: every file installed under PD_PREFIX, in this order. The
 # installer installs them, both sides hash them (in this order) to agree on the version.
-PD_SERVER_FILES='bin/deploy bin/entrypoint bin/install lib/protocol.sh lib/pdserver/__init__.py lib/pdserver/facts.py lib/pdserver/request.py lib/pdserver/keys.py lib/pdserver/conf.py lib/pdserver/guard.py lib/pdserver/verbs.py lib/pdserver/main.py lib/pdserver/env.py lib/pdserver/expect.py lib/pdserver/lock.py lib/pdserver/run.py lib/pdserver/compose.py lib/pdserver/order.py lib/deploy.sh lib/config.sh lib/steps.sh lib/switch.sh lib/priority.sh lib/recreate.sh lib/order.sh lib/history.sh lib/history.py lib/detach.sh lib/manage.sh lib/plan.sh lib/pull.sh lib/pull.py lib/notify.sh lib/notify.py lib/swarm.sh lib/swarm.py lib/review.sh lib/refresh.sh'
+PD_SERVER_FILES='bin/deploy bin/entrypoint bin/install lib/protocol.sh lib/pdserver/__init__.py lib/pdserver/facts.py lib/pdserver/request.py lib/pdserver/keys.py lib/pdserver/conf.py lib/pdserver/guard.py lib/pdserver/verbs.py lib/pdserver/main.py lib/pdserver/env.py lib/pdserver/expect.py lib/pdserver/lock.py lib/pdserver/run.py lib/pdserver/compose.py lib/pdserver/order.py lib/pdserver/status.py lib/pdserver/plan.py lib/deploy.sh lib/config.sh lib/steps.sh lib/switch.sh lib/priority.sh lib/recreate.sh lib/order.sh lib/history.sh lib/history.py lib/detach.sh lib/manage.sh lib/plan.sh lib/pull.sh lib/pull.py lib/notify.sh lib/notify.py lib/swarm.sh lib/swarm.py lib/review.sh lib/refresh.sh'
 
 # Traffic reaches one slot of the web service at a time: the proxy routes to the
 # DNS name WEBSERVICE-SLOT, the second slot while APP_DIR/PD_ROUTING_DIR/SLOT exists.

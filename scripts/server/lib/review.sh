@@ -37,12 +37,6 @@ load_review() { # verb name
   STATE_DIR="$PD_STATE/$ENV_NAME" RUNS_DIR="$PD_STATE/$ENV_NAME/runs" HISTORY="$PD_STATE/$ENV_NAME/history.jsonl"
 }
 
-# A template is not an environment: deploying to it would run its files as one.
-refuse_template() { # verb
-  [[ $REVIEW_TEMPLATE == yes && $1 =~ ^(deploy|rollback|maintenance|db-dump|db-restore)$ ]] || return 0
-  die "$PD_EXIT_USAGE" "'$ENV_NAME' is a review template, not an environment: make one from it with review-up $ENV_NAME-N VERSION (inv review.up --pr N)"
-}
-
 review_host() { printf 'pr-%s.%s\n' "$1" "$REVIEW_DOMAIN"; } # number
 review_url() { # number
   if [[ $REVIEW_PORT == 80 ]]; then printf 'http://%s/\n' "$(review_host "$1")"; else printf 'http://%s:%s/\n' "$(review_host "$1")" "$REVIEW_PORT"; fi

@@ -8,24 +8,27 @@ command run the new version before .env says so.
 
 from __future__ import annotations
 
-import collections
-
 from .env import Env
-
-Command = collections.namedtuple("Command", "argv cwd environ")
+from .run import Command
 
 # Compose's progress bars are noise in a deploy log; the steps say what happens.
 QUIET = {"COMPOSE_PROGRESS": "quiet", "COMPOSE_ANSI": "never", "LC_ALL": "C"}
 
 
+def docker(env: Env, *args: str) -> Command:
+    """`docker ARGS`, at the environment's DOCKER_HOST if it names one."""
+    return Command(["docker", *args], None, {"DOCKER_HOST": env["DOCKER_HOST"]} if env["DOCKER_HOST"] else {})
+
+
+def compose_cli(env: Env, *args: str) -> Command:
+    """The compose program itself, no project (`version --short`), at the environment's docker."""
+    return Command([*env["COMPOSE"].split(), *args], None, docker(env).environ)
+
+
 def compose(env: Env, *args: str, version: str = "") -> Command:
     """`COMPOSE -p PROJECT -f FILE... ARGS` in the app directory (at VERSION, if given)."""
     files = [word for name in env["COMPOSE_FILES"].split() for word in ("-f", name)]
-    environ = dict(QUIET)
-    if env["DOCKER_HOST"]:
-        environ["DOCKER_HOST"] = env["DOCKER_HOST"]
-    if version:
-        environ["VERSION"] = version
+    environ = {**QUIET, **docker(env).environ, **({"VERSION": version} if version else {})}
     return Command([*env["COMPOSE"].split(), "-p", env["PROJECT"], *files, *args], env.app_dir, environ)
 
 

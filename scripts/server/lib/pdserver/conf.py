@@ -19,7 +19,7 @@ def path(env: str, etc: str = facts.ETC) -> str:
 def parse(text: str) -> dict[str, list[str]]:
     values: dict[str, list[str]] = {}
     for line in text.splitlines():
-        if not line or line.startswith("#") or "=" not in line:
+        if not line or line.startswith("#"):
             continue
         key, _, value = line.partition("=")
         values.setdefault(key, []).append(value)

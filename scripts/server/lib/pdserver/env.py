@@ -114,16 +114,10 @@ def load(name: str, etc: str | None = None) -> Env:
 
 def parse(text: str, path: str, name: str) -> dict:
     values = dict(DEFAULTS, **{key: [] for key in LISTS})
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        key, _, value = line.partition("=")
-        if key in LISTS:
-            values[key].append(value)
-        elif key in DEFAULTS:
-            values[key] = value
-        else:
+    for key, found in conf.parse(text).items():
+        if key not in DEFAULTS and key not in LISTS:
             raise Refused(f"{path}: unknown key '{key}': reinstall with `inv server.setup --env {name}`", 1)
+        values[key] = found if key in LISTS else found[-1]
     if not values["APP_DIR"].startswith("/") or ".." in values["APP_DIR"]:
         raise Refused(f"{path}: APP_DIR must be an absolute path", 1)
     for keys, pattern, what in _CHECKS:
@@ -170,3 +164,21 @@ def current_version(env: Env) -> str:
     except FileNotFoundError:
         pass
     return ""
+
+
+def load_checked(request) -> Env:
+    """The request's environment, its settings checked, and --expect if it sent one."""
+    from . import expect
+
+    env = load(request.env)
+    expect.check(str(request.option("expect", "")), env.conf_path, env.name)
+    return env
+
+
+def read_text(path: str) -> str:
+    """A small state file's text, stripped ('' when it is not there)."""
+    try:
+        with open(path, errors="replace") as file:
+            return file.read().strip()
+    except FileNotFoundError:
+        return ""

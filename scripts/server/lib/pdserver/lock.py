@@ -15,6 +15,10 @@ import time
 UNNAMED = "- another run (starting or finishing)"
 
 
+def now_iso() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
 class Lock:
     def __init__(self, state_dir: str):
         self.path = os.path.join(state_dir, "lock")

@@ -12,7 +12,7 @@ import os
 import sys
 import time
 
-from . import guard, verbs
+from . import guard, run, verbs
 from .request import Refused, parse, split_key
 
 # Not requests of the deploy account: help, the detached worker (started by a run
@@ -29,12 +29,8 @@ def main(argv, now=time.time) -> int:
         why = guard.refusal(request)
         if why:
             raise Refused(why)
-    except Refused as refused:
-        print(f"pushdeploy: {refused}", file=sys.stderr)
-        return refused.code
-    handler = verbs.HANDLERS.get(request.verb)
-    try:
-        answer = handler(request) if handler else verbs.HAND_OVER
+        handler = verbs.HANDLERS.get(request.verb)
+        answer = handler(request) if handler else run.HAND_OVER
         sys.stdout.flush()
     except Refused as refused:
         sys.stdout.flush()
@@ -43,7 +39,7 @@ def main(argv, now=time.time) -> int:
     except BrokenPipeError:  # the reader went away (a dropped connection, `| head`): nothing to say
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
-    if answer is verbs.HAND_OVER:
+    if answer is run.HAND_OVER:
         return hand_over(split_key(argv)[1])
     return answer
 
@@ -52,5 +48,5 @@ def hand_over(words) -> int:
     """Run lib/deploy.sh in this process (same pid: sudo's child, the run's pid file)."""
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execv("/bin/bash", ["bash", os.path.join(verbs.LIB, "deploy.sh"), *words])
+    os.execv("/bin/bash", ["bash", os.path.join(run.LIB, "deploy.sh"), *words])
     return 1  # not reached

@@ -7,6 +7,10 @@ used: tests hold the two to each other on random versions.
 
 from __future__ import annotations
 
+import re
+
+from . import facts
+
 
 def _order(s: str, pos: int) -> int:
     if pos == len(s):
@@ -95,3 +99,8 @@ def version_lt(a: str, b: str) -> bool:
     if "-" not in b:
         return True
     return sorts_before(a_pre, b_pre)
+
+
+def is_pinned(channel: str, version: str) -> bool:
+    """A version the pull agent pinned (CHANNEL-<digest prefix>): it has no place in any order."""
+    return bool(channel) and re.fullmatch(f"{re.escape(channel)}-[0-9a-f]{{{facts.PIN_HEX}}}", version) is not None

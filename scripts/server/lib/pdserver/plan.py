@@ -1,0 +1,123 @@
+"""plan: what a deploy of VERSION would do here, as KEY=value lines, changing nothing but
+pulling the image (to read its migrations); and the order and steps a deploy would follow."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from . import compose, expect, order, run
+from . import env as envs
+from .lock import Lock
+from .request import Refused, Request
+
+
+def check_version(env: envs.Env, version: str) -> None:
+    import re
+
+    pattern = env["VERSION_RE"]
+    if pattern and not re.search(pattern, version) and not order.is_pinned(env["PULL_CHANNEL"], version):
+        raise Refused(f"version '{version}' does not match {env.name}'s pattern {pattern}")
+
+
+def order_refusal(env: envs.Env, version: str, build_order, force: bool) -> str | None:
+    """Why a deploy of VERSION (at BUILD_ORDER) would be refused as older, or None."""
+    if force:
+        return None
+    if env["ORDERING"] == "semver":
+        current = envs.current_version(env)
+        if (
+            current
+            and current != "none"
+            and not order.is_pinned(env["PULL_CHANNEL"], current)
+            and order.version_lt(version, current)
+        ):
+            return f"{version} is older than the deployed {current}: use `inv deploy.rollback --env {env.name} --to {version}`, or --force"
+    elif env["ORDERING"] == "build":
+        last = envs.read_text(os.path.join(env.state_dir, "order"))
+        if build_order is not None and last.isdigit() and build_order < int(last):
+            return f"build {version} (order {build_order}) is older than the deployed build (order {last}): use `inv deploy.rollback`, or --force"
+    return None
+
+
+def deploy_steps(env: envs.Env, maintenance: bool, skip_migrate: bool) -> list:
+    """The steps a deploy runs with these settings, in its order (compose engines; keep in
+    step with run_deploy: tests/e2e/test_plan.py compares this list with a real deploy's)."""
+    steps = ["preflight", "pull", "database"]
+    if env["BACKUP"] == "yes" and not skip_migrate:
+        steps.append("backup")
+    steps += ["maintenance-on"] if maintenance else []
+    steps.append("static" if skip_migrate else "migrate")
+    steps += ["hooks-before"] if env["HOOK_BEFORE_SWITCH"] else []
+    if env["SWITCH"] == "recreate":
+        steps += ["recreate", "up", "prune-static"]
+    else:
+        steps += ["start", "health", "admit", "switch", "retire", "prune-static"]
+    steps += ["hooks-after"] if env["HOOK_AFTER_SWITCH"] else []
+    steps += ["maintenance-off"] if maintenance else []
+    return steps
+
+
+def _estimate(env: envs.Env) -> str:
+    import contextlib
+    import io
+
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        run.lib_module("history").median_ok(env.history, 10)
+    return printed.getvalue().strip()
+
+
+def plan_migrations(env: envs.Env, version: str, skip_migrate: bool) -> list:
+    """Django's `migrate --plan` for VERSION against the running database (not started here)."""
+    if skip_migrate:
+        return ["migrations=skipped (a later batch: the first host migrates the shared database)"]
+    pull = compose.compose(env, "pull", "-q", env["WEB_SERVICE"], version=version)
+    code, out = run.output(pull)
+    if code:
+        last = out.rstrip("\n").rsplit("\n", 1)[-1]
+        return [f"migrations=unknown (could not pull {version}: {last})"]
+    migrate = compose.manage(env, version, ["migrate", "--plan"])
+    code, out = run.output(migrate)
+    head = (
+        f"migrations=unknown (migrate --plan failed with exit {code}; is the database up?)"
+        if code
+        else "migrations=planned"
+    )
+    return [head] + [f"migration={line}" for line in out.rstrip("\n").split("\n")]
+
+
+def plan(request: Request):
+    """What a deploy of VERSION would do here, as KEY=value lines; changes nothing but
+    pulling the image (to read its migrations). An outdated server side is reported."""
+    env = envs.load(request.env)
+    if env["ENGINE"] == "swarm":
+        return run.HAND_OVER  # lib/plan.sh and lib/swarm.sh, still in bash
+    version = request.words[0]
+    check_version(env, version)
+    os.makedirs(env.runs_dir, exist_ok=True)
+    current = envs.current_version(env)
+    print(f"current={current or 'none'}\ntarget={version}")
+    expected = str(request.option("expect", ""))
+    try:
+        expect.check(expected, env.conf_path, env.name)
+        print("server_side=" + ("current" if expected else "not checked"))
+    except Refused as outdated:
+        print(f"server_side=outdated: {outdated}")
+    holder = Lock(env.state_dir).busy()
+    print(f"busy={holder.split(' ', 1)[-1] if holder else 'no'}")
+    why = order_refusal(env, version, request.option("order"), bool(request.option("force")))
+    if why:
+        print(f"order=refused: {why}")
+    elif version == current:
+        print("order=ok (already deployed: a deploy would start it again)")
+    else:
+        print(f"order=ok ({env['ORDERING']})")
+    maintenance, skip_migrate = bool(request.option("maintenance")), bool(request.option("skip-migrate"))
+    print(f"steps={' '.join(deploy_steps(env, maintenance, skip_migrate))}")
+    for kind, key in (("before", "HOOK_BEFORE_SWITCH"), ("after", "HOOK_AFTER_SWITCH")):
+        print("\n".join(f"hooks_{kind}={hook}" for hook in env[key] or [""]))
+    print(f"estimate={_estimate(env)}")
+    sys.stdout.flush()
+    print("\n".join(plan_migrations(env, version, skip_migrate)))
+    return 0
