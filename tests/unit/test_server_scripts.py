@@ -164,7 +164,10 @@ def history_of(tmp_path, *records):
 )
 def test_rollback_goes_to_the_release_before_the_running_one(tmp_path, records, current, target):
     path = history_of(tmp_path, *records)
-    result = bash_deploy(f'HISTORY="{path}"; rollback_target "{current}"')
+    tool = str(protocol.SERVER_DIR / "lib/history.py")
+    result = subprocess.run(
+        ["python3", "-I", tool, "rollback-target", str(path), current], capture_output=True, text=True
+    )
     assert result.stdout.strip() == target
 
 

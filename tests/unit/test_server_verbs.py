@@ -15,20 +15,7 @@ from pdserver import env as envs
 from pdserver import expect, facts, plan, status, verbs
 from pdserver.lock import UNNAMED, Lock
 from pdserver.request import Refused, parse
-
-CONF = "APP_DIR={app}\nPROJECT=pixel-staging\nWEB_SERVICE=web\nHOOK_BEFORE_SWITCH=check --deploy\nMANAGE_COMMAND=showmigrations --list [a-z]+\n"
-
-
-@pytest.fixture
-def server(tmp_path, monkeypatch):
-    etc, state, app = tmp_path / "etc", tmp_path / "state", tmp_path / "app"
-    for path in (etc, state / "staging" / "runs", app):
-        path.mkdir(parents=True)
-    (etc / "staging.conf").write_text(CONF.format(app=app))
-    (app / ".env").write_text("SECRET=x\nVERSION=1.4.0\n")
-    monkeypatch.setattr(facts, "ETC", str(etc))
-    monkeypatch.setattr(facts, "STATE", str(state))
-    return tmp_path
+from tests.unit.conftest import CONF
 
 
 def run(capsys, line):

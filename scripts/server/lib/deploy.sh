@@ -171,7 +171,7 @@ run_deploy() {
 # review-list and plan (but a swarm's) are answered by lib/pdserver/verbs.py.
 
 parse_options() { # words...
-  OPT_ID='' OPT_WAIT=0 OPT_EXPECT='' OPT_TO='' OPT_FORCE=0 MAINTENANCE=0 SKIP_MIGRATE=0 ORDER=''
+  OPT_ID='' OPT_EXPECT='' OPT_FORCE=0 MAINTENANCE=0 SKIP_MIGRATE=0 ORDER=''
   BY='' URL='' POSITIONAL=() OPT_FRESH=0 OPT_FROM=''
   local word
   for word in "$@"; do
@@ -181,9 +181,7 @@ parse_options() { # words...
         OPT_ID=${word#*=}
         [[ $OPT_ID =~ $PD_ID_RE ]] || die "$PD_EXIT_USAGE" "invalid deploy id '$OPT_ID'"
         ;;
-      --wait=+([0-9])) OPT_WAIT=${word#*=} ;;
       --expect=*) OPT_EXPECT=${word#*=} ;;
-      --to=*) OPT_TO=${word#*=} ;;
       --force) OPT_FORCE=1 ;;
       --maintenance) MAINTENANCE=1 ;;
       --skip-migrate) SKIP_MIGRATE=1 ;;
@@ -196,23 +194,6 @@ parse_options() { # words...
       *) POSITIONAL+=("$word") ;;
     esac
   done
-}
-
-cmd_deploy() {
-  (( ${#POSITIONAL[@]} == 1 )) || die "$PD_EXIT_USAGE" "usage: deploy ENV VERSION"
-  check_version "${POSITIONAL[0]}"
-  start_run deploy "${POSITIONAL[0]}" "$OPT_ID" "$OPT_WAIT"
-}
-
-cmd_rollback() {
-  (( ${#POSITIONAL[@]} == 0 )) || die "$PD_EXIT_USAGE" "usage: rollback ENV [--to=VERSION]"
-  local target=$OPT_TO
-  if [[ -z $target ]]; then
-    target=$(rollback_target "$(current_version)")
-    [[ -n $target ]] || die "$PD_EXIT_USAGE" "no earlier successful deploy of $ENV_NAME to go back to; pass --to=VERSION"
-  fi
-  check_version "$target"
-  start_run rollback "$target" "$OPT_ID" "$OPT_WAIT"
 }
 
 # The pull agent's verb: root only, never the deploy account (the entrypoint does not

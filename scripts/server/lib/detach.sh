@@ -1,23 +1,9 @@
 # shellcheck shell=bash disable=SC2034,SC2153 # variables shared across the files bin/deploy sources
-# pushdeploy server side: detached runs. The deploy runs in its own session,
-# logging to a file, so a dropped SSH connection or a cancelled CI job cannot
-# stop it half way. The caller follows the log; calling again with the same
-# --id reattaches instead of redeploying.
+# pushdeploy server side: the detached run's worker (pdserver/runs.py starts it,
+# holding the lock on fd 9, and follows its log), its end when stopped half way,
+# and the settling of runs whose process died.
 
 run_file() { printf '%s/%s.%s' "$RUNS_DIR" "$1" "$2"; }
-
-follow_run() { # id
-  local id=$1 pid status
-  pid=$(cat "$(run_file "$id" pid)" 2>/dev/null || true)
-  if [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; then
-    tail -n +1 -s 0.1 -f --pid="$pid" "$(run_file "$id" log)"
-  else
-    cat "$(run_file "$id" log)"
-  fi
-  status=$(cat "$(run_file "$id" status)" 2>/dev/null || true)
-  [[ -n $status ]] || die 1 "the deploy process $id ended without a result: see \`inv deploy.logs --env $ENV_NAME\`"
-  return "$status"
-}
 
 # The deploy lock is fd 9 on $STATE_DIR/lock; lock.info names its holder as
 # "ID WHAT". It is empty only for the moment a run takes or gives back the
@@ -66,45 +52,7 @@ wait_out_handover() { # fd [flock-option] -> 0 holding the lock, or 1 with LOCK_
   return 1
 }
 
-start_run() { # kind version id wait
-  local kind=$1 version=$2 id=$3 wait=$4 token
-  if ! take_lock; then
-    if [[ -n $id && $LOCK_HOLDER == "$id "* ]]; then
-      exec 9>&-
-      echo "deploy $id is running; following it"
-      follow_run "$id"
-      return
-    fi
-    ((wait > 0)) && echo "waiting up to ${wait}s for: ${LOCK_HOLDER#* }"
-    flock -w "$wait" 9 || die "$PD_EXIT_BUSY" "busy: ${LOCK_HOLDER#* }; try again later or pass --wait=SECONDS"
-  fi
-  if [[ -n $id && -f $(run_file "$id" request) ]]; then
-    exec 9>&-
-    if [[ -f $(run_file "$id" status) ]]; then
-      echo "deploy $id already ran; its log:"
-      follow_run "$id"
-      return
-    fi
-    die 1 "deploy $id stopped without a result (the server restarted?): see \`inv deploy.logs --env $ENV_NAME\` and deploy again"
-  fi
-  check_order "$version" "$ORDER"
-  [[ -n $id ]] || id="$(date -u +%Y%m%dT%H%M%SZ)-$$"
-  name_lock_holder "$id" "deploy of $version"
-  printf 'KIND=%s\nVERSION=%s\nBY=%s\nURL=%s\nORDER=%s\nMAINTENANCE=%s\nSKIP_MIGRATE=%s\n' \
-    "$kind" "$version" "$BY" "$URL" "$ORDER" "$MAINTENANCE" "$SKIP_MIGRATE" >"$(run_file "$id" request)"
-  : >"$(run_file "$id" log)"
-  # Only a worker started here knows the token: the deploy account, even
-  # through sudo, cannot read it, so it cannot call __run itself.
-  token=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
-  printf '%s\n' "$token" >"$(run_file "$id" token)"
-  yield_prefix
-  PD_RUN_ID=$id PD_RUN_TOKEN=$token setsid "${YIELD_PREFIX[@]}" bash "$SELF" __run "$ENV_NAME" "$id" </dev/null >>"$(run_file "$id" log)" 2>&1 &
-  echo $! >"$(run_file "$id" pid)"
-  exec 9>&-
-  follow_run "$id"
-}
-
-# The run's request, as start_run wrote it, into the globals the deploy reads.
+# The run's request, as pdserver/runs.py wrote it, into the globals the deploy reads.
 read_request() { # id
   local key value
   KIND=deploy NEW_VERSION='' BY='' URL='' ORDER='' MAINTENANCE=0 SKIP_MIGRATE=0

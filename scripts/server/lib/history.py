@@ -79,10 +79,10 @@ def rollback_target(path, current):
             continue
         version = r.get("version", "")
         if seen and version != current:
-            print(version)
-            return
+            return version
         if version == current:
             seen = True
+    return ""
 
 
 def median_ok(path, limit):
@@ -107,7 +107,9 @@ def main(argv):
     elif command == "last":
         last(path)
     elif command == "rollback-target":
-        rollback_target(path, argv[3])
+        target = rollback_target(path, argv[3])
+        if target:
+            print(target)
     elif command == "median-ok":
         median_ok(path, int(argv[3]))
     else:

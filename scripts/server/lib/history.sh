@@ -15,10 +15,6 @@ record() { # outcome duration log-file
   rm -f "$tail_file"
 }
 
-rollback_target() { # current
-  history_tool rollback-target "$HISTORY" "$1"
-}
-
 # The summary append keeps beside the history: no Python for `status`, which
 # every host runs at once before a deploy. A history older than the summary
 # (written by an earlier server side) is read the slow way.

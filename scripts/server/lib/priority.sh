@@ -13,13 +13,6 @@
 LOW_CPU_SHARES=64
 declare -A CPU_SHARES_BEFORE=()
 
-# What runs the detached deploy: nice when it yields (an exec, not a child: the
-# deploy keeps the process id start_run records).
-yield_prefix() {
-  YIELD_PREFIX=()
-  [[ $PRIORITY != low ]] || YIELD_PREFIX=(nice -n 10)
-}
-
 # Containers created but not serving yet get a low CPU weight; their own is kept.
 yield_cpu() { # ids...
   [[ $PRIORITY == low && $# -gt 0 ]] || return 0

@@ -244,10 +244,10 @@ pull_once() {
   docker tag "$repo@$digest" "$repo:$version" || { pull_check error "$digest" "$version" "could not tag $repo@$digest"; return 1; }
   pinned_digest "$version" >/dev/null || printf '%s %s\n' "$version" "$digest" >>"$dir/pins"
   check_version "$version"
-  KIND=deploy BY="pull:$PULL_CHANNEL" URL='' ORDER='' MAINTENANCE=0 SKIP_MIGRATE=0 OPT_FORCE=1
   # Unguessable: a deploy sent earlier with the same id would make this one "already ran".
   id="$(date -u +%Y%m%dT%H%M%SZ)-pull-$(head -c 6 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-  (start_run deploy "$version" "$id" 0) || rc=$?
+  # The deploy verb itself, as root: the same checks, lock and detached run as any deploy.
+  "$PD_HOME/bin/deploy" deploy "$ENV_NAME" "$version" "--id=$id" --force "--by=pull:$PULL_CHANNEL" || rc=$?
   case $rc in
     0) pull_check deployed "$digest" "$version" "deployed $version ($repo@$digest)" ;;
     "$PD_EXIT_BUSY") pull_check busy '' "$version" "another deploy of $ENV_NAME runs: trying again at the next check" ;;

@@ -74,12 +74,27 @@ class Lock:
         os.close(fd)
         return self.holder() or UNNAMED
 
+    def take_within(self, seconds: float) -> bool:
+        """Wait up to SECONDS for the lock (after take() found it held): whether we hold it."""
+        fd = self._open()
+        if self._try(fd, fcntl.LOCK_EX, seconds):
+            self.fd = fd
+            return True
+        os.close(fd)
+        return False
+
     def name(self, run_id: str, what: str, by: str, now: str) -> None:
         with open(self.info, "w") as file:
             file.write(f"{run_id} {what} by {by or 'unknown'} in progress since {now}\n")
 
     def release(self) -> None:
+        """Give the lock back, named free."""
         with open(self.info, "w"):
             pass
-        os.close(self.fd)
+        self.close()
+
+    def close(self) -> None:
+        """Let go of our hold (a worker we started may still hold it); lock.info as it is."""
+        if self.fd >= 0:
+            os.close(self.fd)
         self.fd = -1

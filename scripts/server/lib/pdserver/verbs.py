@@ -9,7 +9,7 @@ import os
 import sys
 import time
 
-from . import compose, expect, facts, run
+from . import compose, expect, facts, run, runs
 from . import env as envs
 from .expect import HOME, server_hash
 from .lock import Lock, now_iso
@@ -58,10 +58,10 @@ def logs(request: Request) -> int:
     if latest is None:
         raise Refused(f"no deploy has run in {env.name} yet", 1)
     if request.option("follow"):
-        follow_run(env, latest[: -len(".log")])  # the run's own outcome is in its log: logs itself succeeded
+        runs.follow(env, latest[: -len(".log")])  # the run's own outcome is in its log: logs itself succeeded
         return 0
     with open(os.path.join(env.runs_dir, latest), "rb") as file:
-        _copy(file)
+        runs.copy(file)
     return 0
 
 
@@ -71,40 +71,6 @@ def _latest_log(runs_dir: str):
     except FileNotFoundError:
         return None
     return max(names, key=lambda name: os.stat(os.path.join(runs_dir, name)).st_mtime, default=None)
-
-
-def _copy(file) -> None:
-    while True:
-        chunk = file.read(65536)
-        if not chunk:
-            break
-        sys.stdout.buffer.write(chunk)
-    sys.stdout.buffer.flush()
-
-
-def _alive(pid: int) -> bool:
-    """Whether the process runs (a zombie, ended but not yet reaped, does not)."""
-    try:
-        with open(f"/proc/{pid}/stat") as file:
-            return file.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return False
-
-
-def follow_run(env: envs.Env, run_id: str) -> int:
-    """The run's log as it grows, until its process ends; then its exit status."""
-    base = os.path.join(env.runs_dir, run_id)
-    pid = envs.read_text(base + ".pid")
-    with open(base + ".log", "rb") as file:
-        _copy(file)
-        while pid.isdigit() and _alive(int(pid)):
-            time.sleep(0.1)
-            _copy(file)
-        _copy(file)
-    status = envs.read_text(base + ".status")
-    if not status.isdigit():
-        raise Refused(f"the deploy process {run_id} ended without a result: see `inv deploy.logs --env {env.name}`", 1)
-    return int(status)
 
 
 def maintenance(request: Request) -> int:
@@ -329,4 +295,6 @@ HANDLERS = {
     "manage": manage,
     "review-list": review_list,
     "plan": plan,
+    "deploy": runs.deploy,
+    "rollback": runs.rollback,
 }

@@ -1,0 +1,177 @@
+"""Detached runs: a deploy runs in its own session, logging to a file, so a dropped SSH
+connection or a cancelled CI job cannot stop it half way. The caller follows the log;
+calling again with the same --id reattaches instead of deploying twice.
+
+A run's files, RUNS/ID.*: request (what to deploy, KEY=value lines), log, pid, token
+(only the worker this module starts knows it), steps (name, seconds, ok), status
+(its exit status, once it ended). The worker holds the environment's lock (fd 9)
+from start to end; lock.info names it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from . import env as envs
+from . import facts, plan, run
+from .lock import Lock, now_iso
+from .request import Refused, Request
+
+LOCK_FD = 9  # where the worker finds the lock it holds (lib/detach.sh closes it for webhooks)
+
+
+def run_file(env: envs.Env, run_id: str, kind: str) -> str:
+    return os.path.join(env.runs_dir, f"{run_id}.{kind}")
+
+
+def deploy(request: Request) -> int:
+    env = envs.load_checked(request)
+    version = request.words[0]
+    plan.check_version(env, version)
+    return start(env, request, "deploy", version)
+
+
+def rollback(request: Request) -> int:
+    """The previous successful version again (or --to=VERSION)."""
+    env = envs.load_checked(request)
+    target = request.option("to") or rollback_target(env)
+    if not target:
+        raise Refused(f"no earlier successful deploy of {env.name} to go back to; pass --to=VERSION")
+    if not facts.matches(facts.VERSION_RE, target):
+        raise Refused(f"invalid version '{target}': a Docker tag is [A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}}")
+    plan.check_version(env, target)
+    return start(env, request, "rollback", target)
+
+
+def rollback_target(env: envs.Env) -> str:
+    return run.lib_module("history").rollback_target(env.history, envs.current_version(env))
+
+
+def start(env: envs.Env, request: Request, kind: str, version: str) -> int:
+    """Start the run (or follow the one with this --id) and follow it: its exit status."""
+    lock = Lock(env.state_dir)
+    try:
+        return _start(env, request, kind, version, lock)
+    finally:
+        lock.close()  # ours only: a worker started holds its own
+
+
+def _start(env: envs.Env, request: Request, kind: str, version: str, lock: Lock) -> int:
+    run_id = str(request.option("id", ""))
+    holder = lock.take()
+    if holder is not None:
+        if run_id and holder.startswith(run_id + " "):
+            print(f"deploy {run_id} is running; following it", flush=True)
+            return follow(env, run_id)
+        what = holder.split(" ", 1)[-1]
+        wait = int(request.option("wait", 0))
+        if wait > 0:
+            print(f"waiting up to {wait}s for: {what}", flush=True)
+        if not lock.take_within(wait):
+            raise Refused(f"busy: {what}; try again later or pass --wait=SECONDS", facts.EXIT_BUSY)
+    if run_id and os.path.exists(run_file(env, run_id, "request")):
+        lock.close()
+        if os.path.exists(run_file(env, run_id, "status")):
+            print(f"deploy {run_id} already ran; its log:", flush=True)
+            return follow(env, run_id)
+        raise Refused(
+            f"deploy {run_id} stopped without a result (the server restarted?): see `inv deploy.logs --env {env.name}` and deploy again",
+            1,
+        )
+    if kind == "deploy":
+        why = plan.order_refusal(env, version, request.option("order"), bool(request.option("force")))
+        if why:
+            raise Refused(why, facts.EXIT_OLDER)
+    run_id = run_id or f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{os.getpid()}"
+    by = str(request.option("by", ""))
+    lock.name(run_id, f"deploy of {version}", by, now_iso())
+    _write(run_file(env, run_id, "request"), request_text(request, kind, version))
+    _write(run_file(env, run_id, "log"), "")
+    # Only a worker started here knows the token: the deploy account, even through
+    # sudo, cannot read it, so it cannot start a worker (__run) itself.
+    token = os.urandom(16).hex()
+    _write(run_file(env, run_id, "token"), token + "\n")
+    pid = spawn(env, run_id, token, lock)
+    _write(run_file(env, run_id, "pid"), f"{pid}\n")
+    lock.close()
+    return follow(env, run_id)
+
+
+def request_text(request: Request, kind: str, version: str) -> str:
+    """The run's request as the worker reads it (lib/detach.sh read_request)."""
+    order = request.option("order")
+    fields = (
+        ("KIND", kind),
+        ("VERSION", version),
+        ("BY", request.option("by", "")),
+        ("URL", request.option("url", "")),
+        ("ORDER", "" if order is None else order),
+        ("MAINTENANCE", int(bool(request.option("maintenance")))),
+        ("SKIP_MIGRATE", int(bool(request.option("skip-migrate")))),
+    )
+    return "".join(f"{key}={value}\n" for key, value in fields)
+
+
+def _write(path: str, text: str) -> None:
+    """A run's file, root's alone (0600) whatever the umask."""
+    with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as file:
+        file.write(text)
+
+
+def spawn(env: envs.Env, run_id: str, token: str, lock: Lock) -> int:
+    """The worker, in a session of its own, holding the lock on fd 9; its pid. With
+    PRIORITY=low it runs under nice: docker and compose inherit it, serving comes first."""
+    import subprocess
+
+    argv = ["nice", "-n", "10"] if env["PRIORITY"] == "low" else []
+    argv += ["bash", os.path.join(run.LIB, "deploy.sh"), "__run", env.name, run_id]
+    sys.stdout.flush()
+    with open(run_file(env, run_id, "log"), "ab") as log:
+        # Our own files are closed in the worker (Python opens them close-on-exec);
+        # what we inherited open, it inherits (the pull agent's lock, fd 8).
+        worker = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            close_fds=False,
+            preexec_fn=lambda: os.dup2(lock.fd, LOCK_FD),
+            env={**os.environ, "PD_RUN_ID": run_id, "PD_RUN_TOKEN": token},
+        )
+    return worker.pid
+
+
+def copy(file) -> None:
+    while True:
+        chunk = file.read(65536)
+        if not chunk:
+            break
+        sys.stdout.buffer.write(chunk)
+    sys.stdout.buffer.flush()
+
+
+def _alive(pid: int) -> bool:
+    """Whether the process runs (a zombie, ended but not yet reaped, does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as file:
+            return file.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+
+
+def follow(env: envs.Env, run_id: str) -> int:
+    """The run's log as it grows, until its process ends; then its exit status."""
+    pid = envs.read_text(run_file(env, run_id, "pid"))
+    with open(run_file(env, run_id, "log"), "rb") as file:
+        copy(file)
+        while pid.isdigit() and _alive(int(pid)):
+            time.sleep(0.1)
+            copy(file)
+        copy(file)
+    status = envs.read_text(run_file(env, run_id, "status"))
+    if not status.isdigit():
+        raise Refused(f"the deploy process {run_id} ended without a result: see `inv deploy.logs --env {env.name}`", 1)
+    return int(status)
