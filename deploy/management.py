@@ -2,7 +2,7 @@
 
 No I/O here. Both come from invoke.yaml, are checked once by these functions,
 rendered into the root-owned /etc/pushdeploy/ENV.conf by server.setup, and
-checked again by the server (scripts/server/lib/manage.sh) with the same rules
+checked again by the server (scripts/server/lib/pdserver/env.py) with the same rules
 from lib/protocol.sh:
 
 - a command's name matches PD_MANAGE_NAME_RE and is not in PD_MANAGE_FORBIDDEN

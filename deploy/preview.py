@@ -1,6 +1,6 @@
 """Seeing a deploy before it runs: the server's answer to `plan ENV VERSION`, read and shown.
 
-No I/O here. The server (scripts/server/lib/plan.sh) answers in ``KEY=value``
+No I/O here. The server (scripts/server/lib/pdserver/plan.py) answers in ``KEY=value``
 lines, one ``migration=`` line per line of Django's ``migrate --plan``; these
 functions turn that into a HostPlan, a verdict (would the deploy go ahead, and
 if not, with which exit code it would stop) and the lines `inv deploy.plan` prints.

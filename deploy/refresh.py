@@ -15,7 +15,7 @@ import threading
 from deploy import protocol
 
 CHUNK = 256 * 1024
-TRAILER = b"\npushdeploy-sha256:%s\n"  # 84 bytes with the digest: lib/refresh.sh REFRESH_TRAILER_BYTES
+TRAILER = b"\npushdeploy-sha256:%s\n"  # 84 bytes with the digest: pdserver/refresh.py TRAILER_BYTES
 
 
 def trailer(digest: str) -> bytes:

@@ -2,7 +2,7 @@
 request lines, and the choice of what to prune. No I/O here.
 
 A review template is an environment with ``review_template: true`` in invoke.yaml.
-The server makes ``TEMPLATE-N`` from it (scripts/server/lib/review.sh): the
+The server makes ``TEMPLATE-N`` from it (scripts/server/lib/pdserver/review.py): the
 template's project and app directory with ``-N`` appended, its own database, and
 the host name ``pr-N.DOMAIN`` on the shared front proxy. The functions here
 compute the same names, so the client refuses what the server would refuse.

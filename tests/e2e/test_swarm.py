@@ -299,6 +299,68 @@ def test_plan_backup_maintenance_and_rollback_work_as_for_compose(swarm, tmp_pat
         assert swarm.inv("server.setup", "--env", ENV).returncode == 0
 
 
+RECEIVER = """
+import http.server, sys
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        with open(sys.argv[2], "ab") as out:
+            out.write(body + b"\\n")
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
+"""
+
+
+def test_hooks_and_webhooks_run_for_a_swarm_deploy_and_rollback_as_for_compose(swarm, tmp_path):
+    """One pipeline for every engine: a swarm deploy runs the before_switch and after_switch
+    hooks (one-off containers of the new image on the stack's network) and tells the
+    webhooks it started and how it finished, and so does its rollback. The webhook
+    receiver listens on the manager's own loopback (inside h1's network namespace)."""
+    assert server_version() == V2
+    port, received = 8765, tmp_path / "received.jsonl"
+    receiver = subprocess.Popen(
+        ["nsenter", "--net=/run/netns/pd-h1", sys.executable, "-c", RECEIVER, str(port), str(received)]
+    )
+    config = tmp_path / "hooks.yaml"
+    config.write_text(
+        CONFIG.replace(
+            "      db_service: ''\n",
+            "      db_service: ''\n      before_switch: [check]\n      after_switch: ['showmigrations notes']\n",
+        )
+    )
+    hooks = {"DEPLOY_SWARM_WEBHOOKS": f"json=http://127.0.0.1:{port}/ok"}
+    try:
+        setup = inv("-f", str(config), "server.setup", "--env", ENV, DEPLOY_DOTENV=str(STATE / "deploy.env"), **hooks)
+        assert setup.returncode == 0, setup.stdout + setup.stderr
+        deployed = swarm.inv("deploy.to", "--env", ENV, "--tag", V1, "--force", config=config)
+        assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+        steps = [s["name"] for s in last_history()["steps"]]
+        assert steps == ["preflight", "pull", "migrate", "hooks-before", "proxy", "deploy", "converge", "hooks-after"]
+        assert "--- manage.py check" in deployed.stdout and "--- manage.py showmigrations notes" in deployed.stdout
+        back = swarm.inv("deploy.rollback", "--env", ENV, "--to", V2, config=config)
+        assert back.returncode == 0, back.stdout + back.stderr
+        assert [s["name"] for s in last_history()["steps"]][-1] == "hooks-after"
+        deadline, seen = time.monotonic() + 30, []
+        while time.monotonic() < deadline and len(seen) < 4:
+            seen = [json.loads(line) for line in received.read_text().splitlines()] if received.exists() else []
+            time.sleep(0.2)
+        assert [(body["event"], body["kind"], body["version"]) for body in seen] == [
+            ("started", "deploy", V1),
+            ("succeeded", "deploy", V1),
+            ("started", "rollback", V2),
+            ("rolled_back", "rollback", V2),
+        ], seen
+        assert served() == V2 and server_version() == V2
+    finally:
+        receiver.kill()
+        receiver.wait()
+        assert swarm.inv("server.setup", "--env", ENV).returncode == 0
+
+
 def test_a_worker_stopped_mid_deploy_is_reported_and_the_deploy_ends_in_a_defined_state(swarm):
     pid = int((STATE / "hosts/h3/docker/dockerd.pid").read_text().split()[0])
     argv = [sys.executable, "-m", "invoke", "-f", str(swarm.config), "deploy.to", "--env", ENV, "--tag", V3]

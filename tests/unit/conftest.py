@@ -1,5 +1,10 @@
 """The unit tests import the server's Python package as `pdserver`, as the client does."""
 
+import os
+import subprocess
+import sys
+import textwrap
+
 import pytest
 
 from deploy import protocol  # noqa: F401  (registers scripts/server/lib/pdserver as pdserver)
@@ -19,3 +24,52 @@ def server(tmp_path, monkeypatch):
     monkeypatch.setattr(facts, "ETC", str(etc))
     monkeypatch.setattr(facts, "STATE", str(state))
     return tmp_path
+
+
+# The server's Python, run as bin/deploy runs it (a process of its own), on stand-in
+# settings: SNIPPET may call record_commands(answer) to record every command it would
+# run (one line each in $CALLS) instead of running it; a Refused ends it as bin/deploy
+# does, its message on stderr and its exit code.
+PRELUDE = """
+import os, sys
+sys.path.insert(0, {lib!r})
+from pdserver import env as envs, facts, run
+from pdserver.request import Refused, parse
+
+def record_commands(answer=lambda argv: (0, ""), versions=False):
+    def output(command, stderr=True, timeout=0):
+        at = "VERSION=%s " % command.environ["VERSION"] if versions and "VERSION" in command.environ else ""
+        with open(os.environ["CALLS"], "a") as calls:
+            calls.write(at + " ".join(command.argv) + "\\n")
+        return answer(command.argv)
+
+    def streamed(command):
+        code, out = output(command)
+        print(out, end="", flush=True)
+        return code
+
+    run.output, run.streamed = output, streamed
+    run.to_file = run.from_file = lambda command, path: streamed(command)
+
+def stand_in(name="test", state="", **values):
+    env = envs.Env(name, os.path.join(state or "/nonexistent", name + ".conf"), {{**envs.DEFAULTS, **{{key: [] for key in envs.LISTS}}, **values}})
+    if state:
+        envs.Env.state_dir = property(lambda self: state)
+    envs.load = lambda name, etc=None: env
+    return env
+
+try:
+{body}
+except Refused as refused:
+    sys.stdout.flush()
+    print("pushdeploy: %s" % refused, file=sys.stderr)
+    sys.exit(refused.code)
+"""
+
+
+def server_python(snippet: str, calls=None, **environ) -> subprocess.CompletedProcess:
+    body = textwrap.indent(textwrap.dedent(snippet).strip("\n"), "    ")
+    script = PRELUDE.format(lib=str(protocol.SERVER_DIR / "lib"), body=body)
+    extra = {"CALLS": str(calls)} if calls else {}
+    env = {**os.environ, **extra, **environ}
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60)

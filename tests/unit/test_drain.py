@@ -1,13 +1,13 @@
 """Retiring containers: how bin/deploy counts the requests a container still owes an
-answer, from its /proc/net/tcp and tcp6 (lib/switch.sh open_requests), table-tested
-with a fake `docker` that serves the table."""
-
-import os
-import subprocess
+answer, from its /proc/net/tcp and tcp6 (pdserver/slots.py open_requests), table-tested
+with a stand-in for `docker` that serves the table."""
 
 import pytest
 
-from deploy import protocol
+from pdserver import env as envs
+from pdserver import slots
+
+ENV = envs.Env("staging", "/nonexistent/staging.conf", dict(envs.DEFAULTS, APP_DIR="/srv/app", PROJECT="p"))
 
 HEADER = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode"
 LISTEN_8000 = "   0: 00000000:1F40 00000000:0000 0A 00000000:00000003 00:00000000 00000000 10001 0 1 1"
@@ -40,45 +40,16 @@ def line(local_port: str, remote_port: str, state: str) -> str:
         ([], 0),
     ],
 )
-def test_open_requests_counts_connections_on_the_ports_it_listens_on(rows, open_count):
+def test_open_requests_counts_connections_on_the_ports_it_listens_on(rows, open_count, monkeypatch):
     table = "\n".join([HEADER, *rows])
-    script = """
-set -euo pipefail
-. "$PD_ROOT/scripts/server/lib/switch.sh"
-docker() {
-  case "$1" in
-    inspect) echo 0 ;;
-    exec) printf '%s\\n' "$TABLE" ;;
-  esac
-}
-open_requests c1
-"""
-    result = subprocess.run(
-        ["bash", "-c", script],
-        env={**os.environ, "PD_ROOT": str(protocol.PROJECT_ROOT), "TABLE": table},
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == str(open_count)
+    answers = {"inspect": (0, "0\n"), "exec": (0, table + "\n")}
+    monkeypatch.setattr(slots.ct, "docker_out", lambda env, *args: answers[args[0]])
+    assert str(slots.open_requests(ENV, "c1")) == str(open_count)
 
 
-def test_a_container_whose_table_cannot_be_read_is_not_waited_for():
-    script = """
-set -euo pipefail
-. "$PD_ROOT/scripts/server/lib/switch.sh"
-docker() { [[ $1 == inspect ]] && echo 0; [[ $1 != exec ]]; }
-WEB_SERVICE=web
-wait_idle c1 old
-echo "waited: no"
-"""
-    result = subprocess.run(
-        ["bash", "-c", script],
-        env={**os.environ, "PD_ROOT": str(protocol.PROJECT_ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "waited: no"
+def test_a_container_whose_table_cannot_be_read_is_not_waited_for(monkeypatch, capsys):
+    answers = {"inspect": (0, "0\n"), "exec": (1, "")}
+    monkeypatch.setattr(slots.ct, "docker_out", lambda env, *args: answers[args[0]])
+    slots.Slots(ENV).wait_idle(["c1"], "old")
+    print("waited: no")
+    assert capsys.readouterr().out.strip() == "waited: no"

@@ -1,18 +1,21 @@
-"""The deploy lock (lib/detach.sh take_lock): a contender names the run that holds it,
+"""The deploy lock (pdserver/lock.py): a contender names the run that holds it,
 and the moment a run takes or gives the lock back (lock.info empty) is waited out, not
 reported as an unknown holder. Real flock, real files; no server needed."""
 
 import contextlib
 import os
 import subprocess
+import sys
 import time
 
 from deploy import protocol
 
 TAKE = """
-set -euo pipefail
-. "$PD_ROOT/scripts/server/lib/detach.sh"
-if take_lock; then echo "took it"; else echo "busy: ${LOCK_HOLDER#* }"; fi
+import os, sys
+sys.path.insert(0, os.path.join(os.environ["PD_ROOT"], "scripts/server/lib"))
+from pdserver.lock import Lock
+holder = Lock(os.environ["STATE_DIR"]).take()
+print("took it" if holder is None else "busy: " + holder.split(" ", 1)[-1])
 """
 
 
@@ -41,7 +44,7 @@ sleep {seconds}
 def take(state_dir) -> tuple[str, float]:
     started = time.monotonic()
     result = subprocess.run(
-        ["bash", "-c", TAKE],
+        [sys.executable, "-c", TAKE],
         env={**os.environ, "PD_ROOT": str(protocol.PROJECT_ROOT), "STATE_DIR": str(state_dir)},
         capture_output=True,
         text=True,
@@ -85,17 +88,20 @@ def test_a_contender_that_reads_the_info_as_it_is_cleared_still_waits(tmp_path):
 # ------------------------------------------------------------------ probing (status, plan)
 
 PROBE = """
-set -euo pipefail
-. "$PD_ROOT/scripts/server/lib/detach.sh"
-for _ in $(seq "${PROBES:-1}"); do
-  if lock_busy; then echo "busy: ${LOCK_HOLDER#* }"; else echo "free"; fi
-done
+import os, sys
+sys.path.insert(0, os.path.join(os.environ["PD_ROOT"], "scripts/server/lib"))
+from pdserver.lock import Lock
+for _ in range(int(os.environ.get("PROBES", "1"))):
+    holder = Lock(os.environ["STATE_DIR"]).busy()
+    print("free" if holder is None else "busy: " + holder.split(" ", 1)[-1], flush=True)
 """
 
 
 def probe(state_dir, probes: int = 1) -> subprocess.Popen:
     env = {**os.environ, "PD_ROOT": str(protocol.PROJECT_ROOT), "STATE_DIR": str(state_dir), "PROBES": str(probes)}
-    return subprocess.Popen(["bash", "-c", PROBE], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", PROBE], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def answers(proc: subprocess.Popen) -> list[str]:

@@ -12,6 +12,7 @@ from pdserver import env as server_envs
 from pdserver import request as server_request
 from pdserver import run as server_run
 from pdserver import verbs
+from tests.unit.conftest import server_python
 
 BIN = protocol.SERVER_DIR / "bin"
 COMMANDS = management.allowlist(None)
@@ -111,8 +112,12 @@ def test_hooks_and_allowlist_go_into_the_server_conf_one_a_line():
 
 def load_conf(tmp_path, extra: str) -> subprocess.CompletedProcess:
     (tmp_path / "test.conf").write_text(f"APP_DIR=/srv/x\nPROJECT=x\n{extra}")
-    script = f'. "{BIN.parent / "lib/deploy.sh"}"; PD_ETC="{tmp_path}"; PD_STATE="{tmp_path}/state"; load_env_conf test && echo "${{#HOOKS_BEFORE[@]}} ${{#HOOKS_AFTER[@]}} ${{#MANAGE_COMMANDS[@]}}"'
-    return subprocess.run(["bash", "-c", script], capture_output=True, text=True)
+    return server_python(
+        f"""
+        env = envs.load("test", {str(tmp_path)!r})
+        print(len(env["HOOK_BEFORE_SWITCH"]), len(env["HOOK_AFTER_SWITCH"]), len(env["MANAGE_COMMAND"]))
+        """
+    )
 
 
 def test_the_server_reads_what_server_setup_writes(tmp_path):
@@ -193,13 +198,17 @@ def test_the_forbidden_commands_are_one_fact_for_both_sides():
 
 
 def recorded(snippet: str, tmp_path) -> list[str]:
-    """The docker commands a snippet of bin/deploy runs, with docker replaced by a recorder."""
-    script = (
-        f'. "{BIN.parent / "lib/deploy.sh"}"; docker() {{ printf "%s\\n" "docker $*" >>"{tmp_path}/calls"; }}; '
-        f'APP_DIR="{tmp_path}"; PROJECT=pixel-test; ENV_NAME=test; WEB_SERVICE=web; COMPOSE_CMD=(docker compose); '
-        f"FILE_ARGS=(-f docker-compose.yml); MANAGE_CMD=(python3 manage.py); NEW_VERSION=2.0; {snippet}"
-    )
-    subprocess.run(["bash", "-c", script], check=True, capture_output=True, text=True)
+    """The commands a snippet of the deploy runs, recorded instead of run."""
+    script = f"""
+        record_commands()
+        from pdserver import pipeline, release
+        env = stand_in(APP_DIR={str(tmp_path)!r}, PROJECT="pixel-test", MANAGE="python3 manage.py", PRIORITY="normal")
+        strategy = pipeline.strategy_for(env)
+        the_run = pipeline.Run(env, "r1", {{"VERSION": "2.0"}})
+        {snippet}
+        """
+    result = server_python(script, calls=tmp_path / "calls")
+    assert result.returncode == 0, result.stderr
     calls = tmp_path / "calls"
     return calls.read_text().splitlines() if calls.exists() else []
 
@@ -209,7 +218,9 @@ RUN = "docker compose -p pixel-test -f docker-compose.yml run --rm --no-deps -T 
 
 def test_the_hooks_run_in_one_one_off_container_of_the_new_version(tmp_path):
     calls = "\n".join(
-        recorded("HOOKS_BEFORE=('check --deploy --fail-level WARNING' createcachetable); run_hooks before", tmp_path)
+        recorded(
+            "release.hooks(the_run, strategy, ['check --deploy --fail-level WARNING', 'createcachetable'])", tmp_path
+        )
     )
     assert calls.startswith(
         f"{RUN} -e PD_HOOKS=check --deploy --fail-level WARNING;createcachetable web python3 manage.py shell -c "
@@ -218,12 +229,22 @@ def test_the_hooks_run_in_one_one_off_container_of_the_new_version(tmp_path):
 
 
 def test_no_hooks_no_container(tmp_path):
-    assert recorded("HOOKS_AFTER=(); run_hooks after", tmp_path) == []
+    assert recorded("pipeline.after_hooks(the_run, strategy)", tmp_path) == []
 
 
 def test_a_failing_after_switch_hook_warns_and_keeps_the_deploy(tmp_path):
-    script = f'. "{BIN.parent / "lib/deploy.sh"}"; run_hooks() {{ echo hook-output; return 5; }}; HOOKS_AFTER=(clearsessions); NEW_VERSION=2.0; FAILED_STEP=""; run_after_hooks; echo "rc=$? failed=$FAILED_STEP"'
-    result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True)
+    script = f"""
+        from pdserver import pipeline
+        env = stand_in(APP_DIR={str(tmp_path)!r}, HOOK_AFTER_SWITCH=["clearsessions"], state={str(tmp_path)!r})
+        os.makedirs(os.path.join({str(tmp_path)!r}, "runs"), exist_ok=True)
+        strategy = pipeline.strategy_for(env)
+        strategy.one_off = lambda run, argv, environ: print("hook-output") or 5
+        the_run = pipeline.Run(env, "r1", {{"VERSION": "2.0"}})
+        pipeline.after_hooks(the_run, strategy)
+        print("rc=0 failed=" + the_run.failed_step)
+        """
+    result = server_python(script)
+    assert result.returncode == 0, result.stderr
     assert "FAILED hooks-after (exit 5" in result.stdout
     assert "warning: an after_switch hook failed (see the log above); 2.0 serves" in result.stdout
     assert result.stdout.strip().endswith("rc=0 failed=")

@@ -8,6 +8,7 @@ import urllib.error
 import pytest
 
 from deploy import notify, plan, protocol, settings
+from pdserver import pipeline
 
 SERVER_NOTIFY = protocol.SERVER_DIR / "lib" / "notify.py"
 
@@ -203,15 +204,7 @@ def test_delivery_retries_a_few_times_with_backoff_and_gives_up(server, answers,
 
 def test_the_worst_case_is_bounded_well_below_the_hard_limit(server):
     worst = server.ATTEMPTS * server.TIMEOUT + sum(server.BACKOFF)
-    limit = int(
-        next(
-            line
-            for line in (protocol.SERVER_DIR / "lib/notify.sh").read_text().splitlines()
-            if line.startswith("NOTIFY_LIMIT=")
-        )
-        .split("=")[1]
-        .split()[0]
-    )
+    limit = pipeline.NOTIFY_LIMIT
     assert worst < limit
 
 

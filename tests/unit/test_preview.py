@@ -6,6 +6,9 @@ import subprocess
 import pytest
 
 from deploy import preview, protocol
+from pdserver import env as server_envs
+from pdserver import plan as server_plan
+from tests.unit.conftest import server_python
 
 BIN = protocol.SERVER_DIR / "bin"
 
@@ -118,14 +121,12 @@ def steps_for(**conf) -> list[str]:
         "HOOKS_BEFORE": "()",
         "HOOKS_AFTER": "()",
     }
-    assignments = "; ".join(f"{k}={v}" for k, v in {**defaults, **conf}.items())
-    result = subprocess.run(
-        ["bash", "-c", f'. "{BIN.parent / "lib/deploy.sh"}"; {assignments}; deploy_steps'],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return result.stdout.split()
+    conf = {**defaults, **conf}
+    hooks = {key: [] if conf[key] == "()" else [conf[key].strip("()'")] for key in ("HOOKS_BEFORE", "HOOKS_AFTER")}
+    values = {key: conf[key] for key in ("ENGINE", "BACKUP", "SWITCH")}
+    values.update(HOOK_BEFORE_SWITCH=hooks["HOOKS_BEFORE"], HOOK_AFTER_SWITCH=hooks["HOOKS_AFTER"], APP_DIR="/srv/x")
+    env = server_envs.Env("test", "/nonexistent/test.conf", {**server_envs.DEFAULTS, **values})
+    return server_plan.deploy_steps(env, conf["MAINTENANCE"] == "1", conf["SKIP_MIGRATE"] == "1")
 
 
 SLOTS = ["start", "health", "admit", "switch", "retire", "prune-static"]
@@ -206,14 +207,15 @@ def test_the_plan_verb_only_pulls_and_runs_migrate_plan(tmp_path):
     state.mkdir()
     (app / ".env").write_text("VERSION=1.0.0\nSECRET=x\n")
     (state / "history.jsonl").write_text('{"kind": "deploy", "outcome": "ok", "duration": 12.5}\n')
-    script = (
-        f'. "{BIN.parent / "lib/deploy.sh"}"; '
-        f'docker() {{ printf "%s\\n" "docker $*" >>"{tmp_path}/calls"; [[ $* != *"migrate --plan"* ]] || printf "Planned operations:\\nnotes.0002_x\\n    Add field\\n"; }}; '
-        f'APP_DIR="{app}"; STATE_DIR="{state}"; HISTORY="{state}/history.jsonl"; ENV_NAME=test; PROJECT=pixel-test; WEB_SERVICE=web; VERSION_RE=""; '
-        "COMPOSE_CMD=(docker compose); FILE_ARGS=(-f docker-compose.yml); MANAGE_CMD=(python3 manage.py); ORDERING=semver; SWITCH=slots; BACKUP=yes; "
-        "parse_options 1.1.0 --maintenance; KIND=plan; cmd_plan"
-    )
-    result = subprocess.run(["bash", "-c", script], capture_output=True, text=True)
+    answer = "lambda argv: (0, 'Planned operations:\\nnotes.0002_x\\n    Add field\\n' if 'migrate' in argv else '')"
+    script = f"""
+        record_commands({answer})
+        from pdserver import plan
+        stand_in(APP_DIR={str(app)!r}, state={str(state)!r}, PROJECT="pixel-test", MANAGE="python3 manage.py",
+                 ORDERING="semver", SWITCH="slots", BACKUP="yes")
+        sys.exit(plan.plan(parse(["plan", "test", "1.1.0", "--maintenance"], 0)))
+        """
+    result = server_python(script, calls=tmp_path / "calls")
     assert result.returncode == 0, result.stderr
     plan = preview.parse(result.stdout.splitlines())
     assert (plan.get("current"), plan.get("target"), plan.get("order"), plan.get("server_side")) == (
@@ -243,13 +245,15 @@ def test_the_plan_verb_only_pulls_and_runs_migrate_plan(tmp_path):
 
 def test_the_plan_says_when_the_order_check_would_refuse(tmp_path):
     (tmp_path / ".env").write_text("VERSION=1.2.0\n")
-    script = (
-        f'. "{BIN.parent / "lib/deploy.sh"}"; docker() {{ :; }}; APP_DIR="{tmp_path}"; STATE_DIR="{tmp_path}"; HISTORY="{tmp_path}/h"; ENV_NAME=test; VERSION_RE=""; PROJECT=p; '
-        "ORDERING=semver; SWITCH=slots; BACKUP=no; WEB_SERVICE=web; COMPOSE_CMD=(docker compose); FILE_ARGS=(); MANAGE_CMD=(python3 manage.py); "
-        "parse_options 1.1.0; cmd_plan"
-    )
-    plan = preview.parse(
-        subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True).stdout.splitlines()
-    )
+    script = f"""
+        record_commands()
+        from pdserver import plan
+        stand_in(APP_DIR={str(tmp_path)!r}, state={str(tmp_path)!r}, PROJECT="p", MANAGE="python3 manage.py",
+                 ORDERING="semver", SWITCH="slots", BACKUP="no")
+        sys.exit(plan.plan(parse(["plan", "test", "1.1.0"], 0)))
+        """
+    result = server_python(script, calls=tmp_path / "calls")
+    assert result.returncode == 0, result.stderr
+    plan = preview.parse(result.stdout.splitlines())
     assert plan.get("order").startswith("refused: 1.1.0 is older than the deployed 1.2.0")
     assert preview.verdict(plan)[0] == protocol.EXIT_OLDER

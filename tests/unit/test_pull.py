@@ -8,13 +8,15 @@ import subprocess
 import pytest
 
 from deploy import plan, protocol, pull, settings
+from pdserver import containers
+from pdserver import order as server_order
 
 LIB = protocol.SERVER_DIR / "lib"
 DIGEST = "sha256:" + "3f2a9c1b2d4e" + "0" * 52
 
 
 def bash(script: str, *args: str) -> str:
-    """Run script with the server's protocol.sh and pull.sh sourced, as bin/install and bin/deploy do."""
+    """Run script with the server's protocol.sh and pull.sh sourced, as bin/install does."""
     full = f'set -euo pipefail; . "{LIB}/protocol.sh"; . "{LIB}/pull.sh"; {script}'
     return subprocess.run(["bash", "-c", full, "bash", *args], capture_output=True, text=True, check=True).stdout
 
@@ -102,7 +104,7 @@ def test_pinned_version_is_channel_and_digest_prefix():
 )
 def test_python_and_bash_agree_on_pinned_versions(version, pinned):
     assert pull.is_pinned("production-approved", version) is pinned
-    out = bash('PULL_CHANNEL=production-approved; if is_pinned_version "$1"; then echo yes; else echo no; fi', version)
+    out = "yes\n" if server_order.is_pinned("production-approved", version) else "no\n"
     assert out.strip() == ("yes" if pinned else "no")
 
 
@@ -251,6 +253,5 @@ version: '3.8'
     ],
 )
 def test_web_image_is_read_from_the_web_service_only(config, service, ref):
-    script = f'WEB_SERVICE={service}; compose_at() {{ cat <<"YAML"\n{config}YAML\n}}; web_image_ref staging-approved'
-    out = bash(script)
+    out = containers.image_of(config, service)
     assert out.strip() == ref

@@ -1,5 +1,5 @@
 """Review environments and db.refresh, the pure parts: names, template instantiation,
-the front proxy's routes (rendered by lib/review.sh), what prune picks, the request lines."""
+the front proxy's routes (rendered by pdserver/review.py), what prune picks, the request lines."""
 
 from __future__ import annotations
 
@@ -10,6 +10,10 @@ import pytest
 
 from deploy import plan, protocol, refresh, settings
 from deploy import review as reviews
+from pdserver import env as server_envs
+from pdserver import refresh as server_refresh
+from pdserver import review as server_reviews
+from pdserver.verbs import review_url
 
 LIB = protocol.SERVER_DIR / "lib"
 
@@ -30,11 +34,17 @@ def configured(**review) -> settings.Settings:
 
 
 def bash(script: str) -> str:
-    """Runs script with protocol.sh and review.sh sourced (functions only)."""
-    prelude = f'set -euo pipefail; . "{LIB}/protocol.sh"; . "{LIB}/review.sh"; '
+    """Runs script with protocol.sh sourced (as the entrypoint reads it)."""
+    prelude = f'set -euo pipefail; . "{LIB}/protocol.sh"; '
     result = subprocess.run(["bash", "-c", prelude + script], capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
     return result.stdout
+
+
+def server_review(name: str, port: str = "8088") -> server_reviews.Review:
+    values = {**server_envs.DEFAULTS, "APP_DIR": "/srv/pushdeploy/pixel-review", "PROJECT": "pixel-review"}
+    values.update(REVIEW_TEMPLATE="yes", REVIEW_DOMAIN="review.example.org", REVIEW_PORT=port)
+    return server_reviews.Review(server_envs.Env("review", "/nonexistent/review.conf", values), name)
 
 
 # ------------------------------------------------------------------ names
@@ -129,8 +139,9 @@ def test_an_instance_gets_the_templates_names_with_its_number():
 
 
 def test_the_server_derives_the_same_host_and_url():
-    out = bash(
-        "REVIEW_DOMAIN=review.example.org REVIEW_PORT=8088; review_host 12; review_url 12; REVIEW_PORT=80; review_url 3"
+    on_8088, on_80 = server_review("review-12"), server_review("review-3", port="80")
+    out = "\n".join(
+        [on_8088.host, review_url(on_8088.template, on_8088.number), review_url(on_80.template, on_80.number)]
     )
     assert out.splitlines() == [
         "pr-12.review.example.org",
@@ -158,7 +169,7 @@ def test_the_server_conf_of_a_template_says_so_and_others_do_not():
 
 
 def test_the_route_sends_the_pull_requests_host_name_to_its_environment_by_docker_dns():
-    out = bash("REVIEW_DOMAIN=review.example.org; render_route review-12 12")
+    out = server_reviews.render_route(server_review("review-12"))
     assert re.search(r"^\s*server_name pr-12\.review\.example\.org;$", out, re.MULTILINE)
     assert "set $review_upstream review-12;" in out
     assert "proxy_pass http://$review_upstream:80;" in out  # asked per request: the front starts before any environment
@@ -168,7 +179,7 @@ def test_the_route_sends_the_pull_requests_host_name_to_its_environment_by_docke
 
 
 def test_unknown_host_names_get_a_404_from_the_default_server():
-    out = bash("render_front_default")
+    out = server_reviews.FRONT_DEFAULT
     assert "listen 80 default_server;" in out and "return 404" in out
 
 
@@ -252,5 +263,5 @@ def test_refresh_request_lines_are_admin_verbs_the_deploy_account_cannot_send():
 
 
 def test_the_trailer_is_as_long_as_the_server_cuts_off():
-    size = int(re.search(r"^REFRESH_TRAILER_BYTES=([0-9]+)", (LIB / "refresh.sh").read_text(), re.MULTILINE).group(1))
+    size = server_refresh.TRAILER_BYTES
     assert len(refresh.trailer("0" * 64)) == size

@@ -267,4 +267,4 @@ def test_bin_deploy_refuses_before_handing_over(tmp_path):
         text=True,
         env={"PATH": "/usr/bin:/bin"},
     )
-    assert "is not set up on this server" in result.stderr  # handed over: lib/deploy.sh reads /etc/pushdeploy
+    assert "is not set up on this server" in result.stderr  # pdserver/env.py reads /etc/pushdeploy

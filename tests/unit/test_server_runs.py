@@ -1,5 +1,5 @@
 """Starting and following a detached run (pdserver/runs.py), with a stand-in worker:
-a lib/deploy.sh that proves it was started as the real one is (its token, the lock
+a bin/deploy that proves it was started as the real one is (its token, the lock
 on fd 9, a session of its own), writes its log and its status."""
 
 from __future__ import annotations
@@ -33,9 +33,13 @@ echo "${WORKER_STATUS:-0}" >"$RUNS/$3.status"
 
 @pytest.fixture
 def worker(server, monkeypatch):
-    lib = server / "lib"
+    lib, bin_dir = server / "lib", server / "bin"
     lib.mkdir()
-    (lib / "deploy.sh").write_text(WORKER)
+    bin_dir.mkdir()
+    (lib / "worker.sh").write_text(WORKER)
+    (bin_dir / "deploy").write_text(
+        f"import os, sys\nos.execv('/bin/bash', ['bash', {str(lib / 'worker.sh')!r}, *sys.argv[1:]])\n"
+    )
     shutil.copy(os.path.join(run.LIB, "history.py"), lib)
     monkeypatch.setattr(run, "LIB", str(lib))
     monkeypatch.setenv("RUNS", str(server / "state/staging/runs"))

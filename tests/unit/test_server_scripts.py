@@ -7,6 +7,8 @@ import subprocess
 import pytest
 
 from deploy import protocol
+from pdserver import order, status
+from tests.unit.conftest import server_python
 
 BIN = protocol.SERVER_DIR / "bin"
 
@@ -68,8 +70,8 @@ def test_entrypoint_hands_validated_words_to_sudo_bin_deploy(fake_sudo):
 def rewrite(tmp_path, content: bytes, version: str) -> bytes:
     env_file = tmp_path / ".env"
     env_file.write_bytes(content)
-    script = f'. "{BIN.parent / "lib/deploy.sh"}"; APP_DIR="{tmp_path}"; write_env_version "{version}"'
-    subprocess.run(["bash", "-c", script], check=True)
+    result = server_python(f"assert envs.write_version(stand_in(APP_DIR={str(tmp_path)!r}), {version!r})")
+    assert result.returncode == 0, result.stderr
     return env_file.read_bytes()
 
 
@@ -105,15 +107,18 @@ def test_server_scripts_are_shellcheck_clean():
         for p in sorted(BIN.iterdir())
         if p.read_bytes()[:2] == b"#!" and b"bash" in p.read_bytes().split(b"\n", 1)[0]
     ]
-    scripts += [str(protocol.PROTOCOL_FILE), str(BIN.parent / "lib/deploy.sh")]
+    scripts += [str(protocol.PROTOCOL_FILE), str(BIN.parent / "lib/pull.sh")]
     result = subprocess.run(["shellcheck", "-x", *scripts], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
 
 
-def bash_deploy(snippet: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        ["bash", "-c", f'. "{BIN.parent / "lib/deploy.sh"}"; {snippet}'], capture_output=True, text=True
-    )
+def version_lt(a: str, b: str) -> int:
+    """0 when A comes before B (as a shell test answers), else 1."""
+    return 0 if order.version_lt(a, b) else 1
+
+
+def last_deploy(path) -> str:
+    return status.last_deploy(str(path)) + "\n"
 
 
 @pytest.mark.parametrize(
@@ -128,9 +133,9 @@ def bash_deploy(snippet: str) -> subprocess.CompletedProcess:
     ],
 )
 def test_release_order_is_semantic(older, newer):
-    assert bash_deploy(f'version_lt "{older}" "{newer}"').returncode == 0
-    assert bash_deploy(f'version_lt "{newer}" "{older}"').returncode == 1
-    assert bash_deploy(f'version_lt "{newer}" "{newer}"').returncode == 1
+    assert version_lt(older, newer) == 0
+    assert version_lt(newer, older) == 1
+    assert version_lt(newer, newer) == 1
 
 
 def history_of(tmp_path, *records):
@@ -201,9 +206,9 @@ def test_status_reads_the_last_deploy_without_python_and_matches_the_slow_way(tm
     slow = subprocess.run(["python3", "-I", tool, "last", str(path)], capture_output=True, text=True, check=True).stdout
     assert slow == "t deploy of 1.1.0 (was p): failed at health, by ci\n"
     assert (tmp_path / "history.jsonl.last").read_text() == slow
-    assert bash_deploy(f'HISTORY="{path}"; last_deploy').stdout == slow
+    assert last_deploy(path) == slow
     # A history written after the summary (by an older server side) is read the slow way.
     (tmp_path / "history.jsonl.last").write_text("stale\n")
     os.utime(path, (os.path.getmtime(path) + 5,) * 2)
-    assert bash_deploy(f'HISTORY="{path}"; last_deploy').stdout == slow
-    assert bash_deploy(f'HISTORY="{tmp_path}/none.jsonl"; last_deploy').stdout == "none\n"
+    assert last_deploy(path) == slow
+    assert last_deploy(tmp_path / "none.jsonl") == "none\n"

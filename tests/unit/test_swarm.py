@@ -8,6 +8,8 @@ import pytest
 
 from deploy import plan, protocol
 from deploy.settings import ConfigError, from_config
+from pdserver import env as server_envs
+from pdserver import stack
 
 _spec = importlib.util.spec_from_file_location("swarm", protocol.SERVER_DIR / "lib/swarm.py")
 swarm = importlib.util.module_from_spec(_spec)
@@ -278,7 +280,7 @@ def test_manager_compose_files_are_for_swarm_only():
 
 
 def test_the_server_side_includes_the_swarm_files():
-    assert {"lib/swarm.sh", "lib/swarm.py"} <= set(protocol.SERVER_FILES)
+    assert {"lib/pdserver/stack.py", "lib/swarm.py"} <= set(protocol.SERVER_FILES)
 
 
 def test_stack_deploy_gets_the_servers_env_values_and_the_new_version(tmp_path):
@@ -286,10 +288,12 @@ def test_stack_deploy_gets_the_servers_env_values_and_the_new_version(tmp_path):
     (tmp_path / ".env").write_text(
         "VERSION=1.0.0\nSECRET_KEY='a b$c'\n# a comment\nexport IMAGE=\"reg/app\"\nnot a line\n"
     )
-    script = f". {protocol.SERVER_DIR}/lib/deploy.sh; APP_DIR={tmp_path} PROJECT=pixel-swarm; with_dotenv 1.1.0 env"
-    out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"})
-    assert out.returncode == 0, out.stderr
-    values = dict(line.split("=", 1) for line in out.stdout.splitlines() if "=" in line)
+    env = server_envs.Env(
+        "s", "/nonexistent/s.conf", {**server_envs.DEFAULTS, "APP_DIR": str(tmp_path), "PROJECT": "pixel-swarm"}
+    )
+    command = stack.with_dotenv(env, "1.1.0", "stack", "deploy")
+    assert command.argv[:3] == ["docker", "stack", "deploy"] and command.cwd == str(tmp_path)
+    values = command.environ
     assert (values["VERSION"], values["SECRET_KEY"], values["IMAGE"], values["PD_STACK"]) == (
         "1.1.0",
         "a b$c",

@@ -1,21 +1,21 @@
 """The switch's exact command sequences, without root or Docker.
 
-tests/unit/shell/switch_harness.sh sources bin/deploy with `docker` replaced by a
-function that records its words and answers like a small fake Docker (one old
-web container `old1` serving, compose creating `new1`), then runs the steps
-start, health, admit, switch and retire as bin/deploy does, or discards the new
-container on a failure. Kamal's command tests are the model: config in, exact
+tests/unit/switch_harness.py runs the slots switch (pdserver/slots.py) with `docker`
+replaced by a recorder that answers like a small fake Docker (one old web container
+`old1` serving, compose creating `new1`): the steps start, health, admit, switch and
+retire as a deploy runs them, or the undo of the new container on a failure. Kamal's command tests are the model: config in, exact
 commands out.
 """
 
 import os
 import subprocess
+import sys
 
 import pytest
 
 from deploy import protocol
 
-HARNESS = protocol.PROJECT_ROOT / "tests/unit/shell/switch_harness.sh"
+HARNESS = protocol.PROJECT_ROOT / "tests/unit/switch_harness.py"
 COMPOSE = "docker compose -p pixel-test -f docker-compose.yml"
 NETWORKS = (
     'docker inspect -f {{range $net, $cfg := .NetworkSettings.Networks}}{{$net}} {{$cfg.Aliases}}{{"\\n"}}{{end}} new1'
@@ -129,7 +129,7 @@ SEQUENCES = {
 
 def test_after_a_killed_deploy_env_names_the_version_the_live_slot_runs():
     result = subprocess.run(
-        ["bash", str(HARNESS), "env-ahead"],
+        [sys.executable, str(HARNESS), "env-ahead"],
         env={**os.environ, "PD_ROOT": str(protocol.PROJECT_ROOT)},
         capture_output=True,
         text=True,
@@ -148,7 +148,7 @@ def test_after_a_killed_deploy_env_names_the_version_the_live_slot_runs():
 @pytest.mark.parametrize("scenario", sorted(SEQUENCES))
 def test_the_switch_runs_exactly_these_commands(scenario):
     result = subprocess.run(
-        ["bash", str(HARNESS), scenario],
+        [sys.executable, str(HARNESS), scenario],
         env={**os.environ, "PD_ROOT": str(protocol.PROJECT_ROOT)},
         capture_output=True,
         text=True,

@@ -1,18 +1,18 @@
-"""A server-side deploy stopped half way (lib/detach.sh worker) always ends recorded:
-cleaned up, one history line, a status for the caller, the lock named free.
+"""A server-side deploy stopped half way (the worker, pdserver/worker.py) always ends
+recorded: cleaned up, one history line, a status for the caller, the lock named free.
 
-Bash 5.2 can fail to parse a TERM trap's command when the signal lands while it
-expands a $(...), and then exits with status 2 without running the trap: the
-worker's EXIT trap is the safety net. The stress test sends real signals at
-random moments to a worker busy with command substitutions (PD_STOPS of them,
-enough to hit the bash bug now and then); the others take the
-paths one at a time. Real bash, real files; the deploy steps are stubs."""
+The stress test sends real signals at random moments to a worker busy in its deploy
+(PD_STOPS of them); the others take the paths one at a time: a stop before or after
+the switch, while it settles an earlier run, after it recorded its outcome, and an
+exit from deep inside. A real Python worker process, real files; the deploy steps
+and the strategy are stubs."""
 
 import json
 import os
 import random
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -20,33 +20,74 @@ import pytest
 from deploy import protocol
 
 WORKER = """
-set -euo pipefail
-. "$PD_ROOT/scripts/server/lib/detach.sh"
-die() { echo "die: $*" >&2; exit "$1"; }
-elapsed() { echo 1.0; }
-notify() { :; }
-record() { echo "$1" >>"$STATE_DIR/history"; RECORDED=$1; }
-discard_new() { echo discard >>"$STATE_DIR/undone"; }
-retire_old() { echo retire >>"$STATE_DIR/undone"; }
-current_version() { echo 1.0.0; }
-busy() { local x; x=$(printf '%s' "$(echo a)"); x="${x:-$(echo b)}"; x=$(cat <<<"$x"); : "$x"; }
-run_deploy() {
-  RUN_STARTED=$EPOCHREALTIME
-  echo started >"$STATE_DIR/started"
-  case $STUB in
-    forever) while :; do busy; done ;;
-    exit2) busy; exit 2 ;;
-    recorded) record ok; echo recorded >"$STATE_DIR/started"; while :; do busy; done ;;
-  esac
-}
-if [[ $STUB == settling ]]; then
-  # Stopped while it settles an earlier run, before it set RUN_STARTED: nothing to undo.
-  run_deploy() { echo started >"$STATE_DIR/started"; while :; do busy; done; }
-fi
-printf '%s\\n' "$PD_RUN_TOKEN" >"$(run_file "$PD_RUN_ID" token)"
-printf 'KIND=deploy\\nVERSION=1.1.0\\n' >"$(run_file "$PD_RUN_ID" request)"
-echo "$PD_RUN_ID deploy of 1.1.0" >"$STATE_DIR/lock.info"
-worker staging "$PD_RUN_ID"
+import os, sys, time
+sys.path.insert(0, os.path.join(os.environ["PD_ROOT"], "scripts/server/lib"))
+from pdserver import env as envs, pipeline, worker
+
+state = os.environ["STATE_DIR"]
+envs.Env.state_dir = property(lambda self: state)
+envs.Env.runs_dir = property(lambda self: os.environ["RUNS_DIR"])
+env = envs.Env("staging", os.path.join(state, "staging.conf"), dict(envs.DEFAULTS, APP_DIR=state))
+envs.load = lambda name: env
+envs.current_version = lambda env: "1.0.0"
+pipeline.notify = lambda run, event: None
+
+def record(run, outcome, took):
+    with open(os.path.join(state, "history"), "a") as file:
+        file.write(outcome + "\\n")
+    run.recorded = outcome
+
+pipeline.record = record
+
+def undone(what):
+    with open(os.path.join(state, "undone"), "a") as file:
+        file.write(what + "\\n")
+
+class Strategy:
+    def interrupted(self, run):
+        undone("retire" if run.switched else "discard")
+
+pipeline.strategy_for = lambda env: Strategy()
+
+def started(word="started"):
+    with open(os.path.join(state, "started"), "w") as file:
+        file.write(word)
+
+def busy():
+    x = "".join(str(i) for i in range(50))
+    return x
+
+def deploy(run, strategy):
+    run.started = time.time()
+    run.switched = os.environ["SWITCHED"] == "1"
+    started()
+    stub = os.environ["STUB"]
+    if stub == "exit2":
+        busy()
+        sys.exit(2)
+    if stub == "recorded":
+        pipeline.record(run, "ok", "1.0")
+        started("recorded")
+    while True:
+        busy()
+
+pipeline.deploy = deploy
+if os.environ["STUB"] == "settling":
+    # Stopped while it settles an earlier run, before the run started: nothing to undo.
+    def settling(run, strategy):
+        started()
+        while True:
+            busy()
+
+    worker.settle_dead_runs = settling
+run_id = os.environ["PD_RUN_ID"]
+with open(os.path.join(os.environ["RUNS_DIR"], run_id + ".token"), "w") as file:
+    file.write(os.environ["PD_RUN_TOKEN"] + "\\n")
+with open(os.path.join(os.environ["RUNS_DIR"], run_id + ".request"), "w") as file:
+    file.write("KIND=deploy\\nVERSION=1.1.0\\n")
+with open(os.path.join(state, "lock.info"), "w") as file:
+    file.write(run_id + " deploy of 1.1.0\\n")
+sys.exit(worker.main(["staging", run_id]))
 """
 
 
@@ -58,16 +99,13 @@ def start(tmp_path, stub: str, switched: str = "0") -> subprocess.Popen:
         "PD_ROOT": str(protocol.PROJECT_ROOT),
         "STATE_DIR": str(tmp_path),
         "RUNS_DIR": str(tmp_path),
-        "ENGINE": "compose",
-        "SWITCH": "slots",
         "SWITCHED": switched,
-        "FAILED_STEP": "",
         "STUB": stub,
         "PD_RUN_ID": "run1",
         "PD_RUN_TOKEN": "t0k3n",
     }
     return subprocess.Popen(
-        ["bash", "-c", WORKER], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        [sys.executable, "-c", WORKER], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
 
 
@@ -143,13 +181,21 @@ def test_a_signal_after_the_outcome_is_recorded_keeps_it(tmp_path):
 # ------------------------------------------------------------------ a run killed outright
 
 SETTLE = """
-set -euo pipefail
-. "$PD_ROOT/scripts/server/lib/steps.sh"
-. "$PD_ROOT/scripts/server/lib/history.sh"
-. "$PD_ROOT/scripts/server/lib/detach.sh"
-env_names_live_slot() { echo "env put in line"; }
-ENV_NAME=staging HISTORY="$STATE_DIR/history.jsonl"
-settle_dead_runs own
+import os, sys
+sys.path.insert(0, os.path.join(os.environ["PD_ROOT"], "scripts/server/lib"))
+from pdserver import env as envs, pipeline, worker
+
+state = os.environ["STATE_DIR"]
+envs.Env.state_dir = property(lambda self: state)
+envs.Env.runs_dir = property(lambda self: os.environ["RUNS_DIR"])
+env = envs.Env("staging", os.path.join(state, "staging.conf"), dict(envs.DEFAULTS, APP_DIR=state))
+
+class Strategy:
+    def env_names_live_slot(self):
+        print("env put in line")
+        return True
+
+worker.settle_dead_runs(pipeline.Run(env, "own", {}), Strategy())
 """
 
 
@@ -185,7 +231,7 @@ def test_the_next_run_records_a_run_killed_outright_and_marks_it_ended(tmp_path,
     dead_run(
         runs, "switched", header, ["preflight", "start", "health", "admit", "switch", "retire"], version="1.3.0"
     )  # killed retiring the old
-    (runs / "phantom.request").write_text("KIND=deploy\nVERSION=1.4.0\n")  # start_run died before its worker started
+    (runs / "phantom.request").write_text("KIND=deploy\nVERSION=1.4.0\n")  # its start died before its worker started
     (tmp_path / "history.jsonl").write_text(
         '{"version": "1.1.0", "outcome": "ok", "failed_step": "", "previous": "1.0.0", "by": "ci", "run": "late", "steps": []}\n'
     )
@@ -196,7 +242,7 @@ def test_the_next_run_records_a_run_killed_outright_and_marks_it_ended(tmp_path,
         "STATE_DIR": str(tmp_path),
         "RUNS_DIR": str(runs),
     }
-    result = subprocess.run(["bash", "-c", SETTLE], env=env, capture_output=True, text=True, timeout=30)
+    result = subprocess.run([sys.executable, "-c", SETTLE], env=env, capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
     assert "deploy dead ended without a result" in result.stdout and "env put in line" in result.stdout
     records = [json.loads(line) for line in (tmp_path / "history.jsonl").read_text().splitlines()][1:]
@@ -217,5 +263,5 @@ def test_the_next_run_records_a_run_killed_outright_and_marks_it_ended(tmp_path,
     assert "died before it answered" in (runs / "dead.log").read_text()
     assert not (runs / "own.status").exists()
     # Once settled, the next run finds nothing to do.
-    again = subprocess.run(["bash", "-c", SETTLE], env=env, capture_output=True, text=True, timeout=30)
+    again = subprocess.run([sys.executable, "-c", SETTLE], env=env, capture_output=True, text=True, timeout=30)
     assert again.stdout == "" and len((tmp_path / "history.jsonl").read_text().splitlines()) == 4

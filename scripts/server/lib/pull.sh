@@ -1,4 +1,4 @@
-# shellcheck shell=bash disable=SC2034,SC2153 # variables shared across the files bin/deploy and bin/install source
+# shellcheck shell=bash disable=SC2034,SC2153 # variables bin/install sets
 # pushdeploy server side: pull mode. Instead of CI connecting to deploy, an agent on
 # the server (a systemd timer, or a cron entry where systemd is not PID 1) runs
 # `bin/deploy pull ENV` as root every PULL_EVERY seconds. It resolves the channel,
@@ -7,8 +7,9 @@
 # (lock, validation, history, switch, rollback) as version CHANNEL-<12 hex of the
 # digest>, pinned: the version names exactly one image, whatever the tag does later.
 #
-# Pure parts first (names, unit texts, the scheduler choice: table-tested), then the
-# installer's part, then the agent.
+# This file is bin/install's part: the pure parts first (names, unit texts, the
+# scheduler choice: table-tested), then installing and removing the agent. The agent
+# itself, `bin/deploy pull ENV`, is lib/pdserver/agent.py.
 
 pull_unit() { printf 'pushdeploy-pull-%s\n' "$1"; } # env
 
@@ -146,122 +147,4 @@ remove_pull_agent() { # env
     rm -f "$PD_CRON_DIR/$unit"
     report changed "removed the pull agent of $1 ($PD_CRON_DIR/$unit): $1 is deployed by push"
   fi
-}
-
-# ---------------------------------------------------------------- versions pinned by digest
-
-pull_tool() { python3 -I "$PD_HOME/lib/pull.py" "$@"; }
-
-pull_dir() { printf '%s/pull\n' "$STATE_DIR"; }
-
-# A version the agent made: CHANNEL-<hex>, for the channel configured here.
-is_pinned_version() { # version
-  [[ -n ${PULL_CHANNEL-} && $1 =~ ^${PULL_CHANNEL}-[0-9a-f]{$PD_PIN_HEX}$ ]]
-}
-
-pinned_digest() { # version -> the digest it was pinned to
-  local version digest
-  [[ -f $(pull_dir)/pins ]] || return 1
-  while read -r version digest; do
-    [[ $version == "$1" ]] && { echo "$digest"; return 0; }
-  done <"$(pull_dir)/pins"
-  return 1
-}
-
-# The web service's image at VERSION, as compose resolves it (v1 and v2 print the
-# same canonical YAML): services: / NAME: / image: REF.
-web_image_ref() { # version
-  compose_at "$1" config 2>/dev/null | awk -v svc="  $WEB_SERVICE:" '
-    /^[^ ]/ { in_services = ($0 == "services:"); in_web = 0; next }
-    in_services && /^  [^ ]/ { in_web = ($0 == svc); next }
-    in_web && /^    image: / { sub(/^    image: /, ""); gsub(/["\047]/, ""); print; exit }'
-}
-
-# The registry digest of REF (repository@sha256:...), from the local image.
-repo_digest() { # ref
-  local repo=${1%:*} entry
-  for entry in $(docker image inspect -f '{{join .RepoDigests " "}}' "$1" 2>/dev/null); do
-    if [[ ${entry%@*} == "$repo" && ${entry#*@} =~ ^sha256:[0-9a-f]{64}$ ]]; then
-      echo "${entry#*@}"
-      return 0
-    fi
-  done
-  return 1
-}
-
-# The pull step of a pinned version: the image by its digest, tagged as the version
-# locally (the registry has no such tag); from the local copy if it is still there.
-pull_pinned() { # version
-  local version=$1 digest ref repo
-  digest=$(pinned_digest "$version") || { echo "no digest pinned for $version in $(pull_dir)/pins"; return 1; }
-  ref=$(web_image_ref "$version")
-  [[ $ref == *:"$version" ]] || { echo "cannot tell the web image's repository from the compose files"; return 1; }
-  repo=${ref%:*}
-  echo "pinned: $repo@$digest"
-  if ! docker image inspect "$repo@$digest" >/dev/null 2>&1; then
-    docker pull -q "$repo@$digest" >/dev/null || return 1
-  fi
-  docker tag "$repo@$digest" "$ref"
-}
-
-# ---------------------------------------------------------------- the agent
-
-# One check: resolve the channel, deploy its image if it changed since the last
-# image the agent tried, and record the result (pull-status shows it). Run as root
-# by the timer or cron entry; overlapping runs skip.
-pull_once() {
-  local dir ref repo out digest version last rc=0 id
-  dir=$(pull_dir)
-  install -d -m 0700 "$dir"
-  exec 8>>"$dir/lock"
-  flock -n 8 || { echo "another check of $ENV_NAME runs: skipped"; return 0; }
-  trim_file "$dir/agent.log" 1048576
-  echo "$(now_iso) checking $ENV_NAME's channel $PULL_CHANNEL"
-  ref=$(web_image_ref "$PULL_CHANNEL")
-  if [[ $ref != *:"$PULL_CHANNEL" ]]; then
-    pull_check error '' '' "the web service's image in the compose files must be REPOSITORY:\${VERSION} (got '${ref:-nothing}')"
-    return 1
-  fi
-  repo=${ref%:*}
-  if ! out=$(docker pull "$ref" 2>&1); then
-    pull_check error '' '' "docker pull $ref failed: $(tail -n 1 <<<"$out")"
-    return 1
-  fi
-  digest=$(sed -n 's/^Digest: \(sha256:[0-9a-f]\{64\}\)$/\1/p' <<<"$out" | tail -n 1)
-  [[ -n $digest ]] || digest=$(repo_digest "$ref") || true
-  if [[ ! $digest =~ ^sha256:[0-9a-f]{64}$ ]]; then
-    pull_check error '' '' "no registry digest for $ref"
-    return 1
-  fi
-  version="$PULL_CHANNEL-${digest:7:$PD_PIN_HEX}"
-  last=$(pull_tool last-digest "$dir/checks.jsonl")
-  [[ -n $last ]] || last=$(pull_tool running-digest "$HISTORY" "$(current_version)")
-  if [[ $digest == "$last" ]]; then
-    pull_check unchanged "$digest" "$version" "$ref is still $digest"
-    return 0
-  fi
-  echo "$ref moved to $digest: deploying it as $version"
-  docker tag "$repo@$digest" "$repo:$version" || { pull_check error "$digest" "$version" "could not tag $repo@$digest"; return 1; }
-  pinned_digest "$version" >/dev/null || printf '%s %s\n' "$version" "$digest" >>"$dir/pins"
-  check_version "$version"
-  # Unguessable: a deploy sent earlier with the same id would make this one "already ran".
-  id="$(date -u +%Y%m%dT%H%M%SZ)-pull-$(head -c 6 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-  # The deploy verb itself, as root: the same checks, lock and detached run as any deploy.
-  "$PD_HOME/bin/deploy" deploy "$ENV_NAME" "$version" "--id=$id" --force "--by=pull:$PULL_CHANNEL" || rc=$?
-  case $rc in
-    0) pull_check deployed "$digest" "$version" "deployed $version ($repo@$digest)" ;;
-    "$PD_EXIT_BUSY") pull_check busy '' "$version" "another deploy of $ENV_NAME runs: trying again at the next check" ;;
-    *) pull_check failed "$digest" "$version" "the deploy of $version failed (exit $rc): $(current_version) serves; not retried until the channel moves" ;;
-  esac
-  return "$rc"
-}
-
-pull_check() { # result digest version message
-  echo "$1: $4"
-  pull_tool record "$(pull_dir)/checks.jsonl" "time=$(now_iso)" "channel=$PULL_CHANNEL" "result=$1" "digest=$2" "version=$3" "message=$4"
-}
-
-trim_file() { # file max-bytes
-  [[ -f $1 ]] && (($(stat -c %s "$1") > $2)) || return 0
-  tail -c "$(($2 / 2))" "$1" >"$1.tmp" && mv -f "$1.tmp" "$1"
 }

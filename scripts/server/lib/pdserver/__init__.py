@@ -9,6 +9,25 @@ both sides read one copy. Modules, one concern each:
   keys.py     what each deploy key may ask for (pure)
   conf.py     reading an environment's settings, /etc/pushdeploy/ENV.conf
   guard.py    the refusals that read the server: templates, review targets, key scopes
-  verbs.py    the verbs answered here; the rest still run in lib/deploy.sh (bash)
-  main.py     bin/deploy: check, refuse or answer, else hand over to lib/deploy.sh
+  main.py     bin/deploy: check, refuse or answer (and --help, the worker, setup-check)
+  verbs.py    the small verbs, and HANDLERS: every verb's handler
+  env.py      an environment's settings checked; .env's VERSION read and written
+  expect.py   --expect: the server side and settings the client expects
+  lock.py     the environment's lock (flock) and who holds it
+  run.py      the one place a process starts (a stop lets the command in hand finish)
+  compose.py  docker and compose commands, built (pure)
+  order.py    version order (sort -V, semver, builds, pinned versions)
+  status.py   status, the last deploy, dead runs
+  plan.py     what a deploy would do (plan), the order check
+  runs.py     deploy and rollback: the lock, detached runs, reattaching, following
+  worker.py   the detached run: settles dead runs, deploys, ends recorded whatever stops it
+  pipeline.py THE deploy, one sequence for every strategy; the history, notifications
+  release.py  what runs in the app's image: migrate and collectstatic, hooks, static pruning
+  containers.py  the compose engine's steps before the switch; container facts
+  slots.py    strategy: the zero-downtime switch between two slots
+  recreate.py strategy: recreate in place (a short, measured restart)
+  stack.py    strategy: a swarm stack (stack deploy, converge, whole-stack undo)
+  review.py   review environments (review-up, review-down), the front proxy
+  refresh.py  db-dump and db-restore: moving a database, scrubbed
+  agent.py    pull mode's agent (bin/deploy pull)
 """

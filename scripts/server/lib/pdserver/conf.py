@@ -1,8 +1,7 @@
 """Reading an environment's settings: /etc/pushdeploy/ENV.conf, KEY=value lines.
 
-Written root-owned by `inv server.setup`; read here without executing anything.
-lib/config.sh checks every key for the verbs bash still runs; this reads the
-facts the Python side needs (a key may repeat: hooks, manage commands).
+Written root-owned by `inv server.setup`; read here without executing anything (a key
+may repeat: hooks, manage commands). env.py checks every value.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """An environment on this server: its settings (/etc/pushdeploy/ENV.conf) checked,
-and where its files and state live. Mirrors lib/config.sh's load_env_conf, which
-the verbs still in bash use; both refuse the same files with the same messages.
+and where its files and state live. A file server.setup would not have written is
+refused (exit 1) with what to do.
 """
 
 from __future__ import annotations
@@ -138,7 +138,7 @@ def parse(text: str, path: str, name: str) -> dict:
 
 def _check_management_line(path: str, name: str, key: str, line: str) -> None:
     """A hook (HOOK_*: a command and PD_ARG_RE words) or an allowlist entry (MANAGE_COMMAND:
-    a command and argument patterns), as lib/manage.sh checks them."""
+    a command and argument patterns), with the client's rules (deploy/management.py)."""
     words = line.split()
     command = words[0] if words else ""
     if not facts.matches(facts.MANAGE_NAME_RE, command) or command in facts.MANAGE_FORBIDDEN:
@@ -164,6 +164,34 @@ def current_version(env: Env) -> str:
     except FileNotFoundError:
         pass
     return ""
+
+
+def write_version(env: Env, version: str) -> bool:
+    """VERSION=version in the app's .env, through a temp file and a rename: every other
+    line stays byte for byte, and a crash leaves either the old file or the new one."""
+    path = os.path.join(env.app_dir, ".env")
+    try:
+        with open(path, "rb") as file:
+            lines = file.read().split(b"\n")
+        for number, line in enumerate(lines):
+            if line.startswith(b"VERSION="):
+                lines[number] = b"VERSION=" + version.encode()
+                break
+        else:
+            if lines[-1] == b"":
+                lines.pop()
+            lines += [b"VERSION=" + version.encode(), b""]
+        tmp = f"{path}.{os.getpid()}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with open(fd, "wb") as file:
+            file.write(b"\n".join(lines))
+            file.flush()
+            os.fsync(file.fileno())
+        os.chown(tmp, 0, 0)
+        os.replace(tmp, path)
+    except OSError:
+        return False
+    return True
 
 
 def load_checked(request) -> Env:

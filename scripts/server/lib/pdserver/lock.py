@@ -1,4 +1,4 @@
-"""The environment's lock, the same one lib/detach.sh takes: flock(2) on STATE/ENV/lock.
+"""The environment's lock: flock(2) on STATE/ENV/lock, held by a run from start to end.
 
 lock.info names the holder ("ID WHAT by WHO in progress since TIME"); it is empty
 only while a run takes or gives back the lock, a moment a contender waits out
@@ -89,9 +89,13 @@ class Lock:
 
     def release(self) -> None:
         """Give the lock back, named free."""
+        self.clear()
+        self.close()
+
+    def clear(self) -> None:
+        """Name no holder: the run that holds the lock is ending."""
         with open(self.info, "w"):
             pass
-        self.close()
 
     def close(self) -> None:
         """Let go of our hold (a worker we started may still hold it); lock.info as it is."""

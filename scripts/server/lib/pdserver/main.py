@@ -1,9 +1,10 @@
-"""bin/deploy: check the request, refuse it or answer it, else hand it to lib/deploy.sh.
+"""bin/deploy: check the request, refuse it or answer it.
 
-Every request passes here first, whatever runs it: its words (request.py), then
-the refusals that read the server (guard.py). A refusal is exit 64 with nothing
-changed. The verbs already in Python answer here (verbs.py); the rest run in
-bash, lib/deploy.sh, which checks the words again.
+Every request passes here first: its words (request.py), then the refusals that
+read the server (guard.py), then its verb (verbs.HANDLERS). A refusal is exit 64
+with nothing changed. Besides the deploy account's verbs, three words are the
+server's own: __run (the detached worker, started by a run with a token only it
+knows), setup-check (bin/install, as root) and --help.
 """
 
 from __future__ import annotations
@@ -12,26 +13,73 @@ import os
 import sys
 import time
 
-from . import guard, run, verbs
-from .request import Refused, parse, split_key
+from . import facts, guard, verbs
+from .request import Refused, parse
 
-# Not requests of the deploy account: help, the detached worker (started by a run
-# with a token only it knows) and bin/install's check after installing.
-INTERNAL = ("-h", "--help", "__run", "setup-check")
+USAGE = """usage: deploy VERB ENV [OPTIONS]
+
+  deploy ENV VERSION [--id=ID] [--wait=SECONDS] [--force] [--maintenance] [--order=N] [--skip-migrate]
+                     [--by=WHO] [--url=BUILD_URL] [--expect=HASH]
+        pull VERSION, back up the database (if configured), migrate and collect static
+        files with it, start it beside the running version, and move traffic once it is
+        healthy; on any failure the old version keeps serving. With `switch: recreate`
+        it recreates web and proxy in place instead (a short restart, measured); with
+        `engine: swarm` it deploys the stack and watches it converge.
+        Refuses a version older than the deployed one unless --force.
+  rollback ENV [--to=VERSION] [--id=ID] [--by=WHO] [--url=BUILD_URL] [--expect=HASH]
+        deploy the previous successful version again (or VERSION).
+  status ENV [--expect=HASH]   deployed version, running deploy, services
+  history ENV [--limit=N]      the last deploys, one JSON object a line
+  logs ENV [--follow]          the last deploy's log
+  maintenance ENV on|off       the proxy answers 503 (a page, or JSON) while on
+  backups ENV                  the database backups kept on this server
+  check ENV                    facts for `inv server.check` (key=value lines)
+  manage ENV [--expect=HASH] NAME ARGS...
+        one management command of the environment's allowlist in a one-off container
+        of the deployed version: its output and exit code.
+  plan ENV VERSION [--order=N] [--maintenance] [--skip-migrate] [--force] [--expect=HASH]
+        what a deploy of VERSION would do here (key=value lines).
+  version                      the hash of this server side
+  pull-status ENV [--expect=HASH]  pull mode: the channel, the agent, the last check and change
+  pull ENV                     (root only: the pull agent) deploy the channel's image if it moved
+  review-up TEMPLATE-N VERSION [--id=ID] [--by=WHO] [--url=URL] [--expect=HASH]
+        make (or update) the review environment TEMPLATE-N, deploy VERSION there,
+        route pr-N.DOMAIN to it; prints its url.
+  review-down TEMPLATE-N       remove it: containers, volumes, networks, files, route
+  review-list TEMPLATE         live review environments: name, version, created, last deploy, url
+  db-dump ENV [--fresh]        (admin only) the newest backup, or a fresh pg_dump, on stdout
+  db-restore ENV --from=SRC    (admin only) restore the dump on stdin, migrate, scrub, record
+
+Exit codes: 0 ok, 1 failed, {usage} bad request, {busy} another deploy runs,
+{older} older than the deployed version, {outdated} server side or settings differ from the client's.
+"""
 
 
 def main(argv, now=time.time) -> int:
     os.umask(0o077)
-    if argv and argv[0] in INTERNAL:
-        return hand_over(argv)
+    word = argv[0] if argv else ""
+    if word in ("-h", "--help"):
+        print(
+            USAGE.format(
+                usage=facts.EXIT_USAGE, busy=facts.EXIT_BUSY, older=facts.EXIT_OLDER, outdated=facts.EXIT_OUTDATED
+            ),
+            end="",
+        )
+        return 0
     try:
+        if word == "__run":
+            from . import worker
+
+            return worker.main(argv[1:])
+        if word == "setup-check":
+            return setup_check(argv[1:])
         request = parse(argv, now())
         why = guard.refusal(request)
         if why:
             raise Refused(why)
-        handler = verbs.HANDLERS.get(request.verb)
-        answer = handler(request) if handler else run.HAND_OVER
+        answer = verbs.HANDLERS[request.verb](request)
         sys.stdout.flush()
+        return answer
     except Refused as refused:
         sys.stdout.flush()
         print(f"pushdeploy: {refused}", file=sys.stderr)
@@ -39,14 +87,16 @@ def main(argv, now=time.time) -> int:
     except BrokenPipeError:  # the reader went away (a dropped connection, `| head`): nothing to say
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
-    if answer is run.HAND_OVER:
-        return hand_over(split_key(argv)[1])
-    return answer
 
 
-def hand_over(words) -> int:
-    """Run lib/deploy.sh in this process (same pid: sudo's child, the run's pid file)."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execv("/bin/bash", ["bash", os.path.join(run.LIB, "deploy.sh"), *words])
-    return 1  # not reached
+def setup_check(words) -> int:
+    """bin/install, as root, after installing: what a deploy would refuse, before the first
+    deploy (a swarm's stack file)."""
+    from . import env as envs
+
+    env = envs.load(words[0] if len(words) == 1 else "")
+    if env["ENGINE"] != "swarm":
+        return 0
+    from . import stack
+
+    return stack.setup_check(env)

@@ -41,21 +41,12 @@ def order_refusal(env: envs.Env, version: str, build_order, force: bool) -> str 
 
 
 def deploy_steps(env: envs.Env, maintenance: bool, skip_migrate: bool) -> list:
-    """The steps a deploy runs with these settings, in its order (compose engines; keep in
-    step with run_deploy: tests/e2e/test_plan.py compares this list with a real deploy's)."""
-    steps = ["preflight", "pull", "database"]
-    if env["BACKUP"] == "yes" and not skip_migrate:
-        steps.append("backup")
-    steps += ["maintenance-on"] if maintenance else []
-    steps.append("static" if skip_migrate else "migrate")
-    steps += ["hooks-before"] if env["HOOK_BEFORE_SWITCH"] else []
-    if env["SWITCH"] == "recreate":
-        steps += ["recreate", "up", "prune-static"]
-    else:
-        steps += ["start", "health", "admit", "switch", "retire", "prune-static"]
-    steps += ["hooks-after"] if env["HOOK_AFTER_SWITCH"] else []
-    steps += ["maintenance-off"] if maintenance else []
-    return steps
+    """The steps a deploy runs with these settings, in its order: the pipeline's own list
+    (tests/e2e/test_plan.py compares it with a real deploy's)."""
+    from . import pipeline
+
+    request = {"MAINTENANCE": str(int(maintenance)), "SKIP_MIGRATE": str(int(skip_migrate))}
+    return pipeline.step_names(pipeline.Run(env, "", request), pipeline.strategy_for(env))
 
 
 def _estimate(env: envs.Env) -> str:
@@ -72,6 +63,10 @@ def plan_migrations(env: envs.Env, version: str, skip_migrate: bool) -> list:
     """Django's `migrate --plan` for VERSION against the running database (not started here)."""
     if skip_migrate:
         return ["migrations=skipped (a later batch: the first host migrates the shared database)"]
+    if env["ENGINE"] == "swarm":
+        from . import stack
+
+        return stack.plan_migrations(env, version)
     pull = compose.compose(env, "pull", "-q", env["WEB_SERVICE"], version=version)
     code, out = run.output(pull)
     if code:
@@ -91,11 +86,9 @@ def plan(request: Request):
     """What a deploy of VERSION would do here, as KEY=value lines; changes nothing but
     pulling the image (to read its migrations). An outdated server side is reported."""
     env = envs.load(request.env)
-    if env["ENGINE"] == "swarm":
-        return run.HAND_OVER  # lib/plan.sh and lib/swarm.sh, still in bash
     version = request.words[0]
     check_version(env, version)
-    os.makedirs(env.runs_dir, exist_ok=True)
+    os.makedirs(env.state_dir, mode=0o700, exist_ok=True)  # for the lock's probe
     current = envs.current_version(env)
     print(f"current={current or 'none'}\ntarget={version}")
     expected = str(request.option("expect", ""))

@@ -9,46 +9,107 @@ from __future__ import annotations
 
 import collections
 import os
+import sys
 
 Command = collections.namedtuple("Command", "argv cwd environ", defaults=(None, {}))
 
-# A verb's answer that says: run the request in bash, lib/deploy.sh (main.py does).
-HAND_OVER = object()
 LIB = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def output(command: Command, stderr: bool = True) -> tuple[int, str]:
-    """(exit status, what it printed): stdout, and stderr too unless stderr=False.
-    A command that cannot start is exit 127 with the reason as its output."""
-    import subprocess
+class Stopped(BaseException):
+    """A TERM or INT reached the deploy's worker: it undoes what it started, records, answers."""
 
-    try:
-        done = subprocess.run(
-            command.argv,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT if stderr else subprocess.DEVNULL,
-            env={**os.environ, **command.environ},
-            cwd=command.cwd,
-            check=False,
-        )
-    except OSError as error:
-        return 127, f"{command.argv[0]}: {error.strerror}"
-    return done.returncode, done.stdout.decode(errors="replace")
+
+def environ(command: Command) -> dict:
+    return {**os.environ, **command.environ}
+
+
+def wait(proc) -> int:
+    """A started process's exit status. A stop that lands meanwhile lets it finish first
+    (as bash runs a trap only after the command in hand): a docker command cut off half
+    way leaves less to clean up than one that completed."""
+    stopped = None
+    while True:
+        try:
+            status = proc.wait()
+            break
+        except Stopped as error:
+            stopped = error
+    if stopped is not None:
+        raise stopped
+    return status
+
+
+def output(command: Command, stderr: bool = True, timeout: float = 0) -> tuple[int, str]:
+    """(exit status, what it printed): stdout, and stderr too unless stderr=False.
+    A command that cannot start is exit 127 with the reason as its output; one that
+    runs past TIMEOUT seconds (if given) is killed: exit 124, as timeout(1) says."""
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryFile() as out:
+        try:
+            proc = subprocess.Popen(
+                command.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT if stderr else subprocess.DEVNULL,
+                env=environ(command),
+                cwd=command.cwd,
+            )
+        except OSError as error:
+            return 127, f"{command.argv[0]}: {error.strerror}"
+        if timeout:
+            try:
+                status = proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                wait(proc)
+                status = 124
+        else:
+            status = wait(proc)
+        out.seek(0)
+        return status, out.read().decode(errors="replace")
 
 
 def streamed(command: Command) -> int:
     """Run a command with its output going where ours goes; its exit status.
     stdin is empty: nothing on the server waits for input."""
+    return to_file(command, None)
+
+
+def from_file(command: Command, path: str) -> int:
+    """Run a command reading the file PATH on stdin, its output where ours goes; its exit status."""
     import subprocess
 
+    sys.stdout.flush()
+    with open(path, "rb") as source:
+        try:
+            proc = subprocess.Popen(command.argv, cwd=command.cwd, env=environ(command), stdin=source)
+        except OSError as error:
+            print(f"pushdeploy: {command.argv[0]}: {error.strerror}", flush=True)
+            return 127
+        return wait(proc)
+
+
+def to_file(command: Command, path) -> int:
+    """Run a command with its stdout into the file PATH (root's alone), or where ours goes
+    (None); its stderr where ours goes; its exit status."""
+    import subprocess
+
+    sys.stdout.flush()
+    out = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600) if path else None
     try:
-        environ = {**os.environ, **command.environ}
-        return subprocess.run(
-            command.argv, cwd=command.cwd, env=environ, stdin=subprocess.DEVNULL, check=False
-        ).returncode
+        proc = subprocess.Popen(
+            command.argv, cwd=command.cwd, env=environ(command), stdin=subprocess.DEVNULL, stdout=out
+        )
     except OSError as error:
         print(f"pushdeploy: {command.argv[0]}: {error.strerror}", flush=True)
         return 127
+    finally:
+        if out is not None:
+            os.close(out)
+    return wait(proc)
 
 
 def lib_module(name: str):

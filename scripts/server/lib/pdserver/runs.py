@@ -19,7 +19,7 @@ from . import facts, plan, run
 from .lock import Lock, now_iso
 from .request import Refused, Request
 
-LOCK_FD = 9  # where the worker finds the lock it holds (lib/detach.sh closes it for webhooks)
+LOCK_FD = 9  # the worker holds the lock open here (its own commands do not inherit it)
 
 
 def run_file(env: envs.Env, run_id: str, kind: str) -> str:
@@ -51,6 +51,7 @@ def rollback_target(env: envs.Env) -> str:
 
 def start(env: envs.Env, request: Request, kind: str, version: str) -> int:
     """Start the run (or follow the one with this --id) and follow it: its exit status."""
+    os.makedirs(env.runs_dir, mode=0o700, exist_ok=True)  # a first deploy: no state yet
     lock = Lock(env.state_dir)
     try:
         return _start(env, request, kind, version, lock)
@@ -100,7 +101,7 @@ def _start(env: envs.Env, request: Request, kind: str, version: str, lock: Lock)
 
 
 def request_text(request: Request, kind: str, version: str) -> str:
-    """The run's request as the worker reads it (lib/detach.sh read_request)."""
+    """The run's request as the worker reads it (pipeline.read_request)."""
     order = request.option("order")
     fields = (
         ("KIND", kind),
@@ -126,7 +127,7 @@ def spawn(env: envs.Env, run_id: str, token: str, lock: Lock) -> int:
     import subprocess
 
     argv = ["nice", "-n", "10"] if env["PRIORITY"] == "low" else []
-    argv += ["bash", os.path.join(run.LIB, "deploy.sh"), "__run", env.name, run_id]
+    argv += [sys.executable, "-IS", os.path.join(os.path.dirname(run.LIB), "bin", "deploy"), "__run", env.name, run_id]
     sys.stdout.flush()
     with open(run_file(env, run_id, "log"), "ab") as log:
         # Our own files are closed in the worker (Python opens them close-on-exec);

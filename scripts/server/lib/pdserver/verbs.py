@@ -1,6 +1,6 @@
-"""The verbs bin/deploy answers in Python. The others still run in lib/deploy.sh
-(bash): a handler that returns run.HAND_OVER (or a verb without one) goes there, checked.
-Each verb's output is what the bash verb printed, line for line."""
+"""The verbs bin/deploy answers: the small ones here, the others by their own module
+(runs: deploy and rollback; review; refresh: db-*; agent: pull). HANDLERS maps each
+verb to its handler: a request in, its exit status out (or Refused)."""
 
 from __future__ import annotations
 
@@ -283,6 +283,36 @@ def review_list(request: Request) -> int:
     return 0
 
 
+def review_up(request: Request) -> int:
+    from . import review
+
+    return review.review_up(request)
+
+
+def review_down(request: Request) -> int:
+    from . import review
+
+    return review.review_down(request)
+
+
+def db_dump(request: Request) -> int:
+    from . import refresh
+
+    return refresh.db_dump(request)
+
+
+def db_restore(request: Request) -> int:
+    from . import refresh
+
+    return refresh.db_restore(request)
+
+
+def pull(request: Request) -> int:
+    from . import agent
+
+    return agent.pull(request)
+
+
 HANDLERS = {
     "version": version,
     "history": history,
@@ -297,4 +327,9 @@ HANDLERS = {
     "plan": plan,
     "deploy": runs.deploy,
     "rollback": runs.rollback,
+    "review-up": review_up,
+    "review-down": review_down,
+    "db-dump": db_dump,
+    "db-restore": db_restore,
+    "pull": pull,
 }

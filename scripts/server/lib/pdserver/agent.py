@@ -1,0 +1,133 @@
+"""Pull mode's agent: `bin/deploy pull ENV`, run as root by the environment's systemd timer
+or cron entry (bin/install sets either up, lib/pull.sh), never by the deploy account.
+
+One check: resolve the channel's tag to a digest; when it moved since the last image the
+agent tried, pin it as CHANNEL-<hex> (the registry has no such tag: the digest is kept in
+STATE/ENV/pull/pins) and deploy it through the deploy verb itself, like any deploy. Every
+check is recorded (pull-status shows them); overlapping checks skip.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import subprocess
+import time
+
+from . import compose, facts, run
+from . import containers as ct
+from . import env as envs
+from .lock import now_iso
+from .request import Refused, Request
+
+AGENT_LOG_MAX = 1 << 20
+
+
+def pull(request: Request) -> int:
+    if (
+        os.environ.get("SUDO_USER") and os.path.exists(f"/etc/sudoers.d/pushdeploy-{os.environ['SUDO_USER']}")
+    ) or os.geteuid() != 0:
+        raise Refused("pull runs as root from the pull agent's timer or cron entry, not through the deploy account")
+    env = envs.load_checked(request)
+    channel = env["PULL_CHANNEL"]
+    if not channel:
+        raise Refused(
+            f"{env.name} has no pull channel: set `pull: {{channel: ...}}` in invoke.yaml and run `inv server.setup --env {env.name}`"
+        )
+    folder = os.path.join(env.state_dir, "pull")
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    lock = os.open(os.path.join(folder, "lock"), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        print(f"another check of {env.name} runs: skipped", flush=True)
+        return 0
+    trim(os.path.join(folder, "agent.log"), AGENT_LOG_MAX)
+    return check(env, folder)
+
+
+def check(env: envs.Env, folder: str) -> int:
+    channel = env["PULL_CHANNEL"]
+    tools = run.lib_module("pull")
+    checks = os.path.join(folder, "checks.jsonl")
+
+    def result(what: str, digest: str, version: str, message: str) -> None:
+        print(f"{what}: {message}", flush=True)
+        fields = {
+            "time": now_iso(),
+            "channel": channel,
+            "result": what,
+            "digest": digest,
+            "version": version,
+            "message": message,
+        }
+        tools.record(checks, [f"{key}={value}" for key, value in fields.items()])
+
+    print(f"{now_iso()} checking {env.name}'s channel {channel}", flush=True)
+    ref = ct.web_image_ref(env, channel)
+    if not ref.endswith(":" + channel):
+        result(
+            "error",
+            "",
+            "",
+            f"the web service's image in the compose files must be REPOSITORY:${{VERSION}} (got '{ref or 'nothing'}')",
+        )
+        return 1
+    repo = ref[: -len(channel) - 1]
+    code, out = run.output(compose.docker(env, "pull", ref))
+    if code:
+        result("error", "", "", f"docker pull {ref} failed: {out.rstrip().rsplit(chr(10), 1)[-1]}")
+        return 1
+    found = re.findall(r"^Digest: (sha256:[0-9a-f]{64})$", out, re.M)
+    digest = found[-1] if found else ct.repo_digest(env, ref)
+    if not re.match(r"^sha256:[0-9a-f]{64}$", digest):
+        result("error", "", "", f"no registry digest for {ref}")
+        return 1
+    version = f"{channel}-{digest[7 : 7 + facts.PIN_HEX]}"
+    last = tools.last_digest(tools.read(checks)) or tools.running_digest(
+        tools.read(env.history), envs.current_version(env)
+    )
+    if digest == last:
+        result("unchanged", digest, version, f"{ref} is still {digest}")
+        return 0
+    print(f"{ref} moved to {digest}: deploying it as {version}", flush=True)
+    if run.output(compose.docker(env, "tag", f"{repo}@{digest}", f"{repo}:{version}"))[0]:
+        result("error", digest, version, f"could not tag {repo}@{digest}")
+        return 1
+    pins = os.path.join(folder, "pins")
+    if not ct.pinned_digest(pins, version):
+        with open(pins, "a") as file:
+            file.write(f"{version} {digest}\n")
+    # Unguessable: a deploy sent earlier with the same id would make this one "already ran".
+    run_id = f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-pull-{os.urandom(6).hex()}"
+    deploy = [os.path.join(os.path.dirname(run.LIB), "bin", "deploy"), "deploy", env.name, version]
+    deploy += [f"--id={run_id}", "--force", f"--by=pull:{channel}"]
+    code = subprocess.run(deploy, check=False).returncode  # the deploy verb itself: its checks, lock and run
+    if code == 0:
+        result("deployed", digest, version, f"deployed {version} ({repo}@{digest})")
+    elif code == facts.EXIT_BUSY:
+        result("busy", "", version, f"another deploy of {env.name} runs: trying again at the next check")
+    else:
+        result(
+            "failed",
+            digest,
+            version,
+            f"the deploy of {version} failed (exit {code}): {envs.current_version(env)} serves; not retried until the channel moves",
+        )
+    return code
+
+
+def trim(path: str, limit: int) -> None:
+    """Keep the agent's own log under LIMIT bytes: its newer half stays."""
+    try:
+        if os.path.getsize(path) <= limit:
+            return
+        with open(path, "rb") as file:
+            file.seek(-(limit // 2), os.SEEK_END)
+            tail = file.read()
+        with open(path + ".tmp", "wb") as file:
+            file.write(tail)
+        os.replace(path + ".tmp", path)
+    except OSError:
+        pass

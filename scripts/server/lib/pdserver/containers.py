@@ -1,0 +1,272 @@
+"""The compose engine's steps before the switch (preflight, pull, database, backup, the
+one-off container) and the container facts both switches read, from the docker CLI.
+
+A service's containers are found by the labels compose (v1 and v2) puts on them: the
+docker CLI answers in a tenth of the time `compose ps` takes to read the files.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+
+from . import compose, order
+from . import env as envs
+from . import run as runner
+from .pipeline import Strategy
+
+LOW_CPU_SHARES = 64  # the weight of what the deploy starts until it serves (PRIORITY=low)
+
+
+def docker_out(env: envs.Env, *args: str) -> tuple[int, str]:
+    return runner.output(compose.docker(env, *args), stderr=False)
+
+
+def service_containers(env: envs.Env, service: str, stopped: bool = False) -> list:
+    """The ids of SERVICE's containers (running; all with stopped=True), sorted; no one-offs."""
+    _, out = docker_out(
+        env,
+        "ps",
+        *(["-a"] if stopped else []),
+        "-q",
+        "--no-trunc",
+        "--filter",
+        f"label=com.docker.compose.project={env['PROJECT']}",
+        "--filter",
+        f"label=com.docker.compose.service={service}",
+        "--filter",
+        "label=com.docker.compose.oneoff=False",
+    )
+    return sorted(out.split())
+
+
+def state(env: envs.Env, container: str) -> str:
+    """healthy, unhealthy, starting (health check) or running, exited... ('' when gone)."""
+    rc, out = docker_out(
+        env, "inspect", "-f", "{{if .State.Health}}{{.State.Health.Status}}{{else}}{{.State.Status}}{{end}}", container
+    )
+    return out.strip() if rc == 0 else ""
+
+
+def show_failure(env: envs.Env, container: str, what: str) -> None:
+    print(f"last log lines of {container[:12]}:", flush=True)
+    _, out = runner.output(compose.docker(env, "logs", "--tail", "10", container))
+    for line in out.splitlines():
+        print(f"  {line}")
+    print(f"{container[:12]} is {what or 'gone'}", flush=True)
+
+
+def wait_running_healthy(env: envs.Env, ids: list) -> int:
+    """Every container passes its Docker health check (or runs, if its image has none)."""
+    deadline = time.monotonic() + int(env["HEALTH_TIMEOUT"])
+    if not ids:
+        print("no container to wait for", flush=True)
+        return 1
+    for container in ids:
+        while True:
+            now = state(env, container)
+            if now in ("healthy", "running"):
+                print(f"{container[:12]} is {now}", flush=True)
+                break
+            if now not in ("unhealthy", "exited", "dead") and time.monotonic() < deadline:
+                time.sleep(0.25)
+                continue
+            show_failure(env, container, now)
+            return 1
+    return 0
+
+
+class ComposeEngine(Strategy):
+    """The steps a compose environment runs before its switch (Slots and Recreate add theirs)."""
+
+    def __init__(self, env: envs.Env):
+        self.env = env
+        self.database_steps = [("database", self.database)]
+
+    def preflight(self, run) -> int:
+        env = self.env
+        if not os.path.isfile(os.path.join(env.app_dir, ".env")):
+            print(f"missing {env.app_dir}/.env: run `inv server.setup --env {env.name}`", flush=True)
+            return 1
+        if runner.streamed(compose.compose(env, "config", "-q", version=run.version)) != 0:
+            print("the compose files do not validate", flush=True)
+            return 1
+        return 0
+
+    def pull(self, run) -> int:
+        env = self.env
+        print(f"pulling {env['WEB_SERVICE']} at {run.version}", flush=True)
+        if order.is_pinned(env["PULL_CHANNEL"], run.version):
+            if self.pull_pinned(run) != 0:
+                return 1
+        elif runner.streamed(compose.compose(env, "pull", "-q", env["WEB_SERVICE"], version=run.version)) != 0:
+            return 1
+        # The history pins the version to what the tag pointed to now: a moved tag shows.
+        ref = web_image_ref(env, run.version)
+        digest = repo_digest(env, ref) if ref else ""
+        if digest:
+            run.digest = digest
+            print(f"digest: {digest}", flush=True)
+        return 0
+
+    def pull_pinned(self, run) -> int:
+        """A version the pull agent pinned: the image by its digest, tagged as the version
+        locally (the registry has no such tag); from the local copy if it is still there."""
+        env = self.env
+        pins = os.path.join(env.state_dir, "pull", "pins")
+        digest = pinned_digest(pins, run.version)
+        if not digest:
+            print(f"no digest pinned for {run.version} in {pins}", flush=True)
+            return 1
+        ref = web_image_ref(env, run.version)
+        if not ref.endswith(":" + run.version):
+            print("cannot tell the web image's repository from the compose files", flush=True)
+            return 1
+        repo = ref[: -len(run.version) - 1]
+        print(f"pinned: {repo}@{digest}", flush=True)
+        if docker_out(env, "image", "inspect", f"{repo}@{digest}")[0] != 0:
+            if runner.output(compose.docker(env, "pull", "-q", f"{repo}@{digest}"))[0] != 0:
+                return 1
+        return runner.streamed(compose.docker(env, "tag", f"{repo}@{digest}", ref))
+
+    def database(self, run) -> int:
+        """The database must answer before migrations run (depends_on does not wait).
+        A healthy one is left alone: `compose up` costs a second even when it does nothing."""
+        env = self.env
+        service = env["DB_SERVICE"]
+        if not service:
+            print("no db_service configured", flush=True)
+            return 0
+        for container in service_containers(env, service):
+            if state(env, container) == "healthy":
+                print(f"{service} is healthy", flush=True)
+                return 0
+        if runner.streamed(compose.compose(env, "up", "-d", "--no-recreate", service)) != 0:
+            return 1
+        return wait_running_healthy(env, service_containers(env, service))
+
+    def backup(self, run) -> int:
+        """pg_dump of the database service, custom format, into a root-only directory;
+        the newest BACKUP_KEEP are kept. A failed backup stops the deploy."""
+        env = self.env
+        if not env["DB_SERVICE"]:
+            print("backup needs db_service", flush=True)
+            return 1
+        dump = 'pg_dump -U "$POSTGRES_USER" -Fc "$POSTGRES_DB"'  # the container's shell expands it
+        command = compose.compose(env, "exec", "-T", env["DB_SERVICE"], "sh", "-c", dump)
+        return backup_into(run, command)
+
+    def one_off(self, run, argv: list, environ: dict) -> int:
+        """ARGV in a one-off container of the new version (compose run); its exit status.
+        With PRIORITY=low it gets a low CPU weight as soon as it exists."""
+        extra = tuple(word for key, value in environ.items() for word in ("-e", f"{key}={value}"))
+        command = compose.one_off(self.env, run.version, *argv, extra=extra)
+        done = threading.Event()
+        if self.env["PRIORITY"] == "low":
+            threading.Thread(target=self._yield_one_off, args=(done,), daemon=True).start()
+        try:
+            return runner.streamed(command)
+        finally:
+            done.set()
+
+    def _yield_one_off(self, done: threading.Event) -> None:
+        env = self.env
+        for _ in range(100):
+            _, out = docker_out(
+                env,
+                "ps",
+                "-q",
+                "--filter",
+                f"label=com.docker.compose.project={env['PROJECT']}",
+                "--filter",
+                f"label=com.docker.compose.service={env['WEB_SERVICE']}",
+                "--filter",
+                "label=com.docker.compose.oneoff=True",
+            )
+            if out.split():
+                docker_out(env, "update", "--cpu-shares", str(LOW_CPU_SHARES), out.split()[0])
+                return
+            if done.wait(0.1):
+                return
+
+
+def backup_into(run, command: runner.Command) -> int:
+    """Run COMMAND (a pg_dump to stdout) into the next backup file; rotate."""
+    env = run.env
+    folder = os.path.join(env.state_dir, "backups")
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    path = os.path.join(folder, f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{run.previous}.dump")
+    rc = runner.to_file(command, path + ".part")
+    if rc != 0 or not _is_dump(path + ".part"):
+        os.unlink(path + ".part")
+        return rc or 1
+    os.replace(path + ".part", path)
+    print(f"saved {path} ({human_size(os.path.getsize(path))})", flush=True)
+    dumps = sorted(
+        (os.path.join(folder, name) for name in os.listdir(folder) if name.endswith(".dump")),
+        key=os.path.getmtime,
+        reverse=True,
+    )
+    for old in dumps[int(env["BACKUP_KEEP"]) :]:
+        os.unlink(old)
+    return 0
+
+
+def _is_dump(path: str) -> bool:
+    with open(path, "rb") as file:
+        return file.read(5) == b"PGDMP"
+
+
+def human_size(size: int) -> str:
+    """Like du -h: 4.0K, 12M."""
+    for unit in ("K", "M", "G", "T"):
+        size /= 1024
+        if size < 10:
+            return f"{max(size, 0.1):.1f}{unit}"
+        if size < 1024:
+            return f"{size:.0f}{unit}"
+    return f"{size:.0f}P"
+
+
+def web_image_ref(env: envs.Env, version: str) -> str:
+    """The web service's image as compose renders it at VERSION (REPOSITORY:TAG), or ''."""
+    rc, out = runner.output(compose.compose(env, "config", version=version), stderr=False)
+    return image_of(out, env["WEB_SERVICE"]) if rc == 0 else ""
+
+
+def image_of(config: str, service: str) -> str:
+    """SERVICE's image in `compose config`'s YAML (compose v1 and v2), or ''."""
+    in_services = in_service = False
+    for line in config.splitlines():
+        if line and not line.startswith(" "):
+            in_services, in_service = line == "services:", False
+        elif in_services and re.match(r"^  [^ ]", line):
+            in_service = line == f"  {service}:"
+        elif in_service and line.startswith("    image: "):
+            return line[len("    image: ") :].replace('"', "").replace("'", "")
+    return ""
+
+
+def repo_digest(env: envs.Env, ref: str) -> str:
+    """The registry digest of REF (sha256:...), from the local image; '' if none."""
+    repo = ref.rsplit(":", 1)[0]
+    rc, out = docker_out(env, "image", "inspect", "-f", '{{join .RepoDigests " "}}', ref)
+    for entry in out.split() if rc == 0 else ():
+        name, _, digest = entry.partition("@")
+        if name == repo and re.match(r"^sha256:[0-9a-f]{64}$", digest):
+            return digest
+    return ""
+
+
+def pinned_digest(pins: str, version: str) -> str:
+    try:
+        with open(pins) as file:
+            for line in file:
+                words = line.split()
+                if len(words) == 2 and words[0] == version:
+                    return words[1]
+    except FileNotFoundError:
+        pass
+    return ""

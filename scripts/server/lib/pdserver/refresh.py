@@ -1,0 +1,246 @@
+"""Moving a database between environments, for the admin connection only (`inv
+db.refresh`). The client streams the dump from one host's `db-dump` to another's (or
+the same host's) `db-restore` through its own memory:
+  db-dump ENV [--fresh]       the newest backup of ENV (or a fresh pg_dump) on stdout
+  db-restore ENV --from=SRC   the dump on stdin, then a trailer line
+                              "pushdeploy-sha256:HEX": restored with ENV in maintenance
+                              mode, migrated, scrubbed (SCRUB), recorded
+A dump that arrives cut short fails its checksum before anything changes; a restore
+that fails rolls back (one transaction) and the old data serves on; a scrub that fails
+leaves maintenance mode on, so unscrubbed data is never served.
+
+Review environments seeded from a backup (review.py) restore and scrub the same way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pwd
+import re
+import sys
+import time
+
+from . import compose, facts, pipeline, runs
+from . import containers as ct
+from . import env as envs
+from . import run as runner
+from .lock import Lock, now_iso
+from .request import Refused, Request
+
+TRAILER_BYTES = 84  # "\npushdeploy-sha256:" + 64 hex digits + "\n"
+_TRAILER = re.compile(rb"^pushdeploy-sha256:([0-9a-f]{64})$")
+
+
+def check_admin_caller(verb: str) -> None:
+    """Admin verbs are refused to an account whose keys are forced to the entrypoint (a
+    deploy account), even if it found a way to ask sudo for them."""
+    user = os.environ.get("SUDO_USER", "")
+    if not user or user == "root":
+        return
+    try:
+        home = pwd.getpwnam(user).pw_dir
+        with open(os.path.join(home, ".ssh", "authorized_keys"), errors="replace") as keys:
+            forced = f'command="{facts.PREFIX}/bin/entrypoint' in keys.read()
+    except (KeyError, OSError):
+        return
+    if forced:
+        raise Refused(
+            f"{verb} is for the admin connection only (it reads or replaces a whole database): a deploy account may not run it"
+        )
+
+
+def latest_backup(folder: str) -> str:
+    """The newest *.dump of FOLDER, or '' (no backups yet)."""
+    try:
+        dumps = [os.path.join(folder, name) for name in os.listdir(folder) if name.endswith(".dump")]
+    except FileNotFoundError:
+        return ""
+    return max(dumps, key=os.path.getmtime, default="")
+
+
+PG_DUMP = 'pg_dump -U "$POSTGRES_USER" -Fc "$POSTGRES_DB"'
+PG_RESTORE = (
+    "pg_restore --clean --if-exists --no-owner --no-acl --single-transaction --exit-on-error "
+    '-U "$POSTGRES_USER" -d "$POSTGRES_DB"'
+)
+PSQL = 'psql -v ON_ERROR_STOP=1 -q -U "$POSTGRES_USER" -d "$POSTGRES_DB"'
+
+
+def restore_file(run, path: str) -> int:
+    env = run.env
+    if not path or not os.path.isfile(path):
+        print("no dump to restore (no backup yet?)", flush=True)
+        return 1
+    print(
+        f"restoring {ct.human_size(os.path.getsize(path))} into {env.name}'s {env['DB_SERVICE']}, in one transaction",
+        flush=True,
+    )
+    command = compose.compose(env, "exec", "-T", env["DB_SERVICE"], "sh", "-c", PG_RESTORE)
+    return runner.from_file(command, path)
+
+
+def scrub(run, version: str) -> int:
+    """The target's scrub step (SCRUB): an SQL file of the app directory run by psql, or
+    one management command run in a one-off container of VERSION."""
+    env = run.env
+    kind, _, what = env["SCRUB"].partition(":")
+    if kind == "sql":
+        path = os.path.join(env.app_dir, what)
+        if not re.match(r"^[A-Za-z0-9_.@+-]+(/[A-Za-z0-9_.@+-]+)*$", what) or ".." in what or not os.path.isfile(path):
+            print(
+                f"scrub file {path} is missing: list it under files: and run `inv server.setup --env {run.setup_name}`",
+                flush=True,
+            )
+            return 1
+        print(f"scrubbing with {what}", flush=True)
+        return runner.from_file(compose.compose(env, "exec", "-T", env["DB_SERVICE"], "sh", "-c", PSQL), path)
+    if kind == "manage":
+        if not re.match(r"^[a-z][a-z0-9_]{0,63}$", what):
+            print(f"SCRUB: '{what}' is not a management command name", flush=True)
+            return 1
+        print(f"scrubbing with manage.py {what}", flush=True)
+        return runner.streamed(compose.manage(env, version, [what]))
+    print("no scrub step configured (scrub: in invoke.yaml)", flush=True)
+    return 1
+
+
+def migrate(run, version: str) -> int:
+    print(f"migrating to what {version} expects", flush=True)
+    return runner.streamed(compose.manage(run.env, version, ["migrate", "--noinput"]))
+
+
+def receive(path: str) -> int:
+    """The dump and its trailer from stdin into a root-only file, checked."""
+    digest = hashlib.sha256()
+    size = 0
+    with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as out:
+        while True:
+            chunk = sys.stdin.buffer.read(1 << 20)
+            if not chunk:
+                break
+            out.write(chunk)
+            size += len(chunk)
+    if size <= TRAILER_BYTES:
+        print(f"received {size} bytes: no dump (did the source fail?)", flush=True)
+        return 1
+    with open(path, "rb+") as dump:
+        dump.seek(size - TRAILER_BYTES)
+        trailer = dump.read()
+        match = _TRAILER.match(trailer[1:-1]) if trailer[:1] == b"\n" and trailer[-1:] == b"\n" else None
+        if not match:
+            print("the dump arrived without its checksum trailer (cut short?)", flush=True)
+            return 1
+        dump.truncate(size - TRAILER_BYTES)
+        dump.seek(0)
+        while True:
+            chunk = dump.read(1 << 20)
+            if not chunk:
+                break
+            digest.update(chunk)
+    if digest.hexdigest() != match.group(1).decode():
+        print("the dump's checksum does not match: not restoring it", flush=True)
+        return 1
+    print(f"received {size - TRAILER_BYTES} bytes, checksum ok", flush=True)
+    return 0
+
+
+def db_dump(request: Request) -> int:
+    check_admin_caller(request.verb)
+    env = envs.load_checked(request)
+    if not env["DB_SERVICE"]:
+        raise Refused(f"{env.name} has no db_service to dump")
+    newest = "" if request.option("fresh") else latest_backup(os.path.join(env.state_dir, "backups"))
+    if newest:
+        print(f"sending the newest backup of {env.name}: {os.path.basename(newest)}", file=sys.stderr, flush=True)
+        with open(newest, "rb") as dump:
+            runs.copy(dump)
+        return 0
+    print(f"taking a fresh pg_dump of {env.name}", file=sys.stderr, flush=True)
+    return runner.streamed(compose.compose(env, "exec", "-T", env["DB_SERVICE"], "sh", "-c", PG_DUMP))
+
+
+def db_restore(request: Request) -> int:
+    sys.stdout.reconfigure(line_buffering=True)
+    check_admin_caller(request.verb)
+    env = envs.load_checked(request)
+    source = str(request.option("from"))
+    if source == env.name:
+        raise Refused("usage: db-restore ENV --from=SOURCE_ENV (the dump on stdin)")
+    if not env["DB_SERVICE"]:
+        raise Refused(f"{env.name} has no db_service to restore into")
+    if not env["SCRUB"]:
+        raise Refused(
+            f"{env.name} has no scrub step (scrub: in invoke.yaml): refusing to serve {source}'s data unscrubbed"
+        )
+    os.makedirs(env.runs_dir, mode=0o700, exist_ok=True)
+    lock = Lock(env.state_dir)
+    holder = lock.take()
+    if holder is not None:
+        raise Refused(f"busy: {holder.split(' ', 1)[-1]}; try again when it is done", facts.EXIT_BUSY)
+    lock.name(
+        f"refresh-{os.getpid()}", f"refresh of {env.name} from {source}", str(request.option("by", "")), now_iso()
+    )
+    run_id = f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-refresh-{os.getpid()}"
+    run = pipeline.Run(
+        env, run_id, {"KIND": "refresh", "BY": request.option("by", ""), "URL": request.option("url", "")}
+    )
+    try:
+        with pipeline.teed(run.file("log")):
+            return refresh(run, source)
+    finally:
+        lock.release()
+
+
+def refresh(run, source: str) -> int:
+    """The refresh, in order. Nothing changes until the dump arrived whole."""
+    env = run.env
+    dump = os.path.join(env.state_dir, f"refresh-{os.getpid()}.dump")
+    open(run.file("steps"), "w").close()
+    run.started = time.time()
+    current = envs.current_version(env)
+    print(f"{now_iso()} refresh of {env.name} from {source} by {run.by or 'unknown'}", flush=True)
+    step = pipeline.step
+    outcome = "ok"
+    arrived = (
+        step(run, "receive", lambda run: receive(dump))
+        and step(run, "maintenance-on", pipeline.maintenance, True)
+        and step(run, "database", ct.ComposeEngine(env).database)
+    )
+    restored = arrived and step(run, "restore", restore_file, dump)
+    if restored and step(run, "migrate", migrate, current) and step(run, "scrub", scrub, current):
+        if not step(run, "maintenance-off", pipeline.maintenance, False):
+            outcome = "failed"
+    else:
+        outcome = "failed"
+        if restored:
+            print(
+                f"the scrub did not finish: {env.name} stays in maintenance mode (fix the scrub, then refresh again)",
+                flush=True,
+            )
+        elif os.path.exists(os.path.join(env.app_dir, "maintenance", "on")):
+            step(run, "maintenance-off", pipeline.maintenance, False)
+    if os.path.exists(dump):
+        os.unlink(dump)
+    took = pipeline.elapsed(run.started)
+    history = runner.lib_module("history")
+    pairs = {
+        "time": now_iso(),
+        "env": env.name,
+        "kind": "refresh",
+        "source": source,
+        "version": current,
+        "previous": current,
+        "by": run.by,
+        "url": run.url,
+        "sudo_user": os.environ.get("SUDO_USER") or "root",
+        "outcome": outcome,
+        "failed_step": run.failed_step,
+        "duration": took,
+    }
+    history.append(env.history, [f"{k}={v}" for k, v in pairs.items()] + [f"steps=@{run.file('steps')}"])
+    if outcome == "ok":
+        print(f"refreshed {env.name} from {source} in {took}s (scrubbed)", flush=True)
+        return 0
+    print(f"refresh of {env.name} from {source} FAILED at {run.failed_step} after {took}s", flush=True)
+    return 1

@@ -1,0 +1,136 @@
+"""What a deploy runs inside the app's own image, the same for every engine: the
+release tasks (migrate, collectstatic), the hooks, and pruning old static files.
+Each is a short program for Django's `manage.py shell -c`, run in a one-off
+container of the new version (the strategy says how: compose run, docker run on
+a swarm's network) before any traffic reaches it.
+"""
+
+from __future__ import annotations
+
+from . import run as runner
+
+# Migrations (unless PD_MIGRATE=0), then static files without --clear (pages of the
+# old version still ask for the old assets). One container and one Django start for
+# both saves a second. Exit 3: migrate failed; 4: collectstatic failed.
+RELEASE_TASKS_PY = """
+import os, sys, traceback
+from django.core.management import call_command
+for name, code, args in (("migrate", 3, {}), ("collectstatic", 4, {})):
+    if name == "migrate" and os.environ.get("PD_MIGRATE") != "1":
+        continue
+    print("--- manage.py %s" % name, flush=True)
+    try:
+        call_command(name, interactive=False, **args)
+    except BaseException:
+        traceback.print_exc()
+        sys.exit(code)
+"""
+
+# Each hook of PD_HOOKS (hooks separated by ";", words by " ", all checked words)
+# through call_command, in order, stopping at the first that fails (exit 5).
+HOOKS_PY = """
+import os, sys, traceback
+from django.core.management import call_command
+from django.core.management.base import CommandError
+for hook in os.environ["PD_HOOKS"].split(";"):
+    words = hook.split()
+    print("--- manage.py %s" % " ".join(words), flush=True)
+    try:
+        call_command(*words)
+    except CommandError as error:
+        print("%s: %s" % (type(error).__name__, error), flush=True)
+        sys.exit(5)
+    except BaseException:
+        traceback.print_exc()
+        sys.exit(5)
+"""
+
+# Keeps the hashed static files named in the manifests of the last PD_STATIC_KEEP
+# releases and deletes older hashed files: cached pages of recent releases still
+# find their assets while the volume stops growing.
+PRUNE_STATIC_PY = """
+import json, os, re
+from django.conf import settings
+root = settings.STATIC_ROOT
+manifest = os.path.join(root, "staticfiles.json")
+if not os.path.exists(manifest):
+    raise SystemExit("no staticfiles.json (not ManifestStaticFilesStorage): nothing pruned")
+releases = os.path.join(root, ".pushdeploy-releases")
+os.makedirs(releases, exist_ok=True)
+with open(manifest) as src, open(os.path.join(releases, os.environ["PD_VERSION"] + ".json"), "w") as dst:
+    dst.write(src.read())
+kept = sorted((os.path.join(releases, n) for n in os.listdir(releases)), key=os.path.getmtime, reverse=True)
+for old in kept[int(os.environ["PD_STATIC_KEEP"]):]:
+    os.remove(old)
+kept = kept[:int(os.environ["PD_STATIC_KEEP"])]
+used = set()
+for path in kept:
+    with open(path) as f:
+        used.update(json.load(f).get("paths", {}).values())
+hashed = re.compile(r"[.][0-9a-f]{12}([.][^/.]+)?$")
+removed = 0
+for folder, subfolders, names in os.walk(root):
+    subfolders[:] = [d for d in subfolders if d != ".pushdeploy-releases"]
+    for name in names:
+        if hashed.search(name) and os.path.relpath(os.path.join(folder, name), root) not in used:
+            os.remove(os.path.join(folder, name))
+            removed += 1
+print("kept the static files of %d release(s), removed %d older file(s)" % (len(kept), removed))
+"""
+
+
+def manage_py(run, script: str) -> list:
+    """The argument list of `manage.py shell -c SCRIPT` (the environment's MANAGE prefix)."""
+    return [*run.env["MANAGE"].split(), "shell", "-c", script]
+
+
+def release_tasks(run, strategy) -> int:
+    environ = {"PD_MIGRATE": "0" if run.skip_migrate else "1"}
+    rc = strategy.one_off(run, manage_py(run, RELEASE_TASKS_PY), environ)
+    if rc == 4:
+        run.failed_step = "static"
+    elif rc:
+        run.failed_step = run.failed_step or "migrate"
+    return rc
+
+
+def hooks(run, strategy, lines) -> int:
+    return strategy.one_off(run, manage_py(run, HOOKS_PY), {"PD_HOOKS": ";".join(lines)})
+
+
+def prune_static(run, container: str):
+    """Start pruning in a running new container (no one-off container to create) while
+    the old ones drain: a Popen whose output prune_static_report shows, or None."""
+    import subprocess
+    import tempfile
+
+    keep = int(run.env["STATIC_KEEP"])
+    if keep <= 0 or not container:
+        return None
+    out = tempfile.TemporaryFile()
+    argv = ["docker", "exec", "-e", f"PD_STATIC_KEEP={keep}", "-e", f"PD_VERSION={run.version}", container]
+    command = runner.Command(argv + manage_py(run, PRUNE_STATIC_PY), None, _docker_env(run))
+    proc = subprocess.Popen(
+        command.argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=runner.environ(command)
+    )
+    proc.out = out
+    return proc
+
+
+def prune_static_report(run, proc) -> int:
+    if int(run.env["STATIC_KEEP"]) <= 0:
+        print("static_keep is 0: nothing pruned", flush=True)
+        return 0
+    if proc is None:
+        print("no new container to prune from", flush=True)
+        return 0
+    if runner.wait(proc) != 0:
+        print("warning: could not prune old static files (the deploy itself succeeded):", flush=True)
+    proc.out.seek(0)
+    print(proc.out.read().decode(errors="replace"), end="", flush=True)
+    proc.out.close()
+    return 0
+
+
+def _docker_env(run) -> dict:
+    return {"DOCKER_HOST": run.env["DOCKER_HOST"]} if run.env["DOCKER_HOST"] else {}

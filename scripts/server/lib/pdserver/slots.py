@@ -1,0 +1,482 @@
+"""The zero-downtime switch (`switch: slots`, the default).
+
+The proxy routes to one of two DNS names, WEB-blue or WEB-green (the slots),
+choosing per request by a flag file (APP_DIR/routing/green). A deploy:
+  start    creates the new web containers beside the old ones, named only in the
+           idle slot: nothing routes to them yet;
+  health   runs their own health check until it passes;
+  admit    gives them the service name too (for anything else that calls it);
+  switch   flips the flag: from the next request on, the proxy asks for the new
+           slot's name. The old containers keep their name and address, so a
+           request already on its way to them is answered;
+  retire   after DRAIN_SECONDS (requests that read the flag before the flip reach
+           the old containers) and once they have answered every connection they
+           were sent, stops them gracefully: each finishes what it serves, then exits.
+No proxy ever holds the address of a container that is gone: the old slot's name is
+not asked for any more when its containers stop, and the new slot's name is asked
+for only when every cached answer for it has expired (DNS_VALID after the slot last
+served, see flip_to).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from . import compose, facts, release
+from . import containers as ct
+from . import env as envs
+from . import run as runner
+
+IDLE_WAIT = 30  # seconds, at most, for retired containers to answer what they were sent
+
+
+def slot_alias(env: envs.Env, slot: str) -> str:
+    return f"{env['WEB_SERVICE']}-{slot}"
+
+
+def routing_flag(env: envs.Env) -> str:
+    return os.path.join(env.app_dir, facts.ROUTING_DIR, facts.SLOTS[1])
+
+
+def live_slot(env: envs.Env) -> str:
+    return facts.SLOTS[1] if os.path.exists(routing_flag(env)) else facts.SLOTS[0]
+
+
+def other_slot(slot: str) -> str:
+    return facts.SLOTS[1] if slot == facts.SLOTS[0] else facts.SLOTS[0]
+
+
+class Slots(ct.ComposeEngine):
+    def __init__(self, env: envs.Env):
+        super().__init__(env)
+        self.old, self.new = [], []
+        self.live = self.idle = ""
+        self.admitted = self.flipped = False
+        self.cpu_before = {}
+        self.finish_steps = ["retire", "prune-static"]
+        self.switch_steps = [
+            ("start", self.start),
+            ("health", self.health),
+            ("admit", self.admit),
+            ("switch", self.switch),
+        ]
+
+    # ------------------------------------------------------------------ the steps
+
+    def start(self, run) -> int:
+        """New containers beside the old (compose --scale with --no-recreate leaves the
+        old as they are), named only in the idle slot until they proved healthy.
+        Running containers already in the idle slot were left by a run that died
+        mid-deploy: the proxy never routed to them, so they go first, gracefully."""
+        env, web = self.env, self.env["WEB_SERVICE"]
+        every = ct.service_containers(env, web, stopped=True)
+        self.old = ct.service_containers(env, web)
+        stopped = [c for c in every if c not in self.old]
+        if stopped:
+            if runner.output(compose.docker(env, "rm", "-f", *stopped))[0] != 0:
+                return 1
+            print(f"removed {len(stopped)} stopped {web} container(s)", flush=True)
+        self.live = live_slot(env)
+        self.idle = other_slot(self.live)
+        leftover = self.in_slot(self.idle, self.old)
+        if leftover:
+            print(
+                f"{len(leftover)} {web} container(s) left by a deploy that did not finish are still in "
+                f"{slot_alias(env, self.idle)}, which the proxy does not route to: removing them",
+                flush=True,
+            )
+            if self.retire(leftover, "leftover") != 0:
+                return 1
+            self.old = [c for c in self.old if c not in leftover]
+        _write(os.path.join(env.state_dir, f"slot-{self.idle}"), run.version + "\n")
+        count = len(self.old)
+        scale = f"{web}={2 * count if count else 1}"
+        up = compose.compose(
+            env, "up", "--no-start", "--no-deps", "--no-recreate", "--scale", scale, web, version=run.version
+        )
+        if runner.streamed(up) != 0:
+            return 1
+        self.new = [c for c in ct.service_containers(env, web, stopped=True) if c not in self.old]
+        if not self.new:
+            print(f"compose created no new {web} container", flush=True)
+            return 1
+        self.yield_cpu(self.new)
+        for container in self.new:
+            if not self.set_aliases(container, [slot_alias(env, self.idle)]):
+                return 1
+            if runner.output(compose.docker(env, "start", container))[0] != 0:
+                return 1
+        print(
+            f"started {len(self.new)} new {web} container(s) as {slot_alias(env, self.idle)} beside {count} old "
+            f"({slot_alias(env, self.live)})",
+            flush=True,
+        )
+        return 0
+
+    def health(self, run) -> int:
+        """The web service must prove it works: a container without a health check fails.
+        Its own check runs now, again and again, instead of at Docker's next interval."""
+        env = self.env
+        timeout = int(env["HEALTH_TIMEOUT"])
+        deadline = time.monotonic() + timeout
+        for container in self.new:
+            test = health_test(env, container)
+            if not test:
+                print(
+                    f"{container[:12]} has no Docker health check: give the service one (healthcheck: in the compose "
+                    "file) so a deploy can tell the new version works",
+                    flush=True,
+                )
+                return 1
+            while True:
+                now = ct.state(env, container)
+                if now in ("unhealthy", "exited", "dead", ""):
+                    ct.show_failure(env, container, now)
+                    return 1
+                if now == "healthy" or probe(env, container, test):
+                    break
+                if time.monotonic() >= deadline:
+                    ct.show_failure(env, container, f"still failing its health check after {timeout}s")
+                    return 1
+                time.sleep(0.2)
+            print(f"{container[:12]} is healthy", flush=True)
+        return 0
+
+    def admit(self, run) -> int:
+        """Healthy new containers get the service name as well (other services may call it)."""
+        env = self.env
+        self.admitted = True
+        if not self.restore_cpu(self.new):
+            return 1
+        for container in self.new:
+            if not self.set_aliases(container, [slot_alias(env, self.idle), env["WEB_SERVICE"]]):
+                return 1
+        print(f"{slot_alias(env, self.idle)} answers as {env['WEB_SERVICE']} too", flush=True)
+        return 0
+
+    def switch(self, run) -> int:
+        """.env gets the new version, the proxy moves to the new slot, and the other services
+        (the proxy) are created if missing: from here on the new version serves."""
+        env = self.env
+        if not envs.write_version(env, run.version):
+            print(f"could not write {env.app_dir}/.env", flush=True)
+            return 1
+        print(f"VERSION={run.version} in {env.app_dir}/.env", flush=True)
+        if not self.flip_to(self.idle):
+            return 1
+        self.flipped = True
+        if not up_other_services(env):
+            return 1
+        run.switched = True
+        if not reload_proxy_if_changed(env):
+            print(
+                f"warning: {env['PROXY_SERVICE']} did not reload its new configuration: check `nginx -t` in it",
+                flush=True,
+            )
+        return 0
+
+    def finish(self, run) -> None:
+        """Prune old static files in a new container while the old ones drain."""
+        from .pipeline import step
+
+        pruning = release.prune_static(run, self.new[0] if self.new else "")
+        step(run, "retire", lambda run: self.retire_old())
+        step(run, "prune-static", lambda run: release.prune_static_report(run, pruning))
+
+    def retire_old(self) -> int:
+        self.retire(self.old, "old")
+        self.old = []
+        return 0
+
+    def undo(self, run) -> int:
+        """Undo a switch that did not complete, in the order of a retirement: the proxy
+        back to the old slot first, then the new containers drain and stop gracefully,
+        and .env names the old version again."""
+        env = self.env
+        if run.switched:
+            print("the new version already serves: nothing to roll back", flush=True)
+            return 0
+        if self.flipped:
+            if not self.flip_to(self.live, back=True):
+                print(f"warning: could not move the proxy back to {slot_alias(env, self.live)}", flush=True)
+            self.flipped = False
+        if self.new:
+            if self.admitted:
+                self.retire(self.new, "new")
+            else:  # never reachable: no drain needed
+                runner.output(compose.docker(env, "rm", "-f", *self.new))
+                print(f"removed the new {env['WEB_SERVICE']} container(s)", flush=True)
+            self.new = []
+        if envs.current_version(env) != run.previous:
+            if envs.write_version(env, run.previous):
+                print(f"VERSION={run.previous} in {env.app_dir}/.env again", flush=True)
+        print(f"{env.name} still serves {run.previous}", flush=True)
+        return 0
+
+    def interrupted(self, run) -> None:
+        """A stopped run: finish retiring the old version if the new one serves, else undo."""
+        if run.switched:
+            self.retire_old()
+        else:
+            self.undo(run)
+
+    # ------------------------------------------------------------------ routing
+
+    def flip_to(self, slot: str, back: bool = False) -> bool:
+        """Point the proxy at SLOT: an atomic create or remove of the flag file, which the
+        proxy checks on every request. Moving to a slot whose name the proxy may still have
+        cached from its previous containers first waits out DNS_VALID."""
+        env = self.env
+        folder = os.path.join(env.app_dir, facts.ROUTING_DIR)
+        flipped_at = os.path.join(env.state_dir, "flipped-at")
+        try:
+            os.makedirs(folder, mode=0o755, exist_ok=True)
+            os.chmod(folder, 0o755)
+            if not back:
+                last = float(envs.read_text(flipped_at) or 0)
+                wait = last + int(env["DNS_VALID"]) + 0.2 - time.time()
+                if wait > 0:
+                    print(
+                        f"waiting {wait:.2f}s for the proxy's cached answers for {slot_alias(env, slot)} to expire",
+                        flush=True,
+                    )
+                    time.sleep(wait)
+            if slot == facts.SLOTS[1]:
+                tmp = os.path.join(folder, ".flag.tmp")
+                os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644))
+                os.chmod(tmp, 0o644)
+                os.replace(tmp, routing_flag(env))
+            elif os.path.exists(routing_flag(env)):
+                os.unlink(routing_flag(env))
+            _write(flipped_at, f"{time.time()}\n")
+        except OSError as error:
+            print(f"could not move the proxy to {slot_alias(env, slot)}: {error}", flush=True)
+            return False
+        print(f"the proxy now routes to {slot_alias(env, slot)}", flush=True)
+        return True
+
+    def set_aliases(self, container: str, aliases: list) -> bool:
+        """Reconnect CONTAINER to each of its networks with exactly these pushdeploy names
+        (the service name, the slots) and its other aliases as they were."""
+        env = self.env
+        ours = {env["WEB_SERVICE"], *(slot_alias(env, slot) for slot in facts.SLOTS), container[:12]}
+        rc, out = ct.docker_out(
+            env,
+            "inspect",
+            "-f",
+            '{{range $net, $cfg := .NetworkSettings.Networks}}{{$net}} {{$cfg.Aliases}}{{"\\n"}}{{end}}',
+            container,
+        )
+        if rc != 0:
+            return False
+        for line in out.splitlines():
+            network, _, listed = line.partition(" ")
+            if not network:
+                continue
+            keep = [alias for alias in listed.strip("[]").split() if alias not in ours]
+            options = [word for alias in keep + aliases for word in ("--alias", alias)]
+            if runner.output(compose.docker(env, "network", "disconnect", network, container))[0] != 0:
+                return False
+            if runner.output(compose.docker(env, "network", "connect", *options, network, container))[0] != 0:
+                return False
+        return True
+
+    def in_slot(self, slot: str, ids: list) -> list:
+        """The web containers of IDS named in SLOT (its alias on any network)."""
+        if not ids:
+            return []
+        alias = slot_alias(self.env, slot)
+        _, out = ct.docker_out(
+            self.env,
+            "inspect",
+            "-f",
+            "{{.Id}}{{range .NetworkSettings.Networks}}{{range .Aliases}} {{.}}{{end}}{{end}}",
+            *ids,
+        )
+        return [words[0] for words in map(str.split, out.splitlines()) if words and alias in words[1:]]
+
+    def env_names_live_slot(self) -> bool:
+        """After a run died mid-deploy, .env names what the live slot runs: the run may have
+        written the new version and died before the proxy moved to it."""
+        env = self.env
+        live = live_slot(env)
+        version = envs.read_text(os.path.join(env.state_dir, f"slot-{live}"))
+        if not version or version == envs.current_version(env):
+            return True
+        if not self.in_slot(live, ct.service_containers(env, env["WEB_SERVICE"])):
+            return True
+        if not envs.write_version(env, version):
+            return False
+        print(f"VERSION={version} in {env.app_dir}/.env again: the version {slot_alias(env, live)} serves", flush=True)
+        return True
+
+    # ------------------------------------------------------------------ retiring
+
+    def retire(self, ids: list, what: str) -> int:
+        """Stop containers the proxy no longer routes to: after DRAIN_SECONDS (requests that
+        chose them just before the flip reach them), once they answered everything they were
+        sent; each finishes what it serves (docker stop: SIGTERM, then its grace period)."""
+        env, web = self.env, self.env["WEB_SERVICE"]
+        if not ids:
+            print(f"no {what} {web} container to retire", flush=True)
+            return 0
+        time.sleep(int(env["DRAIN_SECONDS"]))
+        self.wait_idle(ids, what)
+        if (
+            runner.output(compose.docker(env, "stop", *ids))[0] == 0
+            and runner.output(compose.docker(env, "rm", *ids))[0] == 0
+        ):
+            print(f"retired {len(ids)} {what} {web} container(s) after they finished their requests", flush=True)
+            return 0
+        print(f"warning: could not remove the {what} {web} container(s): {' '.join(ids)}", flush=True)
+        return 1
+
+    def wait_idle(self, ids: list, what: str) -> None:
+        """Until the containers answered every request they were sent (none open in 3
+        samples in a row, 0.1 s apart), at most IDLE_WAIT seconds. A server slowed down by
+        load still holds requests the proxy sent before the switch, queued in its
+        listening socket: stopping it then would reset them."""
+        started, quiet = time.monotonic(), 0
+        while True:
+            total = 0
+            for container in ids:
+                open_now = open_requests(self.env, container)
+                if open_now is None:
+                    return  # cannot tell: DRAIN_SECONDS alone decides
+                total += open_now
+            quiet = quiet + 1 if total == 0 else 0
+            waited = time.monotonic() - started
+            if quiet >= 3:
+                break
+            if waited >= IDLE_WAIT:
+                print(
+                    f"warning: the {what} {self.env['WEB_SERVICE']} container(s) still had {total} request(s) open "
+                    f"after {int(waited)}s: stopping them anyway",
+                    flush=True,
+                )
+                return
+            time.sleep(0.1)
+        if waited >= 0.5:
+            print(
+                f"the {what} {self.env['WEB_SERVICE']} container(s) answered their last requests {waited:.1f}s after the drain",
+                flush=True,
+            )
+
+    # ------------------------------------------------------------------ CPU weight
+
+    def yield_cpu(self, ids: list) -> None:
+        """Containers created but not serving yet get a low CPU weight; their own is kept."""
+        env = self.env
+        if env["PRIORITY"] != "low" or not ids:
+            return
+        _, out = ct.docker_out(env, "inspect", "-f", "{{.Id}} {{.HostConfig.CpuShares}}", *ids)
+        for line in out.splitlines():
+            container, _, shares = line.partition(" ")
+            self.cpu_before[container] = int(shares or 0)
+        if ct.docker_out(env, "update", "--cpu-shares", str(ct.LOW_CPU_SHARES), *ids)[0] != 0:
+            print(
+                "note: could not lower the new containers' CPU weight (docker update --cpu-shares): they start at full weight",
+                flush=True,
+            )
+
+    def restore_cpu(self, ids: list) -> bool:
+        """Containers about to serve get their own CPU weight back (0 is Docker's default, 1024)."""
+        env = self.env
+        if env["PRIORITY"] != "low":
+            return True
+        for container in ids:
+            shares = self.cpu_before.get(container, 0)
+            if runner.output(compose.docker(env, "update", "--cpu-shares", str(shares or 1024), container))[0] != 0:
+                print(f"could not give {container[:12]} its CPU weight back (docker update --cpu-shares)", flush=True)
+                return False
+        return True
+
+
+def health_test(env: envs.Env, container: str) -> list:
+    """The container's health check as words: CMD ARGS... or CMD-SHELL TEXT; [] if none."""
+    rc, out = ct.docker_out(
+        env, "inspect", "-f", '{{with .Config.Healthcheck}}{{range .Test}}{{.}}{{"\\x00"}}{{end}}{{end}}', container
+    )
+    words = out.rstrip("\n").split("\x00")[:-1] if rc == 0 else []
+    return words if words and words[0] in ("CMD", "CMD-SHELL") else []
+
+
+def probe(env: envs.Env, container: str, test: list) -> bool:
+    """Run the container's own health check now (10 s at most): whether it passed."""
+    if test[0] == "CMD":
+        argv = ["exec", container, *test[1:]]
+    else:
+        argv = ["exec", container, "/bin/sh", "-c", test[1]]
+    return runner.output(compose.docker(env, *argv), timeout=10)[0] == 0
+
+
+def open_requests(env: envs.Env, container: str):
+    """Connections the container's server still owes an answer on, accepted or queued in its
+    listening socket (ESTABLISHED, SYN_RECV or CLOSE_WAIT on a port it listens on), read in
+    its network namespace; None if unreadable."""
+    rc, pid = ct.docker_out(env, "inspect", "-f", "{{.State.Pid}}", container)
+    table = ""
+    if rc == 0 and pid.strip().isdigit() and int(pid) > 0:
+        for name in ("tcp", "tcp6"):
+            try:
+                with open(f"/proc/{pid.strip()}/net/{name}") as file:
+                    table += file.read()
+            except OSError:
+                pass
+    if not table:
+        rc, table = ct.docker_out(env, "exec", container, "cat", "/proc/net/tcp", "/proc/net/tcp6")
+        if rc != 0 and not table:
+            return None
+    rows = [line.split() for line in table.splitlines()]
+    rows = [
+        (row[1].rsplit(":", 1)[1], row[3])
+        for row in rows
+        if len(row) > 3 and row[0].endswith(":") and row[0][:-1].isdigit()
+    ]
+    listening = {port for port, st in rows if st == "0A"}
+    return sum(1 for port, st in rows if port in listening and st in ("01", "03", "08"))
+
+
+def up_other_services(env: envs.Env) -> bool:
+    """Services other than web (the proxy) are created if missing and recreated only if
+    their configuration changed (compose decides), never for a new web version; when nothing
+    about them changed since the last deploy, compose is not even asked."""
+    others = [service for service in env["SERVICES"].split() if service != env["WEB_SERVICE"]]
+    if not others:
+        return True
+    applied = os.path.join(env.state_dir, "services-config")
+    if os.path.isfile(applied) and envs.read_text(applied) == env["APP_FILES_SHA256"] and all_running(env, others):
+        return True
+    if runner.streamed(compose.compose(env, "up", "-d", "--no-deps", *others)) != 0:
+        return False
+    _write(applied, env["APP_FILES_SHA256"] + "\n")
+    return True
+
+
+def all_running(env: envs.Env, services: list) -> bool:
+    for service in services:
+        ids = ct.service_containers(env, service)
+        if not ids or ct.docker_out(env, "inspect", "-f", "{{.State.Running}}", ids[0])[1].strip() != "true":
+            return False
+    return True
+
+
+def reload_proxy_if_changed(env: envs.Env) -> bool:
+    """The proxy's config files come with `inv server.setup`; when they changed since the
+    last deploy, nginx reloads them gracefully (old workers finish)."""
+    proxy = env["PROXY_SERVICE"]
+    applied = os.path.join(env.state_dir, "proxy-config")
+    if not proxy or (os.path.isfile(applied) and envs.read_text(applied) == env["APP_FILES_SHA256"]):
+        return True
+    for args in (("nginx", "-t", "-q"), ("nginx", "-s", "reload")):
+        if runner.streamed(compose.compose(env, "exec", "-T", proxy, *args)) != 0:
+            return False
+    _write(applied, env["APP_FILES_SHA256"] + "\n")
+    print(f"reloaded {proxy} (its configuration changed)", flush=True)
+    return True
+
+
+def _write(path: str, text: str) -> None:
+    with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as file:
+        file.write(text)

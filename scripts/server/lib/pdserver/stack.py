@@ -1,0 +1,478 @@
+"""`engine: swarm`. The environment's host is a swarm manager; the compose files are a
+stack (`docker stack deploy -c`), named PROJECT. A deploy, in the pipeline's steps:
+  preflight  this node is a manager; the stack file renders (`docker stack config`)
+             and every service tagged with the version updates start-first, gated
+             by a health check (lib/swarm.py problems)
+  pull       the new image on the manager, and its digest (the nodes pull that digest
+             through the registry: stack deploy pins it)
+  backup     pg_dump of the web service's database server, from a one-off container
+             of BACKUP_IMAGE on the stack's network
+  migrate, hooks  in a one-off container of the new image on the stack's (attachable
+             overlay) network, before any service changes
+  proxy      the services outside the stack (MANAGER_COMPOSE_FILES) up on the manager
+  deploy     `docker stack deploy` with VERSION set to the new version
+  converge   every service watched until converged, failed or CONVERGE_TIMEOUT; then
+             VERSION in .env
+On any failure after `deploy`, the WHOLE stack goes back to the previous version (stack
+deploy again with it, watched the same way): swarm's own rollback works service by
+service and would leave the others on the new one.
+
+lib/swarm.py reads Docker's JSON (pure, table-tested); this module asks Docker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import tempfile
+import time
+
+from . import compose
+from . import containers as ct
+from . import env as envs
+from . import run as runner
+from .pipeline import Strategy
+
+# libpq's settings from the web service's own environment, for pg_dump in a one-off
+# container: PG* if it has them, else POSTGRES_HOST, _PORT, _DB, _USER and _PASSWORD,
+# else DATABASE_URL.
+BACKUP_SH = """export PGHOST="${PGHOST:-${POSTGRES_HOST:-}}" PGPORT="${PGPORT:-${POSTGRES_PORT:-5432}}" \\
+PGUSER="${PGUSER:-${POSTGRES_USER:-}}" PGPASSWORD="${PGPASSWORD:-${POSTGRES_PASSWORD:-}}" PGDATABASE="${PGDATABASE:-${POSTGRES_DB:-}}"
+if [ -z "$PGHOST" ] && [ -n "${DATABASE_URL:-}" ]; then exec pg_dump -Fc "$DATABASE_URL"; fi
+[ -n "$PGHOST" ] || { echo "the web service names no database server (PGHOST, POSTGRES_HOST or DATABASE_URL)" >&2; exit 2; }
+exec pg_dump -Fc"""
+
+
+def rules():
+    """lib/swarm.py: what Docker's JSON says (problems, the one-off's settings, the watch)."""
+    return runner.lib_module("swarm")
+
+
+def dotenv(env: envs.Env) -> dict:
+    """.env's variables (docker stack deploy reads no .env file)."""
+    values = {}
+    for line in envs.read_text(os.path.join(env.app_dir, ".env")).splitlines():
+        match = re.match(r"^\s*(export\s+)?([A-Za-z_][A-Za-z0-9_]*)=(.*)$", line)
+        if match:
+            value = match.group(3)
+            if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+                value = value[1:-1]
+            values[match.group(2)] = value
+    return values
+
+
+def with_dotenv(env: envs.Env, version: str, *argv: str) -> runner.Command:
+    """ARGV in APP_DIR with .env's variables, VERSION=version and PD_STACK=PROJECT."""
+    command = compose.docker(env, *argv)
+    environ = {**dotenv(env), "VERSION": version, "PD_STACK": env["PROJECT"], **command.environ}
+    return runner.Command(command.argv, env.app_dir, environ)
+
+
+def stack_files(env: envs.Env) -> list:
+    return [word for name in env["COMPOSE_FILES"].split() for word in ("-c", name)]
+
+
+def stack_json(env: envs.Env, version: str) -> tuple[int, str]:
+    """The stack files as compose renders them (with .env) at VERSION, as JSON text; on
+    failure compose's errors (its warnings about deploy: keys are not ours to show)."""
+    code, out = runner.output(compose.compose(env, "config", "--format", "json", version=version), stderr=False)
+    if code == 0:
+        return 0, out
+    return code, runner.output(compose.compose(env, "config", "--format", "json", version=version))[1]
+
+
+def manager_compose(env: envs.Env, *args: str) -> runner.Command:
+    files = [word for name in env["MANAGER_COMPOSE_FILES"].split() for word in ("-f", name)]
+    command = compose.compose(env, *args)
+    argv = [*env["COMPOSE"].split(), "-p", env["PROJECT"], *files, *args]
+    return runner.Command(argv, env.app_dir, {**command.environ, "PD_STACK": env["PROJECT"]})
+
+
+def role(env: envs.Env) -> str:
+    code, out = runner.output(
+        compose.docker(env, "info", "-f", "{{.Swarm.LocalNodeState}} {{.Swarm.ControlAvailable}}")
+    )
+    state = out.strip()
+    if code:
+        return f"unreachable: {state}"
+    return {"active true": "manager", "active false": "worker"}.get(state, state.split(" ")[0])
+
+
+def problems(env: envs.Env, version: str) -> list:
+    """What stops a deploy of VERSION, one problem a line; none: ready."""
+    found = []
+    node = role(env)
+    if node != "manager":
+        found.append(
+            f"this node is not a swarm manager (it is: {node}): list a manager in the environment's hosts, or run `docker swarm init` here"
+        )
+    if not os.path.isfile(os.path.join(env.app_dir, ".env")):
+        found.append(f"missing {env.app_dir}/.env: run `inv server.setup --env {env.name}`")
+    code, out = runner.output(with_dotenv(env, version, "stack", "config", *stack_files(env)))
+    if code:
+        found.append(f"`docker stack config` rejects the stack file(s) {env['COMPOSE_FILES']}: {out.rstrip()}")
+    code, rendered = stack_json(env, version)
+    if code:
+        return found + [f"the stack file(s) {env['COMPOSE_FILES']} do not render: {rendered.rstrip()}"]
+    return found + rules().problems(json.loads(rendered), version)
+
+
+def release_settings(env: envs.Env, version: str, env_file: str) -> dict:
+    """The one-off container's image, network and mounts at VERSION; the web service's
+    environment goes to ENV_FILE. Raises RuntimeError with what went wrong."""
+    code, rendered = stack_json(env, version)
+    if code:
+        raise RuntimeError(rendered.rstrip().rsplit("\n", 1)[-1])
+    try:
+        lines = rules().release(json.loads(rendered), env["WEB_SERVICE"], env_file)
+    except SystemExit as error:
+        raise RuntimeError(str(error)) from None
+    settings = {"mount": []}
+    for line in lines:
+        key, _, value = line.partition("=")
+        if key == "mount":
+            settings["mount"].append(value)
+        else:
+            settings[key] = value
+    return settings
+
+
+class Swarm(Strategy):
+    def __init__(self, env: envs.Env):
+        self.env = env
+        self.where = f"swarm stack {env['PROJECT']}, "
+        self.deployed = False  # stack deploy ran: undo redeploys the previous version
+        self.since = 0.0
+        self.report = []
+        self.switch_steps = [("proxy", self.proxy), ("deploy", self.deploy), ("converge", self.converge)]
+
+    def preflight(self, run) -> int:
+        env = self.env
+        found = problems(env, run.version)
+        if found:
+            print(f"{env.name} cannot be deployed safely:", flush=True)
+            for line in "\n".join(found).splitlines():
+                print(f"  {line}", flush=True)
+            return 1
+        name = ct.docker_out(env, "info", "-f", "{{.Name}}")[1].strip()
+        nodes = len(ct.docker_out(env, "node", "ls", "-q")[1].split())
+        print(f"{name} is a manager of a swarm of {nodes} node(s); the stack file is ready", flush=True)
+        return 0
+
+    def pull(self, run) -> int:
+        env = self.env
+        try:
+            image = release_settings(env, run.version, os.devnull)["image"]
+        except (RuntimeError, KeyError) as error:
+            print(error, flush=True)
+            return 1
+        print(f"pulling {image}", flush=True)
+        if runner.output(compose.docker(env, "pull", "-q", image))[0] != 0:
+            print(f"could not pull {image}: is it pushed, and does this node reach the registry?", flush=True)
+            return 1
+        digests = ct.docker_out(env, "image", "inspect", "-f", '{{join .RepoDigests " "}}', image)[1].strip()
+        print(f"digest {digests}", flush=True)
+        return 0
+
+    @contextlib.contextmanager
+    def on_stack_network(self, run, name: str):
+        """`docker run` options for a one-off container NAME on the stack's network, with the
+        web service's environment (in a root-only file, gone afterwards), and the one-off's
+        settings (image, network, mounts) at the new version; None, said why, if there are none."""
+        env = self.env
+        with tempfile.NamedTemporaryFile("w", prefix="pd-env-") as env_file:
+            try:
+                settings = release_settings(env, run.version, env_file.name)
+            except RuntimeError as error:
+                print(error, flush=True)
+                settings = None
+            if settings is None or not self.ensure_network(settings["network"]):
+                yield None
+                return
+            shares = ct.LOW_CPU_SHARES if env["PRIORITY"] == "low" else 0
+            options = ["--rm", "--name", f"{env['PROJECT']}-{name}-{os.getpid()}", "--network", settings["network"]]
+            yield options + ["--env-file", env_file.name, f"--cpu-shares={shares}"], settings
+
+    def one_off(self, run, argv: list, environ: dict) -> int:
+        """ARGV in a one-off container of the new image on the stack's network, on this node."""
+        with self.on_stack_network(run, "release") as found:
+            if found is None:
+                return 1
+            options, settings = found
+            print(f"one-off container of {settings['image']} on {settings['network']}", flush=True)
+            options += [word for key, value in environ.items() for word in ("-e", f"{key}={value}")]
+            options += [word for mount in settings["mount"] for word in ("-v", mount)]
+            return runner.streamed(compose.docker(self.env, "run", *options, settings["image"], *argv))
+
+    def backup(self, run) -> int:
+        """pg_dump of the database server the web service uses, from a one-off container of
+        BACKUP_IMAGE on the stack's network (the server may be reachable only from there)."""
+        env = self.env
+        if not env["BACKUP_IMAGE"]:
+            print("backup needs backup_image (an image with pg_dump) for engine: swarm", flush=True)
+            return 1
+        with self.on_stack_network(run, "backup") as found:
+            if found is None:
+                return 1
+            options, settings = found
+            print(f"pg_dump in a one-off container of {env['BACKUP_IMAGE']} on {settings['network']}", flush=True)
+            command = compose.docker(env, "run", *options, env["BACKUP_IMAGE"], "sh", "-c", BACKUP_SH)
+            code = ct.backup_into(run, command)
+        if code:
+            print(
+                f"pg_dump failed (exit {code}): nothing changed; check the database server and backup_image's pg_dump version",
+                flush=True,
+            )
+        return code
+
+    def ensure_network(self, name: str) -> bool:
+        """The stack's network must exist before the stack does (first deploy): made here as
+        stack deploy would, labelled with the stack, so stack deploy adopts it."""
+        env = self.env
+        code, attachable = ct.docker_out(env, "network", "inspect", "-f", "{{.Attachable}}", name)
+        if code == 0:
+            if attachable.strip() == "true":
+                return True
+            print(
+                f"network {name} is not attachable: declare it `attachable: true` in the stack file (the one-off "
+                f"container joins it), then `docker stack rm {env['PROJECT']}` once to recreate it",
+                flush=True,
+            )
+            return False
+        label = f"com.docker.stack.namespace={env['PROJECT']}"
+        if ct.docker_out(env, "network", "create", "-d", "overlay", "--attachable", "--label", label, name)[0]:
+            return False
+        print(f"created the stack's network {name} (overlay, attachable)", flush=True)
+        return True
+
+    def proxy(self, run) -> int:
+        """Services outside the stack, with compose on this node: created if missing,
+        recreated only if their configuration changed; the proxy reloads changed files."""
+        env = self.env
+        applied = os.path.join(env.state_dir, "proxy-config")
+        if not env["MANAGER_COMPOSE_FILES"]:
+            print("no manager_compose_files: nothing outside the stack", flush=True)
+            return 0
+        if runner.streamed(manager_compose(env, "up", "-d")) != 0:
+            return 1
+        if not env["PROXY_SERVICE"] or (os.path.isfile(applied) and envs.read_text(applied) == env["APP_FILES_SHA256"]):
+            return 0
+        for args in (("nginx", "-t", "-q"), ("nginx", "-s", "reload")):
+            if runner.streamed(manager_compose(env, "exec", "-T", env["PROXY_SERVICE"], *args)) != 0:
+                return 1
+        with open(applied, "w") as file:
+            file.write(env["APP_FILES_SHA256"] + "\n")
+        print(f"{env['PROXY_SERVICE']} runs with the current configuration", flush=True)
+        return 0
+
+    def deploy(self, run, version: str = "") -> int:
+        env = self.env
+        version = version or run.version
+        self.since = time.time()
+        self.deployed = True
+        print(f"docker stack deploy {env['PROJECT']} with VERSION={version}", flush=True)
+        command = with_dotenv(
+            env, version, "stack", "deploy", "--resolve-image", "always", *stack_files(env), env["PROJECT"]
+        )
+        code, out = runner.output(command)
+        for line in out.splitlines():  # newer CLIs say they do not wait; we do (watch)
+            if line and "detach=false" not in line:
+                print(line, flush=True)
+        return code
+
+    def converge(self, run) -> int:
+        env = self.env
+        if not self.watch("deploy"):
+            return 1
+        run.switched = True
+        if not envs.write_version(env, run.version):
+            print(f"could not write {env.app_dir}/.env", flush=True)
+            return 1
+        print(f"every service converged; VERSION={run.version} in {env.app_dir}/.env", flush=True)
+        return 0
+
+    def snapshot(self) -> dict:
+        """Docker's JSON for the watch: the stack's services, their tasks, the nodes."""
+        env = self.env
+        label = f"label=com.docker.stack.namespace={env['PROJECT']}"
+        ids = ct.docker_out(env, "service", "ls", "-q", "--filter", label)[1].split()
+        services, tasks = [], []
+        if ids:
+            services = _json_list(ct.docker_out(env, "service", "inspect", *ids)[1])
+            task_ids = ct.docker_out(env, "service", "ps", "-q", *ids)[1].split()
+            if task_ids:  # a task may go between ps and inspect: inspect still prints the others
+                tasks = _json_list(ct.docker_out(env, "inspect", "--type", "task", *task_ids)[1])
+        node_ids = ct.docker_out(env, "node", "ls", "-q")[1].split()
+        nodes = _json_list(ct.docker_out(env, "node", "inspect", *node_ids)[1]) if node_ids else []
+        return {"services": services, "tasks": tasks, "nodes": nodes}
+
+    def watch(self, phase: str) -> bool:
+        """Every service of the stack until all converged, one failed or CONVERGE_TIMEOUT
+        passed. Prints each service's state whenever it changes."""
+        env = self.env
+        timeout = int(env["CONVERGE_TIMEOUT"])
+        deadline = time.monotonic() + timeout
+        last = []
+        while True:
+            try:
+                report = rules().watch(self.snapshot(), phase, self.since)
+            except Exception:  # noqa: BLE001 (Docker's answer could not be read)
+                report = ["updating\t?\tthe swarm's state could not be read (the manager is busy?)"]
+            if report != last:
+                for line in sorted(set(report) - set(last)):
+                    state, name, detail = (line.split("\t") + ["", ""])[:3]
+                    if state == "down":
+                        print(
+                            f"node {name} is DOWN (not answering the manager): its tasks are rescheduled elsewhere",
+                            flush=True,
+                        )
+                    else:
+                        print(f"  {state:<9} {name}: {detail}", flush=True)
+                last = report
+            failed = [line.split("\t")[1] for line in report if line.startswith("failed")]
+            if failed:
+                print(f"the update failed: {' '.join(failed)}", flush=True)
+                return False
+            updating = [line.split("\t") for line in report if line.startswith("updating")]
+            if not updating:
+                if not report:
+                    print(f"the stack {env['PROJECT']} has no services", flush=True)
+                    return False
+                self.report = report
+                return True
+            if time.monotonic() >= deadline:
+                waiting = ";".join(" ".join(fields[1:3]) for fields in updating)
+                print(f"not converged after {timeout}s (converge_timeout): {waiting}", flush=True)
+                return False
+            time.sleep(1)
+
+    def undo(self, run) -> int:
+        """Back to the previous version, the whole stack at once."""
+        env = self.env
+        if not self.deployed:
+            print(f"no service was changed: {env.name} still runs {run.previous}", flush=True)
+            return 0
+        if run.previous == "none":
+            print(
+                f"nothing was deployed here before: the stack stays on {run.version} as swarm left it; deploy a version that works",
+                flush=True,
+            )
+            return 1
+        print(
+            f"rolling the whole stack back to {run.previous} (every service, not only the one that failed)", flush=True
+        )
+        if self.deploy(run, run.previous) != 0:
+            return 1
+        if not self.pause_on_failure():
+            print(
+                "warning: could not set the services' update policy for the rollback (all at once, pause on failure)",
+                flush=True,
+            )
+        if not self.watch("rollback"):
+            return 1
+        if envs.current_version(env) != run.previous and not envs.write_version(env, run.previous):
+            return 1
+        listing = ct.docker_out(env, "node", "ls", "--format", "{{.Hostname}} {{.Status}}")[1]
+        down = " ".join(
+            words[0] for words in map(str.split, listing.splitlines()) if len(words) > 1 and words[1] != "Ready"
+        )
+        if down:
+            print(
+                f"{env.name} runs {run.previous} again on every node that answers; down: {down} (a task still running "
+                "there stops when its node answers the manager again)",
+                flush=True,
+            )
+        else:
+            print(f"{env.name} runs {run.previous} again on every node", flush=True)
+        stragglers = [
+            m.group(0)[2:]
+            for line in self.report
+            for m in re.finditer(r"; [0-9]* task\(s\) of [^;]* still running on [^;]*", line)
+        ]
+        if stragglers:
+            print(f"swarm is still stopping tasks it replaced:{';'.join(stragglers)}", flush=True)
+        return 0
+
+    def pause_on_failure(self) -> bool:
+        """The rollback's update policy, until the next deploy's stack file sets the file's
+        again: all tasks at once (a node that stopped answering holds up only its own
+        tasks); pause on failure (swarm's own rollback would take a service whose update
+        fails later back to the version just undone)."""
+        env = self.env
+        label = f"label=com.docker.stack.namespace={env['PROJECT']}"
+        for service in ct.docker_out(env, "service", "ls", "-q", "--filter", label)[1].split():
+            update = (
+                "service",
+                "update",
+                "--detach",
+                "--quiet",
+                "--update-parallelism",
+                "0",
+                "--update-failure-action",
+                "pause",
+            )
+            if ct.docker_out(env, *update, service)[0] != 0:
+                return False
+        return True
+
+    def describe_failure(self, run) -> None:
+        print(f"the stack {self.env['PROJECT']} runs: {stack_versions(self.env)}", flush=True)
+
+
+def stack_versions(env: envs.Env) -> str:
+    """The versions the stack's services run now, e.g. "web=1.1.0"."""
+    label = f"label=com.docker.stack.namespace={env['PROJECT']}"
+    out = ct.docker_out(env, "service", "ls", "--filter", label, "--format", "{{.Name}}={{.Image}}")[1]
+    found = []
+    for line in out.splitlines():
+        name, _, image = line.partition("=")
+        name = name[len(env["PROJECT"]) + 1 :] if name.startswith(env["PROJECT"] + "_") else name
+        image = re.sub(r"@sha256:[0-9a-f]+", "", image)
+        found.append(f"{name}={image.rsplit(':', 1)[-1] if ':' in image else image}")
+    return " ".join(found)
+
+
+def plan_migrations(env: envs.Env, version: str) -> list:
+    """`migrate --plan` in a one-off container of VERSION on the stack's network."""
+    with tempfile.NamedTemporaryFile("w", prefix="pd-env-") as env_file:
+        try:
+            settings = release_settings(env, version, env_file.name)
+        except RuntimeError as error:
+            return [f"migrations=unknown (the stack file does not render: {error})"]
+        image, network = settings["image"], settings["network"]
+        code, out = runner.output(compose.docker(env, "pull", "-q", image))
+        if code:
+            return [f"migrations=unknown (could not pull {image}: {out.rstrip().rsplit(chr(10), 1)[-1]})"]
+        shares = ct.LOW_CPU_SHARES if env["PRIORITY"] == "low" else 0
+        argv = ["run", "--rm", "--network", network, "--env-file", env_file.name, f"--cpu-shares={shares}", image]
+        code, out = runner.output(compose.docker(env, *argv, *env["MANAGE"].split(), "migrate", "--plan"))
+    head = (
+        f"migrations=unknown (migrate --plan failed with exit {code}; does the stack's network {network} exist, and the database answer?)"
+        if code
+        else "migrations=planned"
+    )
+    return [head] + [f"migration={line}" for line in out.rstrip("\n").split("\n")]
+
+
+def setup_check(env: envs.Env) -> int:
+    """`bin/deploy setup-check ENV` (bin/install, as root): what a deploy would refuse."""
+    found = problems(env, "pushdeploy-check")
+    if found:
+        print(f"pushdeploy: the swarm stack of {env.name} is not ready for a safe deploy:")
+        for line in "\n".join(found).splitlines():
+            print(f"  {line}")
+        return 1
+    print(
+        "swarm: this node is a manager; the stack file is valid, its services update start-first behind a health check"
+    )
+    return 0
+
+
+def _json_list(text: str) -> list:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return []
+    return value if isinstance(value, list) else []
