@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import threading
 import time
 from typing import TextIO
+
+from deploy.protocol import RESULT_PREFIX
 
 _lock = threading.Lock()
 
@@ -13,6 +16,15 @@ _lock = threading.Lock()
 def say(text: str, stream: TextIO | None = None) -> None:
     with _lock:
         print(text, file=stream or sys.stdout, flush=True)
+
+
+def parse_result(line: str) -> dict:
+    """A run's result line (RESULT_PREFIX + a JSON object) as a dict; {} if it is not one."""
+    try:
+        value = json.loads(line[len(RESULT_PREFIX) :])
+    except ValueError:
+        return {}
+    return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
 
 
 def seconds(value: float) -> str:
@@ -29,6 +41,7 @@ class HostWriter:
     def __init__(self, prefix: str, stream: TextIO | None = None, grouped: bool = False):
         self.prefix, self.stream, self._partial, self.grouped = prefix, stream, "", grouped
         self.lines: list[str] = []
+        self.result: dict = {}  # a run's result, from its answer's data line (not shown)
 
     def write(self, data: str) -> int:
         text = self._partial + data
@@ -38,6 +51,9 @@ class HostWriter:
         return len(data)
 
     def line(self, text: str) -> None:
+        if text.startswith(RESULT_PREFIX):
+            self.result = parse_result(text)
+            return
         self.lines.append(text)
         if not self.grouped:
             say(f"{self.prefix} | {text}", self.stream)

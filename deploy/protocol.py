@@ -57,6 +57,7 @@ EXIT_OLDER = server_facts.EXIT_OLDER
 EXIT_BUSY = server_facts.EXIT_BUSY
 EXIT_OUTDATED = server_facts.EXIT_OUTDATED
 EXIT_FULL = server_facts.EXIT_FULL
+RESULT_PREFIX = server_facts.RESULT_PREFIX
 # The server side's files: installed by bin/install, hashed in this order by both sides.
 SERVER_FILES = server_facts.SERVER_FILES
 SLOTS = server_facts.SLOTS

@@ -17,7 +17,7 @@ import gc
 import socket
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from deploy import hostkeys
 from deploy.output import HostWriter, Timer, say, seconds
@@ -47,6 +47,7 @@ class HostResult:
     seconds: float
     message: str = ""
     output: tuple[str, ...] = ()
+    result: dict = field(default_factory=dict)  # a run's result, as data (deploy, rollback)
 
     @property
     def ok(self) -> bool:
@@ -233,10 +234,10 @@ def on_hosts(
         timer = Timer()
         try:
             code = work(host, writer)
-            return HostResult(host, code, timer.elapsed, output=tuple(writer.lines))
+            return HostResult(host, code, timer.elapsed, output=tuple(writer.lines), result=writer.result)
         except RemoteError as error:
             writer.line(f"error: {error}")
-            return HostResult(host, 255, timer.elapsed, str(error), tuple(writer.lines))
+            return HostResult(host, 255, timer.elapsed, str(error), tuple(writer.lines), writer.result)
         finally:
             writer.release()
 

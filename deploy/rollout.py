@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -18,8 +18,6 @@ if TYPE_CHECKING:  # settings validates batch sizes with batch_hosts: no import 
     from deploy.settings import Host
 
 _SIZE = re.compile(r"^(?:([1-9][0-9]{0,3})|([1-9][0-9]?|100)%)$")
-_WAS = re.compile(r"^deployed \S+ to \S+ in \S+ \(was (\S+)\)$")
-_SERVES = re.compile(r"^(?:deploy|rollback) of \S+ to \S+ FAILED at .*; \S+ serves (\S+)$")
 _STARTED = re.compile(r"^\S+ (?:deploy|rollback) of \S+ to \S+ \(running: \S+\)|^==> ")
 _NOT_SET_UP = "is not set up on this server"
 
@@ -78,30 +76,23 @@ def select(hosts: Sequence[Host], wanted: str | None) -> tuple[Host, ...]:
     return tuple(h for h in hosts if h in chosen)
 
 
-def _last(pattern: re.Pattern[str], output: Iterable[str]) -> re.Match[str] | None:
-    """The last line of a host's output that matches pattern."""
-    found = None
-    for line in output:
-        found = pattern.match(line.strip()) or found
-    return found
+def _known(version: str | None) -> str | None:
+    return version if version and version != "none" else None
 
 
-def previous_version(output: Iterable[str]) -> str | None:
-    """The version a host ran before this deploy, from its last `deployed ... (was X)` line."""
-    match = _last(_WAS, output)
-    return match.group(1) if match and match.group(1) != "none" else None
+def previous_version(result: Mapping[str, str]) -> str | None:
+    """The version a host ran before this deploy switched it, from its result (data)."""
+    return _known(result.get("previous")) if result.get("outcome") == "ok" else None
 
 
-def new_version(output: Iterable[str]) -> str | None:
-    """The version a host switched to, from its `deployed X to ...` line (a rollback names it only there)."""
-    match = _last(_WAS, output)
-    return match.group(0).split()[1] if match else None
+def new_version(result: Mapping[str, str]) -> str | None:
+    """The version a host switched to (a rollback names it only there), from its result."""
+    return result.get("version") or None if result.get("outcome") == "ok" else None
 
 
-def serving_after_failure(output: Iterable[str]) -> str | None:
-    """The version a host serves after its deploy failed and undid itself, from its last line."""
-    match = _last(_SERVES, output)
-    return match.group(1) if match and match.group(1) != "none" else None
+def serving_after_failure(result: Mapping[str, str]) -> str | None:
+    """The version a host serves after its deploy failed and undid itself, from its result."""
+    return _known(result.get("serving")) if result.get("outcome") == "failed" else None
 
 
 def reached(output: Iterable[str]) -> bool:

@@ -113,7 +113,7 @@ def run_deploy(
                         outcomes[host] = rollout.Outcome(
                             host, "skipped", before.get(host, ""), "not started: a batch before it failed"
                         )
-                switched = [(r.host, rollout.previous_version(r.output)) for r in results if r.ok]
+                switched = [(r.host, rollout.previous_version(r.result)) for r in results if r.ok]
                 if switched and verb == "deploy" and env.on_failure == "rollback":
                     _undo(settings, env, switched, request, outcomes)
                 elif switched:
@@ -140,10 +140,10 @@ def run_deploy(
 def _outcome(answer, version: str | None, before: dict) -> rollout.Outcome:
     """A host's line in the summary table, from its answer to its batch's request."""
     if answer.ok:
-        return rollout.Outcome(answer.host, "switched", version or rollout.new_version(answer.output) or "")
+        return rollout.Outcome(answer.host, "switched", version or rollout.new_version(answer.result) or "")
     if answer.exit_code == 255 and rollout.reached(answer.output):
         return rollout.Outcome(answer.host, "unknown", "?", "contact lost mid-deploy: see `inv deploy.status`")
-    now = rollout.serving_after_failure(answer.output) or before.get(answer.host, "")
+    now = rollout.serving_after_failure(answer.result) or before.get(answer.host, "")
     return rollout.Outcome(answer.host, "failed", now, _describe(answer))
 
 

@@ -1,8 +1,10 @@
 """Rolling deploys: batches, host selection, what a failed batch undoes."""
 
+import json
+
 import pytest
 
-from deploy import rollout
+from deploy import protocol, rollout
 from deploy.settings import Host
 
 HOSTS = tuple(Host("pd-deploy", f"10.0.0.{i}") for i in range(1, 8))
@@ -79,16 +81,20 @@ def test_an_unknown_host_is_refused_with_the_known_ones(wanted):
         rollout.select(HOSTS, wanted)
 
 
+DEPLOYED = {"outcome": "ok", "kind": "deploy", "version": "1.4.0", "previous": "1.3.0", "serving": "1.4.0"}
+FAILED = {"outcome": "failed", "kind": "deploy", "version": "1.4.0", "previous": "1.3.0", "serving": "1.3.0"}
+
+
 @pytest.mark.parametrize(
     ("output", "expected"),
     [
-        (["==> switch", "deployed 1.4.0 to production in 4.2s (was 1.3.0)"], "1.3.0"),
-        (["deployed 1.4.0 to production in 4.2s (was none)"], None),
-        (["deploy of 1.4.0 to production FAILED at health after 9.1s; production serves 1.3.0"], None),
-        ([], None),
+        (DEPLOYED, "1.3.0"),
+        ({**DEPLOYED, "previous": "none"}, None),
+        ({**FAILED, "failed_step": "health"}, None),
+        ({}, None),
     ],
 )
-def test_the_previous_version_comes_from_the_hosts_last_line(output, expected):
+def test_the_previous_version_comes_from_the_hosts_result(output, expected):
     assert rollout.previous_version(output) == expected
 
 
@@ -143,13 +149,13 @@ def test_bad_batch_settings_name_their_key(raw, key):
 @pytest.mark.parametrize(
     ("output", "serves", "switched_to"),
     [
-        (["deploy of 1.4.0 to production FAILED at pull after 0.3s; production serves 1.3.0"], "1.3.0", None),
-        (["rollback of 1.2.0 to production FAILED at health after 9.1s; production serves none"], None, None),
-        (["deployed 1.4.0 to production in 4.2s (was 1.3.0)"], None, "1.4.0"),
-        ([], None, None),
+        ({**FAILED, "failed_step": "pull"}, "1.3.0", None),
+        ({**FAILED, "kind": "rollback", "version": "1.2.0", "serving": "none"}, None, None),
+        (DEPLOYED, None, "1.4.0"),
+        ({}, None, None),
     ],
 )
-def test_what_a_host_serves_after_its_deploy_comes_from_its_last_lines(output, serves, switched_to):
+def test_what_a_host_serves_after_its_deploy_comes_from_its_result(output, serves, switched_to):
     assert rollout.serving_after_failure(output) == serves
     assert rollout.new_version(output) == switched_to
 
@@ -214,3 +220,15 @@ def test_the_preflight_names_each_host_that_cannot_go_and_why():
     assert rollout.refusal_code(refusals) == 78  # `inv server.setup` is what to do first
     assert rollout.refusal_code(refusals[2:]) == 255
     assert rollout.not_ready(answers[4:], "production", wait=300) == []  # --wait: it queues behind that deploy
+
+
+def test_a_hosts_result_line_is_read_as_data_and_never_shown(capsys):
+    from deploy.output import HostWriter
+
+    writer = HostWriter("h1")
+    writer.write("deployed 1.4.0 to production in 4.2s (was 1.3.0)\n")
+    writer.write(protocol.RESULT_PREFIX + json.dumps(DEPLOYED) + "\n")
+    writer.flush()
+    assert writer.lines == ["deployed 1.4.0 to production in 4.2s (was 1.3.0)"]
+    assert writer.result == DEPLOYED and rollout.previous_version(writer.result) == "1.3.0"
+    assert protocol.RESULT_PREFIX not in capsys.readouterr().out

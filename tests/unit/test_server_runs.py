@@ -46,9 +46,17 @@ def worker(server, monkeypatch):
     return server / "state/staging/runs"
 
 
+RESULTS = []  # the result lines the answers ended with, as data
+
+
 def ask(capsys, line: str):
+    """(exit status, output) of a request; its result line (data) goes to RESULTS."""
     answer = verbs.HANDLERS[line.split()[0]](parse(line.split(), time.time()))
-    return answer, capsys.readouterr().out
+    out = capsys.readouterr().out
+    lines = out.splitlines(keepends=True)
+    if lines and lines[-1].startswith(facts.RESULT_PREFIX):
+        RESULTS.append(json.loads(lines.pop()[len(facts.RESULT_PREFIX) :]))
+    return answer, "".join(lines)
 
 
 def test_a_deploy_starts_the_worker_and_follows_it_to_its_status(worker, capsys, monkeypatch):
@@ -59,6 +67,15 @@ def test_a_deploy_starts_the_worker_and_follows_it_to_its_status(worker, capsys,
         "KIND=deploy\nVERSION=1.5.0\nBY=ci\nURL=\nORDER=12\nMAINTENANCE=1\nSKIP_MIGRATE=0\n"
     )
     assert os.stat(worker / "r1.request").st_mode & 0o777 == 0o600
+    assert RESULTS[-1] == {  # no history line (the stand-in worker writes none): outcome unknown
+        "outcome": "",
+        "kind": "",
+        "version": "",
+        "previous": "",
+        "failed_step": "",
+        "serving": "1.4.0",
+        "run": "r1",
+    }
     assert (worker / "r1.pid").read_text().strip().isdigit()
     assert Lock(str(worker.parent)).busy() is None, "the worker's hold ended with it"
 
@@ -113,7 +130,10 @@ def test_an_id_that_ran_answers_its_log_and_one_that_died_says_so(worker, capsys
     (worker / "r4.request").write_text("KIND=deploy\nVERSION=1.5.0\n")
     (worker / "r4.log").write_text("deployed 1.5.0\n")
     (worker / "r4.status").write_text("0\n")
+    record = {"run": "r4", "outcome": "ok", "kind": "deploy", "version": "1.5.0", "previous": "1.3.0"}
+    (worker.parent / "history.jsonl").write_text(json.dumps({**record, "steps": []}) + "\n")
     assert ask(capsys, "deploy staging 1.5.0 --id=r4") == (0, "deploy r4 already ran; its log:\ndeployed 1.5.0\n")
+    assert RESULTS[-1] == {**record, "failed_step": "", "serving": "1.4.0"}  # the record, and what .env names now
     (worker / "r4.status").unlink()
     with pytest.raises(Refused, match="deploy r4 stopped without a result") as caught:
         ask(capsys, "deploy staging 1.5.0 --id=r4")

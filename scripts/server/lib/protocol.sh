@@ -63,6 +63,11 @@ PD_EXIT_BUSY='75'
 PD_EXIT_OUTDATED='78'
 PD_EXIT_FULL='69'
 
+# A deploy's, rollback's or review-up's answer ends with one line of data: this prefix,
+# then a JSON object (outcome, kind, version, previous, serving, failed_step, run). The
+# client reads it instead of the sentences above it, and does not show it.
+PD_RESULT_PREFIX='pushdeploy-result '
+
 # Django management commands (inv manage, before_switch/after_switch hooks): a
 # command's name, and the names no allowlist may hold (they run arbitrary code or SQL).
 # Their arguments are words of PD_ARG_RE, each also matching one of the command's own patterns,

@@ -163,8 +163,9 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def follow(env: envs.Env, run_id: str) -> int:
-    """The run's log as it grows, until its process ends; then its exit status."""
+def follow(env: envs.Env, run_id: str, result: bool = True) -> int:
+    """The run's log as it grows, until its process ends, then (result) its result as
+    data; its exit status."""
     pid = envs.read_text(run_file(env, run_id, "pid"))
     with open(run_file(env, run_id, "log"), "rb") as file:
         copy(file)
@@ -175,4 +176,21 @@ def follow(env: envs.Env, run_id: str) -> int:
     status = envs.read_text(run_file(env, run_id, "status"))
     if not status.isdigit():
         raise Refused(f"the deploy process {run_id} ended without a result: see `inv deploy.logs --env {env.name}`", 1)
+    if result:
+        answer(env, run_id)
     return int(status)
+
+
+def answer(env: envs.Env, run_id: str) -> None:
+    """The run's result as data, the answer's last line: its record in the history."""
+    import json
+
+    record = {}
+    for entry in reversed(run.lib_module("history").read(env.history)):
+        if entry.get("run") == run_id:
+            record = entry
+            break
+    fields = ("outcome", "kind", "version", "previous", "failed_step")
+    result = {key: record.get(key, "") for key in fields}
+    result.update(serving=envs.current_version(env), run=run_id)
+    print(facts.RESULT_PREFIX + json.dumps(result, sort_keys=True), flush=True)

@@ -58,7 +58,9 @@ def logs(request: Request) -> int:
     if latest is None:
         raise Refused(f"no deploy has run in {env.name} yet", 1)
     if request.option("follow"):
-        runs.follow(env, latest[: -len(".log")])  # the run's own outcome is in its log: logs itself succeeded
+        runs.follow(
+            env, latest[: -len(".log")], result=False
+        )  # the run's own outcome is in its log: logs itself succeeded
         return 0
     with open(os.path.join(env.runs_dir, latest), "rb") as file:
         runs.copy(file)
