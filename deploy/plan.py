@@ -152,7 +152,21 @@ def server_conf(env: Environment, app_files: Mapping[str, bytes], keys=()) -> st
         ]
     if keys:
         lines.append(f"KEYS_SHA256={protocol.short_hash(deploy_keys.scopes_json(keys).encode())}")
-    return "\n".join(lines) + "\n"
+    text = "\n".join(lines) + "\n"
+    _server_accepts(text, env.name)
+    return text
+
+
+def _server_accepts(text: str, name: str) -> None:
+    """The conf as the server will read it, by the server's own parser: what it would
+    refuse is refused here, before anything is sent."""
+    from pdserver import env as server_env
+    from pdserver.request import Refused
+
+    try:
+        server_env.parse(text, f"{protocol.ETC}/{name}.conf", name)
+    except Refused as refused:
+        raise BadRequest(f"the server would refuse these settings: {refused}") from None
 
 
 _RESOLVER = re.compile(r"^\s*resolver\s+([^;]*);", re.MULTILINE)

@@ -19,25 +19,24 @@ from pathlib import Path
 
 from deploy import keys as deploy_keys
 from deploy import management, protocol, pull, rollout
+from pdserver import schema
 
 CONFIG_FILE = "invoke.yaml"
 
 _HOST = re.compile(
     r"^(?:(?P<user>[a-z_][a-z0-9_-]{0,31})@)?(?P<host>[A-Za-z0-9.-]+|\[[0-9a-fA-F:]+\])(?::(?P<port>[0-9]{1,5}))?$"
 )
-_PROJECT = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
-_SERVICE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+# The choices and names the server checks again, from its own schema (pdserver/schema.py).
+_PROJECT = re.compile(f"^{schema.PROJECT_RE}$")
+_SERVICE = re.compile(f"^{schema.SERVICE_RE}$")
 _SAFE_WORD = re.compile(r"^[A-Za-z0-9_./=:-]+$")
 _SAFE_PATH = re.compile(r"^[A-Za-z0-9_.@+-]+(/[A-Za-z0-9_.@+-]+)*$")
 _DOCKER_HOST = re.compile(r"^(unix:///[A-Za-z0-9_./-]+|tcp://[A-Za-z0-9_.-]+:[0-9]+|ssh://[A-Za-z0-9_.@-]+)$")
 _USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 COMPOSE_COMMANDS = ("docker compose", "docker-compose")
-ORDERINGS = ("none", "semver", "build")
+ORDERINGS, SWITCHES, PRIORITIES, ENGINES = schema.ORDERINGS, schema.SWITCHES, schema.PRIORITIES, schema.ENGINES
 MIGRATE_ON = ("first", "each")
 ON_FAILURE = ("rollback", "halt")
-SWITCHES = ("slots", "recreate")
-PRIORITIES = ("low", "normal")
-ENGINES = ("compose", "swarm")
 
 
 class ConfigError(Exception):

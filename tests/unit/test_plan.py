@@ -172,3 +172,37 @@ def test_with_a_shared_database_the_first_host_migrates_alone_then_the_rest_foll
 def test_one_phase_when_there_is_nothing_to_order(hosts, migrate_on):
     env = from_config({"environments": {"prod": {"hosts": hosts, "migrate_on": migrate_on}}}, {}).environment("prod")
     assert plan.phases(env) == [(env.hosts, False)]
+
+
+def test_the_client_takes_its_choices_and_names_from_the_servers_schema():
+    from deploy import settings as client_settings
+    from pdserver import schema
+
+    assert (client_settings.ORDERINGS, client_settings.SWITCHES, client_settings.ENGINES) == (
+        schema.ORDERINGS,
+        schema.SWITCHES,
+        schema.ENGINES,
+    )
+    assert client_settings._PROJECT.pattern == f"^{schema.PROJECT_RE}$"
+
+
+def test_a_conf_the_server_would_refuse_is_refused_before_it_is_sent():
+    with pytest.raises(plan.BadRequest, match="the server would refuse these settings: .*APP_DIR must be an absolute"):
+        plan._server_accepts("APP_DIR=relative\nPROJECT=p\n", "staging")
+    with pytest.raises(plan.BadRequest, match="ORDERING is none, semver or build"):
+        plan._server_accepts("APP_DIR=/srv/x\nPROJECT=p\nORDERING=sideways\n", "staging")
+
+
+def test_every_environment_of_the_example_renders_a_conf_the_server_reads():
+    from invoke import Config
+
+    from deploy import settings as client_settings
+    from pdserver import env as server_env
+
+    invoke_config = Config(project_location=str(protocol.PROJECT_ROOT))
+    invoke_config.load_project()
+    config = client_settings.from_config(invoke_config.get("deploy"), {})
+    assert len(config.environments) >= 3
+    for name, env in config.environments.items():
+        values = server_env.parse(plan.server_conf(env, {}), f"/etc/pushdeploy/{name}.conf", name)
+        assert values["PROJECT"] == env.project

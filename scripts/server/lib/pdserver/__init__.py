@@ -11,6 +11,7 @@ both sides read one copy. Modules, one concern each:
   guard.py    the refusals that read the server: templates, review targets, key scopes
   main.py     bin/deploy: check, refuse or answer (and --help, the worker, setup-check)
   verbs.py    the small verbs, and HANDLERS: every verb's handler
+  schema.py   every key of ENV.conf, its default and what it must be (the client's too)
   env.py      an environment's settings checked; .env's VERSION read and written
   expect.py   --expect: the server side and settings the client expects
   lock.py     the environment's lock (flock) and who holds it

@@ -8,64 +8,10 @@ from __future__ import annotations
 import os
 import re
 
-from . import conf, facts
+from . import conf, facts, schema
 from .request import Refused, changes_django_setup
 
-# Every key ENV.conf may hold, and its default ('' for none). Repeated keys: lists.
-DEFAULTS = {
-    "APP_DIR": "",
-    "PROJECT": "",
-    "COMPOSE": "docker compose",
-    "COMPOSE_FILES": "docker-compose.yml",
-    "SERVICES": "web proxy",
-    "WEB_SERVICE": "web",
-    "DB_SERVICE": "",
-    "PROXY_SERVICE": "",
-    "MANAGE": "python manage.py",
-    "VERSION_RE": "",
-    "DOCKER_HOST": "",
-    "HEALTH_TIMEOUT": "60",
-    "BACKUP": "no",
-    "BACKUP_KEEP": "10",
-    "DRAIN_SECONDS": "1",
-    "DNS_VALID": "1",
-    "STATIC_KEEP": "3",
-    "ORDERING": "none",
-    "SWITCH": "slots",
-    "PRIORITY": "low",
-    "APP_FILES_SHA256": "",
-    "PULL_CHANNEL": "",
-    "PULL_EVERY": "60",
-    "ENGINE": "compose",
-    "MANAGER_COMPOSE_FILES": "",
-    "CONVERGE_TIMEOUT": "300",
-    "BACKUP_IMAGE": "",
-    "REVIEW_TEMPLATE": "no",
-    "REVIEW_DOMAIN": "",
-    "REVIEW_MAX": "5",
-    "REVIEW_PORT": "8088",
-    "REVIEW_SEED": "fresh",
-    "SCRUB": "",
-    "KEYS_SHA256": "",
-}
-LISTS = ("HOOK_BEFORE_SWITCH", "HOOK_AFTER_SWITCH", "MANAGE_COMMAND")
-
-_CHECKS = (  # (keys, pattern, what they must be)
-    (
-        ("HEALTH_TIMEOUT", "BACKUP_KEEP", "DRAIN_SECONDS", "DNS_VALID", "STATIC_KEEP"),
-        r"[0-9]{1,5}",
-        "HEALTH_TIMEOUT, BACKUP_KEEP, DRAIN_SECONDS, DNS_VALID and STATIC_KEEP are whole numbers",
-    ),
-    (("ORDERING",), r"none|semver|build", "ORDERING is none, semver or build"),
-    (("SWITCH",), r"slots|recreate", "SWITCH is slots or recreate"),
-    (("PRIORITY",), r"low|normal", "PRIORITY is low or normal"),
-    (("PULL_EVERY",), r"[1-9][0-9]{0,5}", "PULL_EVERY is a whole number of seconds"),
-    (("ENGINE",), r"compose|swarm", "ENGINE is compose or swarm"),
-    (("CONVERGE_TIMEOUT",), r"[0-9]{1,5}", "CONVERGE_TIMEOUT is a whole number"),
-    (("PROJECT",), r"[a-z0-9][a-z0-9_-]*", "invalid PROJECT"),
-    (("WEB_SERVICE",), r"[A-Za-z0-9][A-Za-z0-9_.-]*", "invalid WEB_SERVICE"),
-    (("MANAGER_COMPOSE_FILES",), r"[A-Za-z0-9_. /-]*", "MANAGER_COMPOSE_FILES are relative paths"),
-)
+DEFAULTS, LISTS = schema.DEFAULTS, schema.LISTS
 
 
 class Env:
@@ -120,10 +66,11 @@ def parse(text: str, path: str, name: str) -> dict:
         values[key] = found if key in LISTS else found[-1]
     if not values["APP_DIR"].startswith("/") or ".." in values["APP_DIR"]:
         raise Refused(f"{path}: APP_DIR must be an absolute path", 1)
-    for keys, pattern, what in _CHECKS:
-        for key in keys:
-            if not re.fullmatch(pattern, values[key]):
-                raise Refused(f"{path}: {what}" + (f" '{values[key]}'" if what.startswith("invalid") else ""), 1)
+    for key in schema.KEYS:
+        if key.pattern is not None and not re.fullmatch(key.pattern, values[key.name]):
+            raise Refused(
+                f"{path}: {key.what}" + (f" '{values[key.name]}'" if key.what.startswith("invalid") else ""), 1
+            )
     if values["PULL_CHANNEL"] and not facts.matches(facts.CHANNEL_RE, values["PULL_CHANNEL"]):
         raise Refused(f"{path}: invalid PULL_CHANNEL '{values['PULL_CHANNEL']}'", 1)
     if values["BACKUP_IMAGE"] and not facts.matches(facts.IMAGE_RE, values["BACKUP_IMAGE"]):
