@@ -4,6 +4,11 @@ The dump goes from the source host's `db-dump` channel straight into the target
 host's `db-restore` channel (the same host works alike: two channels), a chunk
 at a time: it is never written to this machine's disk. A SHA-256 trailer lets
 the target tell a whole dump from one cut short before it changes anything.
+
+The source names the release its data is of (a data line on its stderr); that line
+follows the dump, under the checksum: the target migrates and scrubs the data with
+that release (one production ran), never with whatever the target's deploy account
+last deployed there.
 """
 
 from __future__ import annotations
@@ -18,8 +23,18 @@ CHUNK = 256 * 1024
 TRAILER = b"\npushdeploy-sha256:%s\n"  # 84 bytes with the digest: pdserver/refresh.py TRAILER_BYTES
 
 
+DATA_VERSION = b"\npushdeploy-data-version:%s\n"
+
+
 def trailer(digest: str) -> bytes:
     return TRAILER % digest.encode()
+
+
+def data_version_line(version: str) -> bytes:
+    """What follows the dump when the source named its data's release (checked by the target)."""
+    if not protocol.matches(protocol.VERSION_RE, version):
+        return b""
+    return DATA_VERSION % version.encode()
 
 
 def dump_command(env: str, *, fresh: bool) -> str:
@@ -74,7 +89,9 @@ def stream(source_transport, dump: str, target_transport, restore: str, source_o
     if target_alive:
         try:
             if source_code == 0 and sent:
-                target.sendall(trailer(digest.hexdigest()))
+                data = data_version_line(getattr(source_out, "result", {}).get("data_version", ""))
+                digest.update(data)
+                target.sendall(data + trailer(digest.hexdigest()))
             target.shutdown_write()
         except OSError:
             pass

@@ -99,3 +99,37 @@ def test_a_target_that_refuses_stops_the_transfer():
     source, target = Source([b"a" * 10, b"b" * 10, b"c" * 10]), Target(refuse_after=10)
     code, target_code, _ = run(source, target)
     assert code == -1 and target_code == 1 and source.closed
+
+
+def test_the_release_the_source_names_follows_the_dump_under_the_checksum():
+    from deploy import protocol
+    from deploy.output import HostWriter
+
+    chunks = [b"PGDMP", b"data"]
+    named = protocol.RESULT_PREFIX + '{"data_version": "1.4.0"}\n'
+    source, target = Source(chunks, errors=b"sending the newest backup\n" + named.encode()), Target()
+    source_out = HostWriter("production h1", grouped=True)
+    code = refresh.stream(
+        Transport(source), "db-dump production", Transport(target), "db-restore staging", source_out, Collector()
+    )
+    assert code == (0, 0, 9)
+    sent = b"PGDMPdata" + b"\npushdeploy-data-version:1.4.0\n"
+    assert target.received == sent + refresh.trailer(hashlib.sha256(sent).hexdigest())
+    assert source_out.lines == ["sending the newest backup"]  # the data line is not shown
+
+
+def test_the_server_takes_the_release_off_the_dump_it_checked(tmp_path, monkeypatch):
+    import io
+    import sys
+
+    from pdserver import refresh as server_refresh
+
+    sent = b"PGDMPdata" + refresh.data_version_line("1.4.0")
+    stream = sent + refresh.trailer(hashlib.sha256(sent).hexdigest())
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stream)))
+    found = {}
+    assert server_refresh.receive(str(tmp_path / "dump"), found) == 0
+    assert (tmp_path / "dump").read_bytes() == b"PGDMPdata" and found == {"data_version": "1.4.0"}
+    unnamed = b"PGDMPdata" + refresh.trailer(hashlib.sha256(b"PGDMPdata").hexdigest())
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(unnamed)))
+    assert server_refresh.receive(str(tmp_path / "dump"), {}) == 1  # no release named: refused, nothing restored

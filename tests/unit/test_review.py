@@ -265,3 +265,50 @@ def test_refresh_request_lines_are_admin_verbs_the_deploy_account_cannot_send():
 def test_the_trailer_is_as_long_as_the_server_cuts_off():
     size = server_refresh.TRAILER_BYTES
     assert len(refresh.trailer("0" * 64)) == size
+
+
+@pytest.mark.parametrize(
+    ("scrub", "current", "calls"),
+    [
+        (
+            "manage:scrubdata",
+            "abc1234",
+            [
+                "VERSION=1.4.0 docker compose -p pixel-staging -f docker-compose.yml run --rm --no-deps -T -e PYTHONUNBUFFERED=1 web python3 manage.py migrate --noinput",
+                "VERSION=1.4.0 docker compose -p pixel-staging -f docker-compose.yml run --rm --no-deps -T -e PYTHONUNBUFFERED=1 web python3 manage.py scrubdata",
+                "VERSION=abc1234 docker compose -p pixel-staging -f docker-compose.yml run --rm --no-deps -T -e PYTHONUNBUFFERED=1 web python3 manage.py migrate --noinput",
+            ],
+        ),
+        (
+            "sql:scrub.sql",
+            "1.4.0",  # the release the data is of is what serves: nothing to catch up
+            [
+                "VERSION=1.4.0 docker compose -p pixel-staging -f docker-compose.yml run --rm --no-deps -T -e PYTHONUNBUFFERED=1 web python3 manage.py migrate --noinput",
+                'docker compose -p pixel-staging -f docker-compose.yml exec -T db sh -c psql -v ON_ERROR_STOP=1 -q -U "$POSTGRES_USER" -d "$POSTGRES_DB"',
+            ],
+        ),
+    ],
+)
+def test_restored_data_is_migrated_and_scrubbed_in_its_own_release_before_the_deployed_image_touches_it(
+    tmp_path, scrub, current, calls
+):
+    """Bug #3 of issue 15: the deploy account chooses what runs in staging, so its image
+    must not run on unscrubbed production data. The release the data is of (production
+    ran it) migrates and scrubs; only then the deployed image migrates what is left."""
+    from tests.unit.conftest import server_python
+
+    (tmp_path / "scrub.sql").write_text("UPDATE notes_visit SET path = 'scrubbed';\n")
+    result = server_python(
+        f"""
+        record_commands(versions=True)
+        from pdserver import pipeline, refresh
+        env = stand_in("staging", APP_DIR={str(tmp_path)!r}, PROJECT="pixel-staging", MANAGE="python3 manage.py",
+                       SCRUB={scrub!r}, DB_SERVICE="db")
+        run = pipeline.Run(env, "r1", {{}})
+        assert refresh.migrate(run, "1.4.0") == 0
+        assert refresh.scrub_then_catch_up(run, "1.4.0", {current!r}) == 0
+        """,
+        calls=tmp_path / "calls",
+    )
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "calls").read_text().splitlines() == calls

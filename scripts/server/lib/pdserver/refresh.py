@@ -59,6 +59,13 @@ def latest_backup(folder: str) -> str:
     return max(dumps, key=os.path.getmtime, default="")
 
 
+def backup_version(path: str) -> str:
+    """The version a backup holds data of, from its name (TIME-VERSION.dump), or ''."""
+    match = re.match(r"^[0-9]{8}T[0-9]{6}Z-(.+)\.dump$", os.path.basename(path))
+    version = match.group(1) if match else ""
+    return version if version != "none" and facts.matches(facts.VERSION_RE, version) else ""
+
+
 PG_DUMP = 'pg_dump -U "$POSTGRES_USER" -Fc "$POSTGRES_DB"'
 PG_RESTORE = (
     "pg_restore --clean --if-exists --no-owner --no-acl --single-transaction --exit-on-error "
@@ -82,7 +89,8 @@ def restore_file(run, path: str) -> int:
 
 def scrub(run, version: str) -> int:
     """The target's scrub step (SCRUB): an SQL file of the app directory run by psql, or
-    one management command run in a one-off container of VERSION."""
+    one management command run in a one-off container of VERSION: the release the data
+    came from, never whatever the deploy account deployed last."""
     env = run.env
     kind, _, what = env["SCRUB"].partition(":")
     if kind == "sql":
@@ -99,7 +107,10 @@ def scrub(run, version: str) -> int:
         if not re.match(r"^[a-z][a-z0-9_]{0,63}$", what):
             print(f"SCRUB: '{what}' is not a management command name", flush=True)
             return 1
-        print(f"scrubbing with manage.py {what}", flush=True)
+        if not version:
+            print("the data's release is unknown: no image to scrub it with", flush=True)
+            return 1
+        print(f"scrubbing with manage.py {what} in {version}", flush=True)
         return runner.streamed(compose.manage(env, version, [what]))
     print("no scrub step configured (scrub: in invoke.yaml)", flush=True)
     return 1
@@ -110,8 +121,22 @@ def migrate(run, version: str) -> int:
     return runner.streamed(compose.manage(run.env, version, ["migrate", "--noinput"]))
 
 
-def receive(path: str) -> int:
-    """The dump and its trailer from stdin into a root-only file, checked."""
+def scrub_then_catch_up(run, data: str, current: str) -> int:
+    """Scrub in the release the data is of; only then may the image deployed here (which
+    the deploy account chose) touch it: migrated to what that one expects."""
+    code = scrub(run, data)
+    if code or current in ("", "none", data):
+        return code
+    print(f"the data is scrubbed: {run.env.name} serves {current}", flush=True)
+    return migrate(run, current)
+
+
+_DATA_VERSION = re.compile(rb"\npushdeploy-data-version:([A-Za-z0-9_][A-Za-z0-9_.-]{0,127})\n\Z")
+
+
+def receive(path: str, found: dict) -> int:
+    """The dump and its trailer from stdin into a root-only file, checked; the release the
+    data is of (the line the client puts between dump and trailer) into found."""
     digest = hashlib.sha256()
     size = 0
     with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as out:
@@ -141,7 +166,22 @@ def receive(path: str) -> int:
     if digest.hexdigest() != match.group(1).decode():
         print("the dump's checksum does not match: not restoring it", flush=True)
         return 1
-    print(f"received {size - TRAILER_BYTES} bytes, checksum ok", flush=True)
+    size -= TRAILER_BYTES
+    with open(path, "rb+") as dump:
+        dump.seek(max(0, size - 200))
+        tail = dump.read()
+        named = _DATA_VERSION.search(tail)
+        if not named:
+            print(
+                "the dump came without the release its data is of (a client older than this server side?): "
+                "run `inv db.refresh` from a current checkout",
+                flush=True,
+            )
+            return 1
+        size -= len(named.group(0))
+        dump.truncate(size)
+    found["data_version"] = named.group(1).decode()
+    print(f"received {size} bytes, checksum ok; the data is of release {found['data_version']}", flush=True)
     return 0
 
 
@@ -153,11 +193,20 @@ def db_dump(request: Request) -> int:
     newest = "" if request.option("fresh") else latest_backup(os.path.join(env.state_dir, "backups"))
     if newest:
         print(f"sending the newest backup of {env.name}: {os.path.basename(newest)}", file=sys.stderr, flush=True)
+        _data_version(backup_version(newest) or envs.current_version(env))
         with open(newest, "rb") as dump:
             runs.copy(dump)
         return 0
     print(f"taking a fresh pg_dump of {env.name}", file=sys.stderr, flush=True)
+    _data_version(envs.current_version(env))
     return runner.streamed(compose.compose(env, "exec", "-T", env["DB_SERVICE"], "sh", "-c", PG_DUMP))
+
+
+def _data_version(version: str) -> None:
+    """The release the dump's data is of, as data on stderr (the client passes it on)."""
+    import json
+
+    print(facts.RESULT_PREFIX + json.dumps({"data_version": version}), file=sys.stderr, flush=True)
 
 
 def db_restore(request: Request) -> int:
@@ -202,13 +251,15 @@ def refresh(run, source: str) -> int:
     print(f"{now_iso()} refresh of {env.name} from {source} by {run.by or 'unknown'}", flush=True)
     step = pipeline.step
     outcome = "ok"
+    found = {}  # the release the data is of: it migrates and scrubs, never `current`'s image
     arrived = (
-        step(run, "receive", lambda run: receive(dump))
+        step(run, "receive", lambda run: receive(dump, found))
         and step(run, "maintenance-on", pipeline.maintenance, True)
         and step(run, "database", ct.ComposeEngine(env).database)
     )
     restored = arrived and step(run, "restore", restore_file, dump)
-    if restored and step(run, "migrate", migrate, current) and step(run, "scrub", scrub, current):
+    data = found.get("data_version", "")
+    if restored and step(run, "migrate", migrate, data) and step(run, "scrub", scrub_then_catch_up, data, current):
         if not step(run, "maintenance-off", pipeline.maintenance, False):
             outcome = "failed"
     else:

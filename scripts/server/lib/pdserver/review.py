@@ -239,7 +239,8 @@ def create(review: Review, run) -> bool:
 
 def seed(review: Review, run) -> bool:
     """The database starts empty (migrations fill it), or from the newest backup of another
-    environment on this host, scrubbed by the template's scrub step."""
+    environment on this host, scrubbed by the template's scrub step in the release the
+    backup was taken of (the instance has none deployed yet)."""
     how = review.template["REVIEW_SEED"]
     if how in ("fresh", ""):
         print("database: fresh", flush=True)
@@ -256,7 +257,7 @@ def seed(review: Review, run) -> bool:
     return (
         step(run, "database", ct.ComposeEngine(review.env).database)
         and step(run, "seed", refresh.restore_file, dump)
-        and step(run, "scrub", refresh.scrub, envs.current_version(review.env))
+        and step(run, "scrub", refresh.scrub, refresh.backup_version(dump))
     )
 
 
