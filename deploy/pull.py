@@ -2,7 +2,7 @@
 
 In pull mode CI only pushes a channel tag (e.g. pixel:production-approved); the
 agent on the server deploys whatever image it points to as CHANNEL-<first hex
-digits of the digest> (scripts/server/lib/pull.sh). No I/O here.
+digits of the digest> (scripts/server/lib/pdserver/agent.py). No I/O here.
 """
 
 from __future__ import annotations

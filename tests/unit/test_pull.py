@@ -3,22 +3,15 @@
 from __future__ import annotations
 
 import importlib.util
-import subprocess
 
 import pytest
 
 from deploy import plan, protocol, pull, settings
-from pdserver import containers
+from pdserver import agent, containers, verbs
 from pdserver import order as server_order
 
 LIB = protocol.SERVER_DIR / "lib"
 DIGEST = "sha256:" + "3f2a9c1b2d4e" + "0" * 52
-
-
-def bash(script: str, *args: str) -> str:
-    """Run script with the server's protocol.sh and pull.sh sourced, as bin/install does."""
-    full = f'set -euo pipefail; . "{LIB}/protocol.sh"; . "{LIB}/pull.sh"; {script}'
-    return subprocess.run(["bash", "-c", full, "bash", *args], capture_output=True, text=True, check=True).stdout
 
 
 def load_pull_py():
@@ -137,12 +130,12 @@ def test_scheduler_is_systemd_where_it_runs_as_pid_1_else_cron(tmp_path, systemd
         run.mkdir()
     if cron_d:
         cron.mkdir()
-    assert bash('pull_scheduler "$1" "$2"', str(run), str(cron)).strip() == expected
+    assert agent.scheduler(str(run), str(cron)) == expected
 
 
 @pytest.mark.parametrize(("every", "minutes"), [(10, 1), (60, 1), (61, 2), (300, 5), (3600, 60)])
 def test_cron_runs_every_whole_minute_at_least(every, minutes):
-    text = bash('pull_cron_text staging "$1"', str(every))
+    text = agent.cron_text("staging", every)
     assert (
         f"*/{minutes} * * * * root /opt/pushdeploy/bin/deploy pull staging >>/var/lib/pushdeploy/staging/pull/agent.log 2>&1\n"
         in text
@@ -150,21 +143,20 @@ def test_cron_runs_every_whole_minute_at_least(every, minutes):
 
 
 def test_systemd_units_run_the_agent_every_interval():
-    service = bash("pull_service_text production")
-    timer = bash("pull_timer_text production 45")
+    service = agent.service_text("production")
+    timer = agent.timer_text("production", 45)
     assert "Type=oneshot\nExecStart=/opt/pushdeploy/bin/deploy pull production\n" in service
     assert "OnBootSec=45s\nOnUnitActiveSec=45s\n" in timer and "WantedBy=timers.target" in timer
-    assert bash("pull_unit production").strip() == "pushdeploy-pull-production"
+    assert agent.unit("production") == "pushdeploy-pull-production"
 
 
 def test_agent_location_is_reported_from_the_installed_files(tmp_path):
     systemd, cron = tmp_path / "systemd", tmp_path / "cron.d"
     systemd.mkdir()
     cron.mkdir()
-    where = 'pull_agent_where staging "$1" "$2"'
-    assert bash(where, str(systemd), str(cron)).strip() == "none"
+    assert verbs.pull_agent_where("staging", str(systemd), str(cron)) == "none"
     (cron / "pushdeploy-pull-staging").write_text("")
-    assert bash(where, str(systemd), str(cron)).strip() == f"cron {cron}/pushdeploy-pull-staging"
+    assert verbs.pull_agent_where("staging", str(systemd), str(cron)) == f"cron {cron}/pushdeploy-pull-staging"
 
 
 # ------------------------------------------------------------------ the agent's records

@@ -30,5 +30,6 @@ both sides read one copy. Modules, one concern each:
   stack.py    strategy: a swarm stack (stack deploy, converge, whole-stack undo)
   review.py   review environments (review-up, review-down), the front proxy
   refresh.py  db-dump and db-restore: moving a database, scrubbed
-  agent.py    pull mode's agent (bin/deploy pull)
+  agent.py    pull mode's agent (bin/deploy pull), and its systemd timer or cron entry
+  install.py  bin/install: everything server.setup puts on a host, changed only where it differs
 """

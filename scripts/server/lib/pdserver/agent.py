@@ -1,5 +1,5 @@
 """Pull mode's agent: `bin/deploy pull ENV`, run as root by the environment's systemd timer
-or cron entry (bin/install sets either up, lib/pull.sh), never by the deploy account.
+or cron entry (bin/install sets either up, from this module), never by the deploy account.
 
 One check: resolve the channel's tag to a digest; when it moved since the last image the
 agent tried, pin it as CHANNEL-<hex> (the registry has no such tag: the digest is kept in
@@ -22,6 +22,67 @@ from .lock import now_iso
 from .request import Refused, Request
 
 AGENT_LOG_MAX = 1 << 20
+
+
+# ---------------------------------------------------------------------- how it is run (bin/install)
+
+
+def unit(env: str) -> str:
+    """The name of ENV's agent: its systemd units, or its cron.d file."""
+    return f"pushdeploy-pull-{env}"
+
+
+def scheduler(systemd_run: str, cron_dir: str) -> str:
+    """systemd where it runs as PID 1 (SYSTEMD_RUN exists: what sd_booted(3) checks), else
+    cron where there is a cron.d, else none."""
+    if os.path.isdir(systemd_run):
+        return "systemd"
+    return "cron" if os.path.isdir(cron_dir) else "none"
+
+
+def service_text(env: str) -> str:
+    return f"""# Managed by pushdeploy (inv server.setup): the pull agent of {env}.
+[Unit]
+Description=pushdeploy pull agent for {env}: deploy the channel's image when it changed
+After=network-online.target docker.service
+Wants=network-online.target
+
+[Service]
+Type=oneshot
+ExecStart={facts.PREFIX}/bin/deploy pull {env}
+"""
+
+
+def timer_text(env: str, every: int) -> str:
+    return f"""# Managed by pushdeploy (inv server.setup): the pull agent of {env}, every {every} s.
+[Unit]
+Description=pushdeploy pull agent for {env}, every {every} s
+
+[Timer]
+OnBootSec={every}s
+OnUnitActiveSec={every}s
+AccuracySec=1s
+
+[Install]
+WantedBy=timers.target
+"""
+
+
+def cron_minutes(every: int) -> int:
+    """cron counts minutes: every ceil(EVERY/60) minutes, at least every minute."""
+    return (every + 59) // 60
+
+
+def cron_text(env: str, every: int) -> str:
+    minutes = cron_minutes(every)
+    return (
+        f"# Managed by pushdeploy (inv server.setup): the pull agent of {env}, every {minutes} min.\n"
+        "SHELL=/bin/sh\nPATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n"
+        f"*/{minutes} * * * * root {facts.PREFIX}/bin/deploy pull {env} >>{facts.STATE}/{env}/pull/agent.log 2>&1\n"
+    )
+
+
+# ---------------------------------------------------------------------- the agent (bin/deploy pull)
 
 
 def pull(request: Request) -> int:

@@ -112,7 +112,9 @@ SYSTEMD_DIR, CRON_DIR = "/etc/systemd/system", "/etc/cron.d"
 
 def pull_agent_where(name: str, systemd_dir: str = SYSTEMD_DIR, cron_dir: str = CRON_DIR) -> str:
     """How the pull agent of NAME runs here: a systemd timer (and its state), a cron entry, or none."""
-    unit = f"pushdeploy-pull-{name}"
+    from .agent import unit as agent_unit
+
+    unit = agent_unit(name)
     if os.path.isfile(os.path.join(systemd_dir, unit + ".timer")):
         _, state = run.output(run.Command(["systemctl", "is-active", unit + ".timer"]), stderr=False)
         return f"systemd timer {unit}.timer ({state.strip()})"

@@ -1,0 +1,116 @@
+"""bin/install (pdserver/install.py) on a temporary root: it changes only what differs, keeps
+the server's .env values, installs or removes the pull agent and the webhooks. The parts
+that need the real system (useradd, visudo, systemctl) run in every e2e test's server.setup."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from pdserver import facts, install
+
+
+@pytest.fixture
+def root(tmp_path, monkeypatch):
+    for name in ("PREFIX", "ETC", "STATE"):
+        monkeypatch.setattr(facts, name, str(tmp_path / name.lower()))
+    monkeypatch.setattr(facts, "KEYS_FILE", str(tmp_path / "etc/keys.json"))
+    monkeypatch.setattr(install, "SYSTEMD_RUN", str(tmp_path / "no-systemd"))
+    monkeypatch.setattr(install, "CRON_DIR", str(tmp_path / "cron.d"))
+    (tmp_path / "cron.d").mkdir()
+    bundle = tmp_path / "bundle"
+    (bundle / "app/docker/nginx").mkdir(parents=True)
+    (bundle / "app/docker-compose.yml").write_text("services: {}\n")
+    (bundle / "app/docker/nginx/pixel.conf").write_text("server {}\n")
+    (bundle / "dotenv").write_text("VERSION=none\nSECRET_KEY=from-template\nNEW_KEY=1\n")
+    (bundle / "env.conf").write_text("APP_DIR=/x\nPROJECT=p\nPULL_CHANNEL=production-approved\nPULL_EVERY=120\n")
+    return tmp_path
+
+
+def installer(root) -> install.Installer:
+    return install.Installer(str(root / "bundle"), "production", "root", str(root / "srv/app"))
+
+
+def test_a_second_run_changes_nothing_and_the_servers_env_values_stay(root, capsys):
+    app = root / "srv/app"
+    first = installer(root)
+    first.install_app()
+    assert (app / ".env").read_text() == "VERSION=none\nSECRET_KEY=from-template\nNEW_KEY=1\n"
+    assert oct((app / ".env").stat().st_mode & 0o777) == "0o600"
+    assert oct((app / "docker/nginx/pixel.conf").stat().st_mode & 0o777) == "0o644"
+    (app / ".env").write_text("VERSION=1.4.0\nSECRET_KEY=the-servers-own")  # no newline at the end
+    capsys.readouterr()
+    second = installer(root)
+    second.install_app()
+    assert (app / ".env").read_text() == "VERSION=1.4.0\nSECRET_KEY=the-servers-own\nNEW_KEY=1\n"
+    assert "(1 new keys; existing values kept)" in capsys.readouterr().out
+    third = installer(root)
+    third.install_app()
+    assert third.changed == 0
+
+
+def test_a_changed_mode_is_put_back(root):
+    first = installer(root)
+    first.install_app()
+    os.chmod(root / "srv/app/docker-compose.yml", 0o666)
+    again = installer(root)
+    again.install_app()
+    assert again.changed == 1 and oct((root / "srv/app/docker-compose.yml").stat().st_mode & 0o777) == "0o644"
+
+
+def test_the_pull_agent_is_a_cron_entry_without_systemd_and_goes_with_the_channel(root, capsys):
+    installer(root).install_pull_agent()
+    entry = root / "cron.d/pushdeploy-pull-production"
+    assert "*/2 * * * * root " in entry.read_text() and oct(entry.stat().st_mode & 0o777) == "0o644"
+    assert "pull agent of production: cron" in capsys.readouterr().out
+    (root / "bundle/env.conf").write_text("APP_DIR=/x\nPROJECT=p\n")
+    gone = installer(root)
+    gone.install_pull_agent()
+    assert not entry.exists() and gone.changed == 1
+
+
+def test_webhooks_are_root_only_and_an_empty_list_removes_them(root):
+    (root / "bundle/webhooks").write_text("json https://h/secret\n")
+    put = installer(root)
+    put.install_webhooks()
+    hooks = root / "etc/production.webhooks"
+    assert oct(hooks.stat().st_mode & 0o777) == "0o600"
+    (root / "bundle/webhooks").write_text("")
+    installer(root).install_webhooks()
+    assert not hooks.exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["b", "Bad_Env", "pd", "/srv/x"], "invalid environment name"),
+        (["b", "staging", "Root", "/srv/x"], "invalid user name"),
+        (["b", "staging", "pd", "srv/x"], "APP_DIR must be an absolute path"),
+        (["b", "staging", "pd", "/srv/../etc"], "APP_DIR must be an absolute path"),
+    ],
+)
+def test_bad_arguments_change_nothing(argv, says, capsys):
+    assert install.main(argv) == 1
+    assert says in capsys.readouterr().err
+
+
+def test_code_an_earlier_server_side_left_is_removed_and_the_rest_installed(root, capsys):
+    bundle = root / "bundle"
+    for name in facts.SERVER_FILES:
+        (bundle / name).parent.mkdir(parents=True, exist_ok=True)
+        (bundle / name).write_text(f"# {name}\n")
+    (bundle / "env.conf").write_text("APP_DIR=/x\nPROJECT=p\n")
+    stale = root / "prefix/lib/switch.sh"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("# the old bash switch\n")
+    (root / "prefix/lib/pdserver").mkdir()
+    (root / "prefix/lib/pdserver/__pycache__").mkdir()
+    installer(root).install_code()
+    assert not stale.exists() and (root / "prefix/lib/pdserver/__pycache__").is_dir()
+    assert all((root / "prefix" / name).exists() for name in facts.SERVER_FILES)
+    assert oct((root / "prefix/bin/deploy").stat().st_mode & 0o777) == "0o755"
+    assert "lib/switch.sh (removed: no longer part of the server side)" in capsys.readouterr().out
+    again = installer(root)
+    again.install_code()
+    assert again.changed == 0
