@@ -79,6 +79,7 @@ def setup(c, env="staging", public_key=None):
 
         def work(host, out):
             name = f".pushdeploy-bundle-{secrets.token_hex(6)}.tar"
+            out.line(f"sending the server side and settings ({max(1, len(archive) // 1024)} KiB), then installing")
             with _admin_connect(settings, host) as connection:
                 sftp = connection.sftp()
                 with sftp.open(name, "wx") as upload:  # the bundle holds the server's .env: owner only
