@@ -1,11 +1,11 @@
 """Retiring containers: how bin/deploy counts the requests a container still owes an
-answer, from its /proc/net/tcp and tcp6 (pdserver/slots.py open_requests), table-tested
+answer, from its /proc/net/tcp and tcp6 (pdserver/drain.py open_requests), table-tested
 with a stand-in for `docker` that serves the table."""
 
 import pytest
 
+from pdserver import drain
 from pdserver import env as envs
-from pdserver import slots
 
 ENV = envs.Env("staging", "/nonexistent/staging.conf", dict(envs.DEFAULTS, APP_DIR="/srv/app", PROJECT="p"))
 
@@ -43,13 +43,13 @@ def line(local_port: str, remote_port: str, state: str) -> str:
 def test_open_requests_counts_connections_on_the_ports_it_listens_on(rows, open_count, monkeypatch):
     table = "\n".join([HEADER, *rows])
     answers = {"inspect": (0, "0\n"), "exec": (0, table + "\n")}
-    monkeypatch.setattr(slots.ct, "docker_out", lambda env, *args: answers[args[0]])
-    assert str(slots.open_requests(ENV, "c1")) == str(open_count)
+    monkeypatch.setattr(drain.ct, "docker_out", lambda env, *args: answers[args[0]])
+    assert str(drain.open_requests(ENV, "c1")) == str(open_count)
 
 
 def test_a_container_whose_table_cannot_be_read_is_not_waited_for(monkeypatch, capsys):
     answers = {"inspect": (0, "0\n"), "exec": (1, "")}
-    monkeypatch.setattr(slots.ct, "docker_out", lambda env, *args: answers[args[0]])
-    slots.Slots(ENV).wait_idle(["c1"], "old")
+    monkeypatch.setattr(drain.ct, "docker_out", lambda env, *args: answers[args[0]])
+    drain.wait_idle(ENV, ["c1"], "old")
     print("waited: no")
     assert capsys.readouterr().out.strip() == "waited: no"

@@ -1,5 +1,5 @@
 """Review environments and db.refresh, the pure parts: names, template instantiation,
-the front proxy's routes (rendered by pdserver/review.py), what prune picks, the request lines."""
+the front proxy's routes (rendered by pdserver/front.py), what prune picks, the request lines."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pytest
 from deploy import plan, protocol, refresh, settings
 from deploy import review as reviews
 from pdserver import env as server_envs
+from pdserver import front as server_front
 from pdserver import refresh as server_refresh
 from pdserver import review as server_reviews
 from pdserver.verbs import review_url
@@ -169,7 +170,7 @@ def test_the_server_conf_of_a_template_says_so_and_others_do_not():
 
 
 def test_the_route_sends_the_pull_requests_host_name_to_its_environment_by_docker_dns():
-    out = server_reviews.render_route(server_review("review-12"))
+    out = server_front.render_route(server_review("review-12"))
     assert re.search(r"^\s*server_name pr-12\.review\.example\.org;$", out, re.MULTILINE)
     assert "set $review_upstream review-12;" in out
     assert "proxy_pass http://$review_upstream:80;" in out  # asked per request: the front starts before any environment
@@ -179,7 +180,7 @@ def test_the_route_sends_the_pull_requests_host_name_to_its_environment_by_docke
 
 
 def test_unknown_host_names_get_a_404_from_the_default_server():
-    out = server_reviews.FRONT_DEFAULT
+    out = server_front.FRONT_DEFAULT
     assert "listen 80 default_server;" in out and "return 404" in out
 
 

@@ -9,7 +9,7 @@ import pytest
 from deploy import plan, protocol
 from deploy.settings import ConfigError, from_config
 from pdserver import env as server_envs
-from pdserver import stack
+from pdserver import stackfile
 
 _spec = importlib.util.spec_from_file_location("swarm", protocol.SERVER_DIR / "lib/swarm.py")
 swarm = importlib.util.module_from_spec(_spec)
@@ -291,7 +291,7 @@ def test_stack_deploy_gets_the_servers_env_values_and_the_new_version(tmp_path):
     env = server_envs.Env(
         "s", "/nonexistent/s.conf", {**server_envs.DEFAULTS, "APP_DIR": str(tmp_path), "PROJECT": "pixel-swarm"}
     )
-    command = stack.with_dotenv(env, "1.1.0", "stack", "deploy")
+    command = stackfile.with_dotenv(env, "1.1.0", "stack", "deploy")
     assert command.argv[:3] == ["docker", "stack", "deploy"] and command.cwd == str(tmp_path)
     values = command.environ
     assert (values["VERSION"], values["SECRET_KEY"], values["IMAGE"], values["PD_STACK"]) == (

@@ -130,68 +130,69 @@ def watch(data: dict, phase: str, since: float) -> list[str]:
     nodes = {node["ID"]: node for node in data.get("nodes") or []}
     down = {nid for nid, node in nodes.items() if (node.get("Status") or {}).get("State") != "ready"}
     hostname = {nid: (node.get("Description") or {}).get("Hostname") or nid[:12] for nid, node in nodes.items()}
-    lines = [
-        f"down\t{hostname[nid]}"
-        for nid, node in sorted(nodes.items())
-        if (node.get("Status") or {}).get("State") != "ready"
-    ]
+    lines = [f"down\t{hostname[nid]}" for nid in sorted(nodes) if nid in down]
     for service in sorted(data.get("services") or [], key=lambda s: s["Spec"]["Name"]):
-        spec = service["Spec"]
-        name, image = spec["Name"], spec["TaskTemplate"]["ContainerSpec"]["Image"]
-        mode = spec.get("Mode") or {}
         tasks = [t for t in data.get("tasks") or [] if t.get("ServiceID") == service["ID"]]
-        wanted = [t for t in tasks if t.get("DesiredState") == "running"]
-        if "Replicated" in mode:
-            replicas = int(mode["Replicated"].get("Replicas", 1))
-        else:  # global: one a node that is up
-            replicas = len(
-                [t for t in wanted if (nodes.get(t.get("NodeID")) or {}).get("Status", {}).get("State") == "ready"]
-            )
-        current = [
-            t for t in wanted if t["Status"]["State"] == "running" and t["Spec"]["ContainerSpec"]["Image"] == image
-        ]
-        where = ",".join(sorted({hostname.get(t.get("NodeID"), "?") for t in current})) or "no node"
-        detail = f"{len(current)}/{replicas} running {_tag(image)} on {where}"
-        failures = [
-            t
-            for t in tasks
-            if t["Status"]["State"] in ("failed", "rejected") and _epoch(t["Status"].get("Timestamp")) >= since
-        ]
-        if failures:
-            last = max(failures, key=lambda t: t["Status"].get("Timestamp", ""))
-            message = last["Status"].get("Err") or last["Status"].get("Message") or last["Status"]["State"]
-            detail += f"; {len(failures)} task(s) failed, last on {hostname.get(last.get('NodeID'), '?')}: {message}"
-        update = service.get("UpdateStatus") or {}
-        state = update.get("State") if _epoch(update.get("StartedAt")) >= since else None
-        if update.get("Message") and state:
-            detail += f"; swarm: {update['Message']}"
-        # A node that stopped answering keeps swarm's update waiting for its old
-        # task to stop, possibly for ever; every task that should run does, elsewhere.
-        others = [t for t in wanted if t not in current and t.get("NodeID") not in down]
-        # Tasks of another image still running on a node that answers (swarm asked
-        # them to stop, or has not yet): until they stop, they are served too.
-        strays = [
-            t
-            for t in tasks
-            if t["Status"]["State"] == "running"
-            and t["Spec"]["ContainerSpec"]["Image"] != image
-            and t.get("NodeID") not in down
-        ]
-        if strays:
-            stray_tags = ",".join(sorted({_tag(t["Spec"]["ContainerSpec"]["Image"]) for t in strays}))
-            detail += f"; {len(strays)} task(s) of {stray_tags} still running on {','.join(sorted({hostname.get(t.get('NodeID'), '?') for t in strays}))}"
-        waits_for_down = state in MOVING_UPDATE and down and len(current) >= replicas and not others
-        if waits_for_down:
-            detail += f"; swarm's update still waits for {','.join(sorted(hostname[n] for n in down))} (down)"
-        if state in FAILED_UPDATE or (state == "rollback_completed" and phase == "deploy"):
-            lines.append(f"failed\t{name}\t{detail}")
-        elif waits_for_down:
-            lines.append(f"converged\t{name}\t{detail}")
-        elif state in MOVING_UPDATE or len(current) < replicas or strays:
-            lines.append(f"updating\t{name}\t{detail}")
-        else:
-            lines.append(f"converged\t{name}\t{detail}")
+        lines.append(_service_line(service, tasks, nodes, down, hostname, phase, since))
     return lines
+
+
+def _service_line(service: dict, tasks: list, nodes: dict, down: set, hostname: dict, phase: str, since: float) -> str:
+    """STATE<TAB>SERVICE<TAB>DETAIL for one service of the stack."""
+    spec = service["Spec"]
+    name, image = spec["Name"], spec["TaskTemplate"]["ContainerSpec"]["Image"]
+    mode = spec.get("Mode") or {}
+    wanted = [t for t in tasks if t.get("DesiredState") == "running"]
+    if "Replicated" in mode:
+        replicas = int(mode["Replicated"].get("Replicas", 1))
+    else:  # global: one a node that is up
+        replicas = len(
+            [t for t in wanted if (nodes.get(t.get("NodeID")) or {}).get("Status", {}).get("State") == "ready"]
+        )
+    current = [t for t in wanted if t["Status"]["State"] == "running" and t["Spec"]["ContainerSpec"]["Image"] == image]
+    where = ",".join(sorted({hostname.get(t.get("NodeID"), "?") for t in current})) or "no node"
+    detail = f"{len(current)}/{replicas} running {_tag(image)} on {where}" + _failures(tasks, hostname, since)
+    update = service.get("UpdateStatus") or {}
+    state = update.get("State") if _epoch(update.get("StartedAt")) >= since else None
+    if update.get("Message") and state:
+        detail += f"; swarm: {update['Message']}"
+    # A node that stopped answering keeps swarm's update waiting for its old
+    # task to stop, possibly for ever; every task that should run does, elsewhere.
+    others = [t for t in wanted if t not in current and t.get("NodeID") not in down]
+    # Tasks of another image still running on a node that answers (swarm asked
+    # them to stop, or has not yet): until they stop, they are served too.
+    strays = [
+        t
+        for t in tasks
+        if t["Status"]["State"] == "running"
+        and t["Spec"]["ContainerSpec"]["Image"] != image
+        and t.get("NodeID") not in down
+    ]
+    if strays:
+        stray_tags = ",".join(sorted({_tag(t["Spec"]["ContainerSpec"]["Image"]) for t in strays}))
+        detail += f"; {len(strays)} task(s) of {stray_tags} still running on {','.join(sorted({hostname.get(t.get('NodeID'), '?') for t in strays}))}"
+    waits_for_down = state in MOVING_UPDATE and down and len(current) >= replicas and not others
+    if waits_for_down:
+        detail += f"; swarm's update still waits for {','.join(sorted(hostname[n] for n in down))} (down)"
+    if state in FAILED_UPDATE or (state == "rollback_completed" and phase == "deploy"):
+        return f"failed\t{name}\t{detail}"
+    if not waits_for_down and (state in MOVING_UPDATE or len(current) < replicas or strays):
+        return f"updating\t{name}\t{detail}"
+    return f"converged\t{name}\t{detail}"
+
+
+def _failures(tasks: list, hostname: dict, since: float) -> str:
+    """'; N task(s) failed, last on HOST: WHY' for tasks that failed since the deploy, or ''."""
+    failures = [
+        t
+        for t in tasks
+        if t["Status"]["State"] in ("failed", "rejected") and _epoch(t["Status"].get("Timestamp")) >= since
+    ]
+    if not failures:
+        return ""
+    last = max(failures, key=lambda t: t["Status"].get("Timestamp", ""))
+    message = last["Status"].get("Err") or last["Status"].get("Message") or last["Status"]["State"]
+    return f"; {len(failures)} task(s) failed, last on {hostname.get(last.get('NodeID'), '?')}: {message}"
 
 
 def main(argv: list[str]) -> int:

@@ -108,75 +108,80 @@ def pull(request: Request) -> int:
     return check(env, folder)
 
 
-def check(env: envs.Env, folder: str) -> int:
-    channel = env["PULL_CHANNEL"]
-    tools = run.lib_module("pull")
-    checks = os.path.join(folder, "checks.jsonl")
+class Checks:
+    """The agent's record of its checks, one JSON object a line (pull-status shows them)."""
 
-    def result(what: str, digest: str, version: str, message: str) -> None:
+    def __init__(self, env: envs.Env, folder: str):
+        self.env, self.path, self.tools = env, os.path.join(folder, "checks.jsonl"), run.lib_module("pull")
+
+    def result(self, what: str, digest: str, version: str, message: str) -> None:
         print(f"{what}: {message}", flush=True)
-        fields = {
-            "time": now_iso(),
-            "channel": channel,
-            "result": what,
-            "digest": digest,
-            "version": version,
-            "message": message,
-        }
-        tools.record(checks, [f"{key}={value}" for key, value in fields.items()])
+        fields = {"time": now_iso(), "channel": self.env["PULL_CHANNEL"], "result": what}
+        fields.update(digest=digest, version=version, message=message)
+        self.tools.record(self.path, [f"{key}={value}" for key, value in fields.items()])
 
+    def last_tried(self) -> str:
+        """The digest of the last image the agent tried, else the one deployed now."""
+        tools = self.tools
+        current = envs.current_version(self.env)
+        return tools.last_digest(tools.read(self.path)) or tools.running_digest(tools.read(self.env.history), current)
+
+
+def check(env: envs.Env, folder: str) -> int:
+    channel, checks = env["PULL_CHANNEL"], Checks(env, folder)
     print(f"{now_iso()} checking {env.name}'s channel {channel}", flush=True)
-    ref = ct.web_image_ref(env, channel)
-    if not ref.endswith(":" + channel):
-        result(
-            "error",
-            "",
-            "",
-            f"the web service's image in the compose files must be REPOSITORY:${{VERSION}} (got '{ref or 'nothing'}')",
-        )
-        return 1
-    repo = ref[: -len(channel) - 1]
-    code, out = run.output(compose.docker(env, "pull", ref))
-    if code:
-        result("error", "", "", f"docker pull {ref} failed: {out.rstrip().rsplit(chr(10), 1)[-1]}")
-        return 1
-    found = re.findall(r"^Digest: (sha256:[0-9a-f]{64})$", out, re.M)
-    digest = found[-1] if found else ct.repo_digest(env, ref)
-    if not re.match(r"^sha256:[0-9a-f]{64}$", digest):
-        result("error", "", "", f"no registry digest for {ref}")
+    ref, digest, why = resolve(env, channel)
+    if why:
+        checks.result("error", "", "", why)
         return 1
     version = f"{channel}-{digest[7 : 7 + facts.PIN_HEX]}"
-    last = tools.last_digest(tools.read(checks)) or tools.running_digest(
-        tools.read(env.history), envs.current_version(env)
-    )
-    if digest == last:
-        result("unchanged", digest, version, f"{ref} is still {digest}")
+    if digest == checks.last_tried():
+        checks.result("unchanged", digest, version, f"{ref} is still {digest}")
         return 0
     print(f"{ref} moved to {digest}: deploying it as {version}", flush=True)
+    repo = ref[: -len(channel) - 1]
     if run.output(compose.docker(env, "tag", f"{repo}@{digest}", f"{repo}:{version}"))[0]:
-        result("error", digest, version, f"could not tag {repo}@{digest}")
+        checks.result("error", digest, version, f"could not tag {repo}@{digest}")
         return 1
     pins = os.path.join(folder, "pins")
     if not ct.pinned_digest(pins, version):
         with open(pins, "a") as file:
             file.write(f"{version} {digest}\n")
-    # Unguessable: a deploy sent earlier with the same id would make this one "already ran".
-    run_id = f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-pull-{os.urandom(6).hex()}"
-    deploy = [os.path.join(os.path.dirname(run.LIB), "bin", "deploy"), "deploy", env.name, version]
-    deploy += [f"--id={run_id}", "--force", f"--by=pull:{channel}"]
-    code = subprocess.run(deploy, check=False).returncode  # the deploy verb itself: its checks, lock and run
+    code = deploy(env, version)
     if code == 0:
-        result("deployed", digest, version, f"deployed {version} ({repo}@{digest})")
+        checks.result("deployed", digest, version, f"deployed {version} ({repo}@{digest})")
     elif code == facts.EXIT_BUSY:
-        result("busy", "", version, f"another deploy of {env.name} runs: trying again at the next check")
+        checks.result("busy", "", version, f"another deploy of {env.name} runs: trying again at the next check")
     else:
-        result(
-            "failed",
-            digest,
-            version,
-            f"the deploy of {version} failed (exit {code}): {envs.current_version(env)} serves; not retried until the channel moves",
-        )
+        serving = envs.current_version(env)
+        message = f"the deploy of {version} failed (exit {code}): {serving} serves; not retried until the channel moves"
+        checks.result("failed", digest, version, message)
     return code
+
+
+def resolve(env: envs.Env, channel: str) -> tuple[str, str, str]:
+    """(the channel's image reference, its registry digest now, '') or ('', '', why not)."""
+    ref = ct.web_image_ref(env, channel)
+    if not ref.endswith(":" + channel):
+        got = ref or "nothing"
+        return "", "", f"the web service's image in the compose files must be REPOSITORY:${{VERSION}} (got '{got}')"
+    code, out = run.output(compose.docker(env, "pull", ref))
+    if code:
+        return "", "", f"docker pull {ref} failed: {out.rstrip().rsplit(chr(10), 1)[-1]}"
+    found = re.findall(r"^Digest: (sha256:[0-9a-f]{64})$", out, re.M)
+    digest = found[-1] if found else ct.repo_digest(env, ref)
+    if not re.match(r"^sha256:[0-9a-f]{64}$", digest):
+        return "", "", f"no registry digest for {ref}"
+    return ref, digest, ""
+
+
+def deploy(env: envs.Env, version: str) -> int:
+    """The deploy verb itself, as root: its checks, its lock, its detached run. The id is
+    unguessable: a deploy sent earlier with the same id would make this one "already ran"."""
+    run_id = f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-pull-{os.urandom(6).hex()}"
+    argv = [os.path.join(os.path.dirname(run.LIB), "bin", "deploy"), "deploy", env.name, version]
+    argv += [f"--id={run_id}", "--force", f"--by=pull:{env['PULL_CHANNEL']}"]
+    return subprocess.run(argv, check=False).returncode
 
 
 def trim(path: str, limit: int) -> None:

@@ -78,6 +78,24 @@ def wait_running_healthy(env: envs.Env, ids: list) -> int:
     return 0
 
 
+def health_test(env: envs.Env, container: str) -> list:
+    """The container's health check as words: CMD ARGS... or CMD-SHELL TEXT; [] if none."""
+    rc, out = docker_out(
+        env, "inspect", "-f", '{{with .Config.Healthcheck}}{{range .Test}}{{.}}{{"\\x00"}}{{end}}{{end}}', container
+    )
+    words = out.rstrip("\n").split("\x00")[:-1] if rc == 0 else []
+    return words if words and words[0] in ("CMD", "CMD-SHELL") else []
+
+
+def probe(env: envs.Env, container: str, test: list) -> bool:
+    """Run the container's own health check now (10 s at most): whether it passed."""
+    if test[0] == "CMD":
+        argv = ["exec", container, *test[1:]]
+    else:
+        argv = ["exec", container, "/bin/sh", "-c", test[1]]
+    return runner.output(compose.docker(env, *argv), timeout=10)[0] == 0
+
+
 class ComposeEngine(Strategy):
     """The steps a compose environment runs before its switch (Slots and Recreate add theirs)."""
 

@@ -262,28 +262,7 @@ class Installer:
         self.put_dir(os.path.join(facts.STATE, self.env, "pull"), 0o700)
         scheduler = agent.scheduler(SYSTEMD_RUN, CRON_DIR)
         if scheduler == "systemd":
-            cron = os.path.join(CRON_DIR, unit)
-            if os.path.isfile(cron):
-                os.unlink(cron)
-                self.report("changed", f"removed {cron} (systemd runs the agent now)")
-            before = self.changed
-            self.put_text(agent.service_text(self.env), os.path.join(SYSTEMD_DIR, f"{unit}.service"), 0o644)
-            self.put_text(agent.timer_text(self.env, int(every)), os.path.join(SYSTEMD_DIR, f"{unit}.timer"), 0o644)
-            timer = f"{unit}.timer"
-            if self.changed > before:
-                started = _all_ok(
-                    ["systemctl", "daemon-reload"], ["systemctl", "enable", timer], ["systemctl", "restart", timer]
-                )
-                if not started:
-                    raise Failed(f"could not start {timer} (see `systemctl status {timer}`)")
-            elif (
-                subprocess.run(["systemctl", "is-active", timer], capture_output=True, text=True).stdout.strip()
-                != "active"
-            ):
-                if not _all_ok(["systemctl", "enable", "--now", timer]):
-                    raise Failed(f"could not start {timer} (see `systemctl status {timer}`)")
-                self.report("changed", f"started {timer}")
-            self.report("agent", f"pull agent of {self.env}: systemd timer {timer}, every {every} s, channel {channel}")
+            self.install_timer(unit, every, channel)
         elif scheduler == "cron":
             self.put_text(agent.cron_text(self.env, int(every)), os.path.join(CRON_DIR, unit), 0o644)
             minutes = agent.cron_minutes(int(every))
@@ -297,6 +276,30 @@ class Installer:
                 f"pull agent of {self.env}: neither systemd (PID 1) nor {CRON_DIR}: install cron, or run "
                 f"`{facts.PREFIX}/bin/deploy pull {self.env}` from your own scheduler",
             )
+
+    def install_timer(self, unit: str, every: str, channel: str) -> None:
+        """The agent as a systemd timer (and a cron entry of an earlier install removed)."""
+        cron = os.path.join(CRON_DIR, unit)
+        if os.path.isfile(cron):
+            os.unlink(cron)
+            self.report("changed", f"removed {cron} (systemd runs the agent now)")
+        before = self.changed
+        self.put_text(agent.service_text(self.env), os.path.join(SYSTEMD_DIR, f"{unit}.service"), 0o644)
+        self.put_text(agent.timer_text(self.env, int(every)), os.path.join(SYSTEMD_DIR, f"{unit}.timer"), 0o644)
+        timer = f"{unit}.timer"
+        if self.changed > before:
+            started = _all_ok(
+                ["systemctl", "daemon-reload"], ["systemctl", "enable", timer], ["systemctl", "restart", timer]
+            )
+            if not started:
+                raise Failed(f"could not start {timer} (see `systemctl status {timer}`)")
+        elif (
+            subprocess.run(["systemctl", "is-active", timer], capture_output=True, text=True).stdout.strip() != "active"
+        ):
+            if not _all_ok(["systemctl", "enable", "--now", timer]):
+                raise Failed(f"could not start {timer} (see `systemctl status {timer}`)")
+            self.report("changed", f"started {timer}")
+        self.report("agent", f"pull agent of {self.env}: systemd timer {timer}, every {every} s, channel {channel}")
 
     def remove_pull_agent(self, unit: str) -> None:
         timer = os.path.join(SYSTEMD_DIR, f"{unit}.timer")

@@ -97,6 +97,6 @@ def setup_check(words) -> int:
     env = envs.load(words[0] if len(words) == 1 else "")
     if env["ENGINE"] != "swarm":
         return 0
-    from . import stack
+    from . import stackfile
 
-    return stack.setup_check(env)
+    return stackfile.setup_check(env)

@@ -64,9 +64,9 @@ def plan_migrations(env: envs.Env, version: str, skip_migrate: bool) -> list:
     if skip_migrate:
         return ["migrations=skipped (a later batch: the first host migrates the shared database)"]
     if env["ENGINE"] == "swarm":
-        from . import stack
+        from . import stackfile
 
-        return stack.plan_migrations(env, version)
+        return stackfile.plan_migrations(env, version)
     pull = compose.compose(env, "pull", "-q", env["WEB_SERVICE"], version=version)
     code, out = run.output(pull)
     if code:

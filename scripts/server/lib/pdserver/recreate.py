@@ -22,7 +22,6 @@ from . import compose, release
 from . import containers as ct
 from . import env as envs
 from . import run as runner
-from .slots import health_test, probe
 
 SETTLE = 3  # seconds a web container without a health check must keep running
 
@@ -140,7 +139,7 @@ class Recreate(ct.ComposeEngine):
         env = self.env
         timeout = int(env["HEALTH_TIMEOUT"])
         deadline = time.monotonic() + timeout
-        test = health_test(env, container)
+        test = ct.health_test(env, container)
         first = run_marks(env, container)
         self.up_at, since = None, None
         while True:
@@ -157,7 +156,7 @@ class Recreate(ct.ComposeEngine):
                 if current == "unhealthy":
                     ct.show_failure(env, container, "unhealthy")
                     return False
-                if current == "healthy" or probe(env, container, test):
+                if current == "healthy" or ct.probe(env, container, test):
                     self.up_at, self.up_how = time.time(), "its health check passed"
                     print(f"{container[:12]} is healthy", flush=True)
                     return True

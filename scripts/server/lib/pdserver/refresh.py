@@ -274,6 +274,17 @@ def refresh(run, source: str) -> int:
     if os.path.exists(dump):
         os.unlink(dump)
     took = pipeline.elapsed(run.started)
+    _record(run, source, current, outcome, took)
+    if outcome == "ok":
+        print(f"refreshed {env.name} from {source} in {took}s (scrubbed)", flush=True)
+        return 0
+    print(f"refresh of {env.name} from {source} FAILED at {run.failed_step} after {took}s", flush=True)
+    return 1
+
+
+def _record(run, source: str, current: str, outcome: str, took: str) -> None:
+    """The refresh in the target's history (lib/history.py writes it)."""
+    env = run.env
     history = runner.lib_module("history")
     pairs = {
         "time": now_iso(),
@@ -290,8 +301,3 @@ def refresh(run, source: str) -> int:
         "duration": took,
     }
     history.append(env.history, [f"{k}={v}" for k, v in pairs.items()] + [f"steps=@{run.file('steps')}"])
-    if outcome == "ok":
-        print(f"refreshed {env.name} from {source} in {took}s (scrubbed)", flush=True)
-        return 0
-    print(f"refresh of {env.name} from {source} FAILED at {run.failed_step} after {took}s", flush=True)
-    return 1

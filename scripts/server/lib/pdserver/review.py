@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 
-from . import compose, facts, pipeline, plan, refresh, worker
+from . import compose, facts, front, pipeline, plan, refresh, worker
 from . import containers as ct
 from . import env as envs
 from . import run as runner
@@ -77,118 +77,6 @@ def review_lock(template: envs.Env) -> int:
             time.sleep(0.1)
 
 
-# ---------------------------------------------------------------------- the front proxy
-
-
-def render_route(review: Review) -> str:
-    """The nginx server block routing pr-N.DOMAIN to the instance's proxy, on the template's
-    network under the alias TEMPLATE-N. Docker's DNS is asked per request (a variable in
-    proxy_pass), so the front starts before an instance does."""
-    return f"""# pushdeploy review environment {review.name} (written by bin/deploy review-up)
-server {{
-    listen 80;
-    server_name {review.host};
-    location / {{
-        resolver 127.0.0.11 valid=5s ipv6=off;
-        set $review_upstream {review.name};
-        proxy_pass http://$review_upstream:80;
-        proxy_set_header Host $host;
-        proxy_set_header X-Real-IP $remote_addr;
-        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-        proxy_set_header X-Forwarded-Proto $scheme;
-        proxy_connect_timeout 2s;
-        proxy_read_timeout 60s;
-    }}
-}}
-"""
-
-
-FRONT_DEFAULT = """# pushdeploy review front proxy: a host name with no review environment gets 404.
-server {
-    listen 80 default_server;
-    server_name _;
-    default_type text/plain;
-    return 404 'no review environment answers for this host name\\n';
-}
-"""
-
-
-def template_env_value(review: Review, key: str) -> str:
-    for line in envs.read_text(os.path.join(review.template.app_dir, ".env")).splitlines():
-        if line.startswith(key + "="):
-            return line[len(key) + 1 :]
-    return ""
-
-
-def ensure_network(review: Review) -> bool:
-    if review.docker("network", "inspect", review.network)[0] == 0:
-        return True
-    return (
-        review.docker("network", "create", "--label", f"pushdeploy.review={review.template.name}", review.network)[0]
-        == 0
-    )
-
-
-def _write_public(path: str, text: str) -> None:
-    with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644), "w") as file:
-        file.write(text)
-    os.chmod(path, 0o644)
-
-
-def front_reload(review: Review) -> bool:
-    """Start the front proxy if it does not run, else reload its routes."""
-    os.makedirs(review.front_dir, mode=0o755, exist_ok=True)
-    os.chmod(review.front_dir, 0o755)
-    _write_public(os.path.join(review.front_dir, "default.conf"), FRONT_DEFAULT)
-    if not ensure_network(review):
-        return False
-    code, state = review.docker("inspect", "-f", "{{.State.Status}}", review.front)
-    state = state.strip() if code == 0 else ""
-    if state == "running" and review.docker("exec", review.front, "nginx", "-s", "reload")[0] == 0:
-        return True
-    if state:
-        review.docker("rm", "-f", review.front)
-    image = template_env_value(review, "PROXY_IMAGE") or "nginx:1.27"
-    port = review.template["REVIEW_PORT"]
-    started = review.docker(
-        "run", "-d", "--name", review.front, "--label", f"pushdeploy.review={review.template.name}",
-        "--network", review.network, "--restart", "unless-stopped", "-p", f"127.0.0.1:{port}:80",
-        "-v", f"{review.front_dir}:/etc/nginx/conf.d:ro", image, "nginx", "-g", "daemon off;",
-    )  # fmt: skip
-    if started[0] != 0:
-        print(started[1].rstrip(), flush=True)
-        return False
-    print(f"front proxy {review.front} started on 127.0.0.1:{port}", flush=True)
-    return True
-
-
-def route_add(review: Review) -> bool:
-    os.makedirs(review.front_dir, mode=0o755, exist_ok=True)
-    _write_public(os.path.join(review.front_dir, f"{review.name}.conf"), render_route(review))
-    if not front_reload(review):
-        return False
-    print(f"routing {review.host} to {review.name}", flush=True)
-    return True
-
-
-def route_remove(review: Review) -> None:
-    try:
-        os.unlink(os.path.join(review.front_dir, f"{review.name}.conf"))
-    except FileNotFoundError:
-        pass
-    if review.docker("inspect", review.front)[0] == 0:
-        review.docker("exec", review.front, "nginx", "-s", "reload")
-
-
-def front_remove_if_unused(review: Review) -> None:
-    """The front proxy and the template's network go with the last instance."""
-    if [name for name in review_instances(review.template.name) if name != review.name]:
-        return
-    review.docker("rm", "-f", review.front)
-    review.docker("network", "rm", review.network)
-    subprocess.run(["rm", "-rf", review.front_dir], check=False)
-
-
 # ---------------------------------------------------------------------- making and removing
 
 
@@ -228,7 +116,7 @@ def create(review: Review, run) -> bool:
     if subprocess.run(["sh", "-c", copy, "copy", template.app_dir, env.app_dir], check=False).returncode != 0:
         return False
     write_instance_env(review)
-    if not ensure_network(review):
+    if not front.ensure_network(review):
         return False
     print(
         f"made {review.name} in {env.app_dir} (compose project {env['PROJECT']}) from the template {template.name}",
@@ -265,7 +153,7 @@ def destroy(review: Review) -> None:
     """Everything the instance made: containers, volumes, networks (by compose's labels,
     also what compose alone would miss), files, state, route."""
     env = review.env
-    route_remove(review)
+    front.route_remove(review)
     if os.path.isfile(os.path.join(env.app_dir, ".env")):
         runner.output(compose.compose(env, "down", "--volumes", "--remove-orphans", "--timeout", "5"))
     label = f"label=com.docker.compose.project={env['PROJECT']}"
@@ -278,7 +166,7 @@ def destroy(review: Review) -> None:
         if ids:
             review.docker(*remove, *ids)
     subprocess.run(["rm", "-rf", env.app_dir, env.state_dir], check=False)
-    front_remove_if_unused(review)
+    front.front_remove_if_unused(review)
 
 
 def unmake(review: Review) -> None:
@@ -366,7 +254,7 @@ def _up(review: Review, version: str, request: Request, making: bool) -> int:
                     unmake(review)
                     raise Refused(f"review-up of {review.name} failed: nothing was left behind", 1)
                 raise Refused(f"review-up of {review.name} failed; it still runs {envs.current_version(env)}", 1)
-        if not route_add(review):
+        if not front.route_add(review):
             if making:
                 unmake(review)
             raise Refused(f"could not route {review.host} to {review.name}", 1)
@@ -388,8 +276,8 @@ def review_down(request: Request) -> int:
         and not os.path.isdir(env.app_dir)
         and not review.docker("ps", "-aq", "--filter", label)[1].split()
     ):
-        route_remove(review)
-        front_remove_if_unused(review)
+        front.route_remove(review)
+        front.front_remove_if_unused(review)
         print(f"{review.name} does not exist: nothing to remove", flush=True)
         return 0
     os.makedirs(env.state_dir, mode=0o700, exist_ok=True)

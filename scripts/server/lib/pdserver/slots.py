@@ -23,12 +23,10 @@ from __future__ import annotations
 import os
 import time
 
-from . import compose, facts, release
+from . import compose, drain, facts, release
 from . import containers as ct
 from . import env as envs
 from . import run as runner
-
-IDLE_WAIT = 30  # seconds, at most, for retired containers to answer what they were sent
 
 
 def slot_alias(env: envs.Env, slot: str) -> str:
@@ -86,7 +84,7 @@ class Slots(ct.ComposeEngine):
                 f"{slot_alias(env, self.idle)}, which the proxy does not route to: removing them",
                 flush=True,
             )
-            if self.retire(leftover, "leftover") != 0:
+            if drain.retire(self.env, leftover, "leftover") != 0:
                 return 1
             self.old = [c for c in self.old if c not in leftover]
         _write(os.path.join(env.state_dir, f"slot-{self.idle}"), run.version + "\n")
@@ -121,7 +119,7 @@ class Slots(ct.ComposeEngine):
         timeout = int(env["HEALTH_TIMEOUT"])
         deadline = time.monotonic() + timeout
         for container in self.new:
-            test = health_test(env, container)
+            test = ct.health_test(env, container)
             if not test:
                 print(
                     f"{container[:12]} has no Docker health check: give the service one (healthcheck: in the compose "
@@ -134,7 +132,7 @@ class Slots(ct.ComposeEngine):
                 if now in ("unhealthy", "exited", "dead", ""):
                     ct.show_failure(env, container, now)
                     return 1
-                if now == "healthy" or probe(env, container, test):
+                if now == "healthy" or ct.probe(env, container, test):
                     break
                 if time.monotonic() >= deadline:
                     ct.show_failure(env, container, f"still failing its health check after {timeout}s")
@@ -185,7 +183,7 @@ class Slots(ct.ComposeEngine):
         step(run, "prune-static", lambda run: release.prune_static_report(run, pruning))
 
     def retire_old(self) -> int:
-        self.retire(self.old, "old")
+        drain.retire(self.env, self.old, "old")
         self.old = []
         return 0
 
@@ -203,7 +201,7 @@ class Slots(ct.ComposeEngine):
             self.flipped = False
         if self.new:
             if self.admitted:
-                self.retire(self.new, "new")
+                drain.retire(self.env, self.new, "new")
             else:  # never reachable: no drain needed
                 runner.output(compose.docker(env, "rm", "-f", *self.new))
                 print(f"removed the new {env['WEB_SERVICE']} container(s)", flush=True)
@@ -311,58 +309,6 @@ class Slots(ct.ComposeEngine):
         print(f"VERSION={version} in {env.app_dir}/.env again: the version {slot_alias(env, live)} serves", flush=True)
         return True
 
-    # ------------------------------------------------------------------ retiring
-
-    def retire(self, ids: list, what: str) -> int:
-        """Stop containers the proxy no longer routes to: after DRAIN_SECONDS (requests that
-        chose them just before the flip reach them), once they answered everything they were
-        sent; each finishes what it serves (docker stop: SIGTERM, then its grace period)."""
-        env, web = self.env, self.env["WEB_SERVICE"]
-        if not ids:
-            print(f"no {what} {web} container to retire", flush=True)
-            return 0
-        time.sleep(int(env["DRAIN_SECONDS"]))
-        self.wait_idle(ids, what)
-        if (
-            runner.output(compose.docker(env, "stop", *ids))[0] == 0
-            and runner.output(compose.docker(env, "rm", *ids))[0] == 0
-        ):
-            print(f"retired {len(ids)} {what} {web} container(s) after they finished their requests", flush=True)
-            return 0
-        print(f"warning: could not remove the {what} {web} container(s): {' '.join(ids)}", flush=True)
-        return 1
-
-    def wait_idle(self, ids: list, what: str) -> None:
-        """Until the containers answered every request they were sent (none open in 3
-        samples in a row, 0.1 s apart), at most IDLE_WAIT seconds. A server slowed down by
-        load still holds requests the proxy sent before the switch, queued in its
-        listening socket: stopping it then would reset them."""
-        started, quiet = time.monotonic(), 0
-        while True:
-            total = 0
-            for container in ids:
-                open_now = open_requests(self.env, container)
-                if open_now is None:
-                    return  # cannot tell: DRAIN_SECONDS alone decides
-                total += open_now
-            quiet = quiet + 1 if total == 0 else 0
-            waited = time.monotonic() - started
-            if quiet >= 3:
-                break
-            if waited >= IDLE_WAIT:
-                print(
-                    f"warning: the {what} {self.env['WEB_SERVICE']} container(s) still had {total} request(s) open "
-                    f"after {int(waited)}s: stopping them anyway",
-                    flush=True,
-                )
-                return
-            time.sleep(0.1)
-        if waited >= 0.5:
-            print(
-                f"the {what} {self.env['WEB_SERVICE']} container(s) answered their last requests {waited:.1f}s after the drain",
-                flush=True,
-            )
-
     # ------------------------------------------------------------------ CPU weight
 
     def yield_cpu(self, ids: list) -> None:
@@ -391,51 +337,6 @@ class Slots(ct.ComposeEngine):
                 print(f"could not give {container[:12]} its CPU weight back (docker update --cpu-shares)", flush=True)
                 return False
         return True
-
-
-def health_test(env: envs.Env, container: str) -> list:
-    """The container's health check as words: CMD ARGS... or CMD-SHELL TEXT; [] if none."""
-    rc, out = ct.docker_out(
-        env, "inspect", "-f", '{{with .Config.Healthcheck}}{{range .Test}}{{.}}{{"\\x00"}}{{end}}{{end}}', container
-    )
-    words = out.rstrip("\n").split("\x00")[:-1] if rc == 0 else []
-    return words if words and words[0] in ("CMD", "CMD-SHELL") else []
-
-
-def probe(env: envs.Env, container: str, test: list) -> bool:
-    """Run the container's own health check now (10 s at most): whether it passed."""
-    if test[0] == "CMD":
-        argv = ["exec", container, *test[1:]]
-    else:
-        argv = ["exec", container, "/bin/sh", "-c", test[1]]
-    return runner.output(compose.docker(env, *argv), timeout=10)[0] == 0
-
-
-def open_requests(env: envs.Env, container: str):
-    """Connections the container's server still owes an answer on, accepted or queued in its
-    listening socket (ESTABLISHED, SYN_RECV or CLOSE_WAIT on a port it listens on), read in
-    its network namespace; None if unreadable."""
-    rc, pid = ct.docker_out(env, "inspect", "-f", "{{.State.Pid}}", container)
-    table = ""
-    if rc == 0 and pid.strip().isdigit() and int(pid) > 0:
-        for name in ("tcp", "tcp6"):
-            try:
-                with open(f"/proc/{pid.strip()}/net/{name}") as file:
-                    table += file.read()
-            except OSError:
-                pass
-    if not table:
-        rc, table = ct.docker_out(env, "exec", container, "cat", "/proc/net/tcp", "/proc/net/tcp6")
-        if rc != 0 and not table:
-            return None
-    rows = [line.split() for line in table.splitlines()]
-    rows = [
-        (row[1].rsplit(":", 1)[1], row[3])
-        for row in rows
-        if len(row) > 3 and row[0].endswith(":") and row[0][:-1].isdigit()
-    ]
-    listening = {port for port, st in rows if st == "0A"}
-    return sum(1 for port, st in rows if port in listening and st in ("01", "03", "08"))
 
 
 def up_other_services(env: envs.Env) -> bool:

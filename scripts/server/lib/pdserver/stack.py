@@ -29,7 +29,7 @@ import re
 import tempfile
 import time
 
-from . import compose
+from . import compose, stackfile
 from . import containers as ct
 from . import env as envs
 from . import run as runner
@@ -45,100 +45,6 @@ if [ -z "$PGHOST" ] && [ -n "${DATABASE_URL:-}" ]; then exec pg_dump -Fc "$DATAB
 exec pg_dump -Fc"""
 
 
-def rules():
-    """lib/swarm.py: what Docker's JSON says (problems, the one-off's settings, the watch)."""
-    return runner.lib_module("swarm")
-
-
-def dotenv(env: envs.Env) -> dict:
-    """.env's variables (docker stack deploy reads no .env file)."""
-    values = {}
-    for line in envs.read_text(os.path.join(env.app_dir, ".env")).splitlines():
-        match = re.match(r"^\s*(export\s+)?([A-Za-z_][A-Za-z0-9_]*)=(.*)$", line)
-        if match:
-            value = match.group(3)
-            if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
-                value = value[1:-1]
-            values[match.group(2)] = value
-    return values
-
-
-def with_dotenv(env: envs.Env, version: str, *argv: str) -> runner.Command:
-    """ARGV in APP_DIR with .env's variables, VERSION=version and PD_STACK=PROJECT."""
-    command = compose.docker(env, *argv)
-    environ = {**dotenv(env), "VERSION": version, "PD_STACK": env["PROJECT"], **command.environ}
-    return runner.Command(command.argv, env.app_dir, environ)
-
-
-def stack_files(env: envs.Env) -> list:
-    return [word for name in env["COMPOSE_FILES"].split() for word in ("-c", name)]
-
-
-def stack_json(env: envs.Env, version: str) -> tuple[int, str]:
-    """The stack files as compose renders them (with .env) at VERSION, as JSON text; on
-    failure compose's errors (its warnings about deploy: keys are not ours to show)."""
-    code, out = runner.output(compose.compose(env, "config", "--format", "json", version=version), stderr=False)
-    if code == 0:
-        return 0, out
-    return code, runner.output(compose.compose(env, "config", "--format", "json", version=version))[1]
-
-
-def manager_compose(env: envs.Env, *args: str) -> runner.Command:
-    files = [word for name in env["MANAGER_COMPOSE_FILES"].split() for word in ("-f", name)]
-    command = compose.compose(env, *args)
-    argv = [*env["COMPOSE"].split(), "-p", env["PROJECT"], *files, *args]
-    return runner.Command(argv, env.app_dir, {**command.environ, "PD_STACK": env["PROJECT"]})
-
-
-def role(env: envs.Env) -> str:
-    code, out = runner.output(
-        compose.docker(env, "info", "-f", "{{.Swarm.LocalNodeState}} {{.Swarm.ControlAvailable}}")
-    )
-    state = out.strip()
-    if code:
-        return f"unreachable: {state}"
-    return {"active true": "manager", "active false": "worker"}.get(state, state.split(" ")[0])
-
-
-def problems(env: envs.Env, version: str) -> list:
-    """What stops a deploy of VERSION, one problem a line; none: ready."""
-    found = []
-    node = role(env)
-    if node != "manager":
-        found.append(
-            f"this node is not a swarm manager (it is: {node}): list a manager in the environment's hosts, or run `docker swarm init` here"
-        )
-    if not os.path.isfile(os.path.join(env.app_dir, ".env")):
-        found.append(f"missing {env.app_dir}/.env: run `inv server.setup --env {env.name}`")
-    code, out = runner.output(with_dotenv(env, version, "stack", "config", *stack_files(env)))
-    if code:
-        found.append(f"`docker stack config` rejects the stack file(s) {env['COMPOSE_FILES']}: {out.rstrip()}")
-    code, rendered = stack_json(env, version)
-    if code:
-        return found + [f"the stack file(s) {env['COMPOSE_FILES']} do not render: {rendered.rstrip()}"]
-    return found + rules().problems(json.loads(rendered), version)
-
-
-def release_settings(env: envs.Env, version: str, env_file: str) -> dict:
-    """The one-off container's image, network and mounts at VERSION; the web service's
-    environment goes to ENV_FILE. Raises RuntimeError with what went wrong."""
-    code, rendered = stack_json(env, version)
-    if code:
-        raise RuntimeError(rendered.rstrip().rsplit("\n", 1)[-1])
-    try:
-        lines = rules().release(json.loads(rendered), env["WEB_SERVICE"], env_file)
-    except SystemExit as error:
-        raise RuntimeError(str(error)) from None
-    settings = {"mount": []}
-    for line in lines:
-        key, _, value = line.partition("=")
-        if key == "mount":
-            settings["mount"].append(value)
-        else:
-            settings[key] = value
-    return settings
-
-
 class Swarm(Strategy):
     def __init__(self, env: envs.Env):
         self.env = env
@@ -150,7 +56,7 @@ class Swarm(Strategy):
 
     def preflight(self, run) -> int:
         env = self.env
-        found = problems(env, run.version)
+        found = stackfile.problems(env, run.version)
         if found:
             print(f"{env.name} cannot be deployed safely:", flush=True)
             for line in "\n".join(found).splitlines():
@@ -164,7 +70,7 @@ class Swarm(Strategy):
     def pull(self, run) -> int:
         env = self.env
         try:
-            image = release_settings(env, run.version, os.devnull)["image"]
+            image = stackfile.release_settings(env, run.version, os.devnull)["image"]
         except (RuntimeError, KeyError) as error:
             print(error, flush=True)
             return 1
@@ -184,7 +90,7 @@ class Swarm(Strategy):
         env = self.env
         with tempfile.NamedTemporaryFile("w", prefix="pd-env-") as env_file:
             try:
-                settings = release_settings(env, run.version, env_file.name)
+                settings = stackfile.release_settings(env, run.version, env_file.name)
             except RuntimeError as error:
                 print(error, flush=True)
                 settings = None
@@ -255,12 +161,12 @@ class Swarm(Strategy):
         if not env["MANAGER_COMPOSE_FILES"]:
             print("no manager_compose_files: nothing outside the stack", flush=True)
             return 0
-        if runner.streamed(manager_compose(env, "up", "-d")) != 0:
+        if runner.streamed(stackfile.manager_compose(env, "up", "-d")) != 0:
             return 1
         if not env["PROXY_SERVICE"] or (os.path.isfile(applied) and envs.read_text(applied) == env["APP_FILES_SHA256"]):
             return 0
         for args in (("nginx", "-t", "-q"), ("nginx", "-s", "reload")):
-            if runner.streamed(manager_compose(env, "exec", "-T", env["PROXY_SERVICE"], *args)) != 0:
+            if runner.streamed(stackfile.manager_compose(env, "exec", "-T", env["PROXY_SERVICE"], *args)) != 0:
                 return 1
         with open(applied, "w") as file:
             file.write(env["APP_FILES_SHA256"] + "\n")
@@ -273,8 +179,8 @@ class Swarm(Strategy):
         self.since = time.time()
         self.deployed = True
         print(f"docker stack deploy {env['PROJECT']} with VERSION={version}", flush=True)
-        command = with_dotenv(
-            env, version, "stack", "deploy", "--resolve-image", "always", *stack_files(env), env["PROJECT"]
+        command = stackfile.with_dotenv(
+            env, version, "stack", "deploy", "--resolve-image", "always", *stackfile.stack_files(env), env["PROJECT"]
         )
         code, out = runner.output(command)
         for line in out.splitlines():  # newer CLIs say they do not wait; we do (watch)
@@ -317,7 +223,7 @@ class Swarm(Strategy):
         last = []
         while True:
             try:
-                report = rules().watch(self.snapshot(), phase, self.since)
+                report = stackfile.rules().watch(self.snapshot(), phase, self.since)
             except Exception:  # noqa: BLE001 (Docker's answer could not be read)
                 report = ["updating\t?\tthe swarm's state could not be read (the manager is busy?)"]
             if report != last:
@@ -432,42 +338,6 @@ def stack_versions(env: envs.Env) -> str:
         image = re.sub(r"@sha256:[0-9a-f]+", "", image)
         found.append(f"{name}={image.rsplit(':', 1)[-1] if ':' in image else image}")
     return " ".join(found)
-
-
-def plan_migrations(env: envs.Env, version: str) -> list:
-    """`migrate --plan` in a one-off container of VERSION on the stack's network."""
-    with tempfile.NamedTemporaryFile("w", prefix="pd-env-") as env_file:
-        try:
-            settings = release_settings(env, version, env_file.name)
-        except RuntimeError as error:
-            return [f"migrations=unknown (the stack file does not render: {error})"]
-        image, network = settings["image"], settings["network"]
-        code, out = runner.output(compose.docker(env, "pull", "-q", image))
-        if code:
-            return [f"migrations=unknown (could not pull {image}: {out.rstrip().rsplit(chr(10), 1)[-1]})"]
-        shares = ct.LOW_CPU_SHARES if env["PRIORITY"] == "low" else 0
-        argv = ["run", "--rm", "--network", network, "--env-file", env_file.name, f"--cpu-shares={shares}", image]
-        code, out = runner.output(compose.docker(env, *argv, *env["MANAGE"].split(), "migrate", "--plan"))
-    head = (
-        f"migrations=unknown (migrate --plan failed with exit {code}; does the stack's network {network} exist, and the database answer?)"
-        if code
-        else "migrations=planned"
-    )
-    return [head] + [f"migration={line}" for line in out.rstrip("\n").split("\n")]
-
-
-def setup_check(env: envs.Env) -> int:
-    """`bin/deploy setup-check ENV` (bin/install, as root): what a deploy would refuse."""
-    found = problems(env, "pushdeploy-check")
-    if found:
-        print(f"pushdeploy: the swarm stack of {env.name} is not ready for a safe deploy:")
-        for line in "\n".join(found).splitlines():
-            print(f"  {line}")
-        return 1
-    print(
-        "swarm: this node is a manager; the stack file is valid, its services update start-first behind a health check"
-    )
-    return 0
 
 
 def _json_list(text: str) -> list:
