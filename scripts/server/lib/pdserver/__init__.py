@@ -26,9 +26,12 @@ both sides read one copy. Modules, one concern each:
   release.py  what runs in the app's image: migrate and collectstatic, hooks, static pruning
   containers.py  the compose engine's steps before the switch; container facts
   slots.py    strategy: the zero-downtime switch between two slots
+  drain.py    retiring containers without cutting a request
   recreate.py strategy: recreate in place (a short, measured restart)
   stack.py    strategy: a swarm stack (stack deploy, converge, whole-stack undo)
-  review.py   review environments (review-up, review-down), the front proxy
+  stackfile.py  the stack file rendered and checked; one-off containers on its network
+  review.py   review environments (review-up, review-down)
+  front.py    the review front proxy and its routes
   refresh.py  db-dump and db-restore: moving a database, scrubbed
   agent.py    pull mode's agent (bin/deploy pull), and its systemd timer or cron entry
   install.py  bin/install: everything server.setup puts on a host, changed only where it differs
