@@ -141,6 +141,12 @@ def write_version(env: Env, version: str) -> bool:
     return True
 
 
+def write_text(path: str, text: str) -> None:
+    """A state file's text, root's alone (0600) whatever the umask."""
+    with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as file:
+        file.write(text)
+
+
 def load_checked(request) -> Env:
     """The request's environment, its settings checked, and --expect if it sent one."""
     from . import expect

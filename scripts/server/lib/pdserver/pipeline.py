@@ -131,7 +131,7 @@ def deploy(run: Run, strategy) -> int:
     if all(step(run, name, action) for name, action in steps(run, strategy)):
         outcome = "ok"
         if run.order:
-            _write(os.path.join(env.state_dir, "order"), f"{run.order}\n")
+            envs.write_text(os.path.join(env.state_dir, "order"), f"{run.order}\n")
         strategy.finish(run)
         after_hooks(run, strategy)
     else:
@@ -253,7 +253,7 @@ def record(run: Run, outcome: str, duration: str) -> None:
     }
     steps_path = run.file("steps")
     tail_path = run.file("tail")
-    _write(tail_path, tail)
+    envs.write_text(tail_path, tail)
     history.append(
         run.env.history, [f"{k}={v}" for k, v in pairs.items()] + [f"steps=@{steps_path}", f"log_tail=@{tail_path}"]
     )
@@ -342,8 +342,3 @@ def _read(path: str) -> str:
             return file.read()
     except FileNotFoundError:
         return ""
-
-
-def _write(path: str, text: str) -> None:
-    with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as file:
-        file.write(text)

@@ -197,9 +197,7 @@ def review_up(request: Request) -> int:
     env, version = review.env, request.words[0]
     plan.check_version(env, version)
     review_lock(review.template)
-    signal.signal(signal.SIGHUP, _stop)
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
+    runner.stop_on(signal.SIGHUP, signal.SIGTERM, signal.SIGINT)
     making = False
     try:
         if not review.created:
@@ -213,7 +211,7 @@ def review_up(request: Request) -> int:
             making = True
         return _up(review, version, request, making)
     except runner.Stopped:
-        _ignore_stops()
+        runner.ignore_stops()
         print(f"review-up of {review.name} interrupted (signal)", flush=True)
         if making:
             unmake(review)
@@ -261,7 +259,7 @@ def _up(review: Review, version: str, request: Request, making: bool) -> int:
     finally:
         if lock.fd >= 0:
             lock.release()
-    _ignore_stops()
+    runner.ignore_stops()
     print(f"url: {review_url(review.template, review.number)}", flush=True)
     return 0
 
@@ -290,13 +288,3 @@ def review_down(request: Request) -> int:
     lock.close()
     print(f"removed {review.name}: containers, volumes, networks, files, state and route", flush=True)
     return 0
-
-
-def _stop(signum, frame):
-    _ignore_stops()
-    raise runner.Stopped(signum)
-
-
-def _ignore_stops() -> None:
-    for signum in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, signal.SIG_IGN)

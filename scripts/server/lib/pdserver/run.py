@@ -20,6 +20,26 @@ class Stopped(BaseException):
     """A TERM or INT reached the deploy's worker: it undoes what it started, records, answers."""
 
 
+def stop_on(*signums) -> None:
+    """These signals raise Stopped (once: the next ones are ignored while it cleans up)."""
+    import signal
+
+    def stop(signum, frame):
+        ignore_stops()
+        raise Stopped(signum)
+
+    for signum in signums:
+        signal.signal(signum, stop)
+
+
+def ignore_stops() -> None:
+    """From here on a stop signal changes nothing: only the answer is left."""
+    import signal
+
+    for signum in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, signal.SIG_IGN)
+
+
 def environ(command: Command) -> dict:
     return {**os.environ, **command.environ}
 

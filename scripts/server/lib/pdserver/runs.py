@@ -88,14 +88,14 @@ def _start(env: envs.Env, request: Request, kind: str, version: str, lock: Lock)
     run_id = run_id or f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{os.getpid()}"
     by = str(request.option("by", ""))
     lock.name(run_id, f"deploy of {version}", by, now_iso())
-    _write(run_file(env, run_id, "request"), request_text(request, kind, version))
-    _write(run_file(env, run_id, "log"), "")
+    envs.write_text(run_file(env, run_id, "request"), request_text(request, kind, version))
+    envs.write_text(run_file(env, run_id, "log"), "")
     # Only a worker started here knows the token: the deploy account, even through
     # sudo, cannot read it, so it cannot start a worker (__run) itself.
     token = os.urandom(16).hex()
-    _write(run_file(env, run_id, "token"), token + "\n")
+    envs.write_text(run_file(env, run_id, "token"), token + "\n")
     pid = spawn(env, run_id, token, lock)
-    _write(run_file(env, run_id, "pid"), f"{pid}\n")
+    envs.write_text(run_file(env, run_id, "pid"), f"{pid}\n")
     lock.close()
     return follow(env, run_id)
 
@@ -113,12 +113,6 @@ def request_text(request: Request, kind: str, version: str) -> str:
         ("SKIP_MIGRATE", int(bool(request.option("skip-migrate")))),
     )
     return "".join(f"{key}={value}\n" for key, value in fields)
-
-
-def _write(path: str, text: str) -> None:
-    """A run's file, root's alone (0600) whatever the umask."""
-    with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as file:
-        file.write(text)
 
 
 def spawn(env: envs.Env, run_id: str, token: str, lock: Lock) -> int:

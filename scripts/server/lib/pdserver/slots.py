@@ -87,7 +87,7 @@ class Slots(ct.ComposeEngine):
             if drain.retire(self.env, leftover, "leftover") != 0:
                 return 1
             self.old = [c for c in self.old if c not in leftover]
-        _write(os.path.join(env.state_dir, f"slot-{self.idle}"), run.version + "\n")
+        envs.write_text(os.path.join(env.state_dir, f"slot-{self.idle}"), run.version + "\n")
         count = len(self.old)
         scale = f"{web}={2 * count if count else 1}"
         up = compose.compose(
@@ -247,7 +247,7 @@ class Slots(ct.ComposeEngine):
                 os.replace(tmp, routing_flag(env))
             elif os.path.exists(routing_flag(env)):
                 os.unlink(routing_flag(env))
-            _write(flipped_at, f"{time.time()}\n")
+            envs.write_text(flipped_at, f"{time.time()}\n")
         except OSError as error:
             print(f"could not move the proxy to {slot_alias(env, slot)}: {error}", flush=True)
             return False
@@ -351,7 +351,7 @@ def up_other_services(env: envs.Env) -> bool:
         return True
     if runner.streamed(compose.compose(env, "up", "-d", "--no-deps", *others)) != 0:
         return False
-    _write(applied, env["APP_FILES_SHA256"] + "\n")
+    envs.write_text(applied, env["APP_FILES_SHA256"] + "\n")
     return True
 
 
@@ -373,11 +373,6 @@ def reload_proxy_if_changed(env: envs.Env) -> bool:
     for args in (("nginx", "-t", "-q"), ("nginx", "-s", "reload")):
         if runner.streamed(compose.compose(env, "exec", "-T", proxy, *args)) != 0:
             return False
-    _write(applied, env["APP_FILES_SHA256"] + "\n")
+    envs.write_text(applied, env["APP_FILES_SHA256"] + "\n")
     print(f"reloaded {proxy} (its configuration changed)", flush=True)
     return True
-
-
-def _write(path: str, text: str) -> None:
-    with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as file:
-        file.write(text)

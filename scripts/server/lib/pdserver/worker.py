@@ -54,36 +54,25 @@ def main(words) -> int:
 def execute(run: pipeline.Run, strategy) -> int:
     """Settle dead runs, then deploy; a stop (TERM, INT) or an error half way ends the run
     recorded all the same (end_unfinished). Its status: 0 when the new version serves."""
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
+    runner.stop_on(signal.SIGTERM, signal.SIGINT)
     try:
         settle_dead_runs(run, strategy)
         rc = pipeline.deploy(run, strategy)
-        _ignore_stops()  # from here on only the answer is left
+        runner.ignore_stops()  # from here on only the answer is left
     except runner.Stopped:
-        _ignore_stops()
+        runner.ignore_stops()
         print("deploy interrupted (signal)", flush=True)
         rc = end_unfinished(run, strategy)
     except SystemExit as error:  # sys.exit deep inside: still a stop half way
-        _ignore_stops()
+        runner.ignore_stops()
         print(f"deploy ended unexpectedly (exit {error.code})", flush=True)
         rc = end_unfinished(run, strategy)
     except Exception as error:  # noqa: BLE001 (a bug here must still end the run recorded)
-        _ignore_stops()
+        runner.ignore_stops()
         traceback.print_exc(file=sys.stdout)
         print(f"deploy ended unexpectedly ({type(error).__name__}: {error})", flush=True)
         rc = end_unfinished(run, strategy)
     return rc
-
-
-def _stop(signum, frame):
-    _ignore_stops()
-    raise runner.Stopped(signum)
-
-
-def _ignore_stops() -> None:
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def end_unfinished(run: pipeline.Run, strategy) -> int:
