@@ -19,12 +19,17 @@ def say(text: str, stream: TextIO | None = None) -> None:
 
 
 def parse_result(line: str) -> dict:
-    """A run's result line (RESULT_PREFIX + a JSON object) as a dict; {} if it is not one."""
+    """An answer's result line (RESULT_PREFIX + a JSON object) as a dict of strings; {} if it
+    is not one. The one place the client reads what a server answered, as data."""
     try:
         value = json.loads(line[len(RESULT_PREFIX) :])
     except ValueError:
         return {}
     return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
+
+
+def is_result(line: str) -> bool:
+    return line.startswith(RESULT_PREFIX)
 
 
 def seconds(value: float) -> str:
@@ -41,7 +46,7 @@ class HostWriter:
     def __init__(self, prefix: str, stream: TextIO | None = None, grouped: bool = False):
         self.prefix, self.stream, self._partial, self.grouped = prefix, stream, "", grouped
         self.lines: list[str] = []
-        self.result: dict = {}  # a run's result, from its answer's data line (not shown)
+        self.result: dict = {}  # the answer's result, from its data line (not shown)
 
     def write(self, data: str) -> int:
         text = self._partial + data
@@ -51,7 +56,7 @@ class HostWriter:
         return len(data)
 
     def line(self, text: str) -> None:
-        if text.startswith(RESULT_PREFIX):
+        if is_result(text):
             self.result = parse_result(text)
             return
         self.lines.append(text)
@@ -79,14 +84,16 @@ class Timer:
 
 
 class Collector:
-    """A silent sink for a remote command's output: its lines, once flushed."""
+    """A silent sink for a remote command's output: its lines and its result, once flushed."""
 
     def __init__(self) -> None:
-        self._buffer, self.lines = "", []
+        self._buffer, self.lines, self.result = "", [], {}
 
     def write(self, data: str) -> int:
         self._buffer += data
         return len(data)
 
     def flush(self) -> None:
-        self.lines = self._buffer.splitlines()
+        lines = self._buffer.splitlines()
+        self.lines = [line for line in lines if not is_result(line)]
+        self.result = next((parse_result(line) for line in reversed(lines) if is_result(line)), {})

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from deploy import protocol
@@ -112,10 +112,11 @@ class Answer:
     code: int
     lines: tuple[str, ...] = ()
     message: str = ""  # the client's own error (unreachable, authentication)
+    result: Mapping[str, str] = field(default_factory=dict)  # the server's answer as data
 
     @property
     def version(self) -> str:
-        return next((line.split(":", 1)[1].strip() for line in self.lines if line.startswith("version:")), "")
+        return self.result.get("version", "")
 
 
 @dataclass(frozen=True)
@@ -135,22 +136,10 @@ def not_ready(answers: Sequence[Answer], env: str, wait: int = 0) -> list[Refusa
     """
     refusals = []
     for answer in answers:
-        said = (
-            next(
-                (
-                    line.strip().removeprefix("pushdeploy: ")
-                    for line in reversed(answer.lines)
-                    if line.startswith("pushdeploy: ")
-                ),
-                "",
-            )
-            or answer.message
-        )
+        said = answer.result.get("error") or answer.message
         if answer.code == 0:
-            busy = next(
-                (line.split(":", 1)[1].strip() for line in answer.lines if line.startswith("deploy in progress:")), "no"
-            )
-            if busy != "no" and not wait:
+            busy = answer.result.get("deploying", "")
+            if busy and not wait:
                 refusals.append(
                     Refusal(
                         answer.host,

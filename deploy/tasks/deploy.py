@@ -170,10 +170,10 @@ def _preflight(settings, env, hosts, expect: str, wait: int, sessions: dict, wha
         except Exception as error:  # EOFError, OSError, paramiko.SSHException: the connection dropped
             raise remote.RemoteError(f"{host.user}@{host}: connection lost: {error or type(error).__name__}") from None
 
-    answers = [
-        rollout.Answer(r.host, r.exit_code, tuple(collected[r.host].lines) if r.host in collected else (), r.message)
-        for r in remote.on_hosts(hosts, work)
-    ]
+    answers = []
+    for r in remote.on_hosts(hosts, work):
+        heard = collected.get(r.host, Collector())
+        answers.append(rollout.Answer(r.host, r.exit_code, tuple(heard.lines), r.message, heard.result))
     refusals = rollout.not_ready(answers, env.name, wait)
     if refusals:
         say(
@@ -315,11 +315,7 @@ def _ask(c, env_name: str, what: str, build, show, check=None, grouped: bool = F
 
 def _versions_agree(env, results) -> None:
     """deploy.status: a fleet split across versions is said out loud."""
-    versions = {
-        r.host: next((line.split(":", 1)[1].strip() for line in r.output if line.startswith("version:")), "?")
-        for r in results
-        if r.ok
-    }
+    versions = {r.host: r.result.get("version", "?") for r in results if r.ok}
     if len(set(versions.values())) > 1:
         most = max(set(versions.values()), key=list(versions.values()).count)
         odd = ", ".join(f"{host} runs {v}" for host, v in versions.items() if v != most)
@@ -341,7 +337,7 @@ def status(c, env="staging"):
         env,
         "status",
         lambda settings, e: requests.status(e.name, expect=expected(settings, e)),
-        lambda r: next((line for line in r.output if line.startswith("version:")), "") or _describe(r),
+        lambda r: f"version: {r.result['version']}" if r.ok and "version" in r.result else _describe(r),
         check=_versions_agree,
         grouped=True,
     )

@@ -63,7 +63,7 @@ def up(c, pr, tag=None, template=None):
         say(f"review.up of {target.name} (pull request {target.pr}) at {version}, by {by}")
         results = request_on_hosts(settings, env, request, _describe)
     done(results, f"review.up of {target.name}")
-    _report_url(target.url)
+    _report_url(next((r.result["url"] for r in results if r.result.get("url")), target.url))
 
 
 @task(help={"pr": PR_HELP, "template": TEMPLATE_HELP})

@@ -108,7 +108,7 @@ def check(c, env="staging"):
             quiet = Collector()
             with _admin_connect(settings, host) as connection:
                 code = remote.run(connection, f"test -x {protocol.DEPLOY_BIN} && {command}", quiet)
-            facts = dict(line.split("=", 1) for line in quiet.lines if "=" in line)
+            facts = quiet.result
             if code != 0 or "server_side" not in facts:
                 for line in quiet.lines:
                     out.line(line)

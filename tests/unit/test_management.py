@@ -262,7 +262,7 @@ def manage_verb(tmp_path, monkeypatch, *words: str) -> tuple[int, str, list]:
     err = io.StringIO()
     monkeypatch.setattr(sys, "stderr", err)
     try:
-        code = verbs.manage(server_request.parse(["manage", "test", *words], 0))
+        code = verbs.manage(server_request.parse(["manage", "test", *words], 0)).code
     except server_request.Refused as refused:
         code, _ = refused.code, err.write(str(refused))
     return code, err.getvalue(), calls

@@ -213,7 +213,7 @@ def test_the_plan_verb_only_pulls_and_runs_migrate_plan(tmp_path):
         from pdserver import plan
         stand_in(APP_DIR={str(app)!r}, state={str(state)!r}, PROJECT="pixel-test", MANAGE="python3 manage.py",
                  ORDERING="semver", SWITCH="slots", BACKUP="yes")
-        sys.exit(plan.plan(parse(["plan", "test", "1.1.0", "--maintenance"], 0)))
+        sys.exit(plan.plan(parse(["plan", "test", "1.1.0", "--maintenance"], 0)).code)
         """
     result = server_python(script, calls=tmp_path / "calls")
     assert result.returncode == 0, result.stderr
@@ -250,7 +250,7 @@ def test_the_plan_says_when_the_order_check_would_refuse(tmp_path):
         from pdserver import plan
         stand_in(APP_DIR={str(tmp_path)!r}, state={str(tmp_path)!r}, PROJECT="p", MANAGE="python3 manage.py",
                  ORDERING="semver", SWITCH="slots", BACKUP="no")
-        sys.exit(plan.plan(parse(["plan", "test", "1.1.0"], 0)))
+        sys.exit(plan.plan(parse(["plan", "test", "1.1.0"], 0)).code)
         """
     result = server_python(script, calls=tmp_path / "calls")
     assert result.returncode == 0, result.stderr

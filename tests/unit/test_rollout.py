@@ -179,10 +179,20 @@ def test_a_host_lost_mid_deploy_is_told_from_one_never_reached(output, expected)
 
 
 def answer(i, code, *lines, message=""):
-    return rollout.Answer(HOSTS[i], code, tuple(lines), message)
+    """A host's answer as the client hears it: its lines and its result line, read in one place."""
+    from deploy.output import Collector
+
+    heard = Collector()
+    heard.write("".join(line + "\n" for line in lines))
+    heard.flush()
+    return rollout.Answer(HOSTS[i], code, tuple(heard.lines), message, heard.result)
 
 
-READY = ("version: 1.3.0", "deploy in progress: no", "last deploy: ...")
+def result(**data):
+    return protocol.RESULT_PREFIX + json.dumps(data)
+
+
+READY = ("version: 1.3.0", "deploy in progress: no", "last deploy: ...", result(version="1.3.0", deploying=""))
 
 
 def test_the_preflight_lets_a_deploy_go_only_if_every_host_can_take_it():
@@ -198,14 +208,26 @@ def test_the_preflight_names_each_host_that_cannot_go_and_why():
             1,
             64,
             "pushdeploy: environment 'production' is not set up on this server: run `inv server.setup --env production`",
+            result(
+                error="environment 'production' is not set up on this server: run `inv server.setup --env production`"
+            ),
         ),
         answer(
             2,
             78,
             "pushdeploy: the server side here (abc) differs from your project's (def): run `inv server.setup --env production`",
+            result(
+                error="the server side here (abc) differs from your project's (def): run `inv server.setup --env production`"
+            ),
         ),
         answer(3, 255, message="pd-deploy@10.0.0.4: cannot connect: [Errno 111] Connection refused"),
-        answer(4, 0, "version: 1.3.0", "deploy in progress: 1.4.0 by ci since 2026-11-22T04:00:00Z"),
+        answer(
+            4,
+            0,
+            "version: 1.3.0",
+            "deploy in progress: 1.4.0 by ci since 2026-11-22T04:00:00Z",
+            result(version="1.3.0", deploying="1.4.0 by ci since 2026-11-22T04:00:00Z"),
+        ),
     ]
     refusals = rollout.not_ready(answers, "production")
     assert [(r.host.hostname, r.code) for r in refusals] == [

@@ -50,13 +50,10 @@ RESULTS = []  # the result lines the answers ended with, as data
 
 
 def ask(capsys, line: str):
-    """(exit status, output) of a request; its result line (data) goes to RESULTS."""
-    answer = verbs.HANDLERS[line.split()[0]](parse(line.split(), time.time()))
-    out = capsys.readouterr().out
-    lines = out.splitlines(keepends=True)
-    if lines and lines[-1].startswith(facts.RESULT_PREFIX):
-        RESULTS.append(json.loads(lines.pop()[len(facts.RESULT_PREFIX) :]))
-    return answer, "".join(lines)
+    """(exit status, output) of a request; its result (data) goes to RESULTS."""
+    result = verbs.HANDLERS[line.split()[0]](parse(line.split(), time.time()))
+    RESULTS.append(result.data)
+    return result.code, capsys.readouterr().out
 
 
 def test_a_deploy_starts_the_worker_and_follows_it_to_its_status(worker, capsys, monkeypatch):
@@ -83,7 +80,7 @@ def test_a_deploy_starts_the_worker_and_follows_it_to_its_status(worker, capsys,
 def test_while_it_runs_the_lock_names_it_and_the_same_id_follows_it(worker, capsys, monkeypatch):
     monkeypatch.setenv("WORKER_SLEEP", "1.5")
     answers = {}
-    thread = threading.Thread(target=lambda: answers.setdefault("first", runs.start(*_start_args("r2"))))
+    thread = threading.Thread(target=lambda: answers.setdefault("first", runs.start(*_start_args("r2")).code))
     thread.start()
     deadline = time.monotonic() + 5
     while not (worker / "r2.pid").exists():
@@ -97,7 +94,7 @@ def test_while_it_runs_the_lock_names_it_and_the_same_id_follows_it(worker, caps
         runs.start(*_start_args("other"))
     assert caught.value.code == facts.EXIT_BUSY and not (worker / "other.request").exists()
     capsys.readouterr()
-    assert runs.start(*_start_args("r2")) == 0
+    assert runs.start(*_start_args("r2")).code == 0
     assert capsys.readouterr().out.startswith("deploy r2 is running; following it\nworker r2 of 1.5.0\n")
     thread.join()
     assert answers["first"] == 0

@@ -1,5 +1,6 @@
 """The server scripts' own checks, run locally: the entrypoint's refusals and .env rewriting."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -59,6 +60,11 @@ def test_entrypoint_refuses_anything_but_the_command_language(request_line, fake
     assert result.returncode == protocol.EXIT_USAGE
     assert "refused" in result.stderr
     assert result.stdout == ""  # sudo never ran
+    last = result.stderr.splitlines()[-1]
+    assert last.startswith(protocol.RESULT_PREFIX)  # the refusal as data, the answer's last line
+    data = json.loads(last[len(protocol.RESULT_PREFIX) :])
+    assert (data["outcome"], data["exit"], data["verb"]) == ("refused", protocol.EXIT_USAGE, "")
+    assert data["error"].startswith("refused: ") and data["error"][len("refused: ") :] in result.stderr
 
 
 def test_entrypoint_hands_validated_words_to_sudo_bin_deploy(fake_sudo):

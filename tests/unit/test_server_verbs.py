@@ -19,8 +19,8 @@ from tests.unit.conftest import CONF
 
 
 def run(capsys, line):
-    answer = verbs.HANDLERS[line.split()[0]](parse(line.split(), time.time()))
-    return answer, capsys.readouterr().out
+    result = verbs.HANDLERS[line.split()[0]](parse(line.split(), time.time()))
+    return result.code, capsys.readouterr().out
 
 
 def test_an_environment_is_read_checked(server):
@@ -371,3 +371,67 @@ def test_a_plan_answers_key_value_lines(server, capsys, monkeypatch):
     with pytest.raises(Refused, match="version 'latest' does not match staging's pattern"):
         (server / "etc/staging.conf").write_text(CONF.format(app=server / "app") + "VERSION_RE=^[0-9.]+$\n")
         run(capsys, "plan staging latest")
+
+
+def answer(capsys, line: str):
+    """bin/deploy's answer to LINE: (exit status, stdout, stderr's lines but the last, the result)."""
+    from pdserver import main
+
+    code = main.main(line.split(), now=time.time)
+    out, err = capsys.readouterr()
+    *said, last = err.splitlines()
+    assert last.startswith(facts.RESULT_PREFIX), err
+    return code, out, said, json.loads(last[len(facts.RESULT_PREFIX) :])
+
+
+def test_every_answer_ends_with_its_result_as_data_on_stderr_and_stdout_stays_as_it_was(server, capsys):
+    (server / "state/staging/history.jsonl").write_text('{"kind": "deploy", "version": "1.4.0"}\n')
+    code, out, said, result = answer(capsys, "history staging")
+    assert (code, out, said) == (0, '{"kind": "deploy", "version": "1.4.0"}\n', [])  # JSON lines, nothing else
+    assert result == {"verb": "history", "env": "staging", "outcome": "ok", "exit": 0, "records": 1}
+    code, out, said, result = answer(capsys, "maintenance staging on")
+    assert (code, out, result["outcome"], result["maintenance"]) == (
+        0,
+        "maintenance mode on: the proxy answers 503\n",
+        "ok",
+        "on",
+    )
+    code, out, said, result = answer(capsys, "status staging")
+    assert code == 0 and out.startswith("version: 1.4.0\ndeploy in progress: no\n")
+    assert (result["version"], result["deploying"], result["live_slot"]) == ("1.4.0", "", "web-blue")
+
+
+@pytest.mark.parametrize(
+    ("line", "code", "outcome", "verb", "env"),
+    [
+        ("status nosuchenv", 64, "refused", "status", "nosuchenv"),
+        ("deploy staging a/b", 64, "refused", "deploy", "staging"),
+        ("frobnicate staging", 64, "refused", "", ""),
+        ("--key=ci status staging", 64, "refused", "status", "staging"),  # no keys file: a named key is refused
+        ("manage staging shell", 64, "refused", "manage", "staging"),
+    ],
+)
+def test_a_refusal_is_a_result_too_and_stdout_stays_empty(server, capsys, line, code, outcome, verb, env):
+    got, out, said, result = answer(capsys, line)
+    assert (got, out) == (code, "")
+    assert (result["exit"], result["outcome"], result["verb"], result["env"]) == (code, outcome, verb, env)
+    assert said[-1] == f"pushdeploy: {result['error']}"  # the human line says the same
+
+
+def test_a_busy_environment_answers_busy_as_data(server, capsys):
+    state = server / "state/staging"
+    holder = subprocess.Popen(
+        [
+            "flock",
+            str(state / "lock"),
+            "sh",
+            "-c",
+            f"echo 'r1 deploy of 2 by ci in progress since T' >{state / 'lock.info'}; sleep 1",
+        ]
+    )
+    time.sleep(0.3)
+    try:
+        code, out, said, result = answer(capsys, "maintenance staging on")
+    finally:
+        holder.wait()
+    assert (code, result["outcome"], result["exit"]) == (75, "busy", 75)

@@ -20,6 +20,7 @@ from . import containers as ct
 from . import env as envs
 from .lock import now_iso
 from .request import Refused, Request
+from .result import Result
 
 AGENT_LOG_MAX = 1 << 20
 
@@ -85,7 +86,7 @@ def cron_text(env: str, every: int) -> str:
 # ---------------------------------------------------------------------- the agent (bin/deploy pull)
 
 
-def pull(request: Request) -> int:
+def pull(request: Request) -> Result:
     if (
         os.environ.get("SUDO_USER") and os.path.exists(f"/etc/sudoers.d/pushdeploy-{os.environ['SUDO_USER']}")
     ) or os.geteuid() != 0:
@@ -103,7 +104,7 @@ def pull(request: Request) -> int:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         print(f"another check of {env.name} runs: skipped", flush=True)
-        return 0
+        return Result(0, {"check": "skipped"})
     trim(os.path.join(folder, "agent.log"), AGENT_LOG_MAX)
     return check(env, folder)
 
@@ -114,11 +115,13 @@ class Checks:
     def __init__(self, env: envs.Env, folder: str):
         self.env, self.path, self.tools = env, os.path.join(folder, "checks.jsonl"), run.lib_module("pull")
 
-    def result(self, what: str, digest: str, version: str, message: str) -> None:
+    def result(self, code: int, what: str, digest: str, version: str, message: str) -> Result:
+        """The check recorded and said; as the agent's result."""
         print(f"{what}: {message}", flush=True)
         fields = {"time": now_iso(), "channel": self.env["PULL_CHANNEL"], "result": what}
         fields.update(digest=digest, version=version, message=message)
         self.tools.record(self.path, [f"{key}={value}" for key, value in fields.items()])
+        return Result(code, {"check": what, "digest": digest, "version": version})
 
     def last_tried(self) -> str:
         """The digest of the last image the agent tried, else the one deployed now."""
@@ -127,36 +130,32 @@ class Checks:
         return tools.last_digest(tools.read(self.path)) or tools.running_digest(tools.read(self.env.history), current)
 
 
-def check(env: envs.Env, folder: str) -> int:
+def check(env: envs.Env, folder: str) -> Result:
     channel, checks = env["PULL_CHANNEL"], Checks(env, folder)
     print(f"{now_iso()} checking {env.name}'s channel {channel}", flush=True)
     ref, digest, why = resolve(env, channel)
     if why:
-        checks.result("error", "", "", why)
-        return 1
+        return checks.result(1, "error", "", "", why)
     version = f"{channel}-{digest[7 : 7 + facts.PIN_HEX]}"
     if digest == checks.last_tried():
-        checks.result("unchanged", digest, version, f"{ref} is still {digest}")
-        return 0
+        return checks.result(0, "unchanged", digest, version, f"{ref} is still {digest}")
     print(f"{ref} moved to {digest}: deploying it as {version}", flush=True)
     repo = ref[: -len(channel) - 1]
     if run.output(compose.docker(env, "tag", f"{repo}@{digest}", f"{repo}:{version}"))[0]:
-        checks.result("error", digest, version, f"could not tag {repo}@{digest}")
-        return 1
+        return checks.result(1, "error", digest, version, f"could not tag {repo}@{digest}")
     pins = os.path.join(folder, "pins")
     if not ct.pinned_digest(pins, version):
         with open(pins, "a") as file:
             file.write(f"{version} {digest}\n")
     code = deploy(env, version)
     if code == 0:
-        checks.result("deployed", digest, version, f"deployed {version} ({repo}@{digest})")
-    elif code == facts.EXIT_BUSY:
-        checks.result("busy", "", version, f"another deploy of {env.name} runs: trying again at the next check")
-    else:
-        serving = envs.current_version(env)
-        message = f"the deploy of {version} failed (exit {code}): {serving} serves; not retried until the channel moves"
-        checks.result("failed", digest, version, message)
-    return code
+        return checks.result(code, "deployed", digest, version, f"deployed {version} ({repo}@{digest})")
+    if code == facts.EXIT_BUSY:
+        message = f"another deploy of {env.name} runs: trying again at the next check"
+        return checks.result(code, "busy", "", version, message)
+    serving = envs.current_version(env)
+    message = f"the deploy of {version} failed (exit {code}): {serving} serves; not retried until the channel moves"
+    return checks.result(code, "failed", digest, version, message)
 
 
 def resolve(env: envs.Env, channel: str) -> tuple[str, str, str]:

@@ -2,7 +2,8 @@
 
 Every request passes here first: its words (request.py), then the refusals that
 read the server (guard.py), then its verb (verbs.HANDLERS). A refusal is exit 64
-with nothing changed. Besides the deploy account's verbs, three words are the
+with nothing changed. Every answer ends with its result as data (result.py), the last line on stderr:
+stdout stays what it always was (a history's JSON lines, a dump). Besides the deploy account's verbs, three words are the
 server's own: __run (the detached worker, started by a run with a token only it
 knows), setup-check (bin/install, as root) and --help.
 """
@@ -15,6 +16,7 @@ import time
 
 from . import facts, guard, verbs
 from .request import Refused, parse
+from .result import Result, line
 
 USAGE = """usage: deploy VERB ENV [OPTIONS]
 
@@ -50,6 +52,7 @@ USAGE = """usage: deploy VERB ENV [OPTIONS]
   db-dump ENV [--fresh]        (admin only) the newest backup, or a fresh pg_dump, on stdout
   db-restore ENV --from=SRC    (admin only) restore the dump on stdin, migrate, scrub, record
 
+The last line on stderr is the result as data: {prefix}{{"verb": ..., "outcome": ..., "exit": ...}}.
 Exit codes: 0 ok, 1 failed, {usage} bad request, {busy} another deploy runs,
 {older} older than the deployed version, {outdated} server side or settings differ from the client's.
 """
@@ -61,7 +64,11 @@ def main(argv, now=time.time) -> int:
     if word in ("-h", "--help"):
         print(
             USAGE.format(
-                usage=facts.EXIT_USAGE, busy=facts.EXIT_BUSY, older=facts.EXIT_OLDER, outdated=facts.EXIT_OUTDATED
+                prefix=facts.RESULT_PREFIX,
+                usage=facts.EXIT_USAGE,
+                busy=facts.EXIT_BUSY,
+                older=facts.EXIT_OLDER,
+                outdated=facts.EXIT_OUTDATED,
             ),
             end="",
         )
@@ -77,16 +84,26 @@ def main(argv, now=time.time) -> int:
         why = guard.refusal(request)
         if why:
             raise Refused(why)
-        answer = verbs.HANDLERS[request.verb](request)
+        result = verbs.HANDLERS[request.verb](request)
         sys.stdout.flush()
-        return answer
+        print(line(request.verb, request.env, result), file=sys.stderr)
+        return result.code
     except Refused as refused:
         sys.stdout.flush()
         print(f"pushdeploy: {refused}", file=sys.stderr)
+        print(line(*_named(argv), Result(refused.code, {"error": str(refused)})), file=sys.stderr)
         return refused.code
     except BrokenPipeError:  # the reader went away (a dropped connection, `| head`): nothing to say
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+
+
+def _named(argv) -> tuple:
+    """The verb and environment a refused request named, where they are ones (else "")."""
+    words = [word for word in argv if not word.startswith("--")]
+    verb = words[0] if words and words[0] in verbs.HANDLERS else ""
+    env = words[1] if verb and len(words) > 1 and facts.matches(facts.ENV_RE, words[1]) else ""
+    return verb, env
 
 
 def setup_check(words) -> int:

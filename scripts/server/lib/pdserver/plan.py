@@ -10,6 +10,7 @@ from . import compose, expect, order, run
 from . import env as envs
 from .lock import Lock
 from .request import Refused, Request
+from .result import Result
 
 
 def check_version(env: envs.Env, version: str) -> None:
@@ -82,7 +83,7 @@ def plan_migrations(env: envs.Env, version: str, skip_migrate: bool) -> list:
     return [head] + [f"migration={line}" for line in out.rstrip("\n").split("\n")]
 
 
-def plan(request: Request):
+def plan(request: Request) -> Result:
     """What a deploy of VERSION would do here, as KEY=value lines; changes nothing but
     pulling the image (to read its migrations). An outdated server side is reported."""
     env = envs.load(request.env)
@@ -113,4 +114,4 @@ def plan(request: Request):
     print(f"estimate={_estimate(env)}")
     sys.stdout.flush()
     print("\n".join(plan_migrations(env, version, skip_migrate)))
-    return 0
+    return Result(0, {"current": current, "target": version})

@@ -27,6 +27,7 @@ from . import env as envs
 from . import run as runner
 from .lock import Lock, now_iso
 from .request import Refused, Request
+from .result import Result
 
 TRAILER_BYTES = 84  # "\npushdeploy-sha256:" + 64 hex digits + "\n"
 _TRAILER = re.compile(rb"^pushdeploy-sha256:([0-9a-f]{64})$")
@@ -185,7 +186,9 @@ def receive(path: str, found: dict) -> int:
     return 0
 
 
-def db_dump(request: Request) -> int:
+def db_dump(request: Request) -> Result:
+    """The newest backup (or a fresh pg_dump) on stdout; the release its data is of in
+    the result (stdout is the dump)."""
     check_admin_caller(request.verb)
     env = envs.load_checked(request)
     if not env["DB_SERVICE"]:
@@ -193,23 +196,16 @@ def db_dump(request: Request) -> int:
     newest = "" if request.option("fresh") else latest_backup(os.path.join(env.state_dir, "backups"))
     if newest:
         print(f"sending the newest backup of {env.name}: {os.path.basename(newest)}", file=sys.stderr, flush=True)
-        _data_version(backup_version(newest) or envs.current_version(env))
         with open(newest, "rb") as dump:
             runs.copy(dump)
-        return 0
+        return Result(0, {"data_version": backup_version(newest) or envs.current_version(env)})
     print(f"taking a fresh pg_dump of {env.name}", file=sys.stderr, flush=True)
-    _data_version(envs.current_version(env))
-    return runner.streamed(compose.compose(env, "exec", "-T", env["DB_SERVICE"], "sh", "-c", PG_DUMP))
+    version = envs.current_version(env)
+    code = runner.streamed(compose.compose(env, "exec", "-T", env["DB_SERVICE"], "sh", "-c", PG_DUMP))
+    return Result(code, {"data_version": version})
 
 
-def _data_version(version: str) -> None:
-    """The release the dump's data is of, as data on stderr (the client passes it on)."""
-    import json
-
-    print(facts.RESULT_PREFIX + json.dumps({"data_version": version}), file=sys.stderr, flush=True)
-
-
-def db_restore(request: Request) -> int:
+def db_restore(request: Request) -> Result:
     sys.stdout.reconfigure(line_buffering=True)
     check_admin_caller(request.verb)
     env = envs.load_checked(request)
@@ -241,7 +237,7 @@ def db_restore(request: Request) -> int:
         lock.release()
 
 
-def refresh(run, source: str) -> int:
+def refresh(run, source: str) -> Result:
     """The refresh, in order. Nothing changes until the dump arrived whole."""
     env = run.env
     dump = os.path.join(env.state_dir, f"refresh-{os.getpid()}.dump")
@@ -275,11 +271,12 @@ def refresh(run, source: str) -> int:
         os.unlink(dump)
     took = pipeline.elapsed(run.started)
     _record(run, source, current, outcome, took)
+    result = {"source": source, "data_version": data, "failed_step": run.failed_step, "run": run.id}
     if outcome == "ok":
         print(f"refreshed {env.name} from {source} in {took}s (scrubbed)", flush=True)
-        return 0
+        return Result(0, result)
     print(f"refresh of {env.name} from {source} FAILED at {run.failed_step} after {took}s", flush=True)
-    return 1
+    return Result(1, result)
 
 
 def _record(run, source: str, current: str, outcome: str, took: str) -> None:

@@ -27,6 +27,7 @@ from . import env as envs
 from . import run as runner
 from .lock import Lock, now_iso
 from .request import Refused, Request
+from .result import Result
 from .status import last_deploy
 from .verbs import review_instances, review_template, review_url
 
@@ -191,7 +192,7 @@ def _review(request: Request) -> Review:
     return Review(review_template(request), request.env)
 
 
-def review_up(request: Request) -> int:
+def review_up(request: Request) -> Result:
     sys.stdout.reconfigure(line_buffering=True)
     review = _review(request)
     env, version = review.env, request.words[0]
@@ -215,10 +216,10 @@ def review_up(request: Request) -> int:
         print(f"review-up of {review.name} interrupted (signal)", flush=True)
         if making:
             unmake(review)
-        return 1
+        return Result(1, {"error": "interrupted"})
 
 
-def _up(review: Review, version: str, request: Request, making: bool) -> int:
+def _up(review: Review, version: str, request: Request, making: bool) -> Result:
     env = review.env
     run_id = f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{os.getpid()}"
     values = {"KIND": "deploy", "VERSION": version, "BY": request.option("by", ""), "URL": request.option("url", "")}
@@ -241,6 +242,7 @@ def _up(review: Review, version: str, request: Request, making: bool) -> int:
         last = last_deploy(env.history)
         if not making and envs.current_version(env) == version and ": ok" in last:
             print(f"{review.name} already runs {version} (last deploy: {last})", flush=True)
+            run_id = ""
         else:
             with pipeline.teed(run.file("log")):
                 open(run.file("steps"), "a").close()
@@ -260,11 +262,12 @@ def _up(review: Review, version: str, request: Request, making: bool) -> int:
         if lock.fd >= 0:
             lock.release()
     runner.ignore_stops()
-    print(f"url: {review_url(review.template, review.number)}", flush=True)
-    return 0
+    url = review_url(review.template, review.number)
+    print(f"url: {url}", flush=True)
+    return Result(0, {"url": url, "version": version, "made": making, "run": run_id})
 
 
-def review_down(request: Request) -> int:
+def review_down(request: Request) -> Result:
     review = _review(request)
     env = review.env
     review_lock(review.template)
@@ -277,7 +280,7 @@ def review_down(request: Request) -> int:
         front.route_remove(review)
         front.front_remove_if_unused(review)
         print(f"{review.name} does not exist: nothing to remove", flush=True)
-        return 0
+        return Result(0, {"removed": False})
     os.makedirs(env.state_dir, mode=0o700, exist_ok=True)
     lock = Lock(env.state_dir)
     if lock.take() is not None and not lock.take_within(120):
@@ -287,4 +290,4 @@ def review_down(request: Request) -> int:
     destroy(review)
     lock.close()
     print(f"removed {review.name}: containers, volumes, networks, files, state and route", flush=True)
-    return 0
+    return Result(0, {"removed": True})

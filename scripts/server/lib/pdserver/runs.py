@@ -18,6 +18,7 @@ from . import env as envs
 from . import facts, plan, run
 from .lock import Lock, now_iso
 from .request import Refused, Request
+from .result import Result
 
 LOCK_FD = 9  # the worker holds the lock open here (its own commands do not inherit it)
 
@@ -26,14 +27,14 @@ def run_file(env: envs.Env, run_id: str, kind: str) -> str:
     return os.path.join(env.runs_dir, f"{run_id}.{kind}")
 
 
-def deploy(request: Request) -> int:
+def deploy(request: Request) -> Result:
     env = envs.load_checked(request)
     version = request.words[0]
     plan.check_version(env, version)
     return start(env, request, "deploy", version)
 
 
-def rollback(request: Request) -> int:
+def rollback(request: Request) -> Result:
     """The previous successful version again (or --to=VERSION)."""
     env = envs.load_checked(request)
     target = request.option("to") or rollback_target(env)
@@ -49,23 +50,26 @@ def rollback_target(env: envs.Env) -> str:
     return run.lib_module("history").rollback_target(env.history, envs.current_version(env))
 
 
-def start(env: envs.Env, request: Request, kind: str, version: str) -> int:
-    """Start the run (or follow the one with this --id) and follow it: its exit status."""
+def start(env: envs.Env, request: Request, kind: str, version: str) -> Result:
+    """Start the run (or follow the one with this --id) and follow it: its exit status,
+    and its record in the history as data."""
     os.makedirs(env.runs_dir, mode=0o700, exist_ok=True)  # a first deploy: no state yet
     lock = Lock(env.state_dir)
     try:
-        return _start(env, request, kind, version, lock)
+        run_id = _start(env, request, kind, version, lock)
     finally:
         lock.close()  # ours only: a worker started holds its own
+    return Result(follow(env, run_id), answer(env, run_id))
 
 
-def _start(env: envs.Env, request: Request, kind: str, version: str, lock: Lock) -> int:
+def _start(env: envs.Env, request: Request, kind: str, version: str, lock: Lock) -> str:
+    """The run to follow: the one with this --id (running or done), or one started now."""
     run_id = str(request.option("id", ""))
     holder = lock.take()
     if holder is not None:
         if run_id and holder.startswith(run_id + " "):
             print(f"deploy {run_id} is running; following it", flush=True)
-            return follow(env, run_id)
+            return run_id
         what = holder.split(" ", 1)[-1]
         wait = int(request.option("wait", 0))
         if wait > 0:
@@ -76,7 +80,7 @@ def _start(env: envs.Env, request: Request, kind: str, version: str, lock: Lock)
         lock.close()
         if os.path.exists(run_file(env, run_id, "status")):
             print(f"deploy {run_id} already ran; its log:", flush=True)
-            return follow(env, run_id)
+            return run_id
         raise Refused(
             f"deploy {run_id} stopped without a result (the server restarted?): see `inv deploy.logs --env {env.name}` and deploy again",
             1,
@@ -97,7 +101,7 @@ def _start(env: envs.Env, request: Request, kind: str, version: str, lock: Lock)
     pid = spawn(env, run_id, token, lock)
     envs.write_text(run_file(env, run_id, "pid"), f"{pid}\n")
     lock.close()
-    return follow(env, run_id)
+    return run_id
 
 
 def request_text(request: Request, kind: str, version: str) -> str:
@@ -157,9 +161,8 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def follow(env: envs.Env, run_id: str, result: bool = True) -> int:
-    """The run's log as it grows, until its process ends, then (result) its result as
-    data; its exit status."""
+def follow(env: envs.Env, run_id: str) -> int:
+    """The run's log as it grows, until its process ends; its exit status."""
     pid = envs.read_text(run_file(env, run_id, "pid"))
     with open(run_file(env, run_id, "log"), "rb") as file:
         copy(file)
@@ -170,15 +173,11 @@ def follow(env: envs.Env, run_id: str, result: bool = True) -> int:
     status = envs.read_text(run_file(env, run_id, "status"))
     if not status.isdigit():
         raise Refused(f"the deploy process {run_id} ended without a result: see `inv deploy.logs --env {env.name}`", 1)
-    if result:
-        answer(env, run_id)
     return int(status)
 
 
-def answer(env: envs.Env, run_id: str) -> None:
-    """The run's result as data, the answer's last line: its record in the history."""
-    import json
-
+def answer(env: envs.Env, run_id: str) -> dict:
+    """The run's result as data: its record in the history, what .env names now."""
     record = {}
     for entry in reversed(run.lib_module("history").read(env.history)):
         if entry.get("run") == run_id:
@@ -187,4 +186,4 @@ def answer(env: envs.Env, run_id: str) -> None:
     fields = ("outcome", "kind", "version", "previous", "failed_step")
     result = {key: record.get(key, "") for key in fields}
     result.update(serving=envs.current_version(env), run=run_id)
-    print(facts.RESULT_PREFIX + json.dumps(result, sort_keys=True), flush=True)
+    return result

@@ -9,32 +9,37 @@ from . import compose, facts, run
 from . import env as envs
 from .lock import Lock
 from .request import Request
+from .result import Result
 
 
-def status(request: Request):
+def status(request: Request) -> Result:
     env = envs.load_checked(request)
-    print(f"version: {envs.current_version(env)}")
+    version = envs.current_version(env)
+    print(f"version: {version}")
     holder = Lock(env.state_dir).busy() if os.path.isdir(env.state_dir) else None
-    print(f"deploy in progress: {holder.split(' ', 1)[-1] if holder else 'no'}")
+    deploying = holder.split(" ", 1)[-1] if holder else ""
+    print(f"deploy in progress: {deploying or 'no'}")
     print(f"last deploy: {last_deploy(env.history)}")
+    found = {"version": version, "deploying": deploying}
     if not holder and dead_runs(env.runs_dir):
         print(
             "warning: a deploy ended without a result (its process was killed): the next deploy records it and cleans up after it"
         )
     if env["ENGINE"] == "swarm":
         swarm_status(env)
-        return 0
+        return Result(0, found)
     if env["SWITCH"] != "recreate":
         first, second = facts.SLOTS[0], facts.SLOTS[-1]
         live = second if os.path.exists(os.path.join(env.app_dir, facts.ROUTING_DIR, second)) else first
-        print(f"live slot: {env['WEB_SERVICE']}-{live}")
+        found["live_slot"] = f"{env['WEB_SERVICE']}-{live}"
+        print(f"live slot: {found['live_slot']}")
     print("services:")
     sys.stdout.flush()
     # By compose's labels with the docker CLI: a tenth of the CPU of `compose ps`.
     containers = "table {{.Names}}\t{{.Image}}\t{{.Status}}\t{{.Ports}}"
     project, oneoff = f"label=com.docker.compose.project={env['PROJECT']}", "label=com.docker.compose.oneoff=False"
     _indented(compose.docker(env, "ps", "--filter", project, "--filter", oneoff, "--format", containers))
-    return 0
+    return Result(0, found)
 
 
 def _indented(command: run.Command, strip_digest: bool = False) -> None:

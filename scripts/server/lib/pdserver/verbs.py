@@ -1,6 +1,6 @@
 """The verbs bin/deploy answers: the small ones here, the others by their own module
 (runs: deploy and rollback; review; refresh: db-*; agent: pull). HANDLERS maps each
-verb to its handler: a request in, its exit status out (or Refused)."""
+verb to its handler: a request in, its Result out (exit status and data), or Refused."""
 
 from __future__ import annotations
 
@@ -15,31 +15,33 @@ from .expect import HOME, server_hash
 from .lock import Lock, now_iso
 from .plan import plan
 from .request import Refused, Request, changes_django_setup
+from .result import Result
 from .status import last_deploy, status, swarm_role
 
 
-def version(request: Request) -> int:
-    print(server_hash(HOME))
-    return 0
+def version(request: Request) -> Result:
+    digest = server_hash(HOME)
+    print(digest)
+    return Result(0, {"server_side": digest})
 
 
-def history(request: Request) -> int:
+def history(request: Request) -> Result:
     env = envs.load_checked(request)
     try:
         with open(env.history, errors="replace") as file:
             lines = collections.deque(file, maxlen=int(request.option("limit", 20)))
     except FileNotFoundError:
-        return 0
+        lines = collections.deque()
     sys.stdout.writelines(lines)
-    return 0
+    return Result(0, {"records": len(lines)})
 
 
-def backups(request: Request) -> int:
+def backups(request: Request) -> Result:
     env = envs.load_checked(request)
     folder = os.path.join(env.state_dir, "backups")
     if not os.path.isdir(folder):
         print(f"no backups of {env.name} yet")
-        return 0
+        return Result(0, {"backups": 0})
     lines = []
     for name in os.listdir(folder):
         path = os.path.join(folder, name)
@@ -49,22 +51,21 @@ def backups(request: Request) -> int:
                 f"{time.strftime('%Y-%m-%dT%H:%M', time.localtime(info.st_mtime))}  {info.st_size:10d} bytes  {path}\n"
             )
     sys.stdout.writelines(sorted(lines, key=lambda line: line.encode(), reverse=True))
-    return 0
+    return Result(0, {"backups": len(lines)})
 
 
-def logs(request: Request) -> int:
+def logs(request: Request) -> Result:
     env = envs.load_checked(request)
     latest = _latest_log(env.runs_dir)
     if latest is None:
         raise Refused(f"no deploy has run in {env.name} yet", 1)
+    run_id = latest[: -len(".log")]
     if request.option("follow"):
-        runs.follow(
-            env, latest[: -len(".log")], result=False
-        )  # the run's own outcome is in its log: logs itself succeeded
-        return 0
-    with open(os.path.join(env.runs_dir, latest), "rb") as file:
-        runs.copy(file)
-    return 0
+        runs.follow(env, run_id)  # the run's own outcome is in its log: logs itself succeeded
+    else:
+        with open(os.path.join(env.runs_dir, latest), "rb") as file:
+            runs.copy(file)
+    return Result(0, {"run": run_id})
 
 
 def _latest_log(runs_dir: str):
@@ -75,7 +76,7 @@ def _latest_log(runs_dir: str):
     return max(names, key=lambda name: os.stat(os.path.join(runs_dir, name)).st_mtime, default=None)
 
 
-def maintenance(request: Request) -> int:
+def maintenance(request: Request) -> Result:
     env = envs.load_checked(request)
     on = request.words[0] == "on"
     os.makedirs(env.runs_dir, exist_ok=True)
@@ -104,7 +105,7 @@ def maintenance(request: Request) -> int:
             print("maintenance mode off")
     finally:
         lock.release()
-    return 0
+    return Result(0, {"maintenance": request.words[0]})
 
 
 SYSTEMD_DIR, CRON_DIR = "/etc/systemd/system", "/etc/cron.d"
@@ -123,13 +124,13 @@ def pull_agent_where(name: str, systemd_dir: str = SYSTEMD_DIR, cron_dir: str = 
     return "none"
 
 
-def pull_status(request: Request) -> int:
+def pull_status(request: Request) -> Result:
     env = envs.load_checked(request)
     where = pull_agent_where(env.name)
     channel = env["PULL_CHANNEL"]
     if not channel:
         print(f"mode: push (no pull channel in {env.name}'s settings)\nagent: {where}")
-        return 0
+        return Result(0, {"mode": "push", "agent": where})
     pull_py = run.lib_module("pull")
     pairs = [
         "mode=pull",
@@ -139,7 +140,7 @@ def pull_status(request: Request) -> int:
         f"version={envs.current_version(env)}",
     ]
     print("\n".join(pull_py.status(pull_py.read(os.path.join(env.state_dir, "pull", "checks.jsonl")), pairs)))
-    return 0
+    return Result(0, dict(pair.split("=", 1) for pair in pairs))
 
 
 def _first_line(command: run.Command) -> str:
@@ -151,23 +152,26 @@ def _disk_free(path: str) -> str:
     return rows[1].split()[3] if len(rows) > 1 and len(rows[1].split()) > 3 else ""
 
 
-def check(request: Request) -> int:
-    """Facts for `inv server.check`, key=value lines."""
+def check(request: Request) -> Result:
+    """Facts for `inv server.check`, key=value lines (and the same as data)."""
     env = envs.load_checked(request)
     code, docker_root = run.output(compose.docker(env, "info", "-f", "{{.DockerRootDir}}"), stderr=False)
-    print(f"server_side={server_hash(HOME)}")
-    print(f"settings={expect.conf_hash(env.conf_path)}")
-    print(f"version={envs.current_version(env)}")
-    print(f"docker={_first_line(compose.docker(env, 'version', '-f', '{{.Server.Version}}'))}")
-    print(f"compose={_first_line(compose.compose_cli(env, 'version', '--short'))}")
-    print(f"disk_free_app={_disk_free(env.app_dir)}")
-    print(f"disk_free_docker={_disk_free(docker_root.strip() if code == 0 else '/')}")
+    found = {
+        "server_side": server_hash(HOME),
+        "settings": expect.conf_hash(env.conf_path),
+        "version": envs.current_version(env),
+        "docker": _first_line(compose.docker(env, "version", "-f", "{{.Server.Version}}")),
+        "compose": _first_line(compose.compose_cli(env, "version", "--short")),
+        "disk_free_app": _disk_free(env.app_dir),
+        "disk_free_docker": _disk_free(docker_root.strip() if code == 0 else "/"),
+    }
     if env["ENGINE"] == "swarm":
-        print(f"swarm={swarm_role(env)}")
+        found["swarm"] = swarm_role(env)
     channel = env["PULL_CHANNEL"]
     mode = f"channel {channel} every {env['PULL_EVERY']}s, agent: " if channel else ""
-    print(f"pull={mode}{pull_agent_where(env.name)}")
-    return 0
+    found["pull"] = f"{mode}{pull_agent_where(env.name)}"
+    print("\n".join(f"{key}={value}" for key, value in found.items()))
+    return Result(0, found)
 
 
 def manage_refusal(env: envs.Env, name: str, args) -> str | None:
@@ -198,7 +202,7 @@ def manage_refusal(env: envs.Env, name: str, args) -> str | None:
     return None
 
 
-def manage(request: Request) -> int:
+def manage(request: Request) -> Result:
     """One command of the allowlist in a one-off container of the deployed version: its
     output, its exit status. Never while a deploy changes the image or the database."""
     env = envs.load_checked(request)
@@ -221,7 +225,8 @@ def manage(request: Request) -> int:
             file=sys.stderr,
             flush=True,
         )
-        return run.streamed(compose.manage(env, version, request.words))
+        code = run.streamed(compose.manage(env, version, request.words))
+        return Result(code, {"command": name, "version": version})
     finally:
         lock.release()
 
@@ -270,9 +275,10 @@ def review_instances(template: str) -> list:
     ]
 
 
-def review_list(request: Request) -> int:
+def review_list(request: Request) -> Result:
     template = review_template(request)
-    for name in review_instances(template.name):
+    names = review_instances(template.name)
+    for name in names:
         number = name.rsplit("-", 1)[1]
         instance = envs.Env(name, template.conf_path, dict(template.values, APP_DIR=f"{template.app_dir}-{number}"))
         created = envs.read_text(os.path.join(facts.STATE, name, "review.created"))
@@ -284,34 +290,34 @@ def review_list(request: Request) -> int:
             review_url(template, number),
         )
         print("\t".join(fields))
-    return 0
+    return Result(0, {"reviews": len(names)})
 
 
-def review_up(request: Request) -> int:
+def review_up(request: Request) -> Result:
     from . import review
 
     return review.review_up(request)
 
 
-def review_down(request: Request) -> int:
+def review_down(request: Request) -> Result:
     from . import review
 
     return review.review_down(request)
 
 
-def db_dump(request: Request) -> int:
+def db_dump(request: Request) -> Result:
     from . import refresh
 
     return refresh.db_dump(request)
 
 
-def db_restore(request: Request) -> int:
+def db_restore(request: Request) -> Result:
     from . import refresh
 
     return refresh.db_restore(request)
 
 
-def pull(request: Request) -> int:
+def pull(request: Request) -> Result:
     from . import agent
 
     return agent.pull(request)
