@@ -147,11 +147,19 @@ def request_words(commands: Sequence[Allowed], name: str, args: Sequence[str]) -
     return (name, *args)
 
 
+def conf_values(
+    before: Sequence[Sequence[str]], after: Sequence[Sequence[str]], commands: Sequence[Allowed]
+) -> dict[str, list[str]]:
+    """The values of ENV.conf's list keys: the hooks and the allowlist, one item a line, in order."""
+    return {
+        "HOOK_BEFORE_SWITCH": [" ".join(h) for h in before],
+        "HOOK_AFTER_SWITCH": [" ".join(h) for h in after],
+        "MANAGE_COMMAND": [" ".join((c.name, *c.patterns)) for c in commands],
+    }
+
+
 def conf_lines(
     before: Sequence[Sequence[str]], after: Sequence[Sequence[str]], commands: Sequence[Allowed]
 ) -> list[str]:
     """The lines of ENV.conf that carry the hooks and the allowlist (one item a line, in order)."""
-    lines = [f"HOOK_BEFORE_SWITCH={' '.join(h)}" for h in before]
-    lines += [f"HOOK_AFTER_SWITCH={' '.join(h)}" for h in after]
-    lines += [f"MANAGE_COMMAND={' '.join((c.name, *c.patterns))}" for c in commands]
-    return lines
+    return [f"{key}={item}" for key, items in conf_values(before, after, commands).items() for item in items]

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from deploy import keys as deploy_keys
-from deploy import management, protocol, pull, rollout
+from deploy import management, protocol, rollout
 from deploy.settings import Environment, Settings
 
 _PUBLIC_KEY = re.compile(
@@ -100,58 +100,22 @@ def phases(env: Environment, hosts=None) -> list[tuple[tuple, bool]]:
 
 
 def server_conf(env: Environment, app_files: Mapping[str, bytes], keys=()) -> str:
-    """The text of /etc/pushdeploy/ENV.conf, read by bin/deploy.
+    """The text of /etc/pushdeploy/ENV.conf, read by bin/deploy: the settings schema's keys
+    (pdserver/schema.py), in its order, from the environment's values.
 
     keys: the named deploy keys; their scopes' hash is a line here, so a request of a
     client whose keys differ from the server's is refused as outdated (run server.setup).
     """
+    from pdserver import schema
+
     digest = protocol.short_hash(b"".join(name.encode() + b"\0" + data for name, data in sorted(app_files.items())))
-    lines = [
-        "# Written by `inv server.setup` from invoke.yaml: do not edit here.",
-        f"APP_DIR={env.app_dir}",
-        f"PROJECT={env.project}",
-        f"COMPOSE={env.compose_command}",
-        f"COMPOSE_FILES={' '.join(env.compose_files)}",
-        f"SERVICES={' '.join(env.services)}",
-        f"WEB_SERVICE={env.web_service}",
-        f"DB_SERVICE={env.db_service}",
-        f"PROXY_SERVICE={env.proxy_service}",
-        f"MANAGE={env.manage}",
-        f"VERSION_RE={env.version_pattern}",
-        f"DOCKER_HOST={env.docker_host}",
-        f"HEALTH_TIMEOUT={env.health_timeout}",
-        f"DRAIN_SECONDS={env.drain_seconds}",
-        f"DNS_VALID={env.dns_valid}",
-        f"STATIC_KEEP={env.static_keep}",
-        f"BACKUP={'yes' if env.backup else 'no'}",
-        f"BACKUP_KEEP={env.backup_keep}",
-        f"ORDERING={env.ordering}",
-        f"SWITCH={env.switch}",
-        f"PRIORITY={env.deploy_priority}",
-        f"APP_FILES_SHA256={digest}",
-        *management.conf_lines(env.before_switch, env.after_switch, env.manage_commands),
-        *pull.conf_lines(env.pull_channel, env.pull_every),
-    ]
-    if env.engine != "compose":
-        lines += [
-            f"ENGINE={env.engine}",
-            f"MANAGER_COMPOSE_FILES={' '.join(env.manager_compose_files)}",
-            f"CONVERGE_TIMEOUT={env.converge_timeout}",
-        ]
-        if env.backup_image:
-            lines.append(f"BACKUP_IMAGE={env.backup_image}")
-    if env.scrub:
-        lines.append(f"SCRUB={env.scrub}")
-    if env.review_template:
-        lines += [
-            "REVIEW_TEMPLATE=yes",
-            f"REVIEW_DOMAIN={env.review_domain}",
-            f"REVIEW_PORT={env.review_port}",
-            f"REVIEW_MAX={env.review_max}",
-            f"REVIEW_SEED={env.review_seed}",
-        ]
-    if keys:
-        lines.append(f"KEYS_SHA256={protocol.short_hash(deploy_keys.scopes_json(keys).encode())}")
+    values = {key.name: getattr(env, key.setting) for key in schema.KEYS if key.setting}
+    values.update(management.conf_values(env.before_switch, env.after_switch, env.manage_commands))
+    values.update(
+        APP_FILES_SHA256=digest,
+        KEYS_SHA256=protocol.short_hash(deploy_keys.scopes_json(keys).encode()) if keys else "",
+    )
+    lines = ["# Written by `inv server.setup` from invoke.yaml: do not edit here.", *schema.render(values)]
     text = "\n".join(lines) + "\n"
     _server_accepts(text, env.name)
     return text

@@ -61,8 +61,3 @@ def pinned_version(channel: str, digest: str) -> str:
     if kind != "sha256" or not re.fullmatch(r"[0-9a-f]{64}", hexdigits):
         raise PullError(f"{digest!r} is not a sha256 digest")
     return f"{channel}-{hexdigits[: protocol.PIN_HEX]}"
-
-
-def conf_lines(channel: str, every: int) -> list[str]:
-    """The lines of the server's ENV.conf for pull mode (none in push mode, so push setups stay as they were)."""
-    return [f"PULL_CHANNEL={channel}", f"PULL_EVERY={every}"] if channel else []

@@ -189,15 +189,6 @@ _TEMPLATE_NAME = re.compile(r"^[a-z][a-z0-9]{0,15}$")
 _SEED = re.compile(r"^(fresh|backup:[a-z][a-z0-9-]{0,31})$")
 
 
-def _number(merged: Mapping, name: str, low: int, high: int, key) -> int:
-    value = merged[name]
-    if isinstance(value, str) and value.isdigit():
-        value = int(value)
-    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-        raise ConfigError(CONFIG_FILE, key(name), f"must be a whole number from {low} to {high}")
-    return value
-
-
 def _as_list(value, key: str) -> list:
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
@@ -297,15 +288,12 @@ def _environment(name: str, raw: Mapping, defaults: Mapping, deploy_user: str, a
         or not manage.split()
     ):
         raise ConfigError(CONFIG_FILE, key("manage"), f"{manage!r} must be plain words, e.g. 'python manage.py'")
-    health_timeout = _number(merged, "health_timeout", 1, 3600, key)
-    backup_keep = _number(merged, "backup_keep", 1, 1000, key)
-    drain_seconds = _number(merged, "drain_seconds", 0, 300, key)
-    dns_valid = _number(merged, "dns_valid", 1, 60, key)
-    static_keep = _number(merged, "static_keep", 0, 100, key)
-    if merged["ordering"] not in ORDERINGS:
-        raise ConfigError(
-            CONFIG_FILE, key("ordering"), f"{merged['ordering']!r} must be one of: {', '.join(ORDERINGS)}"
-        )
+    # What the server checks again, by the same table (pdserver/schema.py): numbers and choices.
+    checked = {}
+    for schema_key in schema.CHECKED:
+        checked[schema_key.setting], why = schema.setting(schema_key, merged[schema_key.setting])
+        if why:
+            raise ConfigError(CONFIG_FILE, key(schema_key.setting), why)
     if merged["on_failure"] not in ON_FAILURE:
         raise ConfigError(
             CONFIG_FILE, key("on_failure"), f"{merged['on_failure']!r} must be one of: {', '.join(ON_FAILURE)}"
@@ -318,14 +306,6 @@ def _environment(name: str, raw: Mapping, defaults: Mapping, deploy_user: str, a
     if merged["migrate_on"] not in MIGRATE_ON:
         raise ConfigError(
             CONFIG_FILE, key("migrate_on"), f"{merged['migrate_on']!r} must be one of: {', '.join(MIGRATE_ON)}"
-        )
-    if merged["switch"] not in SWITCHES:
-        raise ConfigError(CONFIG_FILE, key("switch"), f"{merged['switch']!r} must be one of: {', '.join(SWITCHES)}")
-    if merged["deploy_priority"] not in PRIORITIES:
-        raise ConfigError(
-            CONFIG_FILE,
-            key("deploy_priority"),
-            f"{merged['deploy_priority']!r} must be one of: {', '.join(PRIORITIES)}",
         )
     proxy_service = merged["proxy_service"] or ""
     if proxy_service:
@@ -395,8 +375,6 @@ def _environment(name: str, raw: Mapping, defaults: Mapping, deploy_user: str, a
     review_domain = _check(
         _DOMAIN, merged["review_domain"], key("review_domain"), "a domain name (review-N answers as pr-N.DOMAIN)"
     )
-    review_port = _number(merged, "review_port", 1, 65535, key)
-    review_max = _number(merged, "review_max", 1, 999, key)
     review_seed = _check(_SEED, merged["review_seed"], key("review_seed"), "fresh or backup:ENV")
     return Environment(
         name=name,
@@ -411,19 +389,11 @@ def _environment(name: str, raw: Mapping, defaults: Mapping, deploy_user: str, a
         manage=" ".join(manage.split()),
         version_pattern=_version_pattern(merged["version_pattern"], key("version_pattern")),
         require_tag=bool(merged["require_tag"]),
-        health_timeout=health_timeout,
         backup=bool(merged["backup"]),
-        backup_keep=backup_keep,
         backup_image=backup_image,
-        drain_seconds=drain_seconds,
-        dns_valid=dns_valid,
-        static_keep=static_keep,
-        ordering=merged["ordering"],
         migrate_on=merged["migrate_on"],
         batch_size=batch_size,
         on_failure=merged["on_failure"],
-        switch=merged["switch"],
-        deploy_priority=merged["deploy_priority"],
         proxy_service=proxy_service,
         docker_host=docker_host,
         files=tuple(files),
@@ -433,23 +403,18 @@ def _environment(name: str, raw: Mapping, defaults: Mapping, deploy_user: str, a
         manage_commands=manage_commands,
         pull_channel=pull_channel,
         pull_every=pull_every,
-        engine=engine,
+        **{**checked, "engine": engine},
         manager_compose_files=manager_compose_files,
-        converge_timeout=_number(merged, "converge_timeout", 10, 3600, key),
         scrub=scrub,
         review_template=review_template,
         review_domain=review_domain,
-        review_port=review_port,
-        review_max=review_max,
         review_seed=review_seed,
     )
 
 
 def _engine(merged: Mapping, key) -> tuple[str, tuple[str, ...]]:
     """engine and manager_compose_files, checked: swarm needs Compose v2 (to render the stack) and no db_service."""
-    engine = merged["engine"]
-    if engine not in ENGINES:
-        raise ConfigError(CONFIG_FILE, key("engine"), f"{engine!r} must be one of: {', '.join(ENGINES)}")
+    engine = merged["engine"]  # one of schema.ENGINES, checked with the other choices
     files = tuple(
         _check(_SAFE_PATH, f, key("manager_compose_files"), "a relative path")
         for f in _as_list(merged["manager_compose_files"] or [], key("manager_compose_files"))

@@ -206,3 +206,41 @@ def test_every_environment_of_the_example_renders_a_conf_the_server_reads():
     for name, env in config.environments.items():
         values = server_env.parse(plan.server_conf(env, {}), f"/etc/pushdeploy/{name}.conf", name)
         assert values["PROJECT"] == env.project
+
+
+def _checked_keys():
+    from pdserver import schema
+
+    return schema.CHECKED
+
+
+@pytest.mark.parametrize("key", _checked_keys(), ids=lambda key: key.setting)
+def test_one_table_checks_each_setting_on_both_sides_alike(key):
+    """A number or a choice: the client refuses in invoke.yaml what the server refuses in
+    ENV.conf, and what the client accepts reaches ENV.conf and reads back the same."""
+    from deploy.settings import ConfigError
+    from pdserver import env as server_env
+    from pdserver import schema
+
+    bad = key.high + 1 if key.kind == "number" else "sideways"
+    with pytest.raises(ConfigError, match=rf"deploy\.environments\.x\.{key.setting}: "):
+        from_config({"environments": {"x": {"hosts": ["h"], key.setting: bad}}}, {})
+    assert schema.problem(key, str(bad)) == key.what
+    good = key.low if key.kind == "number" else key.choices[0]
+    env = from_config({"environments": {"x": {"hosts": ["h"], key.setting: good}}}, {}).environment("x")
+    assert getattr(env, key.setting) == good
+    conf = plan.server_conf(env, {})
+    values = server_env.parse(conf, "/etc/pushdeploy/x.conf", "x")
+    if key.when and key.when != key.name:  # a feature's key: written only with the feature on
+        assert f"\n{key.name}=" not in conf and values[key.name] == key.default
+    else:
+        assert values[key.name] == str(good)  # written, and read back as the client meant it
+
+
+def test_the_conf_is_the_schemas_keys_in_its_order():
+    from pdserver import schema
+
+    order = [key.name for key in schema.KEYS]
+    written = [line.split("=", 1)[0] for line in plan.server_conf(ENV, {}).splitlines()[1:]]
+    assert written == sorted(written, key=order.index)
+    assert set(written) <= set(order)

@@ -6,7 +6,6 @@ refused (exit 1) with what to do.
 from __future__ import annotations
 
 import os
-import re
 
 from . import conf, facts, schema
 from .request import Refused, changes_django_setup
@@ -67,10 +66,9 @@ def parse(text: str, path: str, name: str) -> dict:
     if not values["APP_DIR"].startswith("/") or ".." in values["APP_DIR"]:
         raise Refused(f"{path}: APP_DIR must be an absolute path", 1)
     for key in schema.KEYS:
-        if key.pattern is not None and not re.fullmatch(key.pattern, values[key.name]):
-            raise Refused(
-                f"{path}: {key.what}" + (f" '{values[key.name]}'" if key.what.startswith("invalid") else ""), 1
-            )
+        why = key.kind != "list" and schema.problem(key, values[key.name])
+        if why:
+            raise Refused(f"{path}: {why}" + (f" '{values[key.name]}'" if why.startswith("invalid") else ""), 1)
     if values["PULL_CHANNEL"] and not facts.matches(facts.CHANNEL_RE, values["PULL_CHANNEL"]):
         raise Refused(f"{path}: invalid PULL_CHANNEL '{values['PULL_CHANNEL']}'", 1)
     if values["BACKUP_IMAGE"] and not facts.matches(facts.IMAGE_RE, values["BACKUP_IMAGE"]):
