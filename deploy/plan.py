@@ -109,7 +109,7 @@ def server_conf(env: Environment, app_files: Mapping[str, bytes], keys=()) -> st
     from pdserver import schema
 
     digest = protocol.short_hash(b"".join(name.encode() + b"\0" + data for name, data in sorted(app_files.items())))
-    values = {key.name: getattr(env, key.setting) for key in schema.KEYS if key.setting}
+    values = {key.name: getattr(env, key.setting) for key in schema.CONF_KEYS if key.setting}
     values.update(management.conf_values(env.before_switch, env.after_switch, env.manage_commands))
     values.update(
         APP_FILES_SHA256=digest,

@@ -33,10 +33,10 @@ _SAFE_WORD = re.compile(r"^[A-Za-z0-9_./=:-]+$")
 _SAFE_PATH = re.compile(r"^[A-Za-z0-9_.@+-]+(/[A-Za-z0-9_.@+-]+)*$")
 _DOCKER_HOST = re.compile(r"^(unix:///[A-Za-z0-9_./-]+|tcp://[A-Za-z0-9_.-]+:[0-9]+|ssh://[A-Za-z0-9_.@-]+)$")
 _USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
-COMPOSE_COMMANDS = ("docker compose", "docker-compose")
+COMPOSE_COMMANDS = schema.COMPOSE_COMMANDS
 ORDERINGS, SWITCHES, PRIORITIES, ENGINES = schema.ORDERINGS, schema.SWITCHES, schema.PRIORITIES, schema.ENGINES
-MIGRATE_ON = ("first", "each")
-ON_FAILURE = ("rollback", "halt")
+MIGRATE_ON = schema.MIGRATE_ON
+ON_FAILURE = schema.ON_FAILURE
 
 
 class ConfigError(Exception):
@@ -142,46 +142,8 @@ class Settings:
             ) from None
 
 
-DEFAULTS = {
-    "compose_command": "docker compose",
-    "compose_files": ["docker-compose.yml"],
-    "services": ["web", "proxy"],
-    "web_service": "web",
-    "db_service": "",
-    "proxy_service": "proxy",
-    "backup": False,
-    "backup_keep": 10,
-    "backup_image": "",
-    "drain_seconds": 1,
-    "dns_valid": 1,
-    "static_keep": 3,
-    "ordering": "none",
-    "migrate_on": "first",
-    "batch_size": "100%",
-    "on_failure": "rollback",
-    "switch": "slots",
-    "deploy_priority": "low",
-    "manage": "python manage.py",
-    "version_pattern": r"^[0-9a-f]{7,40}$",
-    "require_tag": False,
-    "health_timeout": 60,
-    "docker_host": "",
-    "files": {},
-    "server_env": "",
-    "before_switch": [],
-    "after_switch": [],
-    "manage_commands": None,  # None: management.DEFAULT_COMMANDS
-    "pull": {},
-    "engine": "compose",
-    "manager_compose_files": [],
-    "converge_timeout": 300,
-    "scrub": "",
-    "review_template": False,
-    "review_domain": "review.localhost",
-    "review_port": 8088,
-    "review_max": 5,
-    "review_seed": "fresh",
-}
+# invoke.yaml's settings and their defaults: the one table both sides read (pdserver/schema.py).
+DEFAULTS = schema.setting_defaults()
 
 _SCRUB = re.compile(r"^(sql:[A-Za-z0-9_.@+-]+(/[A-Za-z0-9_.@+-]+)*|manage:[a-z][a-z0-9_]{0,63})$")
 _DOMAIN = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,200}[a-z0-9])?$")
@@ -261,11 +223,6 @@ def _environment(name: str, raw: Mapping, defaults: Mapping, deploy_user: str, a
         or not protocol.matches(_SAFE_PATH, app_dir.lstrip("/"))
     ):
         raise ConfigError(CONFIG_FILE, key("app_dir"), f"{app_dir!r} must be an absolute path of plain names")
-    compose_command = merged["compose_command"]
-    if compose_command not in COMPOSE_COMMANDS:
-        raise ConfigError(
-            CONFIG_FILE, key("compose_command"), f"{compose_command!r} must be one of: {', '.join(COMPOSE_COMMANDS)}"
-        )
     compose_files = tuple(
         _check(_SAFE_PATH, f, key("compose_files"), "a relative path")
         for f in _as_list(merged["compose_files"], key("compose_files"))
@@ -294,19 +251,11 @@ def _environment(name: str, raw: Mapping, defaults: Mapping, deploy_user: str, a
         checked[schema_key.setting], why = schema.setting(schema_key, merged[schema_key.setting])
         if why:
             raise ConfigError(CONFIG_FILE, key(schema_key.setting), why)
-    if merged["on_failure"] not in ON_FAILURE:
-        raise ConfigError(
-            CONFIG_FILE, key("on_failure"), f"{merged['on_failure']!r} must be one of: {', '.join(ON_FAILURE)}"
-        )
     batch_size = str(merged["batch_size"])
     try:
         rollout.batch_hosts(batch_size, 1)
     except ValueError as error:
         raise ConfigError(CONFIG_FILE, key("batch_size"), str(error)) from None
-    if merged["migrate_on"] not in MIGRATE_ON:
-        raise ConfigError(
-            CONFIG_FILE, key("migrate_on"), f"{merged['migrate_on']!r} must be one of: {', '.join(MIGRATE_ON)}"
-        )
     proxy_service = merged["proxy_service"] or ""
     if proxy_service:
         _check(_SERVICE, proxy_service, key("proxy_service"), "a service name")
@@ -381,7 +330,6 @@ def _environment(name: str, raw: Mapping, defaults: Mapping, deploy_user: str, a
         hosts=hosts,
         app_dir=app_dir.rstrip("/"),
         project=project,
-        compose_command=compose_command,
         compose_files=compose_files,
         services=services,
         web_service=web_service,
@@ -391,9 +339,7 @@ def _environment(name: str, raw: Mapping, defaults: Mapping, deploy_user: str, a
         require_tag=bool(merged["require_tag"]),
         backup=bool(merged["backup"]),
         backup_image=backup_image,
-        migrate_on=merged["migrate_on"],
         batch_size=batch_size,
-        on_failure=merged["on_failure"],
         proxy_service=proxy_service,
         docker_host=docker_host,
         files=tuple(files),

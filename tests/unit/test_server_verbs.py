@@ -136,20 +136,19 @@ def test_last_deploy_reads_the_summary_while_it_is_current(server):
     assert status.last_deploy(str(history)) == "T deploy of 2 (was 1): ok, by jane"
 
 
+def hold_lock(state, info: str, seconds: float) -> subprocess.Popen:
+    """Another process (flock, as bash took it) holds the environment's lock for SECONDS,
+    named INFO in lock.info (cleared when it lets go)."""
+    script = f"echo '{info}' >{state / 'lock.info'}; sleep {seconds}; : >{state / 'lock.info'}"
+    return subprocess.Popen(["flock", str(state / "lock"), "sh", "-c", script])
+
+
 def test_maintenance_takes_the_lock_bash_takes(server, capsys):
     flag = server / "app/maintenance/on"
     assert run(capsys, "maintenance staging on") == (0, "maintenance mode on: the proxy answers 503\n")
     assert flag.exists() and flag.stat().st_mode & 0o777 == 0o644
     state = server / "state/staging"
-    holder = subprocess.Popen(
-        [
-            "flock",
-            str(state / "lock"),
-            "sh",
-            "-c",
-            f"echo 'r1 refresh of staging by admin in progress since T' >{state / 'lock.info'}; sleep 1.5; : >{state / 'lock.info'}",
-        ]
-    )
+    holder = hold_lock(state, "r1 refresh of staging by admin in progress since T", 1.5)
     time.sleep(0.3)
     with pytest.raises(
         Refused, match="busy: refresh of staging by admin in progress since T; maintenance stays as it is"
@@ -420,15 +419,7 @@ def test_a_refusal_is_a_result_too_and_stdout_stays_empty(server, capsys, line, 
 
 def test_a_busy_environment_answers_busy_as_data(server, capsys):
     state = server / "state/staging"
-    holder = subprocess.Popen(
-        [
-            "flock",
-            str(state / "lock"),
-            "sh",
-            "-c",
-            f"echo 'r1 deploy of 2 by ci in progress since T' >{state / 'lock.info'}; sleep 1",
-        ]
-    )
+    holder = hold_lock(state, "r1 deploy of 2 by ci in progress since T", 1)
     time.sleep(0.3)
     try:
         code, out, said, result = answer(capsys, "maintenance staging on")

@@ -11,7 +11,8 @@ both sides read one copy. Modules, one concern each:
   guard.py    the refusals that read the server: templates, review targets, key scopes
   main.py     bin/deploy: check, refuse or answer (and --help, the worker, setup-check)
   verbs.py    the small verbs, and HANDLERS: every verb's handler
-  schema.py   every key of ENV.conf, its default and what it must be (the client's too)
+  result.py   results as data: a handler's Result, printed as the answer's last line
+  schema.py   one table of settings: each key's default, kind, check and invoke.yaml name (both sides)
   env.py      an environment's settings checked; .env's VERSION read and written
   expect.py   --expect: the server side and settings the client expects
   lock.py     the environment's lock (flock) and who holds it
@@ -23,6 +24,7 @@ both sides read one copy. Modules, one concern each:
   runs.py     deploy and rollback: the lock, detached runs, reattaching, following
   worker.py   the detached run: settles dead runs, deploys, ends recorded whatever stops it
   pipeline.py THE deploy, one sequence for every strategy; the history, notifications
+  strategies/ one module per strategy (switch_NAME, engine_NAME), found by name
   release.py  what runs in the app's image: migrate and collectstatic, hooks, static pruning
   containers.py  the compose engine's steps before the switch; container facts
   slots.py    strategy: the zero-downtime switch between two slots

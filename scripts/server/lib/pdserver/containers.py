@@ -103,6 +103,28 @@ class ComposeEngine(Strategy):
         self.env = env
         self.database_steps = [("database", self.database)]
 
+    def status(self) -> dict:
+        from .status import compose_services
+
+        compose_services(self.env)
+        return {}
+
+    def plan_migrations(self, version: str) -> list:
+        env = self.env
+        pull = compose.compose(env, "pull", "-q", env["WEB_SERVICE"], version=version)
+        code, out = runner.output(pull)
+        if code:
+            last = out.rstrip("\n").rsplit("\n", 1)[-1]
+            return [f"migrations=unknown (could not pull {version}: {last})"]
+        migrate = compose.manage(env, version, ["migrate", "--plan"])
+        code, out = runner.output(migrate)
+        head = (
+            f"migrations=unknown (migrate --plan failed with exit {code}; is the database up?)"
+            if code
+            else "migrations=planned"
+        )
+        return [head] + [f"migration={line}" for line in out.rstrip("\n").split("\n")]
+
     def preflight(self, run) -> int:
         env = self.env
         if not os.path.isfile(os.path.join(env.app_dir, ".env")):

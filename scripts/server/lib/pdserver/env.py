@@ -65,7 +65,7 @@ def parse(text: str, path: str, name: str) -> dict:
         values[key] = found if key in LISTS else found[-1]
     if not values["APP_DIR"].startswith("/") or ".." in values["APP_DIR"]:
         raise Refused(f"{path}: APP_DIR must be an absolute path", 1)
-    for key in schema.KEYS:
+    for key in schema.CONF_KEYS:
         why = key.kind != "list" and schema.problem(key, values[key.name])
         if why:
             raise Refused(f"{path}: {why}" + (f" '{values[key.name]}'" if why.startswith("invalid") else ""), 1)

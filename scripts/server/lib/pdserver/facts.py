@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 import re
 
-PROTOCOL_FILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "protocol.sh")
+LIB = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PROTOCOL_FILE = os.path.join(LIB, "protocol.sh")
 
 _ASSIGNMENT = re.compile(r"^(PD_[A-Z_]+)='([^']*)'$")
 
@@ -59,6 +60,21 @@ SLOTS = tuple(FACTS["PD_SLOTS"].split())
 ROUTING_DIR = FACTS["PD_ROUTING_DIR"]
 PIN_HEX = int(FACTS["PD_PIN_HEX"])
 KEYS_FILE = FACTS["PD_KEYS_FILE"]
+
+
+def _folder_files(root: str, folders) -> tuple:
+    """Every *.py file of FOLDERS (relative to ROOT), sorted."""
+    found = []
+    for folder in folders:
+        try:
+            names = os.listdir(os.path.join(root, folder))
+        except FileNotFoundError:
+            continue
+        found += sorted(f"{folder}/{name}" for name in names if name.endswith(".py"))
+    return tuple(found)
+
+
+SERVER_FILES += _folder_files(os.path.dirname(LIB), FACTS["PD_SERVER_FOLDERS"].split())
 
 
 def matches(pattern: re.Pattern, text: str) -> bool:

@@ -144,7 +144,7 @@ class Installer:
         """Code an earlier server side installed and this one no longer has (the bash verbs
         of lib/*.sh, a module that moved) goes: nothing runs it, and it only misleads."""
         listed = set(facts.SERVER_FILES)
-        for folder in ("lib", "lib/pdserver"):
+        for folder in ("lib", "lib/pdserver", *facts.FACTS["PD_SERVER_FOLDERS"].split()):
             path = os.path.join(facts.PREFIX, folder)
             names = sorted(os.listdir(path)) if os.path.isdir(path) else []
             for name in names:

@@ -107,13 +107,9 @@ def _named(argv) -> tuple:
 
 
 def setup_check(words) -> int:
-    """bin/install, as root, after installing: what a deploy would refuse, before the first
-    deploy (a swarm's stack file)."""
+    """bin/install, as root, after installing: what a first deploy would refuse (a swarm's
+    stack file), by the environment's strategy."""
     from . import env as envs
+    from .pipeline import strategy_for
 
-    env = envs.load(words[0] if len(words) == 1 else "")
-    if env["ENGINE"] != "swarm":
-        return 0
-    from . import stackfile
-
-    return stackfile.setup_check(env)
+    return strategy_for(envs.load(words[0] if len(words) == 1 else "")).setup_check()

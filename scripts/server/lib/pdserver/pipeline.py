@@ -84,6 +84,22 @@ class Strategy:
     def describe_failure(self, run) -> None:
         """More to say after a failed deploy, before its last line."""
 
+    def status(self) -> dict:
+        """What `status` says of how this environment serves (printed), and the same as data."""
+        return {}
+
+    def facts(self) -> dict:
+        """`check`'s facts of this strategy (key=value lines)."""
+        return {}
+
+    def plan_migrations(self, version: str) -> list:
+        """`plan`'s migration lines: Django's `migrate --plan` for VERSION, nothing started."""
+        raise NotImplementedError
+
+    def setup_check(self) -> int:
+        """bin/install, after installing: what a first deploy would refuse, said (0: nothing)."""
+        return 0
+
 
 def read_request(path: str) -> dict:
     values = {}
@@ -177,19 +193,15 @@ def step_names(run: Run, strategy) -> list:
     return names + (["maintenance-off"] if run.maintenance else [])
 
 
-def strategy_for(env: envs.Env):
-    """How the environment switches versions: the slots, recreate, or a swarm stack."""
-    if env["ENGINE"] == "swarm":
-        from .stack import Swarm
+def strategy_for(env: envs.Env) -> Strategy:
+    """How the environment puts a version in place: the strategy its engine and switch name
+    (strategies/: a module per strategy, found by name)."""
+    import importlib
 
-        return Swarm(env)
-    if env["SWITCH"] == "recreate":
-        from .recreate import Recreate
+    from . import strategies
 
-        return Recreate(env)
-    from .slots import Slots
-
-    return Slots(env)
+    name = strategies.module(env["ENGINE"], env["SWITCH"])
+    return importlib.import_module(f"{strategies.__name__}.{name}").Strategy(env)
 
 
 def after_hooks(run: Run, strategy) -> None:

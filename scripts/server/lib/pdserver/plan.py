@@ -6,8 +6,8 @@ from __future__ import annotations
 import os
 import sys
 
-from . import compose, expect, order, run
 from . import env as envs
+from . import expect, order, run
 from .lock import Lock
 from .request import Refused, Request
 from .result import Result
@@ -64,23 +64,9 @@ def plan_migrations(env: envs.Env, version: str, skip_migrate: bool) -> list:
     """Django's `migrate --plan` for VERSION against the running database (not started here)."""
     if skip_migrate:
         return ["migrations=skipped (a later batch: the first host migrates the shared database)"]
-    if env["ENGINE"] == "swarm":
-        from . import stackfile
+    from .pipeline import strategy_for
 
-        return stackfile.plan_migrations(env, version)
-    pull = compose.compose(env, "pull", "-q", env["WEB_SERVICE"], version=version)
-    code, out = run.output(pull)
-    if code:
-        last = out.rstrip("\n").rsplit("\n", 1)[-1]
-        return [f"migrations=unknown (could not pull {version}: {last})"]
-    migrate = compose.manage(env, version, ["migrate", "--plan"])
-    code, out = run.output(migrate)
-    head = (
-        f"migrations=unknown (migrate --plan failed with exit {code}; is the database up?)"
-        if code
-        else "migrations=planned"
-    )
-    return [head] + [f"migration={line}" for line in out.rstrip("\n").split("\n")]
+    return strategy_for(env).plan_migrations(version)
 
 
 def plan(request: Request) -> Result:

@@ -1,9 +1,11 @@
-"""The environment's settings, one table for both sides (/etc/pushdeploy/ENV.conf): every
-key, its default, its kind and check, and the invoke.yaml setting it carries. The client
-checks invoke.yaml's numbers and choices with it (deploy/settings.py, `setting`), renders
-ENV.conf from it in its order (deploy/plan.py, `render`) and reads what it rendered back
-with the server's own parser before sending it; the server checks ENV.conf with it
-(env.py, `problem`). So neither side can accept what the other refuses.
+"""The environment's settings, one table for both sides: every setting of invoke.yaml
+and every key of /etc/pushdeploy/ENV.conf, with its default, kind and check, and whether
+the server needs it (a key in ENV.conf). The client takes invoke.yaml's defaults from it
+(`setting_defaults`), checks every number and choice with it (`setting`), renders ENV.conf
+from it in its order (`render`; deploy/plan.py) and reads what it rendered back with the
+server's own parser before sending it; the server checks ENV.conf with it (env.py,
+`problem`). So neither side can accept what the other refuses. Checks that need more than
+a kind (paths, hosts, hooks, the allowlist) are the client's own, in deploy/settings.py.
 """
 
 from __future__ import annotations
@@ -11,11 +13,17 @@ from __future__ import annotations
 import collections
 import re
 
-# The choices a setting offers (invoke.yaml's value is written to ENV.conf as is).
+from . import strategies
+
+# The choices a setting offers (invoke.yaml's value is written to ENV.conf as is); the
+# switches and engines are the strategies' modules (strategies/__init__.py), default first.
 ORDERINGS = ("none", "semver", "build")
-SWITCHES = ("slots", "recreate")
+SWITCHES = ("slots",) + tuple(name for name in strategies.names("switch") if name != "slots")
 PRIORITIES = ("low", "normal")
-ENGINES = ("compose", "swarm")
+COMPOSE_COMMANDS = ("docker compose", "docker-compose")
+MIGRATE_ON = ("first", "each")  # the client's: which hosts migrate
+ON_FAILURE = ("rollback", "halt")  # the client's: what a failed batch does to the switched ones
+ENGINES = ("compose",) + strategies.names("engine")
 
 # Names (invoke.yaml's project and services), as both sides match them.
 PROJECT_RE = r"[a-z0-9][a-z0-9_-]{0,62}"
@@ -24,19 +32,25 @@ SERVICE_RE = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}"
 
 class Key(
     collections.namedtuple(
-        "Key", "name default pattern what setting kind low high when", defaults=("", None, "", "", "text", 0, 0, "")
+        "Key",
+        "name default pattern what setting kind low high when value yaml",
+        defaults=("", None, "", "", "text", 0, 0, "", None, True),
     )
 ):
-    """One key of ENV.conf, in the order the client writes them.
+    """One setting: its key in ENV.conf (name; '' for a setting only the client uses), in
+    the order the client writes them.
 
     default: the server's value when the key is absent ('' for none); pattern: what a value
     must match (whole), or None for any; what: the message when it does not.
-    setting: the invoke.yaml setting (and Environment attribute) whose value it carries, ''
-    for what the client derives (hashes) or checks on its own. kind: how a value is
-    written and checked on both sides: text, words (a list, space-separated), flag (yes/no),
-    number (a whole number from low to high), choice (one of pattern's |-separated
-    options), list (one line per item). when: written only if the key named there is not
-    at its default (a feature's keys stay out of the settings of setups without it).
+    setting: the Environment attribute whose value it carries, and the invoke.yaml setting
+    of that name unless yaml is False (app_dir and project come from the app's name, the
+    pull keys from `pull:`); '' for what the client derives (hashes). value: invoke.yaml's
+    default where it is not the server's (None: the server's, typed by kind).
+    kind: how a value is written and checked on both sides: text, words (a list,
+    space-separated), flag (yes/no), number (a whole number from low to high), choice (one
+    of pattern's |-separated options), list (one line per item). when: written only if
+    the key named there is not at its default (a feature's keys stay out of the settings
+    of setups without it).
     """
 
     __slots__ = ()
@@ -50,48 +64,59 @@ def _choice(options) -> str:
     return "|".join(options)
 
 
+def _either(options) -> str:
+    return ", ".join(options[:-1]) + " or " + options[-1] if len(options) > 1 else options[0]
+
+
 def _number(name, default, low, high, setting, when=""):
+    what = f"{name or setting} is a whole number from {low} to {high}"
+    return Key(name, default, r"[0-9]{1,7}", what, setting, "number", low, high, when)
+
+
+def _choose(name, default, options, setting, when=""):
     return Key(
-        name,
-        default,
-        r"[0-9]{1,7}",
-        f"{name} is a whole number from {low} to {high}",
-        setting,
-        "number",
-        low,
-        high,
-        when,
+        name, default, _choice(options), f"{name or setting} is {_either(options)}", setting, "choice", when=when
     )
 
 
+def _flag(name, default, setting, when=""):
+    return Key(name, default, "yes|no", f"{name} is yes or no", setting, "flag", when=when)
+
+
+def _client(setting, default="", **more):
+    """A setting only the client uses (its rollout, its files): no key in ENV.conf."""
+    return Key("", default, setting=setting, **more)
+
+
 KEYS = (
-    Key("APP_DIR", "", setting="app_dir"),  # an absolute path: checked on its own (env.py)
-    Key("PROJECT", "", PROJECT_RE, "invalid PROJECT", "project"),
-    Key("COMPOSE", "docker compose", setting="compose_command"),
+    Key("APP_DIR", "", setting="app_dir", yaml=False),  # an absolute path: checked on its own (env.py)
+    Key("PROJECT", "", PROJECT_RE, "invalid PROJECT", "project", yaml=False),
+    _choose("COMPOSE", "docker compose", COMPOSE_COMMANDS, "compose_command"),
     Key("COMPOSE_FILES", "docker-compose.yml", setting="compose_files", kind="words"),
     Key("SERVICES", "web proxy", setting="services", kind="words"),
     Key("WEB_SERVICE", "web", SERVICE_RE, "invalid WEB_SERVICE", "web_service"),
     Key("DB_SERVICE", "", setting="db_service"),
-    Key("PROXY_SERVICE", "", setting="proxy_service"),
+    Key("PROXY_SERVICE", "", setting="proxy_service", value="proxy"),
     Key("MANAGE", "python manage.py", setting="manage"),
-    Key("VERSION_RE", "", setting="version_pattern"),
+    Key("VERSION_RE", "", setting="version_pattern", value=r"^[0-9a-f]{7,40}$"),
     Key("DOCKER_HOST", "", setting="docker_host"),
     _number("HEALTH_TIMEOUT", "60", 1, 3600, "health_timeout"),
     _number("DRAIN_SECONDS", "1", 0, 300, "drain_seconds"),
     _number("DNS_VALID", "1", 1, 60, "dns_valid"),
     _number("STATIC_KEEP", "3", 0, 100, "static_keep"),
-    Key("BACKUP", "no", "yes|no", "BACKUP is yes or no", "backup", "flag"),
+    _flag("BACKUP", "no", "backup"),
     _number("BACKUP_KEEP", "10", 1, 1000, "backup_keep"),
-    Key("ORDERING", "none", _choice(ORDERINGS), "ORDERING is none, semver or build", "ordering", "choice"),
-    Key("SWITCH", "slots", _choice(SWITCHES), "SWITCH is slots or recreate", "switch", "choice"),
-    Key("PRIORITY", "low", _choice(PRIORITIES), "PRIORITY is low or normal", "deploy_priority", "choice"),
+    _choose("ORDERING", "none", ORDERINGS, "ordering"),
+    _choose("SWITCH", "slots", SWITCHES, "switch"),
+    _choose("PRIORITY", "low", PRIORITIES, "deploy_priority"),
     Key("APP_FILES_SHA256", ""),
-    # The hooks and the manage allowlist: one value a line (the client renders them: deploy/management.py).
-    Key("HOOK_BEFORE_SWITCH", kind="list"),
-    Key("HOOK_AFTER_SWITCH", kind="list"),
-    Key("MANAGE_COMMAND", kind="list"),
-    # Pull mode: the channel pattern is facts.CHANNEL_RE (env.py); the client checks both (deploy/pull.py).
-    Key("PULL_CHANNEL", "", setting="pull_channel", when="PULL_CHANNEL"),
+    # The hooks and the manage allowlist: one value a line (their checks: deploy/management.py).
+    Key("HOOK_BEFORE_SWITCH", setting="before_switch", kind="list", value=[]),
+    Key("HOOK_AFTER_SWITCH", setting="after_switch", kind="list", value=[]),
+    Key("MANAGE_COMMAND", setting="manage_commands", kind="list"),  # None: management.DEFAULT_COMMANDS
+    # Pull mode (`pull:`): the channel pattern is facts.CHANNEL_RE (env.py; the client: deploy/pull.py).
+    _client("pull", value={}),
+    Key("PULL_CHANNEL", "", setting="pull_channel", when="PULL_CHANNEL", yaml=False),
     Key(
         "PULL_EVERY",
         "60",
@@ -99,8 +124,9 @@ KEYS = (
         "PULL_EVERY is a whole number of seconds",
         "pull_every",
         when="PULL_CHANNEL",
+        yaml=False,
     ),
-    Key("ENGINE", "compose", _choice(ENGINES), "ENGINE is compose or swarm", "engine", "choice", when="ENGINE"),
+    _choose("ENGINE", "compose", ENGINES, "engine", when="ENGINE"),
     Key(
         "MANAGER_COMPOSE_FILES",
         "",
@@ -111,27 +137,27 @@ KEYS = (
         when="ENGINE",
     ),
     _number("CONVERGE_TIMEOUT", "300", 10, 3600, "converge_timeout", when="ENGINE"),
-    Key("BACKUP_IMAGE", "", setting="backup_image", when="BACKUP_IMAGE"),  # an image reference: facts.IMAGE_RE (env.py)
+    Key("BACKUP_IMAGE", "", setting="backup_image", when="BACKUP_IMAGE"),  # an image: facts.IMAGE_RE (env.py)
     Key("SCRUB", "", setting="scrub", when="SCRUB"),
-    Key(
-        "REVIEW_TEMPLATE",
-        "no",
-        "yes|no",
-        "REVIEW_TEMPLATE is yes or no",
-        "review_template",
-        "flag",
-        when="REVIEW_TEMPLATE",
-    ),
-    Key("REVIEW_DOMAIN", "", setting="review_domain", when="REVIEW_TEMPLATE"),
+    _flag("REVIEW_TEMPLATE", "no", "review_template", when="REVIEW_TEMPLATE"),
+    Key("REVIEW_DOMAIN", "", setting="review_domain", when="REVIEW_TEMPLATE", value="review.localhost"),
     _number("REVIEW_PORT", "8088", 1, 65535, "review_port", when="REVIEW_TEMPLATE"),
     _number("REVIEW_MAX", "5", 1, 999, "review_max", when="REVIEW_TEMPLATE"),
     Key("REVIEW_SEED", "fresh", setting="review_seed", when="REVIEW_TEMPLATE"),
     Key("KEYS_SHA256", "", when="KEYS_SHA256"),  # the named keys' scopes (keys.json), for the settings hash only
+    # The client's own: how it rolls out across hosts, what it installs.
+    _choose("", "first", MIGRATE_ON, "migrate_on"),
+    Key("", "100%", setting="batch_size"),  # hosts per batch after the first (deploy/rollout.py checks it)
+    _choose("", "rollback", ON_FAILURE, "on_failure"),
+    _client("require_tag", "no", kind="flag"),
+    _client("files", value={}),
+    _client("server_env"),
 )
 
 # Keys that may repeat, one value a line: the hooks and the manage allowlist.
-LISTS = tuple(key.name for key in KEYS if key.kind == "list")
-DEFAULTS = {key.name: key.default for key in KEYS if key.kind != "list"}
+CONF_KEYS = tuple(key for key in KEYS if key.name)  # what the server reads
+LISTS = tuple(key.name for key in CONF_KEYS if key.kind == "list")
+DEFAULTS = {key.name: key.default for key in CONF_KEYS if key.kind != "list"}
 CHECKED = tuple(key for key in KEYS if key.setting and key.kind in ("number", "choice"))
 
 
@@ -162,7 +188,7 @@ def render(values: dict) -> list:
     a flag as yes/no, words space-separated, a list one line per item; a key whose `when`
     key is at its default is left out."""
     lines = []
-    for key in KEYS:
+    for key in CONF_KEYS:
         if key.when and str(_text(KEYS_BY_NAME[key.when], values.get(key.when, ""))) == DEFAULTS[key.when]:
             continue
         value = values.get(key.name, [] if key.kind == "list" else key.default)
@@ -179,4 +205,24 @@ def _text(key: Key, value) -> str:
     return str(value)
 
 
-KEYS_BY_NAME = {key.name: key for key in KEYS}
+def setting_defaults() -> dict:
+    """invoke.yaml's defaults: every setting of the table that is one of its own, typed
+    (a fresh copy each time: the caller may keep and change it)."""
+    import copy
+
+    return {key.setting: copy.deepcopy(_typed(key)) for key in KEYS if key.setting and key.yaml}
+
+
+def _typed(key: Key):
+    if key.value is not None or key.kind == "list":
+        return key.value
+    if key.kind == "number":
+        return int(key.default)
+    if key.kind == "flag":
+        return key.default == "yes"
+    if key.kind == "words":
+        return key.default.split()
+    return key.default
+
+
+KEYS_BY_NAME = {key.name: key for key in CONF_KEYS}

@@ -62,6 +62,11 @@ class Slots(ct.ComposeEngine):
 
     # ------------------------------------------------------------------ the steps
 
+    def status(self) -> dict:
+        live = f"{self.env['WEB_SERVICE']}-{live_slot(self.env)}"
+        print(f"live slot: {live}")
+        return {"live_slot": live, **super().status()}
+
     def start(self, run) -> int:
         """New containers beside the old (compose --scale with --no-recreate leaves the
         old as they are), named only in the idle slot until they proved healthy.

@@ -54,6 +54,23 @@ class Swarm(Strategy):
         self.report = []
         self.switch_steps = [("proxy", self.proxy), ("deploy", self.deploy), ("converge", self.converge)]
 
+    def status(self) -> dict:
+        from .status import swarm_status
+
+        swarm_status(self.env)
+        return {}
+
+    def facts(self) -> dict:
+        from .status import swarm_role
+
+        return {"swarm": swarm_role(self.env)}
+
+    def plan_migrations(self, version: str) -> list:
+        return stackfile.plan_migrations(self.env, version)
+
+    def setup_check(self) -> int:
+        return stackfile.setup_check(self.env)
+
     def preflight(self, run) -> int:
         env = self.env
         found = stackfile.problems(env, run.version)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 import sys
 
-from . import compose, facts, run
+from . import compose, run
 from . import env as envs
 from .lock import Lock
+from .pipeline import strategy_for
 from .request import Request
 from .result import Result
 
@@ -25,21 +26,18 @@ def status(request: Request) -> Result:
         print(
             "warning: a deploy ended without a result (its process was killed): the next deploy records it and cleans up after it"
         )
-    if env["ENGINE"] == "swarm":
-        swarm_status(env)
-        return Result(0, found)
-    if env["SWITCH"] != "recreate":
-        first, second = facts.SLOTS[0], facts.SLOTS[-1]
-        live = second if os.path.exists(os.path.join(env.app_dir, facts.ROUTING_DIR, second)) else first
-        found["live_slot"] = f"{env['WEB_SERVICE']}-{live}"
-        print(f"live slot: {found['live_slot']}")
+    found.update(strategy_for(env).status())
+    return Result(0, found)
+
+
+def compose_services(env: envs.Env) -> None:
+    """The compose project's containers (not one-off), by compose's labels with the docker
+    CLI: a tenth of the CPU of `compose ps`."""
     print("services:")
     sys.stdout.flush()
-    # By compose's labels with the docker CLI: a tenth of the CPU of `compose ps`.
     containers = "table {{.Names}}\t{{.Image}}\t{{.Status}}\t{{.Ports}}"
     project, oneoff = f"label=com.docker.compose.project={env['PROJECT']}", "label=com.docker.compose.oneoff=False"
     _indented(compose.docker(env, "ps", "--filter", project, "--filter", oneoff, "--format", containers))
-    return Result(0, found)
 
 
 def _indented(command: run.Command, strip_digest: bool = False) -> None:

@@ -13,10 +13,11 @@ from . import compose, expect, facts, run, runs
 from . import env as envs
 from .expect import HOME, server_hash
 from .lock import Lock, now_iso
+from .pipeline import strategy_for
 from .plan import plan
 from .request import Refused, Request, changes_django_setup
 from .result import Result
-from .status import last_deploy, status, swarm_role
+from .status import last_deploy, status
 
 
 def version(request: Request) -> Result:
@@ -165,8 +166,7 @@ def check(request: Request) -> Result:
         "disk_free_app": _disk_free(env.app_dir),
         "disk_free_docker": _disk_free(docker_root.strip() if code == 0 else "/"),
     }
-    if env["ENGINE"] == "swarm":
-        found["swarm"] = swarm_role(env)
+    found.update(strategy_for(env).facts())
     channel = env["PULL_CHANNEL"]
     mode = f"channel {channel} every {env['PULL_EVERY']}s, agent: " if channel else ""
     found["pull"] = f"{mode}{pull_agent_where(env.name)}"
