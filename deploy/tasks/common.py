@@ -49,10 +49,12 @@ def done(results, what: str, quiet: bool = False, total: int | None = None) -> N
         if not quiet:
             say(f"{what}: ok on {len(results)} host(s)")
         return
-    say(
-        f"{what}: FAILED on {len(failed)} of {total or len(results)} host(s): {', '.join(str(r.host) for r in failed)}",
-        sys.stderr,
-    )
+    exit_failed(failed, f"{what}: FAILED on {len(failed)} of {total or len(results)} host(s)")
+
+
+def exit_failed(failed, said: str) -> None:
+    """Say which hosts failed (on stderr) and exit with the first one's code."""
+    say(f"{said}: {', '.join(str(r.host) for r in failed)}", sys.stderr)
     code = failed[0].exit_code
     raise Exit(code=code if 0 < code < 256 else 1)
 

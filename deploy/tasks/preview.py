@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import os
-import sys
-
-from invoke.exceptions import Exit
 
 from deploy import local, plan, preview, requests, rollout
 from deploy.output import Collector, say
-from deploy.tasks.common import expected, fail_on_errors, load_settings, task
+from deploy.tasks.common import exit_failed, expected, fail_on_errors, load_settings, task
 
 
 @task(
@@ -81,9 +78,6 @@ def plan_(c, env="staging", tag=None, maintenance=False, force=False, hosts=None
     if not failed:
         say(f"plan of {env}: a deploy of {version} would go ahead on {len(results)} host(s)")
         return
-    say(
-        f"plan of {env}: a deploy of {version} would NOT go ahead on {len(failed)} of {len(results)} host(s): {', '.join(str(r.host) for r in failed)}",
-        sys.stderr,
+    exit_failed(
+        failed, f"plan of {env}: a deploy of {version} would NOT go ahead on {len(failed)} of {len(results)} host(s)"
     )
-    code = failed[0].exit_code
-    raise Exit(code=code if 0 < code < 256 else 1)
