@@ -16,7 +16,7 @@ def changed_staging_config(tmp_path: Path, change) -> Path:
     config = tmp_path / "changed.yaml"
     config.write_text(
         "deploy:\n  environments:\n    staging:\n      files:\n"
-        "        docker-compose.yml: example/docker-compose.staging.yml\n"
+        f"        docker-compose.yml: {ROOT}/example/docker-compose.staging.yml\n"
         f"        docker/etc/nginx/conf.d/pixel.conf: {conf}\n"
     )
     return config

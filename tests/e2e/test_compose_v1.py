@@ -8,7 +8,7 @@ import urllib.request
 
 import pytest
 
-from tests.e2e.conftest import SANDBOX, STAGING_A, STAGING_B, inv, remove_project
+from tests.e2e.conftest import ROOT, SANDBOX, STAGING_A, STAGING_B, inv, remove_project
 
 pytestmark = pytest.mark.e2e
 
@@ -37,8 +37,8 @@ def legacy(server, tmp_path_factory):
         "      app_dir: /srv/pushdeploy/pixel-legacy\n"
         "      compose_command: docker-compose\n"
         "      files:\n"
-        "        docker-compose.yml: example/docker-compose.staging.yml\n"
-        "        docker/etc/nginx/conf.d/pixel.conf: example/docker/etc/nginx/conf.d/pixel.conf\n"
+        f"        docker-compose.yml: {ROOT}/example/docker-compose.staging.yml\n"
+        f"        docker/etc/nginx/conf.d/pixel.conf: {ROOT}/example/docker/etc/nginx/conf.d/pixel.conf\n"
         f"      server_env: {server_env}\n"
     )
     result = inv("-f", str(config), "server.setup", "--env", "legacy")

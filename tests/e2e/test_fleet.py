@@ -51,8 +51,8 @@ def environment(name: str, hosts: list[str], **extra: str) -> str:
         "      batch_size: 1",
         "      version_pattern: '^[0-9a-z][0-9a-z.-]*$'",
         "      files:",
-        "        docker-compose.yml: example/docker-compose.fleet.yml",
-        "        docker/etc/nginx/conf.d/pixel.conf: example/docker/etc/nginx/conf.d/pixel.conf",
+        f"        docker-compose.yml: {ROOT}/example/docker-compose.fleet.yml",
+        f"        docker/etc/nginx/conf.d/pixel.conf: {ROOT}/example/docker/etc/nginx/conf.d/pixel.conf",
         f"      server_env: {STATE / 'fleet.env'}",
     ]
     lines += [f"      {key}: {value}" for key, value in extra.items()]

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import SANDBOX, inv
+from tests.e2e.conftest import ROOT, SANDBOX, inv
 from tests.e2e.multihost import RUN, STATE, script
 from tests.e2e.multihost import host_docker as docker
 
@@ -258,8 +258,8 @@ def test_server_setup_installs_on_each_host_separately(hosts, tmp_path):
         f"      app_dir: /srv/pushdeploy/pixel-{ENV}\n"
         "      docker_host: unix:///run/pd-hosts/self/docker.sock\n"
         "      files:\n"
-        "        docker-compose.yml: example/docker-compose.staging.yml\n"
-        "        docker/etc/nginx/conf.d/pixel.conf: example/docker/etc/nginx/conf.d/pixel.conf\n"
+        f"        docker-compose.yml: {ROOT}/example/docker-compose.staging.yml\n"
+        f"        docker/etc/nginx/conf.d/pixel.conf: {ROOT}/example/docker/etc/nginx/conf.d/pixel.conf\n"
         f"      server_env: {server_env}\n"
     )
     dotenv = str(STATE / "deploy.env")

@@ -7,7 +7,8 @@ import textwrap
 
 import pytest
 
-from deploy import protocol  # noqa: F401  (registers scripts/server/lib/pdserver as pdserver)
+from pushdeploy import protocol  # noqa: F401  (registers scripts/server/lib/pdserver as pdserver)
+
 from pdserver import facts
 
 CONF = "APP_DIR={app}\nPROJECT=pixel-staging\nWEB_SERVICE=web\nHOOK_BEFORE_SWITCH=check --deploy\nMANAGE_COMMAND=showmigrations --list [a-z]+\n"

@@ -133,7 +133,7 @@ def test_every_review_task_and_option_used_exists(workflow):
 
 
 def test_review_up_hands_the_url_to_github_actions(tmp_path, monkeypatch):
-    from deploy.tasks import review
+    from pushdeploy.tasks import review
 
     output = tmp_path / "github_output"
     monkeypatch.setenv("GITHUB_OUTPUT", str(output))

@@ -1,4 +1,4 @@
-from deploy import history
+from pushdeploy import history
 
 LINES = [
     '{"time":"2026-11-22T10:00:00Z","kind":"deploy","version":"1.0.0","previous":"none","outcome":"ok","failed_step":"","duration":12.34,"by":"local:me"}',

@@ -9,8 +9,9 @@ import tarfile
 
 import pytest
 
-from deploy import local, plan, protocol
-from deploy.settings import ConfigError, from_config
+from pushdeploy import local, plan, protocol
+from pushdeploy.settings import ConfigError, from_config
+
 from pdserver import keys as server_keys
 from pdserver.request import parse
 

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-from deploy import protocol
+from pushdeploy import protocol
 
 TAKE = """
 import os, sys

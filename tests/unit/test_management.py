@@ -6,13 +6,14 @@ import sys
 
 import pytest
 
-from deploy import management, plan, protocol, requests
-from deploy.settings import ConfigError, from_config
+from pushdeploy import management, plan, protocol, requests
+from pushdeploy.settings import ConfigError, from_config
+from tests.unit.conftest import server_python
+
 from pdserver import env as server_envs
 from pdserver import request as server_request
 from pdserver import run as server_run
 from pdserver import verbs
-from tests.unit.conftest import server_python
 
 BIN = protocol.SERVER_DIR / "bin"
 COMMANDS = management.allowlist(None)

@@ -7,7 +7,8 @@ import urllib.error
 
 import pytest
 
-from deploy import notify, plan, protocol, settings
+from pushdeploy import notify, plan, protocol, settings
+
 from pdserver import pipeline
 
 SERVER_NOTIFY = protocol.SERVER_DIR / "lib" / "notify.py"

@@ -6,8 +6,9 @@ import tarfile
 
 import pytest
 
-from deploy import plan, protocol
-from deploy.settings import from_config
+from pushdeploy import plan, protocol
+from pushdeploy.settings import from_config
+
 from pdserver import env as server_envs
 
 SETTINGS = from_config(
@@ -175,7 +176,8 @@ def test_one_phase_when_there_is_nothing_to_order(hosts, migrate_on):
 
 
 def test_the_client_takes_its_choices_and_names_from_the_servers_schema():
-    from deploy import settings as client_settings
+    from pushdeploy import settings as client_settings
+
     from pdserver import schema
 
     assert (client_settings.ORDERINGS, client_settings.SWITCHES, client_settings.ENGINES) == (
@@ -196,7 +198,8 @@ def test_a_conf_the_server_would_refuse_is_refused_before_it_is_sent():
 def test_every_environment_of_the_example_renders_a_conf_the_server_reads():
     from invoke import Config
 
-    from deploy import settings as client_settings
+    from pushdeploy import settings as client_settings
+
     from pdserver import env as server_env
 
     invoke_config = Config(project_location=str(protocol.PROJECT_ROOT))
@@ -218,7 +221,8 @@ def _checked_keys():
 def test_one_table_checks_each_setting_on_both_sides_alike(key):
     """A number or a choice: the client refuses in invoke.yaml what the server refuses in
     ENV.conf, and what the client accepts reaches ENV.conf and reads back the same."""
-    from deploy.settings import ConfigError
+    from pushdeploy.settings import ConfigError
+
     from pdserver import env as server_env
     from pdserver import schema
 

@@ -5,10 +5,11 @@ import subprocess
 
 import pytest
 
-from deploy import preview, protocol
+from pushdeploy import preview, protocol
+from tests.unit.conftest import server_python
+
 from pdserver import env as server_envs
 from pdserver import plan as server_plan
-from tests.unit.conftest import server_python
 
 BIN = protocol.SERVER_DIR / "bin"
 

@@ -4,7 +4,7 @@ import subprocess
 
 import pytest
 
-from deploy import protocol
+from pushdeploy import protocol
 from tests.unit.test_versions import HOSTILE
 
 LIB = protocol.PROTOCOL_FILE

@@ -2,8 +2,8 @@
 
 import pytest
 
-from deploy import local, plan
-from deploy.settings import from_config
+from pushdeploy import local, plan
+from pushdeploy.settings import from_config
 
 GOOD = b"""
 server {
@@ -25,7 +25,7 @@ def environment(**overrides):
 def test_the_shipped_example_and_invoke_yaml_agree():
     from invoke import Config
 
-    from deploy import protocol
+    from pushdeploy import protocol
 
     config = Config(project_location=str(protocol.PROJECT_ROOT))
     config.load_project()

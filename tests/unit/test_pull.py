@@ -6,7 +6,8 @@ import importlib.util
 
 import pytest
 
-from deploy import plan, protocol, pull, settings
+from pushdeploy import plan, protocol, pull, settings
+
 from pdserver import agent, containers, verbs
 from pdserver import order as server_order
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import hashlib
 import threading
 
-from deploy import refresh
-from deploy.output import Collector
+from pushdeploy import refresh
+from pushdeploy.output import Collector
 
 
 class Source:
@@ -102,8 +102,8 @@ def test_a_target_that_refuses_stops_the_transfer():
 
 
 def test_the_release_the_source_names_follows_the_dump_under_the_checksum():
-    from deploy import protocol
-    from deploy.output import HostWriter
+    from pushdeploy import protocol
+    from pushdeploy.output import HostWriter
 
     chunks = [b"PGDMP", b"data"]
     named = protocol.RESULT_PREFIX + '{"data_version": "1.4.0"}\n'

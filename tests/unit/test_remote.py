@@ -8,9 +8,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from deploy import remote
-from deploy.output import Collector
-from deploy.settings import Access, Host
+from pushdeploy import remote
+from pushdeploy.output import Collector
+from pushdeploy.settings import Access, Host
 
 
 def _ed25519_file(path):

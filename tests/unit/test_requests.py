@@ -5,8 +5,8 @@ import subprocess
 
 import pytest
 
-from deploy import plan, protocol, requests
-from deploy.settings import from_config
+from pushdeploy import plan, protocol, requests
+from pushdeploy.settings import from_config
 
 ID = "20261122T101500Z-0a1b2c3d"
 EXPECT = "0123456789abcdef.fedcba9876543210"

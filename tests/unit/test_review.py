@@ -8,8 +8,9 @@ import subprocess
 
 import pytest
 
-from deploy import plan, protocol, refresh, settings
-from deploy import review as reviews
+from pushdeploy import plan, protocol, refresh, settings
+from pushdeploy import review as reviews
+
 from pdserver import env as server_envs
 from pdserver import front as server_front
 from pdserver import refresh as server_refresh

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from deploy import protocol, rollout
-from deploy.settings import Host
+from pushdeploy import protocol, rollout
+from pushdeploy.settings import Host
 
 HOSTS = tuple(Host("pd-deploy", f"10.0.0.{i}") for i in range(1, 8))
 
@@ -119,7 +119,7 @@ def test_the_summary_is_one_aligned_row_per_host():
 
 
 def settings_for(**raw):
-    from deploy.settings import from_config
+    from pushdeploy.settings import from_config
 
     return from_config(
         {"app": "pixel", "environments": {"production": {"hosts": ["a", "b", "c"], **raw}}}, {}
@@ -140,7 +140,7 @@ def test_batch_settings_default_to_the_first_host_then_all_and_roll_back():
     ],
 )
 def test_bad_batch_settings_name_their_key(raw, key):
-    from deploy.settings import ConfigError
+    from pushdeploy.settings import ConfigError
 
     with pytest.raises(ConfigError, match=f"deploy.environments.production.{key}"):
         settings_for(**raw)
@@ -180,7 +180,7 @@ def test_a_host_lost_mid_deploy_is_told_from_one_never_reached(output, expected)
 
 def answer(i, code, *lines, message=""):
     """A host's answer as the client hears it: its lines and its result line, read in one place."""
-    from deploy.output import Collector
+    from pushdeploy.output import Collector
 
     heard = Collector()
     heard.write("".join(line + "\n" for line in lines))
@@ -245,7 +245,7 @@ def test_the_preflight_names_each_host_that_cannot_go_and_why():
 
 
 def test_a_hosts_result_line_is_read_as_data_and_never_shown(capsys):
-    from deploy.output import HostWriter
+    from pushdeploy.output import HostWriter
 
     writer = HostWriter("h1")
     writer.write("deployed 1.4.0 to production in 4.2s (was 1.3.0)\n")

@@ -7,9 +7,9 @@ import paramiko
 import pytest
 from invoke.exceptions import Exit
 
-from deploy import hostkeys, remote
-from deploy.settings import Access, ConfigError, Host
-from deploy.tasks.common import done
+from pushdeploy import hostkeys, remote
+from pushdeploy.settings import Access, ConfigError, Host
+from pushdeploy.tasks.common import done
 
 HOSTS = (Host("deploy", "10.0.0.1"), Host("deploy", "10.0.0.2", 2222), Host("deploy", "10.0.0.3"))
 
@@ -94,7 +94,7 @@ def test_messages_say_what_to_do(keys):
 
 
 def test_grouped_writers_print_each_hosts_answer_as_one_block(capsys):
-    from deploy.output import HostWriter
+    from pushdeploy.output import HostWriter
 
     a, b = HostWriter("staging h1", grouped=True), HostWriter("staging h2", grouped=True)
     a.write("version: 1.0.0\n")

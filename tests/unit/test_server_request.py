@@ -8,7 +8,8 @@ import subprocess
 
 import pytest
 
-from deploy import protocol, refresh, requests, review
+from pushdeploy import protocol, refresh, requests, review
+
 from pdserver import guard, keys
 from pdserver.request import Refused, Request, changes_django_setup, parse
 

@@ -7,9 +7,10 @@ import subprocess
 
 import pytest
 
-from deploy import protocol
-from pdserver import order, status
+from pushdeploy import protocol
 from tests.unit.conftest import server_python
+
+from pdserver import order, status
 
 BIN = protocol.SERVER_DIR / "bin"
 

@@ -10,12 +10,13 @@ import time
 
 import pytest
 
-from deploy import protocol
+from pushdeploy import protocol
+from tests.unit.conftest import CONF
+
 from pdserver import env as envs
 from pdserver import expect, facts, plan, status, verbs
 from pdserver.lock import UNNAMED, Lock
 from pdserver.request import Refused, parse
-from tests.unit.conftest import CONF
 
 
 def run(capsys, line):

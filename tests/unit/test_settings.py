@@ -2,7 +2,7 @@
 
 import pytest
 
-from deploy.settings import ConfigError, Host, from_config
+from pushdeploy.settings import ConfigError, Host, from_config
 
 BASE = {
     "app": "pixel",
@@ -136,7 +136,7 @@ def test_bad_dotenv_values_name_the_variable(values, key):
 def test_committed_invoke_yaml_is_valid():
     from invoke import Config
 
-    from deploy import protocol
+    from pushdeploy import protocol
 
     config = Config(project_location=str(protocol.PROJECT_ROOT))
     config.load_project()

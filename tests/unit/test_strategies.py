@@ -9,9 +9,10 @@ import subprocess
 import sys
 import textwrap
 
-from deploy import protocol
-from pdserver import pipeline, schema, strategies
+from pushdeploy import protocol
 from tests.unit.conftest import CONF
+
+from pdserver import pipeline, schema, strategies
 
 BUILT_IN = {
     ("compose", "slots"): "Slots",

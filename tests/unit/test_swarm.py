@@ -6,8 +6,9 @@ import subprocess
 
 import pytest
 
-from deploy import plan, protocol
-from deploy.settings import ConfigError, from_config
+from pushdeploy import plan, protocol
+from pushdeploy.settings import ConfigError, from_config
+
 from pdserver import env as server_envs
 from pdserver import stackfile
 

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from deploy import protocol
+from pushdeploy import protocol
 
 HARNESS = protocol.PROJECT_ROOT / "tests/unit/switch_harness.py"
 COMPOSE = "docker compose -p pixel-test -f docker-compose.yml"

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from deploy import protocol
+from pushdeploy import protocol
 
 ROOT = protocol.PROJECT_ROOT
 

@@ -2,8 +2,8 @@
 
 import pytest
 
-from deploy import plan
-from deploy.settings import from_config
+from pushdeploy import plan
+from pushdeploy.settings import from_config
 
 SETTINGS = from_config(
     {

@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from deploy import protocol
+from pushdeploy import protocol
 
 WORKER = """
 import os, sys, time

@@ -1,5 +1,5 @@
 # shellcheck shell=bash disable=SC2034
-# Facts that the client (deploy/protocol.py) and the server scripts must agree on.
+# Facts that the client (pushdeploy/protocol.py) and the server scripts must agree on.
 # This file is the single source of truth: bash sources it, Python parses it.
 # Keep it to plain NAME='value' lines (no expansions): both sides read them literally.
 # Regular expressions are POSIX ERE, which bash's [[ =~ ]] and Python's re read alike.

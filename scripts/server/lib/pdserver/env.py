@@ -83,7 +83,7 @@ def parse(text: str, path: str, name: str) -> dict:
 
 def _check_management_line(path: str, name: str, key: str, line: str) -> None:
     """A hook (HOOK_*: a command and PD_ARG_RE words) or an allowlist entry (MANAGE_COMMAND:
-    a command and argument patterns), with the client's rules (deploy/management.py)."""
+    a command and argument patterns), with the client's rules (pushdeploy/management.py)."""
     words = line.split()
     command = words[0] if words else ""
     if not facts.matches(facts.MANAGE_NAME_RE, command) or command in facts.MANAGE_FORBIDDEN:

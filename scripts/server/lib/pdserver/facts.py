@@ -1,7 +1,7 @@
 """What the client and the server agree on, read from lib/protocol.sh.
 
 protocol.sh is the single source of truth (bash sources it); this module parses
-its plain ``NAME='value'`` lines. The client (deploy/protocol.py) imports this
+its plain ``NAME='value'`` lines. The client (pushdeploy/protocol.py) imports this
 very file, so both sides read the facts the same way.
 """
 

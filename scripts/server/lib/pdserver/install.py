@@ -1,6 +1,6 @@
 """bin/install: puts the server side of one environment in place, as root.
 
-`inv server.setup` uploads a bundle (made by deploy/plan.py) over the admin connection
+`inv server.setup` uploads a bundle (made by pushdeploy/plan.py) over the admin connection
 and runs bin/install from it once per host: `install BUNDLE ENV DEPLOY_USER APP_DIR`.
 Every action compares first and changes only what differs, so a second run reports
 "unchanged" everywhere. It installs:

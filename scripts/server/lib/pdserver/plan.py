@@ -33,12 +33,23 @@ def order_refusal(env: envs.Env, version: str, build_order, force: bool) -> str 
             and not order.is_pinned(env["PULL_CHANNEL"], current)
             and order.version_lt(version, current)
         ):
-            return f"{version} is older than the deployed {current}: use `inv deploy.rollback --env {env.name} --to {version}`, or --force"
+            return f"{version} is older than the deployed {current}: {_going_back(env, version)}"
     elif env["ORDERING"] == "build":
         last = envs.read_text(os.path.join(env.state_dir, "order"))
         if build_order is not None and last.isdigit() and build_order < int(last):
             return f"build {version} (order {build_order}) is older than the deployed build (order {last}): use `inv deploy.rollback`, or --force"
     return None
+
+
+def _going_back(env: envs.Env, version: str) -> str:
+    """What to do instead: roll back to VERSION if it served here, else it never did."""
+    served = any(
+        record.get("version") == version and record.get("outcome") == "ok"
+        for record in run.lib_module("history").read(env.history)
+    )
+    if served:
+        return f"to go back to it, `inv deploy.rollback --env {env.name} --to {version}`; or --force"
+    return f"{version} never served here: deploy a newer version, or pass --force to deploy it anyway"
 
 
 def deploy_steps(env: envs.Env, maintenance: bool, skip_migrate: bool) -> list:

@@ -80,8 +80,10 @@ print("kept the static files of %d release(s), removed %d older file(s)" % (len(
 
 
 def manage_py(run, script: str) -> list:
-    """The argument list of `manage.py shell -c SCRIPT` (the environment's MANAGE prefix)."""
-    return [*run.env["MANAGE"].split(), "shell", "-c", script]
+    """The argument list of `manage.py shell -c SCRIPT -v 0` (the environment's MANAGE
+    prefix): verbosity 0 for the shell alone keeps Django 5.2's "N objects imported
+    automatically" out of every step; the commands it calls keep their own output."""
+    return [*run.env["MANAGE"].split(), "shell", "-c", script, "-v", "0"]
 
 
 def release_tasks(run, strategy) -> int:

@@ -1,7 +1,7 @@
 """A request's words, checked: what bin/deploy was asked, or why not (exit 64).
 
 Pure: no I/O. ``parse(words, now)`` turns bin/deploy's arguments into a Request,
-or raises Refused. The client's requests (deploy/requests.py) are built to pass
+or raises Refused. The client's requests (pushdeploy/requests.py) are built to pass
 here; tests hold both sides to it.
 """
 

@@ -3,7 +3,7 @@
 A verb's handler returns a Result (its exit status and what it found); bin/deploy
 (main.py) prints it as the last line on stderr, after the human lines (stdout stays
 exactly what it was: a history's JSON lines, a dump, check's facts), and the client
-reads it in one place (deploy/output.py). Every result has the verb, the environment,
+reads it in one place (pushdeploy/output.py). Every result has the verb, the environment,
 the outcome and the exit status; a verb adds its own fields (a deploy: version,
 previous, serving, failed_step, run; status: version, deploying; check: its facts).
 """

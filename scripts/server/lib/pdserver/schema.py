@@ -2,10 +2,10 @@
 and every key of /etc/pushdeploy/ENV.conf, with its default, kind and check, and whether
 the server needs it (a key in ENV.conf). The client takes invoke.yaml's defaults from it
 (`setting_defaults`), checks every number and choice with it (`setting`), renders ENV.conf
-from it in its order (`render`; deploy/plan.py) and reads what it rendered back with the
+from it in its order (`render`; pushdeploy/plan.py) and reads what it rendered back with the
 server's own parser before sending it; the server checks ENV.conf with it (env.py,
 `problem`). So neither side can accept what the other refuses. Checks that need more than
-a kind (paths, hosts, hooks, the allowlist) are the client's own, in deploy/settings.py.
+a kind (paths, hosts, hooks, the allowlist) are the client's own, in pushdeploy/settings.py.
 """
 
 from __future__ import annotations
@@ -110,11 +110,11 @@ KEYS = (
     _choose("SWITCH", "slots", SWITCHES, "switch"),
     _choose("PRIORITY", "low", PRIORITIES, "deploy_priority"),
     Key("APP_FILES_SHA256", ""),
-    # The hooks and the manage allowlist: one value a line (their checks: deploy/management.py).
+    # The hooks and the manage allowlist: one value a line (their checks: pushdeploy/management.py).
     Key("HOOK_BEFORE_SWITCH", setting="before_switch", kind="list", value=[]),
     Key("HOOK_AFTER_SWITCH", setting="after_switch", kind="list", value=[]),
     Key("MANAGE_COMMAND", setting="manage_commands", kind="list"),  # None: management.DEFAULT_COMMANDS
-    # Pull mode (`pull:`): the channel pattern is facts.CHANNEL_RE (env.py; the client: deploy/pull.py).
+    # Pull mode (`pull:`): the channel pattern is facts.CHANNEL_RE (env.py; the client: pushdeploy/pull.py).
     _client("pull", value={}),
     Key("PULL_CHANNEL", "", setting="pull_channel", when="PULL_CHANNEL", yaml=False),
     Key(
@@ -147,7 +147,7 @@ KEYS = (
     Key("KEYS_SHA256", "", when="KEYS_SHA256"),  # the named keys' scopes (keys.json), for the settings hash only
     # The client's own: how it rolls out across hosts, what it installs.
     _choose("", "first", MIGRATE_ON, "migrate_on"),
-    Key("", "100%", setting="batch_size"),  # hosts per batch after the first (deploy/rollout.py checks it)
+    Key("", "100%", setting="batch_size"),  # hosts per batch after the first (pushdeploy/rollout.py checks it)
     _choose("", "rollback", ON_FAILURE, "on_failure"),
     _client("require_tag", "no", kind="flag"),
     _client("files", value={}),

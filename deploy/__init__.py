@@ -1,1 +1,0 @@
-"""pushdeploy: push-deploy Docker Compose + Django apps over SSH with Invoke and Fabric."""

@@ -1,1 +1,0 @@
-"""The Invoke task collections; tasks.py wires them together."""

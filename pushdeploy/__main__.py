@@ -1,0 +1,5 @@
+"""`python -m pushdeploy`: the same program as `pushdeploy`."""
+
+from pushdeploy.cli import main
+
+main()

@@ -1,0 +1,138 @@
+"""The request lines: what the client asks of the deploy account, built from plain values.
+
+A request line is the client's whole contract with the server: the entrypoint
+checks it word by word and bin/deploy checks it again. No I/O here: the tasks
+gather the inputs (git, the clock, the environment, the settings) and these
+functions turn them into the exact line, or raise protocol.InvalidRequest for
+anything the server would refuse.
+"""
+
+from __future__ import annotations
+
+from pushdeploy import protocol
+
+
+def deploy(
+    env: str,
+    version: str,
+    *,
+    run_id: str,
+    by: str,
+    expect: str,
+    url: str = "",
+    order: str | None = None,
+    wait: int = 0,
+    force: bool = False,
+    maintenance: bool = False,
+    skip_migrate: bool = False,
+) -> str:
+    """Deploy version to env, for one phase (skip_migrate: a later phase of a shared database).
+
+    ``deploy ENV VERSION --id=ID [--wait=S] [--force] [--maintenance] [--skip-migrate] [--order=T] --by=WHO [--url=URL] --expect=HASH``
+    """
+    return protocol.command(
+        "deploy",
+        env,
+        version,
+        id=run_id,
+        wait=wait or None,
+        force=force,
+        maintenance=maintenance,
+        skip_migrate=skip_migrate,
+        order=order,
+        by=by,
+        url=url or None,
+        expect=expect,
+    )
+
+
+def rollback(
+    env: str,
+    *,
+    run_id: str,
+    by: str,
+    expect: str,
+    to: str | None = None,
+    url: str = "",
+    wait: int = 0,
+    skip_migrate: bool = False,
+) -> str:
+    """Go back to the previous successful version (or to), for one phase.
+
+    ``rollback ENV [--to=VERSION] --id=ID [--wait=S] [--skip-migrate] --by=WHO [--url=URL] --expect=HASH``
+    """
+    return protocol.command(
+        "rollback",
+        env,
+        to=to,
+        id=run_id,
+        wait=wait or None,
+        skip_migrate=skip_migrate,
+        by=by,
+        url=url or None,
+        expect=expect,
+    )
+
+
+def status(env: str, *, expect: str) -> str:
+    """``status ENV --expect=HASH``: also tells whether the installed server side is current."""
+    return protocol.command("status", env, expect=expect)
+
+
+def history(env: str, *, limit: int = 10) -> str:
+    """``history ENV --limit=N``"""
+    return protocol.command("history", env, limit=limit)
+
+
+def logs(env: str, *, follow: bool = False) -> str:
+    """``logs ENV [--follow]``"""
+    return protocol.command("logs", env, follow=follow)
+
+
+def maintenance(env: str, *, on: bool) -> str:
+    """``maintenance ENV on|off``"""
+    return protocol.command("maintenance", env, "on" if on else "off")
+
+
+def manage(env: str, words, *, expect: str, by: str = "") -> str:
+    """One management command of the allowlist (pushdeploy/management.py checks it first).
+
+    ``manage ENV --expect=HASH [--by=WHO] NAME ARGS...``: the request's options come
+    before NAME, every word from NAME on is the command's.
+    """
+    words = tuple(words)
+    if not words:
+        raise protocol.InvalidRequest("no management command given")
+    options = [f"--expect={expect}"] + ([f"--by={by}"] if by else [])
+    return protocol.command("manage", env, *options, *words)
+
+
+def plan(
+    env: str,
+    version: str,
+    *,
+    expect: str,
+    order: str | None = None,
+    maintenance: bool = False,
+    skip_migrate: bool = False,
+    force: bool = False,
+) -> str:
+    """What a deploy of version would do (changes nothing but pulling the image).
+
+    ``plan ENV VERSION [--order=T] [--maintenance] [--skip-migrate] [--force] --expect=HASH``
+    """
+    return protocol.command(
+        "plan",
+        env,
+        version,
+        order=order,
+        maintenance=maintenance,
+        skip_migrate=skip_migrate,
+        force=force,
+        expect=expect,
+    )
+
+
+def pull_status(env: str, *, expect: str) -> str:
+    """``pull-status ENV --expect=HASH``: the pull agent's channel, last check and last change."""
+    return protocol.command("pull-status", env, expect=expect)

@@ -1,0 +1,511 @@
+"""Settings: the environments from the Invoke config, local secrets from .env.
+
+Everything is validated here, once, into plain frozen values, before any
+connection is made. An error names the key and the file it came from.
+
+The Invoke config (``invoke.yaml`` next to ``tasks.py``, overridable with
+``INVOKE_DEPLOY_...`` variables) holds what is committed and shared. The dotenv
+file (``.env``, or the file named by ``DEPLOY_DOTENV``) holds what belongs to
+one machine or is secret; variables already in the process environment win.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pushdeploy import keys as deploy_keys
+from pushdeploy import management, protocol, pull, rollout, sources
+
+from pdserver import schema
+
+CONFIG_FILE = "invoke.yaml"
+
+_HOST = re.compile(
+    r"^(?:(?P<user>[a-z_][a-z0-9_-]{0,31})@)?(?P<host>[A-Za-z0-9.-]+|\[[0-9a-fA-F:]+\])(?::(?P<port>[0-9]{1,5}))?$"
+)
+# The choices and names the server checks again, from its own schema (pdserver/schema.py).
+_PROJECT = re.compile(f"^{schema.PROJECT_RE}$")
+_SERVICE = re.compile(f"^{schema.SERVICE_RE}$")
+_SAFE_WORD = re.compile(r"^[A-Za-z0-9_./=:-]+$")
+_SAFE_PATH = re.compile(r"^[A-Za-z0-9_.@+-]+(/[A-Za-z0-9_.@+-]+)*$")
+_DOCKER_HOST = re.compile(r"^(unix:///[A-Za-z0-9_./-]+|tcp://[A-Za-z0-9_.-]+:[0-9]+|ssh://[A-Za-z0-9_.@-]+)$")
+_USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+COMPOSE_COMMANDS = schema.COMPOSE_COMMANDS
+ORDERINGS, SWITCHES, PRIORITIES, ENGINES = schema.ORDERINGS, schema.SWITCHES, schema.PRIORITIES, schema.ENGINES
+MIGRATE_ON = schema.MIGRATE_ON
+ON_FAILURE = schema.ON_FAILURE
+
+
+class ConfigError(Exception):
+    """Bad or missing configuration: says which key, in which file, and what to do."""
+
+    def __init__(self, source: str, key: str, problem: str):
+        super().__init__(f"{source}: {key}: {problem}")
+        self.source, self.key, self.problem = source, key, problem
+
+
+@dataclass(frozen=True)
+class Host:
+    user: str
+    hostname: str
+    port: int = 22
+
+    def __str__(self) -> str:
+        return self.hostname if self.port == 22 else f"{self.hostname}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Environment:
+    name: str
+    hosts: tuple[Host, ...]
+    app_dir: str
+    project: str
+    compose_command: str
+    compose_files: tuple[str, ...]
+    services: tuple[str, ...]
+    web_service: str
+    db_service: str
+    proxy_service: str
+    manage: str
+    version_pattern: str
+    require_tag: bool
+    health_timeout: int
+    backup: bool = False
+    backup_keep: int = 10
+    backup_image: str = ""  # engine: swarm: an image with pg_dump, run on the stack's network for backups
+    drain_seconds: int = 1
+    dns_valid: int = 1
+    static_keep: int = 3
+    ordering: str = "none"
+    migrate_on: str = "first"
+    batch_size: str = "100%"  # hosts per batch after the first: a number, or a share such as 25%
+    on_failure: str = "rollback"  # a failed batch: switched batches go back (rollback), or stay (halt)
+    switch: str = "slots"  # recreate: stop and recreate web in place (layouts the slots cannot serve)
+    # the deploy's own work yields the CPU to the containers that serve (normal: it does not)
+    deploy_priority: str = "low"
+    docker_host: str = ""
+    files: tuple[tuple[str, str], ...] = ()  # (path on the server, path in the project)
+    server_env: str = ""  # local template for the server's .env, used by server.setup
+    # management commands run before the switch (see pushdeploy/management.py)
+    before_switch: tuple[tuple[str, ...], ...] = ()
+    after_switch: tuple[tuple[str, ...], ...] = ()
+    manage_commands: tuple[management.Allowed, ...] = ()  # what `inv manage` may run
+    pull_channel: str = ""  # pull mode: the tag the server's agent follows (empty: push mode)
+    pull_every: int = pull.DEFAULT_EVERY  # seconds between the agent's checks
+    engine: str = "compose"  # swarm: compose_files are a stack, deployed with `docker stack deploy` on a manager
+    manager_compose_files: tuple[str, ...] = ()  # swarm: compose files run with compose on the manager (a proxy)
+    converge_timeout: int = 300  # swarm: how long the services may take to converge
+    scrub: str = ""  # after a restore of another environment's data: sql:FILE (in files) or manage:COMMAND
+    review_template: bool = False  # a template of review environments NAME-N (see pushdeploy/review.py)
+    review_domain: str = ""
+    review_port: int = 8088
+    review_max: int = 5
+    review_seed: str = "fresh"
+
+    def accepts(self, version: str) -> bool:
+        return protocol.matches(protocol.VERSION_RE, version) and (
+            protocol.matches(re.compile(self.version_pattern), version) or pull.is_pinned(self.pull_channel, version)
+        )
+
+
+@dataclass(frozen=True)
+class Access:
+    """How this machine reaches the servers (from .env / the process environment)."""
+
+    ssh_key: str = ""
+    known_hosts: str = ""
+    known_hosts_file: str = ""
+    admin_user: str = "root"
+    admin_key: str = ""
+    ci_public_key: str = ""
+
+
+@dataclass(frozen=True)
+class Settings:
+    app: str
+    deploy_user: str
+    environments: Mapping[str, Environment]
+    access: Access = field(default_factory=Access)
+    root: Path = protocol.PROJECT_ROOT  # the project's folder
+    keys: tuple = ()  # deploy.keys: named deploy keys, each held to a scope (pushdeploy/keys.py)
+    sources: sources.Sources | None = None  # which file set each key (Invoke's config files)
+
+    def root_of(self, *keys) -> Path:
+        """The folder a relative path in the first of KEYS that a file sets resolves against:
+        that file's."""
+        return self.sources.root_of(*keys) if self.sources else self.root
+
+    def name_of(self, key) -> str:
+        """The settings file that set KEY, for messages."""
+        return self.sources.name_of(key) if self.sources else CONFIG_FILE
+
+    def environment(self, name: str) -> Environment:
+        try:
+            return self.environments[name]
+        except KeyError:
+            known = ", ".join(sorted(self.environments)) or "none"
+            raise ConfigError(
+                self.name_of("deploy.environments"),
+                f"deploy.environments.{name}",
+                f"no such environment (configured: {known})",
+            ) from None
+
+
+# invoke.yaml's settings and their defaults: the one table both sides read (pdserver/schema.py).
+DEFAULTS = schema.setting_defaults()
+
+_SCRUB = re.compile(r"^(sql:[A-Za-z0-9_.@+-]+(/[A-Za-z0-9_.@+-]+)*|manage:[a-z][a-z0-9_]{0,63})$")
+_DOMAIN = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,200}[a-z0-9])?$")
+_TEMPLATE_NAME = re.compile(r"^[a-z][a-z0-9]{0,15}$")
+_SEED = re.compile(r"^(fresh|backup:[a-z][a-z0-9-]{0,31})$")
+
+
+def _as_list(value, key: str) -> list:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    raise ConfigError(CONFIG_FILE, key, f"expected a list or a comma-separated string, got {value!r}")
+
+
+def _check(pattern: re.Pattern[str], value, key: str, what: str) -> str:
+    if not isinstance(value, str) or not protocol.matches(pattern, value):
+        raise ConfigError(CONFIG_FILE, key, f"{value!r} is not {what}")
+    return value
+
+
+def parse_host(text: str, default_user: str, key: str) -> Host:
+    match = _HOST.match(text.strip()) if isinstance(text, str) else None
+    if not match:
+        raise ConfigError(CONFIG_FILE, key, f"{text!r} is not user@host[:port]")
+    port = int(match.group("port") or 22)
+    if not 0 < port < 65536:
+        raise ConfigError(CONFIG_FILE, key, f"port {port} is out of range")
+    return Host(match.group("user") or default_user, match.group("host").strip("[]"), port)
+
+
+def _version_pattern(value, key: str) -> str:
+    if not isinstance(value, str) or not value.startswith("^") or not value.endswith("$"):
+        raise ConfigError(CONFIG_FILE, key, f"{value!r} must be an anchored POSIX regex (^...$)")
+    if "\\" in value:
+        raise ConfigError(
+            CONFIG_FILE, key, "use POSIX classes such as [0-9], not backslash escapes: bash reads this pattern too"
+        )
+    try:
+        re.compile(value)
+    except re.error as error:
+        raise ConfigError(CONFIG_FILE, key, f"not a valid regex: {error}") from None
+    return value
+
+
+def _environment(name: str, raw: Mapping, defaults: Mapping, deploy_user: str, app: str) -> Environment:
+    prefix = f"deploy.environments.{name}"
+    if not protocol.matches(protocol.ENV_RE, name):
+        raise ConfigError(CONFIG_FILE, prefix, f"environment names match {protocol.ENV_RE.pattern}")
+    if not isinstance(raw, Mapping):
+        raise ConfigError(CONFIG_FILE, prefix, "expected a mapping of settings")
+    unknown = sorted(set(raw) - set(DEFAULTS) - {"hosts", "app_dir", "project"})
+    if unknown:
+        raise ConfigError(
+            CONFIG_FILE,
+            f"{prefix}.{unknown[0]}",
+            f"unknown setting (known: {', '.join(sorted(DEFAULTS) + ['app_dir', 'hosts', 'project'])})",
+        )
+    merged = {**DEFAULTS, **defaults, **raw}
+
+    def key(k: str) -> str:
+        return f"{prefix}.{k}"
+
+    hosts_raw = _as_list(merged.get("hosts") or [], key("hosts"))
+    if not hosts_raw:
+        raise ConfigError(CONFIG_FILE, key("hosts"), "missing: list at least one user@host[:port]")
+    hosts = tuple(parse_host(h, deploy_user, f"{key('hosts')}[{i}]") for i, h in enumerate(hosts_raw))
+
+    project = _check(
+        _PROJECT, merged.get("project") or f"{app}-{name}", key("project"), "a compose project name ([a-z0-9_-])"
+    )
+    app_dir = merged.get("app_dir") or f"/srv/pushdeploy/{project}"
+    if (
+        not isinstance(app_dir, str)
+        or not app_dir.startswith("/")
+        or ".." in app_dir
+        or not protocol.matches(_SAFE_PATH, app_dir.lstrip("/"))
+    ):
+        raise ConfigError(CONFIG_FILE, key("app_dir"), f"{app_dir!r} must be an absolute path of plain names")
+    compose_files = tuple(
+        _check(_SAFE_PATH, f, key("compose_files"), "a relative path")
+        for f in _as_list(merged["compose_files"], key("compose_files"))
+    )
+    services = tuple(
+        _check(_SERVICE, s, key("services"), "a service name") for s in _as_list(merged["services"], key("services"))
+    )
+    web_service = _check(_SERVICE, merged["web_service"], key("web_service"), "a service name")
+    db_service = merged["db_service"] or ""
+    if db_service:
+        _check(_SERVICE, db_service, key("db_service"), "a service name")
+    if merged["backup"] and not db_service and merged["engine"] != "swarm":
+        raise ConfigError(CONFIG_FILE, key("backup"), "backups need db_service (the PostgreSQL service) to be set")
+    if not compose_files or not services:
+        raise ConfigError(CONFIG_FILE, key("services" if compose_files else "compose_files"), "must not be empty")
+    manage = merged["manage"]
+    if (
+        not isinstance(manage, str)
+        or not all(protocol.matches(_SAFE_WORD, w) for w in manage.split())
+        or not manage.split()
+    ):
+        raise ConfigError(CONFIG_FILE, key("manage"), f"{manage!r} must be plain words, e.g. 'python manage.py'")
+    # What the server checks again, by the same table (pdserver/schema.py): numbers and choices.
+    checked = {}
+    for schema_key in schema.CHECKED:
+        checked[schema_key.setting], why = schema.setting(schema_key, merged[schema_key.setting])
+        if why:
+            raise ConfigError(CONFIG_FILE, key(schema_key.setting), why)
+    batch_size = str(merged["batch_size"])
+    try:
+        rollout.batch_hosts(batch_size, 1)
+    except ValueError as error:
+        raise ConfigError(CONFIG_FILE, key("batch_size"), str(error)) from None
+    proxy_service = merged["proxy_service"] or ""
+    if proxy_service:
+        _check(_SERVICE, proxy_service, key("proxy_service"), "a service name")
+    docker_host = merged["docker_host"] or ""
+    if docker_host and not protocol.matches(_DOCKER_HOST, docker_host):
+        raise ConfigError(
+            CONFIG_FILE, key("docker_host"), f"{docker_host!r} is not unix:///path, tcp://host:port or ssh://host"
+        )
+    try:
+        pull_channel, pull_every = pull.parse(merged["pull"], key("pull"))
+    except pull.PullError as error:
+        where, _, problem = str(error).partition(": ")
+        raise ConfigError(CONFIG_FILE, where, problem) from None
+    engine, manager_compose_files = _engine(merged, key)
+    backup_image = merged["backup_image"] or ""
+    if backup_image and (engine != "swarm" or not protocol.matches(protocol.IMAGE_RE, backup_image)):
+        raise ConfigError(
+            CONFIG_FILE,
+            key("backup_image"),
+            f"{backup_image!r}: an image reference (registry/name:tag), for engine: swarm only (compose backs up through db_service)",
+        )
+    files_raw = merged["files"] or {}
+    if not isinstance(files_raw, Mapping):
+        raise ConfigError(CONFIG_FILE, key("files"), "expected a mapping of server path: project path")
+    files = []
+    for remote, local in sorted(files_raw.items()):
+        if not protocol.matches(_SAFE_PATH, str(remote)) or ".." in str(remote).split("/") or remote == ".env":
+            raise ConfigError(
+                CONFIG_FILE,
+                key(f"files.{remote}"),
+                "the server path must be relative to app_dir, plain names, not .env",
+            )
+        files.append((str(remote), str(local)))
+    hooks = {}
+    for kind in management.HOOK_KINDS:
+        try:
+            hooks[kind] = management.hooks(merged[kind], kind)
+        except management.Refused as error:
+            raise ConfigError(CONFIG_FILE, key(kind), str(error)) from None
+    try:
+        manage_commands = management.allowlist(merged["manage_commands"])
+    except management.Refused as error:
+        raise ConfigError(CONFIG_FILE, key("manage_commands"), str(error)) from None
+    scrub = str(merged["scrub"] or "")
+    if scrub and not protocol.matches(_SCRUB, scrub):
+        raise ConfigError(
+            CONFIG_FILE, key("scrub"), f"{scrub!r} must be sql:FILE (a server path under files:) or manage:COMMAND"
+        )
+    if scrub.startswith("sql:") and (".." in scrub or scrub[4:] not in dict(files)):
+        raise ConfigError(
+            CONFIG_FILE,
+            key("scrub"),
+            f"{scrub[4:]!r} is not a server path under files: (list it there so server.setup installs it)",
+        )
+    review_template = bool(merged["review_template"])
+    if review_template and not protocol.matches(_TEMPLATE_NAME, name):
+        raise ConfigError(
+            CONFIG_FILE, prefix, "a review template's name is [a-z][a-z0-9]{0,15} (no '-'): its environments are NAME-N"
+        )
+    if review_template and len(hosts) != 1:
+        raise ConfigError(
+            CONFIG_FILE,
+            key("hosts"),
+            "a review template runs on one host (its front proxy routes to the review environments there)",
+        )
+    review_domain = _check(
+        _DOMAIN, merged["review_domain"], key("review_domain"), "a domain name (review-N answers as pr-N.DOMAIN)"
+    )
+    review_seed = _check(_SEED, merged["review_seed"], key("review_seed"), "fresh or backup:ENV")
+    return Environment(
+        name=name,
+        hosts=hosts,
+        app_dir=app_dir.rstrip("/"),
+        project=project,
+        compose_files=compose_files,
+        services=services,
+        web_service=web_service,
+        db_service=db_service,
+        manage=" ".join(manage.split()),
+        version_pattern=_version_pattern(merged["version_pattern"], key("version_pattern")),
+        require_tag=bool(merged["require_tag"]),
+        backup=bool(merged["backup"]),
+        backup_image=backup_image,
+        batch_size=batch_size,
+        proxy_service=proxy_service,
+        docker_host=docker_host,
+        files=tuple(files),
+        server_env=str(merged["server_env"] or ""),
+        before_switch=hooks["before_switch"],
+        after_switch=hooks["after_switch"],
+        manage_commands=manage_commands,
+        pull_channel=pull_channel,
+        pull_every=pull_every,
+        **{**checked, "engine": engine},
+        manager_compose_files=manager_compose_files,
+        scrub=scrub,
+        review_template=review_template,
+        review_domain=review_domain,
+        review_seed=review_seed,
+    )
+
+
+def _engine(merged: Mapping, key) -> tuple[str, tuple[str, ...]]:
+    """engine and manager_compose_files, checked: swarm needs Compose v2 (to render the stack) and no db_service."""
+    engine = merged["engine"]  # one of schema.ENGINES, checked with the other choices
+    files = tuple(
+        _check(_SAFE_PATH, f, key("manager_compose_files"), "a relative path")
+        for f in _as_list(merged["manager_compose_files"] or [], key("manager_compose_files"))
+    )
+    if any(".." in f.split("/") for f in files):
+        raise ConfigError(CONFIG_FILE, key("manager_compose_files"), "paths are relative to app_dir, without ..")
+    if engine != "swarm":
+        if files:
+            raise ConfigError(CONFIG_FILE, key("manager_compose_files"), "only for engine: swarm")
+        return engine, files
+    if merged["compose_command"] != "docker compose":
+        raise ConfigError(
+            CONFIG_FILE,
+            key("compose_command"),
+            "engine: swarm needs `docker compose` (v2) on the manager: it renders the stack file as JSON",
+        )
+    if merged["db_service"]:
+        raise ConfigError(
+            CONFIG_FILE,
+            key("db_service"),
+            "engine: swarm runs no database service of its own: set db_service: '' (backups: backup_image)",
+        )
+    if merged["backup"] and not merged["backup_image"]:
+        raise ConfigError(
+            CONFIG_FILE,
+            key("backup_image"),
+            "engine: swarm backs up from the database server the web service names (POSTGRES_HOST...): set backup_image to an image with pg_dump, e.g. postgres:16",
+        )
+    return engine, files
+
+
+def access_from(values: Mapping[str, str], source: str) -> Access:
+    admin_user = values.get("DEPLOY_ADMIN_USER") or "root"
+    if not protocol.matches(_USER, admin_user):
+        raise ConfigError(source, "DEPLOY_ADMIN_USER", f"{admin_user!r} is not a user name")
+    for name in ("DEPLOY_SSH_KEY", "DEPLOY_ADMIN_KEY", "DEPLOY_KNOWN_HOSTS_FILE"):
+        path = values.get(name)
+        if path and not Path(path).expanduser().is_file():
+            raise ConfigError(source, name, f"file {path} does not exist")
+
+    def path(name: str) -> str:
+        return str(Path(values[name]).expanduser()) if values.get(name) else ""
+
+    return Access(
+        ssh_key=path("DEPLOY_SSH_KEY"),
+        known_hosts=values.get("DEPLOY_KNOWN_HOSTS", ""),
+        known_hosts_file=path("DEPLOY_KNOWN_HOSTS_FILE"),
+        admin_user=admin_user,
+        admin_key=path("DEPLOY_ADMIN_KEY"),
+        ci_public_key=values.get("DEPLOY_CI_PUBLIC_KEY", ""),
+    )
+
+
+def from_config(
+    deploy: Mapping | None, values: Mapping[str, str], source: str = ".env", root: Path = protocol.PROJECT_ROOT
+) -> Settings:
+    """Validate the ``deploy`` section of the Invoke config plus the dotenv values."""
+    if not deploy:
+        raise ConfigError(
+            CONFIG_FILE, "deploy", "missing: add a `deploy:` section with `environments:` (see README, Configuration)"
+        )
+    app = _check(_PROJECT, deploy.get("app", "app"), "deploy.app", "an app name ([a-z0-9_-])")
+    deploy_user = _check(_USER, deploy.get("deploy_user", "deploy"), "deploy.deploy_user", "a user name")
+    defaults = deploy.get("defaults") or {}
+    if not isinstance(defaults, Mapping):
+        raise ConfigError(CONFIG_FILE, "deploy.defaults", "expected a mapping")
+    environments_raw = deploy.get("environments") or {}
+    if not isinstance(environments_raw, Mapping) or not environments_raw:
+        raise ConfigError(
+            CONFIG_FILE, "deploy.environments", "missing: define at least one environment (staging, production, ...)"
+        )
+    environments = {name: _environment(name, raw, defaults, deploy_user, app) for name, raw in environments_raw.items()}
+    _check_review_names(environments)
+    try:
+        keys = deploy_keys.from_config(deploy.get("keys"), environments)
+    except deploy_keys.BadKeys as error:
+        raise ConfigError(CONFIG_FILE, error.where, error.message) from None
+    return Settings(
+        app=app,
+        deploy_user=deploy_user,
+        environments=environments,
+        access=access_from(values, source),
+        root=root,
+        keys=keys,
+    )
+
+
+def _check_review_names(environments: Mapping[str, Environment]) -> None:
+    """An environment named like a template's review environment (qa-2 beside a template qa)
+    would share its name, state and files with what `review-up qa-2` makes."""
+    for name in environments:
+        match = protocol.REVIEW_RE.search(name)
+        if match and match.group(1) in environments and environments[match.group(1)].review_template:
+            raise ConfigError(
+                CONFIG_FILE,
+                f"deploy.environments.{name}",
+                f"named like a review environment of the template {match.group(1)!r} (TEMPLATE-N): rename it",
+            )
+
+
+def dotenv_values_for(environ: Mapping[str, str], root: Path = protocol.PROJECT_ROOT) -> tuple[dict[str, str], str]:
+    """The dotenv file's DEPLOY_* values, overridden by the process environment."""
+    from dotenv import dotenv_values
+
+    path = Path(environ.get("DEPLOY_DOTENV") or root / ".env")
+    if environ.get("DEPLOY_DOTENV") and not path.is_file():
+        raise ConfigError("environment", "DEPLOY_DOTENV", f"file {path} does not exist")
+    values = {k: v for k, v in dotenv_values(path).items() if v is not None} if path.is_file() else {}
+    values.update({k: v for k, v in environ.items() if k.startswith("DEPLOY_")})
+    return values, str(path)
+
+
+def load(config, environ: Mapping[str, str] = os.environ) -> Settings:
+    """Settings from an Invoke config object (or mapping) and the environment. Relative
+    paths resolve against the file that names them; errors name that file."""
+    deploy = config.get("deploy") if hasattr(config, "get") else None
+    found = sources.of(config)
+    values, source = dotenv_values_for(environ, found.fallback)
+    try:
+        loaded = from_config(_plain(deploy), values, source, found.fallback)
+    except ConfigError as error:
+        if error.source != CONFIG_FILE or not found.files:
+            raise
+        raise ConfigError(found.name_of(error.key), error.key, error.problem) from None
+    return dataclasses.replace(loaded, sources=found)
+
+
+def _plain(value):
+    """Invoke's DataProxy -> plain dicts and lists."""
+    if hasattr(value, "items"):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value

@@ -1,0 +1,179 @@
+"""server.*: install and inspect the server side (over the admin connection)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+
+from invoke import Collection, task
+
+from pushdeploy import local, notify, plan, protocol
+from pushdeploy.output import Collector, say
+from pushdeploy.settings import dotenv_values_for
+from pushdeploy.tasks.common import done, expected, fail_on_errors, load_settings
+
+ENV_HELP = "The environment (staging, production, ...)."
+
+
+def _admin_connect(settings, host):
+    from pushdeploy import remote
+
+    access = settings.access
+    return remote.admin(host, access.admin_user, access.admin_key, access)
+
+
+@task(
+    help={
+        "env": ENV_HELP,
+        "public_key": "The deploy account's unnamed public key(s), every verb everywhere: a .pub file or the key line (default: DEPLOY_CI_PUBLIC_KEY). Named keys: deploy.keys in invoke.yaml.",
+    }
+)
+def setup(c, env="staging", public_key=None):
+    """Install or upgrade the server side of an environment, on every host (idempotent).
+
+    Over the admin connection (DEPLOY_ADMIN_USER: root or a user with
+    passwordless sudo), this creates the deploy account (key login only), pushes
+    the root-owned bin/deploy and entrypoint, a sudoers file allowing only
+    bin/deploy (checked with visudo), authorized_keys forcing every key to the
+    entrypoint (each named key of deploy.keys with its name, held to its scope
+    by /etc/pushdeploy/keys.json), /etc/pushdeploy/ENV.conf, and the app directory (compose files,
+    nginx config, .env owned by root with mode 0600). With `pull:` set for the
+    environment it also installs the pull agent (a systemd timer, or a cron
+    entry where systemd is not PID 1); without it, removes one. The webhooks in
+    DEPLOY_<ENV>_WEBHOOKS (.env) go to a root-only file, never printed (empty:
+    removed; unset: kept). A second run changes nothing and says so. For
+    `engine: swarm` it then checks the host is a swarm
+    manager and the stack file deploys safely (`docker stack config` accepts
+    it; each service tagged with the version updates start-first behind a
+    health check, on an attachable overlay network), and says what is missing.
+    """
+    from pushdeploy import remote
+
+    with fail_on_errors():
+        settings = load_settings(c)
+        environment = settings.environment(env)
+        keys = local.public_keys(public_key or settings.access.ci_public_key)
+        named_keys = local.named_public_keys(settings, dotenv_values_for(os.environ)[0])
+        app_files = local.app_files(settings, environment)
+        problems = plan.proxy_config_problems(environment, app_files)
+        if problems:
+            raise plan.BadRequest("the proxy configuration cannot switch without downtime:\n  " + "\n  ".join(problems))
+        try:
+            hooks = notify.for_environment(dotenv_values_for(os.environ)[0], env)
+        except notify.WebhookError as error:
+            raise plan.BadRequest(str(error)) from None
+        webhooks = None if hooks is None else notify.server_file(hooks)
+        archive = plan.bundle(
+            environment,
+            protocol.server_side(),
+            app_files,
+            local.server_dotenv(settings, environment),
+            keys,
+            webhooks,
+            settings.keys,
+            named_keys,
+        ).tar()
+        as_root = settings.access.admin_user == "root"
+        say(f"server.setup of {env} on {len(environment.hosts)} host(s) as {settings.access.admin_user}")
+
+        def work(host, out):
+            name = f".pushdeploy-bundle-{secrets.token_hex(6)}.tar"
+            out.line(f"sending the server side and settings ({max(1, len(archive) // 1024)} KiB), then installing")
+            with _admin_connect(settings, host) as connection:
+                sftp = connection.sftp()
+                with sftp.open(name, "wx") as upload:  # the bundle holds the server's .env: owner only
+                    upload.chmod(0o600)
+                    upload.write(archive)
+                return remote.run(connection, plan.install_command(settings, environment, name, as_root), out)
+
+        results = remote.on_hosts(environment.hosts, work, label=lambda h: f"{env} {h}")
+        remote.summary(results, remote.last_line, label=lambda h: f"{env} {h}")
+    done(results, f"server.setup of {env}")
+
+
+@task(help={"env": ENV_HELP})
+def check(c, env="staging"):
+    """Report per host: server side installed and current, docker/compose versions, disk, deployed version."""
+    from pushdeploy import remote
+
+    with fail_on_errors():
+        settings = load_settings(c)
+        environment = settings.environment(env)
+        want_server, want_settings = expected(settings, environment).split(".")
+        as_root = settings.access.admin_user == "root"
+        command = plan.admin_command(f"{protocol.DEPLOY_BIN} check {environment.name}", as_root)
+
+        def work(host, out):
+            quiet = Collector()
+            with _admin_connect(settings, host) as connection:
+                code = remote.run(connection, f"test -x {protocol.DEPLOY_BIN} && {command}", quiet)
+            facts = quiet.result
+            if code != 0 or "server_side" not in facts:
+                for line in quiet.lines:
+                    out.line(line)
+                out.line(
+                    f"server side: NOT INSTALLED for {env}, or the admin cannot run it (run `inv server.setup --env {env}`)"
+                )
+                return code or 1
+            current = facts["server_side"] == want_server and facts["settings"] == want_settings
+            out.line(
+                "server side: "
+                + ("installed, current" if current else f"installed, OUT OF DATE (run `inv server.setup --env {env}`)")
+            )
+            for key in ("version", "docker", "compose", "disk_free_app", "disk_free_docker", "pull"):
+                out.line(f"{key.replace('_', ' ')}: {facts.get(key, '?')}")
+            return 0 if current else protocol.EXIT_OUTDATED
+
+        results = remote.on_hosts(environment.hosts, work, label=lambda h: f"{env} {h}", grouped=True)
+    done(results, f"server.check of {env}")
+
+
+@task(help={"env": ENV_HELP, "yes": "Pin without asking (only after checking the fingerprint out of band)."})
+def trust(c, env="staging", yes=False):
+    """Pin the host keys of an environment's hosts (shows each fingerprint first).
+
+    Appends `[host]:port type key` lines to DEPLOY_KNOWN_HOSTS_FILE (default
+    ~/.ssh/known_hosts). Hosts already pinned are left alone; a host whose key
+    differs from the pinned one is reported and never re-pinned here.
+    """
+    from pushdeploy import hostkeys
+
+    with fail_on_errors():
+        settings = load_settings(c)
+        environment = settings.environment(env)
+        pinned = hostkeys.load(settings.access)
+        path = hostkeys.known_hosts_path(settings.access)
+        failed = 0
+        for host in environment.hosts:
+            try:
+                key = hostkeys.scan(host)
+            except Exception as error:  # socket errors and paramiko's own
+                say(f"{env} {host} | cannot read its host key: {error}", sys.stderr)
+                failed += 1
+                continue
+            entry = hostkeys.host_entry(host)
+            known = pinned.lookup(entry) or {}
+            if known:
+                same = known.get(key.get_name()) == key
+                say(
+                    f"{env} {host} | {'already pinned' if same else 'CHANGED: the pinned key differs, not pinning'}: {hostkeys.fingerprint(key)}"
+                )
+                failed += not same
+                continue
+            say(f"{env} {host} | offers {key.get_name()} {hostkeys.fingerprint(key)}")
+            if not yes and (not sys.stdin.isatty() or input("pin this key? [y/N] ").strip().lower() != "y"):
+                say(f"{env} {host} | not pinned (pass --yes once you have checked the fingerprint)")
+                failed += 1
+                continue
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("a") as stream:
+                stream.write(hostkeys.known_hosts_line(host, key) + "\n")
+            say(f"{env} {host} | pinned in {path}")
+    if failed:
+        from invoke.exceptions import Exit
+
+        raise Exit(code=1)
+
+
+namespace = Collection("server", setup, check, trust)
