@@ -47,6 +47,7 @@ ETC = server_facts.ETC
 STATE = server_facts.STATE
 VERBS = server_facts.VERBS
 ADMIN_VERBS = server_facts.ADMIN_VERBS  # the admin connection's only (inv db.refresh)
+SERVER_VERBS = server_facts.SERVER_VERBS  # the admin connection's too (inv server.teardown)
 REVIEW_RE = server_facts.REVIEW_RE
 ENV_RE = server_facts.ENV_RE
 VERSION_RE = server_facts.VERSION_RE
@@ -84,7 +85,7 @@ def command(verb: str, *words: str, **options: str | int | bool | None) -> str:
     ``command("deploy", "staging", "1.4.0", id="x")`` -> ``"deploy staging 1.4.0 --id=x"``.
     Options set to None or False are left out; True gives a bare ``--flag``.
     """
-    if verb not in VERBS + ADMIN_VERBS:
+    if verb not in VERBS + ADMIN_VERBS + SERVER_VERBS:
         raise InvalidRequest(f"unknown verb {verb!r}; the server accepts {', '.join(VERBS)}")
     parts = [verb]
     for word in words:

@@ -49,7 +49,7 @@ class Sources:
         if path is None:
             return "invoke.yaml"
         relative = os.path.relpath(path)
-        return str(path) if relative.startswith("..") else relative
+        return str(path) if relative.startswith(("../../", "../..")) else relative
 
     def setter(self, dotted) -> Path | None:
         """The file that sets exactly DOTTED, or None (a default)."""

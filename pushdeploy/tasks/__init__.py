@@ -10,10 +10,12 @@ or none: `pushdeploy` runs the same tasks as a program of its own (pushdeploy/cl
 from invoke import Collection
 
 from pushdeploy.tasks import config, db, deploy, pull, review, server
+from pushdeploy.tasks.init import init
 from pushdeploy.tasks.manage import manage
 
 deploy.namespace.add_task(pull.pull_status)
 namespace = Collection(deploy.namespace, server.namespace, db.namespace)
 namespace.add_task(manage)
+namespace.add_task(init)
 namespace.add_collection(review.namespace)
 namespace.add_collection(config.namespace)

@@ -7,6 +7,7 @@ import secrets
 import sys
 
 from invoke import Collection, task
+from invoke.exceptions import Exit
 
 from pushdeploy import local, notify, plan, protocol
 from pushdeploy.output import Collector, say
@@ -176,4 +177,51 @@ def trust(c, env="staging", yes=False):
         raise Exit(code=1)
 
 
-namespace = Collection("server", setup, check, trust)
+@task(
+    help={
+        "env": "The environment to remove (required: there is no default for this one).",
+        "volumes": "Remove its volumes (the database's data) and its backups too.",
+        "yes": "Do not ask: for scripts (without a terminal it is required).",
+    }
+)
+def teardown(c, env, volumes=False, yes=False):
+    """Remove an environment from its hosts: containers, files, settings, state.
+
+    Over the admin connection, on every host of ENV: its containers and networks
+    (compose down, or the swarm stack), its pull agent, APP_DIR (compose files, nginx
+    config, the .env with its secrets), /etc/pushdeploy/ENV.conf and ENV.webhooks,
+    its history and logs. Its volumes and database backups stay unless --volumes.
+    Refused while a deploy of ENV runs (exit 75). Once no environment is left on a
+    host, the deploy account's sudo rule goes too. Asks for the environment's name
+    first unless --yes.
+    """
+    from pushdeploy import remote
+
+    with fail_on_errors():
+        settings = load_settings(c)
+        environment = settings.environment(env)
+        by, _ = plan.actor(os.environ, local.git_user(settings.root))
+        request = protocol.command("teardown", env, by=by, volumes=bool(volumes))
+    data = " and its volumes and backups (the database's data)" if volumes else " (volumes and backups kept)"
+    say(f"server.teardown removes {env} from {', '.join(str(h) for h in environment.hosts)}{data}")
+    _confirm(env, yes)
+    command = plan.admin_command(f"{protocol.DEPLOY_BIN} {request}", settings.access.admin_user == "root")
+
+    def work(host, out):
+        with _admin_connect(settings, host) as connection:
+            return remote.run(connection, command, out)
+
+    results = remote.on_hosts(environment.hosts, work, label=lambda h: f"{env} {h}")
+    done(results, f"server.teardown of {env}")
+
+
+def _confirm(env: str, yes: bool) -> None:
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise Exit(f"error: server.teardown removes {env}: pass --yes to confirm (no terminal to ask on)", code=2)
+    if input(f"Type {env} to remove it: ").strip() != env:
+        raise Exit("server.teardown: not confirmed, nothing changed", code=1)
+
+
+namespace = Collection("server", setup, check, trust, teardown)

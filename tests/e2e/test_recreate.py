@@ -91,8 +91,8 @@ def seedlayout(server, images, tmp_path_factory):
         "      version_pattern: '^[0-9a-z][0-9a-z.-]*$'\n"
         "      health_timeout: 20\n"
         "      files:\n"
-        "        docker-compose.yml: example/seed/docker-compose.yml\n"
-        "        docker/etc/nginx/conf.d/pixel.conf: example/seed/docker/etc/nginx/conf.d/pixel.conf\n"
+        f"        docker-compose.yml: {ROOT}/example/seed/docker-compose.yml\n"
+        f"        docker/etc/nginx/conf.d/pixel.conf: {ROOT}/example/seed/docker/etc/nginx/conf.d/pixel.conf\n"
         f"      server_env: {server_env}\n"
     )
     image = f"127.0.0.1:5000/pixel:{NO_START}"
@@ -232,8 +232,10 @@ def test_the_readme_guide_leads_from_pixels_layout_to_zero_downtime(seedlayout, 
     def setup_and_deploy(compose_text: str, nginx_text: str, switch: str, version: str) -> subprocess.CompletedProcess:
         (tmp_path / "docker-compose.yml").write_text(compose_text)
         (tmp_path / "pixel.conf").write_text(nginx_text)
-        config = replaced(base, "example/seed/docker-compose.yml", str(tmp_path / "docker-compose.yml"))
-        config = replaced(config, "example/seed/docker/etc/nginx/conf.d/pixel.conf", str(tmp_path / "pixel.conf"))
+        config = replaced(base, f"{ROOT}/example/seed/docker-compose.yml", str(tmp_path / "docker-compose.yml"))
+        config = replaced(
+            config, f"{ROOT}/example/seed/docker/etc/nginx/conf.d/pixel.conf", str(tmp_path / "pixel.conf")
+        )
         config = replaced(config, "switch: recreate", f"switch: {switch}")
         (tmp_path / "guide.yaml").write_text(config)
         setup = inv("-f", str(tmp_path / "guide.yaml"), "server.setup", "--env", ENV)

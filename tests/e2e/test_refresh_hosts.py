@@ -41,9 +41,9 @@ def environment(name: str, server_env: Path, **extra: str) -> str:
         "      db_service: db",
         "      version_pattern: '^[0-9a-z][0-9a-z.-]*$'",
         "      files:",
-        "        docker-compose.yml: example/docker-compose.staging.yml",
-        "        docker/etc/nginx/conf.d/pixel.conf: example/docker/etc/nginx/conf.d/pixel.conf",
-        "        scrub.sql: example/scrub/pixel.sql",
+        f"        docker-compose.yml: {ROOT}/example/docker-compose.staging.yml",
+        f"        docker/etc/nginx/conf.d/pixel.conf: {ROOT}/example/docker/etc/nginx/conf.d/pixel.conf",
+        f"        scrub.sql: {ROOT}/example/scrub/pixel.sql",
         f"      server_env: {server_env}",
     ]
     lines += [f"      {key}: {value}" for key, value in extra.items()]

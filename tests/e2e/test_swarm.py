@@ -51,9 +51,9 @@ CONFIG = f"""deploy:
       converge_timeout: 60
       manager_compose_files: [docker-compose.proxy.yml]
       files:
-        docker-compose.yml: example/docker-compose.swarm.yml
-        docker-compose.proxy.yml: example/docker-compose.swarm-proxy.yml
-        docker/etc/nginx/conf.d/pixel.conf: example/docker/etc/nginx/swarm/pixel.conf
+        docker-compose.yml: {ROOT}/example/docker-compose.swarm.yml
+        docker-compose.proxy.yml: {ROOT}/example/docker-compose.swarm-proxy.yml
+        docker/etc/nginx/conf.d/pixel.conf: {ROOT}/example/docker/etc/nginx/swarm/pixel.conf
       server_env: {STATE / "swarm.env"}
 """
 

@@ -10,7 +10,7 @@ import subprocess
 import urllib.request
 from pathlib import Path
 
-from tests.e2e.conftest import SANDBOX, STAGING_A, inv, tool_env
+from tests.e2e.conftest import ROOT, SANDBOX, STAGING_A, inv, tool_env
 
 ENV = "tools"
 PROJECT = f"pixel-{ENV}"
@@ -39,8 +39,8 @@ def configure(before_switch=(), after_switch=()) -> str:
         "      version_pattern: '^[0-9a-z][0-9a-z.-]*$'\n"
         "      health_timeout: 30\n"
         "      files:\n"
-        "        docker-compose.yml: example/docker-compose.staging.yml\n"
-        "        docker/etc/nginx/conf.d/pixel.conf: example/docker/etc/nginx/conf.d/pixel.conf\n"
+        f"        docker-compose.yml: {ROOT}/example/docker-compose.staging.yml\n"
+        f"        docker/etc/nginx/conf.d/pixel.conf: {ROOT}/example/docker/etc/nginx/conf.d/pixel.conf\n"
         f"      server_env: {server_env}\n" + hooks
     )
     result = inv("-f", str(CONFIG), "server.setup", "--env", ENV)

@@ -14,6 +14,16 @@ from pdserver import facts
 CONF = "APP_DIR={app}\nPROJECT=pixel-staging\nWEB_SERVICE=web\nHOOK_BEFORE_SWITCH=check --deploy\nMANAGE_COMMAND=showmigrations --list [a-z]+\n"
 
 
+@pytest.fixture(autouse=True)
+def _umask_kept():
+    """bin/deploy sets umask 077 for itself: a test that runs it in this process must not
+    leave it to the rest of the session (the e2e tests' sshd and dockerd would inherit it)."""
+    previous = os.umask(0o022)
+    os.umask(previous)
+    yield
+    os.umask(previous)
+
+
 @pytest.fixture
 def server(tmp_path, monkeypatch):
     """A temporary /etc/pushdeploy and state directory with one environment, staging."""

@@ -50,6 +50,8 @@ def entrypoint(request, fake_sudo):
         "deploy staging -rf",
         "deploy staging --expect=$(id)",
         "__run staging x",
+        "teardown staging --volumes",  # the admin connection's only
+        "db-dump production",
         "scp -t /tmp",
         "internal-sftp",
         "deploy " + "a " * 20,

@@ -35,6 +35,7 @@ both sides read one copy. Modules, one concern each:
   review.py   review environments (review-up, review-down)
   front.py    the review front proxy and its routes
   refresh.py  db-dump and db-restore: moving a database, scrubbed
+  teardown.py teardown (admin only): an environment removed from this host
   agent.py    pull mode's agent (bin/deploy pull), and its systemd timer or cron entry
   install.py  bin/install: everything server.setup puts on a host, changed only where it differs
 """

@@ -41,6 +41,24 @@ def scheduler(systemd_run: str, cron_dir: str) -> str:
     return "cron" if os.path.isdir(cron_dir) else "none"
 
 
+def remove(unit_name: str, systemd_dir: str, cron_dir: str) -> list:
+    """The agent's timer and service (stopped first) or cron entry removed: what went."""
+    gone = []
+    timer = os.path.join(systemd_dir, f"{unit_name}.timer")
+    if os.path.isfile(timer):
+        subprocess.run(["systemctl", "disable", "--now", f"{unit_name}.timer"], capture_output=True, check=False)
+        for path in (timer, os.path.join(systemd_dir, f"{unit_name}.service")):
+            if os.path.exists(path):
+                os.unlink(path)
+        subprocess.run(["systemctl", "daemon-reload"], capture_output=True, check=False)
+        gone.append(f"systemd timer {unit_name}.timer")
+    cron = os.path.join(cron_dir, unit_name)
+    if os.path.isfile(cron):
+        os.unlink(cron)
+        gone.append(cron)
+    return gone
+
+
 def service_text(env: str) -> str:
     return f"""# Managed by pushdeploy (inv server.setup): the pull agent of {env}.
 [Unit]

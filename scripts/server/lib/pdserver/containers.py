@@ -125,6 +125,13 @@ class ComposeEngine(Strategy):
         )
         return [head] + [f"migration={line}" for line in out.rstrip("\n").split("\n")]
 
+    def teardown(self, volumes: bool) -> list:
+        env = self.env
+        if os.path.isfile(os.path.join(env.app_dir, ".env")):
+            down = ("down", "--remove-orphans", "--timeout", "10", *(("--volumes",) if volumes else ()))
+            runner.output(compose.compose(env, *down))
+        return remove_labelled(env, volumes)
+
     def preflight(self, run) -> int:
         env = self.env
         if not os.path.isfile(os.path.join(env.app_dir, ".env")):
@@ -230,6 +237,24 @@ class ComposeEngine(Strategy):
                 return
             if done.wait(0.1):
                 return
+
+
+def remove_labelled(env: envs.Env, volumes: bool) -> list:
+    """What compose made for the project and compose alone would leave (its files gone, a
+    run's one-off containers): containers, networks, volumes if asked, by compose's label."""
+    label = f"label=com.docker.compose.project={env['PROJECT']}"
+    gone = []
+    kinds = (("containers", ("ps", "-aq"), ("rm", "-f")), ("networks", ("network", "ls", "-q"), ("network", "rm")))
+    if volumes:
+        kinds += (("volumes", ("volume", "ls", "-q"), ("volume", "rm")),)
+    for what, listing, remove in kinds:
+        ids = docker_out(env, *listing, "--filter", label)[1].split()
+        if ids:
+            runner.output(compose.docker(env, *remove, *ids))
+        gone.append(f"{len(ids)} {what} left by compose" if ids else "")
+    kept = [] if volumes else docker_out(env, "volume", "ls", "-q", "--filter", label)[1].split()
+    gone.append(f"kept {len(kept)} volume(s): {' '.join(kept)} (--volumes removes them)" if kept else "")
+    return [line for line in gone if line]
 
 
 def backup_into(run, command: runner.Command) -> int:

@@ -12,7 +12,7 @@ from . import conf, facts, keys
 from .request import Request
 
 # The verbs a review template answers: it is no environment of its own.
-TEMPLATE_VERBS = ("check", "review-list")
+TEMPLATE_VERBS = ("check", "review-list", "teardown")
 
 
 def key_scope(request: Request, keys_file: str = facts.KEYS_FILE) -> str | None:

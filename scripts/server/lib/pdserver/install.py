@@ -302,21 +302,8 @@ class Installer:
         self.report("agent", f"pull agent of {self.env}: systemd timer {timer}, every {every} s, channel {channel}")
 
     def remove_pull_agent(self, unit: str) -> None:
-        timer = os.path.join(SYSTEMD_DIR, f"{unit}.timer")
-        if os.path.isfile(timer):
-            subprocess.run(["systemctl", "disable", "--now", f"{unit}.timer"], capture_output=True, check=False)
-            for path in (timer, os.path.join(SYSTEMD_DIR, f"{unit}.service")):
-                if os.path.exists(path):
-                    os.unlink(path)
-            subprocess.run(["systemctl", "daemon-reload"], capture_output=True, check=False)
-            self.report(
-                "changed",
-                f"removed the pull agent of {self.env} (systemd timer {unit}.timer): {self.env} is deployed by push",
-            )
-        cron = os.path.join(CRON_DIR, unit)
-        if os.path.isfile(cron):
-            os.unlink(cron)
-            self.report("changed", f"removed the pull agent of {self.env} ({cron}): {self.env} is deployed by push")
+        for what in agent.remove(unit, SYSTEMD_DIR, CRON_DIR):
+            self.report("changed", f"removed the pull agent of {self.env} ({what}): {self.env} is deployed by push")
 
 
 def main(argv) -> int:

@@ -58,7 +58,7 @@ def refusal(request: Request, scopes: dict[str, Scope]) -> str | None:
     scope = scopes.get(request.key)
     if scope is None:
         return f"the key '{request.key}' has no scope on this server: run `inv server.setup` with the invoke.yaml that declares it"
-    if request.verb in facts.ADMIN_VERBS or request.verb not in scope.verbs:
+    if request.verb in facts.ADMIN_VERBS + facts.SERVER_VERBS or request.verb not in scope.verbs:
         return f"the key '{request.key}' may not run {request.verb} (it may run: {' '.join(scope.verbs) or 'nothing'})"
     target = request.template or request.env
     if target not in scope.environments:

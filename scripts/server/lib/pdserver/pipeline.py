@@ -100,6 +100,11 @@ class Strategy:
         """bin/install, after installing: what a first deploy would refuse, said (0: nothing)."""
         return 0
 
+    def teardown(self, volumes: bool) -> list:
+        """`teardown`: everything the environment runs stopped and removed (its volumes too,
+        if asked); what went, as lines."""
+        raise NotImplementedError
+
 
 def read_request(path: str) -> dict:
     values = {}

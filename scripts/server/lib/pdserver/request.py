@@ -31,6 +31,7 @@ OPTIONS = {
     "url": _ANY,
     "fresh": None,
     "from": facts.ENV_RE,
+    "volumes": None,
 }
 
 _RUN = ("id", "wait", "by", "url", "expect")
@@ -76,6 +77,7 @@ VERBS = {
     "review-list": Verb("TEMPLATE [--expect=HASH]", 0, ("expect",)),
     "db-dump": Verb("ENV [--fresh]", 0, ("fresh", "expect")),
     "db-restore": Verb("ENV --from=SOURCE [--by=WHO] [--url=URL]", 0, ("from", "by", "url", "expect")),
+    "teardown": Verb("ENV [--volumes] [--by=WHO]", 0, ("volumes", "by")),
 }
 
 

@@ -71,6 +71,15 @@ class Swarm(Strategy):
     def setup_check(self) -> int:
         return stackfile.setup_check(self.env)
 
+    def teardown(self, volumes: bool) -> list:
+        env = self.env
+        runner.output(compose.docker(env, "stack", "rm", env["PROJECT"]))
+        if env["MANAGER_COMPOSE_FILES"] and os.path.isfile(os.path.join(env.app_dir, ".env")):
+            runner.output(
+                stackfile.manager_compose(env, "down", "--remove-orphans", *(("--volumes",) if volumes else ()))
+            )
+        return [f"stack {env['PROJECT']} removed", *ct.remove_labelled(env, volumes)]
+
     def preflight(self, run) -> int:
         env = self.env
         found = stackfile.problems(env, run.version)

@@ -323,6 +323,12 @@ def pull(request: Request) -> Result:
     return agent.pull(request)
 
 
+def teardown(request: Request) -> Result:
+    from . import teardown
+
+    return teardown.teardown(request)
+
+
 HANDLERS = {
     "version": version,
     "history": history,
@@ -342,4 +348,5 @@ HANDLERS = {
     "db-dump": db_dump,
     "db-restore": db_restore,
     "pull": pull,
+    "teardown": teardown,
 }

@@ -1,0 +1,99 @@
+"""teardown ENV [--volumes] (the admin connection only): the environment removed from
+this host, never while a deploy of it runs.
+
+What goes: its containers and networks (the strategy says how: compose down, or the
+swarm stack), its pull agent, APP_DIR (the compose files, nginx config and the .env with
+its secrets), /etc/pushdeploy/ENV.conf and ENV.webhooks, its state (history, logs, the
+lock). Its volumes (the database's data) and its backups stay unless --volumes. Once no
+environment is left on the host, the deploy account's sudoers rule and the keys' scopes
+go too: the account can then run nothing. The user and /opt/pushdeploy stay (harmless,
+and server.setup reuses them).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+
+from . import agent, facts
+from . import env as envs
+from .lock import Lock, now_iso
+from .refresh import check_admin_caller
+from .request import Refused, Request
+from .result import Result
+from .verbs import CRON_DIR, SYSTEMD_DIR, review_instances
+
+SUDOERS_DIR = "/etc/sudoers.d"
+
+
+def teardown(request: Request) -> Result:
+    check_admin_caller(request.verb)
+    env = envs.load(request.env)
+    volumes = bool(request.option("volumes"))
+    if env["REVIEW_TEMPLATE"] == "yes" and review_instances(env.name):
+        live = " ".join(review_instances(env.name))
+        raise Refused(
+            f"{env.name} is the template of live review environments ({live}): take them down first (inv review.prune)"
+        )
+    os.makedirs(env.state_dir, mode=0o700, exist_ok=True)
+    lock = Lock(env.state_dir)
+    holder = lock.take()
+    if holder is not None:
+        raise Refused(
+            f"busy: {holder.split(' ', 1)[-1]}; {env.name} stays as it is: try again when it is done", facts.EXIT_BUSY
+        )
+    try:
+        lock.name(f"teardown-{os.getpid()}", f"teardown of {env.name}", str(request.option("by", "")), now_iso())
+        print(f"{now_iso()} teardown of {env.name}{' (volumes and backups too)' if volumes else ''}", flush=True)
+        gone = remove(env, volumes)
+    finally:
+        if os.path.exists(lock.info):
+            lock.release()  # a teardown that failed half way: the lock named free again
+        else:
+            lock.close()  # its state went with it
+    for line in gone:
+        print(f"removed {line}" if not line.startswith("kept") else line, flush=True)
+    return Result(0, {"removed": len(gone), "volumes": "yes" if volumes else "no"})
+
+
+def remove(env: envs.Env, volumes: bool) -> list:
+    from .pipeline import strategy_for
+
+    gone = strategy_for(env).teardown(volumes)
+    gone += [f"pull agent ({what})" for what in agent.remove(agent.unit(env.name), SYSTEMD_DIR, CRON_DIR)]
+    for path in (env.app_dir, env.conf_path, os.path.join(facts.ETC, f"{env.name}.webhooks")):
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+            gone.append(path)
+        elif os.path.exists(path):
+            os.unlink(path)
+            gone.append(path)
+    backups = os.path.join(env.state_dir, "backups")
+    keep = [] if volumes else [name for name in ("backups",) if os.path.isdir(backups) and os.listdir(backups)]
+    for name in sorted(os.listdir(env.state_dir)):
+        if name not in keep and name != "lock":
+            path = os.path.join(env.state_dir, name)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            else:
+                os.unlink(path)
+    gone.append(f"{env.state_dir} (history, logs)")
+    if keep:
+        gone.append(f"kept the database backups in {backups} (--volumes removes them)")
+    else:
+        shutil.rmtree(env.state_dir, ignore_errors=True)
+    return gone + last_one_out()
+
+
+def last_one_out() -> list:
+    """With no environment left here, the deploy account loses its sudo rule and its keys'
+    scopes: it can run nothing."""
+    if glob.glob(os.path.join(facts.ETC, "*.conf")):
+        return []
+    gone = []
+    for path in sorted(glob.glob(os.path.join(SUDOERS_DIR, "pushdeploy-*"))) + [facts.KEYS_FILE]:
+        if os.path.exists(path):
+            os.unlink(path)
+            gone.append(f"{path} (no environment is left on this host)")
+    return gone
