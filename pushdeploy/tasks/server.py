@@ -110,6 +110,9 @@ def check(c, env="staging"):
             with _admin_connect(settings, host) as connection:
                 code = remote.run(connection, f"test -x {protocol.DEPLOY_BIN} && {command}", quiet)
             facts = quiet.result
+            if code == 0 and "server_side" not in facts:  # a server side from before results as data
+                out.line(f"server side: installed, OUT OF DATE (run `inv server.setup --env {env}`)")
+                return protocol.EXIT_OUTDATED
             if code != 0 or "server_side" not in facts:
                 for line in quiet.lines:
                     out.line(line)

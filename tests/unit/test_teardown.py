@@ -28,8 +28,10 @@ def host(server, monkeypatch, tmp_path):
         (tmp_path / folder).mkdir()
     (tmp_path / "cron.d/pushdeploy-pull-staging").write_text("* * * * * root true\n")
     (tmp_path / "sudoers.d/pushdeploy-pd-deploy").write_text(
+        "# Managed by pushdeploy: pd-deploy may run bin/deploy as root, nothing else.\n"
         "pd-deploy ALL=(root) NOPASSWD: /opt/pushdeploy/bin/deploy\n"
     )
+    (tmp_path / "sudoers.d/pushdeploy-hosts-admin").write_text("pd-admin ALL=(ALL) NOPASSWD: ALL\n")  # the admin's own
     monkeypatch.setattr(teardown, "CRON_DIR", str(tmp_path / "cron.d"))
     monkeypatch.setattr(teardown, "SYSTEMD_DIR", str(tmp_path / "systemd"))
     monkeypatch.setattr(teardown, "SUDOERS_DIR", str(tmp_path / "sudoers.d"))
@@ -56,14 +58,16 @@ def test_teardown_removes_the_environment_and_keeps_its_data_unless_asked(host, 
     server, calls = host
     result = ask("teardown staging --by=admin")
     assert result.code == 0 and result.data["volumes"] == "no"
-    assert calls[0] == "docker compose -p pixel-staging -f docker-compose.yml down --remove-orphans --timeout 10"
+    assert calls[:2] == [
+        "docker version -f {{.Server.Version}}",  # docker answers: nothing is removed before it does
+        "docker compose -p pixel-staging -f docker-compose.yml down --remove-orphans --timeout 10",
+    ]
     assert not any("volume rm" in call for call in calls)
     assert not (server / "app").exists() and not (server / "etc/staging.conf").exists()
     assert not (server / "etc/staging.webhooks").exists()
     assert sorted(os.listdir(server / "state/staging")) == ["backups", "lock"]  # the backups stay, history goes
-    assert not os.listdir(server / "cron.d") and not os.listdir(
-        server / "sudoers.d"
-    )  # the last environment: no sudo rule
+    assert not os.listdir(server / "cron.d")
+    assert os.listdir(server / "sudoers.d") == ["pushdeploy-hosts-admin"]  # the last one: the deploy rule goes
     out = capsys.readouterr().out
     assert "kept 1 volume(s): pixel-staging_dbdata (--volumes removes them)" in out
     assert "kept the database backups in" in out and "removed" in out and "secret" not in out
@@ -71,12 +75,12 @@ def test_teardown_removes_the_environment_and_keeps_its_data_unless_asked(host, 
 
 def test_teardown_with_volumes_removes_the_data_too(host, capsys):
     server, calls = host
-    (server / "etc/production.conf").write_text(CONF.format(app=server / "prod"))
+    (server / "etc/production.conf").write_text(f"APP_DIR={server / 'prod'}\nPROJECT=pixel-production\n")
     assert ask("teardown staging --volumes").code == 0
-    assert calls[0].endswith("down --remove-orphans --timeout 10 --volumes")
+    assert calls[1].endswith("down --remove-orphans --timeout 10 --volumes")
     assert "docker volume rm pixel-staging_dbdata" in calls
     assert not (server / "state/staging").exists()
-    assert os.listdir(server / "sudoers.d") == ["pushdeploy-pd-deploy"]  # production still needs the rule
+    assert sorted(os.listdir(server / "sudoers.d")) == ["pushdeploy-hosts-admin", "pushdeploy-pd-deploy"]
 
 
 def test_teardown_waits_for_nobody_and_changes_nothing_while_a_deploy_runs(host):
@@ -93,4 +97,34 @@ def test_teardown_waits_for_nobody_and_changes_nothing_while_a_deploy_runs(host)
     finally:
         holder.wait()
     assert caught.value.code == facts.EXIT_BUSY and calls == []
+    assert (server / "app/.env").exists() and (server / "etc/staging.conf").exists()
+
+
+@pytest.mark.parametrize(
+    ("other", "says"),
+    [
+        ("APP_DIR={app}/prod\nPROJECT=pixel-production\n", "overlap"),
+        ("APP_DIR=/srv/elsewhere\nPROJECT=pixel-staging\n", "runs as the same compose project pixel-staging"),
+    ],
+)
+def test_teardown_never_reaches_another_environment(host, other, says):
+    server, calls = host
+    (server / "etc/production.conf").write_text(other.format(app=server / "app"))
+    with pytest.raises(Refused, match=says):
+        ask("teardown staging")
+    assert calls == [] and (server / "app/.env").exists()
+
+
+def test_teardown_refuses_a_shared_folder_and_a_silent_docker(host, monkeypatch):
+    server, calls = host
+    conf = server / "etc/staging.conf"
+    conf.write_text(conf.read_text().replace(f"APP_DIR={server}/app", "APP_DIR=/srv"))
+    with pytest.raises(Refused, match="its app_dir /srv is a shared folder"):
+        ask("teardown staging")
+    conf.write_text(CONF.format(app=server / "app"))
+    monkeypatch.setattr(
+        runner, "output", lambda command, stderr=True, timeout=0: (1, "Cannot connect to the Docker daemon")
+    )
+    with pytest.raises(Refused, match="docker does not answer"):
+        ask("teardown staging")
     assert (server / "app/.env").exists() and (server / "etc/staging.conf").exists()

@@ -16,6 +16,7 @@ from . import compose, order
 from . import env as envs
 from . import run as runner
 from .pipeline import Strategy
+from .request import Refused
 
 LOW_CPU_SHARES = 64  # the weight of what the deploy starts until it serves (PRIORITY=low)
 
@@ -127,9 +128,14 @@ class ComposeEngine(Strategy):
 
     def teardown(self, volumes: bool) -> list:
         env = self.env
+        code, out = docker_out(env, "version", "-f", "{{.Server.Version}}")
+        if code != 0:
+            raise Refused(f"docker does not answer ({out.strip()}): {env.name} stays as it is", 1)
         if os.path.isfile(os.path.join(env.app_dir, ".env")):
             down = ("down", "--remove-orphans", "--timeout", "10", *(("--volumes",) if volumes else ()))
-            runner.output(compose.compose(env, *down))
+            code, out = runner.output(compose.compose(env, *down))
+            if code != 0:
+                raise Refused(f"compose down failed: {out.strip()[-300:]}: {env.name}'s files are left as they are", 1)
         return remove_labelled(env, volumes)
 
     def preflight(self, run) -> int:

@@ -29,6 +29,7 @@ from . import agent, conf, facts
 
 USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 SYSTEMD_RUN, SYSTEMD_DIR, CRON_DIR = "/run/systemd/system", "/etc/systemd/system", "/etc/cron.d"
+SUDOERS_MARK = "# Managed by pushdeploy:"  # the first line of the deploy account's sudo rule (teardown looks for it)
 
 
 class Failed(Exception):
@@ -159,7 +160,7 @@ class Installer:
 
     def install_sudoers(self) -> None:
         text = (
-            f"# Managed by pushdeploy: {self.user} may run bin/deploy as root, nothing else.\n"
+            f"{SUDOERS_MARK} {self.user} may run bin/deploy as root, nothing else.\n"
             f"{self.user} ALL=(root) NOPASSWD: {facts.PREFIX}/bin/deploy\n"
         )
         with tempfile.NamedTemporaryFile("w", delete=False) as tmp:

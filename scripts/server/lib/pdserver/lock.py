@@ -102,3 +102,19 @@ class Lock:
         if self.fd >= 0:
             os.close(self.fd)
         self.fd = -1
+
+
+def hold(state_dir: str, name: str, what: str, by: str, stays: str = "") -> Lock:
+    """The environment's lock, taken and named for a verb that changes it briefly
+    (maintenance, manage, a restore, teardown); or Refused, busy (75), naming who holds
+    it. stays: what the refusal says stays as it is."""
+    from . import facts
+    from .request import Refused
+
+    lock = Lock(state_dir)
+    holder = lock.take()
+    if holder is not None:
+        advice = f"{stays}: try again when it is done" if stays else "try again when it is done"
+        raise Refused(f"busy: {holder.split(' ', 1)[-1]}; {advice}", facts.EXIT_BUSY)
+    lock.name(f"{name}-{os.getpid()}", what, by, now_iso())
+    return lock

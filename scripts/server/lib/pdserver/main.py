@@ -91,11 +91,27 @@ def main(argv, now=time.time) -> int:
     except Refused as refused:
         sys.stdout.flush()
         print(f"pushdeploy: {refused}", file=sys.stderr)
-        print(line(*_named(argv), Result(refused.code, {"error": str(refused)})), file=sys.stderr)
+        if word not in INTERNAL:
+            print(line(*_named(argv), Result(refused.code, {"error": str(refused)})), file=sys.stderr)
         return refused.code
     except BrokenPipeError:  # the reader went away (a dropped connection, `| head`): nothing to say
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    except Exception as error:  # a bug, or the host failing under us: said, and still a result
+        if word in INTERNAL:
+            raise
+        import traceback
+
+        sys.stdout.flush()
+        traceback.print_exc()
+        what = f"{type(error).__name__}: {error}"
+        print(line(*_named(argv), Result(1, {"error": f"internal error: {what}"})), file=sys.stderr)
+        return 1
+
+
+# bin/deploy's own words (the detached worker, the installer's check): their output is a
+# run's log or the installer's, not an answer, so they end with no result line.
+INTERNAL = ("__run", "setup-check")
 
 
 def _named(argv) -> tuple:

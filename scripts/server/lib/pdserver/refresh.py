@@ -25,7 +25,7 @@ from . import compose, facts, pipeline, runs
 from . import containers as ct
 from . import env as envs
 from . import run as runner
-from .lock import Lock, now_iso
+from .lock import hold, now_iso
 from .request import Refused, Request
 from .result import Result
 
@@ -219,13 +219,7 @@ def db_restore(request: Request) -> Result:
             f"{env.name} has no scrub step (scrub: in invoke.yaml): refusing to serve {source}'s data unscrubbed"
         )
     os.makedirs(env.runs_dir, mode=0o700, exist_ok=True)
-    lock = Lock(env.state_dir)
-    holder = lock.take()
-    if holder is not None:
-        raise Refused(f"busy: {holder.split(' ', 1)[-1]}; try again when it is done", facts.EXIT_BUSY)
-    lock.name(
-        f"refresh-{os.getpid()}", f"refresh of {env.name} from {source}", str(request.option("by", "")), now_iso()
-    )
+    lock = hold(env.state_dir, "refresh", f"refresh of {env.name} from {source}", str(request.option("by", "")))
     run_id = f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-refresh-{os.getpid()}"
     run = pipeline.Run(
         env, run_id, {"KIND": "refresh", "BY": request.option("by", ""), "URL": request.option("url", "")}

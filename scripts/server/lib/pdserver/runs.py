@@ -170,6 +170,11 @@ def follow(env: envs.Env, run_id: str) -> int:
             time.sleep(0.1)
             copy(file)
         copy(file)
+        if file.tell():
+            file.seek(-1, os.SEEK_END)
+            if file.read(1) != b"\n":  # a log cut mid-line (a killed run): the answer's next line starts clean
+                sys.stdout.buffer.write(b"\n")
+                sys.stdout.buffer.flush()
     status = envs.read_text(run_file(env, run_id, "status"))
     if not status.isdigit():
         raise Refused(f"the deploy process {run_id} ended without a result: see `inv deploy.logs --env {env.name}`", 1)

@@ -34,6 +34,7 @@ from . import containers as ct
 from . import env as envs
 from . import run as runner
 from .pipeline import Strategy
+from .request import Refused
 
 # libpq's settings from the web service's own environment, for pg_dump in a one-off
 # container: PG* if it has them, else POSTGRES_HOST, _PORT, _DB, _USER and _PASSWORD,
@@ -73,12 +74,26 @@ class Swarm(Strategy):
 
     def teardown(self, volumes: bool) -> list:
         env = self.env
-        runner.output(compose.docker(env, "stack", "rm", env["PROJECT"]))
+        code, out = runner.output(compose.docker(env, "stack", "rm", env["PROJECT"]))
+        if code != 0:
+            raise Refused(
+                f"docker stack rm failed (is this node a manager?): {out.strip()[-300:]}; {env.name} stays", 1
+            )
         if env["MANAGER_COMPOSE_FILES"] and os.path.isfile(os.path.join(env.app_dir, ".env")):
             runner.output(
                 stackfile.manager_compose(env, "down", "--remove-orphans", *(("--volumes",) if volumes else ()))
             )
-        return [f"stack {env['PROJECT']} removed", *ct.remove_labelled(env, volumes)]
+        gone = [f"stack {env['PROJECT']} (its services; swarm stops their tasks on every node)"]
+        if volumes:  # the stack's volumes on this node, once its tasks here have stopped
+            label = f"label=com.docker.stack.namespace={env['PROJECT']}"
+            deadline = time.time() + 60
+            while ct.docker_out(env, "ps", "-aq", "--filter", label)[1].split() and time.time() < deadline:
+                time.sleep(1)
+            names = ct.docker_out(env, "volume", "ls", "-q", "--filter", label)[1].split()
+            if names:
+                runner.output(compose.docker(env, "volume", "rm", *names))
+                gone.append(f"{len(names)} stack volume(s) on this node (other nodes keep theirs: remove them there)")
+        return gone + ct.remove_labelled(env, volumes)
 
     def preflight(self, run) -> int:
         env = self.env

@@ -18,7 +18,8 @@ import shutil
 
 from . import agent, facts
 from . import env as envs
-from .lock import Lock, now_iso
+from .install import SUDOERS_MARK
+from .lock import hold, now_iso
 from .refresh import check_admin_caller
 from .request import Refused, Request
 from .result import Result
@@ -36,15 +37,18 @@ def teardown(request: Request) -> Result:
         raise Refused(
             f"{env.name} is the template of live review environments ({live}): take them down first (inv review.prune)"
         )
+    why = overlap(env, others(env.name))
+    if why:
+        raise Refused(f"refusing to remove {env.name}: {why}; nothing was changed", 1)
     os.makedirs(env.state_dir, mode=0o700, exist_ok=True)
-    lock = Lock(env.state_dir)
-    holder = lock.take()
-    if holder is not None:
-        raise Refused(
-            f"busy: {holder.split(' ', 1)[-1]}; {env.name} stays as it is: try again when it is done", facts.EXIT_BUSY
-        )
+    lock = hold(
+        env.state_dir,
+        "teardown",
+        f"teardown of {env.name}",
+        str(request.option("by", "")),
+        f"{env.name} stays as it is",
+    )
     try:
-        lock.name(f"teardown-{os.getpid()}", f"teardown of {env.name}", str(request.option("by", "")), now_iso())
         print(f"{now_iso()} teardown of {env.name}{' (volumes and backups too)' if volumes else ''}", flush=True)
         gone = remove(env, volumes)
     finally:
@@ -57,10 +61,42 @@ def teardown(request: Request) -> Result:
     return Result(0, {"removed": len(gone), "volumes": "yes" if volumes else "no"})
 
 
+# APP_DIR is removed whole, as root: never a folder that holds more than this environment.
+SHARED = ("/", "/srv", "/opt", "/home", "/var", "/var/lib", "/etc", "/root", "/usr", "/tmp", "/srv/pushdeploy")
+
+
+def others(name: str) -> list:
+    """The other environments set up on this host: (name, APP_DIR, PROJECT)."""
+    found = []
+    for path in sorted(glob.glob(os.path.join(facts.ETC, "*.conf"))):
+        other = os.path.basename(path)[: -len(".conf")]
+        if other != name:
+            try:
+                loaded = envs.load(other)
+            except Refused:
+                continue
+            found.append((other, loaded.app_dir, loaded["PROJECT"]))
+    return found
+
+
+def overlap(env: envs.Env, other_envs: list):
+    """Why removing ENV would reach another environment or a shared folder, or None."""
+    app_dir = os.path.normpath(env.app_dir)
+    if app_dir in SHARED or app_dir.count("/") < 2:
+        return f"its app_dir {app_dir} is a shared folder, not one of its own"
+    for name, other_dir, project in other_envs:
+        other_dir = os.path.normpath(other_dir)
+        if project == env["PROJECT"]:
+            return f"{name} runs as the same compose project {project}"
+        if other_dir == app_dir or other_dir.startswith(app_dir + "/") or app_dir.startswith(other_dir + "/"):
+            return f"its app_dir {app_dir} and {name}'s {other_dir} overlap"
+    return None
+
+
 def remove(env: envs.Env, volumes: bool) -> list:
     from .pipeline import strategy_for
 
-    gone = strategy_for(env).teardown(volumes)
+    gone = strategy_for(env).teardown(volumes)  # refuses (nothing else removed) if docker does not answer
     gone += [f"pull agent ({what})" for what in agent.remove(agent.unit(env.name), SYSTEMD_DIR, CRON_DIR)]
     for path in (env.app_dir, env.conf_path, os.path.join(facts.ETC, f"{env.name}.webhooks")):
         if os.path.isdir(path):
@@ -87,12 +123,18 @@ def remove(env: envs.Env, volumes: bool) -> list:
 
 
 def last_one_out() -> list:
-    """With no environment left here, the deploy account loses its sudo rule and its keys'
+    """With no environment left here, the deploy account loses its sudo rule (the file
+    server.setup wrote, by its first line; an admin's own rule is left alone) and its keys'
     scopes: it can run nothing."""
     if glob.glob(os.path.join(facts.ETC, "*.conf")):
         return []
+    ours = []
+    for path in sorted(glob.glob(os.path.join(SUDOERS_DIR, "pushdeploy-*"))):
+        with open(path, errors="replace") as file:
+            if file.readline().startswith(SUDOERS_MARK):
+                ours.append(path)
     gone = []
-    for path in sorted(glob.glob(os.path.join(SUDOERS_DIR, "pushdeploy-*"))) + [facts.KEYS_FILE]:
+    for path in ours + [facts.KEYS_FILE]:
         if os.path.exists(path):
             os.unlink(path)
             gone.append(f"{path} (no environment is left on this host)")

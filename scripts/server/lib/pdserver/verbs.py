@@ -12,7 +12,7 @@ import time
 from . import compose, expect, facts, run, runs
 from . import env as envs
 from .expect import HOME, server_hash
-from .lock import Lock, now_iso
+from .lock import hold, now_iso
 from .pipeline import strategy_for
 from .plan import plan
 from .request import Refused, Request, changes_django_setup
@@ -81,16 +81,14 @@ def maintenance(request: Request) -> Result:
     env = envs.load_checked(request)
     on = request.words[0] == "on"
     os.makedirs(env.runs_dir, exist_ok=True)
-    lock = Lock(env.state_dir)
-    holder = lock.take()
-    if holder:
-        raise Refused(
-            f"busy: {holder.split(' ', 1)[-1]}; maintenance stays as it is: try again when it is done", facts.EXIT_BUSY
-        )
+    lock = hold(
+        env.state_dir,
+        "maintenance",
+        f"maintenance {request.words[0]}",
+        str(request.option("by", "")),
+        "maintenance stays as it is",
+    )
     try:
-        lock.name(
-            f"maintenance-{os.getpid()}", f"maintenance {request.words[0]}", str(request.option("by", "")), now_iso()
-        )
         folder = os.path.join(env.app_dir, "maintenance")
         os.makedirs(folder, exist_ok=True)
         os.chmod(folder, 0o755)
@@ -214,12 +212,8 @@ def manage(request: Request) -> Result:
     if not version:
         raise Refused(f"nothing is deployed in {env.name} yet: deploy first", 1)
     os.makedirs(env.runs_dir, exist_ok=True)
-    lock = Lock(env.state_dir)
-    holder = lock.take()
-    if holder:
-        raise Refused(f"busy: {holder.split(' ', 1)[-1]}; try again when it is done", facts.EXIT_BUSY)
+    lock = hold(env.state_dir, "manage", f"manage {name}", str(request.option("by", "")))
     try:
-        lock.name(f"manage-{os.getpid()}", f"manage {name}", str(request.option("by", "")), now_iso())
         print(
             f"pushdeploy: manage.py {' '.join(request.words)} in a one-off container of {version} ({env.name})",
             file=sys.stderr,
