@@ -30,6 +30,9 @@ DJANGO_LINES = """Two things init cannot write for you, in your Django project:
   1. A health check the new version must pass before it takes traffic (urls.py):
        from django.http import HttpResponse
        urlpatterns += [path("health", lambda request: HttpResponse("ok"))]
+     It is asked from inside the container: ALLOWED_HOSTS must admit 127.0.0.1 (the
+     server .env's template does), and a SECURE_SSL_REDIRECT must exempt it
+     (SECURE_REDIRECT_EXEMPT = [r"^health$"]).
   2. Static files where the proxy reads them (settings.py):
        STATIC_ROOT = "/srv/static"
 
@@ -68,9 +71,13 @@ def app_name(text: str) -> str:
     return name if re.fullmatch(schema.PROJECT_RE, name) else "app"
 
 
-def render(answers: Answers) -> dict[str, str]:
-    """Each file's text, by its path in the project."""
+def render(answers: Answers, settings_file: str = "pushdeploy.yaml") -> dict[str, str]:
+    """Each file's text, by its path in the project (the settings as SETTINGS_FILE: what the
+    program that reads them looks for, pushdeploy.yaml or inv's invoke.yaml)."""
+    from pushdeploy import __version__
+
     values = {
+        "version": __version__,
         "app": answers.app,
         "image": answers.image,
         "settings_module": answers.settings_module,
@@ -80,6 +87,7 @@ def render(answers: Answers) -> dict[str, str]:
     }
     texts = {}
     for target, template in FILES.items():
+        target = settings_file if target == "pushdeploy.yaml" else target
         text = resources.files("pushdeploy").joinpath("templates", template).read_text()
         for key, value in values.items():
             text = text.replace("{{" + key + "}}", value)

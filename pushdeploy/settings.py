@@ -406,17 +406,24 @@ def _engine(merged: Mapping, key) -> tuple[str, tuple[str, ...]]:
     return engine, files
 
 
-def access_from(values: Mapping[str, str], source: str) -> Access:
+def access_from(values: Mapping[str, str], source: str, environ: Mapping[str, str] = os.environ) -> Access:
+    """The DEPLOY_* access settings; a relative path from the .env file resolves against
+    its folder (one from the process's environment, against the current folder)."""
     admin_user = values.get("DEPLOY_ADMIN_USER") or "root"
     if not protocol.matches(_USER, admin_user):
         raise ConfigError(source, "DEPLOY_ADMIN_USER", f"{admin_user!r} is not a user name")
-    for name in ("DEPLOY_SSH_KEY", "DEPLOY_ADMIN_KEY", "DEPLOY_KNOWN_HOSTS_FILE"):
-        path = values.get(name)
-        if path and not Path(path).expanduser().is_file():
-            raise ConfigError(source, name, f"file {path} does not exist")
 
     def path(name: str) -> str:
-        return str(Path(values[name]).expanduser()) if values.get(name) else ""
+        if not values.get(name):
+            return ""
+        found = Path(values[name]).expanduser()
+        if not found.is_absolute() and name not in environ:
+            found = Path(source).parent / found
+        return str(found)
+
+    for name in ("DEPLOY_SSH_KEY", "DEPLOY_ADMIN_KEY", "DEPLOY_KNOWN_HOSTS_FILE"):
+        if values.get(name) and not Path(path(name)).is_file():
+            raise ConfigError(source, name, f"file {values[name]} does not exist")
 
     return Access(
         ssh_key=path("DEPLOY_SSH_KEY"),
@@ -429,7 +436,11 @@ def access_from(values: Mapping[str, str], source: str) -> Access:
 
 
 def from_config(
-    deploy: Mapping | None, values: Mapping[str, str], source: str = ".env", root: Path = protocol.PROJECT_ROOT
+    deploy: Mapping | None,
+    values: Mapping[str, str],
+    source: str = ".env",
+    root: Path = protocol.PROJECT_ROOT,
+    environ: Mapping[str, str] = os.environ,
 ) -> Settings:
     """Validate the ``deploy`` section of the Invoke config plus the dotenv values."""
     if not deploy:
@@ -456,7 +467,7 @@ def from_config(
         app=app,
         deploy_user=deploy_user,
         environments=environments,
-        access=access_from(values, source),
+        access=access_from(values, source, environ),
         root=root,
         keys=keys,
     )
@@ -494,7 +505,7 @@ def load(config, environ: Mapping[str, str] = os.environ) -> Settings:
     found = sources.of(config)
     values, source = dotenv_values_for(environ, found.fallback)
     try:
-        loaded = from_config(_plain(deploy), values, source, found.fallback)
+        loaded = from_config(_plain(deploy), values, source, found.fallback, environ)
     except ConfigError as error:
         if error.source != CONFIG_FILE or not found.files:
             raise

@@ -32,7 +32,8 @@ QUESTIONS = {  # option: (question, default or None)
 def init(c, image=None, staging_hosts=None, production_hosts=None, settings=None, app=None, db=True):
     """Write what a Django project needs to be deployed: settings, compose, nginx, CI.
 
-    In the current folder: pushdeploy.yaml (staging and production, commented),
+    In the current folder: pushdeploy.yaml (invoke.yaml when run by inv: staging
+    and production, commented),
     deploy/docker-compose.yml (web with its health check, the proxy with the
     routing and maintenance mounts, PostgreSQL unless --no-db),
     deploy/nginx/app.conf (the zero-downtime slot switch), deploy/server.env.example
@@ -52,7 +53,9 @@ def init(c, image=None, staging_hosts=None, production_hosts=None, settings=None
         production_hosts=_answer("production_hosts", given),
         database=bool(db),
     )
-    new, kept = starter.writes(root, starter.render(answers))
+    # The settings file the program that runs this reads: pushdeploy.yaml, or inv's invoke.yaml.
+    settings_file = f"{getattr(c.config, 'file_prefix', None) or c.config.prefix}.yaml"
+    new, kept = starter.writes(root, starter.render(answers, settings_file))
     for path, text in new.items():
         (root / path).parent.mkdir(parents=True, exist_ok=True)
         (root / path).write_text(text)

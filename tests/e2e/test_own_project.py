@@ -16,12 +16,12 @@ from tests.e2e.deployed import ensure
 PORT = 8091  # the init'd project's proxy, on loopback (no other test uses it)
 
 
-def pushdeploy(project, *args: str) -> subprocess.CompletedProcess:
-    """`pushdeploy ARGS` as an installed package runs it, from the project's app/ folder."""
+def pushdeploy(project, *args: str, folder: str = "app") -> subprocess.CompletedProcess:
+    """`pushdeploy ARGS` as an installed package runs it, from a folder of the project (app/)."""
     env = tool_env(PYTHONPATH=str(ROOT))
     result = subprocess.run(
         [sys.executable, "-m", "pushdeploy", *args],
-        cwd=project / "app",
+        cwd=project / folder,
         env=env,
         capture_output=True,
         text=True,
@@ -87,6 +87,7 @@ def test_init_s_files_deploy_a_django_app_with_the_slot_switch(server, tmp_path)
         "127.0.0.1:2222",
         "--production-hosts",
         "127.0.0.1:2222",
+        folder=".",  # where manage.py is
     )
     assert made.returncode == 0, made.stdout + made.stderr
     settings = (project / "pushdeploy.yaml").read_text()

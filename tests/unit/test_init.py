@@ -94,3 +94,17 @@ def test_it_never_overwrites_and_asks_only_what_it_cannot_find(tmp_path):
     assert "kept  pushdeploy.yaml (it exists: init never overwrites)" in result.stdout
     assert "wrote deploy/docker-compose.yml" in result.stdout and 'STATIC_ROOT = "/srv/static"' in result.stdout
     assert "shop.settings" in (root / "deploy/server.env.example").read_text()  # found in manage.py, not asked
+
+
+def test_run_by_inv_it_writes_the_settings_inv_reads(tmp_path):
+    root = project(tmp_path)
+    (root / "tasks.py").write_text("from pushdeploy.tasks import namespace  # noqa: F401\n")
+    environ = {**os.environ, "PYTHONPATH": str(protocol.PROJECT_ROOT)}
+    flags = ["--image", "r.example/shop", "--staging-hosts", "a", "--production-hosts", "b"]
+    result = subprocess.run(
+        [sys.executable, "-m", "invoke", "init", *flags], cwd=root, env=environ, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert (root / "invoke.yaml").is_file() and not (root / "pushdeploy.yaml").exists()
+    ci = (root / ".github/workflows/pushdeploy.yml").read_text()
+    assert "IMAGE: r.example/shop" in ci and f"pip install pushdeploy=={__import__('pushdeploy').__version__}" in ci

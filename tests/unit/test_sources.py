@@ -123,3 +123,15 @@ def test_config_show_names_where_each_setting_came_from_and_hides_secrets(tmp_pa
         ("DEPLOY_ADMIN_USER", "admin", ".env"),
         ("DEPLOY_PRODUCTION_WEBHOOKS", "(set, not shown)", "environment"),
     ]
+
+
+def test_a_relative_key_path_in_dotenv_resolves_beside_the_dotenv_file(tmp_path, monkeypatch):
+    (tmp_path / "keys").mkdir()
+    (tmp_path / "keys/ci").write_text("not really a key\n")
+    (tmp_path / ".env").write_text("DEPLOY_SSH_KEY=keys/ci\n")
+    config = project(tmp_path)
+    monkeypatch.chdir("/")
+    loaded = settings.load(config, {"DEPLOY_DOTENV": str(tmp_path / ".env")})
+    assert loaded.access.ssh_key == str(tmp_path / "keys/ci")
+    with pytest.raises(settings.ConfigError, match="DEPLOY_SSH_KEY: file keys/ci does not exist"):
+        settings.load(config, {"DEPLOY_DOTENV": str(tmp_path / ".env"), "DEPLOY_SSH_KEY": "keys/ci"})  # from here: /

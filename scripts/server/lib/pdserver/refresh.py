@@ -47,7 +47,7 @@ def check_admin_caller(verb: str) -> None:
         return
     if forced:
         raise Refused(
-            f"{verb} is for the admin connection only (it reads or replaces a whole database): a deploy account may not run it"
+            f"{verb} is for the admin connection only (it reads, replaces or removes a whole environment's data): a deploy account may not run it"
         )
 
 

@@ -174,7 +174,7 @@ def setting(key: Key, value):
     """invoke.yaml's value for KEY as the client takes it, checked as the server will check
     it: (value, None) or (None, the problem)."""
     if key.kind == "number":
-        if isinstance(value, str) and value.isdigit():
+        if isinstance(value, str) and value.isascii() and value.isdigit():
             value = int(value)
         if not isinstance(value, int) or isinstance(value, bool) or not key.low <= value <= key.high:
             return None, f"must be a whole number from {key.low} to {key.high}"
