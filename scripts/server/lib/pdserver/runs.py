@@ -161,13 +161,18 @@ def _alive(pid: int) -> bool:
         return False
 
 
+# How often a follower looks for new log lines: a line reaches the client within this, so
+# a connection cut a moment later has still carried what the run said (and what it began).
+FOLLOW_EVERY = 0.02
+
+
 def follow(env: envs.Env, run_id: str) -> int:
     """The run's log as it grows, until its process ends; its exit status."""
     pid = envs.read_text(run_file(env, run_id, "pid"))
     with open(run_file(env, run_id, "log"), "rb") as file:
         copy(file)
         while pid.isdigit() and _alive(int(pid)):
-            time.sleep(0.1)
+            time.sleep(FOLLOW_EVERY)
             copy(file)
         copy(file)
         if file.tell():
