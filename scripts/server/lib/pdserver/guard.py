@@ -1,4 +1,4 @@
-"""Refusals that read the server: the key's scope, templates, review targets.
+"""Refusals that read the server: the key's scope, the admin's verbs, templates, review targets.
 
 Each returns a message (refused: exit 64, nothing changed) or None. They run in
 bin/deploy before any verb, so no verb can forget one.
@@ -7,6 +7,7 @@ bin/deploy before any verb, so no verb can forget one.
 from __future__ import annotations
 
 import os
+import pwd
 
 from . import conf, facts, keys
 from .request import Request
@@ -26,6 +27,29 @@ def key_scope(request: Request, keys_file: str = facts.KEYS_FILE) -> str | None:
     except keys.BadScopes as error:
         return f"{keys_file}: {error}: run `inv server.setup` again"
     return keys.refusal(request, scopes)
+
+
+def admin_only(request: Request) -> str | None:
+    """The admin connection's verbs (db-dump, db-restore, teardown) are refused to an account
+    whose keys are forced to the entrypoint (a deploy account), even if it found a way to
+    ask sudo for them."""
+    if request.verb not in facts.ADMIN_VERBS + facts.SERVER_VERBS:
+        return None
+    user = os.environ.get("SUDO_USER", "")
+    if not user or user == "root":
+        return None
+    try:
+        home = pwd.getpwnam(user).pw_dir
+        with open(os.path.join(home, ".ssh", "authorized_keys"), errors="replace") as keys_file:
+            forced = f'command="{facts.PREFIX}/bin/entrypoint' in keys_file.read()
+    except (KeyError, OSError):
+        return None
+    if not forced:
+        return None
+    return (
+        f"{request.verb} is for the admin connection only (it reads, replaces or removes a whole environment's data):"
+        " a deploy account may not run it"
+    )
 
 
 def template(request: Request, etc: str = facts.ETC) -> str | None:
@@ -65,7 +89,7 @@ def review_target(request: Request, etc: str = facts.ETC) -> str | None:
     return None
 
 
-CHECKS: tuple = (key_scope, template, review_target)
+CHECKS: tuple = (key_scope, admin_only, template, review_target)
 
 
 def refusal(request: Request, checks: tuple = CHECKS) -> str | None:

@@ -157,15 +157,7 @@ def destroy(review: Review) -> None:
     front.route_remove(review)
     if os.path.isfile(os.path.join(env.app_dir, ".env")):
         runner.output(compose.compose(env, "down", "--volumes", "--remove-orphans", "--timeout", "5"))
-    label = f"label=com.docker.compose.project={env['PROJECT']}"
-    for listing, remove in (
-        (("ps", "-aq"), ("rm", "-f")),
-        (("volume", "ls", "-q"), ("volume", "rm")),
-        (("network", "ls", "-q"), ("network", "rm")),
-    ):
-        ids = review.docker(*listing, "--filter", label)[1].split()
-        if ids:
-            review.docker(*remove, *ids)
+    ct.remove_labelled(env, volumes=True)
     subprocess.run(["rm", "-rf", env.app_dir, env.state_dir], check=False)
     front.front_remove_if_unused(review)
 
