@@ -13,8 +13,10 @@ from collections.abc import Mapping
 from pushdeploy import protocol
 
 from pdserver import order as server_order
+from pdserver import schema
 
-DEFAULT_EVERY = 60
+EVERY = schema.KEYS_BY_NAME["PULL_EVERY"]  # its default and range
+DEFAULT_EVERY = int(EVERY.default)
 
 
 class PullError(ValueError):
@@ -40,12 +42,12 @@ def parse(raw, key: str) -> tuple[str, int]:
         raise PullError(
             f"{key}.channel: {channel!r} is not a tag name for the channel ([A-Za-z0-9_-], e.g. production-approved)"
         )
-    every = raw.get("every", DEFAULT_EVERY)
-    if isinstance(every, str) and every.isdigit():
-        every = int(every)
-    if not isinstance(every, int) or isinstance(every, bool) or not 10 <= every <= 86400:
+    given = raw.get("every", DEFAULT_EVERY)
+    every, why = schema.setting(EVERY, given)
+    if why:
         raise PullError(
-            f"{key}.every: {every!r} must be whole seconds from 10 to 86400 (cron checks at most once a minute)"
+            f"{key}.every: {given!r} must be whole seconds from {EVERY.low} to {EVERY.high}"
+            " (cron checks at most once a minute)"
         )
     return channel, every
 

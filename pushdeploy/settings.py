@@ -219,7 +219,8 @@ def _environment(name: str, raw: Mapping, defaults: Mapping, deploy_user: str, a
     merged = {**DEFAULTS, **defaults, **raw}
 
     def key(k: str) -> str:
-        return f"{prefix}.{k}"
+        """Where setting K's value came from: this environment's settings, or deploy.defaults."""
+        return f"deploy.defaults.{k}" if k in defaults and k not in raw else f"{prefix}.{k}"
 
     hosts_raw = _as_list(merged.get("hosts") or [], key("hosts"))
     if not hosts_raw:

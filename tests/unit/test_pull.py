@@ -8,7 +8,7 @@ import pytest
 
 from pushdeploy import plan, protocol, pull, settings
 
-from pdserver import agent, containers, verbs
+from pdserver import agent, containers, schema, verbs
 from pdserver import order as server_order
 
 LIB = protocol.SERVER_DIR / "lib"
@@ -55,6 +55,19 @@ def test_pull_setting_gives_channel_and_interval(raw, expected):
 def test_bad_pull_settings_name_the_key(raw, problem):
     with pytest.raises(pull.PullError, match=problem.replace(".", r"\.")):
         pull.parse(raw, "k")
+
+
+@pytest.mark.parametrize("every", [9, 10, 86400, 86401, 1_000_000])
+def test_the_client_and_the_server_agree_on_how_often_an_agent_may_check(every):
+    """One range, in the settings table: what pull.parse takes, ENV.conf's reader takes."""
+    key = schema.KEYS_BY_NAME["PULL_EVERY"]
+    try:
+        pull.parse({"channel": "x", "every": every}, "k")
+        client = True
+    except pull.PullError as error:
+        assert f"from {key.low} to {key.high}" in str(error)
+        client = False
+    assert client is (schema.problem(key, str(every)) is None)
 
 
 def test_settings_reject_a_bad_channel_with_key_and_file():

@@ -70,6 +70,20 @@ def test_errors_name_the_file_the_key_came_from(tmp_path, monkeypatch):
         local.app_files(loaded, loaded.environment("staging"))
 
 
+def test_a_bad_default_is_named_where_it_was_set_not_under_the_environment(tmp_path, monkeypatch):
+    runtime = "deploy:\n  defaults:\n    health_timeout: 0\n"
+    config = project(tmp_path, runtime)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(settings.ConfigError, match=r"^ci/ci\.yaml: deploy\.defaults\.health_timeout: "):
+        settings.load(config, {})
+    # An environment's own value is its own, whatever the defaults say.
+    (tmp_path / "ci/ci.yaml").write_text(
+        "deploy:\n  defaults:\n    health_timeout: 30\n  environments:\n    staging:\n      health_timeout: 0\n"
+    )
+    with pytest.raises(settings.ConfigError, match=r"deploy\.environments\.staging\.health_timeout: "):
+        settings.load(project_again(tmp_path), {})
+
+
 def project_again(tmp_path: Path) -> Config:
     config = Config(project_location=str(tmp_path), runtime_path=str(tmp_path / "ci/ci.yaml"))
     config.load_project()

@@ -117,12 +117,16 @@ KEYS = (
     # Pull mode (`pull:`): the channel pattern is facts.CHANNEL_RE (env.py; the client: pushdeploy/pull.py).
     _client("pull", value={}),
     Key("PULL_CHANNEL", "", setting="pull_channel", when="PULL_CHANNEL", yaml=False),
+    # Whole seconds: cron checks at most once a minute, a timer every 10 s.
     Key(
         "PULL_EVERY",
         "60",
-        r"[1-9][0-9]{0,5}",
-        "PULL_EVERY is a whole number of seconds",
+        r"[0-9]{1,7}",
+        "PULL_EVERY is a whole number from 10 to 86400",
         "pull_every",
+        "number",
+        10,
+        86400,
         when="PULL_CHANNEL",
         yaml=False,
     ),
@@ -158,7 +162,8 @@ KEYS = (
 CONF_KEYS = tuple(key for key in KEYS if key.name)  # what the server reads
 LISTS = tuple(key.name for key in CONF_KEYS if key.kind == "list")
 DEFAULTS = {key.name: key.default for key in CONF_KEYS if key.kind != "list"}
-CHECKED = tuple(key for key in KEYS if key.setting and key.kind in ("number", "choice"))
+# What the client checks in invoke.yaml's settings of the same name (the pull keys: pull.py).
+CHECKED = tuple(key for key in KEYS if key.setting and key.yaml and key.kind in ("number", "choice"))
 
 
 def problem(key: Key, text: str):
