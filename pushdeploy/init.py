@@ -27,9 +27,10 @@ FILES = {
 
 DJANGO_LINES = """Two things init cannot write for you, in your Django project:
 
-  1. A health check the new version must pass before it takes traffic (urls.py):
+  1. A health check the new version must pass before it takes traffic (the end of the
+     root urls.py; first in the list, so no catch-all pattern answers it):
        from django.http import HttpResponse
-       urlpatterns += [path("health", lambda request: HttpResponse("ok"))]
+       urlpatterns = [path("health", lambda request: HttpResponse("ok")), *urlpatterns]
      It is asked from inside the container: ALLOWED_HOSTS must admit 127.0.0.1 (the
      server .env's template does), and a SECURE_SSL_REDIRECT must exempt it
      (SECURE_REDIRECT_EXEMPT = [r"^health$"]).
@@ -37,8 +38,10 @@ DJANGO_LINES = """Two things init cannot write for you, in your Django project:
        STATIC_ROOT = "/srv/static"
 
 And what the image must do (docs/your-own-app.md): run the app server on port 8000
-(gunicorn), never migrate at start (pushdeploy migrates before the switch), keep no
-state inside the container (the database and uploads live outside it)."""
+(gunicorn), never migrate at start (pushdeploy migrates before the switch), have
+/srv/static owned by the user it runs as (RUN mkdir -p /srv/static && chown USER
+/srv/static, before USER), keep no state inside the container (the database and uploads
+live outside it)."""
 
 _SETTINGS = re.compile(r"""DJANGO_SETTINGS_MODULE["']\s*,\s*["']([A-Za-z_][\w.]*)["']""")
 

@@ -19,6 +19,15 @@ for name, code, args in (("migrate", 3, {}), ("collectstatic", 4, {})):
     if name == "migrate" and os.environ.get("PD_MIGRATE") != "1":
         continue
     print("--- manage.py %s" % name, flush=True)
+    if name == "collectstatic":
+        from django.conf import settings
+        root = str(settings.STATIC_ROOT or "")
+        if root and os.path.isdir(root) and not os.access(root, os.W_OK):
+            print("STATIC_ROOT %s is not writable by uid %d, the user the image runs as: create the folder in "
+                  "the image, owned by that user (RUN mkdir -p %s && chown USER %s, before USER), so that Docker "
+                  "gives the volume its owner (a volume made before keeps its owner: chown it once on the server)"
+                  % (root, os.getuid(), root, root), flush=True)
+            sys.exit(code)
     try:
         call_command(name, interactive=False, **args)
     except BaseException:
