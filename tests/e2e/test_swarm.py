@@ -263,6 +263,7 @@ def test_plan_backup_maintenance_and_rollback_work_as_for_compose(swarm, tmp_pat
                     # (and sees its log from the start again).
                     subprocess.run(["pkill", "-f", "^sshd: pd-deploy"], check=False)
             client.wait(timeout=200)
+            time.sleep(1.5)  # the load goes on after the deploy: a request sent before maintenance-off is not the last
         output = "".join(lines)
         statuses = [sample.status for sample in load.samples if sample.finished]
         assert client.returncode == 0, output
@@ -414,3 +415,39 @@ def test_a_worker_stopped_mid_deploy_is_reported_and_the_deploy_ends_in_a_define
             return
         warned = status.stdout.split("tasks swarm asked to stop still run", 1)[1].split("nodes:", 1)[0]
         assert all(f":{version}" in warned for version in seen - {server_version(), None}), (seen, warned)
+
+
+def test_teardown_removes_the_stack_from_every_node_and_the_environment_from_the_manager(swarm):
+    """Last in this file: server.teardown of a swarm environment stops the stack (its tasks
+    on every node), the proxy beside it on the manager, its volumes there, and the
+    environment's files, settings and state; with no environment left on the manager, the
+    deploy account's sudo rule goes, the admin's own stays."""
+    h1 = STATE / "hosts/h1/fs"
+    assert (h1 / "sudoers.d/pushdeploy-pd-deploy").exists()
+    removed = swarm.inv("server.teardown", "--env", ENV, "--volumes", "--yes")
+    assert removed.returncode == 0, removed.stdout + removed.stderr
+    assert f"stack {STACK}" in removed.stdout and "no environment is left on this host" in removed.stdout
+    label = f"label=com.docker.stack.namespace={STACK}"
+    assert docker("service", "ls", "-q", "--filter", label).strip() == ""
+    assert docker("volume", "ls", "-q", "--filter", label).strip() == ""
+    deadline = time.monotonic() + 90
+    running = ["?"]
+    while running and time.monotonic() < deadline:  # swarm stops the workers' tasks on its own time
+        running = [
+            host
+            for host in ("h1", "h2", "h3")
+            if subprocess.run(
+                ["docker", "-H", f"unix:///run/pd-hosts/{host}/docker.sock", "ps", "-q", "--filter", label],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            ).stdout.strip()
+        ]
+        time.sleep(1)
+    assert running == []
+    assert not (h1 / f"srv-pushdeploy/{STACK}").exists()
+    assert not (h1 / f"etc-pushdeploy/{ENV}.conf").exists()
+    assert not (h1 / f"var-lib-pushdeploy/{ENV}").exists()
+    assert not (h1 / "sudoers.d/pushdeploy-pd-deploy").exists()
+    assert (h1 / "sudoers.d/pushdeploy-hosts-admin").exists()
+    assert served(timeout=2) is None  # nothing serves behind the load balancer

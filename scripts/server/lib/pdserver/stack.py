@@ -74,18 +74,29 @@ class Swarm(Strategy):
 
     def teardown(self, volumes: bool) -> list:
         env = self.env
+        label = f"label=com.docker.stack.namespace={env['PROJECT']}"
         code, out = runner.output(compose.docker(env, "stack", "rm", env["PROJECT"]))
-        if code != 0:
-            raise Refused(
-                f"docker stack rm failed (is this node a manager?): {out.strip()[-300:]}; {env.name} stays", 1
-            )
+        if code != 0:  # only a network still in use by a stopping task is no reason to stop
+            services = ct.docker_out(env, "service", "ls", "-q", "--filter", label)
+            if services[0] != 0 or services[1].split():
+                raise Refused(
+                    f"docker stack rm failed (is this node a manager?): {out.strip()[-300:]}; {env.name} stays", 1
+                )
         if env["MANAGER_COMPOSE_FILES"] and os.path.isfile(os.path.join(env.app_dir, ".env")):
             runner.output(
                 stackfile.manager_compose(env, "down", "--remove-orphans", *(("--volumes",) if volumes else ()))
             )
+        # stack rm does not wait for the tasks: their networks go once the tasks have stopped.
+        deadline = time.time() + 60
+        networks = ct.docker_out(env, "network", "ls", "-q", "--filter", label)[1].split()
+        while networks and time.time() < deadline:
+            time.sleep(1)
+            runner.output(compose.docker(env, "network", "rm", *networks))
+            networks = ct.docker_out(env, "network", "ls", "-q", "--filter", label)[1].split()
         gone = [f"stack {env['PROJECT']} (its services; swarm stops their tasks on every node)"]
+        if networks:
+            gone.append(f"kept network(s) {' '.join(networks)}: still in use after 60 s (docker network rm them later)")
         if volumes:  # the stack's volumes on this node, once its tasks here have stopped
-            label = f"label=com.docker.stack.namespace={env['PROJECT']}"
             deadline = time.time() + 60
             while ct.docker_out(env, "ps", "-aq", "--filter", label)[1].split() and time.time() < deadline:
                 time.sleep(1)
