@@ -82,10 +82,14 @@ def verdict(plan: HostPlan) -> tuple[int, str]:
         return 1, "no plan: " + ("; ".join(plan.other) or "the server gave no answer")
     if plan.get("server_side").startswith("outdated"):
         return protocol.EXIT_OUTDATED, "would be refused: the server side or settings are out of date"
+    if plan.get("order").startswith("refused") and plan.get("marked") and not plan.get("rollback"):
+        return protocol.EXIT_OLDER, "would be refused: the release is marked bad"
     if plan.get("order").startswith("refused"):
         return protocol.EXIT_OLDER, "would be refused: older than the deployed version"
     if plan.get("busy") not in ("", "no"):
         return protocol.EXIT_BUSY, "would wait or be refused: another deploy is running"
+    if plan.get("rollback"):
+        return 0, f"would go back to {plan.get('target')} (now {plan.get('current')})"
     return 0, f"would deploy {plan.get('target')} (now {plan.get('current')})"
 
 
@@ -109,6 +113,12 @@ def show(plan: HostPlan) -> list[str]:
     order = plan.get("order")
     lines = [
         f"version:     {plan.get('current')} -> {plan.get('target')}",
+        *([f"rollback:    {plan.get('rollback')}"] if plan.get("rollback") else []),
+        *(
+            [f"mark:        {plan.get('target')} is {plan.get('marked').split(': ', 1)[-1]}"]
+            if plan.get("marked")
+            else []
+        ),
         f"order check: {'WOULD REFUSE: ' + order.split(': ', 1)[-1] if order.startswith('refused') else order}",
         f"server side: {'OUT OF DATE: ' + plan.get('server_side').split(': ', 1)[-1] if code == protocol.EXIT_OUTDATED else plan.get('server_side')}",
         f"running now: {'no deploy' if plan.get('busy') == 'no' else plan.get('busy')}",

@@ -9,6 +9,8 @@ anything the server would refuse.
 
 from __future__ import annotations
 
+import re
+
 from pushdeploy import protocol
 
 
@@ -56,20 +58,48 @@ def rollback(
     url: str = "",
     wait: int = 0,
     skip_migrate: bool = False,
+    keep_good: bool = False,
 ) -> str:
-    """Go back to the previous successful version (or to), for one phase.
+    """Go back to the version that served before (or to), for one phase; the release it
+    undoes is marked bad unless keep_good.
 
-    ``rollback ENV [--to=VERSION] --id=ID [--wait=S] [--skip-migrate] --by=WHO [--url=URL] --expect=HASH``
+    ``rollback ENV [--to=VERSION] [--keep-good] --id=ID [--wait=S] [--skip-migrate] --by=WHO [--url=URL] --expect=HASH``
     """
     return protocol.command(
         "rollback",
         env,
         to=to,
+        keep_good=keep_good,
         id=run_id,
         wait=wait or None,
         skip_migrate=skip_migrate,
         by=by,
         url=url or None,
+        expect=expect,
+    )
+
+
+REASON = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.:/@-]{0,149}$")
+
+
+def mark(env: str, version: str, *, bad: bool, by: str, expect: str, reason: str = "") -> str:
+    """Mark a release bad (deploys refuse it, the pull agent skips it, rollbacks pass it over) or good again.
+
+    ``mark ENV VERSION bad|good [--reason=WORDS] --by=WHO --expect=HASH``: the reason's
+    spaces travel as "+" (a request word has none).
+    """
+    reason = " ".join(reason.split())
+    if reason and not REASON.match(reason):
+        raise protocol.InvalidRequest(
+            f"--reason {reason!r}: up to 150 letters, digits, spaces and _ . : / @ -, starting with a letter or digit"
+        )
+    return protocol.command(
+        "mark",
+        env,
+        version,
+        "bad" if bad else "good",
+        reason=reason.replace(" ", "+") or None,
+        by=by,
         expect=expect,
     )
 
@@ -116,11 +146,18 @@ def plan(
     maintenance: bool = False,
     skip_migrate: bool = False,
     force: bool = False,
+    rollback: bool = False,
 ) -> str:
-    """What a deploy of version would do (changes nothing but pulling the image).
+    """What a deploy of version would do (changes nothing but pulling the image); with
+    rollback, what a rollback would do: to version if given, else to the one it would choose.
 
-    ``plan ENV VERSION [--order=T] [--maintenance] [--skip-migrate] [--force] --expect=HASH``
+    ``plan ENV VERSION [--order=T] [--maintenance] [--skip-migrate] [--force] --expect=HASH``,
+    ``plan ENV --rollback [--to=VERSION] [--skip-migrate] --expect=HASH``
     """
+    if rollback:
+        return protocol.command(
+            "plan", env, rollback=True, to=version or None, skip_migrate=skip_migrate, expect=expect
+        )
     return protocol.command(
         "plan",
         env,

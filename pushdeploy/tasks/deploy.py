@@ -33,6 +33,7 @@ def run_deploy(
     force: bool = False,
     maintenance: bool = False,
     hosts: str | None = None,
+    keep_good: bool = False,
 ) -> None:
     """The deploy, in order: validate, gather the request's inputs, check every host, send it batch by batch, undo on failure, report."""
     sessions: dict = {}  # connections the pre-flight opened, each used once by its host's batch
@@ -67,6 +68,7 @@ def run_deploy(
                         expect=expect,
                         wait=wait,
                         skip_migrate=True,
+                        keep_good=True,  # the undo of a failed batch: nobody judged the release bad
                     )
                 if verb == "deploy":
                     return requests.deploy(
@@ -91,6 +93,7 @@ def run_deploy(
                     expect=expect,
                     wait=wait,
                     skip_migrate=skip_migrate,
+                    keep_good=keep_good,
                 )
 
             what = f"{verb} of {version or 'the previous version'}" if verb == "rollback" else f"deploy of {version}"
@@ -294,14 +297,53 @@ def to(c, env, tag=None, wait=0, force=False, maintenance=False, hosts=None):
 @task(
     help={
         "env": "The environment (staging, production, ...).",
-        "to": "The version to go back to (default: the last successful one before the running version).",
+        "to": "The version to go back to (default: the one that served before the running version took over, passing over releases marked bad).",
+        "keep-good": "Do not mark the release this rollback undoes as bad.",
         "wait": WAIT_HELP,
         "hosts": HOSTS_HELP,
     }
 )
-def rollback(c, env="staging", to=None, wait=0, hosts=None):
-    """Go back to the previous successful version (or --to VERSION), batch by batch like a deploy."""
-    run_deploy(c, env, None, wait, verb="rollback", to=to, hosts=hosts)
+def rollback(c, env="staging", to=None, keep_good=False, wait=0, hosts=None):
+    """Go back to the version that served before the running one, batch by batch like a deploy.
+
+    Each host goes back along what actually served there: a second rollback goes
+    further back, never to a release that was rolled back or marked bad
+    (`inv deploy.plan --rollback` says which version and why). The release it
+    undoes is marked bad, so a CI retry or the pull agent does not bring it back
+    (--keep-good: not marked). --to VERSION goes to any version.
+    """
+    run_deploy(c, env, None, wait, verb="rollback", to=to, hosts=hosts, keep_good=keep_good)
+
+
+def _mark(c, env_name: str, version: str, bad: bool, reason: str) -> None:
+    with fail_on_errors():
+        settings = load_settings(c)
+        env = settings.environment(env_name)
+        version = plan.check_version(env, version)
+        by, _ = plan.actor(os.environ, local.git_user(settings.root))
+        line = requests.mark(env.name, version, bad=bad, by=by, expect=expected(settings, env), reason=reason or "")
+        results = request_on_hosts(settings, env, line, lambda r: "" if r.ok else _describe(r))
+    done(results, f"mark {version} {'bad' if bad else 'good'} on {env.name}")
+
+
+MARK_HELP = {
+    "version": "The release, e.g. 1.4.0.",
+    "env": "The environment (staging, production, ...).",
+    "reason": "Why, in a few words (recorded with your name; shown by deploy.history and deploy.status).",
+}
+
+
+@task(help=MARK_HELP)
+def mark_bad(c, version, env="staging", reason=None):
+    """Mark a release bad on every host: a deploy of it is refused (exit 65) unless
+    --force, the pull agent skips it, a rollback passes over it."""
+    _mark(c, env, version, True, reason)
+
+
+@task(help=MARK_HELP)
+def mark_good(c, version, env="staging", reason=None):
+    """Take a bad mark back (a rollback's included): the release can be deployed again."""
+    _mark(c, env, version, False, reason)
 
 
 def _ask(c, env_name: str, what: str, build, show, check=None, grouped: bool = False) -> None:
@@ -396,5 +438,7 @@ def logs(c, env="staging", follow=False):
     )
 
 
-namespace = Collection("deploy", staging, production, to, rollback, status, history, logs, maintenance)
+namespace = Collection(
+    "deploy", staging, production, to, rollback, status, history, logs, maintenance, mark_bad, mark_good
+)
 namespace.add_task(preview.plan_, name="plan")

@@ -15,10 +15,11 @@ from pushdeploy.tasks.common import exit_failed, expected, fail_on_errors, load_
         "tag": "The version a deploy would bring (default as for a deploy: CI's commit, else `git rev-parse HEAD`).",
         "maintenance": "Plan a deploy with --maintenance.",
         "force": "Plan a deploy with --force (the order check passes).",
+        "rollback": "Plan a rollback instead: which version it would go back to and why (--tag: a rollback --to it).",
         "hosts": "Only these hosts (comma-separated, as in invoke.yaml).",
     }
 )
-def plan_(c, env="staging", tag=None, maintenance=False, force=False, hosts=None):
+def plan_(c, env="staging", tag=None, maintenance=False, force=False, rollback=False, hosts=None):
     """Show what a deploy would do on each host, changing nothing.
 
     Per host: the running and the target version, whether the order check would
@@ -35,11 +36,16 @@ def plan_(c, env="staging", tag=None, maintenance=False, force=False, hosts=None
     with fail_on_errors():
         settings = load_settings(c)
         environment = settings.environment(env)
-        if not tag and environment.require_tag:
+        if not tag and environment.require_tag and not rollback:
             raise plan.BadRequest(f"{env} has require_tag: pass --tag VERSION")
         chosen = rollout.select(environment.hosts, hosts)
-        version = plan.check_version(environment, tag or plan.build_version(os.environ, local.git_head(settings.root)))
-        order = local.commit_time(version, settings.root) if environment.ordering == "build" else None
+        if rollback:
+            version = plan.check_version(environment, tag) if tag else ""
+        else:
+            version = plan.check_version(
+                environment, tag or plan.build_version(os.environ, local.git_head(settings.root))
+            )
+        order = local.commit_time(version, settings.root) if environment.ordering == "build" and not rollback else None
         expect = expected(settings, environment)
         # Later batches of a shared database do not migrate: their plan says so.
         skips = {host: skip for batch, skip in plan.phases(environment, chosen) for host in batch}
@@ -52,13 +58,13 @@ def plan_(c, env="staging", tag=None, maintenance=False, force=False, hosts=None
                 maintenance=maintenance,
                 force=force,
                 skip_migrate=skips[h],
+                rollback=rollback,
             )
             for h in chosen
         }
         access = settings.access
-        say(
-            f"plan of a deploy of {version} to {env} on {len(chosen)} host(s): nothing is changed (the image is pulled)"
-        )
+        what = f"a rollback of {env}" + (f" to {version}" if version else "") if rollback else f"a deploy of {version}"
+        say(f"plan of {what} on {len(chosen)} host(s): nothing is changed (the image is pulled)")
 
         def work(host, out):
             answer = Collector()
@@ -76,8 +82,6 @@ def plan_(c, env="staging", tag=None, maintenance=False, force=False, hosts=None
         results = remote.on_hosts(chosen, work, label=lambda h: f"{env} {h}")
     failed = [r for r in results if not r.ok]
     if not failed:
-        say(f"plan of {env}: a deploy of {version} would go ahead on {len(results)} host(s)")
+        say(f"plan of {env}: {what} would go ahead on {len(results)} host(s)")
         return
-    exit_failed(
-        failed, f"plan of {env}: a deploy of {version} would NOT go ahead on {len(failed)} of {len(results)} host(s)"
-    )
+    exit_failed(failed, f"plan of {env}: {what} would NOT go ahead on {len(failed)} of {len(results)} host(s)")

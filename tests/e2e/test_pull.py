@@ -214,6 +214,27 @@ def test_a_bad_image_on_the_channel_fails_like_a_pushed_one_and_is_not_retried(p
     assert len(history_lines("staging")) == before + 1
 
 
+def test_the_agent_never_deploys_a_release_marked_bad(pull_config):
+    """A release marked bad (by hand here; a rollback marks the one it undoes) is skipped at
+    every check while the channel points to it, and deployed once it is marked good."""
+    running = deployed_version()
+    digest = move_channel(STAGING_A)
+    version = pinned(digest)
+    marked = inv("-f", pull_config, "deploy.mark-bad", version, "--env", "staging", "--reason", "broken login")
+    assert marked.returncode == 0, marked.stdout + marked.stderr
+    try:
+        for _ in range(2):
+            out = run_agent()
+            assert f"bad: {REPO}:{CHANNEL} is {digest}, {version}, marked bad by " in out
+            assert ": broken login: not deployed" in out
+            assert deployed_version() == running
+    finally:
+        good = inv("-f", pull_config, "deploy.mark-good", version, "--env", "staging")
+        assert good.returncode == 0, good.stdout + good.stderr
+    assert f"deploying it as {version}" in run_agent()
+    assert wait_for_version("staging", STAGING_A) == STAGING_A
+
+
 def test_the_agents_run_ids_cannot_be_guessed(pull_config):
     """A deploy sent earlier with --id=<T>-pull would make the agent's run at T "already ran"."""
     runs = [json.loads(line)["run"] for line in history_lines("staging") if json.loads(line)["by"].startswith("pull:")][

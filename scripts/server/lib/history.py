@@ -7,7 +7,7 @@ user site, no PYTHON* variables). Commands:
   last HISTORY                   the last record as one readable line
                                  (append also keeps it in HISTORY.last, which
                                  `status` reads without starting Python)
-  rollback-target HISTORY VER    the release before VER (see rollback_target)
+  rollback-target HISTORY VER    the release before VER (see rollback_choice)
   median-ok HISTORY N            "SECONDS COUNT": the median duration of the last N ok deploys, or "none"
 """
 
@@ -69,20 +69,70 @@ def last(path):
     print(one_line(records[-1]) if records else "none")
 
 
-def rollback_target(path, current):
-    """Walking back through successful deploys (not rollbacks, so a second rollback
-    goes further back, not forward again): the first version older in history
-    than the running version's own deploy."""
-    seen = False
-    for r in reversed(read(path)):
-        if r.get("kind") != "deploy" or r.get("outcome") != "ok":
+SERVING_KINDS = ("deploy", "rollback")
+
+
+def marks(records):
+    """{version: the record of its mark now}: the last word on each version. A rollback
+    that ended ok marks the release it undid (what served just before it) bad, unless it
+    was asked to keep it good (keep_good=yes: the client's undo of a fleet deploy); a
+    `mark` record (inv deploy.mark-bad/mark-good) marks its version bad or good."""
+    found, serving = {}, ""
+    for r in records:
+        kind, version = r.get("kind"), r.get("version", "")
+        if kind == "mark" and r.get("mark") in ("bad", "good"):
+            found[version] = r
+        elif kind in SERVING_KINDS and r.get("outcome") == "ok":
+            if kind == "rollback" and serving and serving != version and r.get("keep_good") != "yes":
+                found[serving] = {
+                    "time": r.get("time", ""),
+                    "kind": "mark",
+                    "version": serving,
+                    "mark": "bad",
+                    "by": r.get("by", ""),
+                    "reason": f"rolled back to {version}",
+                }
+            serving = version
+    return found
+
+
+def bad(records):
+    """{version: its mark} for the versions marked bad now."""
+    return {version: r for version, r in marks(records).items() if r.get("mark") == "bad"}
+
+
+def describe(mark):
+    reason = f": {mark['reason']}" if mark.get("reason") else ""
+    return f"marked {mark.get('mark')} by {mark.get('by') or 'someone'} at {mark.get('time', '?')}{reason}"
+
+
+def rollback_choice(records, current):
+    """(version, why): the version that served before CURRENT last took over, walking
+    back along what actually served (ok deploys and rollbacks, in order) past releases
+    marked bad (rolled back included), so a second rollback goes further back, never to
+    a release that was rolled back; ('', why not) when there is none."""
+    timeline = [r.get("version", "") for r in records if r.get("kind") in SERVING_KINDS and r.get("outcome") == "ok"]
+    marked = bad(records)
+    took_over = max((i for i, version in enumerate(timeline) if version == current), default=len(timeline))
+    skipped = []
+    for version in reversed(timeline[:took_over]):
+        if version == current or version in skipped:
             continue
-        version = r.get("version", "")
-        if seen and version != current:
-            return version
-        if version == current:
-            seen = True
-    return ""
+        if version in marked:
+            skipped.append(version)
+            continue
+        why = f"{version} served before {current or 'the current version'} took over"
+        if skipped:
+            why += "; passed over " + ", ".join(f"{v} ({describe(marked[v])})" for v in skipped)
+        return version, why
+    if skipped:
+        return "", "every release that served before it is marked bad: " + ", ".join(skipped)
+    return "", f"nothing served before {current or 'the current version'}"
+
+
+def rollback_target(path, current):
+    """The version a rollback from CURRENT goes back to ('' for none): rollback_choice."""
+    return rollback_choice(read(path), current)[0]
 
 
 def median_ok(path, limit):

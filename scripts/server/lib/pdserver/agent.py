@@ -15,7 +15,7 @@ import re
 import subprocess
 import time
 
-from . import compose, facts, run
+from . import compose, facts, marks, run
 from . import containers as ct
 from . import env as envs
 from .lock import now_iso
@@ -157,6 +157,10 @@ def check(env: envs.Env, folder: str) -> Result:
     version = f"{channel}-{digest[7 : 7 + facts.PIN_HEX]}"
     if digest == checks.last_tried():
         return checks.result(0, "unchanged", digest, version, f"{ref} is still {digest}")
+    mark = marks.bad(env).get(version)
+    if mark:  # no digest recorded: checked again each time, deployed once it is marked good
+        message = f"{ref} is {digest}, {version}, {marks.described(mark)}: not deployed"
+        return checks.result(0, "bad", "", version, message)
     print(f"{ref} moved to {digest}: deploying it as {version}", flush=True)
     repo = ref[: -len(channel) - 1]
     if run.output(compose.docker(env, "tag", f"{repo}@{digest}", f"{repo}:{version}"))[0]:

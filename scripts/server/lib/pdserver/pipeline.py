@@ -34,6 +34,8 @@ class Run:
         self.by, self.url, self.order = request.get("BY", ""), request.get("URL", ""), request.get("ORDER", "")
         self.maintenance = request.get("MAINTENANCE") == "1"
         self.skip_migrate = request.get("SKIP_MIGRATE") == "1"
+        self.keep_good = request.get("KEEP_GOOD") == "1"  # a rollback that marks nothing bad
+        self.why = request.get("WHY", "")  # why a rollback chose its version
         self.previous = ""
         self.started = None  # from here on, a stopped run undoes what it did
         self.failed_step = ""
@@ -148,6 +150,8 @@ def deploy(run: Run, strategy) -> int:
         f"{now_iso()} {run.kind} of {run.version} to {env.name} ({strategy.where}running: {run.previous}) by {run.by or 'unknown'}",
         flush=True,
     )
+    if run.why:
+        print(f"going back: {run.why}", flush=True)
     notify(run, "started")
     if all(step(run, name, action) for name, action in steps(run, strategy)):
         outcome = "ok"
@@ -268,6 +272,8 @@ def record(run: Run, outcome: str, duration: str) -> None:
         "digest": run.digest,
         "run": run.id,
     }
+    if run.keep_good:
+        pairs["keep_good"] = "yes"
     steps_path = run.file("steps")
     tail_path = run.file("tail")
     envs.write_text(tail_path, tail)

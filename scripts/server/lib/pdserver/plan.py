@@ -83,12 +83,25 @@ def plan_migrations(env: envs.Env, version: str, skip_migrate: bool) -> list:
 def plan(request: Request) -> Result:
     """What a deploy of VERSION would do here, as KEY=value lines; changes nothing but
     pulling the image (to read its migrations). An outdated server side is reported."""
+    from . import marks
+
     env = envs.load(request.env)
-    version = request.words[0]
+    current = envs.current_version(env)
+    rollback = bool(request.option("rollback"))
+    version = str(request.option("to") or "") if rollback else request.words[0]
+    reason = "asked for with --to" if version else ""
+    if rollback and not version:
+        version, reason = marks.rollback_choice(env, current)
+        if not version:
+            raise Refused(f"no earlier successful deploy of {env.name} to go back to; pass --to=VERSION ({reason})")
     check_version(env, version)
     os.makedirs(env.state_dir, mode=0o700, exist_ok=True)  # for the lock's probe
-    current = envs.current_version(env)
     print(f"current={current or 'none'}\ntarget={version}")
+    if rollback:
+        print(f"rollback={reason}")
+    mark = marks.bad(env).get(version)
+    if mark:
+        print(f"marked=bad: {marks.described(mark)}")
     expected = str(request.option("expect", ""))
     try:
         expect.check(expected, env.conf_path, env.name)
@@ -97,8 +110,12 @@ def plan(request: Request) -> Result:
         print(f"server_side=outdated: {outdated}")
     holder = Lock(env.state_dir).busy()
     print(f"busy={holder.split(' ', 1)[-1] if holder else 'no'}")
-    why = order_refusal(env, version, request.option("order"), bool(request.option("force")))
-    if why:
+    why = None if rollback else order_refusal(env, version, request.option("order"), bool(request.option("force")))
+    if not why and mark and not rollback and not request.option("force"):
+        why = f"{version} is {marks.described(mark)}: mark it good first, or --force"
+    if rollback:
+        print("order=ok (a rollback goes back whatever the order)")
+    elif why:
         print(f"order=refused: {why}")
     elif version == current:
         print("order=ok (already deployed: a deploy would start it again)")

@@ -32,6 +32,9 @@ OPTIONS = {
     "fresh": None,
     "from": facts.ENV_RE,
     "volumes": None,
+    "keep-good": None,
+    "rollback": None,
+    "reason": _ANY,  # words joined by "+" (the client's reason, spaces and all)
 }
 
 _RUN = ("id", "wait", "by", "url", "expect")
@@ -53,9 +56,9 @@ VERBS = {
         _RUN + ("force", "maintenance", "order", "skip-migrate"),
     ),
     "rollback": Verb(
-        "ENV [--to=VERSION] [--id=ID] [--wait=S] [--skip-migrate] [--by=WHO] [--url=URL] [--expect=HASH]",
+        "ENV [--to=VERSION] [--keep-good] [--id=ID] [--wait=S] [--skip-migrate] [--by=WHO] [--url=URL] [--expect=HASH]",
         0,
-        _RUN + ("to", "skip-migrate", "maintenance"),
+        _RUN + ("to", "skip-migrate", "maintenance", "keep-good"),
     ),
     "status": Verb("ENV [--expect=HASH]", 0, ("expect",)),
     "history": Verb("ENV [--limit=N]", 0, ("limit", "expect")),
@@ -65,9 +68,9 @@ VERBS = {
     "check": Verb("ENV", 0, ("expect",)),
     "manage": Verb("ENV [--expect=HASH] NAME ARGS...", 1, ("expect", "by")),
     "plan": Verb(
-        "ENV VERSION [--order=N] [--maintenance] [--skip-migrate] [--force] [--expect=HASH]",
+        "ENV VERSION [--order=N] [--maintenance] [--skip-migrate] [--force] [--expect=HASH], or ENV --rollback [--to=VERSION]",
         1,
-        ("order", "maintenance", "skip-migrate", "force", "expect"),
+        ("order", "maintenance", "skip-migrate", "force", "expect", "rollback", "to"),
     ),
     "version": Verb("", -1),
     "pull-status": Verb("ENV [--expect=HASH]", 0, ("expect",)),
@@ -78,6 +81,7 @@ VERBS = {
     "db-dump": Verb("ENV [--fresh]", 0, ("fresh", "expect")),
     "db-restore": Verb("ENV --from=SOURCE [--by=WHO] [--url=URL]", 0, ("from", "by", "url", "expect")),
     "teardown": Verb("ENV [--volumes] [--by=WHO]", 0, ("volumes", "by")),
+    "mark": Verb("ENV VERSION bad|good [--reason=WORDS] [--by=WHO] [--expect=HASH]", 2, ("reason", "by", "expect")),
 }
 
 
@@ -144,7 +148,8 @@ def parse(argv, now: float) -> Request:
         options, words_ = _manage_words(rest, spec)
     else:
         options, words_ = _options(verb, spec, rest)
-        if len(words_) != spec.words:
+        rollback_plan = verb == "plan" and options.get("rollback") and not words_  # its version is the rollback's
+        if len(words_) != spec.words and not rollback_plan:
             raise Refused(f"usage: {verb} {spec.usage}")
     _check_values(verb, words_, options, now)
     return Request(verb, env, tuple(words_), options, key)
@@ -219,7 +224,9 @@ def changes_django_setup(word: str) -> bool:
 def _check_values(verb: str, words, options: dict, now: float) -> None:
     if verb == "maintenance" and words[0] not in ("on", "off"):
         raise Refused("usage: maintenance ENV on|off")
-    if verb in ("deploy", "plan", "review-up") and not facts.matches(facts.VERSION_RE, words[0]):
+    if verb == "mark" and words[1] not in ("bad", "good"):
+        raise Refused("usage: mark ENV VERSION bad|good [--reason=WORDS]")
+    if verb in ("deploy", "plan", "review-up", "mark") and words and not facts.matches(facts.VERSION_RE, words[0]):
         raise Refused(f"invalid version '{words[0]}': a Docker tag is [A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}}")
     order = options.get("order")
     if order is not None and order > now + facts.MAX_ORDER_AHEAD:

@@ -15,7 +15,7 @@ import sys
 import time
 
 from . import env as envs
-from . import facts, plan, run
+from . import facts, marks, plan, run
 from .lock import Lock, now_iso
 from .request import Refused, Request
 from .result import Result
@@ -35,34 +35,38 @@ def deploy(request: Request) -> Result:
 
 
 def rollback(request: Request) -> Result:
-    """The previous successful version again (or --to=VERSION)."""
+    """The version that served before the current one took over, past releases marked bad
+    (or --to=VERSION). The release it undoes is marked bad, unless --keep-good."""
     env = envs.load_checked(request)
-    target = request.option("to") or rollback_target(env)
-    if not target:
-        raise Refused(f"no earlier successful deploy of {env.name} to go back to; pass --to=VERSION")
-    if not facts.matches(facts.VERSION_RE, target):
-        raise Refused(f"invalid version '{target}': a Docker tag is [A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}}")
+    target = str(request.option("to") or "")
+    why = f"{target}, as asked (--to)"
+    if target:
+        if not facts.matches(facts.VERSION_RE, target):
+            raise Refused(f"invalid version '{target}': a Docker tag is [A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}}")
+        mark = marks.bad(env).get(target)
+        if mark:
+            print(f"warning: {target} is {marks.described(mark)}; going back to it as asked (--to)", flush=True)
+    else:
+        target, why = marks.rollback_choice(env, envs.current_version(env))
+        if not target:
+            raise Refused(f"no earlier successful deploy of {env.name} to go back to; pass --to=VERSION ({why})")
     plan.check_version(env, target)
-    return start(env, request, "rollback", target)
+    return start(env, request, "rollback", target, why)
 
 
-def rollback_target(env: envs.Env) -> str:
-    return run.lib_module("history").rollback_target(env.history, envs.current_version(env))
-
-
-def start(env: envs.Env, request: Request, kind: str, version: str) -> Result:
+def start(env: envs.Env, request: Request, kind: str, version: str, why: str = "") -> Result:
     """Start the run (or follow the one with this --id) and follow it: its exit status,
     and its record in the history as data."""
     os.makedirs(env.runs_dir, mode=0o700, exist_ok=True)  # a first deploy: no state yet
     lock = Lock(env.state_dir)
     try:
-        run_id = _start(env, request, kind, version, lock)
+        run_id = _start(env, request, kind, version, lock, why)
     finally:
         lock.close()  # ours only: a worker started holds its own
     return Result(follow(env, run_id), answer(env, run_id))
 
 
-def _start(env: envs.Env, request: Request, kind: str, version: str, lock: Lock) -> str:
+def _start(env: envs.Env, request: Request, kind: str, version: str, lock: Lock, why: str = "") -> str:
     """The run to follow: the one with this --id (running or done), or one started now."""
     run_id = str(request.option("id", ""))
     holder = lock.take()
@@ -87,12 +91,14 @@ def _start(env: envs.Env, request: Request, kind: str, version: str, lock: Lock)
         )
     if kind == "deploy":
         why = plan.order_refusal(env, version, request.option("order"), bool(request.option("force")))
+        if not why and not request.option("force"):
+            why = marks.refusal(env, version)
         if why:
             raise Refused(why, facts.EXIT_OLDER)
     run_id = run_id or f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{os.getpid()}"
     by = str(request.option("by", ""))
     lock.name(run_id, f"deploy of {version}", by, now_iso())
-    envs.write_text(run_file(env, run_id, "request"), request_text(request, kind, version))
+    envs.write_text(run_file(env, run_id, "request"), request_text(request, kind, version, why))
     envs.write_text(run_file(env, run_id, "log"), "")
     # Only a worker started here knows the token: the deploy account, even through
     # sudo, cannot read it, so it cannot start a worker (__run) itself.
@@ -104,17 +110,21 @@ def _start(env: envs.Env, request: Request, kind: str, version: str, lock: Lock)
     return run_id
 
 
-def request_text(request: Request, kind: str, version: str) -> str:
+def request_text(request: Request, kind: str, version: str, why: str = "") -> str:
     """The run's request as the worker reads it (pipeline.read_request)."""
     order = request.option("order")
     fields = (
-        ("KIND", kind),
-        ("VERSION", version),
-        ("BY", request.option("by", "")),
-        ("URL", request.option("url", "")),
-        ("ORDER", "" if order is None else order),
-        ("MAINTENANCE", int(bool(request.option("maintenance")))),
-        ("SKIP_MIGRATE", int(bool(request.option("skip-migrate")))),
+        (
+            ("KIND", kind),
+            ("VERSION", version),
+            ("BY", request.option("by", "")),
+            ("URL", request.option("url", "")),
+            ("ORDER", "" if order is None else order),
+            ("MAINTENANCE", int(bool(request.option("maintenance")))),
+            ("SKIP_MIGRATE", int(bool(request.option("skip-migrate")))),
+        )
+        + ((("KEEP_GOOD", 1),) if request.option("keep-good") else ())
+        + ((("WHY", why),) if why else ())
     )
     return "".join(f"{key}={value}\n" for key, value in fields)
 

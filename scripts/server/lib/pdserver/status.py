@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
-from . import compose, run
+from . import compose, marks, run
 from . import env as envs
 from .lock import Lock
 from .pipeline import strategy_for
@@ -22,6 +22,12 @@ def status(request: Request) -> Result:
     print(f"deploy in progress: {deploying or 'no'}")
     print(f"last deploy: {last_deploy(env.history)}")
     found = {"version": version, "deploying": deploying}
+    bad = marks.bad(env) if os.path.exists(env.history) else {}
+    for name, mark in sorted(bad.items(), key=lambda item: item[1].get("time", ""))[-5:]:
+        serving = " (SERVING NOW: inv deploy.rollback goes back)" if name == version else ""
+        print(f"marked bad: {name}{serving}: {marks.described(mark)}")
+    if bad:
+        found["bad"] = sorted(bad)
     if not holder and dead_runs(env.runs_dir):
         print(
             "warning: a deploy ended without a result (its process was killed): the next deploy records it and cleans up after it"

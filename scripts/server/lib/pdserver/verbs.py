@@ -9,7 +9,7 @@ import os
 import sys
 import time
 
-from . import compose, expect, facts, run, runs
+from . import compose, expect, facts, marks, run, runs
 from . import env as envs
 from .expect import HOME, server_hash
 from .lock import hold, now_iso
@@ -27,14 +27,29 @@ def version(request: Request) -> Result:
 
 
 def history(request: Request) -> Result:
+    """The last records, one JSON object a line; a deploy or rollback of a release marked
+    bad now carries "bad": who marked it, when and why."""
+    import json
+
     env = envs.load_checked(request)
     try:
         with open(env.history, errors="replace") as file:
             lines = collections.deque(file, maxlen=int(request.option("limit", 20)))
     except FileNotFoundError:
         lines = collections.deque()
-    sys.stdout.writelines(lines)
-    return Result(0, {"records": len(lines)})
+    bad = marks.bad(env) if lines else {}
+    for line in lines:
+        if bad and '"bad"' not in line:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                record = {}
+            mark = bad.get(record.get("version")) if record.get("kind") in ("deploy", "rollback") else None
+            if mark:
+                record["bad"] = marks.described(mark)
+                line = json.dumps(record, ensure_ascii=False) + "\n"
+        sys.stdout.write(line)
+    return Result(0, {"records": len(lines), **({"bad": sorted(bad)} if bad else {})})
 
 
 def backups(request: Request) -> Result:
@@ -325,6 +340,7 @@ def teardown(request: Request) -> Result:
 
 HANDLERS = {
     "version": version,
+    "mark": marks.mark,
     "history": history,
     "backups": backups,
     "logs": logs,

@@ -1,0 +1,175 @@
+"""Rollback targets and bad releases (issue 18, parts 3 and 4): the history says what
+served and what was marked; a rollback goes back along what served, a deploy of a release
+marked bad is refused, the pull agent skips it, history and status show the mark."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from pushdeploy import history as history_table
+from pushdeploy import preview, protocol, requests
+from tests.unit.test_server_runs import ask, worker  # noqa: F401  (the fixture)
+
+from pdserver import facts
+from pdserver.request import Refused, parse
+
+
+def tool():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("history_tool", protocol.SERVER_DIR / "lib/history.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def served(*runs):
+    """History records from ("deploy"|"rollback"|"failed"|"mark-bad"|"mark-good"|"undo", VERSION)."""
+    records = []
+    for kind, version in runs:
+        if kind.startswith("mark-"):
+            records.append({"kind": "mark", "version": version, "mark": kind[5:], "by": "alice", "reason": "r"})
+        elif kind == "undo":
+            records.append({"kind": "rollback", "version": version, "outcome": "ok", "keep_good": "yes"})
+        elif kind == "failed":
+            records.append({"kind": "deploy", "version": version, "outcome": "failed"})
+        else:
+            records.append({"kind": kind, "version": version, "outcome": "ok", "by": "bob", "time": "t"})
+    return records
+
+
+@pytest.mark.parametrize(
+    ("runs", "current", "target"),
+    [
+        # The issue's case: 1.0.1 was rolled back, so a rollback from 1.0.2 returns to 1.0.0.
+        (
+            [("deploy", "1.0.0"), ("deploy", "1.0.1"), ("rollback", "1.0.0"), ("deploy", "1.0.2")],
+            "1.0.2",
+            "1.0.0",
+        ),
+        # A second rollback goes further back along what served, past the one it undid.
+        ([("deploy", "A"), ("deploy", "B"), ("deploy", "C"), ("rollback", "B")], "B", "A"),
+        ([("deploy", "A"), ("deploy", "B"), ("deploy", "C"), ("rollback", "B"), ("rollback", "A")], "A", ""),
+        # Marked bad by hand: passed over; marked good again: back in.
+        ([("deploy", "A"), ("deploy", "B"), ("mark-bad", "B"), ("deploy", "C")], "C", "A"),
+        ([("deploy", "A"), ("deploy", "B"), ("mark-bad", "B"), ("mark-good", "B"), ("deploy", "C")], "C", "B"),
+        # A rollback that was told to keep the release good (the undo of a fleet batch) marks nothing.
+        ([("deploy", "A"), ("deploy", "B"), ("undo", "A")], "A", "B"),
+        # A failed deploy never served, a failed rollback undid nothing.
+        ([("deploy", "A"), ("failed", "B"), ("deploy", "C")], "C", "A"),
+        # A redeploy of the same version: back to what served before it.
+        ([("deploy", "A"), ("deploy", "B"), ("deploy", "B")], "B", "A"),
+        ([("deploy", "A")], "A", ""),
+    ],
+)
+def test_a_rollback_goes_back_along_what_served_past_bad_releases(runs, current, target):
+    assert tool().rollback_choice(served(*runs), current)[0] == target
+
+
+def test_the_choice_says_why_and_what_it_passed_over():
+    history = tool()
+    version, why = history.rollback_choice(
+        served(("deploy", "A"), ("deploy", "B"), ("deploy", "C"), ("rollback", "B")), "B"
+    )
+    assert (version, why) == (
+        "A",
+        "A served before B took over; passed over C (marked bad by bob at t: rolled back to B)",
+    )
+    assert history.rollback_choice(served(("deploy", "A"), ("deploy", "B"), ("rollback", "A")), "A") == (
+        "",
+        "every release that served before it is marked bad: B",
+    )
+
+
+def write_history(worker_dir, *runs):
+    (worker_dir.parent / "history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in served(*runs)))
+
+
+def test_a_deploy_of_a_bad_release_is_refused_unless_forced(worker, capsys):  # noqa: F811
+    write_history(worker, ("deploy", "1.3.0"), ("deploy", "1.4.0"))
+    assert ask(capsys, "mark staging 1.3.5 bad --reason=broken+images --by=alice")[0] == 0
+    record = json.loads((worker.parent / "history.jsonl").read_text().splitlines()[-1])
+    assert (record["kind"], record["version"], record["mark"], record["by"], record["reason"]) == (
+        "mark",
+        "1.3.5",
+        "bad",
+        "alice",
+        "broken images",
+    )
+    with pytest.raises(Refused) as refused:
+        ask(capsys, "deploy staging 1.3.5 --id=m1")
+    assert refused.value.code == facts.EXIT_OLDER == 65
+    assert "1.3.5 is marked bad by alice at" in str(refused.value) and ": broken images" in str(refused.value)
+    assert "mark-good" in str(refused.value) and "--force" in str(refused.value)
+    assert ask(capsys, "deploy staging 1.3.5 --id=m2 --force")[0] == 0
+    assert ask(capsys, "mark staging 1.3.5 good --by=alice")[0] == 0
+    assert ask(capsys, "deploy staging 1.3.5 --id=m3")[0] == 0
+
+
+def test_a_rollback_says_why_in_its_log_and_keep_good_is_recorded(worker, capsys):  # noqa: F811
+    write_history(worker, ("deploy", "1.0.0"), ("deploy", "1.4.0"), ("deploy", "1.5.0"), ("rollback", "1.4.0"))
+    assert ask(capsys, "rollback staging --id=b1")[0] == 0  # the test server's .env: 1.4.0 serves
+    request = (worker / "b1.request").read_text()
+    assert request.startswith("KIND=rollback\nVERSION=1.0.0\n")
+    assert "WHY=1.0.0 served before 1.4.0 took over; passed over 1.5.0 (marked bad by bob" in request
+    assert ask(capsys, "rollback staging --id=b2 --keep-good --to=1.0.0")[0] == 0
+    assert "KEEP_GOOD=1\n" in (worker / "b2.request").read_text()
+
+
+def test_history_and_status_show_the_mark(worker, capsys):  # noqa: F811
+    write_history(worker, ("deploy", "1.3.0"), ("deploy", "1.4.0"))
+    ask(capsys, "mark staging 1.4.0 bad --reason=500s+on+checkout --by=alice")
+    code, out = ask(capsys, "history staging")
+    records = [json.loads(line) for line in out.splitlines()]
+    assert "bad" not in records[0]
+    assert records[1]["bad"].startswith("marked bad by alice at ") and records[1]["bad"].endswith(": 500s on checkout")
+    table = history_table.table(records).splitlines()
+    assert table[0].split()[-1] == "mark"
+    assert "BAD: marked bad by alice" in table[2] and "marked bad" in table[3] and "500s on checkout" in table[3]
+    code, out = ask(capsys, "status staging")
+    assert "marked bad: 1.4.0 (SERVING NOW: inv deploy.rollback goes back): marked bad by alice" in out
+
+
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [
+        ("mark staging 1.0.0 ugly", "usage: mark ENV VERSION bad|good"),
+        ("mark staging 1.0.0", "usage: mark"),
+        ("mark staging x@y bad", "invalid argument"),
+        ("plan staging", "usage: plan"),
+    ],
+)
+def test_bad_mark_and_plan_requests_are_refused(line, problem):
+    with pytest.raises(Refused, match=problem):
+        parse(line.split(), time.time())
+
+
+def test_a_rollback_plan_needs_no_version():
+    request = parse("plan staging --rollback --expect=x".split(), time.time())
+    assert request.words == () and request.option("rollback") is True
+
+
+def test_the_client_sends_a_reason_the_server_reads_back():
+    line = requests.mark("production", "1.4.0", bad=True, by="ci:alice", expect="h", reason="  500s on  checkout ")
+    assert line == "mark production 1.4.0 bad --reason=500s+on+checkout --by=ci:alice --expect=h"
+    from pdserver import marks
+
+    assert marks.reason_of(parse(line.split(), time.time()).option("reason")) == "500s on checkout"
+    for reason in ("rm -rf; x", "a" * 151, "-leading dash", 'quote"'):
+        with pytest.raises(protocol.InvalidRequest, match="--reason"):
+            requests.mark("production", "1.4.0", bad=True, by="me", expect="h", reason=reason)
+    assert requests.plan("production", "", expect="h", rollback=True) == "plan production --rollback --expect=h"
+
+
+def test_plan_verdicts_for_a_bad_release_and_a_rollback():
+    bad = preview.parse(
+        ["current=1.3.0", "target=1.4.0", "marked=bad: marked bad by alice at t: r", "order=refused: 1.4.0 is marked"]
+    )
+    assert preview.verdict(bad) == (65, "would be refused: the release is marked bad")
+    assert any(line.startswith("mark:        1.4.0 is marked bad by alice") for line in preview.show(bad))
+    back = preview.parse(["current=1.4.0", "target=1.3.0", "rollback=1.3.0 served before 1.4.0 took over", "order=ok"])
+    assert preview.verdict(back) == (0, "would go back to 1.3.0 (now 1.4.0)")
+    assert "rollback:    1.3.0 served before 1.4.0 took over" in preview.show(back)
