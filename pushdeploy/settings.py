@@ -80,6 +80,7 @@ class Environment:
     backup_image: str = ""  # engine: swarm: an image with pg_dump, run on the stack's network for backups
     drain_seconds: int = 1
     dns_valid: int = 1
+    warm_rollback: int = 600  # seconds the previous version stays ready for an instant rollback
     static_keep: int = 3
     ordering: str = "none"
     migrate_on: str = "first"

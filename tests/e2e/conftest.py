@@ -184,6 +184,39 @@ def server(images):
     return SANDBOX
 
 
+HISTORIES = (
+    "/var/lib/pushdeploy/*/history.jsonl",  # the sandbox's environments
+    os.environ.get("PD_HOSTS_DIR", "/var/lib/pushdeploy-hosts") + "/hosts/*/fs/var-lib-pushdeploy/*/history.jsonl",
+)
+
+
+@pytest.fixture(autouse=True)
+def no_release_marked_bad():
+    """The tests share a few environments and redeploy the same few versions; a rollback
+    marks the release it undoes bad, and a deploy of it is then refused. Each test starts
+    with no release marked bad: a mark left by an earlier test is taken back, recorded as
+    `inv deploy.mark-good` records it. A test's own marks hold for the whole test."""
+    import glob
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("pd_history", ROOT / "scripts/server/lib/history.py")
+    history = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(history)
+    for pattern in HISTORIES:
+        for path in glob.glob(pattern):
+            bad = history.bad(history.read(path))
+            if bad:
+                with open(path, "a", encoding="utf-8") as file:
+                    for version in sorted(bad):
+                        record = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "kind": "mark"}
+                        record.update(
+                            version=version, mark="good", by="tests", reason="a fresh start for the next test"
+                        )
+                        file.write(json.dumps(record) + "\n")
+    yield
+
+
 def pytest_collection_modifyitems(session, config, items):
     """The open-loop load tests first among the e2e tests, on a machine that the other
     tests' environments (seed layout, fleet, compose v1) have not loaded yet: run last in

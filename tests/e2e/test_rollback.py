@@ -69,3 +69,87 @@ def test_a_rollback_goes_back_along_what_served_and_marks_what_it_undid(server):
     finally:
         for version in (A, B, C):
             inv("deploy.mark-good", version, "--env", "staging")
+
+
+def steps_of_last_run(env: str) -> list[str]:
+    import json
+
+    from tests.e2e.conftest import history_lines
+
+    last = json.loads(history_lines(env)[-1])
+    return [step["name"] for step in last["steps"]]
+
+
+def test_an_instant_rollback_starts_the_kept_version_again_under_load(server):
+    """After a deploy the previous version's containers are kept, stopped; a rollback in
+    warm_rollback starts them again, checks their health and flips, without pulling or
+    migrating: under open-loop load, no request fails and none takes over 1 s."""
+    import json
+    import time
+
+    from tests.e2e.conftest import PORTS, history_lines
+    from tests.openload import OpenLoad
+
+    ensure("staging", A)
+    ok("deploy.mark-good", B, "--env", "staging")
+    try:
+        ok("deploy.staging", "--tag", B)
+        status = ok("deploy.status", "--env", "staging")
+        assert f"kept ready: {A} (1 container(s), stopped: holding no memory) for " in status
+        assert "a rollback to it is instant" in status
+        with OpenLoad(f"http://127.0.0.1:{PORTS['staging']}/", rate=50, seconds=120) as load:
+            time.sleep(1)
+            started = load.now()
+            rolled = inv("deploy.rollback", "--env", "staging")
+            ended = load.now()
+            time.sleep(1.5)
+            seconds = load.now()
+        assert rolled.returncode == 0, rolled.stdout + rolled.stderr
+        summary = load.summary(budget=1.0)
+        print(summary.line())
+        assert summary.failed == 0, summary.failures
+        assert summary.slow == 0
+        assert summary.sent >= 50 * seconds * 0.9
+        assert served_version("staging") == A
+        assert steps_of_last_run("staging") == ["wake", "health", "admit", "switch", "retire"]
+        record = json.loads(history_lines("staging")[-1])
+        first_old = min((s.scheduled for s in load.samples if s.version == A and s.scheduled > started), default=None)
+        print(
+            f"instant rollback: {record['duration']}s on the server, client {ended - started:.2f}s, "
+            f"{A} answered {first_old - started:.2f}s after the command"
+            if first_old
+            else "no answer of A seen"
+        )
+        assert "kept ready" not in ok("deploy.status", "--env", "staging")  # used: a next rollback is a full one
+    finally:
+        inv("deploy.mark-good", B, "--env", "staging")
+
+
+def test_a_rollback_to_another_version_or_after_the_window_is_a_full_one(server, tmp_path):
+    ensure("staging", A)
+    ok("deploy.mark-good", B, "--env", "staging")
+    ok("deploy.mark-good", C, "--env", "staging")
+    try:
+        ok("deploy.staging", "--tag", B)
+        ok("deploy.staging", "--tag", C)  # B is kept ready; A is not
+        rolled = ok("deploy.rollback", "--env", "staging", "--to", A)
+        assert f"full rollback: the version kept ready is {B}, not {A}" in rolled
+        assert "pull" in steps_of_last_run("staging") and served_version("staging") == A
+
+        config = tmp_path / "short.yaml"
+        config.write_text("deploy:\n  environments:\n    staging:\n      warm_rollback: 1\n")
+        assert inv("-f", str(config), "server.setup", "--env", "staging").returncode == 0
+        try:
+            ok("-f", str(config), "deploy.staging", "--tag", B, "--force")
+            import time
+
+            time.sleep(2)
+            rolled = inv("-f", str(config), "deploy.rollback", "--env", "staging")
+            assert rolled.returncode == 0, rolled.stdout + rolled.stderr
+            assert "full rollback: it was kept for warm_rollback (1s), and that has passed" in rolled.stdout
+            assert served_version("staging") == A
+        finally:
+            assert inv("server.setup", "--env", "staging").returncode == 0
+    finally:
+        for version in (B, C):
+            inv("deploy.mark-good", version, "--env", "staging")

@@ -80,7 +80,7 @@ def test_the_choice_says_why_and_what_it_passed_over():
     )
     assert history.rollback_choice(served(("deploy", "A"), ("deploy", "B"), ("rollback", "A")), "A") == (
         "",
-        "every release that served before it is marked bad: B",
+        "every release that served before it is marked bad or not deployable: B",
     )
 
 
@@ -131,6 +131,7 @@ def test_history_and_status_show_the_mark(worker, capsys):  # noqa: F811
     assert "BAD: marked bad by alice" in table[2] and "marked bad" in table[3] and "500s on checkout" in table[3]
     code, out = ask(capsys, "status staging")
     assert "marked bad: 1.4.0 (SERVING NOW: inv deploy.rollback goes back): marked bad by alice" in out
+    assert "last deploy: t deploy of 1.4.0 (was None): ok, by bob" in out  # the last run, not the mark
 
 
 @pytest.mark.parametrize(
@@ -173,3 +174,73 @@ def test_plan_verdicts_for_a_bad_release_and_a_rollback():
     back = preview.parse(["current=1.4.0", "target=1.3.0", "rollback=1.3.0 served before 1.4.0 took over", "order=ok"])
     assert preview.verdict(back) == (0, "would go back to 1.3.0 (now 1.4.0)")
     assert "rollback:    1.3.0 served before 1.4.0 took over" in preview.show(back)
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        ({}, ""),
+        ({"version": "1.2.0"}, "the version kept ready is 1.2.0, not 1.3.0"),
+        ({"for": "1.3.9"}, "it was kept for 1.3.9, which no longer serves"),
+        ({"since": -700}, "it was kept for warm_rollback (600s), and that has passed"),
+        ({"migrations": "notes.0002_tags"}, "1.4.0 applied migrations (notes.0002_tags)"),
+        ({"state": "running"}, "its containers are gone or running"),
+        ({"image": 1}, "the image 127.0.0.1:5000/pixel:1.3.0 is no longer tagged here"),
+        ({"maintenance": True}, "--maintenance"),
+    ],
+)
+def test_a_rollback_is_instant_only_to_exactly_the_version_kept_ready(server, monkeypatch, capsys, change, why):
+    from pdserver import containers as ct
+    from pdserver import env as envs
+    from pdserver import pipeline, slots
+
+    env = envs.load("staging")  # 1.4.0 serves
+    warm = {"version": "1.3.0", "for": "1.4.0", "slot": "blue", "containers": ["c1"], "migrations": ""}
+    warm.update({k: v for k, v in change.items() if k in warm})
+    warm["since"] = time.time() + change.get("since", -5)
+    envs.write_text(slots.warm_file(env), json.dumps(warm) + "\n")
+
+    def docker_out(env, *args):
+        if args[:2] == ("image", "inspect"):
+            return change.get("image", 0), "sha256:x"
+        return 0, f"{change.get('state', 'exited')} 127.0.0.1:5000/pixel:1.3.0\n"
+
+    monkeypatch.setattr(ct, "docker_out", docker_out)
+    request = {"KIND": "rollback", "VERSION": "1.3.0", "MAINTENANCE": "1" if change.get("maintenance") else "0"}
+    strategy = slots.Slots(env)
+    steps = strategy.warm_steps(pipeline.Run(env, "r", request))
+    out = capsys.readouterr().out
+    if why:
+        assert steps is None and f"full rollback: {why}" in out
+    else:
+        assert [name for name, _ in steps] == ["wake", "health", "admit", "switch"]
+        assert strategy.finish_steps == ["retire"]
+        assert "instant rollback: 1.3.0 is kept ready (stopped 5s ago, no migration since)" in out
+
+
+def test_warm_rollback_0_keeps_nothing(server, monkeypatch):
+    from pdserver import env as envs
+    from pdserver import pipeline, slots
+
+    env = envs.load("staging")
+    env.values["WARM_ROLLBACK"] = "0"
+    assert slots.Slots(env).warm_steps(pipeline.Run(env, "r", {"KIND": "rollback", "VERSION": "1.3.0"})) is None
+
+
+def test_the_migrations_a_deploy_applied_come_from_its_log():
+    from pdserver import release
+
+    log = "==> migrate\n--- migrations to apply: notes.0002_tags notes.0003_x\n--- manage.py migrate\n"
+    assert release.applied_migrations(log) == "notes.0002_tags notes.0003_x"
+    assert release.applied_migrations("--- migrations to apply: none\n") == ""
+    assert release.applied_migrations("no such line") == ""
+
+
+def test_a_rollback_passes_over_a_version_the_environment_no_longer_deploys():
+    """A version pinned by the pull agent, once the environment is back in push mode."""
+    records = served(("deploy", "A"), ("deploy", "chan-0123456789ab"), ("deploy", "B"))
+    version, why = tool().rollback_choice(records, "B", usable=lambda v: not v.startswith("chan-"))
+    assert version == "A"
+    assert (
+        why == "A served before B took over; passed over chan-0123456789ab (not a version this environment deploys now)"
+    )

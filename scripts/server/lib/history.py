@@ -54,6 +54,10 @@ def append(path, pairs):
     with open(path, "a", encoding="utf-8") as stream:
         stream.write(json.dumps(record, ensure_ascii=False) + "\n")
     summary = path + ".last"
+    if record.get("kind") == "mark":  # not a run: the last run's summary stays current
+        if os.path.exists(summary):
+            os.utime(summary)
+        return
     with open(summary + ".tmp", "w", encoding="utf-8") as stream:
         stream.write(one_line(record) + "\n")
     os.replace(summary + ".tmp", summary)
@@ -64,9 +68,15 @@ def one_line(r):
     return f"{r.get('time')} {r.get('kind')} of {r.get('version')} (was {r.get('previous')}): {r.get('outcome')}{failed}, by {r.get('by')}"
 
 
+def last_run(records):
+    """The last record of a run (a deploy, a rollback, a refresh...), not of a mark."""
+    runs = [r for r in records if r.get("kind") != "mark"]
+    return runs[-1] if runs else None
+
+
 def last(path):
-    records = read(path)
-    print(one_line(records[-1]) if records else "none")
+    record = last_run(read(path))
+    print(one_line(record) if record else "none")
 
 
 SERVING_KINDS = ("deploy", "rollback")
@@ -106,27 +116,31 @@ def describe(mark):
     return f"marked {mark.get('mark')} by {mark.get('by') or 'someone'} at {mark.get('time', '?')}{reason}"
 
 
-def rollback_choice(records, current):
+def rollback_choice(records, current, usable=None):
     """(version, why): the version that served before CURRENT last took over, walking
     back along what actually served (ok deploys and rollbacks, in order) past releases
     marked bad (rolled back included), so a second rollback goes further back, never to
-    a release that was rolled back; ('', why not) when there is none."""
+    a release that was rolled back; past versions usable(version) refuses (a version the
+    environment no longer accepts). ('', why not) when there is none."""
     timeline = [r.get("version", "") for r in records if r.get("kind") in SERVING_KINDS and r.get("outcome") == "ok"]
     marked = bad(records)
     took_over = max((i for i, version in enumerate(timeline) if version == current), default=len(timeline))
-    skipped = []
+    skipped = {}
     for version in reversed(timeline[:took_over]):
         if version == current or version in skipped:
             continue
         if version in marked:
-            skipped.append(version)
+            skipped[version] = describe(marked[version])
+            continue
+        if usable is not None and not usable(version):
+            skipped[version] = "not a version this environment deploys now"
             continue
         why = f"{version} served before {current or 'the current version'} took over"
         if skipped:
-            why += "; passed over " + ", ".join(f"{v} ({describe(marked[v])})" for v in skipped)
+            why += "; passed over " + ", ".join(f"{v} ({reason})" for v, reason in skipped.items())
         return version, why
     if skipped:
-        return "", "every release that served before it is marked bad: " + ", ".join(skipped)
+        return "", "every release that served before it is marked bad or not deployable: " + ", ".join(skipped)
     return "", f"nothing served before {current or 'the current version'}"
 
 

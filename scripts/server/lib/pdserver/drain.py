@@ -15,21 +15,22 @@ from . import run as runner
 IDLE_WAIT = 30  # seconds, at most, for retired containers to answer what they were sent
 
 
-def retire(env: envs.Env, ids: list, what: str) -> int:
+def retire(env: envs.Env, ids: list, what: str, keep: bool = False) -> int:
     """Stop containers the proxy no longer routes to: after DRAIN_SECONDS (requests that
     chose them just before the flip reach them), once they answered everything they were
-    sent; each finishes what it serves (docker stop: SIGTERM, then its grace period)."""
+    sent; each finishes what it serves (docker stop: SIGTERM, then its grace period).
+    KEEP: stopped, not removed (kept for an instant rollback)."""
     web = env["WEB_SERVICE"]
     if not ids:
         print(f"no {what} {web} container to retire", flush=True)
         return 0
     time.sleep(int(env["DRAIN_SECONDS"]))
     wait_idle(env, ids, what)
-    if (
-        runner.output(compose.docker(env, "stop", *ids))[0] == 0
-        and runner.output(compose.docker(env, "rm", *ids))[0] == 0
+    if runner.output(compose.docker(env, "stop", *ids))[0] == 0 and (
+        keep or runner.output(compose.docker(env, "rm", *ids))[0] == 0
     ):
-        print(f"retired {len(ids)} {what} {web} container(s) after they finished their requests", flush=True)
+        kept = ", kept stopped for an instant rollback" if keep else ""
+        print(f"retired {len(ids)} {what} {web} container(s) after they finished their requests{kept}", flush=True)
         return 0
     print(f"warning: could not remove the {what} {web} container(s): {' '.join(ids)}", flush=True)
     return 1

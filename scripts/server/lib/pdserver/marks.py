@@ -41,8 +41,20 @@ def refusal(env: envs.Env, version: str) -> str | None:
 
 
 def rollback_choice(env: envs.Env, current: str) -> tuple[str, str]:
+    """Where a rollback from CURRENT goes, and why (lib/history.py rollback_choice), past
+    versions the environment does not accept now (a pinned version once pull mode is off)."""
+    from . import plan
+    from .request import Refused
+
+    def usable(version: str) -> bool:
+        try:
+            plan.check_version(env, version)
+        except Refused:
+            return False
+        return True
+
     tools = run.lib_module("history")
-    return tools.rollback_choice(tools.read(env.history), current)
+    return tools.rollback_choice(tools.read(env.history), current, usable)
 
 
 def mark(request: Request) -> Result:

@@ -36,6 +36,7 @@ class Run:
         self.skip_migrate = request.get("SKIP_MIGRATE") == "1"
         self.keep_good = request.get("KEEP_GOOD") == "1"  # a rollback that marks nothing bad
         self.why = request.get("WHY", "")  # why a rollback chose its version
+        self.migrations = ""  # what its migrate step applied (app.name ...), for the history
         self.previous = ""
         self.started = None  # from here on, a stopped run undoes what it did
         self.failed_step = ""
@@ -70,6 +71,11 @@ class Strategy:
     def one_off(self, run, argv: list, environ: dict) -> int:
         """ARGV in a one-off container of the new version: its exit status."""
         raise NotImplementedError
+
+    def warm_steps(self, run):
+        """A rollback's steps when the version it goes back to is kept ready (instant), else
+        None: a full rollback, like a deploy."""
+        return None
 
     def finish(self, run) -> None:
         """After the switch: what is left to tidy (retire the old version, prune)."""
@@ -183,6 +189,9 @@ def steps(run: Run, strategy) -> list:
     from . import release
 
     env = run.env
+    warm = strategy.warm_steps(run) if run.kind == "rollback" else None
+    if warm:  # an instant rollback: the previous version's containers, kept ready
+        return warm
     chosen = [("preflight", strategy.preflight), ("pull", strategy.pull)]
     chosen += list(strategy.database_steps)
     if env["BACKUP"] == "yes" and not run.skip_migrate:
@@ -274,6 +283,8 @@ def record(run: Run, outcome: str, duration: str) -> None:
     }
     if run.keep_good:
         pairs["keep_good"] = "yes"
+    if run.migrations:
+        pairs["migrations"] = run.migrations
     steps_path = run.file("steps")
     tail_path = run.file("tail")
     envs.write_text(tail_path, tail)

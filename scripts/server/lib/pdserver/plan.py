@@ -52,12 +52,14 @@ def _going_back(env: envs.Env, version: str) -> str:
     return f"{version} never served here: deploy a newer version, or pass --force to deploy it anyway"
 
 
-def deploy_steps(env: envs.Env, maintenance: bool, skip_migrate: bool) -> list:
-    """The steps a deploy runs with these settings, in its order: the pipeline's own list
-    (tests/e2e/test_plan.py compares it with a real deploy's)."""
+def deploy_steps(env: envs.Env, maintenance: bool, skip_migrate: bool, kind: str = "deploy", version: str = "") -> list:
+    """The steps a deploy (or a rollback to VERSION: an instant one, if it can be) runs with
+    these settings, in its order: the pipeline's own list (tests/e2e/test_plan.py compares
+    it with a real deploy's)."""
     from . import pipeline
 
     request = {"MAINTENANCE": str(int(maintenance)), "SKIP_MIGRATE": str(int(skip_migrate))}
+    request.update(KIND=kind, VERSION=version)
     return pipeline.step_names(pipeline.Run(env, "", request), pipeline.strategy_for(env))
 
 
@@ -122,7 +124,8 @@ def plan(request: Request) -> Result:
     else:
         print(f"order=ok ({env['ORDERING']})")
     maintenance, skip_migrate = bool(request.option("maintenance")), bool(request.option("skip-migrate"))
-    print(f"steps={' '.join(deploy_steps(env, maintenance, skip_migrate))}")
+    kind = "rollback" if rollback else "deploy"
+    print(f"steps={' '.join(deploy_steps(env, maintenance, skip_migrate, kind, version))}")
     for kind, key in (("before", "HOOK_BEFORE_SWITCH"), ("after", "HOOK_AFTER_SWITCH")):
         print("\n".join(f"hooks_{kind}={hook}" for hook in env[key] or [""]))
     print(f"estimate={_estimate(env)}")

@@ -18,6 +18,17 @@ from django.core.management import call_command
 for name, code, args in (("migrate", 3, {}), ("collectstatic", 4, {})):
     if name == "migrate" and os.environ.get("PD_MIGRATE") != "1":
         continue
+    if name == "migrate":  # what it applies, for the history: a rollback must know (MIGRATIONS_LINE)
+        try:
+            from django.db import DEFAULT_DB_ALIAS, connections
+            from django.db.migrations.executor import MigrationExecutor
+            executor = MigrationExecutor(connections[DEFAULT_DB_ALIAS])
+            todo = executor.migration_plan(executor.loader.graph.leaf_nodes())
+            names = " ".join("%s.%s" % (m.app_label, m.name) for m, backwards in todo if not backwards)
+            print("--- migrations to apply: %s" % (names or "none"), flush=True)
+        except BaseException:
+            traceback.print_exc()
+            sys.exit(code)
     print("--- manage.py %s" % name, flush=True)
     if name == "collectstatic":
         from django.conf import settings
@@ -88,6 +99,18 @@ print("kept the static files of %d release(s), removed %d older file(s)" % (len(
 """
 
 
+MIGRATIONS_LINE = "--- migrations to apply: "
+
+
+def applied_migrations(log_text: str) -> str:
+    """The migrations the release tasks applied, from the run's log ('' for none)."""
+    found = ""
+    for line in log_text.splitlines():
+        if line.startswith(MIGRATIONS_LINE):
+            found = line[len(MIGRATIONS_LINE) :].strip()
+    return "" if found == "none" else found
+
+
 def manage_py(run, script: str) -> list:
     """The argument list of `manage.py shell -c SCRIPT -v 0` (the environment's MANAGE
     prefix): verbosity 0 for the shell alone keeps Django 5.2's "N objects imported
@@ -98,6 +121,11 @@ def manage_py(run, script: str) -> list:
 def release_tasks(run, strategy) -> int:
     environ = {"PD_MIGRATE": "0" if run.skip_migrate else "1"}
     rc = strategy.one_off(run, manage_py(run, RELEASE_TASKS_PY), environ)
+    try:
+        with open(run.file("log"), errors="replace") as log:
+            run.migrations = applied_migrations(log.read())
+    except OSError:
+        pass
     if rc == 4:
         run.failed_step = "static"
     elif rc:

@@ -20,6 +20,7 @@ served, see flip_to).
 
 from __future__ import annotations
 
+import json
 import os
 import time
 
@@ -51,6 +52,7 @@ class Slots(ct.ComposeEngine):
         self.old, self.new = [], []
         self.live = self.idle = ""
         self.admitted = self.flipped = False
+        self.woke, self.warm = False, {}  # an instant rollback's kept containers
         self.cpu_before = {}
         self.finish_steps = ["retire", "prune-static"]
         self.switch_steps = [
@@ -63,9 +65,24 @@ class Slots(ct.ComposeEngine):
     # ------------------------------------------------------------------ the steps
 
     def status(self) -> dict:
-        live = f"{self.env['WEB_SERVICE']}-{live_slot(self.env)}"
+        env = self.env
+        live = f"{env['WEB_SERVICE']}-{live_slot(env)}"
         print(f"live slot: {live}")
-        return {"live_slot": live, **super().status()}
+        found = {"live_slot": live}
+        warm = read_warm(env)
+        left = int(env["WARM_ROLLBACK"]) - (time.time() - float(warm.get("since", 0))) if warm else 0
+        if warm and left > 0 and warm.get("for") == envs.current_version(env):
+            how = (
+                f"migrations of {warm['for']} stand between: a rollback is a full one"
+                if warm.get("migrations")
+                else ("a rollback to it is instant")
+            )
+            print(
+                f"kept ready: {warm['version']} ({len(warm['containers'])} container(s), stopped: holding no memory) "
+                f"for {left:.0f}s more; {how}"
+            )
+            found.update(warm=warm["version"], warm_seconds=int(left), warm_memory=0)
+        return {**found, **super().status()}
 
     def start(self, run) -> int:
         """New containers beside the old (compose --scale with --no-recreate leaves the
@@ -80,6 +97,7 @@ class Slots(ct.ComposeEngine):
             if runner.output(compose.docker(env, "rm", "-f", *stopped))[0] != 0:
                 return 1
             print(f"removed {len(stopped)} stopped {web} container(s)", flush=True)
+        forget_warm(env)
         self.live = live_slot(env)
         self.idle = other_slot(self.live)
         leftover = self.in_slot(self.idle, self.old)
@@ -180,16 +198,103 @@ class Slots(ct.ComposeEngine):
         return 0
 
     def finish(self, run) -> None:
-        """Prune old static files in a new container while the old ones drain."""
+        """Prune old static files in a new container while the old ones drain (not after an
+        instant rollback: the files of the version it brought back were never pruned)."""
         from .pipeline import step
 
+        if self.woke:
+            step(run, "retire", lambda run: self.retire_old(run))
+            return
         pruning = release.prune_static(run, self.new[0] if self.new else "")
-        step(run, "retire", lambda run: self.retire_old())
+        step(run, "retire", lambda run: self.retire_old(run))
         step(run, "prune-static", lambda run: release.prune_static_report(run, pruning))
 
-    def retire_old(self) -> int:
-        drain.retire(self.env, self.old, "old")
+    def retire_old(self, run=None) -> int:
+        """The old containers drain and stop; after a deploy (RUN) they are kept, stopped and
+        out of the service's name, for WARM_ROLLBACK seconds: a rollback starts them again."""
+        env = self.env
+        keep = run is not None and run.kind == "deploy" and int(env["WARM_ROLLBACK"]) > 0 and bool(self.old)
+        drain.retire(env, self.old, "old", keep=keep)
+        if keep:
+            slot = other_slot(live_slot(env))  # where they served: the proxy has moved on
+            if all(self.set_aliases(container, [slot_alias(env, slot)]) for container in self.old):
+                warm = {
+                    "version": run.previous,
+                    "for": run.version,
+                    "slot": slot,
+                    "containers": self.old,
+                    "since": time.time(),
+                    "migrations": run.migrations,
+                }
+                envs.write_text(warm_file(env), json.dumps(warm) + "\n")
+            else:
+                runner.output(compose.docker(env, "rm", "-f", *self.old))
         self.old = []
+        return 0
+
+    # ------------------------------------------------------------------ instant rollback
+
+    def warm_steps(self, run):
+        """The steps of an instant rollback, or None (with why) for a full one: the previous
+        version's containers are kept (retire_old) and this rollback goes back to exactly
+        them, in time, with no migration of the version it undoes between them."""
+        env = self.env
+        warm = read_warm(env)
+        why = ""
+        if int(env["WARM_ROLLBACK"]) <= 0:
+            return None
+        if run.maintenance:
+            why = "--maintenance"
+        elif not warm:
+            why = "no previous version kept ready"
+        elif warm.get("version") != run.version:
+            why = f"the version kept ready is {warm.get('version')}, not {run.version}"
+        elif warm.get("for") != envs.current_version(env):
+            why = f"it was kept for {warm.get('for')}, which no longer serves"
+        elif time.time() - float(warm.get("since", 0)) > int(env["WARM_ROLLBACK"]):
+            why = f"it was kept for warm_rollback ({env['WARM_ROLLBACK']}s), and that has passed"
+        elif warm.get("migrations"):
+            why = f"{warm.get('for')} applied migrations ({warm['migrations']})"
+        else:
+            rc, out = ct.docker_out(env, "inspect", "-f", "{{.State.Status}} {{.Config.Image}}", *warm["containers"])
+            rows = [line.split() for line in out.splitlines() if line.strip()]
+            images = {row[1] for row in rows if len(row) == 2}
+            if rc != 0 or {row[0] for row in rows} != {"exited"}:
+                why = "its containers are gone or running"
+            elif any(ct.docker_out(env, "image", "inspect", "-f", "{{.Id}}", image)[0] != 0 for image in images):
+                # .env will name it: compose must find the image by its tag again (a pull does that)
+                why = f"the image {' '.join(sorted(images))} is no longer tagged here"
+        if why:
+            print(f"full rollback: {why}", flush=True)
+            return None
+        self.warm = warm
+        self.finish_steps = ["retire"]
+        age = time.time() - float(warm["since"])
+        print(f"instant rollback: {run.version} is kept ready (stopped {age:.0f}s ago, no migration since)", flush=True)
+        return [("wake", self.wake)] + self.switch_steps[1:]
+
+    def wake(self, run) -> int:
+        """The kept containers start again, in their slot (the idle one), beside the
+        version being undone, which serves until the switch."""
+        env, web, warm = self.env, self.env["WEB_SERVICE"], self.warm
+        self.live = live_slot(env)
+        self.idle = other_slot(self.live)
+        if warm["slot"] != self.idle:
+            print(f"the kept containers are in {slot_alias(env, warm['slot'])}, which serves now", flush=True)
+            return 1
+        self.old = ct.service_containers(env, web)
+        self.new = list(warm["containers"])
+        self.woke = True
+        forget_warm(env)
+        envs.write_text(os.path.join(env.state_dir, f"slot-{self.idle}"), run.version + "\n")
+        if runner.output(compose.docker(env, "start", *self.new))[0] != 0:
+            return 1
+        age = time.time() - float(warm["since"])
+        print(
+            f"started {len(self.new)} kept {web} container(s) of {run.version} again as {slot_alias(env, self.idle)} "
+            f"(stopped {age:.0f}s ago) beside {len(self.old)} of {warm['for']}",
+            flush=True,
+        )
         return 0
 
     def undo(self, run) -> int:
@@ -220,7 +325,7 @@ class Slots(ct.ComposeEngine):
     def interrupted(self, run) -> None:
         """A stopped run: finish retiring the old version if the new one serves, else undo."""
         if run.switched:
-            self.retire_old()
+            self.retire_old(run)
         else:
             self.undo(run)
 
@@ -342,6 +447,25 @@ class Slots(ct.ComposeEngine):
                 print(f"could not give {container[:12]} its CPU weight back (docker update --cpu-shares)", flush=True)
                 return False
         return True
+
+
+def warm_file(env: envs.Env) -> str:
+    return os.path.join(env.state_dir, "warm.json")
+
+
+def read_warm(env: envs.Env) -> dict:
+    try:
+        warm = json.loads(envs.read_text(warm_file(env)) or "{}")
+    except ValueError:
+        return {}
+    return warm if isinstance(warm, dict) and isinstance(warm.get("containers"), list) else {}
+
+
+def forget_warm(env: envs.Env) -> None:
+    try:
+        os.unlink(warm_file(env))
+    except FileNotFoundError:
+        pass
 
 
 def up_other_services(env: envs.Env) -> bool:

@@ -114,8 +114,8 @@ def last_deploy(path: str) -> str:
     except FileNotFoundError:
         pass
     history_py = run.lib_module("history")
-    records = history_py.read(path)
-    return history_py.one_line(records[-1]) if records else "none"
+    record = history_py.last_run(history_py.read(path))
+    return history_py.one_line(record) if record else "none"
 
 
 def dead_runs(runs_dir: str, own: str = "") -> list:
