@@ -86,6 +86,10 @@ def verdict(plan: HostPlan) -> tuple[int, str]:
         return protocol.EXIT_OLDER, "would be refused: the release is marked bad"
     if plan.get("order").startswith("refused"):
         return protocol.EXIT_OLDER, "would be refused: older than the deployed version"
+    if plan.get("unapply_check") == "irreversible":
+        return protocol.EXIT_OLDER, "would be refused: a migration to unapply has no reverse"
+    if plan.get("unapply_check").startswith("failed"):
+        return 1, "would fail: the migrations to unapply could not be checked"
     if plan.get("busy") not in ("", "no"):
         return protocol.EXIT_BUSY, "would wait or be refused: another deploy is running"
     if plan.get("rollback"):
@@ -128,7 +132,14 @@ def show(plan: HostPlan) -> list[str]:
         lines.append(
             f"hooks:       before_switch: {'; '.join(plan.hooks_before) or '-'}   after_switch: {'; '.join(plan.hooks_after) or '-'}"
         )
-    lines += _migration_lines(plan)
+    if plan.get("rollback"):
+        undo = plan.get("unapply")
+        check = {"ok": "", "irreversible": " (WOULD REFUSE: one has no reverse, see the note)"}.get(
+            plan.get("unapply_check"), f" ({plan.get('unapply_check')})" if plan.get("unapply_check") else ""
+        )
+        lines.append(f"migrations:  {'none to unapply' if undo in ('', 'none') else 'unapplied first: ' + undo}{check}")
+    else:
+        lines += _migration_lines(plan)
     estimate = plan.estimate()
     if estimate:
         lines.append(

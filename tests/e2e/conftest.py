@@ -35,6 +35,8 @@ IMAGES = {
     "1.1.0": "ok",
     "1.2.0-badhealth": "bad-health",
     "1.3.0-badmigration": "bad-migration",
+    "1.4.0-column": "add-column",
+    "1.5.0-irreversible": "irreversible",
 }
 
 

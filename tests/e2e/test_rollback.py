@@ -153,3 +153,67 @@ def test_a_rollback_to_another_version_or_after_the_window_is_a_full_one(server,
     finally:
         for version in (B, C):
             inv("deploy.mark-good", version, "--env", "staging")
+
+
+def test_a_rollback_past_a_migration_unapplies_it_first_under_load(server):
+    """1.4.0-column adds a NOT NULL column (with a database default) and fills it; a
+    rollback to 1.1.0 unapplies both migrations with 1.4.0-column's image while it still
+    serves, then switches: under open-loop load nothing fails, the column is gone, 1.1.0
+    reads and writes its table, and the rows written before are all there."""
+    import json
+    import time
+
+    from tests.e2e.conftest import PORTS, history_lines, psql
+    from tests.openload import OpenLoad
+
+    column = (
+        "select count(*) from information_schema.columns where table_name = 'notes_visit' and column_name = 'agent'"
+    )
+    ensure("production", "1.1.0")
+    ok("deploy.production", "--tag", "1.4.0-column", "--force")
+    assert psql("production", column) == "1"
+    rows = int(psql("production", "select count(*) from notes_visit"))
+    planned = ok("deploy.plan", "--env", "production", "--rollback")
+    assert "unapplied first: notes.0002_visit_agent" in planned and "would go back to 1.1.0" in planned
+    with OpenLoad(f"http://127.0.0.1:{PORTS['production']}/", rate=50, seconds=120) as load:
+        time.sleep(1)
+        back = inv("deploy.rollback", "--env", "production")
+        time.sleep(1.5)
+        seconds = load.now()
+    assert back.returncode == 0, back.stdout + back.stderr
+    summary = load.summary(budget=1.0)
+    print(summary.line())
+    assert summary.failed == 0, summary.failures
+    assert summary.slow == 0
+    assert summary.sent >= 50 * seconds * 0.9
+    assert "full rollback: 1.4.0-column applied migrations (notes.0002_visit_agent)" in back.stdout
+    assert "--- migrations to unapply: notes.0002_visit_agent" in back.stdout
+    assert served_version("production") == "1.1.0"
+    assert psql("production", column) == "0"
+    assert int(psql("production", "select count(*) from notes_visit")) > rows  # its visits, written by 1.1.0 too
+    record = json.loads(history_lines("production")[-1])
+    assert (record["kind"], record["outcome"], record["unapplied"]) == ("rollback", "ok", "notes.0002_visit_agent")
+    assert [s["name"] for s in record["steps"]].index("unmigrate") < [s["name"] for s in record["steps"]].index(
+        "switch"
+    )
+
+
+def test_a_rollback_past_an_irreversible_migration_is_refused_and_changes_nothing(server):
+    from tests.e2e.conftest import psql
+
+    ensure("production", "1.1.0")
+    try:
+        ok("deploy.production", "--tag", "1.5.0-irreversible", "--force")
+        planned = inv("deploy.plan", "--env", "production", "--rollback")
+        assert planned.returncode == 65, planned.stdout + planned.stderr
+        assert "would be refused: a migration to unapply has no reverse" in planned.stdout
+        back = inv("deploy.rollback", "--env", "production")
+        assert back.returncode == 1, back.stdout + back.stderr
+        assert "--- irreversible: notes.0002_irreversible" in back.stdout
+        assert "notes.0002_irreversible cannot be unapplied (no reverse operation)" in back.stdout
+        assert "Nothing was changed" in back.stdout
+        assert served_version("production") == "1.5.0-irreversible"
+        assert psql("production", "select count(*) from django_migrations where name = '0002_irreversible'") == "1"
+    finally:  # the next tests' 1.1.0 knows nothing of it
+        psql("production", "delete from django_migrations where name = '0002_irreversible'")
+        ensure("production", "1.1.0")

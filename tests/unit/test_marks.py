@@ -244,3 +244,61 @@ def test_a_rollback_passes_over_a_version_the_environment_no_longer_deploys():
     assert (
         why == "A served before B took over; passed over chan-0123456789ab (not a version this environment deploys now)"
     )
+
+
+def migrated(kind, version, applied="", unapplied=""):
+    record = {"kind": kind, "version": version, "outcome": "ok"}
+    record.update({k: v for k, v in (("migrations", applied), ("unapplied", unapplied)) if v})
+    return record
+
+
+@pytest.mark.parametrize(
+    ("records", "target", "pending"),
+    [
+        # 1.1 added a column, 1.2 a table: back to 1.0, both go, in the order they came.
+        (
+            [
+                migrated("deploy", "1.0", "notes.0001_initial"),
+                migrated("deploy", "1.1", "notes.0002_tags"),
+                migrated("deploy", "1.2", "notes.0003_x shop.0001_initial"),
+            ],
+            "1.0",
+            ["notes.0002_tags", "notes.0003_x", "shop.0001_initial"],
+        ),
+        # A rollback that already unapplied some: only the rest.
+        (
+            [
+                migrated("deploy", "1.0"),
+                migrated("deploy", "1.1", "notes.0002_tags"),
+                migrated("deploy", "1.2", "notes.0003_x"),
+                migrated("rollback", "1.1", unapplied="notes.0003_x"),
+            ],
+            "1.0",
+            ["notes.0002_tags"],
+        ),
+        # The target's own migrations are its schema; a failed deploy applied nothing.
+        ([migrated("deploy", "1.0", "notes.0001_initial"), migrated("deploy", "1.1")], "1.0", []),
+        (
+            [migrated("deploy", "1.0"), {"kind": "deploy", "version": "1.1", "outcome": "failed", "migrations": "a.1"}],
+            "1.0",
+            [],
+        ),
+        # Never served here: nothing is known of its schema.
+        ([migrated("deploy", "1.1", "notes.0002_tags")], "0.9", None),
+    ],
+)
+def test_a_rollback_unapplies_what_was_applied_since_its_target_served(records, target, pending):
+    assert tool().to_unapply(records, target) == pending
+
+
+def test_a_rollback_plan_lists_the_migrations_and_refuses_an_irreversible_one():
+    ok = preview.parse(
+        ["current=1.1", "target=1.0", "rollback=1.0 served before 1.1 took over", "order=ok", "unapply=notes.0002_tags"]
+        + ["unapply_check=ok"]
+    )
+    assert preview.verdict(ok) == (0, "would go back to 1.0 (now 1.1)")
+    assert "migrations:  unapplied first: notes.0002_tags" in preview.show(ok)
+    stuck = preview.parse(
+        ["current=1.1", "target=1.0", "rollback=r", "order=ok", "unapply=notes.0002_tags", "unapply_check=irreversible"]
+    )
+    assert preview.verdict(stuck) == (65, "would be refused: a migration to unapply has no reverse")

@@ -144,6 +144,23 @@ def rollback_choice(records, current, usable=None):
     return "", f"nothing served before {current or 'the current version'}"
 
 
+def to_unapply(records, target):
+    """The migrations applied here since TARGET last served and not unapplied since, in the
+    order they were applied (each deploy records what it applied, each rollback what it
+    unapplied); None when TARGET never served here (nothing is known of its schema)."""
+    pending, seen = [], False
+    for r in records:
+        if r.get("outcome") != "ok" or r.get("kind") not in SERVING_KINDS:
+            continue
+        if r.get("version") == target:
+            pending, seen = [], True
+            continue
+        gone = set(str(r.get("unapplied", "")).split())
+        pending = [m for m in pending if m not in gone]
+        pending += [m for m in str(r.get("migrations", "")).split() if m not in pending]
+    return pending if seen else None
+
+
 def rollback_target(path, current):
     """The version a rollback from CURRENT goes back to ('' for none): rollback_choice."""
     return rollback_choice(read(path), current)[0]

@@ -37,6 +37,7 @@ class Run:
         self.keep_good = request.get("KEEP_GOOD") == "1"  # a rollback that marks nothing bad
         self.why = request.get("WHY", "")  # why a rollback chose its version
         self.migrations = ""  # what its migrate step applied (app.name ...), for the history
+        self.unapplied = ""  # what a rollback unapplied (app.name ...), for the history
         self.previous = ""
         self.started = None  # from here on, a stopped run undoes what it did
         self.failed_step = ""
@@ -149,6 +150,8 @@ def step(run: Run, name: str, action, *args) -> bool:
 
 def deploy(run: Run, strategy) -> int:
     """The whole deploy; 0 when the new version serves, else 1 (the old one serves)."""
+    from . import release
+
     env = run.env
     run.previous = envs.current_version(env) or "none"
     run.started = time.time()
@@ -168,6 +171,8 @@ def deploy(run: Run, strategy) -> int:
     else:
         outcome = "failed"
         step(run, "rollback", strategy.undo)
+        if run.unapplied:  # the version that still serves needs its migrations back
+            step(run, "remigrate", lambda run: release.remigrate(run, strategy))
     if run.maintenance:
         step(run, "maintenance-off", maintenance, False)
     took = elapsed(run.started)
@@ -198,10 +203,23 @@ def steps(run: Run, strategy) -> list:
         chosen.append(("backup", strategy.backup))
     if run.maintenance:
         chosen.append(("maintenance-on", lambda run: maintenance(run, True)))
+    undo = unapplying(run)
+    if undo:  # a rollback past migrations: unapplied first, with the image that has them
+        chosen.append(("unmigrate", lambda run: release.unapply(run, strategy, undo)))
     chosen.append(("static" if run.skip_migrate else "migrate", lambda run: release.release_tasks(run, strategy)))
     if env["HOOK_BEFORE_SWITCH"]:
         chosen.append(("hooks-before", lambda run: release.hooks(run, strategy, env["HOOK_BEFORE_SWITCH"])))
     return chosen + list(strategy.switch_steps)
+
+
+def unapplying(run: Run) -> list:
+    """The migrations a rollback must unapply first: what was applied here since the
+    version it brings back last served (none for a later batch of a shared database: the
+    first host did it)."""
+    if run.kind != "rollback" or run.skip_migrate:
+        return []
+    tools = runner.lib_module("history")
+    return tools.to_unapply(tools.read(run.env.history), run.version) or []
 
 
 def step_names(run: Run, strategy) -> list:
@@ -285,6 +303,8 @@ def record(run: Run, outcome: str, duration: str) -> None:
         pairs["keep_good"] = "yes"
     if run.migrations:
         pairs["migrations"] = run.migrations
+    if run.unapplied:
+        pairs["unapplied"] = run.unapplied
     steps_path = run.file("steps")
     tail_path = run.file("tail")
     envs.write_text(tail_path, tail)

@@ -82,6 +82,23 @@ def plan_migrations(env: envs.Env, version: str, skip_migrate: bool) -> list:
     return strategy_for(env).plan_migrations(version)
 
 
+def unapply_plan(env: envs.Env, version: str, current: str, skip_migrate: bool) -> None:
+    """A rollback's migrations: what it would unapply first (applied here since VERSION last
+    served), and whether Django can (a one-off container of the current version: the image
+    is there, nothing changes)."""
+    from . import pipeline, release
+
+    run = pipeline.Run(env, "plan", {"KIND": "rollback", "VERSION": version, "SKIP_MIGRATE": str(int(skip_migrate))})
+    run.previous = current
+    names = pipeline.unapplying(run)
+    print(f"unapply={' '.join(names) or 'none'}")
+    if not names:
+        return
+    sys.stdout.flush()
+    rc = release.unapply(run, pipeline.strategy_for(env), names, check_only=True)
+    print(f"unapply_check={'ok' if rc == 0 else 'irreversible' if rc == 6 else f'failed (exit {rc})'}")
+
+
 def plan(request: Request) -> Result:
     """What a deploy of VERSION would do here, as KEY=value lines; changes nothing but
     pulling the image (to read its migrations). An outdated server side is reported."""
@@ -130,5 +147,8 @@ def plan(request: Request) -> Result:
         print("\n".join(f"hooks_{kind}={hook}" for hook in env[key] or [""]))
     print(f"estimate={_estimate(env)}")
     sys.stdout.flush()
+    if rollback:
+        unapply_plan(env, version, current, skip_migrate)
+        return Result(0, {"current": current, "target": version})
     print("\n".join(plan_migrations(env, version, skip_migrate)))
     return Result(0, {"current": current, "target": version})

@@ -99,6 +99,47 @@ print("kept the static files of %d release(s), removed %d older file(s)" % (len(
 """
 
 
+# A rollback's own: the migrations the version it undoes applied, unapplied with that
+# version's image (it has their files) while it still serves. Per app, back to the parent
+# of the earliest one; Django's backwards plan (dependents in other apps included) is
+# printed first, and any migration in it that cannot be unapplied (RunPython or RunSQL
+# without a reverse) stops it before anything changes (exit 6). PD_CHECK_ONLY=1: the plan only.
+UNAPPLY_PY = """
+import os, sys, traceback
+from django.core.management import call_command
+from django.db import DEFAULT_DB_ALIAS, connections
+from django.db.migrations.executor import MigrationExecutor
+try:
+    executor = MigrationExecutor(connections[DEFAULT_DB_ALIAS])
+    graph, applied = executor.loader.graph, executor.loader.applied_migrations
+    asked = [tuple(name.split(".", 1)) for name in os.environ["PD_UNAPPLY"].split()]
+    asked = [key for key in asked if key in applied and key in graph.nodes]
+    targets = []
+    for app in sorted({app for app, _ in asked}):
+        mine = [key for key in asked if key[0] == app]
+        first = min(mine, key=lambda key: len(graph.forwards_plan(key)))
+        parents = sorted(parent.key for parent in graph.node_map[first].parents if parent.key[0] == app)
+        targets.append((app, parents[-1][1] if parents else None))
+    plan = [migration for migration, backwards in executor.migration_plan(targets) if backwards]
+    names = ["%s.%s" % (m.app_label, m.name) for m in plan]
+    print("--- migrations to unapply: %s" % (" ".join(names) or "none"), flush=True)
+    stuck = ["%s.%s" % (m.app_label, m.name) for m in plan if not all(op.reversible for op in m.operations)]
+    if stuck:
+        print("--- irreversible: %s" % " ".join(stuck), flush=True)
+        sys.exit(6)
+    if os.environ.get("PD_CHECK_ONLY") == "1":
+        sys.exit(0)
+    for app, target in targets:
+        print("--- manage.py migrate %s %s" % (app, target or "zero"), flush=True)
+        call_command("migrate", app, target or "zero", interactive=False)
+    print("--- unapplied: %s" % (" ".join(names) or "none"), flush=True)
+except SystemExit:
+    raise
+except BaseException:
+    traceback.print_exc()
+    sys.exit(3)
+"""
+
 MIGRATIONS_LINE = "--- migrations to apply: "
 
 
@@ -116,6 +157,57 @@ def manage_py(run, script: str) -> list:
     prefix): verbosity 0 for the shell alone keeps Django 5.2's "N objects imported
     automatically" out of every step; the commands it calls keep their own output."""
     return [*run.env["MANAGE"].split(), "shell", "-c", script, "-v", "0"]
+
+
+def logged(run, prefix: str) -> str:
+    """The last value of a `PREFIX...` line in the run's log so far ('' for none)."""
+    found = ""
+    try:
+        with open(run.file("log"), errors="replace") as log:
+            for line in log:
+                if line.startswith(prefix):
+                    found = line[len(prefix) :].strip()
+    except OSError:
+        pass
+    return "" if found == "none" else found
+
+
+def unapply(run, strategy, names: list, check_only: bool = False) -> int:
+    """NAMES unapplied, in a one-off container of the version being undone (run.previous:
+    its image has their files), before the version brought back starts. Exit 6 (nothing
+    changed) when one of them cannot be unapplied."""
+    version = run.version
+    run.version = run.previous  # the one-off's image
+    try:
+        environ = {"PD_UNAPPLY": " ".join(names), "PD_CHECK_ONLY": "1" if check_only else "0"}
+        rc = strategy.one_off(run, manage_py(run, UNAPPLY_PY), environ)
+    finally:
+        run.version = version
+    if rc == 6:
+        print(
+            f"{logged(run, '--- irreversible: ') or 'the migrations above'} cannot be unapplied (no reverse operation): {run.version} would run "
+            f"on a schema it does not know. Nothing was changed. Deploy a fix forward instead, or roll back "
+            f"--to a version that has these migrations",
+            flush=True,
+        )
+    elif rc == 0 and not check_only:
+        run.unapplied = logged(run, "--- unapplied: ")
+    return rc
+
+
+def remigrate(run, strategy) -> int:
+    """A rollback that unapplied migrations and then failed: the version still serving gets
+    them back (its own release tasks, with its image)."""
+    version = run.version
+    run.version = run.previous
+    try:
+        rc = strategy.one_off(run, manage_py(run, RELEASE_TASKS_PY), {"PD_MIGRATE": "1"})
+    finally:
+        run.version = version
+    if rc == 0:
+        print(f"applied {run.unapplied} again for {run.previous}", flush=True)
+        run.unapplied = ""
+    return rc
 
 
 def release_tasks(run, strategy) -> int:
