@@ -71,6 +71,15 @@ def test_a_rollback_goes_back_along_what_served_and_marks_what_it_undid(server):
             inv("deploy.mark-good", version, "--env", "staging")
 
 
+def nothing_lost(load, seconds: float, rate: int = 50) -> None:
+    """The open-loop load's verdict: no request failed, none took over 1 s, and it ran on schedule."""
+    summary = load.summary(budget=1.0)
+    print(summary.line())
+    assert summary.failed == 0, summary.failures
+    assert summary.slow == 0
+    assert summary.sent >= rate * seconds * 0.9
+
+
 def steps_of_last_run(env: str) -> list[str]:
     import json
 
@@ -105,11 +114,7 @@ def test_an_instant_rollback_starts_the_kept_version_again_under_load(server):
             time.sleep(1.5)
             seconds = load.now()
         assert rolled.returncode == 0, rolled.stdout + rolled.stderr
-        summary = load.summary(budget=1.0)
-        print(summary.line())
-        assert summary.failed == 0, summary.failures
-        assert summary.slow == 0
-        assert summary.sent >= 50 * seconds * 0.9
+        nothing_lost(load, seconds)
         assert served_version("staging") == A
         assert steps_of_last_run("staging") == ["wake", "health", "admit", "switch", "retire"]
         record = json.loads(history_lines("staging")[-1])
@@ -181,11 +186,7 @@ def test_a_rollback_past_a_migration_unapplies_it_first_under_load(server):
         time.sleep(1.5)
         seconds = load.now()
     assert back.returncode == 0, back.stdout + back.stderr
-    summary = load.summary(budget=1.0)
-    print(summary.line())
-    assert summary.failed == 0, summary.failures
-    assert summary.slow == 0
-    assert summary.sent >= 50 * seconds * 0.9
+    nothing_lost(load, seconds)
     assert "full rollback: 1.4.0-column applied migrations (notes.0002_visit_agent)" in back.stdout
     assert "--- migrations to unapply: notes.0002_visit_agent" in back.stdout
     assert served_version("production") == "1.1.0"
