@@ -41,6 +41,15 @@ def order_refusal(env: envs.Env, version: str, build_order, force: bool) -> str 
     return None
 
 
+def deploy_refusal(env: envs.Env, version: str, build_order, force: bool) -> str | None:
+    """Why a deploy of VERSION would be refused (exit 65): older, or marked bad; None with --force."""
+    from . import marks
+
+    if force:
+        return None
+    return order_refusal(env, version, build_order, False) or marks.refusal(env, version)
+
+
 def _going_back(env: envs.Env, version: str) -> str:
     """What to do instead: roll back to VERSION if it served here, else it never did."""
     served = any(
@@ -129,9 +138,7 @@ def plan(request: Request) -> Result:
         print(f"server_side=outdated: {outdated}")
     holder = Lock(env.state_dir).busy()
     print(f"busy={holder.split(' ', 1)[-1] if holder else 'no'}")
-    why = None if rollback else order_refusal(env, version, request.option("order"), bool(request.option("force")))
-    if not why and mark and not rollback and not request.option("force"):
-        why = f"{version} is {marks.described(mark)}: mark it good first, or --force"
+    why = None if rollback else deploy_refusal(env, version, request.option("order"), bool(request.option("force")))
     if rollback:
         print("order=ok (a rollback goes back whatever the order)")
     elif why:

@@ -143,13 +143,18 @@ except BaseException:
 MIGRATIONS_LINE = "--- migrations to apply: "
 
 
-def applied_migrations(log_text: str) -> str:
-    """The migrations the release tasks applied, from the run's log ('' for none)."""
+def last_value(log_text: str, prefix: str) -> str:
+    """The value of the last `PREFIX...` line of a run's log ('' for none)."""
     found = ""
     for line in log_text.splitlines():
-        if line.startswith(MIGRATIONS_LINE):
-            found = line[len(MIGRATIONS_LINE) :].strip()
+        if line.startswith(prefix):
+            found = line[len(prefix) :].strip()
     return "" if found == "none" else found
+
+
+def applied_migrations(log_text: str) -> str:
+    """The migrations the release tasks applied, from the run's log ('' for none)."""
+    return last_value(log_text, MIGRATIONS_LINE)
 
 
 def manage_py(run, script: str) -> list:
@@ -160,29 +165,31 @@ def manage_py(run, script: str) -> list:
 
 
 def logged(run, prefix: str) -> str:
-    """The last value of a `PREFIX...` line in the run's log so far ('' for none)."""
-    found = ""
+    """The value of the last `PREFIX...` line in the run's log so far ('' for none)."""
     try:
         with open(run.file("log"), errors="replace") as log:
-            for line in log:
-                if line.startswith(prefix):
-                    found = line[len(prefix) :].strip()
+            return last_value(log.read(), prefix)
     except OSError:
-        pass
-    return "" if found == "none" else found
+        return ""
+
+
+def one_off_of_previous(run, strategy, script: str, environ: dict) -> int:
+    """SCRIPT in a one-off container of the version being undone (run.previous), not of the
+    one the run brings: the strategies' one_off takes its image from run.version."""
+    version = run.version
+    run.version = run.previous
+    try:
+        return strategy.one_off(run, manage_py(run, script), environ)
+    finally:
+        run.version = version
 
 
 def unapply(run, strategy, names: list, check_only: bool = False) -> int:
-    """NAMES unapplied, in a one-off container of the version being undone (run.previous:
-    its image has their files), before the version brought back starts. Exit 6 (nothing
-    changed) when one of them cannot be unapplied."""
-    version = run.version
-    run.version = run.previous  # the one-off's image
-    try:
-        environ = {"PD_UNAPPLY": " ".join(names), "PD_CHECK_ONLY": "1" if check_only else "0"}
-        rc = strategy.one_off(run, manage_py(run, UNAPPLY_PY), environ)
-    finally:
-        run.version = version
+    """NAMES unapplied, in a one-off container of the version being undone (its image has
+    their files), before the version brought back starts. Exit 6 (nothing changed) when one
+    of them cannot be unapplied."""
+    environ = {"PD_UNAPPLY": " ".join(names), "PD_CHECK_ONLY": "1" if check_only else "0"}
+    rc = one_off_of_previous(run, strategy, UNAPPLY_PY, environ)
     if rc == 6:
         print(
             f"{logged(run, '--- irreversible: ') or 'the migrations above'} cannot be unapplied (no reverse operation): {run.version} would run "
@@ -198,12 +205,7 @@ def unapply(run, strategy, names: list, check_only: bool = False) -> int:
 def remigrate(run, strategy) -> int:
     """A rollback that unapplied migrations and then failed: the version still serving gets
     them back (its own release tasks, with its image)."""
-    version = run.version
-    run.version = run.previous
-    try:
-        rc = strategy.one_off(run, manage_py(run, RELEASE_TASKS_PY), {"PD_MIGRATE": "1"})
-    finally:
-        run.version = version
+    rc = one_off_of_previous(run, strategy, RELEASE_TASKS_PY, {"PD_MIGRATE": "1"})
     if rc == 0:
         print(f"applied {run.unapplied} again for {run.previous}", flush=True)
         run.unapplied = ""
@@ -213,11 +215,7 @@ def remigrate(run, strategy) -> int:
 def release_tasks(run, strategy) -> int:
     environ = {"PD_MIGRATE": "0" if run.skip_migrate else "1"}
     rc = strategy.one_off(run, manage_py(run, RELEASE_TASKS_PY), environ)
-    try:
-        with open(run.file("log"), errors="replace") as log:
-            run.migrations = applied_migrations(log.read())
-    except OSError:
-        pass
+    run.migrations = logged(run, MIGRATIONS_LINE)
     if rc == 4:
         run.failed_step = "static"
     elif rc:

@@ -90,11 +90,9 @@ def _start(env: envs.Env, request: Request, kind: str, version: str, lock: Lock,
             1,
         )
     if kind == "deploy":
-        why = plan.order_refusal(env, version, request.option("order"), bool(request.option("force")))
-        if not why and not request.option("force"):
-            why = marks.refusal(env, version)
-        if why:
-            raise Refused(why, facts.EXIT_OLDER)
+        refused = plan.deploy_refusal(env, version, request.option("order"), bool(request.option("force")))
+        if refused:
+            raise Refused(refused, facts.EXIT_OLDER)
     run_id = run_id or f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{os.getpid()}"
     by = str(request.option("by", ""))
     lock.name(run_id, f"deploy of {version}", by, now_iso())
