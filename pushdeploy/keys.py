@@ -8,6 +8,9 @@ invoke.yaml may name several deploy keys, each held to some environments and ver
         staging:    {environments: [staging]}                 # every verb, staging only
         production: {environments: [production], verbs: [deploy, rollback, status, history, logs, plan, check]}
 
+Beyond verbs, a key may be given rights (protocol.KEY_RIGHTS), which "every verb" does not
+include: ``restore-db`` lets its rollbacks replace the database (--restore-db).
+
 A key's public key comes from ``public_key:`` there (the key line, or a .pub file
 relative to the project) or from DEPLOY_KEY_<NAME>_PUBLIC_KEY (.env or the process
 environment), which wins. `inv server.setup` writes one authorized_keys line per key
@@ -80,10 +83,12 @@ def from_config(raw, environments: Mapping) -> tuple[DeployKey, ...]:
                 f"{missing[0]!r} is not an environment of deploy.environments ({', '.join(sorted(environments))})",
             )
         verbs = _names(spec.get("verbs"), f"{where}.verbs") if spec.get("verbs") is not None else protocol.VERBS
-        wrong = [verb for verb in verbs if verb not in protocol.VERBS]
+        wrong = [verb for verb in verbs if verb not in protocol.VERBS + protocol.KEY_RIGHTS]
         if wrong:
             raise BadKeys(
-                f"{where}.verbs", f"{wrong[0]!r} is not a verb of the deploy account ({', '.join(protocol.VERBS)})"
+                f"{where}.verbs",
+                f"{wrong[0]!r} is not a verb of the deploy account ({', '.join(protocol.VERBS)}) "
+                f"nor a right ({', '.join(protocol.KEY_RIGHTS)})",
             )
         public_key = spec.get("public_key") or ""
         if not isinstance(public_key, str):

@@ -86,12 +86,22 @@ def verdict(plan: HostPlan) -> tuple[int, str]:
         return protocol.EXIT_OLDER, "would be refused: the release is marked bad"
     if plan.get("order").startswith("refused"):
         return protocol.EXIT_OLDER, "would be refused: older than the deployed version"
+    if plan.get("restore").startswith("refused"):
+        return protocol.EXIT_OLDER, "would be refused: no backup to restore (see restore)"
     if plan.get("unapply_check") == "irreversible":
-        return protocol.EXIT_OLDER, "would be refused: a migration to unapply has no reverse"
+        return (
+            protocol.EXIT_OLDER,
+            "would be refused: a migration to unapply has no reverse",
+        )
     if plan.get("unapply_check").startswith("failed"):
         return 1, "would fail: the migrations to unapply could not be checked"
     if plan.get("busy") not in ("", "no"):
         return protocol.EXIT_BUSY, "would wait or be refused: another deploy is running"
+    if plan.get("rollback") and plan.get("restore"):
+        return (
+            0,
+            f"would go back to {plan.get('target')} (now {plan.get('current')}) and restore the database: writes since {plan.get('lost_since') or '?'} are LOST",
+        )
     if plan.get("rollback"):
         return 0, f"would go back to {plan.get('target')} (now {plan.get('current')})"
     return 0, f"would deploy {plan.get('target')} (now {plan.get('current')})"
@@ -134,10 +144,16 @@ def show(plan: HostPlan) -> list[str]:
         )
     if plan.get("rollback"):
         undo = plan.get("unapply")
-        check = {"ok": "", "irreversible": " (WOULD REFUSE: one has no reverse, see the note)"}.get(
-            plan.get("unapply_check"), f" ({plan.get('unapply_check')})" if plan.get("unapply_check") else ""
-        )
+        check = {
+            "ok": "",
+            "irreversible": " (WOULD REFUSE: one has no reverse, see the note; --restore-db restores the backup instead)",
+        }.get(plan.get("unapply_check"), f" ({plan.get('unapply_check')})" if plan.get("unapply_check") else "")
         lines.append(f"migrations:  {'none to unapply' if undo in ('', 'none') else 'unapplied first: ' + undo}{check}")
+        restore = plan.get("restore")
+        if restore.startswith("refused"):
+            lines.append(f"restore:     WOULD REFUSE: {restore[len('refused: ') :]}")
+        elif restore:
+            lines.append(f"restore:     {plan.get('restore_loses') or restore}")
     else:
         lines += _migration_lines(plan)
     estimate = plan.estimate()

@@ -48,6 +48,7 @@ STATE = server_facts.STATE
 VERBS = server_facts.VERBS
 ADMIN_VERBS = server_facts.ADMIN_VERBS  # the admin connection's only (inv db.refresh)
 SERVER_VERBS = server_facts.SERVER_VERBS  # the admin connection's too (inv server.teardown)
+KEY_RIGHTS = server_facts.KEY_RIGHTS  # a named key's only when its verbs list them (restore-db)
 REVIEW_RE = server_facts.REVIEW_RE
 ENV_RE = server_facts.ENV_RE
 VERSION_RE = server_facts.VERSION_RE

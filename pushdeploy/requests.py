@@ -59,17 +59,22 @@ def rollback(
     wait: int = 0,
     skip_migrate: bool = False,
     keep_good: bool = False,
+    restore_db: bool = False,
+    maintenance: bool = False,
 ) -> str:
     """Go back to the version that served before (or to), for one phase; the release it
-    undoes is marked bad unless keep_good.
+    undoes is marked bad unless keep_good; restore_db: the database goes back to the backup
+    taken before the deploy that replaced that version (maintenance on throughout).
 
-    ``rollback ENV [--to=VERSION] [--keep-good] --id=ID [--wait=S] [--skip-migrate] --by=WHO [--url=URL] --expect=HASH``
+    ``rollback ENV [--to=VERSION] [--keep-good] [--restore-db] [--maintenance] --id=ID [--wait=S] [--skip-migrate] --by=WHO [--url=URL] --expect=HASH``
     """
     return protocol.command(
         "rollback",
         env,
         to=to,
         keep_good=keep_good,
+        restore_db=restore_db,
+        maintenance=maintenance,
         id=run_id,
         wait=wait or None,
         skip_migrate=skip_migrate,
@@ -147,16 +152,23 @@ def plan(
     skip_migrate: bool = False,
     force: bool = False,
     rollback: bool = False,
+    restore_db: bool = False,
 ) -> str:
     """What a deploy of version would do (changes nothing but pulling the image); with
     rollback, what a rollback would do: to version if given, else to the one it would choose.
 
     ``plan ENV VERSION [--order=T] [--maintenance] [--skip-migrate] [--force] --expect=HASH``,
-    ``plan ENV --rollback [--to=VERSION] [--skip-migrate] --expect=HASH``
+    ``plan ENV --rollback [--to=VERSION] [--restore-db] [--skip-migrate] --expect=HASH``
     """
     if rollback:
         return protocol.command(
-            "plan", env, rollback=True, to=version or None, skip_migrate=skip_migrate, expect=expect
+            "plan",
+            env,
+            rollback=True,
+            to=version or None,
+            restore_db=restore_db,
+            skip_migrate=skip_migrate,
+            expect=expect,
         )
     return protocol.command(
         "plan",

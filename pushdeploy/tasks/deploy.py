@@ -34,6 +34,7 @@ def run_deploy(
     maintenance: bool = False,
     hosts: str | None = None,
     keep_good: bool = False,
+    restore_db: bool = False,
 ) -> None:
     """The deploy, in order: validate, gather the request's inputs, check every host, send it batch by batch, undo on failure, report."""
     sessions: dict = {}  # connections the pre-flight opened, each used once by its host's batch
@@ -94,6 +95,8 @@ def run_deploy(
                     wait=wait,
                     skip_migrate=skip_migrate,
                     keep_good=keep_good,
+                    restore_db=restore_db and not skip_migrate,  # the first host restores the shared database
+                    maintenance=restore_db and skip_migrate,  # the others wait in maintenance until they switch
                 )
 
             what = f"{verb} of {version or 'the previous version'}" if verb == "rollback" else f"deploy of {version}"
@@ -101,6 +104,8 @@ def run_deploy(
             say(f"{what} to {env.name} on {len(chosen)} host(s) in {len(batches)} batch(es), by {by}")
             # One host checks itself in its own request; several are all checked before any of them changes.
             before = _preflight(settings, env, chosen, expect, wait, sessions, what) if len(chosen) > 1 else {}
+            if restore_db and len(chosen) > 1:  # no host may write to the database while it is replaced
+                _maintenance(settings, env, chosen, True)
             results, outcomes = [], {}
             for number, (batch, skip_migrate) in enumerate(batches, 1):
                 if len(batches) > 1:
@@ -118,6 +123,10 @@ def run_deploy(
                         outcomes[host] = rollout.Outcome(
                             host, "skipped", before.get(host, ""), "not started: a batch before it failed"
                         )
+                if restore_db and len(chosen) > 1:
+                    _after_failed_restore(
+                        settings, env, [h for h, o in outcomes.items() if o.state == "skipped"], number
+                    )
                 switched = [(r.host, rollout.previous_version(r.result)) for r in results if r.ok]
                 if switched and verb == "deploy" and env.on_failure == "rollback":
                     _undo(settings, env, switched, request, outcomes)
@@ -194,6 +203,31 @@ def _preflight(settings, env, hosts, expect: str, wait: int, sessions: dict, wha
         f"{env.name}: pre-flight ok on {len(hosts)} host(s) in {timer.elapsed:.1f}s: server side and settings current; running {', '.join(running)}"
     )
     return versions
+
+
+def _maintenance(settings, env, hosts, on: bool) -> None:
+    line = requests.maintenance(env.name, on=on)
+    answers = request_on_hosts(settings, env, line, _describe, hosts=tuple(hosts))
+    failed = [str(a.host) for a in answers if not a.ok]
+    if failed and on:
+        say(f"{env.name}: could not turn maintenance mode on at {', '.join(failed)}: nothing restored", sys.stderr)
+        raise Exit(code=1)
+
+
+def _after_failed_restore(settings, env, waiting, batch: int) -> None:
+    """A rollback with --restore-db failed: the hosts it never reached wait in maintenance.
+    If the first batch failed, its host put the database back as it was: they serve again.
+    Later, the database is the restored one, which the version they run does not know."""
+    if not waiting:
+        return
+    if batch == 1:
+        _maintenance(settings, env, waiting, False)
+        return
+    say(
+        f"{env.name}: {', '.join(map(str, waiting))} stay in maintenance mode: the database was restored for the "
+        f"version the rollback brings, not for the one they run; rerun the rollback with --hosts for them",
+        sys.stderr,
+    )
 
 
 def _undo(settings, env, switched, request, outcomes) -> None:
@@ -299,11 +333,14 @@ def to(c, env, tag=None, wait=0, force=False, maintenance=False, hosts=None):
         "env": "The environment (staging, production, ...).",
         "to": "The version to go back to (default: the one that served before the running version took over, passing over releases marked bad).",
         "keep-good": "Do not mark the release this rollback undoes as bad.",
+        "restore-db": "Also put the database back to the backup taken before the deploy that replaced that version "
+        "(for migrations that cannot be unapplied): maintenance mode throughout, and everything written since is LOST "
+        "(`inv deploy.plan --rollback --restore-db` says since when).",
         "wait": WAIT_HELP,
         "hosts": HOSTS_HELP,
     }
 )
-def rollback(c, env="staging", to=None, keep_good=False, wait=0, hosts=None):
+def rollback(c, env="staging", to=None, keep_good=False, restore_db=False, wait=0, hosts=None):
     """Go back to the version that served before the running one, batch by batch like a deploy.
 
     Each host goes back along what actually served there: a second rollback goes
@@ -311,8 +348,13 @@ def rollback(c, env="staging", to=None, keep_good=False, wait=0, hosts=None):
     (`inv deploy.plan --rollback` says which version and why). The release it
     undoes is marked bad, so a CI retry or the pull agent does not bring it back
     (--keep-good: not marked). --to VERSION goes to any version.
+
+    Migrations applied since that version served are unapplied first, while the
+    running version still serves; one that cannot be unapplied refuses the rollback,
+    unless --restore-db: then the database goes back to the backup taken before
+    the deploy that replaced that version (backup: true), in maintenance mode.
     """
-    run_deploy(c, env, None, wait, verb="rollback", to=to, hosts=hosts, keep_good=keep_good)
+    run_deploy(c, env, None, wait, verb="rollback", to=to, hosts=hosts, keep_good=keep_good, restore_db=restore_db)
 
 
 def _mark(c, env_name: str, version: str, bad: bool, reason: str) -> None:

@@ -16,10 +16,11 @@ from pushdeploy.tasks.common import exit_failed, expected, fail_on_errors, load_
         "maintenance": "Plan a deploy with --maintenance.",
         "force": "Plan a deploy with --force (the order check passes).",
         "rollback": "Plan a rollback instead: which version it would go back to and why (--tag: a rollback --to it).",
+        "restore-db": "With --rollback: plan a rollback --restore-db (which backup, and since when writes are lost).",
         "hosts": "Only these hosts (comma-separated, as in invoke.yaml).",
     }
 )
-def plan_(c, env="staging", tag=None, maintenance=False, force=False, rollback=False, hosts=None):
+def plan_(c, env="staging", tag=None, maintenance=False, force=False, rollback=False, restore_db=False, hosts=None):
     """Show what a deploy would do on each host, changing nothing.
 
     Per host: the running and the target version, whether the order check would
@@ -39,6 +40,8 @@ def plan_(c, env="staging", tag=None, maintenance=False, force=False, rollback=F
         if not tag and environment.require_tag and not rollback:
             raise plan.BadRequest(f"{env} has require_tag: pass --tag VERSION")
         chosen = rollout.select(environment.hosts, hosts)
+        if restore_db and not rollback:
+            raise plan.BadRequest("--restore-db plans a rollback: pass --rollback too")
         if rollback:
             version = plan.check_version(environment, tag) if tag else ""
         else:
@@ -59,6 +62,7 @@ def plan_(c, env="staging", tag=None, maintenance=False, force=False, rollback=F
                 force=force,
                 skip_migrate=skips[h],
                 rollback=rollback,
+                restore_db=restore_db,
             )
             for h in chosen
         }

@@ -396,3 +396,46 @@ def test_hosts_whose_server_side_differs_are_refused_before_anything_changes(fle
     assert result.stderr.count("settings installed for 'fleet' differ from your invoke.yaml") == 3
     assert {host: len(history(host)) for host in HOSTS} == before
     assert versions() == dict.fromkeys(HOSTS, V3)
+
+
+def fleet_psql(sql: str) -> str:
+    """SQL on the fleet's shared database (the sandbox's PostgreSQL, as its superuser)."""
+    argv = ["runuser", "-u", "postgres", "--", "psql", "-h", str(STATE / "db/run"), "-p", "5432", "-d", "pixel"]
+    result = subprocess.run([*argv, "-qtA", "-v", "ON_ERROR_STOP=1", "-c", sql], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_a_rollback_across_the_fleet_unapplies_once_then_an_instant_one_on_every_host(fleet):
+    """Issue 18 across three hosts and one database, under open-loop load through the load
+    balancer: a rollback past 1.4.0-column's migrations unapplies them once (the first host,
+    while every host still serves 1.4.0-column), the others follow without; the column is
+    gone and every host serves 1.1.0. Then a deploy without migrations, rolled back within
+    warm_rollback: every host wakes its kept containers (no pull, no new containers)."""
+    column = (
+        "select count(*) from information_schema.columns where table_name = 'notes_visit' and column_name = 'agent'"
+    )
+    ensure(fleet, V2)
+    deployed = fleet.deploy("1.4.0-column", "--force")
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    assert fleet_psql(column) == "1"
+    result, load = under_load(fleet, "deploy.rollback", "--env", ENV)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert_nothing_lost(load)
+    assert versions() == dict.fromkeys(HOSTS, V2) and last_second(load) == {V2}
+    assert fleet_psql(column) == "0"
+    steps = {host: [s["name"] for s in history(host)[-1]["steps"]] for host in HOSTS}
+    assert steps["h1"].index("unmigrate") < steps["h1"].index("switch")  # while 1.4.0-column served everywhere
+    assert "unmigrate" not in steps["h2"] + steps["h3"]
+    assert history("h1")[-1]["unapplied"] == "notes.0002_visit_agent"
+    # A release without migrations, rolled back at once: instant on every host.
+    deployed = fleet.deploy(V3, "--force")
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    result, load = under_load(fleet, "deploy.rollback", "--env", ENV)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert_nothing_lost(load)
+    assert versions() == dict.fromkeys(HOSTS, V2) and last_second(load) == {V2}
+    assert result.stdout.count(f"instant rollback: {V2} is kept ready") == 3
+    for host in HOSTS:
+        names = [s["name"] for s in history(host)[-1]["steps"]]
+        assert names[:4] == ["wake", "health", "admit", "switch"] and "pull" not in names, (host, names)

@@ -218,3 +218,57 @@ def test_a_rollback_past_an_irreversible_migration_is_refused_and_changes_nothin
     finally:  # the next tests' 1.1.0 knows nothing of it
         psql("production", "delete from django_migrations where name = '0002_irreversible'")
         ensure("production", "1.1.0")
+
+
+def test_a_rollback_with_restore_db_puts_the_backup_back_and_says_what_was_lost(server):
+    """Past an irreversible migration, --restore-db: the plan and the run say first what is
+    lost and since when; under open-loop load every request is answered (the old version, the
+    maintenance page, then the version brought back), none over 1 s; the database is exactly
+    the backup the 1.5.0-irreversible deploy took (a row written before it is there, one
+    written after is gone, the migration is not applied), the data as it was is saved in a
+    new backup, and the history records what was restored and since when writes are lost."""
+    import json
+    import time
+    from pathlib import Path
+
+    from tests.e2e.conftest import PORTS, history_lines, psql
+    from tests.openload import OpenLoad
+
+    applied = "select count(*) from django_migrations where name = '0002_irreversible'"
+    ensure("production", "1.1.0")
+    try:
+        psql("production", "insert into notes_visit (created_at, path) values (now(), 'restore:kept')")
+        ok("deploy.production", "--tag", "1.5.0-irreversible", "--force")
+        psql("production", "insert into notes_visit (created_at, path) values (now(), 'restore:lost')")
+        planned = ok("deploy.plan", "--env", "production", "--rollback", "--restore-db")
+        assert "restore:     the database goes back to " in planned
+        assert "would go back to 1.1.0 (now 1.5.0-irreversible) and restore the database: writes since " in planned
+        with OpenLoad(f"http://127.0.0.1:{PORTS['production']}/", rate=20, seconds=180) as load:
+            time.sleep(1)
+            back = inv("deploy.rollback", "--env", "production", "--restore-db")
+            time.sleep(1.5)
+        assert back.returncode == 0, back.stdout + back.stderr
+        out = back.stdout
+        assert out.index("restoring the database: the database goes back to ") < out.index("==> preflight")
+        assert "everything written since then is LOST" in out and "full rollback: --restore-db" in out
+        assert served_version("production") == "1.1.0"
+        assert psql("production", applied) == "0"
+        assert psql("production", "select count(*) from notes_visit where path = 'restore:kept'") == "1"
+        assert psql("production", "select count(*) from notes_visit where path = 'restore:lost'") == "0"
+        record = json.loads(history_lines("production")[-1])
+        assert (record["kind"], record["outcome"], record["version"]) == ("rollback", "ok", "1.1.0")
+        assert record["restored"].endswith("-1.1.0.dump") and record["lost_since"]
+        assert (Path("/var/lib/pushdeploy/production/backups") / record["backup"]).is_file()  # the data as it was
+        steps = [s["name"] for s in record["steps"]]
+        assert steps.index("maintenance-on") < steps.index("backup") < steps.index("restore") < steps.index("switch")
+        assert "unmigrate" not in steps and steps[-1] == "maintenance-off"
+        done = [s for s in load.samples if s.finished]
+        unanswered = [s for s in done if not (s.ok or s.status == 503)]
+        assert not unanswered, [s.error for s in unanswered][:5]
+        assert max(s.latency for s in done) < 1.0
+        assert {"1.5.0-irreversible", "1.1.0"} <= {s.version for s in done}
+        assert any(s.status == 503 for s in done)  # the maintenance page, while the database was replaced
+    finally:  # the next tests' 1.1.0 knows nothing of it
+        psql("production", "delete from django_migrations where name = '0002_irreversible'")
+        psql("production", "delete from notes_visit where path like 'restore:%'")
+        ensure("production", "1.1.0")

@@ -114,3 +114,27 @@ def test_the_bundle_carries_the_scopes_the_server_reads_and_the_settings_hash_co
     assert plan.server_conf(env, {}, narrower.keys) != conf, "a narrower scope is a different settings hash"
     assert "KEYS_SHA256" not in plan.server_conf(env, {}), "no named keys: the settings hash is as before"
     assert json.loads(scopes)["staging"]["verbs"] == list(protocol.VERBS)
+
+
+def test_restore_db_is_a_right_a_key_has_only_when_its_verbs_list_it():
+    """A key given every verb may roll back, but not replace the database (--restore-db),
+    unless `restore-db` is listed among its verbs."""
+    loaded = settings(
+        {
+            "staging": {"environments": ["staging"]},
+            "oncall": {"environments": ["production"], "verbs": ["rollback", "plan", "restore-db"]},
+        }
+    )
+    scopes = server_keys.parse(_scopes(loaded.keys))
+    assert "restore-db" not in scopes["staging"].verbs
+    every = server_keys.refusal(parse("--key=staging rollback staging --restore-db --id=x".split(), 0), scopes)
+    assert every == "the key 'staging' may not use --restore-db (list restore-db in its verbs to allow it)"
+    assert server_keys.refusal(parse("--key=staging rollback staging --id=x".split(), 0), scopes) is None
+    assert server_keys.refusal(parse("--key=oncall rollback production --restore-db".split(), 0), scopes) is None
+    assert server_keys.refusal(parse("--key=oncall plan production --rollback --restore-db".split(), 0), scopes) is None
+
+
+def _scopes(keys) -> str:
+    from pushdeploy import keys as deploy_keys
+
+    return deploy_keys.scopes_json(keys)

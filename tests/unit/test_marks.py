@@ -302,3 +302,34 @@ def test_a_rollback_plan_lists_the_migrations_and_refuses_an_irreversible_one():
         ["current=1.1", "target=1.0", "rollback=r", "order=ok", "unapply=notes.0002_tags", "unapply_check=irreversible"]
     )
     assert preview.verdict(stuck) == (65, "would be refused: a migration to unapply has no reverse")
+
+
+def test_brief_reads_what_was_appended_since_and_leaves_out_steps_and_log(tmp_path):
+    """The marks, the rollback's choice and the status read the history on every request:
+    brief() keeps what it read (without steps and log tail) and parses only new lines."""
+    history = tool()
+    path = tmp_path / "history.jsonl"
+    lines = [
+        {"kind": "deploy", "version": "A", "outcome": "ok", "steps": [{"name": "pull"}], "log_tail": "x" * 500},
+        {"kind": "deploy", "version": "B", "outcome": "ok", "steps": [], "log_tail": ""},
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    assert history.brief(str(path)) == [{"kind": "deploy", "version": v, "outcome": "ok"} for v in "AB"]
+    assert not (tmp_path / "history.jsonl.brief").exists(), "a reader writes nothing"
+    assert history.brief(str(path), keep=True) == history.brief(str(path))  # what append() does
+    with open(path, "a") as stream:
+        stream.write(json.dumps({"kind": "rollback", "version": "A", "outcome": "ok"}) + '\n{"kind": "dep')
+    read = history.brief(str(path), keep=True)  # the half-written line waits for its end
+    assert [r["version"] for r in read] == ["A", "B", "A"]
+    assert history.rollback_choice(read, "A")[0] == "" and "B" in history.bad(read)
+    with open(path, "a") as stream:
+        stream.write('loy", "version": "C", "outcome": "ok"}\n')
+    assert [r["version"] for r in history.brief(str(path), keep=True)] == ["A", "B", "A", "C"]
+    cached = json.loads((tmp_path / "history.jsonl.brief").read_text())
+    assert cached["offset"] == path.stat().st_size and "log_tail" not in json.dumps(cached)
+    path.write_text(json.dumps({"kind": "deploy", "version": "Z", "outcome": "ok"}) + "\n")  # rewritten by hand
+    assert [r["version"] for r in history.brief(str(path))] == ["Z"]
+    history.append(str(path), ["kind=deploy", "version=Y", "outcome=ok"])
+    assert [r["version"] for r in history.brief(str(path))] == ["Z", "Y"]
+    assert json.loads((tmp_path / "history.jsonl.brief").read_text())["offset"] == path.stat().st_size
+    assert history.brief(str(tmp_path / "none.jsonl")) == []

@@ -127,3 +127,42 @@ def test_a_failing_after_switch_hook_is_a_warning_not_a_failed_deploy(deploy, ca
 def test_skip_migrate_runs_static_and_no_backup(deploy):
     _, steps, _, _ = deploy(Strategy(SLOTS), "BACKUP=yes\n", SKIP_MIGRATE="1")
     assert steps[:5] == ["preflight", "pull", "database", "static", "hooks-before"]
+
+
+@pytest.mark.parametrize("switch", [SLOTS, RECREATE, SWARM], ids=["slots", "recreate", "swarm"])
+@pytest.mark.parametrize("fail", ["", "last"])
+def test_a_rollback_with_restore_db_saves_restores_and_puts_the_data_back_if_it_fails(deploy, switch, fail, capsys):
+    """--restore-db: the loss stated first, maintenance on, the data as it is now saved, the
+    older backup restored (no unmigrate), recorded; a failure after the restore restores the
+    saved data for the version that serves on."""
+    strategy = Strategy(switch, fail=switch[-1] if fail else "")
+    restored = []
+
+    def restore(run, path):
+        restored.append(path)
+        return 0
+
+    def backup(run):
+        run.backup = "/state/backups/20261205T120000Z-1.4.0.dump"
+        return 0
+
+    strategy.restore, strategy.backup, strategy.warm_steps = restore, backup, lambda run: None
+    request = {"KIND": "rollback", "VERSION": "1.3.0", "MAINTENANCE": "1"}
+    request.update(RESTORE="/state/backups/20261201T100000Z-1.3.0.dump", LOST_SINCE="2026-12-01T10:00:00Z")
+    answer, steps, records, _ = deploy(strategy, "BACKUP=yes\n", **request, RESTORE_FOR="1.4.0")
+    out = capsys.readouterr().out
+    assert out.index("restoring the database: the database goes back to 20261201T100000Z-1.3.0.dump") < out.index(
+        "==> preflight"
+    )
+    start = steps.index("maintenance-on")
+    assert steps[start : start + 4] == ["maintenance-on", "backup", "restore", "migrate"]
+    assert "unmigrate" not in steps and steps[-1] == "maintenance-off"
+    record = records[-1]
+    assert record["backup"] == "20261205T120000Z-1.4.0.dump"
+    if not fail:
+        assert answer == 0 and restored == ["/state/backups/20261201T100000Z-1.3.0.dump"]
+        assert (record["restored"], record["lost_since"]) == ("20261201T100000Z-1.3.0.dump", "2026-12-01T10:00:00Z")
+    else:
+        assert answer == 1 and steps[-3:] == ["rollback", "restore-back", "maintenance-off"]
+        assert restored == ["/state/backups/20261201T100000Z-1.3.0.dump", "/state/backups/20261205T120000Z-1.4.0.dump"]
+        assert "restored" not in record  # it was put back

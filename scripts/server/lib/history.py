@@ -31,6 +31,54 @@ def read(path):
     return records
 
 
+HEAVY = ("steps", "log_tail")  # the bulk of a record, which brief() leaves out
+
+
+def brief(path, keep=False):
+    """Every record as read() gives it, without its steps and log tail: what the marks, the
+    rollback's choice and the status need. append() keeps them in PATH.brief (KEEP: the
+    history's first bytes, the size read so far, and the records), so a reader parses only
+    the lines appended since (none, usually) and writes nothing; a history rewritten by hand
+    (other first bytes, or shorter) is read whole."""
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as stream:
+            head = stream.read(64).decode("utf-8", "replace")
+    except FileNotFoundError:
+        return []
+    cache = path + ".brief"
+    offset, records = 0, []
+    try:
+        with open(cache, encoding="utf-8") as stream:
+            saved = json.load(stream)
+        if saved["head"] == head and 0 <= saved["offset"] <= size and isinstance(saved["records"], list):
+            offset, records = saved["offset"], saved["records"]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    if offset == size and (offset or not keep):
+        return records
+    with open(path, "rb") as stream:
+        stream.seek(offset)
+        data = stream.read(size - offset)
+    whole = data[: data.rfind(b"\n") + 1]  # a line being written is read next time
+    for line in whole.splitlines():
+        try:
+            record = json.loads(line.decode("utf-8", "replace"))
+        except ValueError:
+            continue  # a torn line after a crash is skipped, as read() does
+        if isinstance(record, dict):
+            records.append({key: value for key, value in record.items() if key not in HEAVY})
+    if not keep:
+        return records
+    try:
+        with open(cache + ".tmp", "w", encoding="utf-8") as stream:
+            json.dump({"head": head, "offset": offset + len(whole), "records": records}, stream, ensure_ascii=False)
+        os.replace(cache + ".tmp", cache)
+    except OSError:
+        pass  # the next append tries again; readers parse what is not kept
+    return records
+
+
 def value_of(key, text):
     if text.startswith("@"):
         with open(text[1:], encoding="utf-8", errors="replace") as stream:
@@ -53,6 +101,7 @@ def append(path, pairs):
         record[key] = value_of(key, text)
     with open(path, "a", encoding="utf-8") as stream:
         stream.write(json.dumps(record, ensure_ascii=False) + "\n")
+    brief(path, keep=True)
     summary = path + ".last"
     if record.get("kind") == "mark":  # not a run: the last run's summary stays current
         if os.path.exists(summary):
@@ -161,9 +210,24 @@ def to_unapply(records, target):
     return pending if seen else None
 
 
+def restore_point(records, target):
+    """(the record of the deploy that took over from TARGET when it last served, the time
+    TARGET started serving then): the backup that deploy took (its `backup`) holds the data
+    as TARGET left it. (None, '') when TARGET never served, or serves still."""
+    last, after = None, None
+    for r in records:
+        if r.get("outcome") != "ok" or r.get("kind") not in SERVING_KINDS:
+            continue
+        if r.get("version") == target:
+            last, after = r, None
+        elif last is not None and after is None:
+            after = r
+    return after, (last or {}).get("time", "")
+
+
 def rollback_target(path, current):
     """The version a rollback from CURRENT goes back to ('' for none): rollback_choice."""
-    return rollback_choice(read(path), current)[0]
+    return rollback_choice(brief(path), current)[0]
 
 
 def median_ok(path, limit):

@@ -145,7 +145,9 @@ class Checks:
         """The digest of the last image the agent tried, else the one deployed now."""
         tools = self.tools
         current = envs.current_version(self.env)
-        return tools.last_digest(tools.read(self.path)) or tools.running_digest(tools.read(self.env.history), current)
+        return tools.last_digest(tools.read(self.path)) or tools.running_digest(
+            run.lib_module("history").brief(self.env.history), current
+        )
 
 
 def check(env: envs.Env, folder: str) -> Result:

@@ -211,6 +211,15 @@ class ComposeEngine(Strategy):
         command = compose.compose(env, "exec", "-T", env["DB_SERVICE"], "sh", "-c", dump)
         return backup_into(run, command)
 
+    def restore(self, run, path: str) -> int:
+        from . import refresh
+
+        connect = '-U "$POSTGRES_USER" -d "$POSTGRES_DB"'  # the container's shell expands them
+        command = compose.compose(
+            self.env, "exec", "-T", self.env["DB_SERVICE"], "sh", "-c", refresh.replace_sh(connect)
+        )
+        return refresh.replace_with(run, path, command)
+
     def one_off(self, run, argv: list, environ: dict) -> int:
         """ARGV in a one-off container of the new version (compose run); its exit status.
         With PRIORITY=low it gets a low CPU weight as soon as it exists."""
@@ -274,6 +283,7 @@ def backup_into(run, command: runner.Command) -> int:
         os.unlink(path + ".part")
         return rc or 1
     os.replace(path + ".part", path)
+    run.backup = path
     print(f"saved {path} ({human_size(os.path.getsize(path))})", flush=True)
     dumps = sorted(
         (os.path.join(folder, name) for name in os.listdir(folder) if name.endswith(".dump")),
@@ -281,7 +291,8 @@ def backup_into(run, command: runner.Command) -> int:
         reverse=True,
     )
     for old in dumps[int(env["BACKUP_KEEP"]) :]:
-        os.unlink(old)
+        if old != getattr(run, "restore", ""):  # what this run is about to restore stays
+            os.unlink(old)
     return 0
 
 

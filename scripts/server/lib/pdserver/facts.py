@@ -35,6 +35,7 @@ STATE = FACTS["PD_STATE"]
 VERBS = tuple(FACTS["PD_VERBS"].split())
 ADMIN_VERBS = tuple(FACTS["PD_ADMIN_VERBS"].split())
 SERVER_VERBS = tuple(FACTS["PD_SERVER_VERBS"].split())  # the admin connection's too
+KEY_RIGHTS = tuple(FACTS["PD_KEY_RIGHTS"].split())  # a named key's only if its verbs list them
 REVIEW_VERBS = tuple(verb for verb in VERBS if verb.startswith("review-"))
 REVIEW_RE = re.compile(FACTS["PD_REVIEW_RE"])
 ENV_RE = re.compile(FACTS["PD_ENV_RE"])

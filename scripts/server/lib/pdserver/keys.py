@@ -39,7 +39,11 @@ def parse(text: str) -> dict[str, Scope]:
         if not facts.matches(facts.KEY_RE, name) or not isinstance(scope, dict):
             raise BadScopes(f"invalid key {name!r}")
         environments, verbs = scope.get("environments"), scope.get("verbs")
-        if not _names(environments, facts.ENV_RE) or not _names(verbs, None) or not set(verbs) <= set(facts.VERBS):
+        if (
+            not _names(environments, facts.ENV_RE)
+            or not _names(verbs, None)
+            or not set(verbs) <= set(facts.VERBS + facts.KEY_RIGHTS)
+        ):
             raise BadScopes(f"key {name!r}: environments and verbs are lists of names")
         scopes[name] = Scope(tuple(environments), tuple(verbs))
     return scopes
@@ -60,6 +64,9 @@ def refusal(request: Request, scopes: dict[str, Scope]) -> str | None:
         return f"the key '{request.key}' has no scope on this server: run `inv server.setup` with the invoke.yaml that declares it"
     if request.verb in facts.ADMIN_VERBS + facts.SERVER_VERBS or request.verb not in scope.verbs:
         return f"the key '{request.key}' may not run {request.verb} (it may run: {' '.join(scope.verbs) or 'nothing'})"
+    rights = [right for right in facts.KEY_RIGHTS if request.option(right) and right not in scope.verbs]
+    if rights:
+        return f"the key '{request.key}' may not use --{rights[0]} (list {rights[0]} in its verbs to allow it)"
     target = request.template or request.env
     if target not in scope.environments:
         what = f"review environments of '{target}'" if request.template else f"'{target}'"

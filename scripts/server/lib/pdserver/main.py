@@ -28,8 +28,10 @@ USAGE = """usage: deploy VERB ENV [OPTIONS]
         it recreates web and proxy in place instead (a short restart, measured); with
         `engine: swarm` it deploys the stack and watches it converge.
         Refuses a version older than the deployed one unless --force.
-  rollback ENV [--to=VERSION] [--id=ID] [--by=WHO] [--url=BUILD_URL] [--expect=HASH]
-        deploy the previous successful version again (or VERSION).
+  rollback ENV [--to=VERSION] [--keep-good] [--restore-db] [--id=ID] [--by=WHO] [--url=BUILD_URL] [--expect=HASH]
+        go back to the version that served before the current one (or VERSION), past
+        releases marked bad; unapply the migrations applied since, or with --restore-db
+        restore the backup taken before the deploy that replaced it (writes since are lost).
   status ENV [--expect=HASH]   deployed version, running deploy, services
   history ENV [--limit=N]      the last deploys, one JSON object a line
   logs ENV [--follow]          the last deploy's log

@@ -22,7 +22,7 @@ def reason_of(option) -> str:
 def bad(env: envs.Env) -> dict:
     """{version: its mark} for the versions of ENV marked bad now."""
     tools = run.lib_module("history")
-    return tools.bad(tools.read(env.history))
+    return tools.bad(tools.brief(env.history))
 
 
 def described(mark: dict) -> str:
@@ -54,7 +54,7 @@ def rollback_choice(env: envs.Env, current: str) -> tuple[str, str]:
         return True
 
     tools = run.lib_module("history")
-    return tools.rollback_choice(tools.read(env.history), current, usable)
+    return tools.rollback_choice(tools.brief(env.history), current, usable)
 
 
 def mark(request: Request) -> Result:

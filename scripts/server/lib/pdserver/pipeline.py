@@ -5,10 +5,13 @@ fails, the strategy undoes what it started and the old version serves on. What
 every deploy does whatever its strategy (notify, backup, maintenance, the hooks,
 the history, the build order) is done here, once:
 
-    preflight, pull, [database], [backup], [maintenance-on], migrate (or static),
-    [hooks-before], the strategy's switch steps (slots: start, health, admit, switch;
+    preflight, pull, [database], [backup], [maintenance-on], [unmigrate], migrate (or
+    static), [hooks-before], the strategy's switch steps (slots: start, health, admit, switch;
     recreate: recreate, up; swarm: proxy, deploy, converge), then the strategy's
     finish (retire, prune-static), [hooks-after], [maintenance-off]
+
+A rollback with --restore-db turns maintenance on first, then takes its backup and
+restores the older one (restoredb.py) in place of unmigrate.
 """
 
 from __future__ import annotations
@@ -36,6 +39,11 @@ class Run:
         self.skip_migrate = request.get("SKIP_MIGRATE") == "1"
         self.keep_good = request.get("KEEP_GOOD") == "1"  # a rollback that marks nothing bad
         self.why = request.get("WHY", "")  # why a rollback chose its version
+        # --restore-db: the backup a rollback restores (restoredb.py), when it was taken, by whose deploy
+        self.restore = request.get("RESTORE", "")
+        self.lost_since, self.restore_for = request.get("LOST_SINCE", ""), request.get("RESTORE_FOR", "")
+        self.restored = False  # the restore ran: a failure after it puts the data of run.backup back
+        self.backup = ""  # the backup this run took (a path)
         self.migrations = ""  # what its migrate step applied (app.name ...), for the history
         self.unapplied = ""  # what a rollback unapplied (app.name ...), for the history
         self.previous = ""
@@ -67,6 +75,10 @@ class Strategy:
         raise NotImplementedError
 
     def backup(self, run) -> int:
+        raise NotImplementedError
+
+    def restore(self, run, path: str) -> int:
+        """The backup at PATH restored into the database, in one transaction."""
         raise NotImplementedError
 
     def one_off(self, run, argv: list, environ: dict) -> int:
@@ -161,6 +173,11 @@ def deploy(run: Run, strategy) -> int:
     )
     if run.why:
         print(f"going back: {run.why}", flush=True)
+    if run.restore:
+        from . import restoredb
+
+        point = restoredb.Point(run.restore, run.lost_since, run.restore_for)
+        print(f"restoring the database: {restoredb.statement(point)}", flush=True)
     notify(run, "started")
     if all(step(run, name, action) for name, action in steps(run, strategy)):
         outcome = "ok"
@@ -171,9 +188,18 @@ def deploy(run: Run, strategy) -> int:
     else:
         outcome = "failed"
         step(run, "rollback", strategy.undo)
-        if run.unapplied:  # the version that still serves needs its migrations back
+        if run.restored:  # the version that still serves needs its data back
+            run.restored = not step(run, "restore-back", lambda run: strategy.restore(run, run.backup))
+        elif run.unapplied:  # the version that still serves needs its migrations back
             step(run, "remigrate", lambda run: release.remigrate(run, strategy))
-    if run.maintenance:
+    if run.maintenance and outcome != "ok" and run.restored:
+        print(
+            f"maintenance mode stays on: the database holds the restored backup, which {envs.current_version(env)} "
+            f"does not know, and putting back {run.backup} failed: restore it by hand (README: Restoring a backup), then "
+            f"`inv deploy.maintenance --env {env.name} off`",
+            flush=True,
+        )
+    elif run.maintenance:
         step(run, "maintenance-off", maintenance, False)
     took = elapsed(run.started)
     record(run, outcome, took)
@@ -199,17 +225,25 @@ def steps(run: Run, strategy) -> list:
         return warm
     chosen = [("preflight", strategy.preflight), ("pull", strategy.pull)]
     chosen += list(strategy.database_steps)
-    if env["BACKUP"] == "yes" and not run.skip_migrate:
+    if env["BACKUP"] == "yes" and not run.skip_migrate and not run.restore:
         chosen.append(("backup", strategy.backup))
     if run.maintenance:
         chosen.append(("maintenance-on", lambda run: maintenance(run, True)))
-    undo = unapplying(run)
+    if run.restore:  # the data as it is now saved, then the data as it was before
+        chosen += [("backup", strategy.backup), ("restore", lambda run: restore(run, strategy))]
+    undo = [] if run.restore else unapplying(run)
     if undo:  # a rollback past migrations: unapplied first, with the image that has them
         chosen.append(("unmigrate", lambda run: release.unapply(run, strategy, undo)))
     chosen.append(("static" if run.skip_migrate else "migrate", lambda run: release.release_tasks(run, strategy)))
     if env["HOOK_BEFORE_SWITCH"]:
         chosen.append(("hooks-before", lambda run: release.hooks(run, strategy, env["HOOK_BEFORE_SWITCH"])))
     return chosen + list(strategy.switch_steps)
+
+
+def restore(run: Run, strategy) -> int:
+    rc = strategy.restore(run, run.restore)
+    run.restored = rc == 0 or run.restored
+    return rc
 
 
 def unapplying(run: Run) -> list:
@@ -219,7 +253,7 @@ def unapplying(run: Run) -> list:
     if run.kind != "rollback" or run.skip_migrate:
         return []
     tools = runner.lib_module("history")
-    return tools.to_unapply(tools.read(run.env.history), run.version) or []
+    return tools.to_unapply(tools.brief(run.env.history), run.version) or []
 
 
 def step_names(run: Run, strategy) -> list:
@@ -305,6 +339,10 @@ def record(run: Run, outcome: str, duration: str) -> None:
         pairs["migrations"] = run.migrations
     if run.unapplied:
         pairs["unapplied"] = run.unapplied
+    if run.backup:
+        pairs["backup"] = os.path.basename(run.backup)
+    if run.restored:
+        pairs.update(restored=os.path.basename(run.restore), lost_since=run.lost_since)
     steps_path = run.file("steps")
     tail_path = run.file("tail")
     envs.write_text(tail_path, tail)

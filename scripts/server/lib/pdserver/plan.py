@@ -54,21 +54,23 @@ def _going_back(env: envs.Env, version: str) -> str:
     """What to do instead: roll back to VERSION if it served here, else it never did."""
     served = any(
         record.get("version") == version and record.get("outcome") == "ok"
-        for record in run.lib_module("history").read(env.history)
+        for record in run.lib_module("history").brief(env.history)
     )
     if served:
         return f"to go back to it, `inv deploy.rollback --env {env.name} --to {version}`; or --force"
     return f"{version} never served here: deploy a newer version, or pass --force to deploy it anyway"
 
 
-def deploy_steps(env: envs.Env, maintenance: bool, skip_migrate: bool, kind: str = "deploy", version: str = "") -> list:
-    """The steps a deploy (or a rollback to VERSION: an instant one, if it can be) runs with
-    these settings, in its order: the pipeline's own list (tests/e2e/test_plan.py compares
-    it with a real deploy's)."""
+def deploy_steps(
+    env: envs.Env, maintenance: bool, skip_migrate: bool, kind: str = "deploy", version: str = "", restore: str = ""
+) -> list:
+    """The steps a deploy (or a rollback to VERSION: an instant one, if it can be; with
+    RESTORE, the backup it restores) runs with these settings, in its order: the pipeline's
+    own list (tests/e2e/test_plan.py compares it with a real deploy's)."""
     from . import pipeline
 
-    request = {"MAINTENANCE": str(int(maintenance)), "SKIP_MIGRATE": str(int(skip_migrate))}
-    request.update(KIND=kind, VERSION=version)
+    request = {"MAINTENANCE": str(int(maintenance or bool(restore))), "SKIP_MIGRATE": str(int(skip_migrate))}
+    request.update(KIND=kind, VERSION=version, RESTORE=restore)
     return pipeline.step_names(pipeline.Run(env, "", request), pipeline.strategy_for(env))
 
 
@@ -106,6 +108,20 @@ def unapply_plan(env: envs.Env, version: str, current: str, skip_migrate: bool) 
     sys.stdout.flush()
     rc = release.unapply(run, pipeline.strategy_for(env), names, check_only=True)
     print(f"unapply_check={'ok' if rc == 0 else 'irreversible' if rc == 6 else f'failed (exit {rc})'}")
+
+
+def restore_plan(env: envs.Env, version: str):
+    """A rollback's --restore-db: the backup it would restore and what that loses (restore=,
+    lost_since=, restore_loses=), or why it cannot (restore=refused: ...); its Point or None."""
+    from . import restoredb
+
+    try:
+        point = restoredb.choose(env, version)
+    except Refused as why:
+        print(f"restore=refused: {why}")
+        return None
+    print(f"restore={point.path}\nlost_since={point.taken}\nrestore_loses={restoredb.statement(point)}")
+    return point
 
 
 def plan(request: Request) -> Result:
@@ -149,13 +165,18 @@ def plan(request: Request) -> Result:
         print(f"order=ok ({env['ORDERING']})")
     maintenance, skip_migrate = bool(request.option("maintenance")), bool(request.option("skip-migrate"))
     kind = "rollback" if rollback else "deploy"
-    print(f"steps={' '.join(deploy_steps(env, maintenance, skip_migrate, kind, version))}")
+    point = restore_plan(env, version) if rollback and request.option("restore-db") and not skip_migrate else None
+    restore = point.path if point else ""
+    print(f"steps={' '.join(deploy_steps(env, maintenance, skip_migrate, kind, version, restore))}")
     for kind, key in (("before", "HOOK_BEFORE_SWITCH"), ("after", "HOOK_AFTER_SWITCH")):
         print("\n".join(f"hooks_{kind}={hook}" for hook in env[key] or [""]))
     print(f"estimate={_estimate(env)}")
     sys.stdout.flush()
-    if rollback:
+    if rollback and request.option("restore-db"):
+        print("unapply=none (--restore-db: the backup replaces the database)")
+    elif rollback:
         unapply_plan(env, version, current, skip_migrate)
+    if rollback:
         return Result(0, {"current": current, "target": version})
     print("\n".join(plan_migrations(env, version, skip_migrate)))
     return Result(0, {"current": current, "target": version})

@@ -55,6 +55,43 @@ PG_RESTORE = (
 )
 PSQL = 'psql -v ON_ERROR_STOP=1 -q -U "$POSTGRES_USER" -d "$POSTGRES_DB"'
 
+# A rollback's restore (--restore-db) puts the database back exactly as the dump has it, in
+# one transaction: every table, sequence and view of the schema dropped first (a table a
+# later release made would otherwise stay, and its migration fail at the next deploy), then
+# the dump's objects and rows. A dump that cannot be read to its end sends an error in place
+# of COMMIT, so nothing changes. (No single quotes: it travels inside sh's.)
+REPLACE_SQL = """DO $$ DECLARE r record; BEGIN
+FOR r IN SELECT tablename AS name FROM pg_tables WHERE schemaname = current_schema() LOOP
+EXECUTE format($q$DROP TABLE IF EXISTS %I CASCADE$q$, r.name); END LOOP;
+FOR r IN SELECT sequence_name AS name FROM information_schema.sequences WHERE sequence_schema = current_schema() LOOP
+EXECUTE format($q$DROP SEQUENCE IF EXISTS %I CASCADE$q$, r.name); END LOOP;
+FOR r IN SELECT viewname AS name FROM pg_views WHERE schemaname = current_schema() LOOP
+EXECUTE format($q$DROP VIEW IF EXISTS %I CASCADE$q$, r.name); END LOOP;
+END $$;"""
+
+
+def replace_sh(connect: str) -> str:
+    """The shell command (in a container with pg_restore and psql, the dump on stdin) that
+    replaces the database's contents with the dump's; CONNECT: psql's connection words."""
+    unreadable = "DO $$ BEGIN RAISE EXCEPTION $e$the dump could not be read to its end: nothing restored$e$; END $$;"
+    return (
+        f"{{ echo 'BEGIN;'; echo '{REPLACE_SQL}'; if pg_restore --no-owner --no-acl -f -; then echo 'COMMIT;'; "
+        f"else echo '{unreadable}'; fi; }} | psql -v ON_ERROR_STOP=1 -q -o /dev/null {connect}"
+    )
+
+
+def replace_with(run, path: str, command: runner.Command) -> int:
+    """A rollback's restore: the database replaced by the dump at PATH (COMMAND runs
+    replace_sh where the database is reached)."""
+    print(
+        f"replacing {run.env.name}'s database with {os.path.basename(path)} ({ct.human_size(os.path.getsize(path))}), in one transaction",
+        flush=True,
+    )
+    rc = runner.from_file(command, path)
+    if rc == 0:
+        print(f"the database holds what {os.path.basename(path)} holds", flush=True)
+    return rc
+
 
 def restore_file(run, path: str) -> int:
     env = run.env

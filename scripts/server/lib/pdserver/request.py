@@ -33,6 +33,7 @@ OPTIONS = {
     "from": facts.ENV_RE,
     "volumes": None,
     "keep-good": None,
+    "restore-db": None,
     "rollback": None,
     "reason": _ANY,  # words joined by "+" (the client's reason, spaces and all)
 }
@@ -56,9 +57,9 @@ VERBS = {
         _RUN + ("force", "maintenance", "order", "skip-migrate"),
     ),
     "rollback": Verb(
-        "ENV [--to=VERSION] [--keep-good] [--id=ID] [--wait=S] [--skip-migrate] [--by=WHO] [--url=URL] [--expect=HASH]",
+        "ENV [--to=VERSION] [--keep-good] [--restore-db] [--maintenance] [--id=ID] [--wait=S] [--skip-migrate] [--by=WHO] [--url=URL] [--expect=HASH]",
         0,
-        _RUN + ("to", "skip-migrate", "maintenance", "keep-good"),
+        _RUN + ("to", "skip-migrate", "maintenance", "keep-good", "restore-db"),
     ),
     "status": Verb("ENV [--expect=HASH]", 0, ("expect",)),
     "history": Verb("ENV [--limit=N]", 0, ("limit", "expect")),
@@ -68,9 +69,9 @@ VERBS = {
     "check": Verb("ENV", 0, ("expect",)),
     "manage": Verb("ENV [--expect=HASH] NAME ARGS...", 1, ("expect", "by")),
     "plan": Verb(
-        "ENV VERSION [--order=N] [--maintenance] [--skip-migrate] [--force] [--expect=HASH], or ENV --rollback [--to=VERSION]",
+        "ENV VERSION [--order=N] [--maintenance] [--skip-migrate] [--force] [--expect=HASH], or ENV --rollback [--to=VERSION] [--restore-db]",
         1,
-        ("order", "maintenance", "skip-migrate", "force", "expect", "rollback", "to"),
+        ("order", "maintenance", "skip-migrate", "force", "expect", "rollback", "to", "restore-db"),
     ),
     "version": Verb("", -1),
     "pull-status": Verb("ENV [--expect=HASH]", 0, ("expect",)),

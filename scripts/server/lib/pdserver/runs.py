@@ -15,7 +15,7 @@ import sys
 import time
 
 from . import env as envs
-from . import facts, marks, plan, run
+from . import facts, marks, plan, restoredb, run
 from .lock import Lock, now_iso
 from .request import Refused, Request
 from .result import Result
@@ -36,7 +36,9 @@ def deploy(request: Request) -> Result:
 
 def rollback(request: Request) -> Result:
     """The version that served before the current one took over, past releases marked bad
-    (or --to=VERSION). The release it undoes is marked bad, unless --keep-good."""
+    (or --to=VERSION). The release it undoes is marked bad, unless --keep-good. With
+    --restore-db the database goes back to the backup taken before the deploy that replaced
+    it (restoredb.py; a later batch, --skip-migrate, keeps maintenance on only)."""
     env = envs.load_checked(request)
     target = str(request.option("to") or "")
     why = f"{target}, as asked (--to)"
@@ -51,22 +53,25 @@ def rollback(request: Request) -> Result:
         if not target:
             raise Refused(f"no earlier successful deploy of {env.name} to go back to; pass --to=VERSION ({why})")
     plan.check_version(env, target)
-    return start(env, request, "rollback", target, why)
+    restore = None
+    if request.option("restore-db") and not request.option("skip-migrate"):
+        restore = restoredb.choose(env, target)
+    return start(env, request, "rollback", target, why, restore)
 
 
-def start(env: envs.Env, request: Request, kind: str, version: str, why: str = "") -> Result:
+def start(env: envs.Env, request: Request, kind: str, version: str, why: str = "", restore=None) -> Result:
     """Start the run (or follow the one with this --id) and follow it: its exit status,
     and its record in the history as data."""
     os.makedirs(env.runs_dir, mode=0o700, exist_ok=True)  # a first deploy: no state yet
     lock = Lock(env.state_dir)
     try:
-        run_id = _start(env, request, kind, version, lock, why)
+        run_id = _start(env, request, kind, version, lock, why, restore)
     finally:
         lock.close()  # ours only: a worker started holds its own
     return Result(follow(env, run_id), answer(env, run_id))
 
 
-def _start(env: envs.Env, request: Request, kind: str, version: str, lock: Lock, why: str = "") -> str:
+def _start(env: envs.Env, request: Request, kind: str, version: str, lock: Lock, why: str = "", restore=None) -> str:
     """The run to follow: the one with this --id (running or done), or one started now."""
     run_id = str(request.option("id", ""))
     holder = lock.take()
@@ -96,7 +101,7 @@ def _start(env: envs.Env, request: Request, kind: str, version: str, lock: Lock,
     run_id = run_id or f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{os.getpid()}"
     by = str(request.option("by", ""))
     lock.name(run_id, f"deploy of {version}", by, now_iso())
-    envs.write_text(run_file(env, run_id, "request"), request_text(request, kind, version, why))
+    envs.write_text(run_file(env, run_id, "request"), request_text(request, kind, version, why, restore))
     envs.write_text(run_file(env, run_id, "log"), "")
     # Only a worker started here knows the token: the deploy account, even through
     # sudo, cannot read it, so it cannot start a worker (__run) itself.
@@ -108,9 +113,10 @@ def _start(env: envs.Env, request: Request, kind: str, version: str, lock: Lock,
     return run_id
 
 
-def request_text(request: Request, kind: str, version: str, why: str = "") -> str:
+def request_text(request: Request, kind: str, version: str, why: str = "", restore=None) -> str:
     """The run's request as the worker reads it (pipeline.read_request)."""
     order = request.option("order")
+    maintenance = request.option("maintenance") or request.option("restore-db")
     fields = (
         (
             ("KIND", kind),
@@ -118,11 +124,16 @@ def request_text(request: Request, kind: str, version: str, why: str = "") -> st
             ("BY", request.option("by", "")),
             ("URL", request.option("url", "")),
             ("ORDER", "" if order is None else order),
-            ("MAINTENANCE", int(bool(request.option("maintenance")))),
+            ("MAINTENANCE", int(bool(maintenance))),
             ("SKIP_MIGRATE", int(bool(request.option("skip-migrate")))),
         )
         + ((("KEEP_GOOD", 1),) if request.option("keep-good") else ())
         + ((("WHY", why),) if why else ())
+        + (
+            (("RESTORE", restore.path), ("LOST_SINCE", restore.taken), ("RESTORE_FOR", restore.deployed))
+            if restore
+            else ()
+        )
     )
     return "".join(f"{key}={value}\n" for key, value in fields)
 
@@ -197,7 +208,7 @@ def follow(env: envs.Env, run_id: str) -> int:
 def answer(env: envs.Env, run_id: str) -> dict:
     """The run's result as data: its record in the history, what .env names now."""
     record = {}
-    for entry in reversed(run.lib_module("history").read(env.history)):
+    for entry in reversed(run.lib_module("history").brief(env.history)):
         if entry.get("run") == run_id:
             record = entry
             break

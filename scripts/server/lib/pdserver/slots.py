@@ -243,7 +243,9 @@ class Slots(ct.ComposeEngine):
         why = ""
         if int(env["WARM_ROLLBACK"]) <= 0:
             return None
-        if run.maintenance:
+        if run.restore:
+            why = "--restore-db"
+        elif run.maintenance:
             why = "--maintenance"
         elif not warm:
             why = "no previous version kept ready"

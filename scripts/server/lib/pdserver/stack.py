@@ -36,14 +36,15 @@ from . import run as runner
 from .pipeline import Strategy
 from .request import Refused
 
-# libpq's settings from the web service's own environment, for pg_dump in a one-off
-# container: PG* if it has them, else POSTGRES_HOST, _PORT, _DB, _USER and _PASSWORD,
-# else DATABASE_URL.
-BACKUP_SH = """export PGHOST="${PGHOST:-${POSTGRES_HOST:-}}" PGPORT="${PGPORT:-${POSTGRES_PORT:-5432}}" \\
+# libpq's settings from the web service's own environment, for pg_dump (and a rollback's
+# pg_restore) in a one-off container: PG* if it has them, else POSTGRES_HOST, _PORT, _DB,
+# _USER and _PASSWORD, else DATABASE_URL (then the command's argument).
+PG_SETTINGS_SH = """export PGHOST="${PGHOST:-${POSTGRES_HOST:-}}" PGPORT="${PGPORT:-${POSTGRES_PORT:-5432}}" \\
 PGUSER="${PGUSER:-${POSTGRES_USER:-}}" PGPASSWORD="${PGPASSWORD:-${POSTGRES_PASSWORD:-}}" PGDATABASE="${PGDATABASE:-${POSTGRES_DB:-}}"
-if [ -z "$PGHOST" ] && [ -n "${DATABASE_URL:-}" ]; then exec pg_dump -Fc "$DATABASE_URL"; fi
-[ -n "$PGHOST" ] || { echo "the web service names no database server (PGHOST, POSTGRES_HOST or DATABASE_URL)" >&2; exit 2; }
-exec pg_dump -Fc"""
+if [ -z "$PGHOST" ] && [ -n "${DATABASE_URL:-}" ]; then set -- "$DATABASE_URL"; else set --; fi
+[ -n "$PGHOST$*" ] || { echo "the web service names no database server (PGHOST, POSTGRES_HOST or DATABASE_URL)" >&2; exit 2; }
+"""
+BACKUP_SH = PG_SETTINGS_SH + 'exec pg_dump -Fc "$@"'
 
 
 class Swarm(Strategy):
@@ -184,6 +185,20 @@ class Swarm(Strategy):
                 flush=True,
             )
         return code
+
+    def restore(self, run, path: str) -> int:
+        """A rollback's restore, from a one-off container of BACKUP_IMAGE on the stack's network."""
+        from . import refresh
+
+        env = self.env
+        with self.on_stack_network(run, "restore") as found:
+            if found is None:
+                return 1
+            options, settings = found
+            print(f"pg_restore in a one-off container of {env['BACKUP_IMAGE']} on {settings['network']}", flush=True)
+            script = PG_SETTINGS_SH + refresh.replace_sh('"$@"')
+            command = compose.docker(env, "run", "-i", *options, env["BACKUP_IMAGE"], "sh", "-c", script)
+            return refresh.replace_with(run, path, command)
 
     def ensure_network(self, name: str) -> bool:
         """The stack's network must exist before the stack does (first deploy): made here as

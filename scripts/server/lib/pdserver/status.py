@@ -114,7 +114,7 @@ def last_deploy(path: str) -> str:
     except FileNotFoundError:
         pass
     history_py = run.lib_module("history")
-    record = history_py.last_run(history_py.read(path))
+    record = history_py.last_run(history_py.brief(path))
     return history_py.one_line(record) if record else "none"
 
 
