@@ -93,13 +93,14 @@ def changed_key_message(host: Host, expected, got) -> str:
     )
 
 
-def scan(host: Host, timeout: float = 10.0):
-    """The host key the server offers (like ssh-keyscan), without authenticating."""
+def scan(host: Host, timeout: float = 10.0, sock=None):
+    """The host key the server offers (like ssh-keyscan), without authenticating; over
+    SOCK if given (a channel through its jump hosts)."""
     import socket
 
     import paramiko
 
-    sock = socket.create_connection((host.hostname, host.port), timeout=timeout)
+    sock = sock or socket.create_connection((host.hostname, host.port), timeout=timeout)
     transport = paramiko.Transport(sock)
     try:
         transport.start_client(timeout=timeout)

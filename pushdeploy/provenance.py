@@ -31,8 +31,17 @@ def environment_rows(settings: Settings, env: Environment) -> list[tuple[str, st
             value = [" ".join(hook) for hook in value]
         elif name == "files":
             value = [f"{remote} <- {local}" for remote, local in env.files]
+        elif name == "hosts":  # where each goes, when an ssh config or jump hosts say more than its name
+            value = [_reached(host) for host in env.hosts]
         rows.append((name, shown(value), _where(settings, env.name, name)))
     return rows
+
+
+def _reached(host) -> str:
+    address = host.hostname if host.port == 22 else f"{host.hostname}:{host.port}"
+    more = [address] if host.alias else []
+    more += [f"via {' > '.join(f'{hop.user}@{hop}' for hop in host.via)}"] if host.via else []
+    return f"{host.user}@{host}" + (f" ({', '.join(more)})" if more else "")
 
 
 def _where(settings: Settings, env: str, name: str) -> str:

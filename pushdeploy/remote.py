@@ -15,6 +15,7 @@ import codecs
 import contextlib
 import gc
 import socket
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -24,7 +25,12 @@ from pushdeploy.output import HostWriter, Timer, say, seconds
 from pushdeploy.settings import Access, Host
 
 CONNECT_TIMEOUT = 15
-KEEPALIVE_SECONDS = 15  # notices a dead connection while a long step prints nothing
+# A path can go silent without a reset (a NAT entry dropped, a VPN gone): every ALIVE_EVERY
+# seconds a keepalive that sshd must answer (as OpenSSH's ServerAliveInterval sends); none
+# answered for QUIET_AFTER seconds and the connection is closed as lost: noticed within
+# ALIVE_EVERY + QUIET_AFTER = 40 s, and a deploy reattaches to its run or ends `unknown`.
+ALIVE_EVERY = 10
+QUIET_AFTER = 30
 
 # The process ends soon after its requests. Without this, the interpreter's exit
 # runs full garbage collections over every object of every loaded module
@@ -54,11 +60,60 @@ class HostResult:
         return self.exit_code == 0
 
 
+class Watchdog:
+    """Notices a connection whose path went silent: keepalives sshd must answer, in a thread
+    of its own; when none is answered for QUIET_AFTER seconds, the transport is closed (what
+    waits on it returns) and `quiet_since` says since when nothing came back."""
+
+    def __init__(self, transport):
+        self.transport, self.every, self.quiet_after = transport, ALIVE_EVERY, QUIET_AFTER
+        self.quiet_since: float | None = None  # time.time() of the last answer, once it went quiet
+        self.stopped = threading.Event()
+        threading.Thread(target=self._watch, name="pushdeploy-keepalive", daemon=True).start()
+
+    def _watch(self) -> None:
+        import time
+
+        last = time.time()
+        while not self.stopped.wait(self.every) and self.transport.is_active():
+            answered = threading.Event()
+            threading.Thread(target=self._probe, args=(answered,), daemon=True).start()
+            if answered.wait(self.quiet_after) or self.stopped.is_set():
+                last = time.time()
+                continue
+            if self.transport.is_active():
+                self.quiet_since = last
+                self.transport.close()
+            return
+
+    def _probe(self, answered) -> None:
+        try:
+            self.transport.global_request("keepalive@openssh.com", wait=True)  # sshd answers: request failure
+        except Exception:  # the transport closed meanwhile: the waiter sees that itself
+            pass
+        finally:
+            if self.transport.is_active():
+                answered.set()
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+    def why(self) -> str:
+        """What happened, once it went quiet ('' before)."""
+        import time
+
+        if self.quiet_since is None:
+            return ""
+        since = time.strftime("%H:%M:%S", time.localtime(self.quiet_since))
+        return f"the link went quiet: no answer to keepalives since {since} ({time.time() - self.quiet_since:.0f}s)"
+
+
 class Session:
-    """An open, authenticated connection to one account on one host."""
+    """An open, authenticated connection to one account on one host, watched for silence."""
 
     def __init__(self, client):
         self.client = client
+        self.watchdog = Watchdog(client.get_transport())
 
     @property
     def transport(self):
@@ -68,6 +123,7 @@ class Session:
         return self.client.open_sftp()
 
     def close(self) -> None:
+        self.watchdog.stop()
         self.client.close()
 
     def __enter__(self) -> Session:
@@ -129,6 +185,11 @@ def _explained(host: Host, user: str, key_file: str, access: Access, client):
     except paramiko.SSHException as error:
         if "not found in known_hosts" in str(error):
             raise RemoteError(hostkeys.unknown_host_message(host, access, client.get_host_keys())) from None
+        if "banner" in str(error) or "No existing session" in str(error):  # connected, and sshd never spoke
+            raise RemoteError(
+                f"{user}@{host}: no answer from sshd within {CONNECT_TIMEOUT}s of connecting (the path may be silent)",
+                retryable=True,
+            ) from None
         raise RemoteError(f"{user}@{host}: SSH failed: {error}", retryable=True) from None
     except OSError as error:
         raise RemoteError(
@@ -136,7 +197,20 @@ def _explained(host: Host, user: str, key_file: str, access: Access, client):
         ) from None
 
 
-def _socket(host: Host, user: str) -> socket.socket:
+def _quiet_paramiko() -> None:
+    """paramiko's transport threads log their errors (a banner that never came) as tracebacks
+    on stderr when nobody configured logging; our messages say what happened instead."""
+    import logging
+
+    logger = logging.getLogger("paramiko")
+    if not logger.handlers:  # a handler of the root logger, if someone set one, still gets them
+        logger.addHandler(logging.NullHandler())
+
+
+def stream(host: Host, user: str, key_file: str = "", access: Access | None = None, pinned=None):
+    """A byte stream to host's sshd: a TCP connection, or a channel through its jump hosts."""
+    if host.via:
+        return _tunnel(host, user, key_file, access or Access(), pinned)
     try:
         return _dial(host)
     except OSError as error:
@@ -145,15 +219,11 @@ def _socket(host: Host, user: str) -> socket.socket:
         ) from None
 
 
-def connect(host: Host, user: str, key_file: str, access: Access, pinned=None) -> Session:
-    """An open connection, the host key checked against the pinned keys only (RejectPolicy).
-
-    With a key file, only that key is offered; without one, ssh-agent and ~/.ssh/id_*.
-    """
-    sock = _socket(host, user)
-    import paramiko
-
-    client = paramiko.SSHClient()
+def _login(client, host: Host, user: str, key_file: str, access: Access, sock, pinned) -> None:
+    """Authenticate CLIENT to HOST over SOCK, its host key checked against the pinned keys
+    only (RejectPolicy). With a key file, only that key is offered; else the ssh config's
+    IdentityFile for the host, and ssh-agent; else ssh-agent and ~/.ssh/id_*. Never forwards
+    the agent."""
     with _explained(host, user, key_file, access, client):
         try:
             hostkeys.pin(client, pinned if pinned is not None else hostkeys.load(access))
@@ -163,8 +233,9 @@ def connect(host: Host, user: str, key_file: str, access: Access, pinned=None) -
                 host.port,
                 user,
                 pkey=key,
+                key_filename=list(host.identities) if not key and host.identities else None,
                 allow_agent=not key,
-                look_for_keys=not key,
+                look_for_keys=not key and not host.identities,
                 sock=sock,
                 timeout=CONNECT_TIMEOUT,
             )
@@ -172,7 +243,63 @@ def connect(host: Host, user: str, key_file: str, access: Access, pinned=None) -
             client.close()
             sock.close()
             raise
-    client.get_transport().set_keepalive(KEEPALIVE_SECONDS)
+
+
+# Jump hosts: one connection to each, shared by every app host behind it (a channel each).
+_HOPS: dict = {}
+_HOPS_LOCK = threading.Lock()
+
+
+def _tunnel(host: Host, user: str, key_file: str, access: Access, pinned):
+    """A direct-tcpip channel to host's sshd through its jump hosts (host.via), each hop
+    reached through the one before, pinned like any host; connections to hops are opened
+    once and reused for every host behind them. The jump accounts authenticate with the
+    same key as the connection they carry (or their own IdentityFile, from the ssh config)."""
+    import paramiko
+
+    with _HOPS_LOCK:
+        transport = None
+        for number, hop in enumerate(host.via):
+            cache = (host.via[: number + 1], key_file)
+            client = _HOPS.get(cache)
+            if client is None or client.get_transport() is None or not client.get_transport().is_active():
+                sock = stream(hop, hop.user) if transport is None else _channel(transport, hop, host.via[number - 1])
+                client = paramiko.SSHClient()
+                _login(client, hop, hop.user, key_file, access, sock, pinned)
+                client.watchdog = Watchdog(client.get_transport())
+                _HOPS[cache] = client
+            transport = client.get_transport()
+    return _channel(transport, host, host.via[-1])
+
+
+def _channel(transport, host: Host, hop: Host):
+    """A channel from HOP (its transport) to host's sshd."""
+    import paramiko
+
+    try:
+        return transport.open_channel(
+            "direct-tcpip", (host.hostname, host.port), ("127.0.0.1", 0), timeout=CONNECT_TIMEOUT
+        )
+    except (paramiko.SSHException, OSError, EOFError) as error:
+        raise RemoteError(
+            f"{host}: the jump host {hop.user}@{hop} could not connect to {host.hostname}:{host.port}: "
+            f"{error or type(error).__name__}; check that it reaches that address and that its sshd allows TCP "
+            f"forwarding there (AllowTcpForwarding, permitopen)",
+            retryable=True,
+        ) from None
+
+
+def connect(host: Host, user: str, key_file: str, access: Access, pinned=None) -> Session:
+    """An open connection, the host key checked against the pinned keys only (RejectPolicy).
+
+    With a key file, only that key is offered; without one, ssh-agent and ~/.ssh/id_*.
+    """
+    sock = stream(host, user, key_file, access, pinned)
+    import paramiko
+
+    _quiet_paramiko()
+    client = paramiko.SSHClient()
+    _login(client, host, user, key_file, access, sock, pinned)
     return Session(client)
 
 
@@ -181,14 +308,21 @@ def admin(host: Host, user: str, key_file: str, access: Access, pinned=None):
     with it), pinned exactly as the deploy account's: the same known hosts, RejectPolicy."""
     from fabric import Connection
 
-    sock = _socket(host, user)
+    sock = stream(host, user, key_file, access, pinned)
+    _quiet_paramiko()
     key = _private_key(key_file) if key_file else None
     connection = Connection(
         host.hostname,
         user=user,
         port=host.port,
         connect_timeout=CONNECT_TIMEOUT,
-        connect_kwargs={"pkey": key, "allow_agent": not key, "look_for_keys": not key, "sock": sock},
+        connect_kwargs={
+            "pkey": key,
+            "allow_agent": not key,
+            "look_for_keys": not key and not host.identities,
+            "sock": sock,
+            **({"key_filename": list(host.identities)} if not key and host.identities else {}),
+        },
     )
     with _explained(host, user, key_file, access, connection.client):
         try:
@@ -198,7 +332,7 @@ def admin(host: Host, user: str, key_file: str, access: Access, pinned=None):
             connection.close()
             sock.close()
             raise
-    connection.transport.set_keepalive(KEEPALIVE_SECONDS)
+    connection.watchdog = Watchdog(connection.transport)  # stops with the transport it watches
     return connection
 
 
@@ -207,15 +341,23 @@ def run(connection: Session, command: str, writer: HostWriter) -> int:
 
     Its exit code, or -1 if the connection closed before the command ended.
     """
-    channel = connection.transport.open_session()
-    channel.set_combine_stderr(True)
-    channel.exec_command(command)
-    decode = codecs.getincrementaldecoder("utf-8")(errors="replace").decode
-    while data := channel.recv(32768):
-        writer.write(decode(data))
-    writer.write(decode(b"", final=True))
-    writer.flush()
-    return channel.recv_exit_status()
+    try:
+        channel = connection.transport.open_session()
+        channel.set_combine_stderr(True)
+        channel.exec_command(command)
+        decode = codecs.getincrementaldecoder("utf-8")(errors="replace").decode
+        while data := channel.recv(32768):
+            writer.write(decode(data))
+        writer.write(decode(b"", final=True))
+        writer.flush()
+        code = channel.recv_exit_status()
+    except Exception:
+        if connection.watchdog.why():  # closed by the watchdog: say why
+            raise RemoteError(connection.watchdog.why(), retryable=True) from None
+        raise
+    if code == -1 and connection.watchdog.why():
+        raise RemoteError(connection.watchdog.why(), retryable=True)
+    return code
 
 
 def on_hosts(

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pushdeploy import keys as deploy_keys
-from pushdeploy import management, protocol, pull, rollout, sources
+from pushdeploy import management, protocol, pull, rollout, sources, sshconfig
 
 from pdserver import schema
 
@@ -52,10 +52,15 @@ class ConfigError(Exception):
 @dataclass(frozen=True)
 class Host:
     user: str
-    hostname: str
+    hostname: str  # where to connect: an address, or the HostName an ssh config gives an alias
     port: int = 22
+    via: tuple[Host, ...] = ()  # jump hosts, in the order they are reached (jump:, or ProxyJump)
+    alias: str = ""  # the name invoke.yaml used, when an ssh config maps it to another HostName
+    identities: tuple[str, ...] = ()  # the ssh config's IdentityFile (used when no key is set)
 
     def __str__(self) -> str:
+        if self.alias:
+            return self.alias
         return self.hostname if self.port == 22 else f"{self.hostname}:{self.port}"
 
 
@@ -180,14 +185,26 @@ def _check(pattern: re.Pattern[str], value, key: str, what: str) -> str:
     return value
 
 
-def parse_host(text: str, default_user: str, key: str) -> Host:
+def parse_host(
+    text: str, default_user: str, key: str, lookup: sshconfig.Lookup = sshconfig.no_config, jump: str = "", where=""
+) -> Host:
+    """user@host[:port] as invoke.yaml names it, with what the ssh config (LOOKUP) says of it
+    and its jump hosts (JUMP, the environment's `jump:`, else the config's ProxyJump)."""
     match = _HOST.match(text.strip()) if isinstance(text, str) else None
     if not match:
         raise ConfigError(CONFIG_FILE, key, f"{text!r} is not user@host[:port]")
-    port = int(match.group("port") or 22)
-    if not 0 < port < 65536:
+    port = match.group("port")
+    if port is not None and not 0 < int(port) < 65536:
         raise ConfigError(CONFIG_FILE, key, f"port {port} is out of range")
-    return Host(match.group("user") or default_user, match.group("host").strip("[]"), port)
+    name = match.group("host").strip("[]")
+    hostname, port, identities, proxy = sshconfig.target(name, None if port is None else int(port), lookup)
+    try:
+        hops = sshconfig.hops(jump or proxy, lookup, [f"{hostname}:{port}"]) if jump or proxy else []
+    except sshconfig.BadJump as error:
+        raise ConfigError(CONFIG_FILE, where or key, f"{error}") from None
+    via = tuple(Host(user, address, number, (), alias, ids) for user, address, number, ids, alias in hops)
+    alias = name if hostname != name else ""
+    return Host(match.group("user") or default_user, hostname, port, via, alias, identities)
 
 
 def _version_pattern(value, key: str) -> str:
@@ -204,18 +221,28 @@ def _version_pattern(value, key: str) -> str:
     return value
 
 
-def _environment(name: str, raw: Mapping, defaults: Mapping, deploy_user: str, app: str) -> Environment:
+CLIENT_ONLY = ("app_dir", "hosts", "jump", "project")  # settings the server never sees
+
+
+def _environment(
+    name: str,
+    raw: Mapping,
+    defaults: Mapping,
+    deploy_user: str,
+    app: str,
+    lookup: sshconfig.Lookup = sshconfig.no_config,
+) -> Environment:
     prefix = f"deploy.environments.{name}"
     if not protocol.matches(protocol.ENV_RE, name):
         raise ConfigError(CONFIG_FILE, prefix, f"environment names match {protocol.ENV_RE.pattern}")
     if not isinstance(raw, Mapping):
         raise ConfigError(CONFIG_FILE, prefix, "expected a mapping of settings")
-    unknown = sorted(set(raw) - set(DEFAULTS) - {"hosts", "app_dir", "project"})
+    unknown = sorted(set(raw) - set(DEFAULTS) - set(CLIENT_ONLY))
     if unknown:
         raise ConfigError(
             CONFIG_FILE,
             f"{prefix}.{unknown[0]}",
-            f"unknown setting (known: {', '.join(sorted(DEFAULTS) + ['app_dir', 'hosts', 'project'])})",
+            f"unknown setting (known: {', '.join(sorted([*DEFAULTS, *CLIENT_ONLY]))})",
         )
     merged = {**DEFAULTS, **defaults, **raw}
 
@@ -226,7 +253,13 @@ def _environment(name: str, raw: Mapping, defaults: Mapping, deploy_user: str, a
     hosts_raw = _as_list(merged.get("hosts") or [], key("hosts"))
     if not hosts_raw:
         raise ConfigError(CONFIG_FILE, key("hosts"), "missing: list at least one user@host[:port]")
-    hosts = tuple(parse_host(h, deploy_user, f"{key('hosts')}[{i}]") for i, h in enumerate(hosts_raw))
+    jump = merged.get("jump") or ""
+    if not isinstance(jump, str):
+        raise ConfigError(CONFIG_FILE, key("jump"), "expected [user@]bastion[:port], several separated by commas")
+    hosts = tuple(
+        parse_host(h, deploy_user, f"{key('hosts')}[{i}]", lookup, jump, key("jump") if jump else "")
+        for i, h in enumerate(hosts_raw)
+    )
 
     project = _check(
         _PROJECT, merged.get("project") or f"{app}-{name}", key("project"), "a compose project name ([a-z0-9_-])"
@@ -459,7 +492,22 @@ def from_config(
         raise ConfigError(
             CONFIG_FILE, "deploy.environments", "missing: define at least one environment (staging, production, ...)"
         )
-    environments = {name: _environment(name, raw, defaults, deploy_user, app) for name, raw in environments_raw.items()}
+    ssh_config = deploy.get("ssh_config", "")
+    if not isinstance(ssh_config, str):
+        raise ConfigError(CONFIG_FILE, "deploy.ssh_config", "expected the path of an OpenSSH client config, or none")
+    try:
+        lookup = (
+            sshconfig.no_config
+            if ssh_config == "none"
+            else sshconfig.load(
+                str(_relative(ssh_config, root)) if ssh_config else sshconfig.DEFAULT_FILE, bool(ssh_config)
+            )
+        )
+    except sshconfig.BadJump as error:
+        raise ConfigError(CONFIG_FILE, "deploy.ssh_config", str(error)) from None
+    environments = {
+        name: _environment(name, raw, defaults, deploy_user, app, lookup) for name, raw in environments_raw.items()
+    }
     _check_review_names(environments)
     try:
         keys = deploy_keys.from_config(deploy.get("keys"), environments)
@@ -473,6 +521,11 @@ def from_config(
         root=root,
         keys=keys,
     )
+
+
+def _relative(path: str, root: Path) -> Path:
+    found = Path(path).expanduser()
+    return found if found.is_absolute() else root / found
 
 
 def _check_review_names(environments: Mapping[str, Environment]) -> None:

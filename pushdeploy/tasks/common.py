@@ -89,11 +89,12 @@ def request_on_hosts(
 
 
 class _Task(invoke.Task):
-    """Invoke's task, but --hosts gets no short flag: every Invoke user types -h for help."""
+    """Invoke's task, but --hosts gets no short flag (every Invoke user types -h for help),
+    nor --restore-db (it loses data: it is typed out, never a one-letter slip)."""
 
     def arg_opts(self, name, default, taken_names):
         opts = super().arg_opts(name, default, taken_names)
-        if name == "hosts":
+        if name in ("hosts", "restore_db"):
             opts["names"] = [flag for flag in opts["names"] if len(flag) > 1]
         return opts
 

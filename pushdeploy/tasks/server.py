@@ -135,45 +135,69 @@ def check(c, env="staging"):
 
 @task(help={"env": ENV_HELP, "yes": "Pin without asking (only after checking the fingerprint out of band)."})
 def trust(c, env="staging", yes=False):
-    """Pin the host keys of an environment's hosts (shows each fingerprint first).
+    """Pin the host keys of an environment's hosts and jump hosts (shows each fingerprint first).
 
     Appends `[host]:port type key` lines to DEPLOY_KNOWN_HOSTS_FILE (default
     ~/.ssh/known_hosts). Hosts already pinned are left alone; a host whose key
-    differs from the pinned one is reported and never re-pinned here.
+    differs from the pinned one is reported and never re-pinned here. A host
+    behind jump hosts (jump:, or ProxyJump in the ssh config) is read through
+    them once they are pinned, each jump host first.
     """
-    from pushdeploy import hostkeys
+    import dataclasses
+
+    from pushdeploy import hostkeys, remote
 
     with fail_on_errors():
         settings = load_settings(c)
         environment = settings.environment(env)
         pinned = hostkeys.load(settings.access)
         path = hostkeys.known_hosts_path(settings.access)
-        failed = 0
-        for host in environment.hosts:
+        failed, seen = 0, set()
+
+        def trust_one(host, through: tuple) -> bool:
+            """HOST's key, read directly or through the jump hosts THROUGH (pinned by now)."""
+            label = f"{env} {host}" + (f" (jump host {through[-1]})" if through else "")
             try:
-                key = hostkeys.scan(host)
-            except Exception as error:  # socket errors and paramiko's own
-                say(f"{env} {host} | cannot read its host key: {error}", sys.stderr)
-                failed += 1
-                continue
+                sock = None
+                if through:
+                    sock = remote.stream(
+                        dataclasses.replace(host, via=through), "", settings.access.ssh_key, settings.access, pinned
+                    )
+                key = hostkeys.scan(host, sock=sock)
+            except Exception as error:  # socket errors, paramiko's own, RemoteError
+                say(f"{label} | cannot read its host key: {error}", sys.stderr)
+                return False
             entry = hostkeys.host_entry(host)
             known = pinned.lookup(entry) or {}
             if known:
                 same = known.get(key.get_name()) == key
                 say(
-                    f"{env} {host} | {'already pinned' if same else 'CHANGED: the pinned key differs, not pinning'}: {hostkeys.fingerprint(key)}"
+                    f"{label} | {'already pinned' if same else 'CHANGED: the pinned key differs, not pinning'}: {hostkeys.fingerprint(key)}"
                 )
-                failed += not same
-                continue
-            say(f"{env} {host} | offers {key.get_name()} {hostkeys.fingerprint(key)}")
+                return same
+            say(f"{label} | offers {key.get_name()} {hostkeys.fingerprint(key)}")
             if not yes and (not sys.stdin.isatty() or input("pin this key? [y/N] ").strip().lower() != "y"):
-                say(f"{env} {host} | not pinned (pass --yes once you have checked the fingerprint)")
-                failed += 1
-                continue
+                say(f"{label} | not pinned (pass --yes once you have checked the fingerprint)")
+                return False
             path.parent.mkdir(parents=True, exist_ok=True)
             with path.open("a") as stream:
                 stream.write(hostkeys.known_hosts_line(host, key) + "\n")
-            say(f"{env} {host} | pinned in {path}")
+            pinned.add(entry, key.get_name(), key)
+            say(f"{label} | pinned in {path}")
+            return True
+
+        for host in environment.hosts:
+            # Its jump hosts first, each once, each reached through those before it.
+            hops_ok = True
+            for number, hop in enumerate(host.via):
+                if (hop.hostname, hop.port) not in seen:
+                    seen.add((hop.hostname, hop.port))
+                    hops_ok = trust_one(dataclasses.replace(hop, via=()), host.via[:number]) and hops_ok
+            if not hops_ok:
+                say(f"{env} {host} | not read: a jump host before it is not pinned", sys.stderr)
+                failed += 1
+                continue
+            failed += not trust_one(host, host.via)
     if failed:
         from invoke.exceptions import Exit
 

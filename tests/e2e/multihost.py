@@ -54,3 +54,11 @@ class HostsEnvironment:
 
     def deploy(self, version: str, *args: str) -> subprocess.CompletedProcess:
         return self.inv("deploy.to", "--env", self.env, "--tag", version, *args)
+
+
+def db_psql(sql: str) -> str:
+    """SQL on the hosts' shared database (the sandbox's PostgreSQL, as its superuser)."""
+    argv = ["runuser", "-u", "postgres", "--", "psql", "-h", str(STATE / "db/run"), "-p", "5432", "-d", "pixel"]
+    result = subprocess.run([*argv, "-qtA", "-v", "ON_ERROR_STOP=1", "-c", sql], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()

@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import ROOT, tool_env
-from tests.e2e.multihost import STATE, HostsEnvironment, host_docker, require_multihost, script
+from tests.e2e.multihost import STATE, HostsEnvironment, db_psql, host_docker, require_multihost, script
 from tests.openload import OpenLoad
 
 pytestmark = pytest.mark.e2e
@@ -96,7 +96,9 @@ def history(host: str) -> list[dict]:
 def table(output: str) -> dict[str, tuple[str, str]]:
     """The per-host summary: address -> (result, version)."""
     rows = re.findall(
-        r"^(10\.213\.0\.\d+)\s{2,}(switched|failed|unknown|skipped|rolled back|rollback failed)\s+(\S+)?", output, re.M
+        r"^(10\.213\.0\.\d+(?::\d+)?)\s{2,}(switched|failed|unknown|skipped|rolled back|rollback failed)\s+(\S+)?",
+        output,
+        re.M,
     )
     return {addr: (state, version) for addr, state, version in rows}
 
@@ -398,14 +400,6 @@ def test_hosts_whose_server_side_differs_are_refused_before_anything_changes(fle
     assert versions() == dict.fromkeys(HOSTS, V3)
 
 
-def fleet_psql(sql: str) -> str:
-    """SQL on the fleet's shared database (the sandbox's PostgreSQL, as its superuser)."""
-    argv = ["runuser", "-u", "postgres", "--", "psql", "-h", str(STATE / "db/run"), "-p", "5432", "-d", "pixel"]
-    result = subprocess.run([*argv, "-qtA", "-v", "ON_ERROR_STOP=1", "-c", sql], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    return result.stdout.strip()
-
-
 def test_a_rollback_across_the_fleet_unapplies_once_then_an_instant_one_on_every_host(fleet):
     """Issue 18 across three hosts and one database, under open-loop load through the load
     balancer: a rollback past 1.4.0-column's migrations unapplies them once (the first host,
@@ -418,12 +412,12 @@ def test_a_rollback_across_the_fleet_unapplies_once_then_an_instant_one_on_every
     ensure(fleet, V2)
     deployed = fleet.deploy("1.4.0-column", "--force")
     assert deployed.returncode == 0, deployed.stdout + deployed.stderr
-    assert fleet_psql(column) == "1"
+    assert db_psql(column) == "1"
     result, load = under_load(fleet, "deploy.rollback", "--env", ENV)
     assert result.returncode == 0, result.stdout + result.stderr
     assert_nothing_lost(load)
     assert versions() == dict.fromkeys(HOSTS, V2) and last_second(load) == {V2}
-    assert fleet_psql(column) == "0"
+    assert db_psql(column) == "0"
     steps = {host: [s["name"] for s in history(host)[-1]["steps"]] for host in HOSTS}
     assert steps["h1"].index("unmigrate") < steps["h1"].index("switch")  # while 1.4.0-column served everywhere
     assert "unmigrate" not in steps["h2"] + steps["h3"]
@@ -439,3 +433,160 @@ def test_a_rollback_across_the_fleet_unapplies_once_then_an_instant_one_on_every
     for host in HOSTS:
         names = [s["name"] for s in history(host)[-1]["steps"]]
         assert names[:4] == ["wake", "health", "admit", "switch"] and "pull" not in names, (host, names)
+
+
+def relayed(host: str) -> str:
+    """hN's sshd behind its relay (`sandbox-hosts delay 0`): the path a test can silence."""
+    return f"10.213.0.1:{2200 + int(host[1:])}"
+
+
+def freeze(host: str, frozen: bool) -> None:
+    """The relay in front of hN's sshd stops passing bytes on (SIGSTOP) without closing anything,
+    as a dropped NAT entry or a VPN gone: the kernel still accepts, nothing comes back."""
+    pid = int((STATE / f"relays/delay-{host}.pid").read_text())
+    os.kill(pid, signal.SIGSTOP if frozen else signal.SIGCONT)
+
+
+def deploy_freezing(config: Path, version: str, host: str, back_after: float | None) -> tuple[str, int, float]:
+    """A rolling deploy of VERSION whose SSH path to HOST goes silent as HOST's deploy starts
+    (its `==> pull`), for BACK_AFTER seconds (None: until the client ends). The output, the
+    exit status, and how long after the freeze the client said so."""
+    argv = [sys.executable, "-m", "invoke", "-f", str(config), "deploy.to", "--env", ENV, "--tag", version, "--force"]
+    client = subprocess.Popen(
+        argv,
+        cwd=ROOT,
+        env=tool_env(DEPLOY_DOTENV=str(STATE / "deploy.env")),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines, frozen_at, noticed = [], 0.0, 0.0
+    try:
+        assert client.stdout is not None
+        for line in client.stdout:
+            lines.append(line)
+            if not frozen_at and line.startswith(f"fleet {relayed(host)} | ==> pull"):
+                freeze(host, True)
+                frozen_at = time.monotonic()
+                if back_after is not None:
+                    threading.Timer(back_after, freeze, args=(host, False)).start()
+            if frozen_at and not noticed and "the link went quiet" in line:
+                noticed = time.monotonic() - frozen_at
+        client.wait(timeout=60)
+    finally:
+        if frozen_at:
+            freeze(host, False)
+    output = "".join(lines)
+    print(output)
+    return output, client.returncode, noticed
+
+
+def test_a_path_that_goes_silent_is_noticed_and_reattached_or_reported(fleet, tmp_path):
+    """Issue 16, part 4, as the issue tells it: during a rolling deploy one host's SSH path
+    goes silent (no reset) while that host deploys in seconds. The client says within 45 s
+    which host went quiet and since when; if the path comes back, it reattaches to the run
+    by its id and the deploy ends ok; if it does not, the host is `unknown`, the client ends
+    saying so (the hosts that had switched go back, as for any lost host), and the host did
+    finish its deploy (status shows the split once the path is back)."""
+    ensure(fleet, V2)
+    assert script("delay", "0").returncode == 0
+    config = tmp_path / "relayed.yaml"
+    config.write_text("deploy:\n  environments:\n" + environment(ENV, [relayed(h) for h in HOSTS]))
+    try:
+        output, code, noticed = deploy_freezing(config, V3, "h2", back_after=45)
+        assert code == 0, output
+        assert 0 < noticed <= 45, noticed
+        assert re.search(
+            rf"^fleet {relayed('h2')} \| the link went quiet: no answer to keepalives since \d\d:\d\d:\d\d \(\d+s\); reattaching",
+            output,
+            re.M,
+        )
+        assert f"fleet {relayed('h2')} | deploy " in output and "already ran; its log:" in output
+        assert versions() == dict.fromkeys(HOSTS, V3)
+
+        output, code, noticed = deploy_freezing(config, V4, "h3", back_after=None)
+        assert code != 0, output
+        assert 0 < noticed <= 45, noticed
+        assert table(output)[relayed("h3")][0] == "unknown"
+        assert f"lost contact with {relayed('h3')} during its deploy" in output
+        # h3 finished on its own; the hosts that had switched went back (on_failure: rollback)
+        assert versions() == {"h1": V3, "h2": V3, "h3": V4}
+        status = fleet.inv("deploy.status", "--env", ENV, config=config)  # the path is back: status reads it
+        assert status.returncode == 0, status.stdout + status.stderr
+        assert f"hosts run different versions: most run {V3}; {relayed('h3')} runs {V4}" in status.stderr
+    finally:
+        script("delay", "off")
+
+
+def accepted(host: str, user: str, source: str = "") -> int:
+    """How many logins of USER hN's sshd accepted so far (from SOURCE only, if given)."""
+    text = (STATE / f"logs/sshd-{host}.log").read_text(errors="replace")
+    return len(re.findall(rf"Accepted publickey for {user} from {re.escape(source) if source else '[0-9.]+'} ", text))
+
+
+def test_hosts_behind_a_bastion_named_in_an_ssh_config_are_set_up_deployed_and_reattached(fleet, tmp_path):
+    """Issue 16, part 1: the fleet named as users name it, in an OpenSSH config: web1 direct,
+    web2 and web3 through a bastion (h1's sshd, an account allowed to forward to those two
+    sshds only: restrict,port-forwarding,permitopen). Every login to h2 and h3 then comes from
+    h1's address; a whole deploy opens one connection to the bastion; server.setup (the admin
+    connection) goes the same way; a client whose path through the bastion is cut mid-deploy
+    reconnects to the bastion and reattaches; status reads every host through it."""
+    ensure(fleet, V3)
+    ci_key = (STATE / "keys/ci.pub").read_text().split()
+    authorized = STATE / "hosts/h1/fs/home/pd-admin/.ssh/authorized_keys"
+    saved = authorized.read_text()
+    allowed = ",".join(f'permitopen="{HOSTS[h]}:22"' for h in ("h2", "h3"))
+    authorized.write_text(saved + f"restrict,port-forwarding,{allowed} {ci_key[0]} {ci_key[1]} ci-as-jump\n")
+    ssh_config = tmp_path / "ssh_config"
+    ssh_config.write_text(
+        f"Host bastion\n    HostName {HOSTS['h1']}\n    User pd-admin\n"
+        + "".join(f"Host web{n}\n    HostName {HOSTS[f'h{n}']}\n" for n in (1, 2, 3))
+        + "Host web2 web3\n    ProxyJump bastion\n"
+    )
+    config = tmp_path / "jumped.yaml"
+    config.write_text(
+        f"deploy:\n  ssh_config: {ssh_config}\n  environments:\n" + environment(ENV, ["web1", "web2", "web3"])
+    )
+    try:
+        trust = fleet.inv("server.trust", "--env", ENV, config=config)  # the bastion's key first, then through it
+        assert trust.returncode == 0, trust.stdout + trust.stderr
+        assert "fleet bastion | already pinned: SHA256:" in trust.stdout
+        assert "fleet web2 (jump host bastion) | already pinned: SHA256:" in trust.stdout
+        setup = fleet.inv("server.setup", "--env", ENV, config=config)
+        assert setup.returncode == 0, setup.stdout + setup.stderr
+        assert "fleet web2 | " in setup.stdout and accepted("h2", "pd-admin", HOSTS["h1"]) >= 1
+        before = {h: accepted(h, "pd-deploy", HOSTS["h1"]) for h in ("h2", "h3")}
+        jumps = accepted("h1", "pd-admin")
+        result = fleet.inv("deploy.to", "--env", ENV, "--tag", V4, "--force", config=config)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert accepted("h1", "pd-admin") == jumps + 1  # one connection to the bastion for the whole deploy
+        assert {h: accepted(h, "pd-deploy", HOSTS["h1"]) - before[h] for h in ("h2", "h3")} == {"h2": 1, "h3": 1}
+        assert versions() == dict.fromkeys(HOSTS, V4)
+
+        # The path through the bastion is cut as web2 migrates... (its forwarding session killed)
+        argv = [sys.executable, "-m", "invoke", "-f", str(config), "deploy.to", "--env", ENV, "--tag", V3, "--force"]
+        client = subprocess.Popen(
+            argv,
+            cwd=ROOT,
+            env=tool_env(DEPLOY_DOTENV=str(STATE / "deploy.env")),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        lines = []
+        assert client.stdout is not None
+        for line in client.stdout:
+            lines.append(line)
+            if line.startswith("fleet web2 | ==> pull") and not any("reattaching" in seen for seen in lines):
+                subprocess.run(["pkill", "-f", "^sshd: pd-admin"], check=False)
+        client.wait(timeout=120)
+        output = "".join(lines)
+        print(output)
+        assert client.returncode == 0, output
+        assert re.search(r"^fleet web2 \| .*reattaching \(1/2\)", output, re.M)
+        assert versions() == dict.fromkeys(HOSTS, V3)
+        status = fleet.inv("deploy.status", "--env", ENV, config=config)
+        assert status.returncode == 0, status.stdout + status.stderr
+        assert all(f"fleet web{n} | " in status.stdout for n in (1, 2, 3))
+    finally:
+        authorized.write_text(saved)

@@ -25,7 +25,7 @@ import urllib.request
 import pytest
 
 from tests.e2e.conftest import ROOT, inv, tool_env
-from tests.e2e.multihost import STATE, HostsEnvironment, require_multihost, script
+from tests.e2e.multihost import STATE, HostsEnvironment, db_psql, require_multihost, script
 from tests.openload import OpenLoad
 
 pytestmark = pytest.mark.e2e
@@ -297,6 +297,64 @@ def test_plan_backup_maintenance_and_rollback_work_as_for_compose(swarm, tmp_pat
         listed = swarm.inv("db.backups", "--env", ENV, config=config)
         assert listed.returncode == 0 and dump.name in listed.stdout
     finally:
+        assert swarm.inv("server.setup", "--env", ENV).returncode == 0
+
+
+def test_a_rollback_unapplies_migrations_or_restores_the_backup_as_for_compose(swarm, tmp_path):
+    """Issue 18 on swarm, the shared database: a rollback past 1.4.0-column unapplies its
+    migrations in a one-off container of 1.4.0-column on the stack's network before the stack
+    goes back; past 1.5.0-irreversible it is refused, and --restore-db restores the backup
+    that deploy took (from a one-off container of backup_image) in maintenance mode: the row
+    written before it is there, the one written after is gone, so is the migration."""
+    column = (
+        "select count(*) from information_schema.columns where table_name = 'notes_visit' and column_name = 'agent'"
+    )
+    applied = "select count(*) from django_migrations where name = '0002_irreversible'"
+    assert server_version() == V2
+    config = tmp_path / "backup.yaml"
+    config.write_text(
+        CONFIG.replace(
+            "      db_service: ''\n",
+            "      db_service: ''\n      backup: true\n      backup_image: 127.0.0.1:5000/pushdeploy/postgres:15\n",
+        )
+    )
+    try:
+        assert swarm.inv("server.setup", "--env", ENV, config=config).returncode == 0
+        deployed = swarm.inv("deploy.to", "--env", ENV, "--tag", "1.4.0-column", "--force", config=config)
+        assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+        assert db_psql(column) == "1"
+        back = swarm.inv("deploy.rollback", "--env", ENV, config=config)
+        assert back.returncode == 0, back.stdout + back.stderr
+        assert "--- migrations to unapply: notes.0002_visit_agent" in back.stdout
+        entry = last_history()
+        assert (entry["kind"], entry["version"], entry["unapplied"]) == ("rollback", V2, "notes.0002_visit_agent")
+        names = [s["name"] for s in entry["steps"]]
+        assert names.index("unmigrate") < names.index("deploy")
+        assert db_psql(column) == "0" and served() == V2
+        assert [version for _, version in web_tasks()] == [V2] * 3
+
+        db_psql("insert into notes_visit (created_at, path) values (now(), 'restore:kept')")
+        deployed = swarm.inv("deploy.to", "--env", ENV, "--tag", "1.5.0-irreversible", "--force", config=config)
+        assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+        db_psql("insert into notes_visit (created_at, path) values (now(), 'restore:lost')")
+        refused = swarm.inv("deploy.rollback", "--env", ENV, config=config)
+        assert refused.returncode == 1 and "cannot be unapplied (no reverse operation)" in refused.stdout
+        assert server_version() == "1.5.0-irreversible" and db_psql(applied) == "1"
+        back = swarm.inv("deploy.rollback", "--env", ENV, "--restore-db", config=config)
+        assert back.returncode == 0, back.stdout + back.stderr
+        assert "restoring the database: the database goes back to " in back.stdout
+        entry = last_history()
+        assert (entry["kind"], entry["version"]) == ("rollback", V2) and entry["restored"].endswith(f"-{V2}.dump")
+        names = [s["name"] for s in entry["steps"]]
+        assert names.index("maintenance-on") < names.index("restore") < names.index("deploy")
+        assert db_psql(applied) == "0"
+        assert db_psql("select count(*) from notes_visit where path = 'restore:kept'") == "1"
+        assert db_psql("select count(*) from notes_visit where path = 'restore:lost'") == "0"
+        assert served() == V2 and [version for _, version in web_tasks()] == [V2] * 3
+    finally:
+        db_psql("delete from django_migrations where name in ('0002_irreversible', '0002_visit_agent')")
+        db_psql("alter table notes_visit drop column if exists agent")
+        db_psql("delete from notes_visit where path like 'restore:%'")
         assert swarm.inv("server.setup", "--env", ENV).returncode == 0
 
 

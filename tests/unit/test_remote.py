@@ -171,3 +171,167 @@ def test_nothing_listening_is_a_retryable_error():
     with pytest.raises(remote.RemoteError, match="cannot connect") as error:
         remote.connect(Host("deploy", "127.0.0.1", number), "deploy", "", Access(known_hosts=""))
     assert error.value.retryable
+
+
+class FreezableRelay:
+    """A TCP relay to PORT that can stop passing bytes on without closing anything, like a
+    path whose NAT entry was dropped: the kernel still accepts, nothing comes back."""
+
+    def __init__(self, port):
+        self.target, self.flowing = port, threading.Event()
+        self.flowing.set()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                near, _ = self.listener.accept()
+            except OSError:
+                return
+            far = socket.create_connection(("127.0.0.1", self.target))
+            for a, b in ((near, far), (far, near)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, source, sink):
+        while True:
+            self.flowing.wait()
+            try:
+                data = source.recv(65536)
+            except OSError:
+                return
+            self.flowing.wait()
+            if not data:
+                return
+            try:
+                sink.sendall(data)
+            except OSError:
+                return
+
+    def close(self):
+        self.listener.close()
+
+
+def test_a_path_that_goes_silent_is_noticed_and_named(keys, monkeypatch):
+    """Keepalives sshd must answer: while they are answered a quiet command is left alone;
+    once none comes back for QUIET_AFTER, the request ends as a retryable error that says
+    the link went quiet and since when (a deploy then reattaches to its run)."""
+    host_key, user_key, key_file = keys
+    monkeypatch.setattr(remote, "ALIVE_EVERY", 0.1)
+    monkeypatch.setattr(remote, "QUIET_AFTER", 0.6)
+    started = threading.Event()
+
+    def slow(channel, command):
+        channel.sendall(b"step one\n")
+        started.set()
+
+        def finish():
+            try:
+                channel.sendall(b"done\n")
+                channel.send_exit_status(0)
+                channel.close()
+            except OSError:  # the client gave up on a silent path and closed the connection
+                pass
+
+        threading.Timer(1.5, finish).start()
+
+    fake = FakeSSHServer(host_key, user_key, slow)
+    relay = FreezableRelay(fake.port)
+    pins = Access(known_hosts=f"[127.0.0.1]:{relay.port} {host_key.get_name()} {host_key.get_base64()}")
+    try:
+        with remote.connect(Host("deploy", "127.0.0.1", relay.port), "deploy", key_file, pins) as session:
+            out = Collector()
+            assert remote.run(session, "deploy staging abc1234", out) == 0  # 1.5 s quiet, keepalives answered
+            assert "done" in out.lines
+        with remote.connect(Host("deploy", "127.0.0.1", relay.port), "deploy", key_file, pins) as session:
+            started.clear()
+            threading.Thread(target=lambda: (started.wait(5), relay.flowing.clear()), daemon=True).start()
+            with pytest.raises(
+                remote.RemoteError, match=r"the link went quiet: no answer to keepalives since "
+            ) as error:
+                remote.run(session, "deploy staging abc1234", Collector())
+            assert error.value.retryable
+    finally:
+        relay.flowing.set()
+        relay.close()
+        fake.close()
+
+
+class FakeBastion(FakeSSHServer):
+    """A jump host: lets the user open direct-tcpip channels to PERMITTED (host, port) only,
+    and carries their bytes; counts its connections."""
+
+    def __init__(self, host_key, user_key, permitted):
+        self.permitted, self.tunnels = permitted, []
+        super().__init__(host_key, user_key, answer_status)
+
+    def _serve(self):
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            transport = paramiko.Transport(conn)
+            transport.add_server_key(self.host_key)
+            self.transports.append(transport)
+            try:
+                transport.start_server(server=self)
+            except (paramiko.SSHException, EOFError, OSError):
+                continue
+            threading.Thread(target=self._carry, args=(transport,), daemon=True).start()
+
+    def _carry(self, transport):
+        while transport.is_active():
+            channel = transport.accept(0.2)
+            if channel is None:
+                continue
+            far = socket.create_connection(self.tunnels[-1])
+            for a, b in ((channel, far), (far, channel)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(source, sink):
+        while True:
+            try:
+                data = source.recv(65536)
+                if not data:
+                    return
+                sink.sendall(data)
+            except OSError:
+                return
+
+    def check_channel_direct_tcpip_request(self, chanid, origin, destination):
+        if tuple(destination) not in self.permitted:
+            return paramiko.OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
+        self.tunnels.append(tuple(destination))
+        return paramiko.OPEN_SUCCEEDED
+
+
+def test_hosts_behind_a_jump_host_share_one_connection_to_it_and_every_key_is_pinned(keys):
+    """Two app hosts behind one bastion: one connection to the bastion, a channel each; the
+    bastion's key is pinned like any host's (an unpinned one stops before authenticating);
+    a destination the bastion does not allow is named."""
+    host_key, user_key, key_file = keys
+    app = FakeSSHServer(host_key, user_key, answer_status)
+    bastion = FakeBastion(host_key, user_key, {("127.0.0.1", app.port)})
+    jump = Host("deploy", "127.0.0.1", bastion.port)
+    lines = [f"[127.0.0.1]:{port} {host_key.get_name()} {host_key.get_base64()}" for port in (app.port, bastion.port)]
+    pins = Access(known_hosts="\n".join(lines))
+    remote._HOPS.clear()
+    try:
+        for _ in range(2):
+            host = Host("deploy", "127.0.0.1", app.port, via=(jump,))
+            with remote.connect(host, "deploy", key_file, pins) as session:
+                out = Collector()
+                assert remote.run(session, "status staging", out) == 3 and "version: 1.4.0" in out.lines
+        assert len(bastion.transports) == 1 and len(app.transports) == 2 and len(bastion.tunnels) == 2
+        with pytest.raises(remote.RemoteError, match=r"could not connect to 127\.0\.0\.1:1: .*permitopen"):
+            remote.connect(Host("deploy", "127.0.0.1", 1, via=(jump,)), "deploy", key_file, pins)
+        remote._HOPS.clear()
+        with pytest.raises(remote.RemoteError, match=rf"host key of \[127\.0\.0\.1\]:{bastion.port} is not pinned"):
+            remote.connect(host, "deploy", key_file, Access(known_hosts=lines[0]))
+    finally:
+        remote._HOPS.clear()
+        bastion.close()
+        app.close()
