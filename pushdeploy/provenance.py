@@ -13,7 +13,7 @@ from pushdeploy.settings import Environment, Settings
 
 from pdserver import schema
 
-SECRET_WORDS = ("WEBHOOK", "SECRET", "PASSWORD", "TOKEN", "PRIVATE")
+SECRET_WORDS = ("WEBHOOK", "SECRET", "PASSWORD", "TOKEN", "PRIVATE", "AGE_KEY")
 DERIVED = {"app_dir": "from the project name", "project": "from app and the environment's name"}
 
 

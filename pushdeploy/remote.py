@@ -360,6 +360,22 @@ def run(connection: Session, command: str, writer: HostWriter) -> int:
     return code
 
 
+def run_with_input(transport, command: str, data: bytes, writer: HostWriter) -> int:
+    """Run one command with DATA on its stdin (then end of file), streaming its output
+    through the writer; its exit code (-1 if the connection closed first)."""
+    channel = transport.open_session()
+    channel.set_combine_stderr(True)
+    channel.exec_command(command)
+    channel.sendall(data)
+    channel.shutdown_write()
+    decode = codecs.getincrementaldecoder("utf-8")(errors="replace").decode
+    while chunk := channel.recv(32768):
+        writer.write(decode(chunk))
+    writer.write(decode(b"", final=True))
+    writer.flush()
+    return channel.recv_exit_status()
+
+
 def on_hosts(
     hosts: Sequence[Host],
     work: Callable[[Host, HostWriter], int],

@@ -82,7 +82,7 @@ class Environment:
     health_timeout: int
     backup: bool = False
     backup_keep: int = 10
-    backup_image: str = ""  # engine: swarm: an image with pg_dump, run on the stack's network for backups
+    backup_image: str = ""  # an image with pg_dump, run beside web for backups (swarm; compose without db_service)
     drain_seconds: int = 1
     dns_valid: int = 1
     warm_rollback: int = 600  # seconds the previous version stays ready for an instant rollback
@@ -112,6 +112,10 @@ class Environment:
     review_port: int = 8088
     review_max: int = 5
     review_seed: str = "fresh"
+    # inv secrets.*: an age-encrypted file in the repository (to these recipients), or a command
+    secrets_file: str = ""  # relative to the project: secrets/ENV.env.age unless set
+    secrets_recipients: tuple[str, ...] = ()
+    secrets_command: str = ""
 
     def accepts(self, version: str) -> bool:
         return protocol.matches(protocol.VERSION_RE, version) and (
@@ -129,6 +133,8 @@ class Access:
     admin_user: str = "root"
     admin_key: str = ""
     ci_public_key: str = ""
+    age_identity: str = ""  # DEPLOY_AGE_IDENTITY: an age identity file (decrypts secrets/ENV.env.age)
+    age_key: str = ""  # DEPLOY_AGE_KEY: the identity itself (a CI secret), when there is no file
 
 
 @dataclass(frozen=True)
@@ -221,7 +227,8 @@ def _version_pattern(value, key: str) -> str:
     return value
 
 
-CLIENT_ONLY = ("app_dir", "hosts", "jump", "project")  # settings the server never sees
+# settings the server never sees
+CLIENT_ONLY = ("app_dir", "hosts", "jump", "project", "secrets_command", "secrets_file", "secrets_recipients")
 
 
 def _environment(
@@ -283,8 +290,13 @@ def _environment(
     db_service = merged["db_service"] or ""
     if db_service:
         _check(_SERVICE, db_service, key("db_service"), "a service name")
-    if merged["backup"] and not db_service and merged["engine"] != "swarm":
-        raise ConfigError(CONFIG_FILE, key("backup"), "backups need db_service (the PostgreSQL service) to be set")
+    if merged["backup"] and not db_service and merged["engine"] != "swarm" and not merged["backup_image"]:
+        raise ConfigError(
+            CONFIG_FILE,
+            key("backup"),
+            "backups need db_service (the PostgreSQL service) to be set, or backup_image (an image with pg_dump, "
+            "run beside web to reach the database server it names, e.g. postgres:16)",
+        )
     if not compose_files or not services:
         raise ConfigError(CONFIG_FILE, key("services" if compose_files else "compose_files"), "must not be empty")
     manage = merged["manage"]
@@ -320,11 +332,13 @@ def _environment(
         raise ConfigError(CONFIG_FILE, where, problem) from None
     engine, manager_compose_files = _engine(merged, key)
     backup_image = merged["backup_image"] or ""
-    if backup_image and (engine != "swarm" or not protocol.matches(protocol.IMAGE_RE, backup_image)):
+    external = engine == "swarm" or not merged["db_service"]  # the database server is outside the project
+    if backup_image and (not external or not protocol.matches(protocol.IMAGE_RE, backup_image)):
         raise ConfigError(
             CONFIG_FILE,
             key("backup_image"),
-            f"{backup_image!r}: an image reference (registry/name:tag), for engine: swarm only (compose backs up through db_service)",
+            f"{backup_image!r}: an image reference (registry/name:tag), for engine: swarm only, or compose with "
+            "db_service: '' (a database server outside the project); compose with a db_service backs up through it",
         )
     files_raw = merged["files"] or {}
     if not isinstance(files_raw, Mapping):
@@ -404,7 +418,34 @@ def _environment(
         review_template=review_template,
         review_domain=review_domain,
         review_seed=review_seed,
+        **_secrets(merged, key, name),
     )
+
+
+_RECIPIENT = re.compile(r"^(age1[0-9a-z]{58}|ssh-(ed25519|rsa) [A-Za-z0-9+/=]+)$")
+
+
+def _secrets(merged: Mapping, key, name: str) -> dict:
+    """secrets_file, secrets_recipients (age recipients), secrets_command: checked, never run here."""
+    secrets_file = merged.get("secrets_file") or f"secrets/{name}.env.age"
+    if not isinstance(secrets_file, str) or not protocol.matches(_SAFE_PATH, secrets_file) or ".." in secrets_file:
+        raise ConfigError(CONFIG_FILE, key("secrets_file"), "a path relative to the project, without ..")
+    recipients = tuple(_as_list(merged.get("secrets_recipients") or [], key("secrets_recipients")))
+    for recipient in recipients:
+        if not isinstance(recipient, str) or not _RECIPIENT.match(recipient.strip()):
+            raise ConfigError(
+                CONFIG_FILE,
+                key("secrets_recipients"),
+                f"{str(recipient)[:20]!r}... is not an age recipient (age1..., or an ssh-ed25519/ssh-rsa public key)",
+            )
+    command = merged.get("secrets_command") or ""
+    if not isinstance(command, str):
+        raise ConfigError(CONFIG_FILE, key("secrets_command"), "a command line that prints KEY=VALUE lines")
+    return {
+        "secrets_file": secrets_file,
+        "secrets_recipients": tuple(r.strip() for r in recipients),
+        "secrets_command": command,
+    }
 
 
 def _engine(merged: Mapping, key) -> tuple[str, tuple[str, ...]]:
@@ -456,7 +497,7 @@ def access_from(values: Mapping[str, str], source: str, environ: Mapping[str, st
             found = Path(source).parent / found
         return str(found)
 
-    for name in ("DEPLOY_SSH_KEY", "DEPLOY_ADMIN_KEY", "DEPLOY_KNOWN_HOSTS_FILE"):
+    for name in ("DEPLOY_SSH_KEY", "DEPLOY_ADMIN_KEY", "DEPLOY_KNOWN_HOSTS_FILE", "DEPLOY_AGE_IDENTITY"):
         if values.get(name) and not Path(path(name)).is_file():
             raise ConfigError(source, name, f"file {values[name]} does not exist")
 
@@ -466,6 +507,8 @@ def access_from(values: Mapping[str, str], source: str, environ: Mapping[str, st
         known_hosts_file=path("DEPLOY_KNOWN_HOSTS_FILE"),
         admin_user=admin_user,
         admin_key=path("DEPLOY_ADMIN_KEY"),
+        age_identity=path("DEPLOY_AGE_IDENTITY"),
+        age_key=values.get("DEPLOY_AGE_KEY", ""),
         ci_public_key=values.get("DEPLOY_CI_PUBLIC_KEY", ""),
     )
 

@@ -357,6 +357,36 @@ def rollback(c, env="staging", to=None, keep_good=False, restore_db=False, wait=
     run_deploy(c, env, None, wait, verb="rollback", to=to, hosts=hosts, keep_good=keep_good, restore_db=restore_db)
 
 
+@task(help={"env": "The environment (staging, production, ...).", "wait": WAIT_HELP, "hosts": HOSTS_HELP})
+def restart(c, env="staging", wait=0, hosts=None):
+    """Start the running version again, with the same zero-downtime switch as a deploy.
+
+    For changed secrets (`inv secrets.push`) or settings in .env: each host's new
+    containers read .env as it is now; the old ones serve until the switch. The
+    hosts must all run the same version. The history records the deploy, and
+    which secrets it applied (names only).
+    """
+    sessions: dict = {}
+    try:
+        with fail_on_errors():
+            settings = load_settings(c)
+            environment = settings.environment(env)
+            chosen = rollout.select(environment.hosts, hosts)
+            versions = _preflight(
+                settings, environment, chosen, expected(settings, environment), wait, sessions, "restart"
+            )
+            running = sorted(set(versions.values()))
+            if len(running) != 1 or running[0] in ("", "none"):
+                raise plan.BadRequest(
+                    f"{env}'s hosts run {', '.join(running) or 'nothing'}: a restart starts one running version again; "
+                    "deploy a version first"
+                )
+    finally:
+        for session in sessions.values():
+            session.close()
+    run_deploy(c, env, running[0], wait, force=True, hosts=hosts)
+
+
 def _mark(c, env_name: str, version: str, bad: bool, reason: str) -> None:
     with fail_on_errors():
         settings = load_settings(c)
@@ -481,6 +511,6 @@ def logs(c, env="staging", follow=False):
 
 
 namespace = Collection(
-    "deploy", staging, production, to, rollback, status, history, logs, maintenance, mark_bad, mark_good
+    "deploy", staging, production, to, rollback, restart, status, history, logs, maintenance, mark_bad, mark_good
 )
 namespace.add_task(preview.plan_, name="plan")

@@ -110,10 +110,12 @@ def ensure(fleet: HostsEnvironment, version: str) -> None:
     assert versions() == dict.fromkeys(HOSTS, version)
 
 
-def under_load(fleet: HostsEnvironment, *args: str) -> tuple[subprocess.CompletedProcess, OpenLoad]:
+def under_load(
+    fleet: HostsEnvironment, *args: str, config: Path | None = None
+) -> tuple[subprocess.CompletedProcess, OpenLoad]:
     """`inv ARGS` while open-loop load runs through the load balancer, from 1 s before to 1.5 s after;
     each host's steps are marked on the load's clock."""
-    argv = [sys.executable, "-m", "invoke", "-f", str(fleet.config), *args]
+    argv = [sys.executable, "-m", "invoke", "-f", str(config or fleet.config), *args]
     with OpenLoad(LB, rate=RATE, seconds=300) as load:
         time.sleep(1)
         client = subprocess.Popen(
@@ -433,6 +435,50 @@ def test_a_rollback_across_the_fleet_unapplies_once_then_an_instant_one_on_every
     for host in HOSTS:
         names = [s["name"] for s in history(host)[-1]["steps"]]
         assert names[:4] == ["wake", "health", "admit", "switch"] and "pull" not in names, (host, names)
+
+
+def test_a_rollback_with_restore_db_across_the_fleet_restores_once_behind_maintenance_everywhere(fleet, tmp_path):
+    """--restore-db across three hosts and their one database (no db_service: the backups
+    come from a one-off container of backup_image beside web): every host goes into
+    maintenance before the first restores the backup the 1.5.0-irreversible deploy took; the
+    others follow without restoring. Under open-loop load through the load balancer every
+    request is answered (the release, the maintenance page, then 1.1.0), none over 1 s."""
+    applied = "select count(*) from django_migrations where name = '0002_irreversible'"
+    ensure(fleet, V2)
+    config = tmp_path / "backup.yaml"
+    image = "127.0.0.1:5000/pushdeploy/postgres:15"
+    config.write_text(
+        "deploy:\n  environments:\n" + environment(ENV, list(HOSTS.values()), backup="true", backup_image=image)
+    )
+    try:
+        assert fleet.inv("server.setup", "--env", ENV, config=config).returncode == 0
+        db_psql("insert into notes_visit (created_at, path) values (now(), 'restore:kept')")
+        deployed = fleet.inv("deploy.to", "--env", ENV, "--tag", "1.5.0-irreversible", "--force", config=config)
+        assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+        assert f"pg_dump in a one-off container of {image} beside web" in deployed.stdout
+        db_psql("insert into notes_visit (created_at, path) values (now(), 'restore:lost')")
+        result, load = under_load(fleet, "deploy.rollback", "--env", ENV, "--restore-db", config=config)
+        assert result.returncode == 0, result.stdout + result.stderr
+        done = [s for s in load.samples if s.finished]
+        unanswered = [s for s in done if not (s.ok or s.status == 503)]
+        assert not unanswered, [s.error for s in unanswered][:5]
+        assert max(s.latency for s in done) < BUDGET and any(s.status == 503 for s in done)
+        assert versions() == dict.fromkeys(HOSTS, V2) and last_second(load) == {V2}
+        out = result.stdout
+        first_restore = out.index(f"fleet {HOSTS['h1']} | ==> restore")
+        for addr in (HOSTS["h2"], HOSTS["h3"]):  # in maintenance before the database changed
+            assert out.index(f"fleet {addr} | ok in") < first_restore
+        steps = {host: [s["name"] for s in history(host)[-1]["steps"]] for host in HOSTS}
+        assert steps["h1"].index("maintenance-on") < steps["h1"].index("restore") < steps["h1"].index("switch")
+        assert all("restore" not in steps[h] and "maintenance-on" in steps[h] for h in ("h2", "h3"))
+        assert history("h1")[-1]["restored"].endswith(f"-{V2}.dump")
+        assert db_psql(applied) == "0"
+        assert db_psql("select count(*) from notes_visit where path = 'restore:kept'") == "1"
+        assert db_psql("select count(*) from notes_visit where path = 'restore:lost'") == "0"
+    finally:
+        db_psql("delete from django_migrations where name = '0002_irreversible'")
+        db_psql("delete from notes_visit where path like 'restore:%'")
+        assert fleet.inv("server.setup", "--env", ENV).returncode == 0
 
 
 def relayed(host: str) -> str:

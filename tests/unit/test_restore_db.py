@@ -156,3 +156,25 @@ def test_the_plan_says_what_a_restore_loses_or_why_it_cannot():
     refused = preview.parse([*base, "restore=refused: --restore-db: x is no longer kept"])
     assert preview.verdict(refused) == (65, "would be refused: no backup to restore (see restore)")
     assert "restore:     WOULD REFUSE: --restore-db: x is no longer kept" in preview.show(refused)
+
+
+def test_a_backup_beside_web_gets_only_the_variables_that_name_the_database():
+    from pdserver import containers
+
+    environ = ["PATH=/usr/local/bin", "POSTGRES_HOST=db.internal", "POSTGRES_PASSWORD=s3cret", "SECRET_KEY=x"]
+    environ += ["DATABASE_URL=postgres://u:p@h/d", "PGPORT=5433", "HOME=/app", "POSTGRES_DB=a\nb"]
+    assert containers.database_environment(environ) == (
+        "POSTGRES_HOST=db.internal\nPOSTGRES_PASSWORD=s3cret\nDATABASE_URL=postgres://u:p@h/d\nPGPORT=5433\n"
+    )
+
+
+def test_compose_without_a_db_service_backs_up_through_a_backup_image():
+    from pushdeploy.settings import ConfigError, from_config
+
+    def env(**settings):
+        deploy = {"environments": {"production": {"hosts": "h", "db_service": "", **settings}}}
+        return from_config(deploy, {}, environ={}).environment("production")
+
+    assert env(backup=True, backup_image="postgres:16").backup_image == "postgres:16"
+    with pytest.raises(ConfigError, match="backups need db_service .* or backup_image"):
+        env(backup=True)

@@ -103,7 +103,7 @@ def append(path, pairs):
         stream.write(json.dumps(record, ensure_ascii=False) + "\n")
     brief(path, keep=True)
     summary = path + ".last"
-    if record.get("kind") == "mark":  # not a run: the last run's summary stays current
+    if record.get("kind") in NOT_RUNS:  # the last run's summary stays current
         if os.path.exists(summary):
             os.utime(summary)
         return
@@ -117,10 +117,25 @@ def one_line(r):
     return f"{r.get('time')} {r.get('kind')} of {r.get('version')} (was {r.get('previous')}): {r.get('outcome')}{failed}, by {r.get('by')}"
 
 
+NOT_RUNS = ("mark", "secrets")  # records of a mark, and of a secrets push: nothing ran
+
+
 def last_run(records):
-    """The last record of a run (a deploy, a rollback, a refresh...), not of a mark."""
-    runs = [r for r in records if r.get("kind") != "mark"]
+    """The last record of a run (a deploy, a rollback, a refresh...), not of a mark or a push."""
+    runs = [r for r in records if r.get("kind") not in NOT_RUNS]
     return runs[-1] if runs else None
+
+
+def secrets_since_run(records):
+    """The names of the secrets pushed since the last run (what the next run applies)."""
+    names = set()
+    for r in reversed(records):
+        if r.get("kind") not in NOT_RUNS:
+            break
+        if r.get("kind") == "secrets":
+            for what in ("added", "changed", "removed"):
+                names.update(str(r.get(what, "")).split())
+    return sorted(names)
 
 
 def last(path):

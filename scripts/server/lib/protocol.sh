@@ -12,7 +12,7 @@ PD_STATE='/var/lib/pushdeploy'
 # The server side: every file installed under PD_PREFIX, in this order, then every
 # *.py file of PD_SERVER_FOLDERS (sorted: a strategy is added by adding its file). The
 # installer installs them, both sides hash them (in this order) to agree on the version.
-PD_SERVER_FILES='bin/deploy bin/entrypoint bin/install lib/protocol.sh lib/history.py lib/pull.py lib/notify.py lib/swarm.py lib/pdserver/__init__.py lib/pdserver/facts.py lib/pdserver/request.py lib/pdserver/keys.py lib/pdserver/conf.py lib/pdserver/guard.py lib/pdserver/main.py lib/pdserver/result.py lib/pdserver/verbs.py lib/pdserver/schema.py lib/pdserver/env.py lib/pdserver/expect.py lib/pdserver/lock.py lib/pdserver/run.py lib/pdserver/compose.py lib/pdserver/order.py lib/pdserver/status.py lib/pdserver/plan.py lib/pdserver/runs.py lib/pdserver/worker.py lib/pdserver/pipeline.py lib/pdserver/release.py lib/pdserver/containers.py lib/pdserver/drain.py lib/pdserver/slots.py lib/pdserver/recreate.py lib/pdserver/stackfile.py lib/pdserver/stack.py lib/pdserver/review.py lib/pdserver/front.py lib/pdserver/refresh.py lib/pdserver/teardown.py lib/pdserver/marks.py lib/pdserver/restoredb.py lib/pdserver/agent.py lib/pdserver/install.py'
+PD_SERVER_FILES='bin/deploy bin/entrypoint bin/install lib/protocol.sh lib/history.py lib/pull.py lib/notify.py lib/swarm.py lib/pdserver/__init__.py lib/pdserver/facts.py lib/pdserver/request.py lib/pdserver/keys.py lib/pdserver/conf.py lib/pdserver/guard.py lib/pdserver/main.py lib/pdserver/result.py lib/pdserver/verbs.py lib/pdserver/schema.py lib/pdserver/env.py lib/pdserver/expect.py lib/pdserver/lock.py lib/pdserver/run.py lib/pdserver/compose.py lib/pdserver/order.py lib/pdserver/status.py lib/pdserver/plan.py lib/pdserver/runs.py lib/pdserver/worker.py lib/pdserver/pipeline.py lib/pdserver/release.py lib/pdserver/containers.py lib/pdserver/drain.py lib/pdserver/slots.py lib/pdserver/recreate.py lib/pdserver/stackfile.py lib/pdserver/stack.py lib/pdserver/review.py lib/pdserver/front.py lib/pdserver/refresh.py lib/pdserver/teardown.py lib/pdserver/marks.py lib/pdserver/restoredb.py lib/pdserver/envpush.py lib/pdserver/agent.py lib/pdserver/install.py'
 PD_SERVER_FOLDERS='lib/pdserver/strategies'
 
 # Traffic reaches one slot of the web service at a time: the proxy routes to the
@@ -25,9 +25,9 @@ PD_VERBS='deploy rollback status history logs maintenance backups check version 
 
 # Verbs for the admin connection only (root, or an admin through sudo): never the
 # deploy account, whose entrypoint refuses them and bin/deploy again. The database's
-# (inv db.refresh), then the server's (inv server.teardown).
+# (inv db.refresh), then the server's (inv server.teardown, inv secrets.push).
 PD_ADMIN_VERBS='db-dump db-restore'
-PD_SERVER_VERBS='teardown'
+PD_SERVER_VERBS='teardown env-push'
 
 # What a named deploy key may do only if its verbs list it as well (a key given every verb
 # gets none of them): rollback --restore-db replaces the database, losing recent writes.
@@ -53,6 +53,10 @@ PD_ID_RE='^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$'
 # key's authorized_keys line as --key=NAME; bin/deploy holds it to the key's scope,
 # written by `inv server.setup` to PD_KEYS_FILE (one JSON object: NAME -> scope).
 PD_KEY_RE='^[a-z][a-z0-9_-]{0,31}$'
+
+# A secret's name (inv secrets.push), and the names no secret may set: the deploy's own.
+PD_SECRET_NAME_RE='^[A-Z_][A-Z0-9_]{0,127}$'
+PD_SECRET_RESERVED='VERSION IMAGE'
 PD_KEYS_FILE='/etc/pushdeploy/keys.json'
 
 # --order (a build's commit time, in seconds since the epoch) may be at most this

@@ -7,6 +7,7 @@ docker CLI answers in a tenth of the time `compose ps` takes to read the files.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import threading
@@ -95,6 +96,29 @@ def probe(env: envs.Env, container: str, test: list) -> bool:
     else:
         argv = ["exec", container, "/bin/sh", "-c", test[1]]
     return runner.output(compose.docker(env, *argv), timeout=10)[0] == 0
+
+
+# libpq's settings from the web service's own environment, for pg_dump (and a rollback's
+# pg_restore) in a one-off container of BACKUP_IMAGE: PG* if it has them, else POSTGRES_HOST,
+# _PORT, _DB, _USER and _PASSWORD, else DATABASE_URL (then the command's argument).
+PG_SETTINGS_SH = """export PGHOST="${PGHOST:-${POSTGRES_HOST:-}}" PGPORT="${PGPORT:-${POSTGRES_PORT:-5432}}" \\
+PGUSER="${PGUSER:-${POSTGRES_USER:-}}" PGPASSWORD="${PGPASSWORD:-${POSTGRES_PASSWORD:-}}" PGDATABASE="${PGDATABASE:-${POSTGRES_DB:-}}"
+if [ -z "$PGHOST" ] && [ -n "${DATABASE_URL:-}" ]; then set -- "$DATABASE_URL"; else set --; fi
+[ -n "$PGHOST$*" ] || { echo "the web service names no database server (PGHOST, POSTGRES_HOST or DATABASE_URL)" >&2; exit 2; }
+"""
+BACKUP_SH = PG_SETTINGS_SH + 'exec pg_dump -Fc "$@"'
+_DB_VARIABLE = re.compile(r"^(PG[A-Z]+|POSTGRES_[A-Z_]+|DATABASE_URL)$")
+
+
+def database_environment(environ_lines) -> str:
+    """The web service's variables that name its database (PG*, POSTGRES_*, DATABASE_URL), as
+    an --env-file: nothing else of its environment reaches the backup image."""
+    kept = []
+    for line in environ_lines:
+        name, sep, value = str(line).partition("=")
+        if sep and _DB_VARIABLE.match(name) and "\n" not in value:
+            kept.append(f"{name}={value}\n")
+    return "".join(kept)
 
 
 class ComposeEngine(Strategy):
@@ -202,11 +226,18 @@ class ComposeEngine(Strategy):
 
     def backup(self, run) -> int:
         """pg_dump of the database service, custom format, into a root-only directory;
-        the newest BACKUP_KEEP are kept. A failed backup stops the deploy."""
+        the newest BACKUP_KEEP are kept. A failed backup stops the deploy. Without a
+        database service, of the database server web names, from a one-off container of
+        BACKUP_IMAGE beside a running web container."""
         env = self.env
         if not env["DB_SERVICE"]:
-            print("backup needs db_service", flush=True)
-            return 1
+            with self.beside_web("backup") as options:
+                if options is None:
+                    return 1
+                print(f"pg_dump in a one-off container of {env['BACKUP_IMAGE']} beside web", flush=True)
+                return backup_into(
+                    run, compose.docker(env, "run", *options, env["BACKUP_IMAGE"], "sh", "-c", BACKUP_SH)
+                )
         dump = 'pg_dump -U "$POSTGRES_USER" -Fc "$POSTGRES_DB"'  # the container's shell expands it
         command = compose.compose(env, "exec", "-T", env["DB_SERVICE"], "sh", "-c", dump)
         return backup_into(run, command)
@@ -214,11 +245,49 @@ class ComposeEngine(Strategy):
     def restore(self, run, path: str) -> int:
         from . import refresh
 
+        env = self.env
+        if not env["DB_SERVICE"]:
+            with self.beside_web("restore") as options:
+                if options is None:
+                    return 1
+                script = PG_SETTINGS_SH + refresh.replace_sh('"$@"')
+                command = compose.docker(env, "run", "-i", *options, env["BACKUP_IMAGE"], "sh", "-c", script)
+                return refresh.replace_with(run, path, command)
         connect = '-U "$POSTGRES_USER" -d "$POSTGRES_DB"'  # the container's shell expands them
-        command = compose.compose(
-            self.env, "exec", "-T", self.env["DB_SERVICE"], "sh", "-c", refresh.replace_sh(connect)
-        )
+        command = compose.compose(env, "exec", "-T", env["DB_SERVICE"], "sh", "-c", refresh.replace_sh(connect))
         return refresh.replace_with(run, path, command)
+
+    @contextlib.contextmanager
+    def beside_web(self, name: str):
+        """`docker run` options for a one-off container NAME in the network of a running web
+        container (it reaches the database server as web does), with web's database variables
+        (a root-only file, gone afterwards); None, said why, when there is none."""
+        import json
+        import tempfile
+
+        env = self.env
+        if not env["BACKUP_IMAGE"]:
+            print("backup needs db_service, or backup_image to reach the database server web names", flush=True)
+            yield None
+            return
+        running = service_containers(env, env["WEB_SERVICE"])
+        code, out = docker_out(env, "inspect", "-f", "{{json .Config.Env}}", running[0]) if running else (1, "")
+        if code != 0:
+            print(f"no running {env['WEB_SERVICE']} container to reach the database server from", flush=True)
+            yield None
+            return
+        with tempfile.NamedTemporaryFile("w", prefix="pd-env-") as env_file:
+            env_file.write(database_environment(json.loads(out.strip() or "[]") or []))
+            env_file.flush()
+            yield [
+                "--rm",
+                "--name",
+                f"{env['PROJECT']}-{name}-{os.getpid()}",
+                "--network",
+                f"container:{running[0]}",
+                "--env-file",
+                env_file.name,
+            ]
 
     def one_off(self, run, argv: list, environ: dict) -> int:
         """ARGV in a one-off container of the new version (compose run); its exit status.

@@ -53,6 +53,7 @@ USAGE = """usage: deploy VERB ENV [OPTIONS]
   review-list TEMPLATE         live review environments: name, version, created, last deploy, url
   db-dump ENV [--fresh]        (admin only) the newest backup, or a fresh pg_dump, on stdout
   db-restore ENV --from=SRC    (admin only) restore the dump on stdin, migrate, scrub, record
+  env-push ENV [--by=WHO]      (admin only) the secrets on stdin into .env: names added/changed/removed
 
 The last line on stderr is the result as data: {prefix}{{"verb": ..., "outcome": ..., "exit": ...}}.
 Exit codes: 0 ok, 1 failed, {usage} bad request, {busy} another deploy runs,

@@ -341,6 +341,9 @@ def record(run: Run, outcome: str, duration: str) -> None:
         pairs["unapplied"] = run.unapplied
     if run.backup:
         pairs["backup"] = os.path.basename(run.backup)
+    pushed = history.secrets_since_run(history.brief(run.env.history))
+    if pushed and outcome == "ok":  # the secrets pushed since the last run now serve (names only)
+        pairs["secrets"] = " ".join(pushed)
     if run.restored:
         pairs.update(restored=os.path.basename(run.restore), lost_since=run.lost_since)
     steps_path = run.file("steps")

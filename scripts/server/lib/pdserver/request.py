@@ -81,6 +81,7 @@ VERBS = {
     "review-list": Verb("TEMPLATE [--expect=HASH]", 0, ("expect",)),
     "db-dump": Verb("ENV [--fresh]", 0, ("fresh", "expect")),
     "db-restore": Verb("ENV --from=SOURCE [--by=WHO] [--url=URL]", 0, ("from", "by", "url", "expect")),
+    "env-push": Verb("ENV [--by=WHO] [--expect=HASH]", 0, ("by", "expect")),
     "teardown": Verb("ENV [--volumes] [--by=WHO]", 0, ("volumes", "by")),
     "mark": Verb("ENV VERSION bad|good [--reason=WORDS] [--by=WHO] [--expect=HASH]", 2, ("reason", "by", "expect")),
 }

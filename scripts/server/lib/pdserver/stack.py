@@ -36,16 +36,6 @@ from . import run as runner
 from .pipeline import Strategy
 from .request import Refused
 
-# libpq's settings from the web service's own environment, for pg_dump (and a rollback's
-# pg_restore) in a one-off container: PG* if it has them, else POSTGRES_HOST, _PORT, _DB,
-# _USER and _PASSWORD, else DATABASE_URL (then the command's argument).
-PG_SETTINGS_SH = """export PGHOST="${PGHOST:-${POSTGRES_HOST:-}}" PGPORT="${PGPORT:-${POSTGRES_PORT:-5432}}" \\
-PGUSER="${PGUSER:-${POSTGRES_USER:-}}" PGPASSWORD="${PGPASSWORD:-${POSTGRES_PASSWORD:-}}" PGDATABASE="${PGDATABASE:-${POSTGRES_DB:-}}"
-if [ -z "$PGHOST" ] && [ -n "${DATABASE_URL:-}" ]; then set -- "$DATABASE_URL"; else set --; fi
-[ -n "$PGHOST$*" ] || { echo "the web service names no database server (PGHOST, POSTGRES_HOST or DATABASE_URL)" >&2; exit 2; }
-"""
-BACKUP_SH = PG_SETTINGS_SH + 'exec pg_dump -Fc "$@"'
-
 
 class Swarm(Strategy):
     def __init__(self, env: envs.Env):
@@ -177,7 +167,7 @@ class Swarm(Strategy):
                 return 1
             options, settings = found
             print(f"pg_dump in a one-off container of {env['BACKUP_IMAGE']} on {settings['network']}", flush=True)
-            command = compose.docker(env, "run", *options, env["BACKUP_IMAGE"], "sh", "-c", BACKUP_SH)
+            command = compose.docker(env, "run", *options, env["BACKUP_IMAGE"], "sh", "-c", ct.BACKUP_SH)
             code = ct.backup_into(run, command)
         if code:
             print(
@@ -196,7 +186,7 @@ class Swarm(Strategy):
                 return 1
             options, settings = found
             print(f"pg_restore in a one-off container of {env['BACKUP_IMAGE']} on {settings['network']}", flush=True)
-            script = PG_SETTINGS_SH + refresh.replace_sh('"$@"')
+            script = ct.PG_SETTINGS_SH + refresh.replace_sh('"$@"')
             command = compose.docker(env, "run", "-i", *options, env["BACKUP_IMAGE"], "sh", "-c", script)
             return refresh.replace_with(run, path, command)
 

@@ -326,6 +326,12 @@ def db_restore(request: Request) -> Result:
     return refresh.db_restore(request)
 
 
+def env_push(request: Request) -> Result:
+    from . import envpush
+
+    return envpush.env_push(request)
+
+
 def pull(request: Request) -> Result:
     from . import agent
 
@@ -357,6 +363,7 @@ HANDLERS = {
     "review-down": review_down,
     "db-dump": db_dump,
     "db-restore": db_restore,
+    "env-push": env_push,
     "pull": pull,
     "teardown": teardown,
 }
