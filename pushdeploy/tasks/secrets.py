@@ -54,6 +54,13 @@ def _decrypt(settings, environment) -> str:
 
 def values_of(settings, environment) -> dict[str, str]:
     """The environment's secrets: secrets_command's output, else the decrypted secrets file."""
+    try:
+        return _values(settings, environment)
+    except envsecrets.BadSecrets as error:
+        raise plan.BadRequest(str(error)) from None
+
+
+def _values(settings, environment) -> dict[str, str]:
     command = environment.secrets_command
     if command:
         try:
@@ -104,7 +111,10 @@ def edit(c, env="staging"):
             )
         path = _secrets_path(settings, environment)
         before_text = _decrypt(settings, environment) if path.is_file() else "# KEY=VALUE, one a line\n"
-        before = envsecrets.parse(before_text, path.name)
+        try:
+            before = envsecrets.parse(before_text, path.name)
+        except envsecrets.BadSecrets as error:
+            raise plan.BadRequest(str(error)) from None
         with tempfile.TemporaryDirectory(prefix="pd-secrets-") as folder:
             plain = Path(folder) / f"{env}.env"
             plain.touch(mode=0o600)
@@ -113,7 +123,10 @@ def edit(c, env="staging"):
             if subprocess.run([*editor, str(plain)], check=False).returncode != 0:
                 raise plan.BadRequest("the editor failed: nothing was changed")
             text = plain.read_text()
-            after = envsecrets.parse(text, f"{env}.env (as edited)")
+            try:
+                after = envsecrets.parse(text, f"{env}.env (as edited)")
+            except envsecrets.BadSecrets as error:
+                raise plan.BadRequest(f"{error}: nothing was changed") from None
             recipients = [word for r in environment.secrets_recipients for word in ("--recipient", r)]
             encrypted = _age("--encrypt", *recipients, data=text.encode())
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -6,11 +6,12 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import ROOT, inv
+from tests.e2e.conftest import ROOT, inv, tool_env
 
 SCRIPT = ROOT / "scripts/sandbox-hosts"
 STATE = Path(os.environ.get("PD_HOSTS_DIR", "/var/lib/pushdeploy-hosts"))
@@ -54,6 +55,18 @@ class HostsEnvironment:
 
     def deploy(self, version: str, *args: str) -> subprocess.CompletedProcess:
         return self.inv("deploy.to", "--env", self.env, "--tag", version, *args)
+
+    def popen(self, *args: str, config: Path | None = None, merged: bool = True) -> subprocess.Popen:
+        """`inv -f CONFIG ARGS` started, its output read line by line as it comes (stderr into
+        stdout unless not MERGED), for a test that acts on what the client says."""
+        return subprocess.Popen(
+            [sys.executable, "-m", "invoke", "-f", str(config or self.config), *args],
+            cwd=ROOT,
+            env=tool_env(DEPLOY_DOTENV=str(STATE / "deploy.env")),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT if merged else subprocess.PIPE,
+            text=True,
+        )
 
 
 def db_psql(sql: str) -> str:

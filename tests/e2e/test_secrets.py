@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import APP_DIRS, PORTS, ROOT, compose, history_lines, inv, served_version, tool_env
+from tests.e2e.conftest import APP_DIRS, PORTS, compose, history_lines, inv, served_version, tool_env
 from tests.e2e.deployed import ensure
 
 pytestmark = pytest.mark.e2e
@@ -34,6 +34,14 @@ def web_environment() -> dict[str, str]:
     return dict(line.split("=", 1) for line in json.loads(out.stdout))
 
 
+def settings(path: Path, **staging: str) -> str:
+    """A settings file merged over the project's (inv -f): staging's secrets settings."""
+    path.write_text(
+        "deploy:\n  environments:\n    staging:\n" + "".join(f"      {k}: '{v}'\n" for k, v in staging.items())
+    )
+    return str(path)
+
+
 def env_value(name: str) -> str:
     for line in ENV_FILE.read_text().splitlines():
         if line.startswith(f"{name}="):
@@ -49,14 +57,14 @@ def test_secrets_from_a_command_and_from_an_age_file_are_pushed_and_applied_with
     before_env = ENV_FILE.read_bytes()
     vault = tmp_path / "vault.sh"
     vault.write_text(f"echo SECRET_KEY={SECRET}\necho PD_TEST_FLAG=on\n")
-    command = {"INVOKE_DEPLOY_ENVIRONMENTS_STAGING_SECRETS_COMMAND": f"sh {vault}"}
-    folder = ROOT / ".pytest-secrets"
+    command = settings(tmp_path / "command.yaml", secrets_command=f"sh {vault}")
+    folder = tmp_path / "secrets"  # relative paths resolve against the settings file naming them
     try:
-        listed = inv("secrets.list", "--env", "staging", **command)
+        listed = inv("-f", command, "secrets.list", "--env", "staging")
         assert listed.returncode == 0, listed.stderr
         assert listed.stdout.split()[:2] == ["PD_TEST_FLAG", "SECRET_KEY"] and SECRET not in listed.stdout
 
-        pushed = inv("secrets.push", "--env", "staging", **command)
+        pushed = inv("-f", command, "secrets.push", "--env", "staging")
         assert pushed.returncode == 0, pushed.stdout + pushed.stderr
         assert "added: PD_TEST_FLAG" in pushed.stdout and "changed: SECRET_KEY" in pushed.stdout
         assert SECRET not in pushed.stdout + pushed.stderr
@@ -87,12 +95,8 @@ def test_secrets_from_a_command_and_from_an_age_file_are_pushed_and_applied_with
 
         # Bad input changes nothing: a secret named VERSION.
         (tmp_path / "bad.sh").write_text("echo VERSION=evil\n")
-        bad = inv(
-            "secrets.push",
-            "--env",
-            "staging",
-            INVOKE_DEPLOY_ENVIRONMENTS_STAGING_SECRETS_COMMAND=f"sh {tmp_path / 'bad.sh'}",
-        )
+        bad_settings = settings(tmp_path / "bad.yaml", secrets_command=f"sh {tmp_path / 'bad.sh'}")
+        bad = inv("-f", bad_settings, "secrets.push", "--env", "staging")
         assert bad.returncode == 2 and "VERSION is set by the deploy itself" in bad.stderr
         assert env_value("VERSION") == "a1a1a1a"
 
@@ -107,16 +111,12 @@ def test_secrets_from_a_command_and_from_an_age_file_are_pushed_and_applied_with
         (folder / "staging.env.age").write_bytes(
             subprocess.run(["age", "-r", recipient], input=plain, capture_output=True, check=True).stdout
         )
-        age = {
-            "INVOKE_DEPLOY_ENVIRONMENTS_STAGING_SECRETS_FILE": ".pytest-secrets/staging.env.age",
-            "INVOKE_DEPLOY_ENVIRONMENTS_STAGING_SECRETS_RECIPIENTS": recipient,
-            "DEPLOY_AGE_IDENTITY": str(identity),
-        }
+        age = settings(tmp_path / "age.yaml", secrets_file="secrets/staging.env.age", secrets_recipients=recipient)
         wrong = tmp_path / "wrong"
         subprocess.run(["age-keygen", "-o", str(wrong)], check=True, capture_output=True)
-        refused = inv("secrets.push", "--env", "staging", **{**age, "DEPLOY_AGE_IDENTITY": str(wrong)})
+        refused = inv("-f", age, "secrets.push", "--env", "staging", DEPLOY_AGE_IDENTITY=str(wrong))
         assert refused.returncode == 2 and "age failed" in refused.stderr and env_value("SECRET_KEY") == SECRET
-        pushed = inv("secrets.push", "--env", "staging", **age)
+        pushed = inv("-f", age, "secrets.push", "--env", "staging", DEPLOY_AGE_IDENTITY=str(identity))
         assert pushed.returncode == 0, pushed.stdout + pushed.stderr
         assert "changed: SECRET_KEY" in pushed.stdout and "removed: PD_TEST_FLAG" in pushed.stdout
         assert env_value("SECRET_KEY") == original and env_value("PD_TEST_FLAG") == ""

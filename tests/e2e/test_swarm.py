@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -207,6 +208,18 @@ def test_a_failing_migration_changes_nothing(swarm):
     assert served() == V2 and server_version() == V2
 
 
+def backup_config(tmp_path: Path) -> Path:
+    """The stack's settings with backup: true, from a one-off container of the sandbox's postgres image."""
+    config = tmp_path / "backup.yaml"
+    config.write_text(
+        CONFIG.replace(
+            "      db_service: ''\n",
+            "      db_service: ''\n      backup: true\n      backup_image: 127.0.0.1:5000/pushdeploy/postgres:15\n",
+        )
+    )
+    return config
+
+
 def test_plan_backup_maintenance_and_rollback_work_as_for_compose(swarm, tmp_path):
     """With backup: true (pg_dump of the shared database from a one-off container of
     backup_image on the stack's network) and --maintenance: `deploy.plan` lists the
@@ -215,13 +228,7 @@ def test_plan_backup_maintenance_and_rollback_work_as_for_compose(swarm, tmp_pat
     answers 503 during the maintenance window and serves after it, and
     `deploy.rollback` takes the whole stack back."""
     assert server_version() == V2
-    config = tmp_path / "backup.yaml"
-    config.write_text(
-        CONFIG.replace(
-            "      db_service: ''\n",
-            "      db_service: ''\n      backup: true\n      backup_image: 127.0.0.1:5000/pushdeploy/postgres:15\n",
-        )
-    )
+    config = backup_config(tmp_path)
     try:
         assert swarm.inv("server.setup", "--env", ENV, config=config).returncode == 0
         plan = swarm.inv("deploy.plan", "--env", ENV, "--tag", V1, "--maintenance", "--force", config=config)
@@ -231,29 +238,8 @@ def test_plan_backup_maintenance_and_rollback_work_as_for_compose(swarm, tmp_pat
         backups = STATE / f"hosts/h1/fs/var-lib-pushdeploy/{ENV}/backups"
         known = set(backups.glob("*.dump")) if backups.exists() else set()
 
-        argv = [
-            sys.executable,
-            "-m",
-            "invoke",
-            "-f",
-            str(config),
-            "deploy.to",
-            "--env",
-            ENV,
-            "--tag",
-            V1,
-            "--maintenance",
-            "--force",
-        ]
         with OpenLoad(LB, rate=10, seconds=240) as load:
-            client = subprocess.Popen(
-                argv,
-                cwd=ROOT,
-                env=tool_env(DEPLOY_DOTENV=str(STATE / "deploy.env")),
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
+            client = swarm.popen("deploy.to", "--env", ENV, "--tag", V1, "--maintenance", "--force", config=config)
             assert client.stdout is not None
             lines = []
             for line in client.stdout:
@@ -311,13 +297,7 @@ def test_a_rollback_unapplies_migrations_or_restores_the_backup_as_for_compose(s
     )
     applied = "select count(*) from django_migrations where name = '0002_irreversible'"
     assert server_version() == V2
-    config = tmp_path / "backup.yaml"
-    config.write_text(
-        CONFIG.replace(
-            "      db_service: ''\n",
-            "      db_service: ''\n      backup: true\n      backup_image: 127.0.0.1:5000/pushdeploy/postgres:15\n",
-        )
-    )
+    config = backup_config(tmp_path)
     try:
         assert swarm.inv("server.setup", "--env", ENV, config=config).returncode == 0
         deployed = swarm.inv("deploy.to", "--env", ENV, "--tag", "1.4.0-column", "--force", config=config)

@@ -45,7 +45,11 @@ class FakeSSHServer(paramiko.ServerInterface):
             try:
                 transport.start_server(server=self)
             except (paramiko.SSHException, EOFError, OSError):
-                pass  # the client went away: a refused host key, an unusable key file
+                continue  # the client went away: a refused host key, an unusable key file
+            self.started(transport)
+
+    def started(self, transport):
+        """A client connected (subclasses serve more than exec requests)."""
 
     def close(self):
         self.listener.close()
@@ -266,20 +270,8 @@ class FakeBastion(FakeSSHServer):
         self.permitted, self.tunnels = permitted, []
         super().__init__(host_key, user_key, answer_status)
 
-    def _serve(self):
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            transport = paramiko.Transport(conn)
-            transport.add_server_key(self.host_key)
-            self.transports.append(transport)
-            try:
-                transport.start_server(server=self)
-            except (paramiko.SSHException, EOFError, OSError):
-                continue
-            threading.Thread(target=self._carry, args=(transport,), daemon=True).start()
+    def started(self, transport):
+        threading.Thread(target=self._carry, args=(transport,), daemon=True).start()
 
     def _carry(self, transport):
         while transport.is_active():
