@@ -131,3 +131,44 @@ def test_a_secrets_command_gives_the_values_and_its_failure_shows_nothing_of_its
     with pytest.raises(Exception, match=r"secrets_command failed \(exit 3\)") as error:
         secrets_tasks.values_of(*env("sh broken.sh"))
     assert "hunter2" not in str(error.value)
+
+
+@pytest.mark.skipif(not shutil.which("age-keygen"), reason="needs age (apt-get install age)")
+def test_secrets_edit_opens_a_private_copy_and_encrypts_it_again(tmp_path, monkeypatch, capsys):
+    """$EDITOR gets a plaintext copy in a private folder; what it saves is checked, encrypted to
+    the recipients, written over the file, and the copy is gone; bad edits change nothing."""
+    from invoke import Config, Context
+    from invoke.exceptions import Exit
+
+    from pushdeploy.tasks import secrets as secrets_tasks
+
+    identity = tmp_path / "identity"
+    subprocess.run(["age-keygen", "-o", str(identity)], check=True, capture_output=True)
+    recipient = next(line.split(": ")[1] for line in identity.read_text().splitlines() if "public key" in line)
+    (tmp_path / "invoke.yaml").write_text(
+        f"deploy:\n  environments:\n    staging:\n      hosts: h\n      secrets_recipients: [{recipient}]\n"
+    )
+    seen = tmp_path / "seen"
+    editor = tmp_path / "editor.sh"
+    editor.write_text(f'stat -c %a "$(dirname "$1")" > {seen}\necho "SECRET_KEY=$PD_NEW" >> "$1"\n')
+    monkeypatch.setenv("EDITOR", f"sh {editor}")
+    monkeypatch.setenv("DEPLOY_AGE_IDENTITY", str(identity))
+    monkeypatch.setenv("DEPLOY_DOTENV", str(tmp_path / "none.env"))
+    (tmp_path / "none.env").write_text("")
+    monkeypatch.chdir(tmp_path)
+    context = Context(config=Config(project_location=str(tmp_path)))
+    context.config.load_project()
+    monkeypatch.setenv("PD_NEW", "first-value")
+    secrets_tasks.edit(context, env="staging")
+    assert seen.read_text().strip() == "700"
+    encrypted = (tmp_path / "secrets/staging.env.age").read_bytes()
+    assert b"first-value" not in encrypted
+    plain = subprocess.run(["age", "-d", "-i", str(identity)], input=encrypted, capture_output=True, check=True)
+    assert b"SECRET_KEY=first-value" in plain.stdout
+    out = capsys.readouterr().out
+    assert "added SECRET_KEY" in out and "first-value" not in out
+    monkeypatch.setenv("PD_NEW", "second")  # SECRET_KEY twice: refused, the file unchanged
+    with pytest.raises(Exit):
+        secrets_tasks.edit(context, env="staging")
+    assert "SECRET_KEY is set twice: nothing was changed" in capsys.readouterr().err
+    assert (tmp_path / "secrets/staging.env.age").read_bytes() == encrypted
