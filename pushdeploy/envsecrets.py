@@ -15,7 +15,6 @@ import io
 from pushdeploy import protocol
 
 NAME, RESERVED = protocol.SECRET_NAME_RE, protocol.SECRET_RESERVED  # one source: protocol.sh
-TRAILER = "pushdeploy-sha256:"  # the last line of what `env-push` reads: the checksum of the lines before it
 
 
 class BadSecrets(ValueError):
@@ -56,6 +55,8 @@ def parse(text: str, where: str) -> dict[str, str]:
 
 def lines(values: dict[str, str]) -> str:
     """What `env-push` reads: one KEY=VALUE line each, then the checksum line."""
+    from pdserver.envpush import TRAILER  # the server's own framing (imported only for a push)
+
     body = "".join(f"{name}={value}\n" for name, value in sorted(values.items()))
     return body + f"{TRAILER}{hashlib.sha256(body.encode()).hexdigest()}\n"
 

@@ -16,6 +16,7 @@ import contextlib
 import gc
 import socket
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -72,8 +73,6 @@ class Watchdog:
         threading.Thread(target=self._watch, name="pushdeploy-keepalive", daemon=True).start()
 
     def _watch(self) -> None:
-        import time
-
         last = time.time()
         while not self.stopped.wait(self.every) and self.transport.is_active():
             answered = threading.Event()
@@ -100,8 +99,6 @@ class Watchdog:
 
     def why(self) -> str:
         """What happened, once it went quiet ('' before)."""
-        import time
-
         if self.quiet_since is None:
             return ""
         since = time.strftime("%H:%M:%S", time.localtime(self.quiet_since))
@@ -336,8 +333,9 @@ def admin(host: Host, user: str, key_file: str, access: Access, pinned=None):
     return connection
 
 
-def run(connection: Session, command: str, writer: HostWriter) -> int:
-    """Run one command, streaming its output (stdout and stderr as they come) through the writer.
+def run(connection: Session, command: str, writer: HostWriter, data: bytes | None = None) -> int:
+    """Run one command, streaming its output (stdout and stderr as they come) through the writer;
+    with DATA, that on its stdin, then end of file.
 
     Its exit code, or -1 if the connection closed before the command ended.
     """
@@ -345,9 +343,12 @@ def run(connection: Session, command: str, writer: HostWriter) -> int:
         channel = connection.transport.open_session()
         channel.set_combine_stderr(True)
         channel.exec_command(command)
+        if data is not None:
+            channel.sendall(data)
+            channel.shutdown_write()
         decode = codecs.getincrementaldecoder("utf-8")(errors="replace").decode
-        while data := channel.recv(32768):
-            writer.write(decode(data))
+        while chunk := channel.recv(32768):
+            writer.write(decode(chunk))
         writer.write(decode(b"", final=True))
         writer.flush()
         code = channel.recv_exit_status()
@@ -358,22 +359,6 @@ def run(connection: Session, command: str, writer: HostWriter) -> int:
     if code == -1 and connection.watchdog.why():
         raise RemoteError(connection.watchdog.why(), retryable=True)
     return code
-
-
-def run_with_input(transport, command: str, data: bytes, writer: HostWriter) -> int:
-    """Run one command with DATA on its stdin (then end of file), streaming its output
-    through the writer; its exit code (-1 if the connection closed first)."""
-    channel = transport.open_session()
-    channel.set_combine_stderr(True)
-    channel.exec_command(command)
-    channel.sendall(data)
-    channel.shutdown_write()
-    decode = codecs.getincrementaldecoder("utf-8")(errors="replace").decode
-    while chunk := channel.recv(32768):
-        writer.write(decode(chunk))
-    writer.write(decode(b"", final=True))
-    writer.flush()
-    return channel.recv_exit_status()
 
 
 def on_hosts(
@@ -423,8 +408,6 @@ def run_resumable(connect: Callable[[], Session], command: str, writer: HostWrit
     A deploy request carries an id: sending it again follows the deploy already
     running (or prints the one that finished) instead of starting another.
     """
-    import time
-
     for attempt in range(1, attempts + 1):
         try:
             with connect() as connection:

@@ -1,11 +1,12 @@
 """SSH as users have it: hosts named in an OpenSSH client config, and jump hosts.
 
-``resolve`` turns a host as invoke.yaml names it into where to connect and how: its
-config's ``HostName``, ``Port`` (unless the host names one), ``IdentityFile`` and
-``ProxyJump``, or the environment's ``jump:`` (which wins), one or more hops, each hop
-with its own config (``User`` too: the app hosts' accounts are the tool's own, a jump
-host's are not), the first hop's own ``ProxyJump`` as well, as OpenSSH does. A loop is
-refused. No I/O here: the config comes in as a lookup function (paramiko's SSHConfig).
+``target`` gives a host as invoke.yaml names it its config's ``HostName``, ``Port`` (unless
+the host names one), ``IdentityFile`` and ``ProxyJump``; ``hops`` expands that, or the
+environment's ``jump:`` (which wins), into the jump hosts in the order they are reached, each
+with its own config (``User`` too: the app hosts' accounts are the tool's own, a jump host's
+are not), the first hop's own ``ProxyJump`` as well, as OpenSSH does; a loop is refused.
+settings.parse_host puts them together. Both take the config as a lookup function; only
+``load`` reads a file (paramiko's SSHConfig).
 """
 
 from __future__ import annotations

@@ -35,23 +35,27 @@ def run_deploy(
     hosts: str | None = None,
     keep_good: bool = False,
     restore_db: bool = False,
+    running: bool = False,
 ) -> None:
-    """The deploy, in order: validate, gather the request's inputs, check every host, send it batch by batch, undo on failure, report."""
+    """The deploy, in order: validate, gather the request's inputs, check every host, send it batch by batch, undo on failure, report.
+
+    running: deploy again the version the hosts run, as the pre-flight finds it (deploy.restart)."""
     sessions: dict = {}  # connections the pre-flight opened, each used once by its host's batch
     try:
         with fail_on_errors():
             settings = load_settings(c)
             env = settings.environment(env_name)
             chosen = rollout.select(env.hosts, hosts)
-            if verb == "deploy":
+            if verb == "deploy" and not running:
                 version = plan.check_version(
                     env, version or plan.build_version(os.environ, local.git_head(settings.root))
                 )
             elif to:
                 version = plan.check_version(env, to)
             by, url = plan.actor(os.environ, local.git_user(settings.root))
-            order = local.commit_time(version, settings.root) if verb == "deploy" and env.ordering == "build" else None
-            if verb == "deploy" and env.ordering == "build" and order is None:
+            build_order = verb == "deploy" and env.ordering == "build" and not running
+            order = local.commit_time(version, settings.root) if build_order else None
+            if build_order and order is None:
                 say(
                     f"warning: commit {version} is not in this clone, so its build order is unknown: the server cannot refuse it as older"
                 )
@@ -100,10 +104,15 @@ def run_deploy(
                 )
 
             what = f"{verb} of {version or 'the previous version'}" if verb == "rollback" else f"deploy of {version}"
+            what = "restart of the running version" if running else what
             batches = plan.phases(env, chosen)
             say(f"{what} to {env.name} on {len(chosen)} host(s) in {len(batches)} batch(es), by {by}")
-            # One host checks itself in its own request; several are all checked before any of them changes.
-            before = _preflight(settings, env, chosen, expect, wait, sessions, what) if len(chosen) > 1 else {}
+            # One host checks itself in its own request; several are all checked before any of them changes
+            # (a restart asks even one host what it runs).
+            checked = len(chosen) > 1 or running
+            before = _preflight(settings, env, chosen, expect, wait, sessions, what) if checked else {}
+            if running:
+                version = _one_version(env.name, before)
             if restore_db and len(chosen) > 1:  # no host may write to the database while it is replaced
                 _maintenance(settings, env, chosen, True)
             results, outcomes = [], {}
@@ -357,6 +366,16 @@ def rollback(c, env="staging", to=None, keep_good=False, restore_db=False, wait=
     run_deploy(c, env, None, wait, verb="rollback", to=to, hosts=hosts, keep_good=keep_good, restore_db=restore_db)
 
 
+def _one_version(env_name: str, before: dict) -> str:
+    running = sorted(set(before.values()))
+    if len(running) != 1 or running[0] in ("", "none"):
+        raise plan.BadRequest(
+            f"{env_name}'s hosts run {', '.join(running) or 'nothing'}: a restart starts one running version again; "
+            "deploy a version first"
+        )
+    return running[0]
+
+
 @task(help={"env": "The environment (staging, production, ...).", "wait": WAIT_HELP, "hosts": HOSTS_HELP})
 def restart(c, env="staging", wait=0, hosts=None):
     """Start the running version again, with the same zero-downtime switch as a deploy.
@@ -366,25 +385,7 @@ def restart(c, env="staging", wait=0, hosts=None):
     hosts must all run the same version. The history records the deploy, and
     which secrets it applied (names only).
     """
-    sessions: dict = {}
-    try:
-        with fail_on_errors():
-            settings = load_settings(c)
-            environment = settings.environment(env)
-            chosen = rollout.select(environment.hosts, hosts)
-            versions = _preflight(
-                settings, environment, chosen, expected(settings, environment), wait, sessions, "restart"
-            )
-            running = sorted(set(versions.values()))
-            if len(running) != 1 or running[0] in ("", "none"):
-                raise plan.BadRequest(
-                    f"{env}'s hosts run {', '.join(running) or 'nothing'}: a restart starts one running version again; "
-                    "deploy a version first"
-                )
-    finally:
-        for session in sessions.values():
-            session.close()
-    run_deploy(c, env, running[0], wait, force=True, hosts=hosts)
+    run_deploy(c, env, None, wait, force=True, hosts=hosts, running=True)
 
 
 def _mark(c, env_name: str, version: str, bad: bool, reason: str) -> None:

@@ -164,7 +164,7 @@ def push(c, env="staging"):
         def work(host, out):
             with remote.admin(host, access.admin_user, access.admin_key, access) as connection:
                 command = plan.admin_command(f"{protocol.DEPLOY_BIN} {request}", access.admin_user == "root")
-                return remote.run_with_input(connection.transport, command, data, out)
+                return remote.run(connection, command, out, data=data)
 
         results = remote.on_hosts(environment.hosts, work, label=lambda h: f"{env} {h}")
     done(results, f"secrets.push of {env}")

@@ -152,7 +152,7 @@ def trust(c, env="staging", yes=False):
         environment = settings.environment(env)
         pinned = hostkeys.load(settings.access)
         path = hostkeys.known_hosts_path(settings.access)
-        failed, seen = 0, set()
+        failed, hops = 0, {}  # (hostname, port) of each jump host read: pinned or not
 
         def trust_one(host, through: tuple) -> bool:
             """HOST's key, read directly or through the jump hosts THROUGH (pinned by now)."""
@@ -188,12 +188,10 @@ def trust(c, env="staging", yes=False):
 
         for host in environment.hosts:
             # Its jump hosts first, each once, each reached through those before it.
-            hops_ok = True
             for number, hop in enumerate(host.via):
-                if (hop.hostname, hop.port) not in seen:
-                    seen.add((hop.hostname, hop.port))
-                    hops_ok = trust_one(dataclasses.replace(hop, via=()), host.via[:number]) and hops_ok
-            if not hops_ok:
+                if (hop.hostname, hop.port) not in hops:
+                    hops[hop.hostname, hop.port] = trust_one(dataclasses.replace(hop, via=()), host.via[:number])
+            if not all(hops[hop.hostname, hop.port] for hop in host.via):
                 say(f"{env} {host} | not read: a jump host before it is not pinned", sys.stderr)
                 failed += 1
                 continue

@@ -139,7 +139,7 @@ def secrets_since_run(records):
 
 
 def last(path):
-    record = last_run(read(path))
+    record = last_run(brief(path))
     print(one_line(record) if record else "none")
 
 
@@ -248,7 +248,7 @@ def rollback_target(path, current):
 def median_ok(path, limit):
     recent = [
         r.get("duration")
-        for r in read(path)
+        for r in brief(path)
         if r.get("kind") == "deploy" and r.get("outcome") == "ok" and isinstance(r.get("duration"), (int, float))
     ][-limit:]
     durations = sorted(recent)

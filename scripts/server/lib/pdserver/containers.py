@@ -250,8 +250,9 @@ class ComposeEngine(Strategy):
             with self.beside_web("restore") as options:
                 if options is None:
                     return 1
-                script = PG_SETTINGS_SH + refresh.replace_sh('"$@"')
-                command = compose.docker(env, "run", "-i", *options, env["BACKUP_IMAGE"], "sh", "-c", script)
+                command = compose.docker(
+                    env, "run", "-i", *options, env["BACKUP_IMAGE"], "sh", "-c", refresh.REPLACE_EXTERNAL_SH
+                )
                 return refresh.replace_with(run, path, command)
         connect = '-U "$POSTGRES_USER" -d "$POSTGRES_DB"'  # the container's shell expands them
         command = compose.compose(env, "exec", "-T", env["DB_SERVICE"], "sh", "-c", refresh.replace_sh(connect))
@@ -360,7 +361,7 @@ def backup_into(run, command: runner.Command) -> int:
         reverse=True,
     )
     for old in dumps[int(env["BACKUP_KEEP"]) :]:
-        if old != getattr(run, "restore", ""):  # what this run is about to restore stays
+        if old != run.restore:  # what this run is about to restore stays
             os.unlink(old)
     return 0
 

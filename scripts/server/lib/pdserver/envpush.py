@@ -21,7 +21,7 @@ from .lock import hold, now_iso
 from .request import Refused, Request
 from .result import Result
 
-TRAILER = "pushdeploy-sha256:"
+TRAILER = "pushdeploy-sha256:"  # the last line: the checksum of the lines before it (envsecrets.lines writes it)
 LIMIT = 1 << 20  # bytes of secrets a push may carry
 
 
@@ -30,9 +30,7 @@ def received(data: bytes) -> dict:
     text = data.decode("utf-8", "replace")
     body, _, last = text.rstrip("\n").rpartition("\n")
     body = body + "\n" if body else ""
-    if not last.startswith(TRAILER):
-        body, last = (body + last + "\n") if last else body, ""
-    if not last or last[len(TRAILER) :] != hashlib.sha256(body.encode()).hexdigest():
+    if last != TRAILER + hashlib.sha256(body.encode()).hexdigest():
         raise Refused("the secrets arrived incomplete or altered (checksum): nothing changed; push again", 1)
     values = {}
     for number, line in enumerate(body.splitlines(), 1):

@@ -176,7 +176,6 @@ def plan(request: Request) -> Result:
         print("unapply=none (--restore-db: the backup replaces the database)")
     elif rollback:
         unapply_plan(env, version, current, skip_migrate)
-    if rollback:
-        return Result(0, {"current": current, "target": version})
-    print("\n".join(plan_migrations(env, version, skip_migrate)))
+    else:
+        print("\n".join(plan_migrations(env, version, skip_migrate)))
     return Result(0, {"current": current, "target": version})

@@ -80,6 +80,11 @@ def replace_sh(connect: str) -> str:
     )
 
 
+# The same, in a one-off container of BACKUP_IMAGE reaching a database server outside the
+# project (swarm; compose without db_service) with the web service's libpq settings.
+REPLACE_EXTERNAL_SH = ct.PG_SETTINGS_SH + replace_sh('"$@"')
+
+
 def replace_with(run, path: str, command: runner.Command) -> int:
     """A rollback's restore: the database replaced by the dump at PATH (COMMAND runs
     replace_sh where the database is reached)."""

@@ -186,8 +186,9 @@ class Swarm(Strategy):
                 return 1
             options, settings = found
             print(f"pg_restore in a one-off container of {env['BACKUP_IMAGE']} on {settings['network']}", flush=True)
-            script = ct.PG_SETTINGS_SH + refresh.replace_sh('"$@"')
-            command = compose.docker(env, "run", "-i", *options, env["BACKUP_IMAGE"], "sh", "-c", script)
+            command = compose.docker(
+                env, "run", "-i", *options, env["BACKUP_IMAGE"], "sh", "-c", refresh.REPLACE_EXTERNAL_SH
+            )
             return refresh.replace_with(run, path, command)
 
     def ensure_network(self, name: str) -> bool:
