@@ -126,3 +126,18 @@ def test_no_config_file_changes_nothing(monkeypatch, tmp_path):
     monkeypatch.setenv("HOME", str(tmp_path))
     assert sshconfig.load(sshconfig.DEFAULT_FILE, False) is sshconfig.no_config
     assert parse_host("deploy@10.0.0.5:2200", "x", "h") == Host("deploy", "10.0.0.5", 2200)
+
+
+def test_config_show_says_where_each_host_goes(tmp_path):
+    from pushdeploy import provenance
+
+    (tmp_path / "ssh_config").write_text("Host app\n    HostName 10.1.1.1\n    Port 2222\n")
+    deploy = {
+        "ssh_config": "ssh_config",
+        "environments": {"staging": {"hosts": ["app", "deploy@10.2.2.2"], "jump": "ops@bastion.example"}},
+    }
+    settings = from_config(deploy, {}, root=tmp_path, environ={})
+    rows = {name: value for name, value, _ in provenance.environment_rows(settings, settings.environment("staging"))}
+    assert rows["hosts"] == (
+        "deploy@app (10.1.1.1:2222, via ops@bastion.example), deploy@10.2.2.2 (via ops@bastion.example)"
+    )
