@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+from pushdeploy import registry
 from pushdeploy.settings import ConfigError, Environment, Settings
 
 
@@ -29,6 +30,22 @@ def server_dotenv(settings: Settings, env: Environment) -> bytes | None:
     if not path.is_file():
         raise ConfigError(settings.name_of(key), key, f"{path} does not exist")
     return path.read_bytes()
+
+
+def registry_ca(settings: Settings, env: Environment) -> bytes | None:
+    """The CA certificate of the environment's registry (registry.ca), or None."""
+    if not env.registry_ca:
+        return None
+    key = f"deploy.environments.{env.name}.registry"
+    path = settings.root_of(key, "deploy.defaults.registry") / Path(env.registry_ca).expanduser()
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise ConfigError(settings.name_of(key), f"{key}.ca", f"cannot read {path}: {error.strerror}") from None
+    problem = registry.ca_problem(data)
+    if problem:
+        raise ConfigError(settings.name_of(key), f"{key}.ca", f"{path} {problem}")
+    return data
 
 
 def public_keys(

@@ -240,9 +240,13 @@ def bundle(
     webhooks: bytes | None = None,
     keys=(),
     named_keys: Mapping[str, str] | None = None,
+    registry_password: bytes | None = None,
+    registry_ca: bytes | None = None,
 ) -> Bundle:
     """webhooks: the server's ENV.webhooks (b"" removes it; None leaves the server's as it is).
-    keys: the named deploy keys (their scopes go to keys.json); named_keys: their key lines."""
+    keys: the named deploy keys (their scopes go to keys.json); named_keys: their key lines.
+    registry_password: root's Docker logs in again with it (None: the login it has stays);
+    registry_ca: the registry's CA certificate, for Docker's certs.d."""
     files: dict[str, bytes] = dict(server.files)
     files["env.conf"] = server_conf(env, app_files, keys).encode()
     files["authorized_keys"] = authorized_keys(public_keys, named_keys).encode()
@@ -254,6 +258,10 @@ def bundle(
         files["dotenv"] = dotenv
     if webhooks is not None:
         files["webhooks"] = webhooks
+    if registry_password is not None:
+        files["registry-password"] = registry_password
+    if registry_ca is not None:
+        files["registry-ca.crt"] = registry_ca
     return Bundle(files)
 
 

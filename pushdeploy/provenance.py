@@ -25,6 +25,9 @@ def environment_rows(settings: Settings, env: Environment) -> list[tuple[str, st
         value = getattr(env, name, None)
         if name == "pull":
             value = f"channel {env.pull_channel}, every {env.pull_every}s" if env.pull_channel else ""
+        elif name == "registry":  # the password is never a setting (DEPLOY_REGISTRY_PASSWORD)
+            ca = f", CA {env.registry_ca}" if env.registry_ca else ""
+            value = f"{env.registry_user}@{env.registry_server}{ca}" if env.registry_server else ""
         elif name == "manage_commands":  # their argument patterns: docs/management-commands.md
             value = [command.name for command in env.manage_commands]
         elif name in ("before_switch", "after_switch"):

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pushdeploy import keys as deploy_keys
-from pushdeploy import management, protocol, pull, rollout, sources, sshconfig
+from pushdeploy import management, protocol, pull, registry, rollout, sources, sshconfig
 
 from pdserver import schema
 
@@ -103,6 +103,10 @@ class Environment:
     manage_commands: tuple[management.Allowed, ...] = ()  # what `inv manage` may run
     pull_channel: str = ""  # pull mode: the tag the server's agent follows (empty: push mode)
     pull_every: int = pull.DEFAULT_EVERY  # seconds between the agent's checks
+    # a private registry (`registry:`): root's Docker on each host logs in to it (pushdeploy/registry.py)
+    registry_server: str = ""
+    registry_user: str = ""
+    registry_ca: str = ""  # its CA certificate, a project file (a self-hosted registry's own CA)
     engine: str = "compose"  # swarm: compose_files are a stack, deployed with `docker stack deploy` on a manager
     manager_compose_files: tuple[str, ...] = ()  # swarm: compose files run with compose on the manager (a proxy)
     converge_timeout: int = 300  # swarm: how long the services may take to converge
@@ -330,6 +334,11 @@ def _environment(
     except pull.PullError as error:
         where, _, problem = str(error).partition(": ")
         raise ConfigError(CONFIG_FILE, where, problem) from None
+    try:
+        found = registry.parse(merged["registry"], key("registry"))
+    except registry.RegistryError as error:
+        where, _, problem = str(error).partition(": ")
+        raise ConfigError(CONFIG_FILE, where, problem) from None
     engine, manager_compose_files = _engine(merged, key)
     backup_image = merged["backup_image"] or ""
     external = engine == "swarm" or not merged["db_service"]  # the database server is outside the project
@@ -412,6 +421,7 @@ def _environment(
         manage_commands=manage_commands,
         pull_channel=pull_channel,
         pull_every=pull_every,
+        **(dict(registry_server=found.server, registry_user=found.user, registry_ca=found.ca) if found else {}),
         **{**checked, "engine": engine},
         manager_compose_files=manager_compose_files,
         scrub=scrub,
@@ -519,8 +529,10 @@ def from_config(
     source: str = ".env",
     root: Path = protocol.PROJECT_ROOT,
     environ: Mapping[str, str] = os.environ,
+    ssh_root: Path | None = None,
 ) -> Settings:
-    """Validate the ``deploy`` section of the Invoke config plus the dotenv values."""
+    """Validate the ``deploy`` section of the Invoke config plus the dotenv values. SSH_ROOT:
+    the folder a relative deploy.ssh_config resolves against (the file's that set it; ROOT)."""
     if not deploy:
         raise ConfigError(
             CONFIG_FILE, "deploy", "missing: add a `deploy:` section with `environments:` (see README, Configuration)"
@@ -543,7 +555,8 @@ def from_config(
             sshconfig.no_config
             if ssh_config == "none"
             else sshconfig.load(
-                str(_relative(ssh_config, root)) if ssh_config else sshconfig.DEFAULT_FILE, bool(ssh_config)
+                str(_relative(ssh_config, ssh_root or root)) if ssh_config else sshconfig.DEFAULT_FILE,
+                bool(ssh_config),
             )
         )
     except sshconfig.BadJump as error:
@@ -603,7 +616,9 @@ def load(config, environ: Mapping[str, str] = os.environ) -> Settings:
     found = sources.of(config)
     values, source = dotenv_values_for(environ, found.fallback)
     try:
-        loaded = from_config(_plain(deploy), values, source, found.fallback, environ)
+        loaded = from_config(
+            _plain(deploy), values, source, found.fallback, environ, found.root_of("deploy.ssh_config")
+        )
     except ConfigError as error:
         if error.source != CONFIG_FILE or not found.files:
             raise

@@ -9,7 +9,7 @@ import sys
 from invoke import Collection, task
 from invoke.exceptions import Exit
 
-from pushdeploy import local, notify, plan, protocol
+from pushdeploy import local, notify, plan, protocol, registry
 from pushdeploy.output import Collector, say
 from pushdeploy.settings import dotenv_values_for
 from pushdeploy.tasks.common import done, expected, fail_on_errors, load_settings
@@ -43,7 +43,12 @@ def setup(c, env="staging", public_key=None):
     environment it also installs the pull agent (a systemd timer, or a cron
     entry where systemd is not PID 1); without it, removes one. The webhooks in
     DEPLOY_<ENV>_WEBHOOKS (.env) go to a root-only file, never printed (empty:
-    removed; unset: kept). A second run changes nothing and says so. For
+    removed; unset: kept). With `registry:` set, root's Docker logs in to that
+    registry on every host with DEPLOY_<ENV>_REGISTRY_PASSWORD or
+    DEPLOY_REGISTRY_PASSWORD (--password-stdin, /etc/pushdeploy/ENV.docker, 0600;
+    unset: the hosts keep their login; set again: rotated), before anything
+    else changes; a login the registry refuses stops the setup there. A second
+    run changes nothing and says so. For
     `engine: swarm` it then checks the host is a swarm
     manager and the stack file deploys safely (`docker stack config` accepts
     it; each service tagged with the version updates start-first behind a
@@ -55,16 +60,21 @@ def setup(c, env="staging", public_key=None):
         settings = load_settings(c)
         environment = settings.environment(env)
         keys = local.public_keys(public_key or settings.access.ci_public_key)
-        named_keys = local.named_public_keys(settings, dotenv_values_for(os.environ)[0])
+        values = dotenv_values_for(os.environ)[0]
+        named_keys = local.named_public_keys(settings, values)
         app_files = local.app_files(settings, environment)
         problems = plan.proxy_config_problems(environment, app_files)
         if problems:
             raise plan.BadRequest("the proxy configuration cannot switch without downtime:\n  " + "\n  ".join(problems))
         try:
-            hooks = notify.for_environment(dotenv_values_for(os.environ)[0], env)
+            hooks = notify.for_environment(values, env)
         except notify.WebhookError as error:
             raise plan.BadRequest(str(error)) from None
         webhooks = None if hooks is None else notify.server_file(hooks)
+        try:
+            password = registry.password(values, env) if environment.registry_server else None
+        except registry.RegistryError as error:
+            raise plan.BadRequest(str(error)) from None
         archive = plan.bundle(
             environment,
             protocol.server_side(),
@@ -74,6 +84,8 @@ def setup(c, env="staging", public_key=None):
             webhooks,
             settings.keys,
             named_keys,
+            password,
+            local.registry_ca(settings, environment),
         ).tar()
         as_root = settings.access.admin_user == "root"
         say(f"server.setup of {env} on {len(environment.hosts)} host(s) as {settings.access.admin_user}")

@@ -7,11 +7,12 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import ROOT, inv, tool_env
+from tests.e2e.conftest import DOCKER_HOST, ROOT, inv, tool_env
 
 SCRIPT = ROOT / "scripts/sandbox-hosts"
 STATE = Path(os.environ.get("PD_HOSTS_DIR", "/var/lib/pushdeploy-hosts"))
@@ -50,11 +51,15 @@ class HostsEnvironment:
     def __init__(self, config: Path, env: str):
         self.config, self.env = config, env
 
-    def inv(self, *args: str, config: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-        return inv("-f", str(config or self.config), *args, timeout=timeout, DEPLOY_DOTENV=str(STATE / "deploy.env"))
+    def inv(
+        self, *args: str, config: Path | None = None, timeout: int = 600, **environ: str
+    ) -> subprocess.CompletedProcess:
+        """ENVIRON: more variables for inv (a CI's secrets, such as DEPLOY_REGISTRY_PASSWORD)."""
+        environ.setdefault("DEPLOY_DOTENV", str(STATE / "deploy.env"))
+        return inv("-f", str(config or self.config), *args, timeout=timeout, **environ)
 
-    def deploy(self, version: str, *args: str) -> subprocess.CompletedProcess:
-        return self.inv("deploy.to", "--env", self.env, "--tag", version, *args)
+    def deploy(self, version: str, *args: str, config: Path | None = None) -> subprocess.CompletedProcess:
+        return self.inv("deploy.to", "--env", self.env, "--tag", version, *args, config=config)
 
     def popen(self, *args: str, config: Path | None = None, merged: bool = True) -> subprocess.Popen:
         """`inv -f CONFIG ARGS` started, its output read line by line as it comes (stderr into
@@ -75,3 +80,32 @@ def db_psql(sql: str) -> str:
     result = subprocess.run([*argv, "-qtA", "-v", "ON_ERROR_STOP=1", "-c", sql], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     return result.stdout.strip()
+
+
+def registry_env() -> dict[str, str]:
+    """The sandbox's private registry: its address, user, CA and password (registry.env)."""
+    lines = (STATE / "registry.env").read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+
+
+def push_private(registry: dict[str, str], *tags: str) -> None:
+    """The app's images in the private registry, pushed as CI would: logged in with a
+    Docker config of its own, through this machine's dockerd (which trusts the sandbox CA)."""
+    with tempfile.TemporaryDirectory() as config:
+        env = {**os.environ, "DOCKER_HOST": DOCKER_HOST, "DOCKER_CONFIG": config}
+        server, password = registry["PD_HOSTS_REGISTRY"], registry["DEPLOY_REGISTRY_PASSWORD"]
+        login = subprocess.run(
+            ["docker", "login", "-u", registry["PD_HOSTS_REGISTRY_USER"], "--password-stdin", server],
+            input=password,
+            capture_output=True,
+            text=True,
+            env=env,
+        )
+        assert login.returncode == 0, login.stderr
+        for tag in tags:
+            for argv in (
+                ["tag", f"127.0.0.1:5000/pixel:{tag}", f"{server}/pixel:{tag}"],
+                ["push", f"{server}/pixel:{tag}"],
+            ):
+                result = subprocess.run(["docker", *argv], capture_output=True, text=True, env=env)
+                assert result.returncode == 0, result.stdout + result.stderr

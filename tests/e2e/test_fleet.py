@@ -16,6 +16,7 @@ import os
 import random
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -26,7 +27,16 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import ROOT, tool_env
-from tests.e2e.multihost import STATE, HostsEnvironment, db_psql, host_docker, require_multihost, script
+from tests.e2e.multihost import (
+    STATE,
+    HostsEnvironment,
+    db_psql,
+    host_docker,
+    push_private,
+    registry_env,
+    require_multihost,
+    script,
+)
 from tests.openload import OpenLoad
 
 pytestmark = pytest.mark.e2e
@@ -620,3 +630,147 @@ def test_hosts_behind_a_bastion_named_in_an_ssh_config_are_set_up_deployed_and_r
         assert all(f"fleet web{n} | " in status.stdout for n in (1, 2, 3))
     finally:
         authorized.write_text(saved)
+
+
+BASTION = "10.213.0.9"
+GUIDE_SECRET = "guide-7Hq2-not-to-be-printed"
+
+
+def answers(addr: str, port: int) -> bool:
+    try:
+        socket.create_connection((addr, port), timeout=3).close()
+        return True
+    except OSError:
+        return False
+
+
+def test_the_setup_guide_from_a_bastion_only_network_and_a_private_registry(fleet, tmp_path):
+    """Issue 16, the README's setup guide, each step as a user runs it: hosts whose sshd
+    answers the bastion only (`sandbox-hosts bastion on`: every other packet dropped, as a
+    firewall does), images in a registry that wants a password, over TLS from a CA of its own.
+    server.setup refuses a wrong password before it changes anything, then installs the CA and
+    the login on every host (through the bastion); a rolling deploy under load loses nothing; a
+    client cut off at the bastion mid-deploy reattaches; status reads every host; a rotated
+    registry password fails the next deploy at its pull (nothing changed, the fix named), and
+    server.setup with the new one repairs it. The password is never printed."""
+    registry = registry_env()
+    server, password = registry["PD_HOSTS_REGISTRY"], registry["DEPLOY_REGISTRY_PASSWORD"]
+    push_private(registry, V1, V2)
+    guide_env = tmp_path / "production.env"  # the app's .env: its images come from the private registry
+    guide_env.write_text(
+        (STATE / "fleet.env").read_text().replace("IMAGE=127.0.0.1:5000/pixel", f"IMAGE={server}/pixel")
+    )
+    assert f"IMAGE={server}/pixel\n" in guide_env.read_text()
+    vault = tmp_path / "vault.sh"  # a secret manager's command (op inject, vault kv get): KEY=VALUE lines
+    vault.write_text(f"echo SECRET_KEY={GUIDE_SECRET}\n")
+    config = tmp_path / "guide.yaml"
+    settings = environment(
+        ENV,
+        list(HOSTS.values()),
+        jump=f"pd-admin@{BASTION}",
+        registry=f"{{server: '{server}', user: {registry['PD_HOSTS_REGISTRY_USER']}, ca: {registry['PD_HOSTS_REGISTRY_CA']}}}",
+        secrets_command=f"sh {vault}",
+    )
+    config.write_text("deploy:\n  environments:\n" + settings.replace(str(STATE / "fleet.env"), str(guide_env)))
+    conf_files = [STATE / f"hosts/{h}/fs/etc-pushdeploy/{ENV}.conf" for h in HOSTS]
+    assert script("bastion", "on").returncode == 0
+    try:
+        assert answers(BASTION, 22) and not any(answers(addr, 22) for addr in HOSTS.values())
+
+        # The environment as it was (open registry) goes: the guide starts from nothing.
+        gone = fleet.inv("server.teardown", "--env", ENV, "--yes", config=config)
+        assert gone.returncode == 0, gone.stdout + gone.stderr
+        assert not any(path.exists() for path in conf_files)
+
+        trust = fleet.inv("server.trust", "--env", ENV, config=config)
+        assert trust.returncode == 0, trust.stdout + trust.stderr
+        assert f"fleet {BASTION} | already pinned: SHA256:" in trust.stdout
+
+        wrong = fleet.inv("server.setup", "--env", ENV, config=config, DEPLOY_REGISTRY_PASSWORD="not-the-password")
+        assert wrong.returncode != 0
+        assert f"the registry {server} refused the login as pd-ci" in wrong.stdout + wrong.stderr
+        assert "not-the-password" not in wrong.stdout + wrong.stderr
+        assert not any(path.exists() for path in conf_files)  # nothing changed on any host
+        assert not any((STATE / f"hosts/{h}/fs/docker-certs/{server}/ca.crt").exists() for h in HOSTS)
+
+        setup = fleet.inv("server.setup", "--env", ENV, config=config, DEPLOY_REGISTRY_PASSWORD=password)
+        assert setup.returncode == 0, setup.stdout + setup.stderr
+        assert password not in setup.stdout + setup.stderr
+        for h in HOSTS:
+            login = STATE / f"hosts/{h}/fs/etc-pushdeploy/{ENV}.docker/config.json"
+            assert login.stat().st_mode & 0o777 == 0o600 and server in json.loads(login.read_text())["auths"]
+            assert (STATE / f"hosts/{h}/fs/docker-certs/{server}/ca.crt").read_bytes().startswith(b"-----BEGIN")
+        check = fleet.inv("server.check", "--env", ENV, config=config)
+        assert check.returncode == 0, check.stdout + check.stderr
+        first = fleet.deploy(V1, "--force", config=config)
+        assert first.returncode == 0, first.stdout + first.stderr
+        assert versions() == dict.fromkeys(HOSTS, V1)
+
+        before = {h: accepted(h, "pd-deploy", BASTION) for h in HOSTS}
+        result, load = under_load(fleet, "deploy.to", "--env", ENV, "--tag", V2, "--force", config=config)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert_nothing_lost(load)
+        assert versions() == dict.fromkeys(HOSTS, V2)
+        assert all(accepted(h, "pd-deploy", BASTION) > before[h] for h in HOSTS)  # every login came through it
+
+        client = fleet.popen("deploy.to", "--env", ENV, "--tag", V1, "--force", config=config)
+        lines = []
+        assert client.stdout is not None
+        for line in client.stdout:
+            lines.append(line)
+            if line.startswith("fleet 10.213.0.12 | ==> pull") and not any("reattaching" in seen for seen in lines):
+                subprocess.run(["pkill", "-f", "^sshd: pd-admin"], check=False)  # the bastion's sessions
+        client.wait(timeout=180)
+        output = "".join(lines)
+        print(output)
+        assert client.returncode == 0, output
+        assert re.search(r"^fleet 10\.213\.0\.12 \| .*reattaching \(1/2\)", output, re.M)
+        assert versions() == dict.fromkeys(HOSTS, V1)
+        status = fleet.inv("deploy.status", "--env", ENV, config=config)
+        assert status.returncode == 0, status.stdout + status.stderr
+        assert all(f"fleet {addr} | " in status.stdout for addr in HOSTS.values())
+
+        # A secret, pushed to every host's .env through the bastion, then applied on the same version.
+        pushed = fleet.inv("secrets.push", "--env", ENV, config=config)
+        assert pushed.returncode == 0, pushed.stdout + pushed.stderr
+        assert all(f"fleet {addr} | changed: SECRET_KEY" in pushed.stdout for addr in HOSTS.values())
+        restarted = fleet.inv("deploy.restart", "--env", ENV, config=config)
+        assert restarted.returncode == 0, restarted.stdout + restarted.stderr
+        assert GUIDE_SECRET not in pushed.stdout + pushed.stderr + restarted.stdout + restarted.stderr
+        for h in HOSTS:
+            dotenv = STATE / f"hosts/{h}/fs/srv-pushdeploy/pixel-{ENV}/.env"
+            assert f"SECRET_KEY={GUIDE_SECRET}\n" in dotenv.read_text() and dotenv.stat().st_mode & 0o777 == 0o600
+        web = host_docker(
+            "h3",
+            "ps",
+            "-q",
+            "--filter",
+            f"label=com.docker.compose.project=pixel-{ENV}",
+            "--filter",
+            "label=com.docker.compose.service=web",
+        )
+        assert (
+            f"SECRET_KEY={GUIDE_SECRET}"
+            in host_docker("h3", "inspect", "-f", "{{json .Config.Env}}", *web.stdout.split()).stdout
+        )
+        assert versions() == dict.fromkeys(HOSTS, V1)
+
+        # The registry's password is rotated: CI pushes with the new one, the hosts still hold the old.
+        assert script("registry-password").returncode == 0
+        rotated = registry_env()
+        push_private(rotated, V3)
+        refused = fleet.deploy(V3, "--force", config=config)
+        assert refused.returncode != 0
+        said = refused.stdout + refused.stderr
+        assert f"the registry {server} refused the login of pd-ci" in said, said
+        assert "DEPLOY_REGISTRY_PASSWORD" in said and "inv server.setup --env fleet" in said
+        assert versions() == dict.fromkeys(HOSTS, V1)  # failed at the pull: nothing changed
+        setup = fleet.inv(
+            "server.setup", "--env", ENV, config=config, DEPLOY_REGISTRY_PASSWORD=rotated["DEPLOY_REGISTRY_PASSWORD"]
+        )
+        assert setup.returncode == 0, setup.stdout + setup.stderr
+        again = fleet.deploy(V3, "--force", config=config)
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert versions() == dict.fromkeys(HOSTS, V3)
+    finally:
+        script("bastion", "off")

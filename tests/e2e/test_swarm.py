@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import ROOT, inv, tool_env
-from tests.e2e.multihost import STATE, HostsEnvironment, db_psql, require_multihost, script
+from tests.e2e.multihost import STATE, HostsEnvironment, db_psql, push_private, registry_env, require_multihost, script
 from tests.openload import OpenLoad
 
 pytestmark = pytest.mark.e2e
@@ -489,3 +489,42 @@ def test_teardown_removes_the_stack_from_every_node_and_the_environment_from_the
     assert not (h1 / "sudoers.d/pushdeploy-pd-deploy").exists()
     assert (h1 / "sudoers.d/pushdeploy-hosts-admin").exists()
     assert served(timeout=2) is None  # nothing serves behind the load balancer
+
+
+def test_a_stack_from_a_private_registry_reaches_workers_that_never_logged_in(swarm, tmp_path):
+    """Issue 16, part 2 on swarm: the environment made again with its images in the sandbox's
+    private registry (a password, TLS from its own CA). server.setup logs the manager in; the
+    workers trust the CA (as the nodes of a real swarm must) but hold no login: the deploy
+    passes the manager's (--with-registry-auth), so every node runs the private image."""
+    registry = registry_env()
+    server = registry["PD_HOSTS_REGISTRY"]
+    push_private(registry, V1)
+    for worker in ("h2", "h3"):
+        trusted = STATE / f"hosts/{worker}/fs/docker-certs/{server}/ca.crt"
+        trusted.parent.mkdir(parents=True, exist_ok=True)
+        trusted.write_bytes(Path(registry["PD_HOSTS_REGISTRY_CA"]).read_bytes())
+    private_env = tmp_path / "swarm.env"
+    private_env.write_text(
+        (STATE / "swarm.env").read_text().replace("IMAGE=127.0.0.1:5000/pixel", f"IMAGE={server}/pixel")
+    )
+    config = tmp_path / "private.yaml"
+    config.write_text(
+        CONFIG.replace(str(STATE / "swarm.env"), str(private_env))
+        + f"      registry: {{server: '{server}', user: {registry['PD_HOSTS_REGISTRY_USER']}, "
+        + f"ca: {registry['PD_HOSTS_REGISTRY_CA']}}}\n"
+    )
+    if (STATE / f"hosts/h1/fs/etc-pushdeploy/{ENV}.conf").exists():  # this test alone: from nothing
+        assert swarm.inv("server.teardown", "--env", ENV, "--volumes", "--yes").returncode == 0
+    setup = swarm.inv(
+        "server.setup", "--env", ENV, config=config, DEPLOY_REGISTRY_PASSWORD=registry["DEPLOY_REGISTRY_PASSWORD"]
+    )
+    assert setup.returncode == 0, setup.stdout + setup.stderr
+    assert registry["DEPLOY_REGISTRY_PASSWORD"] not in setup.stdout + setup.stderr
+    assert not (STATE / f"hosts/h2/fs/etc-pushdeploy/{ENV}.docker").exists()  # the workers hold no login
+    result = swarm.deploy(V1, config=config)
+    assert result.returncode == 0, result.stdout + result.stderr
+    tasks = web_tasks()
+    assert [version for _, version in tasks] == [V1] * 3 and {node for node, _ in tasks} == {"h1", "h2", "h3"}
+    images = docker("service", "inspect", "-f", "{{.Spec.TaskTemplate.ContainerSpec.Image}}", f"{STACK}_web")
+    assert images.startswith(f"{server}/pixel:{V1}@sha256:")
+    assert served() == V1

@@ -114,3 +114,63 @@ def test_code_an_earlier_server_side_left_is_removed_and_the_rest_installed(root
     again = installer(root)
     again.install_code()
     assert again.changed == 0
+
+
+FAKE_DOCKER = """#!/bin/sh
+# docker login as the daemon answers it: the right password or a refusal (the e2e tests use the real one).
+[ "$1" = login ] || exit 2
+read -r password
+[ "$password" = right-password ] || { echo 'Error response from daemon: login attempt to https://reg.example:5443/v2/ failed with status: 401 Unauthorized' >&2; exit 1; }
+printf '{"auths": {"%s": {"auth": "x"}}}' "$5" >"$DOCKER_CONFIG/config.json"
+"""
+
+
+@pytest.fixture
+def registry(root, monkeypatch):
+    bin_dir = root / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "docker").write_text(FAKE_DOCKER)
+    (bin_dir / "docker").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setattr(install, "CERTS_DIR", str(root / "certs.d"))
+    (root / "bundle/env.conf").write_text("APP_DIR=/x\nPROJECT=p\nREGISTRY=reg.example:5443\nREGISTRY_USER=ci\n")
+    (root / "bundle/registry-ca.crt").write_text("-----BEGIN CERTIFICATE-----\n")
+    return root
+
+
+def test_a_refused_registry_login_changes_nothing_and_never_shows_the_password(registry, capsys):
+    (registry / "bundle/registry-password").write_text("wrong-password\n")
+    with pytest.raises(install.Failed) as failed:
+        installer(registry).install_registry()
+    assert "the registry reg.example:5443 refused the login as ci (" in str(failed.value)
+    assert "401 Unauthorized" in str(failed.value) and "nothing was changed" in str(failed.value)
+    assert "wrong-password" not in str(failed.value) + capsys.readouterr().out
+    assert not (registry / "certs.d").exists() or not any((registry / "certs.d").iterdir())
+    assert not (registry / "etc").exists()
+
+
+def test_a_registry_login_is_root_only_kept_without_a_password_and_goes_with_the_setting(registry, capsys):
+    (registry / "bundle/registry-password").write_text("right-password\n")
+    first = installer(registry)
+    first.install_registry()
+    config = registry / "etc/production.docker/config.json"
+    assert oct(config.stat().st_mode & 0o777) == "0o600"
+    assert oct(config.parent.stat().st_mode & 0o777) == "0o700"
+    assert (registry / "certs.d/reg.example:5443/ca.crt").read_text().startswith("-----BEGIN CERTIFICATE-----")
+    again = installer(registry)
+    again.install_registry()
+    assert again.changed == 0  # the same login: nothing to change
+    (registry / "bundle/registry-password").unlink()
+    kept = installer(registry)
+    kept.install_registry()
+    assert kept.changed == 0 and "login to reg.example:5443 as ci kept: no password given" in capsys.readouterr().out
+    (registry / "bundle/env.conf").write_text("APP_DIR=/x\nPROJECT=p\n")
+    gone = installer(registry)
+    gone.install_registry()
+    assert not config.parent.exists() and gone.changed == 1
+
+
+def test_a_registry_without_a_login_here_and_no_password_says_which_variable_to_set(registry):
+    with pytest.raises(install.Failed) as failed:
+        installer(registry).install_registry()
+    assert "DEPLOY_PRODUCTION_REGISTRY_PASSWORD or DEPLOY_REGISTRY_PASSWORD" in str(failed.value)

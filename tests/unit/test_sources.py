@@ -149,3 +149,10 @@ def test_a_relative_key_path_in_dotenv_resolves_beside_the_dotenv_file(tmp_path,
     assert loaded.access.ssh_key == str(tmp_path / "keys/ci")
     with pytest.raises(settings.ConfigError, match="DEPLOY_SSH_KEY: file keys/ci does not exist"):
         settings.load(config, {"DEPLOY_DOTENV": str(tmp_path / ".env"), "DEPLOY_SSH_KEY": "keys/ci"})  # from here: /
+
+
+def test_a_relative_ssh_config_resolves_against_the_file_that_names_it(tmp_path):
+    config = project(tmp_path, "deploy:\n  ssh_config: ssh_config\n")
+    (tmp_path / "ci/ssh_config").write_text("Host staging.example\n  HostName 10.1.2.3\n  Port 2200\n")
+    host = settings.load(config, {}).environment("staging").hosts[0]
+    assert (host.hostname, host.port) == ("10.1.2.3", 2200)

@@ -57,6 +57,10 @@ PD_KEY_RE='^[a-z][a-z0-9_-]{0,31}$'
 # A secret's name (inv secrets.push), and the names no secret may set: the deploy's own.
 PD_SECRET_NAME_RE='^[A-Z_][A-Z0-9_]{0,127}$'
 PD_SECRET_RESERVED='VERSION IMAGE'
+
+# A private registry (invoke.yaml's registry:): its host[:port], and the user Docker logs in as.
+PD_REGISTRY_RE='^[a-z0-9]([a-z0-9.-]{0,252}[a-z0-9])?(:[0-9]{1,5})?$'
+PD_REGISTRY_USER_RE='^[A-Za-z0-9][A-Za-z0-9_.@+-]{0,127}$'
 PD_KEYS_FILE='/etc/pushdeploy/keys.json'
 
 # --order (a build's commit time, in seconds since the epoch) may be at most this

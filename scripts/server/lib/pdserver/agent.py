@@ -190,7 +190,7 @@ def resolve(env: envs.Env, channel: str) -> tuple[str, str, str]:
         return "", "", f"the web service's image in the compose files must be REPOSITORY:${{VERSION}} (got '{got}')"
     code, out = run.output(compose.docker(env, "pull", ref))
     if code:
-        return "", "", f"docker pull {ref} failed: {out.rstrip().rsplit(chr(10), 1)[-1]}"
+        return "", "", ct.pull_failure(env, ref, out)
     found = re.findall(r"^Digest: (sha256:[0-9a-f]{64})$", out, re.M)
     digest = found[-1] if found else ct.repo_digest(env, ref)
     if not re.match(r"^sha256:[0-9a-f]{64}$", digest):

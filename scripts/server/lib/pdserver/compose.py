@@ -16,8 +16,13 @@ QUIET = {"COMPOSE_PROGRESS": "quiet", "COMPOSE_ANSI": "never", "LC_ALL": "C"}
 
 
 def docker(env: Env, *args: str) -> Command:
-    """`docker ARGS`, at the environment's DOCKER_HOST if it names one."""
-    return Command(["docker", *args], None, {"DOCKER_HOST": env["DOCKER_HOST"]} if env["DOCKER_HOST"] else {})
+    """`docker ARGS`, at the environment's DOCKER_HOST if it names one, with its registry
+    login (DOCKER_CONFIG) if it has one: every pull (deploys, review environments, the pull
+    agent) and `stack deploy --with-registry-auth` read the credentials from there."""
+    environ = {"DOCKER_HOST": env["DOCKER_HOST"]} if env["DOCKER_HOST"] else {}
+    if env["REGISTRY"]:
+        environ["DOCKER_CONFIG"] = env.docker_config
+    return Command(["docker", *args], None, environ)
 
 
 def compose_cli(env: Env, *args: str) -> Command:

@@ -26,6 +26,40 @@ def docker_out(env: envs.Env, *args: str) -> tuple[int, str]:
     return runner.output(compose.docker(env, *args), stderr=False)
 
 
+# What Docker says when a registry wants credentials it was not given, or refuses them.
+REFUSED = re.compile(
+    r"unauthorized|authentication required|no basic auth credentials|pull access denied|denied: requested access", re.I
+)
+
+
+def pulled(env: envs.Env, command, image: str) -> int:
+    """Run a pull, its output shown; on failure, what went wrong and what to do (a registry
+    that refuses us is named, with how to log in again)."""
+    code, out = runner.output(command)
+    for line in out.splitlines():
+        print(line, flush=True)
+    if code != 0:
+        print(pull_failure(env, image, out), flush=True)
+    return code
+
+
+def pull_failure(env: envs.Env, image: str, out: str) -> str:
+    said = out.strip().splitlines()[-1] if out.strip() else "no output"
+    setup = f"`inv server.setup --env {os.path.basename(env.conf_path)[: -len('.conf')] or env.name}`"
+    if REFUSED.search(out) and env["REGISTRY"]:
+        return (
+            f"could not pull {image}: the registry {env['REGISTRY']} refused the login of {env['REGISTRY_USER']} "
+            f"({said}). Nothing was changed. If the password was rotated or expired, set the new one in "
+            f"DEPLOY_REGISTRY_PASSWORD and run {setup} (it logs in again on every host)"
+        )
+    if REFUSED.search(out):
+        return (
+            f"could not pull {image}: its registry wants a login ({said}). Nothing was changed. Set registry: "
+            f"(server, user) in invoke.yaml, the password in DEPLOY_REGISTRY_PASSWORD, and run {setup}"
+        )
+    return f"could not pull {image} ({said}): is it pushed, and does this host reach its registry? Nothing was changed"
+
+
 def service_containers(env: envs.Env, service: str, stopped: bool = False) -> list:
     """The ids of SERVICE's containers (running; all with stopped=True), sorted; no one-offs."""
     _, out = docker_out(
@@ -178,7 +212,14 @@ class ComposeEngine(Strategy):
         if order.is_pinned(env["PULL_CHANNEL"], run.version):
             if self.pull_pinned(run) != 0:
                 return 1
-        elif runner.streamed(compose.compose(env, "pull", "-q", env["WEB_SERVICE"], version=run.version)) != 0:
+        elif (
+            pulled(
+                env,
+                compose.compose(env, "pull", "-q", env["WEB_SERVICE"], version=run.version),
+                f"{env['WEB_SERVICE']} at {run.version}",
+            )
+            != 0
+        ):
             return 1
         # The history pins the version to what the tag pointed to now: a moved tag shows.
         ref = web_image_ref(env, run.version)
@@ -204,7 +245,7 @@ class ComposeEngine(Strategy):
         repo = ref[: -len(run.version) - 1]
         print(f"pinned: {repo}@{digest}", flush=True)
         if docker_out(env, "image", "inspect", f"{repo}@{digest}")[0] != 0:
-            if runner.output(compose.docker(env, "pull", "-q", f"{repo}@{digest}"))[0] != 0:
+            if pulled(env, compose.docker(env, "pull", "-q", f"{repo}@{digest}"), f"{repo}@{digest}") != 0:
                 return 1
         return runner.streamed(compose.docker(env, "tag", f"{repo}@{digest}", ref))
 

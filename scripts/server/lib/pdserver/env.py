@@ -40,6 +40,17 @@ class Env:
     def app_dir(self) -> str:
         return self.values["APP_DIR"]
 
+    @property
+    def docker_config(self) -> str:
+        """Root's Docker client config for this environment's registry (its login), or ''.
+        Beside the settings file: a review environment uses its template's."""
+        return docker_config(self.conf_path) if self.values["REGISTRY"] else ""
+
+
+def docker_config(conf_path: str) -> str:
+    """ETC/ENV.docker for ETC/ENV.conf: the directory DOCKER_CONFIG names (config.json, 0600)."""
+    return conf_path[: -len(".conf")] + ".docker"
+
 
 def load(name: str, etc: str | None = None) -> Env:
     """The environment's settings, checked; Refused (64) when it is not set up here,
@@ -73,6 +84,11 @@ def parse(text: str, path: str, name: str) -> dict:
         raise Refused(f"{path}: invalid PULL_CHANNEL '{values['PULL_CHANNEL']}'", 1)
     if values["BACKUP_IMAGE"] and not facts.matches(facts.IMAGE_RE, values["BACKUP_IMAGE"]):
         raise Refused(f"{path}: invalid BACKUP_IMAGE", 1)
+    if values["REGISTRY"] and not (
+        facts.matches(facts.REGISTRY_RE, values["REGISTRY"])
+        and facts.matches(facts.REGISTRY_USER_RE, values["REGISTRY_USER"])
+    ):
+        raise Refused(f"{path}: invalid REGISTRY or REGISTRY_USER", 1)
     if ".." in values["MANAGER_COMPOSE_FILES"]:
         raise Refused(f"{path}: MANAGER_COMPOSE_FILES are relative paths", 1)
     for key in LISTS:

@@ -11,12 +11,16 @@ Every action compares first and changes only what differs, so a second run repor
   KEYS_FILE                                what each named key may do
   APP_DIR/...                              compose files, nginx config, .env (0600)
   ETC/ENV.webhooks                         the notification webhooks (0600)
+  ETC/ENV.docker/config.json               root's Docker login to a private registry (0600),
+  /etc/docker/certs.d/REGISTRY/ca.crt        and its CA (first: a refused login changes nothing)
   the pull agent (pull mode)               a systemd timer, else a cron entry
 """
 
 from __future__ import annotations
 
+import contextlib
 import filecmp
+import json
 import os
 import pwd
 import re
@@ -26,9 +30,12 @@ import sys
 import tempfile
 
 from . import agent, conf, facts
+from . import env as envs
 
 USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 SYSTEMD_RUN, SYSTEMD_DIR, CRON_DIR = "/run/systemd/system", "/etc/systemd/system", "/etc/cron.d"
+CERTS_DIR = "/etc/docker/certs.d"  # a registry's CA: certs.d/HOST:PORT/ca.crt
+REFUSED = re.compile(r"unauthorized|incorrect username or password|denied|401", re.I)
 SUDOERS_MARK = "# Managed by pushdeploy:"  # the first line of the deploy account's sudo rule (teardown looks for it)
 
 
@@ -87,6 +94,66 @@ class Installer:
 
     # ------------------------------------------------------------------ the parts
 
+    def install_registry(self) -> None:
+        """Root's Docker logged in to the environment's private registry, in ETC/ENV.docker
+        (every docker command of the environment runs with DOCKER_CONFIG there). It runs
+        first: a login the registry refuses stops the setup before anything changed. The
+        bundle carries a password only when the admin's side has one (a rotation); without
+        one, the login this host has stays."""
+        settings = conf.parse(_read(os.path.join(self.bundle, "env.conf")))
+        server, user = conf.value(settings, "REGISTRY"), conf.value(settings, "REGISTRY_USER")
+        folder = envs.docker_config(os.path.join(facts.ETC, f"{self.env}.conf"))
+        if not server:
+            if os.path.isdir(folder):
+                shutil.rmtree(folder)
+                self.report("changed", f"{folder}/ (removed: no registry)")
+            return
+        if not (facts.matches(facts.REGISTRY_RE, server) and facts.matches(facts.REGISTRY_USER_RE, user)):
+            raise Failed(f"invalid registry '{server}' or user '{user}'")
+        ca, trusted = os.path.join(self.bundle, "registry-ca.crt"), os.path.join(CERTS_DIR, server, "ca.crt")
+        password, config = os.path.join(self.bundle, "registry-password"), os.path.join(folder, "config.json")
+        if not os.path.isfile(password):
+            if server not in _logins(config):
+                raise Failed(
+                    f"no login to the registry {server} on this host yet: set DEPLOY_{self.env.upper().replace('-', '_')}"
+                    f"_REGISTRY_PASSWORD or DEPLOY_REGISTRY_PASSWORD (the project's .env, or CI's secrets) and run "
+                    f"server.setup again"
+                )
+            self.report("unchanged", f"{config} (login to {server} as {user} kept: no password given)")
+            return
+        was = _read_bytes(trusted)
+        if os.path.isfile(ca):  # Docker reads certs.d at each connection: no restart
+            self.put_file(ca, trusted, 0o644)
+        fresh = tempfile.mkdtemp(prefix=f"pushdeploy-{self.env}.docker-")  # 0700, root's
+        try:
+            environ = {**os.environ, "DOCKER_CONFIG": fresh}
+            docker_host = conf.value(settings, "DOCKER_HOST")
+            if docker_host:
+                environ["DOCKER_HOST"] = docker_host
+            with open(password, "rb") as stdin:
+                login = subprocess.run(
+                    ["docker", "login", "--username", user, "--password-stdin", server],
+                    stdin=stdin,
+                    capture_output=True,
+                    env=environ,
+                    check=False,
+                )
+            if login.returncode != 0:
+                _restore(trusted, was)  # the CA this host had before, or none
+                said = (login.stderr or login.stdout).decode(errors="replace").strip().splitlines()
+                said = said[-1] if said else "no reason given"
+                what = "refused the login as" if REFUSED.search(said) else "could not be logged in to as"
+                raise Failed(
+                    f"the registry {server} {what} {user} ({said}): "
+                    "check the password in DEPLOY_REGISTRY_PASSWORD, the user in registry.user, and that this host "
+                    "reaches the registry (and trusts its certificate: registry.ca); nothing was changed"
+                )
+            self.put_dir(facts.ETC, 0o755)
+            self.put_dir(folder, 0o700)
+            self.put_file(os.path.join(fresh, "config.json"), config, 0o600)
+        finally:
+            shutil.rmtree(fresh, ignore_errors=True)
+
     def ensure_user(self) -> None:
         before = self.changed
         try:
@@ -117,6 +184,11 @@ class Installer:
             os.chown(account.pw_dir, account.pw_uid, account.pw_gid)
             os.chmod(account.pw_dir, 0o755)
             self.report("changed", account.pw_dir + "/")
+        # A home left by an earlier account of that name (made again, with another uid)
+        # belongs to no one sshd accepts: key logins would be refused ("bad ownership").
+        elif account.pw_dir and os.stat(account.pw_dir).st_uid not in (account.pw_uid, 0):
+            os.chown(account.pw_dir, account.pw_uid, account.pw_gid)
+            self.report("changed", f"{account.pw_dir}/ (owner: {self.user}, whose uid it had not)")
         # A new account is locked ('!'), which sshd refuses even for keys: '*' allows key
         # logins and still no password.
         shadow = subprocess.run(["getent", "shadow", self.user], capture_output=True, text=True, check=False).stdout
@@ -326,6 +398,7 @@ def main(argv) -> int:
         if not app_dir.startswith("/") or len(app_dir) < 2 or ".." in app_dir:
             raise Failed("APP_DIR must be an absolute path")
         installer = Installer(bundle, env, user, app_dir)
+        installer.install_registry()
         installer.ensure_user()
         installer.install_code()
         installer.install_sudoers()
@@ -351,6 +424,37 @@ def _exists(user: str) -> bool:
 
 def _all_ok(*commands) -> bool:
     return all(subprocess.run(command, capture_output=True, check=False).returncode == 0 for command in commands)
+
+
+def _logins(config: str) -> dict:
+    """The registries a Docker client config holds a login for."""
+    try:
+        with open(config) as file:
+            auths = json.load(file).get("auths")
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return auths if isinstance(auths, dict) else {}
+
+
+def _read_bytes(path: str):
+    """PATH's bytes, or None when there is no such file."""
+    try:
+        with open(path, "rb") as file:
+            return file.read()
+    except FileNotFoundError:
+        return None
+
+
+def _restore(path: str, data) -> None:
+    """PATH as it was: DATA written back, or the file gone (DATA None)."""
+    if data is None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        with contextlib.suppress(OSError):
+            os.rmdir(os.path.dirname(path))
+        return
+    with open(path, "wb") as file:
+        file.write(data)
 
 
 def _read(path: str) -> str:

@@ -132,6 +132,10 @@ KEYS = (
         when="PULL_CHANNEL",
         yaml=False,
     ),
+    # A private registry (`registry:`): root's Docker logged in to it (ETC/ENV.docker; pushdeploy/registry.py).
+    _client("registry", value={}),
+    Key("REGISTRY", "", setting="registry_server", when="REGISTRY", yaml=False),  # facts.REGISTRY_RE (env.py)
+    Key("REGISTRY_USER", "", setting="registry_user", when="REGISTRY", yaml=False),
     _choose("ENGINE", "compose", ENGINES, "engine", when="ENGINE"),
     Key(
         "MANAGER_COMPOSE_FILES",

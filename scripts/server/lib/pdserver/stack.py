@@ -118,8 +118,7 @@ class Swarm(Strategy):
             print(error, flush=True)
             return 1
         print(f"pulling {image}", flush=True)
-        if runner.output(compose.docker(env, "pull", "-q", image))[0] != 0:
-            print(f"could not pull {image}: is it pushed, and does this node reach the registry?", flush=True)
+        if ct.pulled(env, compose.docker(env, "pull", "-q", image), image) != 0:
             return 1
         digests = ct.docker_out(env, "image", "inspect", "-f", '{{join .RepoDigests " "}}', image)[1].strip()
         print(f"digest {digests}", flush=True)
@@ -237,9 +236,7 @@ class Swarm(Strategy):
         self.since = time.time()
         self.deployed = True
         print(f"docker stack deploy {env['PROJECT']} with VERSION={version}", flush=True)
-        command = stackfile.with_dotenv(
-            env, version, "stack", "deploy", "--resolve-image", "always", *stackfile.stack_files(env), env["PROJECT"]
-        )
+        command = stackfile.with_dotenv(env, version, *stackfile.deploy_args(env))
         code, out = runner.output(command)
         for line in out.splitlines():  # newer CLIs say they do not wait; we do (watch)
             if line and "detach=false" not in line:

@@ -45,6 +45,13 @@ def stack_files(env: envs.Env) -> list:
     return [word for name in env["COMPOSE_FILES"].split() for word in ("-c", name)]
 
 
+def deploy_args(env: envs.Env) -> list:
+    """`docker stack deploy`'s arguments; with a registry login, the nodes get it too
+    (--with-registry-auth): a worker that was never logged in pulls the private image."""
+    auth = ["--with-registry-auth"] if env["REGISTRY"] else []
+    return ["stack", "deploy", "--resolve-image", "always", *auth, *stack_files(env), env["PROJECT"]]
+
+
 def stack_json(env: envs.Env, version: str) -> tuple[int, str]:
     """The stack files as compose renders them (with .env) at VERSION, as JSON text; on
     failure compose's errors (its warnings about deploy: keys are not ours to show)."""

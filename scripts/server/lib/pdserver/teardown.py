@@ -96,7 +96,8 @@ def remove(env: envs.Env, volumes: bool) -> list:
 
     gone = strategy_for(env).teardown(volumes)  # refuses (nothing else removed) if docker does not answer
     gone += [f"pull agent ({what})" for what in agent.remove(agent.unit(env.name), SYSTEMD_DIR, CRON_DIR)]
-    for path in (env.app_dir, env.conf_path, os.path.join(facts.ETC, f"{env.name}.webhooks")):
+    webhooks, login = os.path.join(facts.ETC, f"{env.name}.webhooks"), envs.docker_config(env.conf_path)
+    for path in (env.app_dir, env.conf_path, webhooks, login):
         if os.path.isdir(path):
             shutil.rmtree(path)
             gone.append(path)
