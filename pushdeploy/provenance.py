@@ -28,6 +28,10 @@ def environment_rows(settings: Settings, env: Environment) -> list[tuple[str, st
         elif name == "registry":  # the password is never a setting (DEPLOY_REGISTRY_PASSWORD)
             ca = f", CA {env.registry_ca}" if env.registry_ca else ""
             value = f"{env.registry_user}@{env.registry_server}{ca}" if env.registry_server else ""
+        elif name == "cron":
+            value = [
+                f"{j.name}: {' '.join(j.schedule)} {' '.join(j.words)} ({j.policy}, {j.hosts})" for j in env.cron_jobs
+            ]
         elif name == "manage_commands":  # their argument patterns: docs/management-commands.md
             value = [command.name for command in env.manage_commands]
         elif name in ("before_switch", "after_switch"):

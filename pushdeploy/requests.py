@@ -182,6 +182,11 @@ def plan(
     )
 
 
+def cron_status(env: str, *, expect: str) -> str:
+    """``cron-status ENV --expect=HASH``: the cron jobs, which run on the host, their last runs."""
+    return protocol.command("cron-status", env, expect=expect)
+
+
 def pull_status(env: str, *, expect: str) -> str:
     """``pull-status ENV --expect=HASH``: the pull agent's channel, last check and last change."""
     return protocol.command("pull-status", env, expect=expect)

@@ -18,8 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pushdeploy import cron, management, protocol, pull, registry, rollout, sources, sshconfig
 from pushdeploy import keys as deploy_keys
-from pushdeploy import management, protocol, pull, registry, rollout, sources, sshconfig
 
 from pdserver import schema
 
@@ -101,6 +101,7 @@ class Environment:
     before_switch: tuple[tuple[str, ...], ...] = ()
     after_switch: tuple[tuple[str, ...], ...] = ()
     manage_commands: tuple[management.Allowed, ...] = ()  # what `inv manage` may run
+    cron_jobs: tuple[cron.Job, ...] = ()  # `cron:`: management commands on a schedule (pushdeploy/cron.py)
     pull_channel: str = ""  # pull mode: the tag the server's agent follows (empty: push mode)
     pull_every: int = pull.DEFAULT_EVERY  # seconds between the agent's checks
     # a private registry (`registry:`): root's Docker on each host logs in to it (pushdeploy/registry.py)
@@ -371,6 +372,11 @@ def _environment(
         manage_commands = management.allowlist(merged["manage_commands"])
     except management.Refused as error:
         raise ConfigError(CONFIG_FILE, key("manage_commands"), str(error)) from None
+    try:
+        cron_jobs = cron.parse(merged["cron"], key("cron"), manage_commands)
+    except cron.CronError as error:
+        where, _, problem = str(error).partition(": ")
+        raise ConfigError(CONFIG_FILE, where, problem) from None
     scrub = str(merged["scrub"] or "")
     if scrub and not protocol.matches(_SCRUB, scrub):
         raise ConfigError(
@@ -419,6 +425,7 @@ def _environment(
         before_switch=hooks["before_switch"],
         after_switch=hooks["after_switch"],
         manage_commands=manage_commands,
+        cron_jobs=cron_jobs,
         pull_channel=pull_channel,
         pull_every=pull_every,
         **(dict(registry_server=found.server, registry_user=found.user, registry_ca=found.ca) if found else {}),

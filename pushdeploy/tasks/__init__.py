@@ -9,7 +9,7 @@ or none: `pushdeploy` runs the same tasks as a program of its own (pushdeploy/cl
 
 from invoke import Collection
 
-from pushdeploy.tasks import config, db, deploy, pull, review, secrets, server
+from pushdeploy.tasks import config, cron, db, deploy, pull, review, secrets, server
 from pushdeploy.tasks.init import init
 from pushdeploy.tasks.manage import manage
 
@@ -20,3 +20,4 @@ namespace.add_task(init)
 namespace.add_collection(review.namespace)
 namespace.add_collection(config.namespace)
 namespace.add_collection(secrets.namespace)
+namespace.add_collection(cron.namespace)

@@ -109,3 +109,15 @@ def push_private(registry: dict[str, str], *tags: str) -> None:
             ):
                 result = subprocess.run(["docker", *argv], capture_output=True, text=True, env=env)
                 assert result.returncode == 0, result.stdout + result.stderr
+
+
+def run_cron_entry(host: str, env: str, job: str) -> subprocess.CompletedProcess:
+    """Host HOST's cron entry for JOB of ENV, run inside that host as cron would run it (no cron
+    daemon runs here): `sh -c` with the line's command, cron's PATH."""
+    entry = STATE / f"hosts/{host}/fs/cron.d/pushdeploy-cron-{env}"
+    line = next(line for line in entry.read_text().splitlines() if f" cron {env} {job} " in line)
+    enter = ["nsenter", f"--net=/run/netns/pd-{host}", f"--mount={STATE / 'ns' / f'{host}.mnt'}"]
+    enter.append(f"--uts={STATE / 'ns' / f'{host}.uts'}")
+    return subprocess.run(
+        [*enter, "sh", "-c", line.split(" root ", 1)[1]], timeout=300, env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+    )

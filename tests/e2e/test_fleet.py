@@ -35,6 +35,7 @@ from tests.e2e.multihost import (
     push_private,
     registry_env,
     require_multihost,
+    run_cron_entry,
     script,
 )
 from tests.openload import OpenLoad
@@ -630,6 +631,42 @@ def test_hosts_behind_a_bastion_named_in_an_ssh_config_are_set_up_deployed_and_r
         assert all(f"fleet web{n} | " in status.stdout for n in (1, 2, 3))
     finally:
         authorized.write_text(saved)
+
+
+def test_cron_jobs_run_once_on_the_first_host_or_on_every_host(fleet, tmp_path):
+    """Issue 17, part 3 across the fleet: a `hosts: first` job is installed on the first host
+    only (one database, one run), a `hosts: all` job on every host; each host's entry, run as
+    cron would inside that host, records its run there; cron.status reads every host."""
+    ensure(fleet, V3)
+    jobs = (
+        "{once: {schedule: '*/10 * * * *', command: check}, each: {schedule: '0 * * * *', command: check, hosts: all}}"
+    )
+    config = tmp_path / "cron.yaml"
+    config.write_text("deploy:\n  environments:\n" + environment(ENV, list(HOSTS.values()), cron=jobs))
+    entries = {h: STATE / f"hosts/{h}/fs/cron.d/pushdeploy-cron-{ENV}" for h in HOSTS}
+    setup = fleet.inv("server.setup", "--env", ENV, config=config)
+    assert setup.returncode == 0, setup.stdout + setup.stderr
+    try:
+        assert " cron fleet once " in entries["h1"].read_text() and " cron fleet each " in entries["h1"].read_text()
+        for h in ("h2", "h3"):
+            assert " cron fleet once " not in entries[h].read_text() and " cron fleet each " in entries[h].read_text()
+        ran = run_cron_entry("h2", ENV, "each")
+        assert ran.returncode == 0
+        record = json.loads(
+            (STATE / f"hosts/h2/fs/var-lib-pushdeploy/{ENV}/cron/runs.jsonl").read_text().splitlines()[-1]
+        )
+        assert (record["job"], record["result"], record["version"]) == ("each", "ok", V3)
+        assert not (STATE / f"hosts/h1/fs/var-lib-pushdeploy/{ENV}/cron/runs.jsonl").exists()
+        status = fleet.inv("cron.status", "--env", ENV, config=config)
+        assert status.returncode == 0, status.stdout + status.stderr
+        assert re.search(
+            rf"^fleet {HOSTS['h1']} \| ok in \S+: 2 job\(s\), running here: each once$", status.stdout, re.M
+        )
+        assert re.search(rf"^fleet {HOSTS['h2']} \| ok in \S+: 2 job\(s\), running here: each$", status.stdout, re.M)
+    finally:
+        restored = fleet.inv("server.setup", "--env", ENV)
+        assert restored.returncode == 0, restored.stdout + restored.stderr
+    assert not any(entry.exists() for entry in entries.values())
 
 
 BASTION = "10.213.0.9"

@@ -26,7 +26,16 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import ROOT, inv, tool_env
-from tests.e2e.multihost import STATE, HostsEnvironment, db_psql, push_private, registry_env, require_multihost, script
+from tests.e2e.multihost import (
+    STATE,
+    HostsEnvironment,
+    db_psql,
+    push_private,
+    registry_env,
+    require_multihost,
+    run_cron_entry,
+    script,
+)
 from tests.openload import OpenLoad
 
 pytestmark = pytest.mark.e2e
@@ -453,6 +462,30 @@ def test_a_worker_stopped_mid_deploy_is_reported_and_the_deploy_ends_in_a_define
             return
         warned = status.stdout.split("tasks swarm asked to stop still run", 1)[1].split("nodes:", 1)[0]
         assert all(f":{version}" in warned for version in seen - {server_version(), None}), (seen, warned)
+
+
+def test_a_cron_job_runs_on_the_stack_network_on_the_deployed_version(swarm, tmp_path):
+    """Issue 17, part 3 on swarm: a job runs on the manager in a one-off container of the
+    deployed version on the stack's network, where it reaches the database as the web tasks
+    do (showmigrations reads it), named for the job, recorded there."""
+    config = tmp_path / "cron.yaml"
+    config.write_text(
+        CONFIG + "      cron: {migrations: {schedule: '*/30 * * * *', command: 'showmigrations --list'}}\n"
+    )
+    setup = swarm.inv("server.setup", "--env", ENV, config=config)
+    assert setup.returncode == 0, setup.stdout + setup.stderr
+    entry = STATE / f"hosts/h1/fs/cron.d/pushdeploy-cron-{ENV}"
+    try:
+        assert run_cron_entry("h1", ENV, "migrations").returncode == 0
+        folder = STATE / f"hosts/h1/fs/var-lib-pushdeploy/{ENV}/cron"
+        record = json.loads((folder / "runs.jsonl").read_text().splitlines()[-1])
+        assert (record["job"], record["result"], record["version"]) == ("migrations", "ok", server_version())
+        log = (folder / "migrations.log").read_text()
+        assert "[X] 0001_initial" in log  # it read the database, which only the stack network reaches
+    finally:
+        restored = swarm.inv("server.setup", "--env", ENV)
+        assert restored.returncode == 0, restored.stdout + restored.stderr
+    assert not entry.exists()
 
 
 def test_teardown_removes_the_stack_from_every_node_and_the_environment_from_the_manager(swarm):

@@ -4,7 +4,8 @@ Run by bin/deploy in the background, detached from the deploy (it never waits fo
 it), as `python3 -I notify.py send WEBHOOKS EVENT HISTORY KEY=VALUE...`:
   WEBHOOKS  root-only file, one `KIND URL` a line (KIND: json or slack), from server.setup
   EVENT     started, or finished: then the event (succeeded, failed, rolled_back) and
-            its facts come from the run's record, the last line of HISTORY
+            its facts come from the run's record, the last line of HISTORY (a cron job's
+            failed run: the last line of its runs.jsonl, kind cron)
 Each webhook gets its own thread, at most ATTEMPTS tries of TIMEOUT seconds each,
 with backoff, retrying only what may pass later (no answer, 429, 5xx). Output (to
 the environment's notify.log) names a webhook by its number and kind, never its
@@ -67,7 +68,7 @@ def facts_for(event, record, given):
     if event != "started":
         facts.update({k: v for k, v in record.items() if k != "steps"})
         facts["event"] = event_of(record)
-        if facts["event"] == "failed":
+        if facts["event"] == "failed" and record.get("kind") != "cron":
             facts["serving"] = record.get("previous", "") if undone(record) else "unknown: see `inv deploy.status`"
             facts["log_tail"] = "\n".join(str(record.get("log_tail", "")).splitlines()[-TAIL_LINES:])
     else:
@@ -82,6 +83,9 @@ def summary(facts):
     duration = facts.get("duration")
     took = f" in {float(duration):.1f}s" if duration not in (None, "") else ""
     event = facts["event"]
+    if facts.get("kind") == "cron":
+        said = facts.get("message") or "failed"
+        return f"cron job {facts.get('job')} (manage.py {facts.get('command')}) FAILED on {where}: {said}{took}, on {version}"
     if event == "started":
         text = f"{facts.get('kind', 'deploy')} of {version} to {where} started by {by} (running: {previous})"
     elif event == "succeeded":
@@ -110,7 +114,9 @@ def payload(kind, facts):
     }
     if facts["event"] != "started":
         body.update(outcome=facts.get("outcome", ""), duration=facts.get("duration", ""))
-    if facts["event"] == "failed":
+    if facts.get("kind") == "cron":
+        body.update(job=facts.get("job", ""), command=facts.get("command", ""), exit=facts.get("exit", ""))
+    elif facts["event"] == "failed":
         body.update(
             failed_step=facts.get("failed_step", ""),
             serving=facts.get("serving", ""),

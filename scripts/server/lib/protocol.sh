@@ -12,7 +12,7 @@ PD_STATE='/var/lib/pushdeploy'
 # The server side: every file installed under PD_PREFIX, in this order, then every
 # *.py file of PD_SERVER_FOLDERS (sorted: a strategy is added by adding its file). The
 # installer installs them, both sides hash them (in this order) to agree on the version.
-PD_SERVER_FILES='bin/deploy bin/entrypoint bin/install lib/protocol.sh lib/history.py lib/pull.py lib/notify.py lib/swarm.py lib/pdserver/__init__.py lib/pdserver/facts.py lib/pdserver/request.py lib/pdserver/keys.py lib/pdserver/conf.py lib/pdserver/guard.py lib/pdserver/main.py lib/pdserver/result.py lib/pdserver/verbs.py lib/pdserver/schema.py lib/pdserver/env.py lib/pdserver/expect.py lib/pdserver/lock.py lib/pdserver/run.py lib/pdserver/compose.py lib/pdserver/order.py lib/pdserver/status.py lib/pdserver/plan.py lib/pdserver/runs.py lib/pdserver/worker.py lib/pdserver/pipeline.py lib/pdserver/release.py lib/pdserver/containers.py lib/pdserver/drain.py lib/pdserver/slots.py lib/pdserver/recreate.py lib/pdserver/stackfile.py lib/pdserver/stack.py lib/pdserver/review.py lib/pdserver/front.py lib/pdserver/refresh.py lib/pdserver/teardown.py lib/pdserver/marks.py lib/pdserver/restoredb.py lib/pdserver/envpush.py lib/pdserver/agent.py lib/pdserver/install.py'
+PD_SERVER_FILES='bin/deploy bin/entrypoint bin/install lib/protocol.sh lib/history.py lib/pull.py lib/notify.py lib/swarm.py lib/pdserver/__init__.py lib/pdserver/facts.py lib/pdserver/request.py lib/pdserver/keys.py lib/pdserver/conf.py lib/pdserver/guard.py lib/pdserver/main.py lib/pdserver/result.py lib/pdserver/verbs.py lib/pdserver/schema.py lib/pdserver/env.py lib/pdserver/expect.py lib/pdserver/lock.py lib/pdserver/run.py lib/pdserver/compose.py lib/pdserver/order.py lib/pdserver/status.py lib/pdserver/plan.py lib/pdserver/runs.py lib/pdserver/worker.py lib/pdserver/pipeline.py lib/pdserver/release.py lib/pdserver/containers.py lib/pdserver/drain.py lib/pdserver/slots.py lib/pdserver/recreate.py lib/pdserver/stackfile.py lib/pdserver/stack.py lib/pdserver/review.py lib/pdserver/front.py lib/pdserver/refresh.py lib/pdserver/teardown.py lib/pdserver/marks.py lib/pdserver/restoredb.py lib/pdserver/envpush.py lib/pdserver/agent.py lib/pdserver/cron.py lib/pdserver/install.py'
 PD_SERVER_FOLDERS='lib/pdserver/strategies'
 
 # Traffic reaches one slot of the web service at a time: the proxy routes to the
@@ -21,7 +21,7 @@ PD_SLOTS='blue green'
 PD_ROUTING_DIR='routing'
 
 # What the deploy account may ask for (the first word of its SSH command).
-PD_VERBS='deploy rollback status history logs maintenance backups check version manage plan pull-status review-up review-down review-list mark'
+PD_VERBS='deploy rollback status history logs maintenance backups check version manage plan pull-status review-up review-down review-list mark cron-status'
 
 # Verbs for the admin connection only (root, or an admin through sudo): never the
 # deploy account, whose entrypoint refuses them and bin/deploy again. The database's

@@ -93,8 +93,22 @@ def parse(text: str, path: str, name: str) -> dict:
         raise Refused(f"{path}: MANAGER_COMPOSE_FILES are relative paths", 1)
     for key in LISTS:
         for line in values[key]:
-            _check_management_line(path, name, key, line)
+            if key == "CRON_JOB":  # NAME POLICY HOSTS and the schedule, then a command, checked as a hook's
+                _check_management_line(path, name, "CRON_JOB", _cron_command(path, name, line))
+            else:
+                _check_management_line(path, name, key, line)
     return values
+
+
+def _cron_command(path: str, name: str, line: str) -> str:
+    from . import cron
+
+    try:
+        return " ".join(cron.parse_line(line).words)
+    except ValueError as error:
+        raise Refused(
+            f"{path}: CRON_JOB: {error}: fix invoke.yaml and run `inv server.setup --env {name}`", 1
+        ) from None
 
 
 def _check_management_line(path: str, name: str, key: str, line: str) -> None:

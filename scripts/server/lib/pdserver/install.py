@@ -1,7 +1,8 @@
 """bin/install: puts the server side of one environment in place, as root.
 
 `inv server.setup` uploads a bundle (made by pushdeploy/plan.py) over the admin connection
-and runs bin/install from it once per host: `install BUNDLE ENV DEPLOY_USER APP_DIR`.
+and runs bin/install from it once per host: `install BUNDLE ENV DEPLOY_USER APP_DIR [--first]`
+(--first: the environment's first host).
 Every action compares first and changes only what differs, so a second run reports
 "unchanged" everywhere. It installs:
   PREFIX/{bin,lib}/...                     root-owned code (PD_SERVER_FILES)
@@ -14,6 +15,7 @@ Every action compares first and changes only what differs, so a second run repor
   ETC/ENV.docker/config.json               root's Docker login to a private registry (0600),
   /etc/docker/certs.d/REGISTRY/ca.crt        and its CA (first: a refused login changes nothing)
   the pull agent (pull mode)               a systemd timer, else a cron entry
+  the cron jobs (cron:)                    a systemd timer each, else one cron.d file
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import subprocess
 import sys
 import tempfile
 
-from . import agent, conf, facts
+from . import agent, conf, cron, facts
 from . import env as envs
 
 USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
@@ -44,8 +46,9 @@ class Failed(Exception):
 
 
 class Installer:
-    def __init__(self, bundle: str, env: str, user: str, app_dir: str):
+    def __init__(self, bundle: str, env: str, user: str, app_dir: str, first: bool = True):
         self.bundle, self.env, self.user, self.app_dir = bundle, env, user, app_dir
+        self.first = first  # the environment's first host (its cron jobs with hosts: first run here)
         self.changed = 0
 
     def report(self, state: str, what: str) -> None:
@@ -374,6 +377,51 @@ class Installer:
             self.report("changed", f"started {timer}")
         self.report("agent", f"pull agent of {self.env}: systemd timer {timer}, every {every} s, channel {channel}")
 
+    def install_cron(self) -> None:
+        """The environment's cron jobs that run on this host (hosts all: every host; first: the
+        environment's first host, which server.setup names): a timer each under systemd, else
+        one cron.d file; what is no longer wanted goes."""
+        lines = conf.parse(_read(os.path.join(self.bundle, "env.conf"))).get("CRON_JOB", [])
+        try:
+            chosen = [job for job in map(cron.parse_line, lines) if cron.runs_here(job, self.first)]
+        except ValueError as error:
+            raise Failed(f"CRON_JOB: {error}") from None
+        scheduler = agent.scheduler(SYSTEMD_RUN, CRON_DIR)
+        timers = {job.name for job in chosen} if scheduler == "systemd" else set()
+        for name in sorted(cron.installed_jobs(self.env, "/nonexistent", SYSTEMD_DIR) - timers):
+            for what in agent.remove(cron.unit(self.env, name), SYSTEMD_DIR, CRON_DIR):
+                self.report("changed", f"removed cron job {name} of {self.env} ({what})")
+        entry = os.path.join(CRON_DIR, cron.unit(self.env))
+        if os.path.isfile(entry) and (scheduler != "cron" or not chosen):
+            os.unlink(entry)
+            self.report("changed", f"removed {entry}")
+        if not chosen:
+            return
+        self.put_dir(os.path.join(facts.STATE, self.env), 0o700)
+        self.put_dir(os.path.join(facts.STATE, self.env, "cron"), 0o700)
+        names = ", ".join(f"{job.name} ({' '.join(job.schedule)})" for job in chosen)
+        if scheduler == "cron":
+            self.put_text(cron.cron_text(self.env, chosen), entry, 0o644)
+            self.report("cron", f"cron jobs of {self.env} on this host: {names}: cron ({entry}, no systemd as PID 1)")
+        elif scheduler == "systemd":
+            for job in chosen:
+                self.install_job_timer(job)
+            self.report("cron", f"cron jobs of {self.env} on this host: {names}: systemd timers")
+        else:
+            self.report("missing", f"cron jobs of {self.env}: neither systemd (PID 1) nor {CRON_DIR}: install cron")
+
+    def install_job_timer(self, job) -> None:
+        unit = cron.unit(self.env, job.name)
+        before = self.changed
+        self.put_text(cron.service_text(self.env, job), os.path.join(SYSTEMD_DIR, f"{unit}.service"), 0o644)
+        self.put_text(cron.timer_text(self.env, job), os.path.join(SYSTEMD_DIR, f"{unit}.timer"), 0o644)
+        timer = f"{unit}.timer"
+        if self.changed > before or not _all_ok(["systemctl", "is-active", "--quiet", timer]):
+            if not _all_ok(
+                ["systemctl", "daemon-reload"], ["systemctl", "enable", timer], ["systemctl", "restart", timer]
+            ):
+                raise Failed(f"could not start {timer} (see `systemctl status {timer}`)")
+
     def remove_pull_agent(self, unit: str) -> None:
         for what in agent.remove(unit, SYSTEMD_DIR, CRON_DIR):
             self.report("changed", f"removed the pull agent of {self.env} ({what}): {self.env} is deployed by push")
@@ -383,10 +431,10 @@ def main(argv) -> int:
     if argv[:1] in (["-h"], ["--help"]):
         print(__doc__.split("\n\n", 1)[1], end="")
         return 0
-    if len(argv) != 4:
-        print("usage: install BUNDLE ENV DEPLOY_USER APP_DIR", file=sys.stderr)
+    if len(argv) not in (4, 5) or argv[4:] not in ([], ["--first"]):
+        print("usage: install BUNDLE ENV DEPLOY_USER APP_DIR [--first]", file=sys.stderr)
         return facts.EXIT_USAGE
-    bundle, env, user, app_dir = argv
+    bundle, env, user, app_dir = argv[:4]
     os.umask(0o022)
     try:
         if os.geteuid() != 0:
@@ -397,7 +445,7 @@ def main(argv) -> int:
             raise Failed(f"invalid user name '{user}'")
         if not app_dir.startswith("/") or len(app_dir) < 2 or ".." in app_dir:
             raise Failed("APP_DIR must be an absolute path")
-        installer = Installer(bundle, env, user, app_dir)
+        installer = Installer(bundle, env, user, app_dir, argv[4:] == ["--first"])
         installer.install_registry()
         installer.ensure_user()
         installer.install_code()
@@ -406,6 +454,7 @@ def main(argv) -> int:
         installer.install_app()
         installer.install_webhooks()
         installer.install_pull_agent()
+        installer.install_cron()
     except Failed as failed:
         print(f"pushdeploy install: {failed}", file=sys.stderr)
         return 1

@@ -46,6 +46,8 @@ USAGE = """usage: deploy VERB ENV [OPTIONS]
   version                      the hash of this server side
   pull-status ENV [--expect=HASH]  pull mode: the channel, the agent, the last check and change
   pull ENV                     (root only: the pull agent) deploy the channel's image if it moved
+  cron-status ENV [--expect=HASH]  the cron jobs: schedule, whether this host runs them, the last run
+  cron ENV NAME                (root only: the job's cron entry or timer) run cron job NAME
   review-up TEMPLATE-N VERSION [--id=ID] [--by=WHO] [--url=URL] [--expect=HASH]
         make (or update) the review environment TEMPLATE-N, deploy VERSION there,
         route pr-N.DOMAIN to it; prints its url.

@@ -76,6 +76,8 @@ VERBS = {
     "version": Verb("", -1),
     "pull-status": Verb("ENV [--expect=HASH]", 0, ("expect",)),
     "pull": Verb("ENV", 0),
+    "cron-status": Verb("ENV [--expect=HASH]", 0, ("expect",)),
+    "cron": Verb("ENV NAME", 1),
     "review-up": Verb("TEMPLATE-N VERSION [--id=ID] [--by=WHO] [--url=URL] [--expect=HASH]", 1, _RUN),
     "review-down": Verb("TEMPLATE-N [--expect=HASH]", 0, ("expect", "by", "url")),
     "review-list": Verb("TEMPLATE [--expect=HASH]", 0, ("expect",)),

@@ -116,6 +116,9 @@ KEYS = (
     Key("HOOK_BEFORE_SWITCH", setting="before_switch", kind="list", value=[]),
     Key("HOOK_AFTER_SWITCH", setting="after_switch", kind="list", value=[]),
     Key("MANAGE_COMMAND", setting="manage_commands", kind="list"),  # None: management.DEFAULT_COMMANDS
+    # Cron jobs (`cron:`): NAME POLICY HOSTS and five schedule fields, then a management command (cron.py).
+    _client("cron", value={}),
+    Key("CRON_JOB", setting="cron_jobs", kind="list", yaml=False),
     # Pull mode (`pull:`): the channel pattern is facts.CHANNEL_RE (env.py; the client: pushdeploy/pull.py).
     _client("pull", value={}),
     Key("PULL_CHANNEL", "", setting="pull_channel", when="PULL_CHANNEL", yaml=False),

@@ -9,7 +9,7 @@ import os
 import sys
 import time
 
-from . import compose, expect, facts, marks, run, runs
+from . import compose, cron, expect, facts, marks, run, runs
 from . import env as envs
 from .expect import HOME, server_hash
 from .lock import hold, now_iso
@@ -354,6 +354,8 @@ HANDLERS = {
     "maintenance": maintenance,
     "check": check,
     "pull-status": pull_status,
+    "cron-status": cron.status,
+    "cron": cron.cron,
     "manage": manage,
     "review-list": review_list,
     "plan": plan,
