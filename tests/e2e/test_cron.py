@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import ROOT, STAGING_A, STAGING_B, inv, ssh_raw, tool_env
+from tests.e2e.conftest import ROOT, STAGING_A, STAGING_B, inv, server_env_file, ssh_raw, tool_env
 from tests.e2e.deployed import ensure
 from tests.e2e.test_notify import Receiver
 
@@ -104,11 +104,12 @@ def test_setup_installs_the_jobs_as_a_cron_entry_and_a_run_is_recorded_and_shown
     assert "*/15 * * * * root /opt/pushdeploy/bin/deploy cron staging tidy >>" in CRON_FILE.read_text()
     assert run("tidy") == 0
     last = runs("tidy")[-1]
-    assert (last["result"], last["exit"], last["version"], last["command"]) == ("ok", 0, STAGING_A, "check")
+    deployed = re.search(rb"^VERSION=(\S+)$", server_env_file("staging"), re.M).group(1).decode()
+    assert (last["result"], last["exit"], last["version"], last["command"]) == ("ok", 0, deployed, "check")
     status = inv("-f", str(config), "cron.status", "--env", "staging")
     assert status.returncode == 0, status.stdout + status.stderr
     assert "tidy: */15 * * * *  manage.py check  (forbid, runs here)" in status.stdout
-    assert re.search(r"last run: \S+Z ok, exit 0 in [0-9.]+s on a1a1a1a", status.stdout)
+    assert re.search(rf"last run: \S+Z ok, exit 0 in [0-9.]+s on {re.escape(deployed)}$", status.stdout, re.M)
     assert "4 job(s), running here: broken long swap tidy" in status.stdout
     # Only root's cron runs a job: the deploy account cannot, with or without sudo.
     refused = ssh_raw("cron staging tidy")

@@ -573,6 +573,23 @@ def accepted(host: str, user: str, source: str = "") -> int:
     return len(re.findall(rf"Accepted publickey for {user} from {re.escape(source) if source else '[0-9.]+'} ", text))
 
 
+def cut_at_the_bastion(fleet: HostsEnvironment, config: Path, version: str, host: str) -> None:
+    """deploy.to VERSION, the client's sessions on the bastion killed as HOST starts its pull:
+    the client must reconnect, reattach to HOST's run and finish."""
+    client = fleet.popen("deploy.to", "--env", ENV, "--tag", version, "--force", config=config)
+    lines = []
+    assert client.stdout is not None
+    for line in client.stdout:
+        lines.append(line)
+        if line.startswith(f"fleet {host} | ==> pull") and not any("reattaching" in seen for seen in lines):
+            subprocess.run(["pkill", "-f", "^sshd: pd-admin"], check=False)  # the bastion's sessions
+    client.wait(timeout=180)
+    output = "".join(lines)
+    print(output)
+    assert client.returncode == 0, output
+    assert re.search(rf"^fleet {re.escape(host)} \| .*reattaching \(1/2\)", output, re.M)
+
+
 def test_hosts_behind_a_bastion_named_in_an_ssh_config_are_set_up_deployed_and_reattached(fleet, tmp_path):
     """Issue 16, part 1: the fleet named as users name it, in an OpenSSH config: web1 direct,
     web2 and web3 through a bastion (h1's sshd, an account allowed to forward to those two
@@ -613,18 +630,7 @@ def test_hosts_behind_a_bastion_named_in_an_ssh_config_are_set_up_deployed_and_r
         assert versions() == dict.fromkeys(HOSTS, V4)
 
         # The path through the bastion is cut as web2 migrates... (its forwarding session killed)
-        client = fleet.popen("deploy.to", "--env", ENV, "--tag", V3, "--force", config=config)
-        lines = []
-        assert client.stdout is not None
-        for line in client.stdout:
-            lines.append(line)
-            if line.startswith("fleet web2 | ==> pull") and not any("reattaching" in seen for seen in lines):
-                subprocess.run(["pkill", "-f", "^sshd: pd-admin"], check=False)
-        client.wait(timeout=120)
-        output = "".join(lines)
-        print(output)
-        assert client.returncode == 0, output
-        assert re.search(r"^fleet web2 \| .*reattaching \(1/2\)", output, re.M)
+        cut_at_the_bastion(fleet, config, V3, "web2")
         assert versions() == dict.fromkeys(HOSTS, V3)
         status = fleet.inv("deploy.status", "--env", ENV, config=config)
         assert status.returncode == 0, status.stdout + status.stderr
@@ -750,18 +756,7 @@ def test_the_setup_guide_from_a_bastion_only_network_and_a_private_registry(flee
         assert versions() == dict.fromkeys(HOSTS, V2)
         assert all(accepted(h, "pd-deploy", BASTION) > before[h] for h in HOSTS)  # every login came through it
 
-        client = fleet.popen("deploy.to", "--env", ENV, "--tag", V1, "--force", config=config)
-        lines = []
-        assert client.stdout is not None
-        for line in client.stdout:
-            lines.append(line)
-            if line.startswith("fleet 10.213.0.12 | ==> pull") and not any("reattaching" in seen for seen in lines):
-                subprocess.run(["pkill", "-f", "^sshd: pd-admin"], check=False)  # the bastion's sessions
-        client.wait(timeout=180)
-        output = "".join(lines)
-        print(output)
-        assert client.returncode == 0, output
-        assert re.search(r"^fleet 10\.213\.0\.12 \| .*reattaching \(1/2\)", output, re.M)
+        cut_at_the_bastion(fleet, config, V1, HOSTS["h2"])
         assert versions() == dict.fromkeys(HOSTS, V1)
         status = fleet.inv("deploy.status", "--env", ENV, config=config)
         assert status.returncode == 0, status.stdout + status.stderr

@@ -188,3 +188,18 @@ def test_config_show_lists_the_jobs():
     loaded = from_config({"environments": {"production": {"hosts": ["a"], "manage_commands": ALLOW}}}, {})
     rows = {name: value for name, value, _ in provenance.environment_rows(loaded, env)}
     assert rows["cron"] == "sessions: 17 3 * * * clearsessions (forbid, first)"
+
+
+def test_only_root_runs_the_schedulers_verbs(monkeypatch):
+    from pdserver import guard
+    from pdserver.request import Request
+
+    monkeypatch.setattr(guard.os, "geteuid", lambda: 1000)
+    assert guard.root_only(Request("cron", "staging", ("tidy",))) == (
+        "cron runs as root from the environment's cron entry or timer, not through the deploy account"
+    )
+    assert "pull runs as root from the pull agent's timer" in guard.root_only(Request("pull", "staging"))
+    assert guard.root_only(Request("cron-status", "staging")) is None
+    monkeypatch.setattr(guard.os, "geteuid", lambda: 0)
+    monkeypatch.delenv("SUDO_USER", raising=False)
+    assert guard.root_only(Request("cron", "staging", ("tidy",))) is None

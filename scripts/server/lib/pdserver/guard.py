@@ -52,6 +52,21 @@ def admin_only(request: Request) -> str | None:
     )
 
 
+# Verbs only root's own schedulers run, never the deploy account (with or without sudo).
+ROOT_VERBS = {
+    "pull": "pull runs as root from the pull agent's timer or cron entry",
+    "cron": "cron runs as root from the environment's cron entry or timer",
+}
+
+
+def root_only(request: Request) -> str | None:
+    said = ROOT_VERBS.get(request.verb)
+    user = os.environ.get("SUDO_USER", "")
+    if said and (os.geteuid() != 0 or (user and os.path.exists(f"/etc/sudoers.d/pushdeploy-{user}"))):
+        return f"{said}, not through the deploy account"
+    return None
+
+
 def template(request: Request, etc: str = facts.ETC) -> str | None:
     """A template holds a review environment's files: no verb but check and review-* runs on it."""
     if request.verb in facts.REVIEW_VERBS or request.verb in TEMPLATE_VERBS or not request.env:
@@ -89,7 +104,7 @@ def review_target(request: Request, etc: str = facts.ETC) -> str | None:
     return None
 
 
-CHECKS: tuple = (key_scope, admin_only, template, review_target)
+CHECKS: tuple = (key_scope, admin_only, root_only, template, review_target)
 
 
 def refusal(request: Request, checks: tuple = CHECKS) -> str | None:
