@@ -330,16 +330,8 @@ def _environment(
         raise ConfigError(
             CONFIG_FILE, key("docker_host"), f"{docker_host!r} is not unix:///path, tcp://host:port or ssh://host"
         )
-    try:
-        pull_channel, pull_every = pull.parse(merged["pull"], key("pull"))
-    except pull.PullError as error:
-        where, _, problem = str(error).partition(": ")
-        raise ConfigError(CONFIG_FILE, where, problem) from None
-    try:
-        found = registry.parse(merged["registry"], key("registry"))
-    except registry.RegistryError as error:
-        where, _, problem = str(error).partition(": ")
-        raise ConfigError(CONFIG_FILE, where, problem) from None
+    pull_channel, pull_every = _parsed(pull.parse, merged["pull"], key("pull"))
+    found = _parsed(registry.parse, merged["registry"], key("registry"))
     engine, manager_compose_files = _engine(merged, key)
     backup_image = merged["backup_image"] or ""
     external = engine == "swarm" or not merged["db_service"]  # the database server is outside the project
@@ -372,11 +364,7 @@ def _environment(
         manage_commands = management.allowlist(merged["manage_commands"])
     except management.Refused as error:
         raise ConfigError(CONFIG_FILE, key("manage_commands"), str(error)) from None
-    try:
-        cron_jobs = cron.parse(merged["cron"], key("cron"), manage_commands)
-    except cron.CronError as error:
-        where, _, problem = str(error).partition(": ")
-        raise ConfigError(CONFIG_FILE, where, problem) from None
+    cron_jobs = _parsed(cron.parse, merged["cron"], key("cron"), manage_commands)
     scrub = str(merged["scrub"] or "")
     if scrub and not protocol.matches(_SCRUB, scrub):
         raise ConfigError(
@@ -437,6 +425,15 @@ def _environment(
         review_seed=review_seed,
         **_secrets(merged, key, name),
     )
+
+
+def _parsed(parse, *args):
+    """A setting's own module parsing it (pull, registry, cron): its error, 'KEY: problem', as a ConfigError."""
+    try:
+        return parse(*args)
+    except (pull.PullError, registry.RegistryError, cron.CronError) as error:
+        where, _, problem = str(error).partition(": ")
+        raise ConfigError(CONFIG_FILE, where, problem) from None
 
 
 _RECIPIENT = re.compile(r"^(age1[0-9a-z]{58}|ssh-(ed25519|rsa) [A-Za-z0-9+/=]+)$")

@@ -84,3 +84,23 @@ def server_python(snippet: str, calls=None, **environ) -> subprocess.CompletedPr
     extra = {"CALLS": str(calls)} if calls else {}
     env = {**os.environ, **extra, **environ}
     return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60)
+
+
+@pytest.fixture
+def root(tmp_path, monkeypatch):
+    """bin/install on a temporary root: its directories, no systemd (a cron.d), a bundle with app files."""
+    from pdserver import install
+
+    for name in ("PREFIX", "ETC", "STATE"):
+        monkeypatch.setattr(facts, name, str(tmp_path / name.lower()))
+    monkeypatch.setattr(facts, "KEYS_FILE", str(tmp_path / "etc/keys.json"))
+    monkeypatch.setattr(install, "SYSTEMD_RUN", str(tmp_path / "no-systemd"))
+    monkeypatch.setattr(install, "CRON_DIR", str(tmp_path / "cron.d"))
+    (tmp_path / "cron.d").mkdir()
+    bundle = tmp_path / "bundle"
+    (bundle / "app/docker/nginx").mkdir(parents=True)
+    (bundle / "app/docker-compose.yml").write_text("services: {}\n")
+    (bundle / "app/docker/nginx/pixel.conf").write_text("server {}\n")
+    (bundle / "dotenv").write_text("VERSION=none\nSECRET_KEY=from-template\nNEW_KEY=1\n")
+    (bundle / "env.conf").write_text("APP_DIR=/x\nPROJECT=p\nPULL_CHANNEL=production-approved\nPULL_EVERY=120\n")
+    return tmp_path

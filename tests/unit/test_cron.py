@@ -109,19 +109,6 @@ def test_a_schedule_reads_the_same_to_systemd(schedule, calendar):
     assert server_cron.calendar(schedule.split()) == calendar
 
 
-@pytest.fixture
-def root(tmp_path, monkeypatch):
-    from pdserver import facts
-
-    for name in ("PREFIX", "ETC", "STATE"):
-        monkeypatch.setattr(facts, name, str(tmp_path / name.lower()))
-    monkeypatch.setattr(install, "SYSTEMD_RUN", str(tmp_path / "no-systemd"))
-    monkeypatch.setattr(install, "CRON_DIR", str(tmp_path / "cron.d"))
-    (tmp_path / "cron.d").mkdir()
-    (tmp_path / "bundle").mkdir()
-    return tmp_path
-
-
 def conf(root, *lines):
     (root / "bundle/env.conf").write_text("APP_DIR=/x\nPROJECT=p\n" + "".join(f"CRON_JOB={line}\n" for line in lines))
 

@@ -8,8 +8,18 @@ command run the new version before .env says so.
 
 from __future__ import annotations
 
+import re
+
 from .env import Env
 from .run import Command
+
+# What Docker says when a registry wants credentials it was not given, or refuses them
+# (a pull, a login).
+REGISTRY_REFUSED = re.compile(
+    r"unauthorized|authentication required|no basic auth credentials|pull access denied|denied: requested access"
+    r"|incorrect username or password",
+    re.I,
+)
 
 # Compose's progress bars are noise in a deploy log; the steps say what happens.
 QUIET = {"COMPOSE_PROGRESS": "quiet", "COMPOSE_ANSI": "never", "LC_ALL": "C"}

@@ -26,12 +26,6 @@ def docker_out(env: envs.Env, *args: str) -> tuple[int, str]:
     return runner.output(compose.docker(env, *args), stderr=False)
 
 
-# What Docker says when a registry wants credentials it was not given, or refuses them.
-REFUSED = re.compile(
-    r"unauthorized|authentication required|no basic auth credentials|pull access denied|denied: requested access", re.I
-)
-
-
 def pulled(env: envs.Env, command, image: str) -> int:
     """Run a pull, its output shown; on failure, what went wrong and what to do (a registry
     that refuses us is named, with how to log in again)."""
@@ -46,13 +40,13 @@ def pulled(env: envs.Env, command, image: str) -> int:
 def pull_failure(env: envs.Env, image: str, out: str) -> str:
     said = out.strip().splitlines()[-1] if out.strip() else "no output"
     setup = f"`inv server.setup --env {os.path.basename(env.conf_path)[: -len('.conf')] or env.name}`"
-    if REFUSED.search(out) and env["REGISTRY"]:
+    if compose.REGISTRY_REFUSED.search(out) and env["REGISTRY"]:
         return (
             f"could not pull {image}: the registry {env['REGISTRY']} refused the login of {env['REGISTRY_USER']} "
             f"({said}). Nothing was changed. If the password was rotated or expired, set the new one in "
             f"DEPLOY_REGISTRY_PASSWORD and run {setup} (it logs in again on every host)"
         )
-    if REFUSED.search(out):
+    if compose.REGISTRY_REFUSED.search(out):
         return (
             f"could not pull {image}: its registry wants a login ({said}). Nothing was changed. Set registry: "
             f"(server, user) in invoke.yaml, the password in DEPLOY_REGISTRY_PASSWORD, and run {setup}"

@@ -24,13 +24,12 @@ import json
 import os
 import re
 import socket
-import subprocess
 import time
 
 from . import compose, facts
 from . import env as envs
 from . import run as runner
-from .lock import Lock, now_iso
+from .lock import Lock, now_iso, try_flock
 from .request import Refused, Request
 from .result import Result
 
@@ -190,12 +189,12 @@ class Runner:
     def run(self) -> Result:
         job = self.job
         own = os.open(os.path.join(self.folder, f"{job.name}.lock"), os.O_WRONLY | os.O_CREAT, 0o600)
-        if not _flock(own, 0):
+        if not try_flock(own, fcntl.LOCK_EX, 0):
             if job.policy == "forbid":
                 return self.record("skipped", None, "", 0.0, "the previous run still runs (policy forbid)")
             print(f"{job.name}: the previous run still runs: stopping it (policy replace)", flush=True)
             runner.output(compose.docker(self.env, "rm", "-f", self.container))
-            if not _flock(own, REPLACE_WAIT):
+            if not try_flock(own, fcntl.LOCK_EX, REPLACE_WAIT, pause=0.2):
                 return self.record("skipped", None, "", 0.0, f"the previous run did not end within {REPLACE_WAIT}s")
         version = self.deployed_version()
         if version is None:
@@ -273,28 +272,10 @@ class Runner:
         return Result(0 if result != "failed" else 1, {k: v for k, v in entry.items() if k != "kind"})
 
     def notify(self, path: str) -> None:
-        hooks = os.path.join(os.path.dirname(self.env.conf_path), f"{self.env.name}.webhooks")
-        if not os.path.isfile(hooks) or os.path.getsize(hooks) == 0:
-            return
+        from .pipeline import post_webhooks
+
         given = {"env": self.env.name, "project": self.env["PROJECT"], "host": socket.gethostname(), "by": "cron"}
-        argv = ["timeout", "-k", "2", "30", "python3", "-I", os.path.join(runner.LIB, "notify.py")]
-        argv += ["send", hooks, "finished", path, *(f"{k}={v}" for k, v in given.items())]
-        with open(os.path.join(self.env.state_dir, "notify.log"), "ab") as log:
-            subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
-
-
-def _flock(fd: int, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return True
-        except BlockingIOError:
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(0.2)
+        post_webhooks(self.env, "finished", path, given, f"{self.job.name}: notifying the webhooks")
 
 
 def _trim(path: str, keep: int) -> None:
@@ -355,18 +336,19 @@ def status(request: Request) -> Result:
 
 def installed_jobs(env: str, cron_dir: str = "/etc/cron.d", systemd_dir: str = "/etc/systemd/system") -> set:
     """The jobs this host runs: in its cron.d file, or as timers."""
-    found = set()
     try:
         with open(os.path.join(cron_dir, unit(env))) as file:
-            found |= set(re.findall(rf" cron {re.escape(env)} ([a-z][a-z0-9-]*) ", file.read()))
+            listed = set(re.findall(rf" cron {re.escape(env)} ([a-z][a-z0-9-]*) ", file.read()))
     except FileNotFoundError:
-        pass
+        listed = set()
+    return listed | installed_timers(env, systemd_dir)
+
+
+def installed_timers(env: str, systemd_dir: str) -> set:
+    """The jobs this host runs as systemd timers."""
     prefix = unit(env) + "-"
     try:
         names = os.listdir(systemd_dir)
     except FileNotFoundError:
-        names = []
-    found |= {
-        name[len(prefix) : -len(".timer")] for name in names if name.startswith(prefix) and name.endswith(".timer")
-    }
-    return found
+        return set()
+    return {name[len(prefix) : -len(".timer")] for name in names if name.startswith(prefix) and name.endswith(".timer")}

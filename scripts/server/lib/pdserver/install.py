@@ -31,13 +31,12 @@ import subprocess
 import sys
 import tempfile
 
-from . import agent, conf, cron, facts
+from . import agent, compose, conf, cron, facts
 from . import env as envs
 
 USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 SYSTEMD_RUN, SYSTEMD_DIR, CRON_DIR = "/run/systemd/system", "/etc/systemd/system", "/etc/cron.d"
 CERTS_DIR = "/etc/docker/certs.d"  # a registry's CA: certs.d/HOST:PORT/ca.crt
-REFUSED = re.compile(r"unauthorized|incorrect username or password|denied|401", re.I)
 SUDOERS_MARK = "# Managed by pushdeploy:"  # the first line of the deploy account's sudo rule (teardown looks for it)
 
 
@@ -145,7 +144,9 @@ class Installer:
                 _restore(trusted, was)  # the CA this host had before, or none
                 said = (login.stderr or login.stdout).decode(errors="replace").strip().splitlines()
                 said = said[-1] if said else "no reason given"
-                what = "refused the login as" if REFUSED.search(said) else "could not be logged in to as"
+                what = (
+                    "refused the login as" if compose.REGISTRY_REFUSED.search(said) else "could not be logged in to as"
+                )
                 raise Failed(
                     f"the registry {server} {what} {user} ({said}): "
                     "check the password in DEPLOY_REGISTRY_PASSWORD, the user in registry.user, and that this host "
@@ -388,7 +389,7 @@ class Installer:
             raise Failed(f"CRON_JOB: {error}") from None
         scheduler = agent.scheduler(SYSTEMD_RUN, CRON_DIR)
         timers = {job.name for job in chosen} if scheduler == "systemd" else set()
-        for name in sorted(cron.installed_jobs(self.env, "/nonexistent", SYSTEMD_DIR) - timers):
+        for name in sorted(cron.installed_timers(self.env, SYSTEMD_DIR) - timers):
             for what in agent.remove(cron.unit(self.env, name), SYSTEMD_DIR, CRON_DIR):
                 self.report("changed", f"removed cron job {name} of {self.env} ({what})")
         entry = os.path.join(CRON_DIR, cron.unit(self.env))

@@ -36,15 +36,7 @@ class Lock:
         return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
 
     def _try(self, fd: int, mode: int, seconds: float) -> bool:
-        deadline = time.monotonic() + seconds
-        while True:
-            try:
-                fcntl.flock(fd, mode | fcntl.LOCK_NB)
-                return True
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    return False
-                time.sleep(0.005)
+        return try_flock(fd, mode, seconds)
 
     def _wait_out_handover(self, fd: int, mode: int) -> bool:
         """While lock.info is empty a run is taking or giving back the lock: up to 3 s."""
@@ -102,6 +94,19 @@ class Lock:
         if self.fd >= 0:
             os.close(self.fd)
         self.fd = -1
+
+
+def try_flock(fd: int, mode: int, seconds: float, pause: float = 0.005) -> bool:
+    """flock(2) MODE on FD, trying every PAUSE seconds for up to SECONDS: whether we hold it."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            fcntl.flock(fd, mode | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(pause)
 
 
 def hold(state_dir: str, name: str, what: str, by: str, stays: str = "") -> Lock:

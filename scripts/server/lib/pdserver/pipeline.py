@@ -360,19 +360,10 @@ NOTIFY_LIMIT = 30  # seconds, all webhooks and retries included
 
 
 def notify(run: Run, event: str) -> None:
-    """Post to the environment's webhooks in the background (lib/notify.py), in its own
-    session and under a hard time limit: a slow webhook never delays or fails a deploy."""
+    """A run's EVENT (started, finished) to the environment's webhooks."""
     import socket
-    import subprocess
 
     env = run.env
-    hooks = os.path.join(os.path.dirname(env.conf_path), f"{env.name}.webhooks")
-    try:
-        if os.path.getsize(hooks) == 0:
-            return
-    except OSError:
-        return
-    print(f"notifying the webhooks: {event}", flush=True)
     facts = {
         "env": env.name,
         "project": env["PROJECT"],
@@ -384,8 +375,24 @@ def notify(run: Run, event: str) -> None:
         "url": run.url,
         "time": now_iso(),
     }
+    post_webhooks(env, event, env.history, facts, f"notifying the webhooks: {event}")
+
+
+def post_webhooks(env, event: str, history: str, facts: dict, said: str) -> None:
+    """Post EVENT to the environment's webhooks, if it has any (saying SAID), in the background
+    (lib/notify.py: a finished run's facts are the last record of HISTORY), in its own session
+    and under a hard time limit: a slow webhook never delays or fails what sent it."""
+    import subprocess
+
+    hooks = os.path.join(os.path.dirname(env.conf_path), f"{env.name}.webhooks")
+    try:
+        if os.path.getsize(hooks) == 0:
+            return
+    except OSError:
+        return
+    print(said, flush=True)
     argv = ["timeout", "-k", "2", str(NOTIFY_LIMIT), "python3", "-I", os.path.join(runner.LIB, "notify.py")]
-    argv += ["send", hooks, event, env.history, *(f"{k}={v}" for k, v in facts.items())]
+    argv += ["send", hooks, event, history, *(f"{k}={v}" for k, v in facts.items())]
     with open(os.path.join(env.state_dir, "notify.log"), "ab") as log:
         # The lock stays with the deploy (close_fds): the next deploy must not wait for a webhook.
         subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

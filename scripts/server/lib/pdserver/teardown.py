@@ -96,7 +96,7 @@ def remove(env: envs.Env, volumes: bool) -> list:
 
     gone = strategy_for(env).teardown(volumes)  # refuses (nothing else removed) if docker does not answer
     gone += [f"pull agent ({what})" for what in agent.remove(agent.unit(env.name), SYSTEMD_DIR, CRON_DIR)]
-    for name in ["", *sorted(cron.installed_jobs(env.name, "/nonexistent", SYSTEMD_DIR))]:
+    for name in ["", *sorted(cron.installed_timers(env.name, SYSTEMD_DIR))]:
         gone += [f"cron ({what})" for what in agent.remove(cron.unit(env.name, name), SYSTEMD_DIR, CRON_DIR)]
     webhooks, login = os.path.join(facts.ETC, f"{env.name}.webhooks"), envs.docker_config(env.conf_path)
     for path in (env.app_dir, env.conf_path, webhooks, login):
