@@ -319,3 +319,15 @@ def test_a_replaced_task_still_running_on_a_node_that_answers_is_named_and_waite
         and "1 task(s) of 1.0.0 still running on h1" in line
         and "waits for h3 (down)" in line
     )
+
+
+def test_more_tasks_of_the_new_image_than_replicas_is_not_yet_converged():
+    # A new task failed its health check and was replaced while the update replaced it too:
+    # swarm reports the update completed with one task more than wanted, and stops it soon.
+    extra = [task("running"), task("running", node="n2"), task("running", node="n2")]
+    [line] = judge([service({"State": "completed", "StartedAt": AFTER})], extra)
+    assert line == f"updating\tpixel_web\t3/2 running {V} on h1,h2; 1 more than the 2 wanted, swarm stops them"
+    # a stale task on a node that stopped answering is not one more: swarm replaced it elsewhere
+    nodes = [*NODES, {"ID": "n3", "Description": {"Hostname": "h3"}, "Status": {"State": "down"}}]
+    stale = [task("running"), task("running", node="n2"), task("running", node="n3")]
+    assert judge([service({"State": "completed", "StartedAt": AFTER})], stale, nodes)[-1].startswith("converged")

@@ -38,18 +38,32 @@ def _network_names(config: dict, service: dict) -> list[str]:
     return list(networks) if isinstance(networks, dict) else list(networks)
 
 
-def problems(config: dict, version: str) -> list[str]:
-    """What in the stack file would make a rolling deploy unsafe or impossible, said as what to do."""
+def problems(config: dict, version: str, roles: dict | None = None) -> list[str]:
+    """What in the stack file would make a rolling deploy unsafe or impossible, said as what to do.
+    ROLES: service name -> worker or scheduler (`roles:`); a scheduler is one task, replaced
+    stop-first (never two at once), a worker needs no health check."""
     found = []
+    roles = roles or {}
     services = updated_services(config, version)
     if not services:
         found.append(
             "no service's image is tagged with ${VERSION}: a deploy would change nothing (image: registry/app:${VERSION})"
         )
+    for name in sorted(set(roles) - set(config.get("services") or {})):
+        found.append(f"role {name}: the stack file has no service {name}: add it, or remove it from `roles:`")
     for name in services:
         service = config["services"][name]
         deploy = service.get("deploy") or {}
         update = deploy.get("update_config") or {}
+        if roles.get(name) == "scheduler":
+            if str(deploy.get("replicas", 1)) != "1" or deploy.get("mode", "replicated") != "replicated":
+                found.append(f"role {name} (scheduler): set `deploy.replicas: 1`: exactly one runs")
+            if update.get("order", "stop-first") != "stop-first":
+                found.append(
+                    f"role {name} (scheduler): set `deploy.update_config.order: stop-first`: the old one "
+                    "stops before its successor starts"
+                )
+            continue
         if update.get("order") != "start-first":
             found.append(
                 f"service {name}: deploy.update_config.order is {update.get('order') or 'stop-first (the default)'}: "
@@ -61,7 +75,7 @@ def problems(config: dict, version: str) -> list[str]:
                 "so a failing task stops the update"
             )
         health = service.get("healthcheck") or {}
-        if not health.get("test") or health.get("disable"):
+        if name not in roles and (not health.get("test") or health.get("disable")):
             found.append(
                 f"service {name}: no healthcheck: in the compose file: give it one, so swarm starts "
                 "replacing old tasks only once a new one answers (a HEALTHCHECK in the image is not checked here)"
@@ -172,11 +186,16 @@ def _service_line(service: dict, tasks: list, nodes: dict, down: set, hostname: 
         stray_tags = ",".join(sorted({_tag(t["Spec"]["ContainerSpec"]["Image"]) for t in strays}))
         detail += f"; {len(strays)} task(s) of {stray_tags} still running on {','.join(sorted({hostname.get(t.get('NodeID'), '?') for t in strays}))}"
     waits_for_down = state in MOVING_UPDATE and down and len(current) >= replicas and not others
+    # More tasks than replicas run the current image (a task that failed its health check
+    # was replaced while the update replaced it too): swarm stops the extra one soon.
+    surplus = len([t for t in current if t.get("NodeID") not in down]) - replicas if "Replicated" in mode else 0
+    if surplus > 0:
+        detail += f"; {surplus} more than the {replicas} wanted, swarm stops them"
     if waits_for_down:
         detail += f"; swarm's update still waits for {','.join(sorted(hostname[n] for n in down))} (down)"
     if state in FAILED_UPDATE or (state == "rollback_completed" and phase == "deploy"):
         return f"failed\t{name}\t{detail}"
-    if not waits_for_down and (state in MOVING_UPDATE or len(current) < replicas or strays):
+    if surplus > 0 or (not waits_for_down and (state in MOVING_UPDATE or len(current) < replicas or strays)):
         return f"updating\t{name}\t{detail}"
     return f"converged\t{name}\t{detail}"
 
@@ -199,7 +218,7 @@ def main(argv: list[str]) -> int:
     command, args = argv[0], argv[1:]
     data = json.load(sys.stdin)
     if command == "problems":
-        out = problems(data, args[0])
+        out = problems(data, args[0], dict(word.split(":", 1) for word in args[1:]))
     elif command == "release":
         out = release(data, args[0], args[1])
     elif command == "watch":
