@@ -15,7 +15,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from pushdeploy import cron, management, protocol, rollout
+from pushdeploy import cron, management, protocol, roles, rollout
 from pushdeploy import keys as deploy_keys
 from pushdeploy.settings import Environment, Settings
 
@@ -112,6 +112,7 @@ def server_conf(env: Environment, app_files: Mapping[str, bytes], keys=()) -> st
     values = {key.name: getattr(env, key.setting) for key in schema.CONF_KEYS if key.setting}
     values.update(management.conf_values(env.before_switch, env.after_switch, env.manage_commands))
     values["CRON_JOB"] = [cron.line_of(job) for job in env.cron_jobs]
+    values["ROLE"] = [roles.line_of(role) for role in env.roles]
     values.update(
         APP_FILES_SHA256=digest,
         KEYS_SHA256=protocol.short_hash(deploy_keys.scopes_json(keys).encode()) if keys else "",
@@ -266,14 +267,15 @@ def bundle(
     return Bundle(files)
 
 
-def install_command(settings: Settings, env: Environment, archive: str, as_root: bool, first: bool = False) -> str:
-    """The admin's shell command that unpacks the bundle and runs bin/install as root (FIRST:
-    on the environment's first host, where its `hosts: first` cron jobs run)."""
+def install_command(settings: Settings, env: Environment, archive: str, as_root: bool, position: int = 0) -> str:
+    """The admin's shell command that unpacks the bundle and runs bin/install as root
+    (POSITION: the host's in the environment's hosts, 1 the first: where its `hosts: first`
+    cron jobs run; its roles are the ones that name it)."""
     q = shlex.quote
     script = (
         f'set -e; trap \'rm -rf "$d" {q(archive)}\' EXIT; d=$(mktemp -d); tar -C "$d" -xf {q(archive)}; rm -f {q(archive)}; '
         f'"$d/bin/install" "$d" {q(env.name)} {q(settings.deploy_user)} {q(env.app_dir)}'
-        + (" --first" if first else "")
+        + (f" --host={position}" if position else "")
     )
     return f"bash -c {q(script)}" if as_root else f"sudo -n bash -c {q(script)}"
 

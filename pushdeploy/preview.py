@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pushdeploy import protocol
 
 _MIGRATION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*[.][A-Za-z0-9_]+$")
-_REPEATED = ("hooks_before", "hooks_after", "migration")
+_REPEATED = ("hooks_before", "hooks_after", "migration", "role")
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,7 @@ class HostPlan:
     hooks_after: tuple[str, ...] = ()
     django_plan: tuple[str, ...] = ()  # migrate --plan's output, as printed
     other: tuple[str, ...] = field(default=())  # lines that are not KEY=value (errors, warnings)
+    roles: tuple[str, ...] = ()  # what the deploy does to each role here, in words
 
     def get(self, key: str) -> str:
         return self.facts.get(key, "")
@@ -73,6 +74,7 @@ def parse(lines: Iterable[str]) -> HostPlan:
         tuple(repeated["hooks_after"]),
         tuple(repeated["migration"]),
         tuple(other),
+        tuple(repeated["role"]),
     )
 
 
@@ -142,6 +144,7 @@ def show(plan: HostPlan) -> list[str]:
         lines.append(
             f"hooks:       before_switch: {'; '.join(plan.hooks_before) or '-'}   after_switch: {'; '.join(plan.hooks_after) or '-'}"
         )
+    lines += [f"{'roles:' if i == 0 else '':<13}{role}" for i, role in enumerate(plan.roles)]
     if plan.get("rollback"):
         undo = plan.get("unapply")
         check = {

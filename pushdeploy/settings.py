@@ -20,6 +20,7 @@ from pathlib import Path
 
 from pushdeploy import cron, management, protocol, pull, registry, rollout, sources, sshconfig
 from pushdeploy import keys as deploy_keys
+from pushdeploy import roles as roles_setting
 
 from pdserver import schema
 
@@ -102,6 +103,7 @@ class Environment:
     after_switch: tuple[tuple[str, ...], ...] = ()
     manage_commands: tuple[management.Allowed, ...] = ()  # what `inv manage` may run
     cron_jobs: tuple[cron.Job, ...] = ()  # `cron:`: management commands on a schedule (pushdeploy/cron.py)
+    roles: tuple[roles_setting.Role, ...] = ()  # `roles:`: workers and a scheduler besides web (pushdeploy/roles.py)
     pull_channel: str = ""  # pull mode: the tag the server's agent follows (empty: push mode)
     pull_every: int = pull.DEFAULT_EVERY  # seconds between the agent's checks
     # a private registry (`registry:`): root's Docker on each host logs in to it (pushdeploy/registry.py)
@@ -365,6 +367,14 @@ def _environment(
     except management.Refused as error:
         raise ConfigError(CONFIG_FILE, key("manage_commands"), str(error)) from None
     cron_jobs = _parsed(cron.parse, merged["cron"], key("cron"), manage_commands)
+    roles = _parsed(
+        roles_setting.parse,
+        merged["roles"],
+        key("roles"),
+        [str(h) for h in hosts_raw],
+        (*services, web_service, db_service),
+        engine,
+    )
     scrub = str(merged["scrub"] or "")
     if scrub and not protocol.matches(_SCRUB, scrub):
         raise ConfigError(
@@ -414,6 +424,7 @@ def _environment(
         after_switch=hooks["after_switch"],
         manage_commands=manage_commands,
         cron_jobs=cron_jobs,
+        roles=roles,
         pull_channel=pull_channel,
         pull_every=pull_every,
         **(dict(registry_server=found.server, registry_user=found.user, registry_ca=found.ca) if found else {}),
@@ -428,10 +439,10 @@ def _environment(
 
 
 def _parsed(parse, *args):
-    """A setting's own module parsing it (pull, registry, cron): its error, 'KEY: problem', as a ConfigError."""
+    """A setting's own module parsing it (pull, registry, cron, roles): its error, 'KEY: problem', as a ConfigError."""
     try:
         return parse(*args)
-    except (pull.PullError, registry.RegistryError, cron.CronError) as error:
+    except (pull.PullError, registry.RegistryError, cron.CronError, roles_setting.RolesError) as error:
         where, _, problem = str(error).partition(": ")
         raise ConfigError(CONFIG_FILE, where, problem) from None
 

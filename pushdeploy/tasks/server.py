@@ -98,7 +98,7 @@ def setup(c, env="staging", public_key=None):
                 with sftp.open(name, "wx") as upload:  # the bundle holds the server's .env: owner only
                     upload.chmod(0o600)
                     upload.write(archive)
-                command = plan.install_command(settings, environment, name, as_root, host == environment.hosts[0])
+                command = plan.install_command(settings, environment, name, as_root, environment.hosts.index(host) + 1)
                 return remote.run(connection, command, out)
 
         results = remote.on_hosts(environment.hosts, work, label=lambda h: f"{env} {h}")

@@ -11,6 +11,7 @@ hosts whose server side is missing or out of date end in states the tool names.
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import random
@@ -673,6 +674,128 @@ def test_cron_jobs_run_once_on_the_first_host_or_on_every_host(fleet, tmp_path):
         restored = fleet.inv("server.setup", "--env", ENV)
         assert restored.returncode == 0, restored.stdout + restored.stderr
     assert not any(entry.exists() for entry in entries.values())
+
+
+QUIESCE = "python3 -m celery -A pixel control cancel_consumer celery --destination celery@%h"
+
+
+def role_containers(service: str) -> dict[str, list[str]]:
+    """Each host's running containers of SERVICE (ENV's compose project): their versions."""
+    found = {}
+    for host in HOSTS:
+        out = host_docker(
+            host,
+            "ps",
+            "--filter",
+            f"label=com.docker.compose.project=pixel-{ENV}",
+            "--filter",
+            f"label=com.docker.compose.service={service}",
+            "--format",
+            "{{.Image}}",
+        ).stdout
+        found[host] = sorted(image.rsplit(":", 1)[-1] for image in out.split())
+    return found
+
+
+def test_workers_on_every_host_and_one_scheduler_lose_no_job_across_the_fleet(fleet, tmp_path):
+    """Issue 17, parts 1 and 2 across the fleet: Celery workers on every host, Celery beat on the
+    first only, one Redis broker (on h1, outside the project, as a managed one would be). Jobs
+    enqueued through the load balancer at a fixed rate, with open-loop page load, across a rolling
+    deploy host by host: every job ran exactly once, never two beats at once anywhere (every
+    host sampled), the scheduled job no more often than its schedule, and no page lost or slow."""
+    ensure(fleet, V3)
+    host_docker("h1", "rm", "-f", "pd-broker")
+    broker = host_docker(
+        "h1", "run", "-d", "--name", "pd-broker", "-p", f"{HOSTS['h1']}:6379:6379", "127.0.0.1:5000/pushdeploy/redis:7"
+    )
+    assert broker.returncode == 0, broker.stderr
+    server_env = tmp_path / "jobs.env"
+    server_env.write_text(
+        (STATE / "fleet.env").read_text() + f"CELERY_BROKER_URL=redis://{HOSTS['h1']}:6379/0\nPIXEL_TICK_SECONDS=2\n"
+    )
+    server_env.chmod(0o600)
+    settings = environment(
+        ENV,
+        list(HOSTS.values()),
+        compose_files="[docker-compose.yml, docker-compose.jobs.yml]",
+        roles=f"{{worker: {{kind: worker, quiesce: '{QUIESCE}'}}, beat: {{kind: scheduler}}}}",
+    )
+    settings = settings.replace(str(STATE / "fleet.env"), str(server_env)).replace(
+        "      files:\n",
+        f"      files:\n        docker-compose.jobs.yml: {ROOT}/example/docker-compose.fleet-jobs.yml\n",
+    )
+    config = tmp_path / "jobs.yaml"
+    config.write_text("deploy:\n  environments:\n" + settings)
+    beats, stop = [], threading.Event()
+
+    def watch_beats() -> None:
+        while not stop.wait(0.3):
+            beats.append(sum(len(v) for v in role_containers("beat").values()))
+
+    try:
+        assert fleet.inv("server.setup", "--env", ENV, config=config).returncode == 0
+        first = fleet.deploy(V3, "--force", config=config)
+        assert first.returncode == 0, first.stdout + first.stderr
+        assert role_containers("worker") == dict.fromkeys(HOSTS, [V3])
+        assert role_containers("beat") == {"h1": [V3], "h2": [], "h3": []}
+        enqueue = OpenLoad(
+            LB + "jobs/enqueue",
+            rate=2,
+            seconds=300,
+            method="POST",
+            body=lambda i: f"key=fleet-{i}&seconds=1.5".encode(),
+        )
+        watcher = threading.Thread(target=watch_beats, daemon=True)
+        watcher.start()
+        started = time.time()
+        with enqueue:
+            result, load = under_load(fleet, "deploy.to", "--env", ENV, "--tag", V4, config=config)
+        took = time.time() - started
+        stop.set()
+        watcher.join()
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert_nothing_lost(load)
+        assert role_containers("worker") == dict.fromkeys(HOSTS, [V4])
+        assert role_containers("beat") == {"h1": [V4], "h2": [], "h3": []}
+        queued = [s for s in enqueue.samples if s.finished]
+        assert queued and all(s.status == 202 for s in queued), [s.error for s in queued if s.status != 202][:5]
+        deadline = time.monotonic() + 120
+        keys = "select key from jobs_jobrun where key like 'fleet-%' and finished_at is not null"
+        while time.monotonic() < deadline and len(db_psql(keys).split()) < len(queued):
+            time.sleep(1)
+        runs = collections.Counter(db_psql("select key from jobs_jobrun where key like 'fleet-%'").split())
+        lost = {f"fleet-{s.index}" for s in queued} - set(runs)
+        assert not lost and max(runs.values()) == 1, (sorted(lost)[:10], [k for k, n in runs.items() if n > 1][:10])
+        assert len(db_psql(keys).split()) == len(queued)
+        assert beats and max(beats) == 1
+        ticks = db_psql(f"select count(*) from jobs_tick where ran_at >= to_timestamp({started})")
+        assert int(ticks) <= took / 2 + 3, (ticks, took)
+    finally:
+        stop.set()
+        for host in HOSTS:  # the roles go with the settings that named them
+            ids = host_docker(
+                host,
+                "ps",
+                "-aq",
+                "--filter",
+                f"label=com.docker.compose.project=pixel-{ENV}",
+                "--filter",
+                "label=com.docker.compose.service=worker",
+            ).stdout.split()
+            ids += host_docker(
+                host,
+                "ps",
+                "-aq",
+                "--filter",
+                f"label=com.docker.compose.project=pixel-{ENV}",
+                "--filter",
+                "label=com.docker.compose.service=beat",
+            ).stdout.split()
+            if ids:
+                host_docker(host, "rm", "-f", *ids)
+        host_docker("h1", "rm", "-f", "pd-broker")
+        restored = fleet.inv("server.setup", "--env", ENV)
+        assert restored.returncode == 0, restored.stdout + restored.stderr
 
 
 BASTION = "10.213.0.9"

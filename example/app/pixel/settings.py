@@ -43,6 +43,10 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "notes",
 ]
+# Background jobs (Celery, jobs/): only where a broker is configured.
+CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "")
+if CELERY_BROKER_URL:
+    INSTALLED_APPS.append("jobs")
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",

@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.urls import path
 from notes import views
 
@@ -7,3 +8,8 @@ urlpatterns = [
     path("slow", views.slow, name="slow"),
     path("record", views.record, name="record"),
 ]
+
+if settings.CELERY_BROKER_URL:
+    from jobs import views as jobs_views
+
+    urlpatterns.append(path("jobs/enqueue", jobs_views.enqueue, name="enqueue"))

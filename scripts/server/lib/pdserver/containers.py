@@ -153,14 +153,37 @@ class ComposeEngine(Strategy):
     """The steps a compose environment runs before its switch (Slots and Recreate add theirs)."""
 
     def __init__(self, env: envs.Env):
+        from .roles import Roles
+
         self.env = env
         self.database_steps = [("database", self.database)]
+        self.roles = Roles(env)
+
+    def with_roles(self, steps: list) -> list:
+        """The switch steps with the roles' start before the last (roles.py): the new
+        workers start once the new web is up, before it serves."""
+        return steps[:-1] + [("roles", self.roles.start)] + steps[-1:] if self.roles.roles else steps
+
+    def finish_roles(self, run) -> None:
+        from .pipeline import step
+
+        if self.roles.roles:
+            step(run, "retire-roles", self.roles.retire)
+
+    def interrupted(self, run) -> None:
+        """A run stopped half way: undo, unless the new version serves already (then the
+        old roles still go)."""
+        if run.switched:
+            self.roles.retire(run)
+        else:
+            self.undo(run)
 
     def status(self) -> dict:
+        from . import roles
         from .status import compose_services
 
         compose_services(self.env)
-        return {}
+        return roles.status(self.env)
 
     def plan_migrations(self, version: str) -> list:
         env = self.env

@@ -95,9 +95,20 @@ def parse(text: str, path: str, name: str) -> dict:
         for line in values[key]:
             if key == "CRON_JOB":  # NAME POLICY HOSTS and the schedule, then a command, checked as a hook's
                 _check_management_line(path, name, "CRON_JOB", _cron_command(path, name, line))
+            elif key == "ROLE":
+                _check_role(path, name, line)
             else:
                 _check_management_line(path, name, key, line)
     return values
+
+
+def _check_role(path: str, name: str, line: str) -> None:
+    from . import roles
+
+    try:
+        roles.parse_line(line)
+    except ValueError as error:
+        raise Refused(f"{path}: ROLE: {error}: fix invoke.yaml and run `inv server.setup --env {name}`", 1) from None
 
 
 def _cron_command(path: str, name: str, line: str) -> str:

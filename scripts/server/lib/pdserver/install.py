@@ -1,8 +1,8 @@
 """bin/install: puts the server side of one environment in place, as root.
 
 `inv server.setup` uploads a bundle (made by pushdeploy/plan.py) over the admin connection
-and runs bin/install from it once per host: `install BUNDLE ENV DEPLOY_USER APP_DIR [--first]`
-(--first: the environment's first host).
+and runs bin/install from it once per host: `install BUNDLE ENV DEPLOY_USER APP_DIR [--host=N]`
+(N: the host's position in the environment's hosts, 1 the first; --first is --host=1).
 Every action compares first and changes only what differs, so a second run reports
 "unchanged" everywhere. It installs:
   PREFIX/{bin,lib}/...                     root-owned code (PD_SERVER_FILES)
@@ -31,7 +31,7 @@ import subprocess
 import sys
 import tempfile
 
-from . import agent, compose, conf, cron, facts
+from . import agent, compose, conf, cron, facts, roles
 from . import env as envs
 
 USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
@@ -45,9 +45,10 @@ class Failed(Exception):
 
 
 class Installer:
-    def __init__(self, bundle: str, env: str, user: str, app_dir: str, first: bool = True):
+    def __init__(self, bundle: str, env: str, user: str, app_dir: str, first: bool = True, position: int = 0):
         self.bundle, self.env, self.user, self.app_dir = bundle, env, user, app_dir
-        self.first = first  # the environment's first host (its cron jobs with hosts: first run here)
+        self.position = position or (1 if first else 0)  # this host's in the environment's hosts (roles)
+        self.first = self.position == 1  # the environment's first host (its cron jobs with hosts: first run here)
         self.changed = 0
 
     def report(self, state: str, what: str) -> None:
@@ -423,6 +424,12 @@ class Installer:
             ):
                 raise Failed(f"could not start {timer} (see `systemctl status {timer}`)")
 
+    def install_position(self) -> None:
+        """This host's position in the environment's hosts, which roles run here (roles.py)."""
+        if self.position:
+            self.put_dir(os.path.join(facts.STATE, self.env), 0o700)
+            self.put_text(f"{self.position}\n", roles.host_file(self.env), 0o644)
+
     def remove_pull_agent(self, unit: str) -> None:
         for what in agent.remove(unit, SYSTEMD_DIR, CRON_DIR):
             self.report("changed", f"removed the pull agent of {self.env} ({what}): {self.env} is deployed by push")
@@ -432,8 +439,9 @@ def main(argv) -> int:
     if argv[:1] in (["-h"], ["--help"]):
         print(__doc__.split("\n\n", 1)[1], end="")
         return 0
-    if len(argv) not in (4, 5) or argv[4:] not in ([], ["--first"]):
-        print("usage: install BUNDLE ENV DEPLOY_USER APP_DIR [--first]", file=sys.stderr)
+    host = argv[4][len("--host=") :] if len(argv) == 5 and argv[4].startswith("--host=") else ""
+    if len(argv) not in (4, 5) or not (argv[4:] in ([], ["--first"]) or (host.isdigit() and 0 < int(host) < 1000)):
+        print("usage: install BUNDLE ENV DEPLOY_USER APP_DIR [--first | --host=N]", file=sys.stderr)
         return facts.EXIT_USAGE
     bundle, env, user, app_dir = argv[:4]
     os.umask(0o022)
@@ -446,7 +454,7 @@ def main(argv) -> int:
             raise Failed(f"invalid user name '{user}'")
         if not app_dir.startswith("/") or len(app_dir) < 2 or ".." in app_dir:
             raise Failed("APP_DIR must be an absolute path")
-        installer = Installer(bundle, env, user, app_dir, argv[4:] == ["--first"])
+        installer = Installer(bundle, env, user, app_dir, argv[4:] == ["--first"], int(host or 0))
         installer.install_registry()
         installer.ensure_user()
         installer.install_code()
@@ -456,6 +464,7 @@ def main(argv) -> int:
         installer.install_webhooks()
         installer.install_pull_agent()
         installer.install_cron()
+        installer.install_position()
     except Failed as failed:
         print(f"pushdeploy install: {failed}", file=sys.stderr)
         return 1

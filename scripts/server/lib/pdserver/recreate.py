@@ -50,8 +50,8 @@ class Recreate(ct.ComposeEngine):
         self.stops = None  # (docker events process, its output file)
         self.up_at, self.up_how = None, ""
         self.probe_url = self.probe_python = ""
-        self.switch_steps = [("recreate", self.recreate), ("up", self.up)]
-        self.finish_steps = ["prune-static"]
+        self.switch_steps = self.with_roles([("recreate", self.recreate), ("up", self.up)])
+        self.finish_steps = ["prune-static"] + (["retire-roles"] if self.roles.roles else [])
 
     def services(self) -> list:
         return self.env["SERVICES"].split()
@@ -82,6 +82,7 @@ class Recreate(ct.ComposeEngine):
         web = ct.service_containers(self.env, self.env["WEB_SERVICE"])
         pruning = release.prune_static(run, web[0] if web else "")
         step(run, "prune-static", lambda run: release.prune_static_report(run, pruning))
+        self.finish_roles(run)
 
     def undo(self, run) -> int:
         """The old version back the way the new one came: .env, a recreate, the same wait."""
@@ -89,6 +90,7 @@ class Recreate(ct.ComposeEngine):
         if run.switched:
             print("the new version already serves: nothing to roll back", flush=True)
             return 0
+        self.roles.undo(run)
         if not self.recreating:
             print(f"{env.name} still serves {run.previous}: nothing was recreated", flush=True)
             return 0

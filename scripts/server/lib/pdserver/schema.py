@@ -119,6 +119,9 @@ KEYS = (
     # Cron jobs (`cron:`): NAME POLICY HOSTS and five schedule fields, then a management command (cron.py).
     _client("cron", value={}),
     Key("CRON_JOB", setting="cron_jobs", kind="list", yaml=False),
+    # Roles (`roles:`): NAME KIND HOSTS, the services besides web on the app's image (roles.py).
+    _client("roles", value={}),
+    Key("ROLE", setting="roles", kind="list", yaml=False),
     # Pull mode (`pull:`): the channel pattern is facts.CHANNEL_RE (env.py; the client: pushdeploy/pull.py).
     _client("pull", value={}),
     Key("PULL_CHANNEL", "", setting="pull_channel", when="PULL_CHANNEL", yaml=False),

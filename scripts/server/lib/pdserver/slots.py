@@ -55,12 +55,10 @@ class Slots(ct.ComposeEngine):
         self.woke, self.warm = False, {}  # an instant rollback's kept containers
         self.cpu_before = {}
         self.finish_steps = ["retire", "prune-static"]
-        self.switch_steps = [
-            ("start", self.start),
-            ("health", self.health),
-            ("admit", self.admit),
-            ("switch", self.switch),
-        ]
+        self.switch_steps = self.with_roles(
+            [("start", self.start), ("health", self.health), ("admit", self.admit), ("switch", self.switch)]
+        )
+        self.finish_steps += ["retire-roles"] if self.roles.roles else []
 
     # ------------------------------------------------------------------ the steps
 
@@ -204,10 +202,12 @@ class Slots(ct.ComposeEngine):
 
         if self.woke:
             step(run, "retire", lambda run: self.retire_old(run))
+            self.finish_roles(run)
             return
         pruning = release.prune_static(run, self.new[0] if self.new else "")
         step(run, "retire", lambda run: self.retire_old(run))
         step(run, "prune-static", lambda run: release.prune_static_report(run, pruning))
+        self.finish_roles(run)
 
     def retire_old(self, run=None) -> int:
         """The old containers drain and stop; after a deploy (RUN) they are kept, stopped and
@@ -270,7 +270,7 @@ class Slots(ct.ComposeEngine):
             print(f"full rollback: {why}", flush=True)
             return None
         self.warm = warm
-        self.finish_steps = ["retire"]
+        self.finish_steps = ["retire"] + (["retire-roles"] if self.roles.roles else [])
         age = time.time() - float(warm["since"])
         print(f"instant rollback: {run.version} is kept ready (stopped {age:.0f}s ago, no migration since)", flush=True)
         return [("wake", self.wake)] + self.switch_steps[1:]
@@ -307,6 +307,7 @@ class Slots(ct.ComposeEngine):
         if run.switched:
             print("the new version already serves: nothing to roll back", flush=True)
             return 0
+        self.roles.undo(run)
         if self.flipped:
             if not self.flip_to(self.live, back=True):
                 print(f"warning: could not move the proxy back to {slot_alias(env, self.live)}", flush=True)
@@ -328,6 +329,7 @@ class Slots(ct.ComposeEngine):
         """A stopped run: finish retiring the old version if the new one serves, else undo."""
         if run.switched:
             self.retire_old(run)
+            self.roles.retire(run)
         else:
             self.undo(run)
 

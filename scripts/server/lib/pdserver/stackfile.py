@@ -94,7 +94,10 @@ def problems(env: envs.Env, version: str) -> list:
     code, rendered = stack_json(env, version)
     if code:
         return found + [f"the stack file(s) {env['COMPOSE_FILES']} do not render: {rendered.rstrip()}"]
-    return found + rules().problems(json.loads(rendered), version)
+    from . import roles
+
+    kinds = {role.name: role.kind for role in roles.declared(env)}
+    return found + rules().problems(json.loads(rendered), version, kinds)
 
 
 def release_settings(env: envs.Env, version: str, env_file: str) -> dict:

@@ -1,0 +1,29 @@
+"""Pixel's background jobs: Celery with a Redis broker (CELERY_BROKER_URL), only when set.
+
+A job is acknowledged once it finished (acks_late) and a worker takes one job at a time
+(prefetch 1): a worker that stops gracefully (SIGTERM: warm shutdown) finishes its job in
+hand and hands nothing else back unfinished; one that dies leaves its job to the broker,
+which gives it to another worker.
+"""
+
+import os
+
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "pixel.settings")
+
+app = Celery("pixel")
+app.conf.update(
+    broker_url=os.environ.get("CELERY_BROKER_URL", "redis://redis:6379/0"),
+    task_acks_late=True,
+    task_reject_on_worker_lost=True,
+    worker_prefetch_multiplier=1,
+    # A job unacknowledged this long is given to another worker: longer than any job runs.
+    broker_transport_options={"visibility_timeout": 3600},
+    task_ignore_result=True,
+    beat_schedule={
+        "tick": {"task": "jobs.tasks.tick", "schedule": float(os.environ.get("PIXEL_TICK_SECONDS", "5"))},
+    },
+    timezone="UTC",
+)
+app.autodiscover_tasks(["jobs"])
