@@ -701,12 +701,12 @@ def test_workers_on_every_host_and_one_scheduler_lose_no_job_across_the_fleet(fl
     """Issue 17, parts 1 and 2 across the fleet: Celery workers on every host, Celery beat on the
     first only, one Redis broker (on h1, outside the project, as a managed one would be). Jobs
     enqueued through the load balancer at a fixed rate, with open-loop page load, across a rolling
-    deploy host by host: every job ran exactly once, never two beats at once anywhere (every
+    deploy host by host and a rollback: every job ran exactly once, never two beats at once anywhere (every
     host sampled), the scheduled job no more often than its schedule, and no page lost or slow."""
     ensure(fleet, V3)
     host_docker("h1", "rm", "-f", "pd-broker")
     broker = host_docker(
-        "h1", "run", "-d", "--name", "pd-broker", "-p", f"{HOSTS['h1']}:6379:6379", "127.0.0.1:5000/pushdeploy/redis:7"
+        "h1", "run", "-d", "--name", "pd-broker", "--network", "host", "127.0.0.1:5000/pushdeploy/redis:7"
     )
     assert broker.returncode == 0, broker.stderr
     server_env = tmp_path / "jobs.env"
@@ -750,13 +750,18 @@ def test_workers_on_every_host_and_one_scheduler_lose_no_job_across_the_fleet(fl
         started = time.time()
         with enqueue:
             result, load = under_load(fleet, "deploy.to", "--env", ENV, "--tag", V4, config=config)
+            assert result.returncode == 0, result.stdout + result.stderr
+            assert role_containers("worker") == dict.fromkeys(HOSTS, [V4])
+            assert role_containers("beat") == {"h1": [V4], "h2": [], "h3": []}
+            back, back_load = under_load(fleet, "deploy.rollback", "--env", ENV, config=config)
         took = time.time() - started
         stop.set()
         watcher.join()
-        assert result.returncode == 0, result.stdout + result.stderr
+        assert back.returncode == 0, back.stdout + back.stderr
         assert_nothing_lost(load)
-        assert role_containers("worker") == dict.fromkeys(HOSTS, [V4])
-        assert role_containers("beat") == {"h1": [V4], "h2": [], "h3": []}
+        assert_nothing_lost(back_load)
+        assert role_containers("worker") == dict.fromkeys(HOSTS, [V3])
+        assert role_containers("beat") == {"h1": [V3], "h2": [], "h3": []}
         queued = [s for s in enqueue.samples if s.finished]
         assert queued and all(s.status == 202 for s in queued), [s.error for s in queued if s.status != 202][:5]
         deadline = time.monotonic() + 120

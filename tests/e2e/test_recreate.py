@@ -7,6 +7,7 @@ the old version."""
 
 from __future__ import annotations
 
+import collections
 import json
 import subprocess
 import threading
@@ -18,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import ROOT, SANDBOX, STAGING_A, STAGING_B, inv, remove_project, tool_env
+from tests.openload import OpenLoad
 
 pytestmark = pytest.mark.e2e
 
@@ -220,6 +222,79 @@ def test_a_release_that_does_not_come_up_is_replaced_by_the_old_one(seedlayout, 
 def replaced(text: str, old: str, new: str) -> str:
     assert old in text, f"example/seed/ changed: {old!r} is gone"
     return text.replace(old, new)
+
+
+def test_workers_and_the_scheduler_are_replaced_with_web_and_lose_no_job(seedlayout, tmp_path):
+    """Issue 17 with `switch: recreate`: Celery workers and beat as roles beside Pixel's layout
+    (example/seed/docker-compose.jobs.yml). Jobs enqueued at a fixed rate across a deploy (web
+    is down for its short restart: a job asked for then is not accepted); every job accepted ran
+    exactly once, Redis (in `services`) kept its queue (never recreated), and the roles are on
+    the new version."""
+    quiesce = "python3 -m celery -A pixel control cancel_consumer celery --destination celery@%h"
+    template = (SANDBOX / "server-env/staging.env").read_text().replace("HTTP_PORT=8081", f"HTTP_PORT={PORT}")
+    server_env = tmp_path / "jobs.env"
+    server_env.write_text(template + "REDIS_IMAGE=127.0.0.1:5000/pushdeploy/redis:7\nPIXEL_TICK_SECONDS=2\n")
+    server_env.chmod(0o600)
+    base = Path(seedlayout).read_text()
+    config = replaced(base, f"server_env: {SANDBOX / f'server-env/{ENV}.env'}", f"server_env: {server_env}")
+    config = replaced(
+        config,
+        "      files:\n",
+        "      compose_files: [docker-compose.yml, docker-compose.jobs.yml]\n"
+        "      services: [web, proxy, redis]\n"
+        f"      roles: {{worker: {{kind: worker, quiesce: '{quiesce}'}}, beat: {{kind: scheduler}}}}\n"
+        "      files:\n"
+        f"        docker-compose.jobs.yml: {ROOT}/example/seed/docker-compose.jobs.yml\n",
+    )
+    jobs_config = tmp_path / "jobs.yaml"
+    jobs_config.write_text(config)
+    try:
+        assert inv("-f", str(jobs_config), "server.setup", "--env", ENV).returncode == 0
+        first = inv("-f", str(jobs_config), "deploy.to", "--env", ENV, "--tag", STAGING_A, "--force")
+        assert first.returncode == 0, first.stdout + first.stderr
+        redis = containers("redis")
+        assert len(redis) == 1 and len(containers("worker")) == 1 and len(containers("beat")) == 1
+        enqueue = OpenLoad(
+            f"http://127.0.0.1:{PORT}/jobs/enqueue",
+            rate=2,
+            seconds=300,
+            method="POST",
+            body=lambda i: f"key=recreate-{i}&seconds=1.5".encode(),
+        )
+        with enqueue:
+            time.sleep(3)
+            result = inv("-f", str(jobs_config), "deploy.to", "--env", ENV, "--tag", STAGING_B)
+            time.sleep(3)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert result.stdout.index("==> recreate") < result.stdout.index("==> roles") < result.stdout.index("==> up")
+        assert "worker: 1 container(s) told to take no more jobs" in result.stdout
+        assert containers("redis") == redis  # the broker and its queue stayed
+        accepted = [s for s in enqueue.samples if s.finished and s.status == 202]
+        assert len(accepted) >= 10
+        psql = ["docker", "compose", "-p", PROJECT, "exec", "-T", "db", "psql", "-U", "pixel", "-d", "pixel", "-tAc"]
+        deadline, runs = time.monotonic() + 120, {}
+        while time.monotonic() < deadline:
+            out = subprocess.run(
+                [*psql, "select key from jobs_jobrun where key like 'recreate-%' and finished_at is not null"],
+                cwd=APP_DIR,
+                env=tool_env(),
+                capture_output=True,
+                text=True,
+                timeout=60,
+            ).stdout.split()
+            runs = collections.Counter(out)
+            if len(out) >= len(accepted):
+                break
+            time.sleep(1)
+        lost = {f"recreate-{s.index}" for s in accepted} - set(runs)
+        assert not lost and max(runs.values()) == 1, (sorted(lost)[:10], runs.most_common(3))
+        images = compose("ps", "--format", "{{.Service}} {{.Image}}").stdout
+        assert (
+            f"worker 127.0.0.1:5000/pixel:{STAGING_B}" in images and f"beat 127.0.0.1:5000/pixel:{STAGING_B}" in images
+        )
+    finally:
+        compose("rm", "-s", "-f", "worker", "beat", "redis")
+        assert inv("-f", seedlayout, "server.setup", "--env", ENV).returncode == 0
 
 
 def test_the_readme_guide_leads_from_pixels_layout_to_zero_downtime(seedlayout, tmp_path):

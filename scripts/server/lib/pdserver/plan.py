@@ -168,11 +168,10 @@ def plan(request: Request) -> Result:
     point = restore_plan(env, version) if rollback and request.option("restore-db") and not skip_migrate else None
     restore = point.path if point else ""
     print(f"steps={' '.join(deploy_steps(env, maintenance, skip_migrate, kind, version, restore))}")
-    if env["ENGINE"] == "compose":
-        from . import roles
+    from . import roles
 
-        for line in roles.plan_lines(env, version):
-            print(f"role={line}")
+    for line in roles.plan_lines(env, version):
+        print(f"role={line}")
     for kind, key in (("before", "HOOK_BEFORE_SWITCH"), ("after", "HOOK_AFTER_SWITCH")):
         print("\n".join(f"hooks_{kind}={hook}" for hook in env[key] or [""]))
     print(f"estimate={_estimate(env)}")

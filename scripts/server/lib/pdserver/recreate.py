@@ -1,9 +1,9 @@
 """The recreate switch (`switch: recreate`), for layouts the slots cannot serve, such as
 gunicorn on a unix socket that the proxy reads from a shared volume (two versions
 cannot run side by side). It costs a short restart, which the deploy measures:
-  recreate  writes VERSION= to .env and recreates the configured services (web and
-            proxy) on the new version: compose stops the old containers, then creates
-            and starts the new ones;
+  recreate  writes VERSION= to .env and recreates web and the proxy on the new version:
+            compose stops the old containers, then creates and starts the new ones (the
+            other `services`, a broker, are recreated only if their own config changed);
   up        waits until the new web works: healthy, if it has a Docker health check;
             else running without a restart for SETTLE seconds and answering a
             request through the proxy;
@@ -56,6 +56,18 @@ class Recreate(ct.ComposeEngine):
     def services(self) -> list:
         return self.env["SERVICES"].split()
 
+    def up_on(self, version: str) -> int:
+        """web and the proxy recreated on VERSION (they restart together: the socket volume);
+        the other services (a broker, a cache) only created if missing or recreated if their
+        own configuration changed, as compose decides: a Redis queue survives the deploy."""
+        env = self.env
+        pair = [s for s in self.services() if s in (env["WEB_SERVICE"], env["PROXY_SERVICE"])]
+        others = [s for s in self.services() if s not in pair]
+        up = compose.compose(env, "up", "-d", "--no-deps", "--force-recreate", *pair, version=version)
+        if pair and runner.streamed(up) != 0:
+            return 1
+        return runner.streamed(compose.compose(env, "up", "-d", "--no-deps", *others, version=version)) if others else 0
+
     def recreate(self, run) -> int:
         env = self.env
         self.watch_stops(self.containers())
@@ -64,8 +76,7 @@ class Recreate(ct.ComposeEngine):
             print(f"could not write {env.app_dir}/.env", flush=True)
             return 1
         print(f"VERSION={run.version} in {env.app_dir}/.env; recreating {' '.join(self.services())}", flush=True)
-        up = compose.compose(env, "up", "-d", "--no-deps", "--force-recreate", *self.services(), version=run.version)
-        return runner.streamed(up)
+        return self.up_on(run.version)
 
     def up(self, run) -> int:
         """The new web containers work: from here on the new version serves."""
@@ -107,8 +118,7 @@ class Recreate(ct.ComposeEngine):
             return 0
         print(f"recreating {' '.join(services)} on {run.previous}", flush=True)
         self.probe_url = ""
-        up = compose.compose(env, "up", "-d", "--no-deps", "--force-recreate", *services, version=run.previous)
-        if runner.streamed(up) == 0 and self.wait_web_up():
+        if self.up_on(run.previous) == 0 and self.wait_web_up():
             self.report_not_serving(run, f"{run.previous} being up again")
             self.stop_watching()
             print(f"{env.name} serves {run.previous} again", flush=True)

@@ -269,6 +269,12 @@ class Roles:
 
 def plan_lines(env: envs.Env, version: str) -> list:
     """What a deploy of VERSION does to each role here, in words (`plan`)."""
+    if env["ENGINE"] == "swarm":
+        how = {"worker": "start-first, as web", "scheduler": "stop-first: the old task stops, then the new starts"}
+        return [
+            f"{role.name} ({role.kind}): swarm's update replaces it with web, {how[role.kind]}"
+            for role in declared(env)
+        ]
     lines = []
     for role in here(env):
         running = collections.Counter(version_of(env, c) for c in ct.service_containers(env, role.name))
