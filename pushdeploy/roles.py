@@ -56,8 +56,6 @@ def parse(raw, key: str, hosts: Sequence[str], services: Sequence[str], engine: 
             raise RolesError(f"{where}.quiesce: {why}")
         if quiesce and kind == "scheduler":
             raise RolesError(f"{where}.quiesce: a scheduler is stopped before its successor starts, not quiesced")
-        if quiesce and engine == "swarm":
-            raise RolesError(f"{where}.quiesce: on swarm, swarm stops the tasks (stop_signal, stop_grace_period)")
         positions = _positions(role.get("hosts"), f"{where}.hosts", kind, hosts, engine)
         found.append(Role(name, kind, positions, quiesce))
     return tuple(found)

@@ -764,7 +764,7 @@ def test_workers_on_every_host_and_one_scheduler_lose_no_job_across_the_fleet(fl
         assert role_containers("beat") == {"h1": [V3], "h2": [], "h3": []}
         queued = [s for s in enqueue.samples if s.finished]
         assert queued and all(s.status == 202 for s in queued), [s.error for s in queued if s.status != 202][:5]
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 150
         keys = "select key from jobs_jobrun where key like 'fleet-%' and finished_at is not null"
         while time.monotonic() < deadline and len(db_psql(keys).split()) < len(queued):
             time.sleep(1)

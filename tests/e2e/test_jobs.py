@@ -187,7 +187,7 @@ def test_a_deploy_replaces_workers_and_the_scheduler_without_losing_or_repeating
     assert queued and all(s.status == 202 for s in queued), [s.error for s in queued if s.status != 202][:5]
 
     # Every job enqueued ran, once: a row each, all finished (the last ones may still run).
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 150
     while time.monotonic() < deadline:
         if psql("select count(*) from jobs_jobrun where finished_at is not null") == str(len(queued)):
             break

@@ -272,7 +272,7 @@ def test_workers_and_the_scheduler_are_replaced_with_web_and_lose_no_job(seedlay
         accepted = [s for s in enqueue.samples if s.finished and s.status == 202]
         assert len(accepted) >= 10
         psql = ["docker", "compose", "-p", PROJECT, "exec", "-T", "db", "psql", "-U", "pixel", "-d", "pixel", "-tAc"]
-        deadline, runs = time.monotonic() + 120, {}
+        deadline, runs = time.monotonic() + 150, {}
         while time.monotonic() < deadline:
             out = subprocess.run(
                 [*psql, "select key from jobs_jobrun where key like 'recreate-%' and finished_at is not null"],

@@ -13,6 +13,6 @@ from .tasks import job
 def enqueue(request):
     """Enqueues one job (key=..., seconds=...): a worker runs it."""
     key = request.POST.get("key", "")[:100]
-    seconds = min(float(request.POST.get("seconds", "1")), 60.0)
+    seconds = min(float(request.POST.get("seconds", "1")), 30.0)
     job.delay(key, seconds)
     return JsonResponse({"status": "queued", "key": key, "version": settings.APP_VERSION}, status=202)

@@ -18,8 +18,11 @@ app.conf.update(
     task_acks_late=True,
     task_reject_on_worker_lost=True,
     worker_prefetch_multiplier=1,
-    # A job unacknowledged this long is given to another worker: longer than any job runs.
-    broker_transport_options={"visibility_timeout": 3600},
+    # A job taken but not acknowledged this long goes back to the queue (Redis has no other
+    # way to notice a worker that went away with it): longer than any job runs (jobs/views.py
+    # caps them at 30 s); 60 s instead of the hour Celery sets, so a job a stopped worker did
+    # not hand back runs a minute later, not an hour.
+    broker_transport_options={"visibility_timeout": int(os.environ.get("PIXEL_VISIBILITY_TIMEOUT", "60"))},
     task_ignore_result=True,
     beat_schedule={
         "tick": {"task": "jobs.tasks.tick", "schedule": float(os.environ.get("PIXEL_TICK_SECONDS", "5"))},

@@ -133,6 +133,8 @@ def quiet(env: envs.Env, role: Role, ids: list) -> None:
         hostname = ct.docker_out(env, "inspect", "-f", "{{.Config.Hostname}}", container)[1].strip()
         argv = [word.replace("%h", hostname) for word in role.quiesce]
         code, out = runner.output(compose.docker(env, "exec", container, *argv), timeout=QUIESCE_TIMEOUT)
+        for line in out.strip().splitlines()[-2:]:  # what it answered
+            print(f"  {line.strip()}", flush=True)
         if code != 0:
             print(
                 f"warning: {role.name}: quiesce failed in {container[:12]} (exit {code}): {out.strip()[-200:]}",

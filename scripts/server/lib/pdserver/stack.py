@@ -44,6 +44,7 @@ class Swarm(Strategy):
         self.deployed = False  # stack deploy ran: undo redeploys the previous version
         self.since = 0.0
         self.report = []
+        self.quiesced = {}  # worker role: the host names of the tasks told to take no more jobs
         self.switch_steps = [("proxy", self.proxy), ("deploy", self.deploy), ("converge", self.converge)]
 
     def status(self) -> dict:
@@ -230,8 +231,57 @@ class Swarm(Strategy):
         print(f"{env['PROXY_SERVICE']} runs with the current configuration", flush=True)
         return 0
 
+    def task_hostnames(self, service: str) -> list:
+        """The host names (short container ids) of SERVICE's tasks that should run."""
+        env = self.env
+        ids = ct.docker_out(env, "service", "ps", "-q", "--filter", "desired-state=running", service)[1].split()
+        if not ids:
+            return []
+        out = ct.docker_out(env, "inspect", "--type", "task", "-f", "{{.Status.ContainerStatus.ContainerID}}", *ids)[1]
+        return sorted(container[:12] for container in out.split() if container)
+
+    def quiesce(self, run) -> None:
+        """Worker roles with a quiesce command take no more jobs before the stack deploy
+        replaces their tasks (roles.py says why): one one-off container on the stack's network
+        asks every running task (a word with %h names them all, comma-separated)."""
+        from . import roles
+
+        env = self.env
+        for role in roles.declared(env):
+            names = self.task_hostnames(f"{env['PROJECT']}_{role.name}") if role.quiesce else []
+            if not names:
+                continue
+            argv = [",".join(word.replace("%h", n) for n in names) if "%h" in word else word for word in role.quiesce]
+            with self.on_stack_network(run, "quiesce") as found:
+                if found is None:
+                    continue
+                options, settings = found
+                code, out = runner.output(compose.docker(env, "run", *options, settings["image"], *argv), timeout=60)
+            for line in out.strip().splitlines()[-2 * len(names) :]:  # what each answered
+                print(f"  {line.strip()}", flush=True)
+            if code != 0:
+                print(f"warning: {role.name}: quiesce failed (exit {code})", flush=True)
+            print(f"{role.name}: {len(names)} task(s) told to take no more jobs", flush=True)
+            self.quiesced[role.name] = names
+        if self.quiesced:
+            time.sleep(roles.QUIET_WAIT)
+
+    def resume(self) -> None:
+        """Quiesced tasks the update did not replace (it failed, or their image did not
+        change) are replaced now: they would take no job ever again."""
+        env = self.env
+        for name, names in sorted(self.quiesced.items()):
+            service = f"{env['PROJECT']}_{name}"
+            left = set(self.task_hostnames(service)) & set(names)
+            if left:
+                runner.output(compose.docker(env, "service", "update", "--force", "--detach", service))
+                print(f"{name}: {len(left)} quiesced task(s) were not replaced: restarting them", flush=True)
+        self.quiesced = {}
+
     def deploy(self, run, version: str = "") -> int:
         env = self.env
+        if not version:
+            self.quiesce(run)
         version = version or run.version
         self.since = time.time()
         self.deployed = True
@@ -247,6 +297,7 @@ class Swarm(Strategy):
         env = self.env
         if not self.watch("deploy"):
             return 1
+        self.resume()
         run.switched = True
         if not envs.write_version(env, run.version):
             print(f"could not write {env.app_dir}/.env", flush=True)
@@ -333,6 +384,7 @@ class Swarm(Strategy):
             )
         if not self.watch("rollback"):
             return 1
+        self.resume()
         if envs.current_version(env) != run.previous and not envs.write_version(env, run.previous):
             return 1
         listing = ct.docker_out(env, "node", "ls", "--format", "{{.Hostname}} {{.Status}}")[1]
