@@ -37,6 +37,7 @@ IMAGES = {
     "1.3.0-badmigration": "bad-migration",
     "1.4.0-column": "add-column",
     "1.5.0-irreversible": "irreversible",
+    "1.6.0-badworker": "bad-worker",
 }
 
 
@@ -88,10 +89,11 @@ def ssh_raw(
 
 
 def compose(env: str, *args: str) -> subprocess.CompletedProcess:
+    """`docker compose` of ENV's project (pixel-ENV, in /srv/pushdeploy/pixel-ENV) on the sandbox."""
     project = f"pixel-{env}"
     return subprocess.run(
         ["docker", "compose", "-p", project, *args],
-        cwd=APP_DIRS[env],
+        cwd=APP_DIRS.get(env, Path(f"/srv/pushdeploy/{project}")),
         env=tool_env(),
         capture_output=True,
         text=True,
@@ -151,6 +153,16 @@ def remove_project(project: str) -> None:
         ids = docker(*listing, "--filter", label)
         if ids:
             docker(*(["rm", "-f"] if kind == "container" else [kind, "rm"]), *ids)
+
+
+def staging_like_server_env(path: Path, port: int, extra: str = "") -> Path:
+    """At PATH (0600): the sandbox's staging server env with the proxy on PORT, and EXTRA lines:
+    an environment of a test's own, beside staging."""
+    template = (SANDBOX / "server-env/staging.env").read_text()
+    assert "HTTP_PORT=8081" in template
+    path.write_text(template.replace("HTTP_PORT=8081", f"HTTP_PORT={port}") + extra)
+    path.chmod(0o600)
+    return path
 
 
 def server_env_file(env: str) -> bytes:

@@ -11,7 +11,6 @@ hosts whose server side is missing or out of date end in states the tool names.
 
 from __future__ import annotations
 
-import collections
 import json
 import os
 import random
@@ -27,6 +26,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e import jobs
 from tests.e2e.conftest import ROOT, tool_env
 from tests.e2e.multihost import (
     STATE,
@@ -676,9 +676,6 @@ def test_cron_jobs_run_once_on_the_first_host_or_on_every_host(fleet, tmp_path):
     assert not any(entry.exists() for entry in entries.values())
 
 
-QUIESCE = "python3 -m celery -A pixel control cancel_consumer celery --destination celery@%h"
-
-
 def role_containers(service: str) -> dict[str, list[str]]:
     """Each host's running containers of SERVICE (ENV's compose project): their versions."""
     found = {}
@@ -705,9 +702,7 @@ def test_workers_on_every_host_and_one_scheduler_lose_no_job_across_the_fleet(fl
     host sampled), the scheduled job no more often than its schedule, and no page lost or slow."""
     ensure(fleet, V3)
     host_docker("h1", "rm", "-f", "pd-broker")
-    broker = host_docker(
-        "h1", "run", "-d", "--name", "pd-broker", "--network", "host", "127.0.0.1:5000/pushdeploy/redis:7"
-    )
+    broker = host_docker("h1", "run", "-d", "--name", "pd-broker", "--network", "host", jobs.REDIS_IMAGE)
     assert broker.returncode == 0, broker.stderr
     server_env = tmp_path / "jobs.env"
     server_env.write_text(
@@ -718,7 +713,7 @@ def test_workers_on_every_host_and_one_scheduler_lose_no_job_across_the_fleet(fl
         ENV,
         list(HOSTS.values()),
         compose_files="[docker-compose.yml, docker-compose.jobs.yml]",
-        roles=f"{{worker: {{kind: worker, quiesce: '{QUIESCE}'}}, beat: {{kind: scheduler}}}}",
+        roles=jobs.ROLES,
     )
     settings = settings.replace(str(STATE / "fleet.env"), str(server_env)).replace(
         "      files:\n",
@@ -726,76 +721,43 @@ def test_workers_on_every_host_and_one_scheduler_lose_no_job_across_the_fleet(fl
     )
     config = tmp_path / "jobs.yaml"
     config.write_text("deploy:\n  environments:\n" + settings)
-    beats, stop = [], threading.Event()
-
-    def watch_beats() -> None:
-        while not stop.wait(0.3):
-            beats.append(sum(len(v) for v in role_containers("beat").values()))
-
     try:
         assert fleet.inv("server.setup", "--env", ENV, config=config).returncode == 0
         first = fleet.deploy(V3, "--force", config=config)
         assert first.returncode == 0, first.stdout + first.stderr
         assert role_containers("worker") == dict.fromkeys(HOSTS, [V3])
         assert role_containers("beat") == {"h1": [V3], "h2": [], "h3": []}
-        enqueue = OpenLoad(
-            LB + "jobs/enqueue",
-            rate=2,
-            seconds=300,
-            method="POST",
-            body=lambda i: f"key=fleet-{i}&seconds=1.5".encode(),
-        )
-        watcher = threading.Thread(target=watch_beats, daemon=True)
-        watcher.start()
+        enqueue = jobs.enqueue(LB, "fleet")
+        beats = jobs.Most(lambda: sum(len(v) for v in role_containers("beat").values()))
         started = time.time()
-        with enqueue:
+        with enqueue, beats:
             result, load = under_load(fleet, "deploy.to", "--env", ENV, "--tag", V4, config=config)
             assert result.returncode == 0, result.stdout + result.stderr
             assert role_containers("worker") == dict.fromkeys(HOSTS, [V4])
             assert role_containers("beat") == {"h1": [V4], "h2": [], "h3": []}
             back, back_load = under_load(fleet, "deploy.rollback", "--env", ENV, config=config)
         took = time.time() - started
-        stop.set()
-        watcher.join()
         assert back.returncode == 0, back.stdout + back.stderr
         assert_nothing_lost(load)
         assert_nothing_lost(back_load)
         assert role_containers("worker") == dict.fromkeys(HOSTS, [V3])
         assert role_containers("beat") == {"h1": [V3], "h2": [], "h3": []}
-        queued = [s for s in enqueue.samples if s.finished]
-        assert queued and all(s.status == 202 for s in queued), [s.error for s in queued if s.status != 202][:5]
-        deadline = time.monotonic() + 150
-        keys = "select key from jobs_jobrun where key like 'fleet-%' and finished_at is not null"
-        while time.monotonic() < deadline and len(db_psql(keys).split()) < len(queued):
-            time.sleep(1)
-        runs = collections.Counter(db_psql("select key from jobs_jobrun where key like 'fleet-%'").split())
-        lost = {f"fleet-{s.index}" for s in queued} - set(runs)
-        assert not lost and max(runs.values()) == 1, (sorted(lost)[:10], [k for k, n in runs.items() if n > 1][:10])
-        assert len(db_psql(keys).split()) == len(queued)
-        assert beats and max(beats) == 1
+        queued = jobs.accepted(enqueue)
+        assert queued and len(queued) == len([s for s in enqueue.samples if s.finished])
+        jobs.assert_each_ran_once(queued, "fleet", db_psql)
+        assert beats.samples and beats.most == 1
         ticks = db_psql(f"select count(*) from jobs_tick where ran_at >= to_timestamp({started})")
         assert int(ticks) <= took / 2 + 3, (ticks, took)
     finally:
-        stop.set()
         for host in HOSTS:  # the roles go with the settings that named them
-            ids = host_docker(
-                host,
-                "ps",
-                "-aq",
-                "--filter",
-                f"label=com.docker.compose.project=pixel-{ENV}",
-                "--filter",
-                "label=com.docker.compose.service=worker",
-            ).stdout.split()
-            ids += host_docker(
-                host,
-                "ps",
-                "-aq",
-                "--filter",
-                f"label=com.docker.compose.project=pixel-{ENV}",
-                "--filter",
-                "label=com.docker.compose.service=beat",
-            ).stdout.split()
+            project = f"label=com.docker.compose.project=pixel-{ENV}"
+            ids = [
+                container
+                for service in ("worker", "beat")
+                for container in host_docker(
+                    host, "ps", "-aq", "--filter", project, "--filter", f"label=com.docker.compose.service={service}"
+                ).stdout.split()
+            ]
             if ids:
                 host_docker(host, "rm", "-f", *ids)
         host_docker("h1", "rm", "-f", "pd-broker")

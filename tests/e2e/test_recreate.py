@@ -7,7 +7,6 @@ the old version."""
 
 from __future__ import annotations
 
-import collections
 import json
 import subprocess
 import threading
@@ -18,8 +17,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import ROOT, SANDBOX, STAGING_A, STAGING_B, inv, remove_project, tool_env
-from tests.openload import OpenLoad
+from tests.e2e import conftest, jobs
+from tests.e2e.conftest import (
+    ROOT,
+    SANDBOX,
+    STAGING_A,
+    STAGING_B,
+    inv,
+    remove_project,
+    staging_like_server_env,
+    tool_env,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -34,14 +42,7 @@ NO_START = "b2b2b2b-noconf"
 
 
 def compose(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        ["docker", "compose", "-p", PROJECT, *args],
-        cwd=APP_DIR,
-        env=tool_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return conftest.compose(ENV, *args)
 
 
 def containers(service: str) -> list[str]:
@@ -76,11 +77,7 @@ def seedlayout(server, images, tmp_path_factory):
     if APP_DIR.exists():
         compose("down", "-v", "--remove-orphans")
     subprocess.run(["rm", "-rf", str(APP_DIR), str(STATE_DIR)], check=True)
-    template = (SANDBOX / "server-env/staging.env").read_text()
-    assert "HTTP_PORT=8081" in template
-    server_env = SANDBOX / f"server-env/{ENV}.env"
-    server_env.write_text(template.replace("HTTP_PORT=8081", f"HTTP_PORT={PORT}"))
-    server_env.chmod(0o600)
+    server_env = staging_like_server_env(SANDBOX / f"server-env/{ENV}.env", PORT)
     config = tmp_path_factory.mktemp(ENV) / f"{ENV}.yaml"
     config.write_text(
         "deploy:\n"
@@ -230,11 +227,7 @@ def test_workers_and_the_scheduler_are_replaced_with_web_and_lose_no_job(seedlay
     is down for its short restart: a job asked for then is not accepted); every job accepted ran
     exactly once, Redis (in `services`) kept its queue (never recreated), and the roles are on
     the new version."""
-    quiesce = "python3 -m celery -A pixel control cancel_consumer celery --destination celery@%h"
-    template = (SANDBOX / "server-env/staging.env").read_text().replace("HTTP_PORT=8081", f"HTTP_PORT={PORT}")
-    server_env = tmp_path / "jobs.env"
-    server_env.write_text(template + "REDIS_IMAGE=127.0.0.1:5000/pushdeploy/redis:7\nPIXEL_TICK_SECONDS=2\n")
-    server_env.chmod(0o600)
+    server_env = staging_like_server_env(tmp_path / "jobs.env", PORT, jobs.SERVER_ENV)
     base = Path(seedlayout).read_text()
     config = replaced(base, f"server_env: {SANDBOX / f'server-env/{ENV}.env'}", f"server_env: {server_env}")
     config = replaced(
@@ -242,7 +235,7 @@ def test_workers_and_the_scheduler_are_replaced_with_web_and_lose_no_job(seedlay
         "      files:\n",
         "      compose_files: [docker-compose.yml, docker-compose.jobs.yml]\n"
         "      services: [web, proxy, redis]\n"
-        f"      roles: {{worker: {{kind: worker, quiesce: '{quiesce}'}}, beat: {{kind: scheduler}}}}\n"
+        f"      roles: {jobs.ROLES}\n"
         "      files:\n"
         f"        docker-compose.jobs.yml: {ROOT}/example/seed/docker-compose.jobs.yml\n",
     )
@@ -254,13 +247,7 @@ def test_workers_and_the_scheduler_are_replaced_with_web_and_lose_no_job(seedlay
         assert first.returncode == 0, first.stdout + first.stderr
         redis = containers("redis")
         assert len(redis) == 1 and len(containers("worker")) == 1 and len(containers("beat")) == 1
-        enqueue = OpenLoad(
-            f"http://127.0.0.1:{PORT}/jobs/enqueue",
-            rate=2,
-            seconds=300,
-            method="POST",
-            body=lambda i: f"key=recreate-{i}&seconds=1.5".encode(),
-        )
+        enqueue = jobs.enqueue(f"http://127.0.0.1:{PORT}", "recreate")
         with enqueue:
             time.sleep(3)
             result = inv("-f", str(jobs_config), "deploy.to", "--env", ENV, "--tag", STAGING_B)
@@ -269,25 +256,10 @@ def test_workers_and_the_scheduler_are_replaced_with_web_and_lose_no_job(seedlay
         assert result.stdout.index("==> recreate") < result.stdout.index("==> roles") < result.stdout.index("==> up")
         assert "worker: 1 container(s) told to take no more jobs" in result.stdout
         assert containers("redis") == redis  # the broker and its queue stayed
-        accepted = [s for s in enqueue.samples if s.finished and s.status == 202]
+        accepted = jobs.accepted(enqueue)
         assert len(accepted) >= 10
-        psql = ["docker", "compose", "-p", PROJECT, "exec", "-T", "db", "psql", "-U", "pixel", "-d", "pixel", "-tAc"]
-        deadline, runs = time.monotonic() + 150, {}
-        while time.monotonic() < deadline:
-            out = subprocess.run(
-                [*psql, "select key from jobs_jobrun where key like 'recreate-%' and finished_at is not null"],
-                cwd=APP_DIR,
-                env=tool_env(),
-                capture_output=True,
-                text=True,
-                timeout=60,
-            ).stdout.split()
-            runs = collections.Counter(out)
-            if len(out) >= len(accepted):
-                break
-            time.sleep(1)
-        lost = {f"recreate-{s.index}" for s in accepted} - set(runs)
-        assert not lost and max(runs.values()) == 1, (sorted(lost)[:10], runs.most_common(3))
+
+        jobs.assert_each_ran_once(accepted, "recreate", lambda sql: conftest.psql(ENV, sql))
         images = compose("ps", "--format", "{{.Service}} {{.Image}}").stdout
         assert (
             f"worker 127.0.0.1:5000/pixel:{STAGING_B}" in images and f"beat 127.0.0.1:5000/pixel:{STAGING_B}" in images

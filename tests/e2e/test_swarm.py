@@ -13,20 +13,19 @@ state the tool reports.
 
 from __future__ import annotations
 
-import collections
 import json
 import os
 import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
+from tests.e2e import jobs
 from tests.e2e.conftest import ROOT, inv, tool_env
 from tests.e2e.multihost import (
     STATE,
@@ -510,30 +509,21 @@ def test_worker_and_scheduler_roles_in_the_stack_lose_no_job_and_never_run_two_s
     balancer at a fixed rate, with open-loop page load, across a deploy: the old workers are
     quiesced first (one one-off container asks every task), swarm replaces them start-first and
     beat stop-first; every job ran exactly once, never two beat tasks at once, no page lost."""
-    quiesce = "python3 -m celery -A pixel control cancel_consumer celery --destination celery@%h"
     server_env = tmp_path / "jobs.env"
-    server_env.write_text(
-        (STATE / "swarm.env").read_text() + "REDIS_IMAGE=127.0.0.1:5000/pushdeploy/redis:7\nPIXEL_TICK_SECONDS=2\n"
-    )
+    server_env.write_text((STATE / "swarm.env").read_text() + jobs.SERVER_ENV)
     server_env.chmod(0o600)
     config = tmp_path / "jobs.yaml"
     config.write_text(
         CONFIG.replace(str(STATE / "swarm.env"), str(server_env)).replace(
             "      files:\n",
             "      compose_files: [docker-compose.yml, docker-compose.jobs.yml]\n"
-            f"      roles: {{worker: {{kind: worker, quiesce: '{quiesce}'}}, beat: {{kind: scheduler}}}}\n"
+            f"      roles: {jobs.ROLES}\n"
             "      files:\n"
             f"        docker-compose.jobs.yml: {ROOT}/example/docker-compose.swarm-jobs.yml\n",
         )
     )
     before = server_version()
     after = V3 if before != V3 else V2
-    beats, stop = [], threading.Event()
-
-    def watch_beats() -> None:
-        while not stop.wait(0.3):
-            beats.append(len(service_tasks("beat")))
-
     try:
         setup = swarm.inv("server.setup", "--env", ENV, config=config)
         assert setup.returncode == 0, setup.stdout + setup.stderr
@@ -542,48 +532,33 @@ def test_worker_and_scheduler_roles_in_the_stack_lose_no_job_and_never_run_two_s
         assert service_tasks("worker") == [before] * 2 and service_tasks("beat") == [before]
         plan = swarm.inv("deploy.plan", "--env", ENV, "--tag", after, config=config)
         assert "beat (scheduler): swarm's update replaces it with web, stop-first" in plan.stdout, plan.stdout
-        enqueue = OpenLoad(
-            LB + "jobs/enqueue",
-            rate=2,
-            seconds=300,
-            method="POST",
-            body=lambda i: f"key=swarm-{i}&seconds=1.5".encode(),
-        )
-        watcher = threading.Thread(target=watch_beats, daemon=True)
-        watcher.start()
-        with enqueue, OpenLoad(LB, rate=RATE, seconds=300) as load:
+        enqueue = jobs.enqueue(LB, "swarm")
+        beats = jobs.Most(lambda: len(service_tasks("beat")))
+        with enqueue, beats, OpenLoad(LB, rate=RATE, seconds=300) as load:
             time.sleep(2)
             result = swarm.deploy(after, config=config)
             time.sleep(3)
-        stop.set()
-        watcher.join()
         assert result.returncode == 0, result.stdout + result.stderr
         assert "worker: 2 task(s) told to take no more jobs" in result.stdout
         summary = load.summary(budget=BUDGET)
         print(summary.line())
         assert summary.failed == 0 and summary.slow == 0, summary.failures
         assert service_tasks("worker") == [after] * 2 and service_tasks("beat") == [after]
-        queued = [s for s in enqueue.samples if s.finished]
-        assert queued and all(s.status == 202 for s in queued), [s.error for s in queued if s.status != 202][:5]
-        done = "select key from jobs_jobrun where key like 'swarm-%' and finished_at is not null"
-        deadline = time.monotonic() + 150
-        while time.monotonic() < deadline and len(db_psql(done).split()) < len(queued):
-            time.sleep(1)
-        runs = collections.Counter(db_psql("select key from jobs_jobrun where key like 'swarm-%'").split())
-        lost = {f"swarm-{s.index}" for s in queued} - set(runs)
-        if lost:  # what the workers said of them
+        queued = jobs.accepted(enqueue)
+        assert queued and len(queued) == len([s for s in enqueue.samples if s.finished])
+        try:
+            jobs.assert_each_ran_once(queued, "swarm", db_psql)
+        except AssertionError:  # what the workers said of the jobs
             logs = subprocess.run(
                 ["docker", "-H", "unix:///run/pd-hosts/h1/docker.sock", "service", "logs", "--raw", f"{STACK}_worker"],
                 capture_output=True,
                 text=True,
                 timeout=60,
             )
-            print("\n".join(line for line in (logs.stdout + logs.stderr).splitlines() if any(k in line for k in lost)))
-            print((logs.stdout + logs.stderr)[-5000:])
-        assert not lost and max(runs.values()) == 1, (sorted(lost)[:10], runs.most_common(3))
-        assert beats and max(beats) == 1
+            print((logs.stdout + logs.stderr)[-20000:])
+            raise
+        assert beats.samples and beats.most == 1
     finally:
-        stop.set()
         for name in ("worker", "beat", "redis"):
             docker("service", "rm", f"{STACK}_{name}")
         restored = swarm.inv("server.setup", "--env", ENV)

@@ -155,3 +155,10 @@ def test_swarm_replaces_a_scheduler_stop_first_one_task_and_needs_no_health_chec
     ]
     config["services"]["beat"]["deploy"] = {"replicas": 1, "update_config": {"order": "stop-first"}}
     assert swarm.problems(config, "1.0", {"worker": "worker", "beat": "scheduler"}) == []
+
+
+def test_a_quiesce_command_names_one_container_or_every_task():
+    words = tuple("celery control cancel_consumer celery --destination celery@%h".split())
+    assert server_roles.quiesce_argv(words, ["a1b2c3"])[-1] == "celery@a1b2c3"
+    assert server_roles.quiesce_argv(words, ["a1", "b2"])[-2:] == ["--destination", "celery@a1,celery@b2"]
+    assert server_roles.quiesce_argv(("kill", "-TSTP", "1"), ["a1"]) == ["kill", "-TSTP", "1"]

@@ -9,6 +9,7 @@ which gives it to another worker.
 import os
 
 from celery import Celery
+from celery.signals import worker_init
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "pixel.settings")
 
@@ -30,3 +31,10 @@ app.conf.update(
     timezone="UTC",
 )
 app.autodiscover_tasks(["jobs"])
+
+
+@worker_init.connect
+def _fault(**_):
+    """A broken release's worker (the deploy tool's tests): it exits as it starts."""
+    if os.environ.get("PIXEL_FAULT") == "worker":
+        raise SystemExit("fault injected (PIXEL_FAULT=worker): this worker does not start")

@@ -125,13 +125,19 @@ def exit_code(env: envs.Env, container: str) -> str:
     return ct.docker_out(env, "inspect", "-f", "{{.State.ExitCode}}", container)[1].strip()
 
 
+def quiesce_argv(words, hostnames: list) -> list:
+    """The quiesce command for containers of these HOSTNAMES: a word with %h names them all,
+    comma-separated (Celery: --destination celery@a,celery@b)."""
+    return [",".join(word.replace("%h", name) for name in hostnames) if "%h" in word else word for word in words]
+
+
 def quiet(env: envs.Env, role: Role, ids: list) -> None:
     """The role's quiesce command in each container, then a moment for a poll under way."""
     if not role.quiesce or not ids:
         return
     for container in ids:
         hostname = ct.docker_out(env, "inspect", "-f", "{{.Config.Hostname}}", container)[1].strip()
-        argv = [word.replace("%h", hostname) for word in role.quiesce]
+        argv = quiesce_argv(role.quiesce, [hostname])
         code, out = runner.output(compose.docker(env, "exec", container, *argv), timeout=QUIESCE_TIMEOUT)
         for line in out.strip().splitlines()[-2:]:  # what it answered
             print(f"  {line.strip()}", flush=True)
@@ -219,7 +225,9 @@ class Roles:
         return self.settled()
 
     def settled(self) -> int:
-        """Every new container runs (healthy, if it has a check), and still runs SETTLE s later."""
+        """Every new container runs (healthy, if it has a check), and still runs SETTLE s later,
+        never restarted by its restart policy (a worker that exits at start, say on a bad broker
+        URL, is restarted by Docker and would look running)."""
         new = [c for ids in self.new.values() for c in ids]
         if not new:
             return 0
@@ -228,8 +236,9 @@ class Roles:
         time.sleep(SETTLE)
         for container in new:
             now = ct.state(self.env, container)
-            if now not in ("running", "healthy"):
-                ct.show_failure(self.env, container, now)
+            restarts = ct.docker_out(self.env, "inspect", "-f", "{{.RestartCount}}", container)[1].strip()
+            if now not in ("running", "healthy") or restarts not in ("", "0"):
+                ct.show_failure(self.env, container, now if restarts in ("", "0") else f"restarted {restarts} time(s)")
                 return 1
         return 0
 

@@ -251,7 +251,7 @@ class Swarm(Strategy):
             names = self.task_hostnames(f"{env['PROJECT']}_{role.name}") if role.quiesce else []
             if not names:
                 continue
-            argv = [",".join(word.replace("%h", n) for n in names) if "%h" in word else word for word in role.quiesce]
+            argv = roles.quiesce_argv(role.quiesce, names)
             with self.on_stack_network(run, "quiesce") as found:
                 if found is None:
                     continue
