@@ -27,7 +27,7 @@ class RolesError(ValueError):
 
 def parse(raw, key: str, hosts: Sequence[str], services: Sequence[str], engine: str) -> tuple[Role, ...]:
     """HOSTS: the environment's hosts as invoke.yaml lists them; SERVICES: those a deploy
-    already switches or keeps up (web, the proxy): a role is none of them."""
+    already switches or keeps up (web, the proxy, the database, `services`): a role is none of them."""
     if raw in (None, "", {}):
         return ()
     if not isinstance(raw, Mapping):
@@ -38,7 +38,10 @@ def parse(raw, key: str, hosts: Sequence[str], services: Sequence[str], engine: 
         if not isinstance(name, str) or not server_roles.NAME_RE.match(name):
             raise RolesError(f"{where}: a role is named as its compose service ([A-Za-z0-9][A-Za-z0-9_.-]*)")
         if name in services:
-            raise RolesError(f"{where}: {name} is one of `services` ({' '.join(services)}): a role is another service")
+            raise RolesError(
+                f"{where}: {name} is one of web, the proxy, the database or `services` ({' '.join(services)}): "
+                "a role is another service"
+            )
         role = role if role is not None else {}
         if not isinstance(role, Mapping):
             raise RolesError(f"{where}: expected {{kind: worker}} or {{kind: scheduler}}")

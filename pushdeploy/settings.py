@@ -372,7 +372,7 @@ def _environment(
         merged["roles"],
         key("roles"),
         [str(h) for h in hosts_raw],
-        (*services, web_service, db_service),
+        tuple(name for name in (*services, web_service, db_service, merged["proxy_service"]) if name),
         engine,
     )
     scrub = str(merged["scrub"] or "")

@@ -169,3 +169,17 @@ def test_a_deploy_replaces_workers_and_the_scheduler_without_losing_or_repeating
     status = inv("-f", config, "deploy.status", "--env", ENV)
     assert f"role worker (worker): 1 x {STAGING_A}" in status.stdout, status.stdout
     assert f"role beat (scheduler): 1 x {STAGING_A}" in status.stdout
+
+
+def test_a_role_gone_from_the_settings_stops_at_the_next_deploy(environment, tmp_path):
+    """beat taken out of `roles:` (worker stays): server.setup changes nothing that runs; the next
+    deploy stops beat's container, and the host no longer counts it among its roles."""
+    config = tmp_path / "no-beat.yaml"
+    config.write_text(Path(environment).read_text().replace(jobs.ROLES, "{worker: {kind: worker}}"))
+    assert inv("-f", str(config), "server.setup", "--env", ENV).returncode == 0
+    assert len(running("beat")) == 1
+    deployed = inv("-f", str(config), "deploy.to", "--env", ENV, "--tag", STAGING_B)
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    assert "beat: no longer a role of this host: 1 container(s) stopped and removed" in deployed.stdout
+    assert running("beat") == [] and [line.split()[1] for line in running("worker")] == [STAGING_B]
+    assert (STATE_DIR / "roles").read_text() == "worker\n"

@@ -77,7 +77,7 @@ def test_on_swarm_the_stack_file_places_roles():
 
 
 def test_the_server_refuses_a_role_line_it_would_not_write(tmp_path):
-    base = f"APP_DIR={tmp_path}\nPROJECT=p\n"
+    base = f"APP_DIR={tmp_path}\nPROJECT=p\nPROXY_SERVICE=proxy\n"
     for line, says in (
         ("worker celery all", "kind 'celery' is worker or scheduler"),
         ("beat scheduler all", "a scheduler runs on exactly one host"),
@@ -87,9 +87,13 @@ def test_the_server_refuses_a_role_line_it_would_not_write(tmp_path):
         ("worker worker", "is not NAME KIND HOSTS"),
         ("worker worker all sh -c $(reboot)", "is not a plain word"),
         ("beat scheduler 1 kill 1", "a scheduler is stopped, not quiesced"),
+        ("web worker all", "a role is named once and is none of web"),
+        ("proxy worker all", "a role is named once and is none of web"),
     ):
         with pytest.raises(envs.Refused, match=says):
             envs.parse(base + f"ROLE={line}\n", "p.conf", "production")
+    with pytest.raises(envs.Refused, match="ROLE worker: a role is named once"):
+        envs.parse(base + "ROLE=worker worker all\nROLE=worker worker 1\n", "p.conf", "production")
 
 
 def test_each_host_runs_the_roles_that_name_its_position(root):

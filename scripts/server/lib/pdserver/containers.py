@@ -169,6 +169,8 @@ class ComposeEngine(Strategy):
 
         if self.roles.roles:
             step(run, "retire-roles", self.roles.retire)
+        else:  # no role here (any more): those this host ran stop
+            self.roles.retire_displaced()
 
     def interrupted(self, run) -> None:
         """A run stopped half way: undo, unless the new version serves already (then the

@@ -99,7 +99,21 @@ def parse(text: str, path: str, name: str) -> dict:
                 _check_role(path, name, line)
             else:
                 _check_management_line(path, name, key, line)
+    _check_roles_apart(path, name, values)
     return values
+
+
+def _check_roles_apart(path: str, name: str, values: dict) -> None:
+    """A role is a service of its own: named once, none of web, the proxy, the database or `services`."""
+    names = [line.split()[0] for line in values["ROLE"]]
+    taken = {values["WEB_SERVICE"], values["PROXY_SERVICE"], values["DB_SERVICE"], *values["SERVICES"].split()}
+    clash = sorted({n for n in names if names.count(n) > 1 or n in taken})
+    if clash:
+        raise Refused(
+            f"{path}: ROLE {clash[0]}: a role is named once and is none of web, proxy, db or services: "
+            f"fix invoke.yaml and run `inv server.setup --env {name}`",
+            1,
+        )
 
 
 def _check_role(path: str, name: str, line: str) -> None:

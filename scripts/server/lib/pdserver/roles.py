@@ -183,8 +183,15 @@ class Roles:
             every = ct.service_containers(env, role.name, stopped=True)
             running = ct.service_containers(env, role.name)
             gone = [c for c in every if c not in running]
+            # A scheduler of the serving version that a killed deploy stopped for its successor
+            # is the one to start again if this deploy fails too: kept, as if stopped here.
+            kept = [c for c in gone if version_of(env, c) == run.previous] if role.kind == "scheduler" else []
+            kept = [] if any(version_of(env, c) == run.previous for c in running) else kept[-1:]
+            gone = [c for c in gone if c not in kept]
             if gone:
                 runner.output(compose.docker(env, "rm", "-f", *gone))
+            if kept:
+                self.paused[role.name] = kept
             old = [c for c in running if version_of(env, c) == run.previous]
             strays = [c for c in running if c not in old]
             if strays:
@@ -196,8 +203,8 @@ class Roles:
             self.old[role.name] = old
             count = 1 if role.kind == "scheduler" else max(len(old), 1)
             if role.kind == "scheduler" and old:
+                self.paused[role.name] = old  # first: a stop signal during the stop still undoes it
                 runner.output(compose.docker(env, "stop", *old))
-                self.paused[role.name] = old
                 print(f"{role.name}: the old scheduler stopped before its successor starts", flush=True)
             up = compose.compose(
                 env,
@@ -206,13 +213,17 @@ class Roles:
                 "--no-deps",
                 "--no-recreate",
                 "--scale",
-                f"{role.name}={len(old) + count}",
+                f"{role.name}={len(set(old) | set(self.paused.get(role.name, []))) + count}",
                 role.name,
                 version=run.version,
             )
             if runner.streamed(up) != 0:
                 return 1
-            new = [c for c in ct.service_containers(env, role.name, stopped=True) if c not in old]
+            new = [
+                c
+                for c in ct.service_containers(env, role.name, stopped=True)
+                if c not in old + self.paused.get(role.name, [])
+            ]
             self.new[role.name] = new
             code, out = runner.output(compose.docker(env, "start", *new)) if new else (1, "compose created none")
             if code != 0:
@@ -244,8 +255,10 @@ class Roles:
 
     def retire(self, run=None) -> int:
         """After the switch: the old workers finish their jobs in hand and go; the stopped
-        scheduler is removed."""
+        scheduler is removed; roles this host ran before and no longer runs (moved to another
+        host, or gone from `roles:`) stop too."""
         env = self.env
+        self.retire_displaced()
         for role in self.roles:
             old = self.old.get(role.name) or []
             if not old:
@@ -262,6 +275,22 @@ class Roles:
                 )
             self.old[role.name] = []
         return 0
+
+    def retire_displaced(self) -> None:
+        """Stop the containers of roles this host ran (STATE/ENV/roles) that it no longer runs,
+        gracefully (a declared worker's quiesce first), and remember what runs here now."""
+        env = self.env
+        placed = os.path.join(env.state_dir, "roles")
+        before = envs.read_text(placed).split() if os.path.isfile(placed) else []
+        here_now = {role.name: role for role in self.roles}
+        every = {role.name: role for role in declared(env)}
+        for name in sorted(set(before) - set(here_now)):
+            ids = ct.service_containers(env, name, stopped=True)
+            if ids:
+                stop_gracefully(env, ids, role=every.get(name))
+                print(f"{name}: no longer a role of this host: {len(ids)} container(s) stopped and removed", flush=True)
+        if sorted(here_now) != sorted(before):
+            envs.write_text(placed, " ".join(sorted(here_now)) + "\n")
 
     def undo(self, run=None) -> int:
         """A failed deploy: the new containers stop (gracefully: a job in hand finishes) and

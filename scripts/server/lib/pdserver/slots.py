@@ -307,11 +307,11 @@ class Slots(ct.ComposeEngine):
         if run.switched:
             print("the new version already serves: nothing to roll back", flush=True)
             return 0
-        self.roles.undo(run)
         if self.flipped:
             if not self.flip_to(self.live, back=True):
                 print(f"warning: could not move the proxy back to {slot_alias(env, self.live)}", flush=True)
             self.flipped = False
+        self.roles.undo(run)
         if self.new:
             if self.admitted:
                 drain.retire(self.env, self.new, "new")

@@ -361,7 +361,13 @@ class Swarm(Strategy):
             time.sleep(1)
 
     def undo(self, run) -> int:
-        """Back to the previous version, the whole stack at once."""
+        """Back to the previous version, the whole stack at once; no worker left quiesced."""
+        try:
+            return self.stack_back(run)
+        finally:
+            self.resume()
+
+    def stack_back(self, run) -> int:
         env = self.env
         if not self.deployed:
             print(f"no service was changed: {env.name} still runs {run.previous}", flush=True)
@@ -384,7 +390,6 @@ class Swarm(Strategy):
             )
         if not self.watch("rollback"):
             return 1
-        self.resume()
         if envs.current_version(env) != run.previous and not envs.write_version(env, run.previous):
             return 1
         listing = ct.docker_out(env, "node", "ls", "--format", "{{.Hostname}} {{.Status}}")[1]
