@@ -94,6 +94,20 @@ def test_backups_newest_first(server, capsys):
     assert out.splitlines()[1].endswith("100 bytes  " + str(folder / "20260101T000000Z-1.0.0.dump"))
 
 
+def test_backups_of_one_minute_are_newest_first_whatever_their_size(server, capsys):
+    # A larger, older dump of the same minute once came first (the lines were sorted as text).
+    folder = server / "state/staging/backups"
+    folder.mkdir()
+    for n, (name, size) in enumerate((("20260101T000001Z-1.5.0.dump", 900), ("20260101T000040Z-1.1.0.dump", 100))):
+        (folder / name).write_bytes(b"x" * size)
+        os.utime(folder / name, (1_700_000_001 + n * 39,) * 2)
+    _, out = run(capsys, "backups staging")
+    assert [line.rsplit("/", 1)[1] for line in out.splitlines()] == [
+        "20260101T000040Z-1.1.0.dump",
+        "20260101T000001Z-1.5.0.dump",
+    ]
+
+
 def test_logs_the_latest_run_and_follows_one_to_its_status(server, capsys):
     runs = server / "state/staging/runs"
     with pytest.raises(Refused, match="no deploy has run in staging yet"):

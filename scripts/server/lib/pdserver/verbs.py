@@ -58,16 +58,17 @@ def backups(request: Request) -> Result:
     if not os.path.isdir(folder):
         print(f"no backups of {env.name} yet")
         return Result(0, {"backups": 0})
-    lines = []
+    found = []  # newest first: by time to the nanosecond, then by name (names start with the time)
     for name in os.listdir(folder):
         path = os.path.join(folder, name)
         if name.endswith(".dump"):
             info = os.stat(path)
-            lines.append(
+            line = (
                 f"{time.strftime('%Y-%m-%dT%H:%M', time.localtime(info.st_mtime))}  {info.st_size:10d} bytes  {path}\n"
             )
-    sys.stdout.writelines(sorted(lines, key=lambda line: line.encode(), reverse=True))
-    return Result(0, {"backups": len(lines)})
+            found.append((info.st_mtime_ns, name, line))
+    sys.stdout.writelines(line for _, _, line in sorted(found, reverse=True))
+    return Result(0, {"backups": len(found)})
 
 
 def logs(request: Request) -> Result:
