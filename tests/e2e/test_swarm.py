@@ -552,7 +552,7 @@ def test_worker_and_scheduler_roles_in_the_stack_lose_no_job_and_never_run_two_s
         assert queued and len(queued) == len([s for s in enqueue.samples if s.finished])
         try:
             jobs.assert_each_ran_once(queued, "swarm", db_psql)
-        except AssertionError:  # what the workers said of the jobs
+        except AssertionError:  # what the workers said, and what Redis still holds
             logs = subprocess.run(
                 ["docker", "-H", "unix:///run/pd-hosts/h1/docker.sock", "service", "logs", "--raw", f"{STACK}_worker"],
                 capture_output=True,
@@ -560,6 +560,33 @@ def test_worker_and_scheduler_roles_in_the_stack_lose_no_job_and_never_run_two_s
                 timeout=60,
             )
             print((logs.stdout + logs.stderr)[-20000:])
+            node = docker(
+                "service", "ps", f"{STACK}_redis", "--filter", "desired-state=running", "--format", "{{.Node}}"
+            )
+            for host in node.split()[:1]:
+                held = subprocess.run(
+                    ["docker", "-H", f"unix:///run/pd-hosts/{host}/docker.sock", "ps", "-q", "--filter"]
+                    + [f"label=com.docker.swarm.service.name={STACK}_redis"],
+                    capture_output=True,
+                    text=True,
+                    timeout=60,
+                ).stdout.split()
+                for query in (["llen", "celery"], ["hlen", "unacked"], ["hgetall", "unacked"]):
+                    answer = subprocess.run(
+                        [
+                            "docker",
+                            "-H",
+                            f"unix:///run/pd-hosts/{host}/docker.sock",
+                            "exec",
+                            *held[:1],
+                            "redis-cli",
+                            *query,
+                        ],
+                        capture_output=True,
+                        text=True,
+                        timeout=60,
+                    )
+                    print(f"redis {' '.join(query)}: {(answer.stdout + answer.stderr)[:3000]}")
             raise
         assert beats.samples and beats.most == 1
     finally:
