@@ -164,6 +164,10 @@ class ComposeEngine(Strategy):
         workers start once the new web is up, before it serves."""
         return steps[:-1] + [("roles", self.roles.start)] + steps[-1:] if self.roles.roles else steps
 
+    def role_finish_steps(self) -> list:
+        """The step finish_roles runs, by name (what plan lists)."""
+        return ["retire-roles"] if self.roles.roles else []
+
     def finish_roles(self, run) -> None:
         from .pipeline import step
 

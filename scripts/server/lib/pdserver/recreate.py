@@ -51,7 +51,7 @@ class Recreate(ct.ComposeEngine):
         self.up_at, self.up_how = None, ""
         self.probe_url = self.probe_python = ""
         self.switch_steps = self.with_roles([("recreate", self.recreate), ("up", self.up)])
-        self.finish_steps = ["prune-static"] + (["retire-roles"] if self.roles.roles else [])
+        self.finish_steps = ["prune-static"] + self.role_finish_steps()
 
     def services(self) -> list:
         return self.env["SERVICES"].split()

@@ -58,7 +58,7 @@ class Slots(ct.ComposeEngine):
         self.switch_steps = self.with_roles(
             [("start", self.start), ("health", self.health), ("admit", self.admit), ("switch", self.switch)]
         )
-        self.finish_steps += ["retire-roles"] if self.roles.roles else []
+        self.finish_steps += self.role_finish_steps()
 
     # ------------------------------------------------------------------ the steps
 
@@ -270,7 +270,7 @@ class Slots(ct.ComposeEngine):
             print(f"full rollback: {why}", flush=True)
             return None
         self.warm = warm
-        self.finish_steps = ["retire"] + (["retire-roles"] if self.roles.roles else [])
+        self.finish_steps = ["retire"] + self.role_finish_steps()
         age = time.time() - float(warm["since"])
         print(f"instant rollback: {run.version} is kept ready (stopped {age:.0f}s ago, no migration since)", flush=True)
         return [("wake", self.wake)] + self.switch_steps[1:]
