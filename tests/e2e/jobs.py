@@ -20,6 +20,12 @@ SERVER_ENV = f"REDIS_IMAGE={REDIS_IMAGE}\nPIXEL_TICK_SECONDS=2\n"  # lines for a
 WAIT = 150  # seconds for the last jobs to finish (a job a stopped worker held comes back after 60)
 
 
+def unique(name: str) -> str:
+    """A key prefix no earlier attempt used (jobs_jobrun keeps every run: a rerun of a test on the
+    same database must not count the first attempt's runs as its own)."""
+    return f"{name}{time.time_ns() // 1_000_000 % 10**9}"
+
+
 def enqueue(base_url: str, prefix: str, rate: float = 2, seconds: float = 1.5) -> OpenLoad:
     """POST /jobs/enqueue at RATE a second, whatever earlier requests did: job PREFIX-N takes SECONDS."""
     return OpenLoad(

@@ -727,7 +727,8 @@ def test_workers_on_every_host_and_one_scheduler_lose_no_job_across_the_fleet(fl
         assert first.returncode == 0, first.stdout + first.stderr
         assert role_containers("worker") == dict.fromkeys(HOSTS, [V3])
         assert role_containers("beat") == {"h1": [V3], "h2": [], "h3": []}
-        enqueue = jobs.enqueue(LB, "fleet")
+        key = jobs.unique("fleet")
+        enqueue = jobs.enqueue(LB, key)
         beats = jobs.Most(lambda: sum(len(v) for v in role_containers("beat").values()))
         started = time.time()
         with enqueue, beats:
@@ -744,7 +745,7 @@ def test_workers_on_every_host_and_one_scheduler_lose_no_job_across_the_fleet(fl
         assert role_containers("beat") == {"h1": [V3], "h2": [], "h3": []}
         queued = jobs.accepted(enqueue)
         assert queued and len(queued) == len([s for s in enqueue.samples if s.finished])
-        jobs.assert_each_ran_once(queued, "fleet", db_psql)
+        jobs.assert_each_ran_once(queued, key, db_psql)
         assert beats.samples and beats.most == 1
         ticks = db_psql(f"select count(*) from jobs_tick where ran_at >= to_timestamp({started})")
         assert int(ticks) <= took / 2 + 3, (ticks, took)

@@ -117,7 +117,8 @@ def test_a_deploy_replaces_workers_and_the_scheduler_without_losing_or_repeating
     assert f"beat (scheduler, 1 of {STAGING_A}): the old one stops, then one of {STAGING_B} starts" in plan.stdout
 
     pages = OpenLoad(f"http://127.0.0.1:{PORT}/", rate=PAGE_RATE, seconds=300)
-    enqueue = jobs.enqueue(f"http://127.0.0.1:{PORT}", "job", rate=JOB_RATE, seconds=JOB_SECONDS)
+    key = jobs.unique("job")
+    enqueue = jobs.enqueue(f"http://127.0.0.1:{PORT}", key, rate=JOB_RATE, seconds=JOB_SECONDS)
     started = time.time()
     with jobs.Most(lambda: len(running("beat")), every=0.2) as schedulers, pages, enqueue:
         time.sleep(3)
@@ -155,7 +156,7 @@ def test_a_deploy_replaces_workers_and_the_scheduler_without_losing_or_repeating
     assert page_summary.slow == 0
     queued = jobs.accepted(enqueue)
     assert len(queued) == len([s for s in enqueue.samples if s.finished]) >= JOB_RATE * 12  # all accepted
-    jobs.assert_each_ran_once(queued, "job", psql)
+    jobs.assert_each_ran_once(queued, key, psql)
     versions = psql("select distinct version from jobs_jobrun order by 1").split()
     assert versions == sorted({STAGING_A, STAGING_B}), versions  # old and new workers both ran jobs
 

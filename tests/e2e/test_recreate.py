@@ -247,7 +247,8 @@ def test_workers_and_the_scheduler_are_replaced_with_web_and_lose_no_job(seedlay
         assert first.returncode == 0, first.stdout + first.stderr
         redis = containers("redis")
         assert len(redis) == 1 and len(containers("worker")) == 1 and len(containers("beat")) == 1
-        enqueue = jobs.enqueue(f"http://127.0.0.1:{PORT}", "recreate")
+        key = jobs.unique("recreate")
+        enqueue = jobs.enqueue(f"http://127.0.0.1:{PORT}", key)
         with enqueue:
             time.sleep(3)
             result = inv("-f", str(jobs_config), "deploy.to", "--env", ENV, "--tag", STAGING_B)
@@ -259,7 +260,7 @@ def test_workers_and_the_scheduler_are_replaced_with_web_and_lose_no_job(seedlay
         accepted = jobs.accepted(enqueue)
         assert len(accepted) >= 10
 
-        jobs.assert_each_ran_once(accepted, "recreate", lambda sql: conftest.psql(ENV, sql))
+        jobs.assert_each_ran_once(accepted, key, lambda sql: conftest.psql(ENV, sql))
         images = compose("ps", "--format", "{{.Service}} {{.Image}}").stdout
         assert (
             f"worker 127.0.0.1:5000/pixel:{STAGING_B}" in images and f"beat 127.0.0.1:5000/pixel:{STAGING_B}" in images

@@ -536,7 +536,8 @@ def test_worker_and_scheduler_roles_in_the_stack_lose_no_job_and_never_run_two_s
         assert service_tasks("worker") == [before] * 2 and service_tasks("beat") == [before]
         plan = swarm.inv("deploy.plan", "--env", ENV, "--tag", after, config=config)
         assert "beat (scheduler): swarm's update replaces it with web, stop-first" in plan.stdout, plan.stdout
-        enqueue = jobs.enqueue(LB, "swarm")
+        key = jobs.unique("swarm")
+        enqueue = jobs.enqueue(LB, key)
         beats = jobs.Most(lambda: len(service_tasks("beat")))
         with enqueue, beats, OpenLoad(LB, rate=RATE, seconds=300) as load:
             time.sleep(2)
@@ -551,15 +552,26 @@ def test_worker_and_scheduler_roles_in_the_stack_lose_no_job_and_never_run_two_s
         queued = jobs.accepted(enqueue)
         assert queued and len(queued) == len([s for s in enqueue.samples if s.finished])
         try:
-            jobs.assert_each_ran_once(queued, "swarm", db_psql)
-        except AssertionError:  # what the workers said, and what Redis still holds
-            logs = subprocess.run(
-                ["docker", "-H", "unix:///run/pd-hosts/h1/docker.sock", "service", "logs", "--raw", f"{STACK}_worker"],
-                capture_output=True,
-                text=True,
-                timeout=60,
-            )
-            print((logs.stdout + logs.stderr)[-20000:])
+            jobs.assert_each_ran_once(queued, key, db_psql)
+        except AssertionError as lost:  # what the workers said, and what Redis still holds
+            keys = [name for name in lost.args[0][0] if isinstance(name, str)] if lost.args else []
+            logs = {}
+            for service in ("web", "worker"):
+                out = subprocess.run(
+                    ["docker", "-H", "unix:///run/pd-hosts/h1/docker.sock", "service", "logs", "--timestamps"]
+                    + [f"{STACK}_{service}"],
+                    capture_output=True,
+                    text=True,
+                    timeout=60,
+                )
+                logs[service] = (out.stdout + out.stderr).splitlines()
+            named = [line for line in logs["web"] if any(f"job {name} queued" in line for name in keys)]
+            tasks = [line.rsplit(" ", 1)[-1] for line in named]
+            print(f"lost: {keys}\nthe web queued them:\n" + "\n".join(named))
+            on_them = [line for line in logs["worker"] if any(task in line for task in tasks)]
+            print("the workers on those tasks:\n" + "\n".join(on_them))
+            rest = [line for line in logs["worker"] if " starts on " not in line and "succeeded in" not in line]
+            print("the workers, but for the jobs that ran:\n" + "\n".join(rest)[-8000:])
             node = docker(
                 "service", "ps", f"{STACK}_redis", "--filter", "desired-state=running", "--format", "{{.Node}}"
             )

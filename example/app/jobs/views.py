@@ -1,3 +1,5 @@
+import logging
+
 from django.conf import settings
 from django.http import JsonResponse
 from django.views.decorators.cache import never_cache
@@ -5,6 +7,8 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from .tasks import job
+
+logger = logging.getLogger(__name__)
 
 
 @csrf_exempt  # an API-style endpoint for the deploy tests
@@ -14,5 +18,6 @@ def enqueue(request):
     """Enqueues one job (key=..., seconds=...): a worker runs it."""
     key = request.POST.get("key", "")[:100]
     seconds = min(float(request.POST.get("seconds", "1")), 30.0)
-    job.delay(key, seconds)
+    queued = job.delay(key, seconds)
+    logger.info("job %s queued as task %s", key, queued.id)
     return JsonResponse({"status": "queued", "key": key, "version": settings.APP_VERSION}, status=202)
