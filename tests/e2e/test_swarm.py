@@ -541,7 +541,9 @@ def test_worker_and_scheduler_roles_in_the_stack_lose_no_job_and_never_run_two_s
         beats = jobs.Most(lambda: len(service_tasks("beat")))
         with enqueue, beats, OpenLoad(LB, rate=RATE, seconds=300) as load:
             time.sleep(2)
+            deployed = [enqueue.now()]
             result = swarm.deploy(after, config=config)
+            deployed.append(enqueue.now())
             time.sleep(3)
         assert result.returncode == 0, result.stdout + result.stderr
         assert "worker: 2 task(s) told to take no more jobs" in result.stdout
@@ -553,52 +555,8 @@ def test_worker_and_scheduler_roles_in_the_stack_lose_no_job_and_never_run_two_s
         assert queued and len(queued) == len([s for s in enqueue.samples if s.finished])
         try:
             jobs.assert_each_ran_once(queued, key, db_psql)
-        except AssertionError as lost:  # what the workers said, and what Redis still holds
-            keys = [name for name in lost.args[0][0] if isinstance(name, str)] if lost.args else []
-            logs = {}
-            for service in ("web", "worker"):
-                out = subprocess.run(
-                    ["docker", "-H", "unix:///run/pd-hosts/h1/docker.sock", "service", "logs", "--timestamps"]
-                    + [f"{STACK}_{service}"],
-                    capture_output=True,
-                    text=True,
-                    timeout=60,
-                )
-                logs[service] = (out.stdout + out.stderr).splitlines()
-            named = [line for line in logs["web"] if any(f"job {name} queued" in line for name in keys)]
-            tasks = [line.rsplit(" ", 1)[-1] for line in named]
-            print(f"lost: {keys}\nthe web queued them:\n" + "\n".join(named))
-            on_them = [line for line in logs["worker"] if any(task in line for task in tasks)]
-            print("the workers on those tasks:\n" + "\n".join(on_them))
-            rest = [line for line in logs["worker"] if " starts on " not in line and "succeeded in" not in line]
-            print("the workers, but for the jobs that ran:\n" + "\n".join(rest)[-8000:])
-            node = docker(
-                "service", "ps", f"{STACK}_redis", "--filter", "desired-state=running", "--format", "{{.Node}}"
-            )
-            for host in node.split()[:1]:
-                held = subprocess.run(
-                    ["docker", "-H", f"unix:///run/pd-hosts/{host}/docker.sock", "ps", "-q", "--filter"]
-                    + [f"label=com.docker.swarm.service.name={STACK}_redis"],
-                    capture_output=True,
-                    text=True,
-                    timeout=60,
-                ).stdout.split()
-                for query in (["llen", "celery"], ["hlen", "unacked"], ["hgetall", "unacked"]):
-                    answer = subprocess.run(
-                        [
-                            "docker",
-                            "-H",
-                            f"unix:///run/pd-hosts/{host}/docker.sock",
-                            "exec",
-                            *held[:1],
-                            "redis-cli",
-                            *query,
-                        ],
-                        capture_output=True,
-                        text=True,
-                        timeout=60,
-                    )
-                    print(f"redis {' '.join(query)}: {(answer.stdout + answer.stderr)[:3000]}")
+        except AssertionError as lost:
+            explain_lost_jobs(lost, enqueue, deployed)
             raise
         assert beats.samples and beats.most == 1
     finally:
@@ -681,3 +639,54 @@ def test_a_stack_from_a_private_registry_reaches_workers_that_never_logged_in(sw
     images = docker("service", "inspect", "-f", "{{.Spec.TaskTemplate.ContainerSpec.Image}}", f"{STACK}_web")
     assert images.startswith(f"{server}/pixel:{V1}@sha256:")
     assert served() == V1
+
+
+def explain_lost_jobs(lost: AssertionError, enqueue: OpenLoad, deployed: list) -> None:
+    """What is known of the jobs jobs.assert_each_ran_once found lost: when each was sent (on the
+    enqueue load's clock, beside the deploy's), what the workers logged besides the jobs that
+    ran, what Redis holds, and the task ids the web gave them with what the workers said of those."""
+    keys = [name for name in lost.args[0][0] if isinstance(name, str)] if lost.args else []
+    indexes = {int(name.rsplit("-", 1)[1]) for name in keys}
+    for sample in enqueue.samples:
+        if sample.index in indexes:
+            print(
+                f"lost job {sample.index}: sent at {sample.started:.2f}s, {sample.status} at {sample.finished:.2f}s; "
+                f"the deploy ran from {deployed[0]:.2f}s to {deployed[-1]:.2f}s"
+            )
+
+    def service_logs(service: str) -> list:
+        out = subprocess.run(
+            ["docker", "-H", "unix:///run/pd-hosts/h1/docker.sock", "service", "logs", "--timestamps"]
+            + ["--since", "15m", f"{STACK}_{service}"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        return (out.stdout + out.stderr).splitlines()
+
+    workers = service_logs("worker")
+    routine = (" starts on ", "succeeded in", "] received")
+    print(
+        "the workers, but for the jobs that ran:\n"
+        + "\n".join(line for line in workers if not any(r in line for r in routine))
+    )
+    node = docker("service", "ps", f"{STACK}_redis", "--filter", "desired-state=running", "--format", "{{.Node}}")
+    for host in node.split()[:1]:
+        redis = ["docker", "-H", f"unix:///run/pd-hosts/{host}/docker.sock"]
+        held = subprocess.run(
+            [*redis, "ps", "-q", "--filter", f"label=com.docker.swarm.service.name={STACK}_redis"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout.split()
+        script = "for k in $(redis-cli --scan); do echo $k $(redis-cli type $k) $(redis-cli llen $k 2>/dev/null)" + (
+            " $(redis-cli hlen $k 2>/dev/null); done; redis-cli hgetall unacked | cut -c1-400"
+        )
+        answer = subprocess.run(
+            [*redis, "exec", *held[:1], "sh", "-c", script], capture_output=True, text=True, timeout=60
+        )
+        print(f"redis holds:\n{(answer.stdout + answer.stderr)[:6000]}")
+    named = [line for line in service_logs("web") if any(f"job {name} queued" in line for name in keys)]
+    tasks = [line.rsplit(" ", 1)[-1] for line in named]
+    print("the web queued them:\n" + "\n".join(named))
+    print("the workers of those tasks:\n" + "\n".join(line for line in workers if any(t in line for t in tasks)))
