@@ -28,6 +28,13 @@ def environment_rows(settings: Settings, env: Environment) -> list[tuple[str, st
         elif name == "registry":  # the password is never a setting (DEPLOY_REGISTRY_PASSWORD)
             ca = f", CA {env.registry_ca}" if env.registry_ca else ""
             value = f"{env.registry_user}@{env.registry_server}{ca}" if env.registry_server else ""
+        elif name == "tls":
+            t = env.tls
+            hsts = f", HSTS {t.hsts}s" if t.hsts else ""
+            redirect = ", plain HTTP redirected" if t.redirect else ""
+            value = (
+                f"certificate {t.certificate}, key {t.key}, on {t.publish}{redirect}{hsts}" if t.mode != "off" else ""
+            )
         elif name == "cron":
             value = [
                 f"{j.name}: {' '.join(j.schedule)} {' '.join(j.words)} ({j.policy}, {j.hosts})" for j in env.cron_jobs

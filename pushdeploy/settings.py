@@ -21,6 +21,7 @@ from pathlib import Path
 from pushdeploy import cron, management, protocol, pull, registry, rollout, sources, sshconfig
 from pushdeploy import keys as deploy_keys
 from pushdeploy import roles as roles_setting
+from pushdeploy import tls as tls_setting
 
 from pdserver import schema
 
@@ -110,6 +111,7 @@ class Environment:
     registry_server: str = ""
     registry_user: str = ""
     registry_ca: str = ""  # its CA certificate, a project file (a self-hosted registry's own CA)
+    tls: tls_setting.Tls = tls_setting.OFF  # `tls:`: HTTPS at the proxy (pushdeploy/tls.py)
     engine: str = "compose"  # swarm: compose_files are a stack, deployed with `docker stack deploy` on a manager
     manager_compose_files: tuple[str, ...] = ()  # swarm: compose files run with compose on the manager (a proxy)
     converge_timeout: int = 300  # swarm: how long the services may take to converge
@@ -123,6 +125,14 @@ class Environment:
     secrets_file: str = ""  # relative to the project: secrets/ENV.env.age unless set
     secrets_recipients: tuple[str, ...] = ()
     secrets_command: str = ""
+
+    # ENV.conf's TLS keys (pdserver/schema.py), from `tls:`
+    tls_mode = property(lambda self: self.tls.mode)
+    tls_certificate = property(lambda self: self.tls.certificate)
+    tls_key = property(lambda self: self.tls.key)
+    tls_publish = property(lambda self: self.tls.publish)
+    tls_hsts = property(lambda self: self.tls.hsts)
+    tls_redirect = property(lambda self: self.tls.redirect)
 
     def accepts(self, version: str) -> bool:
         return protocol.matches(protocol.VERSION_RE, version) and (
@@ -375,6 +385,7 @@ def _environment(
         tuple(name for name in (*services, web_service, db_service, merged["proxy_service"]) if name),
         engine,
     )
+    tls = _parsed(tls_setting.parse, merged["tls"], key("tls"), engine, proxy_service, bool(merged["review_template"]))
     scrub = str(merged["scrub"] or "")
     if scrub and not protocol.matches(_SCRUB, scrub):
         raise ConfigError(
@@ -425,6 +436,7 @@ def _environment(
         manage_commands=manage_commands,
         cron_jobs=cron_jobs,
         roles=roles,
+        tls=tls,
         pull_channel=pull_channel,
         pull_every=pull_every,
         **(dict(registry_server=found.server, registry_user=found.user, registry_ca=found.ca) if found else {}),
@@ -442,7 +454,13 @@ def _parsed(parse, *args):
     """A setting's own module parsing it (pull, registry, cron, roles): its error, 'KEY: problem', as a ConfigError."""
     try:
         return parse(*args)
-    except (pull.PullError, registry.RegistryError, cron.CronError, roles_setting.RolesError) as error:
+    except (
+        pull.PullError,
+        registry.RegistryError,
+        cron.CronError,
+        roles_setting.RolesError,
+        tls_setting.TlsError,
+    ) as error:
         where, _, problem = str(error).partition(": ")
         raise ConfigError(CONFIG_FILE, where, problem) from None
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import http.client
 import ipaddress
 import re
+import ssl
 import statistics
 import threading
 import time
@@ -82,10 +83,15 @@ class OpenLoad:
         method: str = "GET",
         headers: dict[str, str] | None = None,
         body: Callable[[int], bytes] | None = None,
+        context: ssl.SSLContext | None = None,
     ):
+        """An https:// URL is asked over TLS, each request a full handshake, checked with CONTEXT
+        (default: the system's CAs)."""
         _loopback_only(url)
         parts = urlsplit(url)
-        self.host, self.port = parts.hostname, parts.port or 80
+        self.https = parts.scheme == "https"
+        self.context = context or (ssl.create_default_context() if self.https else None)
+        self.host, self.port = parts.hostname, parts.port or (443 if self.https else 80)
         self.path = parts.path or "/"
         self.rate, self.seconds, self.max_requests, self.timeout = rate, seconds, max_requests, timeout
         self.method, self.headers, self.body = method, dict(headers or {}), body
@@ -106,7 +112,11 @@ class OpenLoad:
 
     def _one(self, sample: Sample) -> None:
         sample.started = self.now()
-        connection = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        connection = (
+            http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout, context=self.context)
+            if self.https
+            else http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        )
         try:
             headers = {"Connection": "close", **self.headers}
             data = self.body(sample.index) if self.body else None

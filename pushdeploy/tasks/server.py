@@ -9,7 +9,7 @@ import sys
 from invoke import Collection, task
 from invoke.exceptions import Exit
 
-from pushdeploy import local, notify, plan, protocol, registry
+from pushdeploy import local, notify, plan, protocol, registry, tls
 from pushdeploy.output import Collector, say
 from pushdeploy.settings import dotenv_values_for
 from pushdeploy.tasks.common import done, expected, fail_on_errors, load_settings
@@ -47,7 +47,10 @@ def setup(c, env="staging", public_key=None):
     registry on every host with DEPLOY_<ENV>_REGISTRY_PASSWORD or
     DEPLOY_REGISTRY_PASSWORD (--password-stdin, /etc/pushdeploy/ENV.docker, 0600;
     unset: the hosts keep their login; set again: rotated), before anything
-    else changes; a login the registry refuses stops the setup there. A second
+    else changes; a login the registry refuses stops the setup there. With
+    `tls:` set, the certificate and key (files on each host) are checked and
+    installed for the proxy, which reloads gracefully if it runs (docs/https.md);
+    one that cannot be served stops the setup. A second
     run changes nothing and says so. For
     `engine: swarm` it then checks the host is a swarm
     manager and the stack file deploys safely (`docker stack config` accepts
@@ -66,6 +69,9 @@ def setup(c, env="staging", public_key=None):
         problems = plan.proxy_config_problems(environment, app_files)
         if problems:
             raise plan.BadRequest("the proxy configuration cannot switch without downtime:\n  " + "\n  ".join(problems))
+        https = tls.include_problem(environment.tls, app_files)
+        if https:
+            raise plan.BadRequest(https)
         try:
             hooks = notify.for_environment(values, env)
         except notify.WebhookError as error:
@@ -108,7 +114,7 @@ def setup(c, env="staging", public_key=None):
 
 @task(help={"env": ENV_HELP})
 def check(c, env="staging"):
-    """Report per host: server side installed and current, docker/compose versions, disk, deployed version."""
+    """Report per host: server side current, docker/compose versions, disk, deployed version, HTTPS certificate."""
     from pushdeploy import remote
 
     with fail_on_errors():
@@ -140,6 +146,10 @@ def check(c, env="staging"):
             )
             for key in ("version", "docker", "compose", "disk_free_app", "disk_free_docker", "pull"):
                 out.line(f"{key.replace('_', ' ')}: {facts.get(key, '?')}")
+            if "tls" in facts:  # tls: the certificate the proxy serves, and a warning within 14 days of its end
+                out.line(f"https: {facts['tls']}")
+            if "tls_warning" in facts:
+                out.line(f"WARNING: {facts['tls_warning']}")
             return 0 if current else protocol.EXIT_OUTDATED
 
         results = remote.on_hosts(environment.hosts, work, label=lambda h: f"{env} {h}", grouped=True)

@@ -5,6 +5,7 @@ that need the real system (useradd, visudo, systemctl) run in every e2e test's s
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -157,3 +158,11 @@ def test_a_registry_without_a_login_here_and_no_password_says_which_variable_to_
     with pytest.raises(install.Failed) as failed:
         installer(registry).install_registry()
     assert "DEPLOY_PRODUCTION_REGISTRY_PASSWORD or DEPLOY_REGISTRY_PASSWORD" in str(failed.value)
+
+
+def test_every_module_of_the_server_package_is_shipped():
+    """A module missing from PD_SERVER_FILES would be imported on the developer's machine and
+    fail on every server (ImportError at the first request)."""
+    package = Path(facts.LIB) / "pdserver"
+    modules = {f"lib/pdserver/{path.relative_to(package)}" for path in package.rglob("*.py")}
+    assert modules - set(facts.SERVER_FILES) == set()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 
+from . import tls
 from .env import Env
 from .run import Command
 
@@ -41,8 +42,9 @@ def compose_cli(env: Env, *args: str) -> Command:
 
 
 def compose(env: Env, *args: str, version: str = "") -> Command:
-    """`COMPOSE -p PROJECT -f FILE... ARGS` in the app directory (at VERSION, if given)."""
-    files = [word for name in env["COMPOSE_FILES"].split() for word in ("-f", name)]
+    """`COMPOSE -p PROJECT -f FILE... ARGS` in the app directory (at VERSION, if given); with
+    tls:, the proxy's TLS file last (tls.py)."""
+    files = [word for name in tls.compose_files(env) for word in ("-f", name)]
     environ = {**QUIET, **docker(env).environ, **({"VERSION": version} if version else {})}
     return Command([*env["COMPOSE"].split(), "-p", env["PROJECT"], *files, *args], env.app_dir, environ)
 

@@ -13,7 +13,7 @@ import re
 import threading
 import time
 
-from . import compose, order
+from . import compose, order, tls
 from . import env as envs
 from . import run as runner
 from .pipeline import Strategy
@@ -219,10 +219,24 @@ class ComposeEngine(Strategy):
                 raise Refused(f"compose down failed: {out.strip()[-300:]}: {env.name}'s files are left as they are", 1)
         return remove_labelled(env, volumes)
 
+    def setup_check(self) -> int:
+        """bin/install: the certificate of tls: installed and, if the proxy runs, served at once."""
+        proxy = self.env["PROXY_SERVICE"]
+        return tls.apply(self.env, lambda env: bool(proxy and service_containers(env, proxy)) and reload_proxy(env))
+
     def preflight(self, run) -> int:
         env = self.env
         if not os.path.isfile(os.path.join(env.app_dir, ".env")):
             print(f"missing {env.app_dir}/.env: run `inv server.setup --env {env.name}`", flush=True)
+            return 1
+        try:  # the certificate the proxy serves from the switch on (tls.py): a bad one changes nothing
+            if tls.install(env):
+                print(
+                    f"tls: installed {tls.folder(env)} from {env['TLS_CERTIFICATE'] or 'nothing (tls: off)'}",
+                    flush=True,
+                )
+        except tls.TlsError as error:
+            print(f"tls: {error}", flush=True)
             return 1
         if runner.streamed(compose.compose(env, "config", "-q", version=run.version)) != 0:
             print("the compose files do not validate", flush=True)
@@ -486,3 +500,11 @@ def pinned_digest(pins: str, version: str) -> str:
     except FileNotFoundError:
         pass
     return ""
+
+
+def reload_proxy(env: envs.Env) -> bool:
+    """nginx in the proxy checks its configuration, then reloads it gracefully."""
+    for args in (("nginx", "-t", "-q"), ("nginx", "-s", "reload")):
+        if runner.streamed(compose.compose(env, "exec", "-T", env["PROXY_SERVICE"], *args)) != 0:
+            return False
+    return True

@@ -5,7 +5,7 @@ read the server (guard.py), then its verb (verbs.HANDLERS). A refusal is exit 64
 with nothing changed. Every answer ends with its result as data (result.py), the last line on stderr:
 stdout stays what it always was (a history's JSON lines, a dump). Besides the deploy account's verbs, three words are the
 server's own: __run (the detached worker, started by a run with a token only it
-knows), setup-check (bin/install, as root) and --help.
+knows), setup-check (bin/install, as root), tls-reload (root: a certificate renewed) and --help.
 """
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ USAGE = """usage: deploy VERB ENV [OPTIONS]
   db-dump ENV [--fresh]        (admin only) the newest backup, or a fresh pg_dump, on stdout
   db-restore ENV --from=SRC    (admin only) restore the dump on stdin, migrate, scrub, record
   env-push ENV [--by=WHO]      (admin only) the secrets on stdin into .env: names added/changed/removed
+  tls-reload ENV               (root only: a renewal's hook) install tls:'s certificate again, reload nginx if it changed
 
 The last line on stderr is the result as data: {prefix}{{"verb": ..., "outcome": ..., "exit": ...}}.
 Exit codes: 0 ok, 1 failed, {usage} bad request, {busy} another deploy runs,
@@ -85,6 +86,8 @@ def main(argv, now=time.time) -> int:
             return worker.main(argv[1:])
         if word == "setup-check":
             return setup_check(argv[1:])
+        if word == "tls-reload":
+            return tls_reload(argv[1:])
         request = parse(argv, now())
         why = guard.refusal(request)
         if why:
@@ -116,7 +119,7 @@ def main(argv, now=time.time) -> int:
 
 # bin/deploy's own words (the detached worker, the installer's check): their output is a
 # run's log or the installer's, not an answer, so they end with no result line.
-INTERNAL = ("__run", "setup-check")
+INTERNAL = ("__run", "setup-check", "tls-reload")
 
 
 def _named(argv) -> tuple:
@@ -134,3 +137,13 @@ def setup_check(words) -> int:
     from .pipeline import strategy_for
 
     return strategy_for(envs.load(words[0] if len(words) == 1 else "")).setup_check()
+
+
+def tls_reload(words) -> int:
+    """`bin/deploy tls-reload ENV` (root: a renewal's hook, an admin): the certificate of tls:
+    installed again from its files and served at once if it changed (tls.py), as setup does."""
+    user = os.environ.get("SUDO_USER", "")
+    if os.geteuid() != 0 or (user and os.path.exists(f"/etc/sudoers.d/pushdeploy-{user}")):
+        print("pushdeploy: tls-reload is root's (a renewal hook, an admin), not the deploy account's", file=sys.stderr)
+        return facts.EXIT_USAGE
+    return setup_check(words)

@@ -18,7 +18,7 @@ import subprocess
 import tempfile
 import time
 
-from . import compose, release
+from . import compose, release, tls
 from . import containers as ct
 from . import env as envs
 from . import run as runner
@@ -34,7 +34,9 @@ class Stay(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, *args):
         return None
 try:
-    status = urllib.request.build_opener(Stay).open(sys.argv[1], timeout=3).status
+    import ssl
+    unchecked = urllib.request.HTTPSHandler(context=ssl._create_unverified_context())
+    status = urllib.request.build_opener(Stay, unchecked).open(sys.argv[1], timeout=3).status
 except urllib.error.HTTPError as error:
     status = error.code
 except Exception:
@@ -289,5 +291,7 @@ def proxy_url(env: envs.Env, web: str) -> tuple[str, str]:
     for line in listing.splitlines():
         network, _, address = line.partition(" ")
         if address and network in web_networks:
+            if tls.enabled(env):  # plain HTTP only redirects: ask over HTTPS (the path, not the certificate)
+                return f"https://{address}:443/", ""
             return f"http://{address}:{ports[0] if ports else 80}/", ""
     return "", f"{proxy_service} and {env['WEB_SERVICE']} share no network: no request through it"

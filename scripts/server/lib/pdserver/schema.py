@@ -25,6 +25,11 @@ MIGRATE_ON = ("first", "each")  # the client's: which hosts migrate
 ON_FAILURE = ("rollback", "halt")  # the client's: what a failed batch does to the switched ones
 ENGINES = ("compose",) + strategies.names("engine")
 
+TLS_MODES = ("off", "files")  # tls: a certificate from files on the server
+# An absolute path of plain names, none of them . or .. (a file the server reads as root).
+SERVER_PATH_RE = r"(?!.*/\.\.?(/|$))(/[A-Za-z0-9_.+@-]{1,128}){1,16}"
+PUBLISH_RE = r"([0-9]{1,3}(\.[0-9]{1,3}){3}:)?[0-9]{1,5}"  # where the proxy's 443 is published
+
 # Names (invoke.yaml's project and services), as both sides match them.
 PROJECT_RE = r"[a-z0-9][a-z0-9_-]{0,62}"
 SERVICE_RE = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}"
@@ -142,6 +147,33 @@ KEYS = (
     _client("registry", value={}),
     Key("REGISTRY", "", setting="registry_server", when="REGISTRY", yaml=False),  # facts.REGISTRY_RE (env.py)
     Key("REGISTRY_USER", "", setting="registry_user", when="REGISTRY", yaml=False),
+    # HTTPS at the proxy (`tls:`): a certificate and key on the server, root-only (tls.py; pushdeploy/tls.py).
+    _client("tls", value={}),
+    Key("TLS", "off", _choice(TLS_MODES), f"TLS is {_either(TLS_MODES)}", "tls_mode", "choice", when="TLS", yaml=False),
+    Key(
+        "TLS_CERTIFICATE",
+        "",
+        f"({SERVER_PATH_RE})?",
+        "TLS_CERTIFICATE is an absolute path",
+        "tls_certificate",
+        when="TLS",
+        yaml=False,
+    ),
+    Key("TLS_KEY", "", f"({SERVER_PATH_RE})?", "TLS_KEY is an absolute path", "tls_key", when="TLS", yaml=False),
+    Key("TLS_PUBLISH", "443", PUBLISH_RE, "TLS_PUBLISH is [ADDRESS:]PORT", "tls_publish", when="TLS", yaml=False),
+    Key(
+        "TLS_HSTS",
+        "0",
+        r"[0-9]{1,8}",
+        "TLS_HSTS is 0 to 63072000 (seconds)",
+        "tls_hsts",
+        "number",
+        0,
+        63072000,
+        "TLS",
+        yaml=False,
+    ),
+    Key("TLS_REDIRECT", "yes", "yes|no", "TLS_REDIRECT is yes or no", "tls_redirect", "flag", when="TLS", yaml=False),
     _choose("ENGINE", "compose", ENGINES, "engine", when="ENGINE"),
     Key(
         "MANAGER_COMPOSE_FILES",

@@ -24,7 +24,7 @@ import json
 import os
 import time
 
-from . import compose, drain, facts, release
+from . import compose, drain, facts, release, tls
 from . import containers as ct
 from . import env as envs
 from . import run as runner
@@ -480,11 +480,12 @@ def up_other_services(env: envs.Env) -> bool:
     if not others:
         return True
     applied = os.path.join(env.state_dir, "services-config")
-    if os.path.isfile(applied) and envs.read_text(applied) == env["APP_FILES_SHA256"] and all_running(env, others):
+    wanted = " ".join([env["APP_FILES_SHA256"], *tls.compose_files(env)[len(env["COMPOSE_FILES"].split()) :]])
+    if os.path.isfile(applied) and envs.read_text(applied).strip() == wanted and all_running(env, others):
         return True
     if runner.streamed(compose.compose(env, "up", "-d", "--no-deps", *others)) != 0:
         return False
-    envs.write_text(applied, env["APP_FILES_SHA256"] + "\n")
+    envs.write_text(applied, wanted + "\n")
     return True
 
 
@@ -497,15 +498,17 @@ def all_running(env: envs.Env, services: list) -> bool:
 
 
 def reload_proxy_if_changed(env: envs.Env) -> bool:
-    """The proxy's config files come with `inv server.setup`; when they changed since the
-    last deploy, nginx reloads them gracefully (old workers finish)."""
+    """The proxy's config files come with `inv server.setup`, its certificate with the deploy's
+    preflight (tls.py); when either changed since nginx last loaded them, nginx reloads them
+    gracefully (old workers finish)."""
     proxy = env["PROXY_SERVICE"]
-    applied = os.path.join(env.state_dir, "proxy-config")
-    if not proxy or (os.path.isfile(applied) and envs.read_text(applied) == env["APP_FILES_SHA256"]):
+    applied, served = os.path.join(env.state_dir, "proxy-config"), os.path.join(env.state_dir, "tls-config")
+    same = os.path.isfile(applied) and envs.read_text(applied) == env["APP_FILES_SHA256"]
+    if not proxy or (same and (envs.read_text(served).strip() if os.path.isfile(served) else "") == tls.digest(env)):
         return True
-    for args in (("nginx", "-t", "-q"), ("nginx", "-s", "reload")):
-        if runner.streamed(compose.compose(env, "exec", "-T", proxy, *args)) != 0:
-            return False
+    if not ct.reload_proxy(env):
+        return False
     envs.write_text(applied, env["APP_FILES_SHA256"] + "\n")
+    envs.write_text(served, tls.digest(env) + "\n")
     print(f"reloaded {proxy} (its configuration changed)", flush=True)
     return True

@@ -9,7 +9,7 @@ import os
 import sys
 import time
 
-from . import compose, cron, expect, facts, marks, run, runs
+from . import compose, cron, expect, facts, marks, run, runs, tls
 from . import env as envs
 from .expect import HOME, server_hash
 from .lock import hold, now_iso
@@ -184,6 +184,7 @@ def check(request: Request) -> Result:
     channel = env["PULL_CHANNEL"]
     mode = f"channel {channel} every {env['PULL_EVERY']}s, agent: " if channel else ""
     found["pull"] = f"{mode}{pull_agent_where(env.name)}"
+    found.update(tls.expiry(env))
     print("\n".join(f"{key}={value}" for key, value in found.items()))
     return Result(0, found)
 

@@ -1,0 +1,225 @@
+"""HTTPS at the proxy (`tls:`): the certificate and key the environment names (files on the
+server, root-only), installed where the proxy reads them, the nginx lines that serve them,
+and a graceful reload when they change.
+
+<app_dir>/tls/, root-only, mounted read-only into the proxy at /etc/nginx/pushdeploy/:
+  cert.pem, key.pem   copies of TLS_CERTIFICATE (the chain) and TLS_KEY
+  tls.conf            lines for the app's server block: listen 443 ssl, the files, the
+                      redirect of plain HTTP, HSTS
+  compose.yml         the proxy's extra compose file: TLS_PUBLISH to its port 443, tls/ mounted
+The app's nginx server block says `include /etc/nginx/pushdeploy/*.conf;` (nothing matches
+without tls:). A deploy installs them in its preflight (a bad pair fails it before anything
+changes) and reloads nginx at its switch; `bin/deploy tls-reload ENV` (root, e.g. a renewal's
+hook) and server.setup do it at once. Pure but for install, apply and expiry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import ssl
+import stat
+import tempfile
+import time
+
+from . import env as envs
+
+MOUNT = "/etc/nginx/pushdeploy"  # where the proxy sees <app_dir>/tls
+DIR = "tls"  # in the app directory
+COMPOSE_FILE = f"{DIR}/compose.yml"
+FILES = ("cert.pem", "key.pem", "tls.conf", "compose.yml")
+WARN_DAYS = 14  # server.check warns this close to a certificate's end
+ACME_CHALLENGE = r"^/\.well-known/acme-challenge/"  # never redirected: an ACME server asks over plain HTTP
+
+
+class TlsError(Exception):
+    """The environment's certificate cannot be served: the message says what to do."""
+
+
+def enabled(env) -> bool:
+    return env["TLS"] == "files"
+
+
+def compose_files(env) -> list:
+    """The compose files of every compose command: the environment's, then the proxy's TLS file."""
+    return env["COMPOSE_FILES"].split() + ([COMPOSE_FILE] if enabled(env) else [])
+
+
+def snippet(hsts: int, redirect: bool) -> str:
+    """tls.conf: the lines the app's server block includes. Plain HTTP redirects to HTTPS
+    (308 keeps the method) but for ACME's challenges; HSTS only on HTTPS answers."""
+    lines = [
+        "# Written by pushdeploy (tls: in invoke.yaml): included by the app's server block.",
+        "listen 443 ssl;",
+        f"ssl_certificate {MOUNT}/cert.pem;",
+        f"ssl_certificate_key {MOUNT}/key.pem;",
+        "ssl_protocols TLSv1.2 TLSv1.3;",
+        "ssl_prefer_server_ciphers off;",
+        "ssl_session_cache shared:pushdeploy_tls:10m;",
+        "ssl_session_timeout 1d;",
+        "ssl_session_tickets off;",
+    ]
+    if redirect:
+        lines += [
+            "set $pushdeploy_redirect $scheme;",
+            f'if ($uri ~ "{ACME_CHALLENGE}") {{ set $pushdeploy_redirect acme; }}',
+            "if ($pushdeploy_redirect = http) { return 308 https://$host$request_uri; }",
+        ]
+    if hsts:
+        lines += [
+            'set $pushdeploy_hsts "";',
+            f'if ($scheme = https) {{ set $pushdeploy_hsts "max-age={hsts}"; }}',
+            "add_header Strict-Transport-Security $pushdeploy_hsts always;",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def compose_text(proxy: str, publish: str) -> str:
+    """compose.yml: the proxy publishes PUBLISH ([address:]port) to its port 443 and reads tls/."""
+    return (
+        "# Written by pushdeploy (tls: in invoke.yaml): the proxy serves HTTPS.\n"
+        "services:\n"
+        f"  {proxy}:\n"
+        "    ports:\n"
+        f'      - "{publish}:443"\n'
+        "    volumes:\n"
+        f"      - ./{DIR}:{MOUNT}:ro\n"
+    )
+
+
+def wanted(env, cert: bytes, key: bytes) -> dict:
+    """The files of <app_dir>/tls/ for ENV with this pair (name -> bytes)."""
+    return {
+        "cert.pem": cert,
+        "key.pem": key,
+        "tls.conf": snippet(int(env["TLS_HSTS"]), env["TLS_REDIRECT"] == "yes").encode(),
+        "compose.yml": compose_text(env["PROXY_SERVICE"], env["TLS_PUBLISH"]).encode(),
+    }
+
+
+def read_pair(cert_path: str, key_path: str) -> tuple[bytes, bytes]:
+    """The certificate chain and key at these server paths, checked: regular files, the key
+    readable by root alone, PEM, a pair that matches. TlsError says what is wrong."""
+    for what, path in (("certificate", cert_path), ("key", key_path)):
+        try:
+            info = os.stat(path)
+        except OSError as error:
+            raise TlsError(
+                f"the {what} {path} cannot be read ({error.strerror}): put it there, or fix tls.{what}"
+            ) from None
+        if not stat.S_ISREG(info.st_mode):
+            raise TlsError(f"the {what} {path} is not a file")
+    if os.stat(key_path).st_mode & 0o077:
+        raise TlsError(f"the key {key_path} is readable by others than its owner: chmod 600 {key_path}")
+    with open(cert_path, "rb") as file:
+        cert = file.read()
+    with open(key_path, "rb") as file:
+        key = file.read()
+    if b"-----BEGIN CERTIFICATE-----" not in cert:
+        raise TlsError(f"{cert_path} holds no PEM certificate (-----BEGIN CERTIFICATE-----)")
+    if b"PRIVATE KEY-----" not in key:
+        raise TlsError(f"{key_path} holds no PEM private key")
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert_path, key_path)
+    except ssl.SSLError as error:
+        raise TlsError(f"{cert_path} and {key_path} are not a pair nginx can serve ({error.reason or error})") from None
+    return cert, key
+
+
+def not_after(path: str) -> float:
+    """When the certificate at PATH (its first, the server's own) ends: seconds since the epoch."""
+    decoded = ssl._ssl._test_decode_cert(path)  # the standard library's own PEM reader
+    return ssl.cert_time_to_seconds(decoded["notAfter"])
+
+
+def folder(env) -> str:
+    return os.path.join(env.app_dir, DIR)
+
+
+def install(env) -> bool:
+    """<app_dir>/tls/ as the environment's settings say (without tls: gone): whether it changed.
+    Raises TlsError, changing nothing, when the certificate cannot be served."""
+    where = folder(env)
+    if not enabled(env):
+        present = [name for name in FILES if os.path.exists(os.path.join(where, name))]
+        for name in present:
+            os.unlink(os.path.join(where, name))
+        return bool(present)
+    files = wanted(env, *read_pair(env["TLS_CERTIFICATE"], env["TLS_KEY"]))
+    os.makedirs(where, mode=0o700, exist_ok=True)
+    os.chmod(where, 0o700)
+    changed = False
+    for name, data in files.items():
+        path = os.path.join(where, name)
+        try:
+            with open(path, "rb") as file:
+                if file.read() == data and os.stat(path).st_mode & 0o777 == 0o600:
+                    continue
+        except FileNotFoundError:
+            pass
+        fd, tmp = tempfile.mkstemp(dir=where, prefix=f".{name}.")
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+        changed = True
+    return changed
+
+
+def digest(env) -> str:
+    """What the proxy serves of tls/ (its files' hash; '' without tls:): the switch reloads
+    nginx when it is not what it last loaded."""
+    if not enabled(env):
+        return ""
+    sha = hashlib.sha256()
+    for name in FILES:
+        try:
+            with open(os.path.join(folder(env), name), "rb") as file:
+                sha.update(name.encode() + b"\0" + file.read() + b"\0")
+        except FileNotFoundError:
+            sha.update(name.encode() + b"\0-\0")
+    return sha.hexdigest()[:16]
+
+
+def expiry(env, now: float | None = None) -> dict:
+    """server.check's facts: the served certificate's end, the days left, a warning within
+    WARN_DAYS of it ({} without tls:)."""
+    if not enabled(env):
+        return {}
+    path = os.path.join(folder(env), "cert.pem")
+    try:
+        ends = not_after(path)
+    except (OSError, ValueError, ssl.SSLError):
+        return {"tls": f"no certificate installed at {path}: run `inv server.setup --env {env.name}`"}
+    left = int((ends - (time.time() if now is None else now)) // 86400)
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ends))
+    found = {"tls": f"certificate from {env['TLS_CERTIFICATE']}, ends {when} ({left} days)", "tls_days_left": left}
+    if left < WARN_DAYS:
+        found["tls_warning"] = (
+            f"the certificate ends in {left} days: renew {env['TLS_CERTIFICATE']}, then run "
+            f"`inv server.setup --env {env.name}` (or bin/deploy tls-reload {env.name})"
+        )
+    return found
+
+
+def apply(env, reload) -> int:
+    """Install tls/ and, when the proxy runs and what it serves changed, have RELOAD(env) load
+    it gracefully (bin/install, tls-reload): 0, or 1 with the reason said."""
+    try:
+        install(env)
+    except TlsError as error:
+        print(f"tls: {error}", flush=True)
+        return 1
+    if not enabled(env):
+        return 0
+    state = os.path.join(env.state_dir, "tls-config")
+    served = envs.read_text(state).strip() if os.path.isfile(state) else ""
+    if served == digest(env):
+        print(f"tls: {expiry(env).get('tls', '')}", flush=True)
+        return 0
+    if not reload(env):
+        print("tls: installed; the proxy serves it from the next deploy (it does not run, or did not reload)")
+        return 0
+    envs.write_text(state, digest(env) + "\n")
+    print(f"tls: the proxy reloaded; {expiry(env).get('tls', '')}", flush=True)
+    return 0
