@@ -132,7 +132,12 @@ def quiesce_argv(words, hostnames: list) -> list:
 
 
 def quiet(env: envs.Env, role: Role, ids: list) -> None:
-    """The role's quiesce command in each container, then a moment for a poll under way."""
+    """The role's quiesce command in each container in turn, each then given QUIET_WAIT for a
+    poll under way to end. Never two at once: Celery's Redis transport hands a job that reaches
+    a worker no longer consuming back to the queue, and when a second such worker's poll takes
+    it from there, one of them can drop it (both requeue it under one delivery tag; the
+    first one's acknowledgement removes the second one's copy). Seen on swarm: one job in
+    about six deploys, the one sent as both workers were told at once."""
     if not role.quiesce or not ids:
         return
     for container in ids:
@@ -146,8 +151,8 @@ def quiet(env: envs.Env, role: Role, ids: list) -> None:
                 f"warning: {role.name}: quiesce failed in {container[:12]} (exit {code}): {out.strip()[-200:]}",
                 flush=True,
             )
+        time.sleep(QUIET_WAIT)
     print(f"{role.name}: {len(ids)} container(s) told to take no more jobs", flush=True)
-    time.sleep(QUIET_WAIT)
 
 
 def stop_gracefully(env: envs.Env, ids: list, remove: bool = True, role: Role = None) -> list:

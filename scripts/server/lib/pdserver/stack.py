@@ -242,29 +242,30 @@ class Swarm(Strategy):
 
     def quiesce(self, run) -> None:
         """Worker roles with a quiesce command take no more jobs before the stack deploy
-        replaces their tasks (roles.py says why): one one-off container on the stack's network
-        asks every running task (a word with %h names them all, comma-separated)."""
+        replaces their tasks (roles.py says why): a one-off container on the stack's network
+        asks each running task in turn (%h is its host name), QUIET_WAIT apart, so that no two
+        of them are told at once (roles.quiet says why)."""
         from . import roles
 
         env = self.env
         for role in roles.declared(env):
             names = self.task_hostnames(f"{env['PROJECT']}_{role.name}") if role.quiesce else []
-            if not names:
-                continue
-            argv = roles.quiesce_argv(role.quiesce, names)
-            with self.on_stack_network(run, "quiesce") as found:
-                if found is None:
-                    continue
-                options, settings = found
-                code, out = runner.output(compose.docker(env, "run", *options, settings["image"], *argv), timeout=60)
-            for line in out.strip().splitlines()[-2 * len(names) :]:  # what each answered
-                print(f"  {line.strip()}", flush=True)
-            if code != 0:
-                print(f"warning: {role.name}: quiesce failed (exit {code})", flush=True)
-            print(f"{role.name}: {len(names)} task(s) told to take no more jobs", flush=True)
-            self.quiesced[role.name] = names
-        if self.quiesced:
-            time.sleep(roles.QUIET_WAIT)
+            for name in names:
+                with self.on_stack_network(run, "quiesce") as found:
+                    if found is None:
+                        break
+                    options, settings = found
+                    argv = roles.quiesce_argv(role.quiesce, [name])
+                    command = compose.docker(env, "run", *options, settings["image"], *argv)
+                    code, out = runner.output(command, timeout=60)
+                for line in out.strip().splitlines()[-2:]:  # what it answered
+                    print(f"  {line.strip()}", flush=True)
+                if code != 0:
+                    print(f"warning: {role.name}: quiesce of {name} failed (exit {code})", flush=True)
+                time.sleep(roles.QUIET_WAIT)
+            if names:
+                print(f"{role.name}: {len(names)} task(s) told to take no more jobs", flush=True)
+                self.quiesced[role.name] = names
 
     def resume(self) -> None:
         """Quiesced tasks the update did not replace (it failed, or their image did not
