@@ -97,6 +97,8 @@ def verdict(plan: HostPlan) -> tuple[int, str]:
         )
     if plan.get("unapply_check").startswith("failed"):
         return 1, "would fail: the migrations to unapply could not be checked"
+    if plan.get("tls").startswith("refused"):
+        return 1, "would fail at preflight: the certificate of tls: cannot be served (see https)"
     if plan.get("busy") not in ("", "no"):
         return protocol.EXIT_BUSY, "would wait or be refused: another deploy is running"
     if plan.get("rollback") and plan.get("restore"):
@@ -145,6 +147,9 @@ def show(plan: HostPlan) -> list[str]:
             f"hooks:       before_switch: {'; '.join(plan.hooks_before) or '-'}   after_switch: {'; '.join(plan.hooks_after) or '-'}"
         )
     lines += [f"{'roles:' if i == 0 else '':<13}{role}" for i, role in enumerate(plan.roles)]
+    if plan.get("tls"):
+        tls = plan.get("tls")
+        lines.append(f"https:       {'WOULD FAIL: ' + tls[len('refused: ') :] if tls.startswith('refused') else tls}")
     if plan.get("rollback"):
         undo = plan.get("unapply")
         check = {

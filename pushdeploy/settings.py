@@ -365,6 +365,10 @@ def _environment(
                 key(f"files.{remote}"),
                 "the server path must be relative to app_dir, plain names, not .env",
             )
+        if str(remote).split("/")[0] == "tls":
+            raise ConfigError(
+                CONFIG_FILE, key(f"files.{remote}"), "tls/ in app_dir is pushdeploy's (HTTPS: docs/https.md)"
+            )
         files.append((str(remote), str(local)))
     hooks = {}
     for kind in management.HOOK_KINDS:

@@ -56,8 +56,12 @@ def parse(raw, key: str, engine: str = "compose", proxy_service: str = "proxy", 
             )
         paths[name] = value
     publish = str(raw.get("publish", "443"))
-    port = publish.rsplit(":", 1)[-1]
-    if not re.fullmatch(schema.PUBLISH_RE, publish) or not 0 < int(port) < 65536:
+    address, _, port = publish.rpartition(":")
+    if (
+        not re.fullmatch(schema.PUBLISH_RE, publish)
+        or not 0 < int(port) < 65536
+        or (address and not all(int(part) < 256 for part in address.split(".")))
+    ):
         raise TlsError(f"{key}.publish: {publish!r} must be PORT or ADDRESS:PORT (e.g. 443, 127.0.0.1:8443)")
     hsts = raw.get("hsts", 0)
     if isinstance(hsts, bool) or not isinstance(hsts, int) or not 0 <= hsts <= MAX_HSTS:

@@ -556,7 +556,10 @@ def test_worker_and_scheduler_roles_in_the_stack_lose_no_job_and_never_run_two_s
         try:
             jobs.assert_each_ran_once(queued, key, db_psql)
         except AssertionError as lost:
-            explain_lost_jobs(lost, enqueue, deployed)
+            try:
+                explain_lost_jobs(lost, enqueue, deployed)
+            except Exception as error:  # the loss is the failure to report, not this
+                print(f"(could not say more of the lost jobs: {error!r})")
             raise
         assert beats.samples and beats.most == 1
     finally:

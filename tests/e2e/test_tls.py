@@ -27,7 +27,7 @@ pytestmark = pytest.mark.e2e
 
 ENV, PROJECT = "tls", "pixel-tls"
 APP_DIR, STATE_DIR = Path(f"/srv/pushdeploy/{PROJECT}"), Path(f"/var/lib/pushdeploy/{ENV}")
-HTTP_PORT, HTTPS_PORT = 8096, 8097  # this environment's proxy on loopback (no other test uses them)
+HTTP_PORT, HTTPS_PORT, OTHER_PORT = 8096, 8097, 8098  # this environment's proxy on loopback (no other test uses them)
 CERTS = Path("/etc/pushdeploy-e2e-tls")  # "on the server": the sandbox server is this machine
 CERT, KEY = CERTS / "fullchain.pem", CERTS / "privkey.pem"
 HSTS = 600
@@ -66,9 +66,9 @@ def context() -> ssl.SSLContext:
     return ssl.create_default_context(cafile=str(CERTS / "ca.crt"))
 
 
-def served_serial() -> str:
-    """The serial number of the certificate HTTPS_PORT serves (checked against the test CA)."""
-    with socket.create_connection(("127.0.0.1", HTTPS_PORT), timeout=5) as raw:
+def served_serial(port: int = HTTPS_PORT) -> str:
+    """The serial number of the certificate PORT serves (checked against the test CA)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
         with context().wrap_socket(raw, server_hostname="127.0.0.1") as tls:
             return tls.getpeercert()["serialNumber"]
 
@@ -85,7 +85,7 @@ def ask(scheme: str, path: str = "/") -> http.client.HTTPResponse:
     return response
 
 
-def settings(path: Path, server_env: Path, tls: bool = True) -> str:
+def settings(path: Path, server_env: Path, tls: bool = True, port: int = HTTPS_PORT) -> str:
     path.write_text(
         "deploy:\n"
         "  environments:\n"
@@ -96,7 +96,7 @@ def settings(path: Path, server_env: Path, tls: bool = True) -> str:
         "      version_pattern: '^[0-9a-z][0-9a-z.-]*$'\n"
         "      health_timeout: 30\n"
         + (
-            f"      tls: {{certificate: {CERT}, key: {KEY}, publish: '127.0.0.1:{HTTPS_PORT}', hsts: {HSTS}}}\n"
+            f"      tls: {{certificate: {CERT}, key: {KEY}, publish: '127.0.0.1:{port}', hsts: {HSTS}}}\n"
             if tls
             else ""
         )
@@ -167,6 +167,8 @@ def test_a_renewed_certificate_is_served_after_setup_and_check_warns_before_it_e
     assert check.returncode == 0, check.stdout + check.stderr
     assert f"https: certificate from {CERT}, ends " in check.stdout
     assert "WARNING: the certificate ends in 9 days" in check.stdout or "ends in 10 days" in check.stdout
+    plan = inv("-f", config, "deploy.plan", "--env", ENV, "--tag", STAGING_A, "--force")
+    assert f"https:       certificate {CERT}, ends " in plan.stdout and "fewer than 14 days left" in plan.stdout
 
 
 def test_a_key_others_can_read_is_refused_and_changes_nothing(environment):
@@ -174,10 +176,12 @@ def test_a_key_others_can_read_is_refused_and_changes_nothing(environment):
     served = served_serial()
     KEY.chmod(0o644)
     try:
+        plan = inv("-f", config, "deploy.plan", "--env", ENV, "--tag", STAGING_A, "--force")
         setup = inv("-f", config, "server.setup", "--env", ENV)
         deployed = inv("-f", config, "deploy.to", "--env", ENV, "--tag", STAGING_A, "--force")
     finally:
         KEY.chmod(0o600)
+    assert plan.returncode == 1 and f"https:       WOULD FAIL: the key {KEY} must be root's" in plan.stdout, plan.stdout
     assert setup.returncode != 0 and f"chmod 600 {KEY}" in setup.stdout + setup.stderr
     assert deployed.returncode != 0 and "FAILED at preflight" in deployed.stdout, deployed.stdout
     assert f"chmod 600 {KEY}" in deployed.stdout
@@ -195,3 +199,28 @@ def test_without_tls_the_proxy_serves_plain_http_again(environment, tmp_path):
     with pytest.raises(OSError):
         served_serial()
     assert not (APP_DIR / "tls/key.pem").exists()
+
+
+def test_tls_turned_on_again_elsewhere_is_served_from_the_next_deploy_and_renewed_by_tls_reload(environment, tmp_path):
+    """On again, published on another port, with the proxy running plain: setup installs and
+    says HTTPS comes with the next deploy (the proxy must be recreated with port 443); that
+    deploy checks nginx's configuration first, then serves it; a renewal picked up by
+    `bin/deploy tls-reload` (root, as a renewal's hook) is served at once."""
+    config = settings(tmp_path / "again.yaml", SANDBOX / f"server-env/{ENV}.env", port=OTHER_PORT)
+    setup = inv("-f", config, "server.setup", "--env", ENV)
+    assert setup.returncode == 0, setup.stdout + setup.stderr
+    assert "the proxy serves it from the next deploy" in setup.stdout
+    with pytest.raises(OSError):
+        served_serial(OTHER_PORT)
+    deployed = inv("-f", config, "deploy.to", "--env", ENV, "--tag", STAGING_B)
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    assert "tls: proxy accepts its configuration with HTTPS (nginx -t)" in deployed.stdout
+    before = served_serial(OTHER_PORT)
+    assert ask("http").status == 308
+    issue(CERTS, days=30)
+    reloaded = subprocess.run(
+        ["/opt/pushdeploy/bin/deploy", "tls-reload", ENV], capture_output=True, text=True, timeout=120
+    )
+    assert reloaded.returncode == 0, reloaded.stdout + reloaded.stderr
+    assert "tls: the proxy reloaded" in reloaded.stdout
+    assert served_serial(OTHER_PORT) != before

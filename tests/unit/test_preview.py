@@ -90,6 +90,16 @@ def test_a_plan_is_shown_as_a_few_readable_lines():
             "migrations:  skipped (a later batch",
         ),
         ({"estimate": "none"}, 0, "estimate:    none (no successful deploy here yet)"),
+        (
+            {"tls": "certificate /etc/ssl/f.pem, ends 2027-03-01 (85 days)"},
+            0,
+            "https:       certificate /etc/ssl/f.pem, ends 2027-03-01 (85 days)",
+        ),
+        (
+            {"tls": "refused: the key /etc/ssl/k.pem is readable by others than its owner: chmod 600 /etc/ssl/k.pem"},
+            1,
+            "https:       WOULD FAIL: the key /etc/ssl/k.pem is readable",
+        ),
     ],
 )
 def test_the_verdict_is_the_code_the_deploy_would_stop_with(changes, code, shown):

@@ -5,6 +5,7 @@ made with openssl), when it reloads the proxy and what server.check says of the 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import time
 
@@ -49,6 +50,7 @@ def test_tls_becomes_the_environments_settings_and_lines_of_its_server_conf():
         ({**GOOD, "publish": "0"}, "tls.publish", "PORT or ADDRESS:PORT"),
         ({**GOOD, "publish": "70000"}, "tls.publish", "PORT or ADDRESS:PORT"),
         ({**GOOD, "publish": "localhost:443"}, "tls.publish", "PORT or ADDRESS:PORT"),
+        ({**GOOD, "publish": "999.0.0.1:443"}, "tls.publish", "PORT or ADDRESS:PORT"),
         ({**GOOD, "hsts": True}, "tls.hsts", "seconds from 0"),
         ({**GOOD, "hsts": 63072001}, "tls.hsts", "seconds from 0"),
         ({**GOOD, "redirect": "no"}, "tls.redirect", "true or false"),
@@ -59,6 +61,11 @@ def test_bad_tls_settings_name_the_key(setting, key, says):
         settings(setting)
     assert error.value.key == f"deploy.environments.production.{key}"
     assert says in str(error.value)
+
+
+def test_tls_folder_of_the_app_dir_is_pushdeploys():
+    with pytest.raises(ConfigError, match="tls/ in app_dir is pushdeploy's"):
+        settings(GOOD, files={"tls/extra.conf": "x.conf"})
 
 
 def test_tls_is_refused_where_no_compose_proxy_serves_it():
@@ -107,8 +114,13 @@ def test_the_snippet_serves_https_redirects_plain_http_but_acme_and_sends_hsts_o
     assert "return 308" not in plain and "Strict-Transport-Security" not in plain
 
 
-def test_compose_commands_add_the_proxys_tls_file_only_with_tls(tmp_path):
+def test_compose_commands_add_the_proxys_tls_file_once_installed(tmp_path):
     on = server_env(tmp_path, TLS="files", TLS_CERTIFICATE="/c.pem", TLS_KEY="/k.pem", TLS_PUBLISH="127.0.0.1:8443")
+    assert "tls/compose.yml" not in compose.compose(on, "up").argv  # refused at setup: the proxy as it was
+    assert server_tls.compose_digest(on) == ""
+    (tmp_path / "app/tls").mkdir(parents=True)
+    (tmp_path / "app/tls/compose.yml").write_text(server_tls.compose_text("proxy", "127.0.0.1:8443"))
+    assert len(server_tls.compose_digest(on)) == 16
     argv = compose.compose(on, "up", "-d").argv
     assert argv[argv.index("-p") :] == ["-p", "pixel", "-f", "docker-compose.yml", "-f", "tls/compose.yml", "up", "-d"]
     assert "tls/compose.yml" not in compose.compose(server_env(tmp_path), "up").argv
@@ -133,6 +145,17 @@ def make_pair(folder, name="site", days=90, key_mode=0o600):
     return str(cert), str(key)
 
 
+def encrypted_key(folder, key):
+    out = folder / "encrypted.key"
+    subprocess.run(
+        ["openssl", "pkey", "-in", key, "-aes256", "-passout", "pass:sesame", "-out", str(out)],
+        check=True,
+        capture_output=True,
+    )
+    os.chmod(out, 0o600)
+    return str(out)
+
+
 @pytest.fixture
 def pair(tmp_path):
     return make_pair(tmp_path)
@@ -153,8 +176,9 @@ def test_a_pair_is_read_only_when_nginx_could_serve_it(tmp_path, pair):
         ((str(tmp_path), key), "is not a file"),
         ((loose_cert, loose_key), f"chmod 600 {loose_key}"),
         ((key, key), "holds no PEM certificate"),
+        ((cert, encrypted_key(tmp_path, key)), "is encrypted: nginx reads keys without a passphrase"),
     ):
-        with pytest.raises(server_tls.TlsError, match=says.replace("(", r"\(").replace(")", r"\)")):
+        with pytest.raises(server_tls.TlsError, match=re.escape(says)):
             server_tls.read_pair(*args)
 
 
@@ -217,3 +241,14 @@ def test_tls_reload_is_roots_alone(monkeypatch, capsys):
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     assert main.main(["tls-reload", "production"]) == facts.EXIT_USAGE
     assert "tls-reload is root's" in capsys.readouterr().err
+
+
+def test_the_plan_says_when_the_certificate_ends_or_why_a_deploy_would_refuse_it(tmp_path):
+    cert, key = make_pair(tmp_path, "plan", days=10)
+    line = server_tls.plan_line(tls_env(tmp_path, cert, key))
+    assert line.startswith(f"certificate {cert}, ends ") and line.endswith("fewer than 14 days left")
+    assert "(9 days)" in line or "(10 days)" in line
+    os.chmod(key, 0o640)
+    assert server_tls.plan_line(tls_env(tmp_path, cert, key)) == (
+        f"refused: the key {key} must be root's alone: chown root {key} && chmod 600 {key}"
+    )

@@ -219,10 +219,31 @@ class ComposeEngine(Strategy):
                 raise Refused(f"compose down failed: {out.strip()[-300:]}: {env.name}'s files are left as they are", 1)
         return remove_labelled(env, volumes)
 
+    def proxy_accepts_tls(self) -> bool:
+        """A proxy the switch will recreate with HTTPS (tls: turned on, or published elsewhere)
+        first checks its configuration with it, in a one-off container: nginx refusing it then
+        would leave the site without a proxy."""
+        env = self.env
+        made = os.path.join(env.state_dir, "services-config")
+        if not (tls.enabled(env) and env["PROXY_SERVICE"]) or (
+            os.path.isfile(made) and tls.compose_digest(env) in envs.read_text(made).split()
+        ):
+            return True
+        check = ("run", "--rm", "--no-deps", "-T", "--entrypoint", "nginx", env["PROXY_SERVICE"], "-t", "-q")
+        code, out = runner.output(compose.compose(env, *check), timeout=120)
+        if code != 0:
+            print(f"tls: the proxy's nginx refuses its configuration with HTTPS: {out.strip()[-500:]}", flush=True)
+            print(
+                "  the include of /etc/nginx/pushdeploy/*.conf belongs in the server block, with no listen 443 of its own"
+            )
+            return False
+        print(f"tls: {env['PROXY_SERVICE']} accepts its configuration with HTTPS (nginx -t)", flush=True)
+        return True
+
     def setup_check(self) -> int:
-        """bin/install: the certificate of tls: installed and, if the proxy runs, served at once."""
-        proxy = self.env["PROXY_SERVICE"]
-        return tls.apply(self.env, lambda env: bool(proxy and service_containers(env, proxy)) and reload_proxy(env))
+        """bin/install: the certificate of tls: installed and, if the proxy runs with it
+        mounted (made with the TLS compose file), served at once."""
+        return tls.apply(self.env, lambda env: proxy_mounts(env, tls.MOUNT) and reload_proxy(env))
 
     def preflight(self, run) -> int:
         env = self.env
@@ -237,6 +258,8 @@ class ComposeEngine(Strategy):
                 )
         except tls.TlsError as error:
             print(f"tls: {error}", flush=True)
+            return 1
+        if not self.proxy_accepts_tls():
             return 1
         if runner.streamed(compose.compose(env, "config", "-q", version=run.version)) != 0:
             print("the compose files do not validate", flush=True)
@@ -508,3 +531,10 @@ def reload_proxy(env: envs.Env) -> bool:
         if runner.streamed(compose.compose(env, "exec", "-T", env["PROXY_SERVICE"], *args)) != 0:
             return False
     return True
+
+
+def proxy_mounts(env: envs.Env, destination: str) -> bool:
+    """The proxy runs, with something mounted at DESTINATION."""
+    ids = service_containers(env, env["PROXY_SERVICE"]) if env["PROXY_SERVICE"] else []
+    listing = docker_out(env, "inspect", "-f", "{{range .Mounts}}{{.Destination}} {{end}}", ids[0])[1] if ids else ""
+    return destination in listing.split()

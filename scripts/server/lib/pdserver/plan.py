@@ -172,6 +172,10 @@ def plan(request: Request) -> Result:
 
     for line in roles.plan_lines(env, version):
         print(f"role={line}")
+    from . import tls
+
+    if tls.enabled(env):
+        print(f"tls={tls.plan_line(env)}")
     for kind, key in (("before", "HOOK_BEFORE_SWITCH"), ("after", "HOOK_AFTER_SWITCH")):
         print("\n".join(f"hooks_{kind}={hook}" for hook in env[key] or [""]))
     print(f"estimate={_estimate(env)}")

@@ -480,7 +480,7 @@ def up_other_services(env: envs.Env) -> bool:
     if not others:
         return True
     applied = os.path.join(env.state_dir, "services-config")
-    wanted = " ".join([env["APP_FILES_SHA256"], *tls.compose_files(env)[len(env["COMPOSE_FILES"].split()) :]])
+    wanted = " ".join(filter(None, [env["APP_FILES_SHA256"], tls.compose_digest(env)]))
     if os.path.isfile(applied) and envs.read_text(applied).strip() == wanted and all_running(env, others):
         return True
     if runner.streamed(compose.compose(env, "up", "-d", "--no-deps", *others)) != 0:

@@ -242,30 +242,43 @@ class Swarm(Strategy):
 
     def quiesce(self, run) -> None:
         """Worker roles with a quiesce command take no more jobs before the stack deploy
-        replaces their tasks (roles.py says why): a one-off container on the stack's network
-        asks each running task in turn (%h is its host name), QUIET_WAIT apart, so that no two
-        of them are told at once (roles.quiet says why)."""
+        replaces their tasks (roles.py says why): one-off containers on the stack's network
+        ask each running task in turn (%h is its host name), QUIET_WAIT apart, so that no two
+        of them are told at once (roles.quiet says why). Only the tasks told are recorded
+        (resume restarts those the update leaves)."""
         from . import roles
 
         env = self.env
-        for role in roles.declared(env):
-            names = self.task_hostnames(f"{env['PROJECT']}_{role.name}") if role.quiesce else []
-            for name in names:
-                with self.on_stack_network(run, "quiesce") as found:
-                    if found is None:
-                        break
-                    options, settings = found
-                    argv = roles.quiesce_argv(role.quiesce, [name])
-                    command = compose.docker(env, "run", *options, settings["image"], *argv)
+        asked = {r: self.task_hostnames(f"{env['PROJECT']}_{r.name}") for r in roles.declared(env) if r.quiesce}
+        asked = {role: names for role, names in asked.items() if names}
+        if not asked:
+            return
+        with self.on_stack_network(run, "quiesce") as found:
+            if found is None:
+                print("warning: no one-off container to quiesce the workers with: they are stopped as they are")
+                return
+            options, settings = found
+            for role, names in asked.items():
+                told = []
+                for name in names:
+                    own = [
+                        f"{word}-{name}" if before == "--name" else word
+                        for before, word in zip([""] + options, options)
+                    ]
+                    command = compose.docker(
+                        env, "run", *own, settings["image"], *roles.quiesce_argv(role.quiesce, [name])
+                    )
                     code, out = runner.output(command, timeout=60)
-                for line in out.strip().splitlines()[-2:]:  # what it answered
-                    print(f"  {line.strip()}", flush=True)
-                if code != 0:
-                    print(f"warning: {role.name}: quiesce of {name} failed (exit {code})", flush=True)
-                time.sleep(roles.QUIET_WAIT)
-            if names:
-                print(f"{role.name}: {len(names)} task(s) told to take no more jobs", flush=True)
-                self.quiesced[role.name] = names
+                    for line in out.strip().splitlines()[-2:]:  # what it answered
+                        print(f"  {line.strip()}", flush=True)
+                    if code != 0:
+                        print(f"warning: {role.name}: quiesce of {name} failed (exit {code})", flush=True)
+                    else:
+                        told.append(name)
+                    time.sleep(roles.QUIET_WAIT)
+                print(f"{role.name}: {len(told)} task(s) told to take no more jobs", flush=True)
+                if told:
+                    self.quiesced[role.name] = told
 
     def resume(self) -> None:
         """Quiesced tasks the update did not replace (it failed, or their image did not

@@ -41,8 +41,21 @@ def enabled(env) -> bool:
 
 
 def compose_files(env) -> list:
-    """The compose files of every compose command: the environment's, then the proxy's TLS file."""
-    return env["COMPOSE_FILES"].split() + ([COMPOSE_FILE] if enabled(env) else [])
+    """The compose files of every compose command: the environment's, then the proxy's TLS file
+    once it is installed (a setup whose certificate was refused leaves the proxy as it was, and
+    every other command working; the deploy's preflight refuses it again)."""
+    installed = enabled(env) and os.path.isfile(os.path.join(env.app_dir, COMPOSE_FILE))
+    return env["COMPOSE_FILES"].split() + ([COMPOSE_FILE] if installed else [])
+
+
+def compose_digest(env) -> str:
+    """The proxy's TLS compose file as it is now ('' without one): what the proxy container was
+    made with is recorded beside it, and a change (tls: on or off, another publish) recreates it."""
+    try:
+        with open(os.path.join(env.app_dir, COMPOSE_FILE), "rb") as file:
+            return hashlib.sha256(file.read()).hexdigest()[:16] if enabled(env) else ""
+    except FileNotFoundError:
+        return ""
 
 
 def snippet(hsts: int, redirect: bool) -> str:
@@ -109,8 +122,9 @@ def read_pair(cert_path: str, key_path: str) -> tuple[bytes, bytes]:
             ) from None
         if not stat.S_ISREG(info.st_mode):
             raise TlsError(f"the {what} {path} is not a file")
-    if os.stat(key_path).st_mode & 0o077:
-        raise TlsError(f"the key {key_path} is readable by others than its owner: chmod 600 {key_path}")
+    info = os.stat(key_path)
+    if info.st_mode & 0o077 or info.st_uid != 0:
+        raise TlsError(f"the key {key_path} must be root's alone: chown root {key_path} && chmod 600 {key_path}")
     with open(cert_path, "rb") as file:
         cert = file.read()
     with open(key_path, "rb") as file:
@@ -119,11 +133,31 @@ def read_pair(cert_path: str, key_path: str) -> tuple[bytes, bytes]:
         raise TlsError(f"{cert_path} holds no PEM certificate (-----BEGIN CERTIFICATE-----)")
     if b"PRIVATE KEY-----" not in key:
         raise TlsError(f"{key_path} holds no PEM private key")
-    try:
-        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert_path, key_path)
-    except ssl.SSLError as error:
-        raise TlsError(f"{cert_path} and {key_path} are not a pair nginx can serve ({error.reason or error})") from None
+    if b"ENCRYPTED" in key:
+        raise TlsError(
+            f"{key_path} is encrypted: nginx reads keys without a passphrase (openssl pkey -in KEY -out NEW)"
+        )
+    why = pair_problem(cert, key)
+    if why:
+        raise TlsError(f"{cert_path} and {key_path} are not a pair nginx can serve ({why})")
     return cert, key
+
+
+def pair_problem(cert: bytes, key: bytes) -> str:
+    """Why these very bytes (not the files again: a renewal may swap them meanwhile) are not a
+    certificate chain and its unencrypted key ('' when they are)."""
+    with tempfile.TemporaryDirectory(prefix="pushdeploy-tls-") as folder:
+        for name, data in (("cert.pem", cert), ("key.pem", key)):
+            fd = os.open(os.path.join(folder, name), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as file:
+                file.write(data)
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(
+                os.path.join(folder, "cert.pem"), os.path.join(folder, "key.pem"), password=lambda: b""
+            )
+        except ssl.SSLError as error:
+            return str(error.reason or error)
+    return ""
 
 
 def not_after(path: str) -> float:
@@ -193,13 +227,31 @@ def expiry(env, now: float | None = None) -> dict:
         return {"tls": f"no certificate installed at {path}: run `inv server.setup --env {env.name}`"}
     left = int((ends - (time.time() if now is None else now)) // 86400)
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ends))
-    found = {"tls": f"certificate from {env['TLS_CERTIFICATE']}, ends {when} ({left} days)", "tls_days_left": left}
+    ended = "ENDED" if left < 0 else "ends"
+    found = {"tls": f"certificate from {env['TLS_CERTIFICATE']}, {ended} {when} ({left} days)", "tls_days_left": left}
     if left < WARN_DAYS:
         found["tls_warning"] = (
-            f"the certificate ends in {left} days: renew {env['TLS_CERTIFICATE']}, then run "
-            f"`inv server.setup --env {env.name}` (or bin/deploy tls-reload {env.name})"
+            f"the certificate {'has ended' if left < 0 else f'ends in {left} days'}: renew {env['TLS_CERTIFICATE']}, "
+            f"then run `inv server.setup --env {env.name}` (or bin/deploy tls-reload {env.name})"
         )
     return found
+
+
+def plan_line(env, now: float | None = None) -> str:
+    """deploy.plan's word on the certificate a deploy would install: its end, or why its
+    preflight would refuse it ('refused: ...')."""
+    try:
+        read_pair(env["TLS_CERTIFICATE"], env["TLS_KEY"])
+        ends = not_after(env["TLS_CERTIFICATE"])
+    except TlsError as error:
+        return f"refused: {error}"
+    except (OSError, ValueError, ssl.SSLError) as error:
+        return f"refused: {env['TLS_CERTIFICATE']} cannot be read as a certificate ({error})"
+    left = int((ends - (time.time() if now is None else now)) // 86400)
+    soon = f": renew it, fewer than {WARN_DAYS} days left" if left < WARN_DAYS else ""
+    return (
+        f"certificate {env['TLS_CERTIFICATE']}, ends {time.strftime('%Y-%m-%d', time.gmtime(ends))} ({left} days){soon}"
+    )
 
 
 def apply(env, reload) -> int:
@@ -218,7 +270,11 @@ def apply(env, reload) -> int:
         print(f"tls: {expiry(env).get('tls', '')}", flush=True)
         return 0
     if not reload(env):
-        print("tls: installed; the proxy serves it from the next deploy (it does not run, or did not reload)")
+        print(
+            "tls: installed; the proxy serves it from the next deploy (it does not run yet, or runs without"
+            " port 443 until that deploy recreates it, or did not reload)",
+            flush=True,
+        )
         return 0
     envs.write_text(state, digest(env) + "\n")
     print(f"tls: the proxy reloaded; {expiry(env).get('tls', '')}", flush=True)
