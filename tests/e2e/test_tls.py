@@ -223,4 +223,7 @@ def test_tls_turned_on_again_elsewhere_is_served_from_the_next_deploy_and_renewe
     )
     assert reloaded.returncode == 0, reloaded.stdout + reloaded.stderr
     assert "tls: the proxy reloaded" in reloaded.stdout
+    deadline = time.monotonic() + 10  # nginx -s reload returns before its new workers take connections
+    while served_serial(OTHER_PORT) == before and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert served_serial(OTHER_PORT) != before
