@@ -502,13 +502,13 @@ def reload_proxy_if_changed(env: envs.Env) -> bool:
     preflight (tls.py); when either changed since nginx last loaded them, nginx reloads them
     gracefully (old workers finish)."""
     proxy = env["PROXY_SERVICE"]
-    applied, served = os.path.join(env.state_dir, "proxy-config"), os.path.join(env.state_dir, "tls-config")
+    applied = os.path.join(env.state_dir, "proxy-config")
     same = os.path.isfile(applied) and envs.read_text(applied) == env["APP_FILES_SHA256"]
-    if not proxy or (same and (envs.read_text(served).strip() if os.path.isfile(served) else "") == tls.digest(env)):
+    if not proxy or (same and tls.served(env)):
         return True
     if not ct.reload_proxy(env):
         return False
     envs.write_text(applied, env["APP_FILES_SHA256"] + "\n")
-    envs.write_text(served, tls.digest(env) + "\n")
+    tls.record_served(env)
     print(f"reloaded {proxy} (its configuration changed)", flush=True)
     return True

@@ -215,6 +215,22 @@ def digest(env) -> str:
     return sha.hexdigest()[:16]
 
 
+def days_left(ends: float, now: float | None = None) -> int:
+    """Whole days from NOW (default: this moment) to ENDS; negative once it has passed."""
+    return int((ends - (time.time() if now is None else now)) // 86400)
+
+
+def served(env) -> bool:
+    """What tls/ holds is what the proxy last loaded (STATE/tls-config, written by record_served)."""
+    state = os.path.join(env.state_dir, "tls-config")
+    return (envs.read_text(state).strip() if os.path.isfile(state) else "") == digest(env)
+
+
+def record_served(env) -> None:
+    """The proxy has loaded what tls/ holds now."""
+    envs.write_text(os.path.join(env.state_dir, "tls-config"), digest(env) + "\n")
+
+
 def expiry(env, now: float | None = None) -> dict:
     """server.check's facts: the served certificate's end, the days left, a warning within
     WARN_DAYS of it ({} without tls:)."""
@@ -225,7 +241,7 @@ def expiry(env, now: float | None = None) -> dict:
         ends = not_after(path)
     except (OSError, ValueError, ssl.SSLError):
         return {"tls": f"no certificate installed at {path}: run `inv server.setup --env {env.name}`"}
-    left = int((ends - (time.time() if now is None else now)) // 86400)
+    left = days_left(ends, now)
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ends))
     ended = "ENDED" if left < 0 else "ends"
     found = {"tls": f"certificate from {env['TLS_CERTIFICATE']}, {ended} {when} ({left} days)", "tls_days_left": left}
@@ -247,7 +263,7 @@ def plan_line(env, now: float | None = None) -> str:
         return f"refused: {error}"
     except (OSError, ValueError, ssl.SSLError) as error:
         return f"refused: {env['TLS_CERTIFICATE']} cannot be read as a certificate ({error})"
-    left = int((ends - (time.time() if now is None else now)) // 86400)
+    left = days_left(ends, now)
     soon = f": renew it, fewer than {WARN_DAYS} days left" if left < WARN_DAYS else ""
     return (
         f"certificate {env['TLS_CERTIFICATE']}, ends {time.strftime('%Y-%m-%d', time.gmtime(ends))} ({left} days){soon}"
@@ -264,9 +280,7 @@ def apply(env, reload) -> int:
         return 1
     if not enabled(env):
         return 0
-    state = os.path.join(env.state_dir, "tls-config")
-    served = envs.read_text(state).strip() if os.path.isfile(state) else ""
-    if served == digest(env):
+    if served(env):
         print(f"tls: {expiry(env).get('tls', '')}", flush=True)
         return 0
     if not reload(env):
@@ -276,6 +290,6 @@ def apply(env, reload) -> int:
             flush=True,
         )
         return 0
-    envs.write_text(state, digest(env) + "\n")
+    record_served(env)
     print(f"tls: the proxy reloaded; {expiry(env).get('tls', '')}", flush=True)
     return 0
