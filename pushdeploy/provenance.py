@@ -32,9 +32,12 @@ def environment_rows(settings: Settings, env: Environment) -> list[tuple[str, st
             t = env.tls
             hsts = f", HSTS {t.hsts}s" if t.hsts else ""
             redirect = ", plain HTTP redirected" if t.redirect else ""
-            value = (
-                f"certificate {t.certificate}, key {t.key}, on {t.publish}{redirect}{hsts}" if t.mode != "off" else ""
+            source = (
+                f"ACME for {', '.join(t.domains)} ({t.directory or 'certbot default directory'}, {t.email})"
+                if t.mode == "acme"
+                else f"certificate {t.certificate}, key {t.key}"
             )
+            value = f"{source}, on {t.publish}{redirect}{hsts}" if t.mode != "off" else ""
         elif name == "cron":
             value = [
                 f"{j.name}: {' '.join(j.schedule)} {' '.join(j.words)} ({j.policy}, {j.hosts})" for j in env.cron_jobs

@@ -133,6 +133,10 @@ class Environment:
     tls_publish = property(lambda self: self.tls.publish)
     tls_hsts = property(lambda self: self.tls.hsts)
     tls_redirect = property(lambda self: self.tls.redirect)
+    tls_acme_domains = property(lambda self: list(self.tls.domains))
+    tls_acme_email = property(lambda self: self.tls.email)
+    tls_acme_directory = property(lambda self: self.tls.directory)
+    tls_acme_ca = property(lambda self: self.tls.ca_bundle)
 
     def accepts(self, version: str) -> bool:
         return protocol.matches(protocol.VERSION_RE, version) and (
@@ -365,9 +369,10 @@ def _environment(
                 key(f"files.{remote}"),
                 "the server path must be relative to app_dir, plain names, not .env",
             )
-        if str(remote).split("/")[0] == "tls":
+        if str(remote).split("/")[0] in ("tls", "acme"):
+            first = str(remote).split("/")[0]
             raise ConfigError(
-                CONFIG_FILE, key(f"files.{remote}"), "tls/ in app_dir is pushdeploy's (HTTPS: docs/https.md)"
+                CONFIG_FILE, key(f"files.{remote}"), f"{first}/ in app_dir is pushdeploy's (HTTPS: docs/https.md)"
             )
         files.append((str(remote), str(local)))
     hooks = {}

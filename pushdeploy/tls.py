@@ -7,6 +7,14 @@
       redirect: true      # plain HTTP answers 308 to https:// (default); ACME's challenges pass
       hsts: 31536000      # Strict-Transport-Security max-age, seconds (default 0: no header)
 
+or, in place of certificate and key, a certificate the server obtains and renews (certbot):
+
+      acme:
+        domains: [pixel.example.com]   # the names it covers; each reaches this proxy on port 80
+        email: ops@example.com         # the ACME account's contact (expiry notices)
+        directory: https://...         # the ACME server (default: certbot's, Let's Encrypt)
+        ca_bundle: /etc/ssl/acme.pem   # a private ACME server's own CA, on the server (optional)
+
 The app's nginx server block includes the lines pushdeploy writes: `include
 /etc/nginx/pushdeploy/*.conf;` (`include_problem` checks the files a setup installs say so).
 Pure: the settings in, checked values out.
@@ -20,10 +28,15 @@ from collections.abc import Mapping
 
 from pdserver import schema
 
-Tls = collections.namedtuple("Tls", "mode certificate key publish hsts redirect")
+Tls = collections.namedtuple(
+    "Tls",
+    "mode certificate key publish hsts redirect domains email directory ca_bundle",
+    defaults=((), "", "", ""),
+)
 OFF = Tls("off", "", "", "443", 0, True)
 INCLUDE = "include /etc/nginx/pushdeploy/*.conf;"
-KNOWN = ("certificate", "key", "publish", "redirect", "hsts")
+KNOWN = ("certificate", "key", "acme", "publish", "redirect", "hsts")
+ACME_KNOWN = ("domains", "email", "directory", "ca_bundle")
 MAX_HSTS = 63072000  # two years, the most browsers' preload lists ask for
 
 
@@ -46,8 +59,11 @@ def parse(raw, key: str, engine: str = "compose", proxy_service: str = "proxy", 
         raise TlsError(f"{key}: not on a review template (its front proxy serves plain HTTP)")
     if not proxy_service:
         raise TlsError(f"{key}: needs proxy_service, the nginx service that serves HTTPS")
+    if "acme" in raw and ("certificate" in raw or "key" in raw):
+        raise TlsError(f"{key}.acme: either certificate and key (files on the server) or acme, not both")
+    acme = parse_acme(raw["acme"], f"{key}.acme") if "acme" in raw else None
     paths = {}
-    for name in ("certificate", "key"):
+    for name in () if acme else ("certificate", "key"):
         value = raw.get(name)
         if not isinstance(value, str) or not re.fullmatch(schema.SERVER_PATH_RE, value):
             raise TlsError(
@@ -69,7 +85,40 @@ def parse(raw, key: str, engine: str = "compose", proxy_service: str = "proxy", 
     redirect = raw.get("redirect", True)
     if not isinstance(redirect, bool):
         raise TlsError(f"{key}.redirect: {redirect!r} must be true or false")
+    if acme:
+        return Tls("acme", "", "", publish, hsts, redirect, *acme)
     return Tls("files", paths["certificate"], paths["key"], publish, hsts, redirect)
+
+
+def parse_acme(raw, key: str) -> tuple:
+    """`tls.acme`: (domains, email, directory, ca_bundle), checked as the server checks them."""
+    if not isinstance(raw, Mapping):
+        raise TlsError(f"{key}: expected {{domains: [NAME, ...], email: ADDRESS}}, got {raw!r}")
+    unknown = sorted(set(raw) - set(ACME_KNOWN))
+    if unknown:
+        raise TlsError(f"{key}.{unknown[0]}: unknown setting (known: {', '.join(ACME_KNOWN)})")
+    domains = raw.get("domains")
+    domains = [domains] if isinstance(domains, str) else domains
+    if not isinstance(domains, list) or not domains or len(domains) > 20:
+        raise TlsError(f"{key}.domains: expected a list of 1 to 20 host names, e.g. [pixel.example.com]")
+    for name in domains:
+        if not isinstance(name, str) or not re.fullmatch(schema.DOMAIN_RE, name):
+            raise TlsError(
+                f"{key}.domains: {name!r} is not a host name a certificate can name over HTTP "
+                "(lower case, with a dot, no wildcard, no IP address)"
+            )
+    if len(set(domains)) != len(domains):
+        raise TlsError(f"{key}.domains: a name is listed twice")
+    email = raw.get("email")
+    if not isinstance(email, str) or not re.fullmatch(schema.EMAIL_RE, email):
+        raise TlsError(f"{key}.email: {email!r} must be an e-mail address (the ACME account's contact)")
+    directory = raw.get("directory", "")
+    if not isinstance(directory, str) or not re.fullmatch(f"({schema.ACME_DIRECTORY_RE})?", directory):
+        raise TlsError(f"{key}.directory: {directory!r} must be the https:// URL of an ACME directory")
+    ca_bundle = raw.get("ca_bundle", "")
+    if not isinstance(ca_bundle, str) or not re.fullmatch(f"({schema.SERVER_PATH_RE})?", ca_bundle):
+        raise TlsError(f"{key}.ca_bundle: {ca_bundle!r} must be the absolute path of a CA file on the server")
+    return tuple(domains), email, directory, ca_bundle
 
 
 def include_problem(tls: Tls, app_files: Mapping[str, bytes]) -> str:

@@ -70,6 +70,19 @@ def _loopback_only(url: str) -> None:
         raise ValueError(f"open-loop load goes to loopback only, not {host}")
 
 
+class NamedHTTPSConnection(http.client.HTTPSConnection):
+    """HTTPS to HOST:PORT that asks for, and checks the certificate of, NAME (SNI): a site's
+    name served on loopback without touching /etc/hosts."""
+
+    def __init__(self, host: str, port: int, name: str | None, **kwargs):
+        super().__init__(host, port, **kwargs)
+        self.name = name or host
+
+    def connect(self) -> None:
+        http.client.HTTPConnection.connect(self)
+        self.sock = self._context.wrap_socket(self.sock, server_hostname=self.name)
+
+
 class OpenLoad:
     """``with OpenLoad(url, rate=50) as load: ...`` then ``load.summary()``."""
 
@@ -84,9 +97,11 @@ class OpenLoad:
         headers: dict[str, str] | None = None,
         body: Callable[[int], bytes] | None = None,
         context: ssl.SSLContext | None = None,
+        server_name: str | None = None,
     ):
         """An https:// URL is asked over TLS, each request a full handshake, checked with CONTEXT
-        (default: the system's CAs)."""
+        (default: the system's CAs) for SERVER_NAME (default: the URL's host), which is also the
+        Host header: a site's name, served on loopback."""
         _loopback_only(url)
         parts = urlsplit(url)
         self.https = parts.scheme == "https"
@@ -95,6 +110,9 @@ class OpenLoad:
         self.path = parts.path or "/"
         self.rate, self.seconds, self.max_requests, self.timeout = rate, seconds, max_requests, timeout
         self.method, self.headers, self.body = method, dict(headers or {}), body
+        self.server_name = server_name
+        if server_name:
+            self.headers.setdefault("Host", server_name)
         self.samples: list[Sample] = []
         self.marks: list[tuple[float, str]] = []
         self._stop = threading.Event()
@@ -113,7 +131,7 @@ class OpenLoad:
     def _one(self, sample: Sample) -> None:
         sample.started = self.now()
         connection = (
-            http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout, context=self.context)
+            NamedHTTPSConnection(self.host, self.port, self.server_name, timeout=self.timeout, context=self.context)
             if self.https
             else http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
         )

@@ -42,7 +42,7 @@ def test_tls_becomes_the_environments_settings_and_lines_of_its_server_conf():
     ("setting", "key", "says"),
     [
         ("yes", "tls", "expected {certificate: PATH"),
-        ({**GOOD, "acme": {}}, "tls.acme", "unknown setting"),
+        ({**GOOD, "acme": {}}, "tls.acme", "not both"),
         ({"key": GOOD["key"]}, "tls.certificate", "absolute path of the certificate"),
         ({**GOOD, "certificate": "certs/fullchain.pem"}, "tls.certificate", "absolute path"),
         ({**GOOD, "key": "/etc/ssl/../shadow"}, "tls.key", "absolute path"),
@@ -94,7 +94,19 @@ def server_env(tmp_path, name="production", **values) -> envs.Env:
 def test_the_server_refuses_tls_settings_it_would_not_write(tmp_path):
     for values, says in (
         ({"TLS": "files"}, "TLS needs TLS_CERTIFICATE"),
-        ({"TLS": "acme"}, "TLS is off or files"),
+        ({"TLS": "acme"}, "TLS=acme needs TLS_ACME_DOMAINS"),
+        ({"TLS": "sometimes"}, "TLS is off, files or acme"),
+        ({"TLS": "acme", "TLS_ACME_DOMAINS": "pixel.example", "TLS_ACME_EMAIL": "a@b"}, "e-mail address"),
+        ({"TLS": "acme", "TLS_ACME_DOMAINS": "*.pixel.example", "TLS_ACME_EMAIL": "a@b.c"}, "host names"),
+        (
+            {
+                "TLS": "acme",
+                "TLS_ACME_DOMAINS": "p.example",
+                "TLS_ACME_EMAIL": "a@b.c",
+                "TLS_ACME_DIRECTORY": "http://x",
+            },
+            "https://",
+        ),
         ({"TLS": "files", "TLS_CERTIFICATE": "/a", "TLS_KEY": "/b", "PROXY_SERVICE": ""}, "PROXY_SERVICE"),
         ({"TLS": "files", "TLS_CERTIFICATE": "a.pem", "TLS_KEY": "/b"}, "absolute path"),
         ({"TLS": "files", "TLS_CERTIFICATE": "/a", "TLS_KEY": "/b", "TLS_PUBLISH": "99999"}, "1 to 65535"),

@@ -13,7 +13,7 @@ import re
 import threading
 import time
 
-from . import compose, order, tls
+from . import acme, compose, order, tls
 from . import env as envs
 from . import run as runner
 from .pipeline import Strategy
@@ -242,8 +242,31 @@ class ComposeEngine(Strategy):
 
     def setup_check(self) -> int:
         """bin/install: the certificate of tls: installed and, if the proxy runs with it
-        mounted (made with the TLS compose file), served at once."""
-        return tls.apply(self.env, lambda env: proxy_mounts(env, tls.MOUNT) and reload_proxy(env))
+        mounted (made with the TLS compose file), served at once; an ACME one obtained first
+        if there is none yet and the proxy answers the challenges."""
+        return tls.apply(self.env, serve_tls) or self.certify()
+
+    def certify(self, run=None) -> int:
+        """TLS=acme: the certificate obtained if there is none (tls.certify)."""
+        return acme.certify(self.env, serve_tls, lambda: proxy_port(self.env))
+
+    def tls_renew(self, force: bool) -> int:
+        """`bin/deploy tls-renew`: an ACME certificate renewed when due (or obtained if missing)."""
+        env = self.env
+        if tls.needs_certificate(env):
+            return tls.apply(env, serve_tls) or self.certify()
+        return acme.renew(env, serve_tls, force)
+
+    def tls_finish_steps(self) -> list:
+        return ["certificate"] if tls.needs_certificate(self.env) else []
+
+    def finish_tls(self, run) -> None:
+        """After the switch: an ACME environment without its certificate gets it now that the
+        proxy answers (a failure leaves plain HTTP serving, and says why)."""
+        from .pipeline import step
+
+        if tls.needs_certificate(self.env):
+            step(run, "certificate", self.certify)
 
     def preflight(self, run) -> int:
         env = self.env
@@ -253,7 +276,7 @@ class ComposeEngine(Strategy):
         try:  # the certificate the proxy serves from the switch on (tls.py): a bad one changes nothing
             if tls.install(env):
                 print(
-                    f"tls: installed {tls.folder(env)} from {env['TLS_CERTIFICATE'] or 'nothing (tls: off)'}",
+                    f"tls: installed {tls.folder(env)} from {tls.source(env)[0] if tls.enabled(env) else 'nothing (tls: off)'}",
                     flush=True,
                 )
         except tls.TlsError as error:
@@ -531,6 +554,21 @@ def reload_proxy(env: envs.Env) -> bool:
         if runner.streamed(compose.compose(env, "exec", "-T", env["PROXY_SERVICE"], *args)) != 0:
             return False
     return True
+
+
+def serve_tls(env: envs.Env) -> bool:
+    """The proxy runs with tls/ mounted (made with the TLS compose file) and reloaded gracefully."""
+    return proxy_mounts(env, tls.MOUNT) and reload_proxy(env)
+
+
+def proxy_port(env: envs.Env) -> str:
+    """Where the proxy's port 80 is published on this host ([address:]port; '' when it does not
+    run with ACME's webroot mounted)."""
+    if not env["PROXY_SERVICE"] or not proxy_mounts(env, tls.ACME_MOUNT):
+        return ""
+    code, out = runner.output(compose.compose(env, "port", env["PROXY_SERVICE"], "80"))
+    lines = out.strip().splitlines()
+    return lines[-1].strip() if code == 0 and lines and ":" in lines[-1] else ""
 
 
 def proxy_mounts(env: envs.Env, destination: str) -> bool:

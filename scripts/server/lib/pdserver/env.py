@@ -91,8 +91,12 @@ def parse(text: str, path: str, name: str) -> dict:
         raise Refused(f"{path}: invalid REGISTRY or REGISTRY_USER", 1)
     if ".." in values["MANAGER_COMPOSE_FILES"]:
         raise Refused(f"{path}: MANAGER_COMPOSE_FILES are relative paths", 1)
-    if values["TLS"] != "off" and not (values["TLS_CERTIFICATE"] and values["TLS_KEY"] and values["PROXY_SERVICE"]):
+    if values["TLS"] == "files" and not (values["TLS_CERTIFICATE"] and values["TLS_KEY"] and values["PROXY_SERVICE"]):
         raise Refused(f"{path}: TLS needs TLS_CERTIFICATE, TLS_KEY and PROXY_SERVICE", 1)
+    if values["TLS"] == "acme" and not (
+        values["TLS_ACME_DOMAINS"] and values["TLS_ACME_EMAIL"] and values["PROXY_SERVICE"]
+    ):
+        raise Refused(f"{path}: TLS=acme needs TLS_ACME_DOMAINS, TLS_ACME_EMAIL and PROXY_SERVICE", 1)
     if values["TLS"] != "off" and not 0 < int(values["TLS_PUBLISH"].rsplit(":", 1)[-1]) < 65536:
         raise Refused(f"{path}: TLS_PUBLISH's port is 1 to 65535", 1)
     for key in LISTS:

@@ -31,7 +31,7 @@ import subprocess
 import sys
 import tempfile
 
-from . import agent, compose, conf, cron, facts, roles
+from . import acme, agent, compose, conf, cron, facts, roles
 from . import env as envs
 
 USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
@@ -424,6 +424,40 @@ class Installer:
             ):
                 raise Failed(f"could not start {timer} (see `systemctl status {timer}`)")
 
+    def install_tls_renewal(self) -> None:
+        """tls.acme's renewal (acme.py): a systemd timer where systemd runs as PID 1, else a cron
+        entry, twice a day; none without it. certbot must be on the host."""
+        mode = conf.value(conf.parse(_read(os.path.join(self.bundle, "env.conf"))), "TLS", "off")
+        unit = acme.unit(self.env)
+        if mode != "acme":
+            for what in agent.remove(unit, SYSTEMD_DIR, CRON_DIR):
+                self.report("changed", f"removed the certificate renewal of {self.env} ({what})")
+            return
+        if not shutil.which("certbot"):
+            raise Failed("tls.acme needs certbot on this host: apt-get install certbot (Debian's package)")
+        self.put_dir(os.path.join(facts.STATE, self.env), 0o700)
+        scheduler = agent.scheduler(SYSTEMD_RUN, CRON_DIR)
+        if scheduler == "cron":
+            self.put_text(acme.cron_text(self.env), os.path.join(CRON_DIR, unit), 0o644)
+            self.report("tls", f"certificate renewal of {self.env}: cron ({CRON_DIR}/{unit}), twice a day")
+        elif scheduler == "systemd":
+            before = self.changed
+            self.put_text(acme.service_text(self.env), os.path.join(SYSTEMD_DIR, f"{unit}.service"), 0o644)
+            self.put_text(acme.timer_text(self.env), os.path.join(SYSTEMD_DIR, f"{unit}.timer"), 0o644)
+            timer = f"{unit}.timer"
+            if self.changed > before or not _all_ok(["systemctl", "is-active", "--quiet", timer]):
+                if not _all_ok(
+                    ["systemctl", "daemon-reload"], ["systemctl", "enable", timer], ["systemctl", "restart", timer]
+                ):
+                    raise Failed(f"could not start {timer} (see `systemctl status {timer}`)")
+            self.report("tls", f"certificate renewal of {self.env}: systemd timer {timer}, twice a day")
+        else:
+            self.report(
+                "missing",
+                f"certificate renewal of {self.env}: neither systemd (PID 1) nor {CRON_DIR}: run "
+                f"`{acme.command(self.env)}` twice a day from your own scheduler",
+            )
+
     def install_position(self) -> None:
         """This host's position in the environment's hosts, which roles run here (roles.py)."""
         if self.position:
@@ -465,6 +499,7 @@ def main(argv) -> int:
         installer.install_pull_agent()
         installer.install_cron()
         installer.install_position()
+        installer.install_tls_renewal()
     except Failed as failed:
         print(f"pushdeploy install: {failed}", file=sys.stderr)
         return 1

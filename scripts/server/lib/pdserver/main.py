@@ -57,6 +57,7 @@ USAGE = """usage: deploy VERB ENV [OPTIONS]
   db-restore ENV --from=SRC    (admin only) restore the dump on stdin, migrate, scrub, record
   env-push ENV [--by=WHO]      (admin only) the secrets on stdin into .env: names added/changed/removed
   tls-reload ENV               (root only: a renewal's hook) install tls:'s certificate again, reload nginx if it changed
+  tls-renew ENV [--force]      (root only: its timer) renew tls.acme's certificate when due (--force: now), serve it
 
 The last line on stderr is the result as data: {prefix}{{"verb": ..., "outcome": ..., "exit": ...}}.
 Exit codes: 0 ok, 1 failed, {usage} bad request, {busy} another deploy runs,
@@ -88,6 +89,8 @@ def main(argv, now=time.time) -> int:
             return setup_check(argv[1:])
         if word == "tls-reload":
             return tls_reload(argv[1:])
+        if word == "tls-renew":
+            return tls_renew(argv[1:])
         request = parse(argv, now())
         why = guard.refusal(request)
         if why:
@@ -119,7 +122,7 @@ def main(argv, now=time.time) -> int:
 
 # bin/deploy's own words (the detached worker, the installer's check): their output is a
 # run's log or the installer's, not an answer, so they end with no result line.
-INTERNAL = ("__run", "setup-check", "tls-reload")
+INTERNAL = ("__run", "setup-check", "tls-reload", "tls-renew")
 
 
 def _named(argv) -> tuple:
@@ -142,8 +145,36 @@ def setup_check(words) -> int:
 def tls_reload(words) -> int:
     """`bin/deploy tls-reload ENV` (root: a renewal's hook, an admin): the certificate of tls:
     installed again from its files and served at once if it changed (tls.py), as setup does."""
-    user = os.environ.get("SUDO_USER", "")
-    if os.geteuid() != 0 or (user and os.path.exists(f"/etc/sudoers.d/pushdeploy-{user}")):
-        print("pushdeploy: tls-reload is root's (a renewal hook, an admin), not the deploy account's", file=sys.stderr)
+    if not roots("tls-reload"):
         return facts.EXIT_USAGE
     return setup_check(words)
+
+
+def tls_renew(words) -> int:
+    """`bin/deploy tls-renew ENV [--force]` (root: the timer server.setup installs, an admin):
+    tls.acme's certificate renewed by certbot when it is due (--force: now) and served."""
+    from . import env as envs
+    from .pipeline import strategy_for
+
+    if not roots("tls-renew"):
+        return facts.EXIT_USAGE
+    if len(words) not in (1, 2) or words[1:] not in ([], ["--force"]):
+        print("usage: bin/deploy tls-renew ENV [--force]", file=sys.stderr)
+        return facts.EXIT_USAGE
+    env = envs.load(words[0])
+    if env["TLS"] != "acme":
+        print(f"tls-renew: {env.name} has no tls.acme (its certificate is not obtained by pushdeploy)", flush=True)
+        return 0
+    return strategy_for(env).tls_renew(words[1:] == ["--force"])
+
+
+def roots(word: str) -> bool:
+    """WORD is root's own (a timer, a hook, an admin), never the deploy account's through sudo."""
+    user = os.environ.get("SUDO_USER", "")
+    if os.geteuid() != 0 or (user and os.path.exists(f"/etc/sudoers.d/pushdeploy-{user}")):
+        print(
+            f"pushdeploy: {word} is root's (a timer, a renewal hook, an admin), not the deploy account's",
+            file=sys.stderr,
+        )
+        return False
+    return True

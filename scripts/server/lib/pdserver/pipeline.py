@@ -121,6 +121,11 @@ class Strategy:
         """bin/install, after installing: what a first deploy would refuse, said (0: nothing)."""
         return 0
 
+    def tls_renew(self, force: bool) -> int:
+        """`bin/deploy tls-renew`: an ACME certificate renewed when due (compose engines)."""
+        print(f"tls-renew: {self.env.name}'s engine serves no HTTPS of pushdeploy's", flush=True)
+        return 1
+
     def teardown(self, volumes: bool) -> list:
         """`teardown`: everything the environment runs stopped and removed (its volumes too,
         if asked); what went, as lines."""

@@ -53,7 +53,7 @@ class Recreate(ct.ComposeEngine):
         self.up_at, self.up_how = None, ""
         self.probe_url = self.probe_python = ""
         self.switch_steps = self.with_roles([("recreate", self.recreate), ("up", self.up)])
-        self.finish_steps = ["prune-static"] + self.role_finish_steps()
+        self.finish_steps = ["prune-static"] + self.role_finish_steps() + self.tls_finish_steps()
 
     def services(self) -> list:
         return self.env["SERVICES"].split()
@@ -96,6 +96,7 @@ class Recreate(ct.ComposeEngine):
         pruning = release.prune_static(run, web[0] if web else "")
         step(run, "prune-static", lambda run: release.prune_static_report(run, pruning))
         self.finish_roles(run)
+        self.finish_tls(run)
 
     def undo(self, run) -> int:
         """The old version back the way the new one came: .env, a recreate, the same wait."""

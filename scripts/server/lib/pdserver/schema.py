@@ -25,7 +25,12 @@ MIGRATE_ON = ("first", "each")  # the client's: which hosts migrate
 ON_FAILURE = ("rollback", "halt")  # the client's: what a failed batch does to the switched ones
 ENGINES = ("compose",) + strategies.names("engine")
 
-TLS_MODES = ("off", "files")  # tls: a certificate from files on the server
+TLS_MODES = ("off", "files", "acme")  # tls: a certificate from files on the server, or from an ACME server
+# What `tls.acme` names: host names with a dot (HTTP-01 validates no wildcard, no IP), an
+# account's e-mail address, an ACME directory's https:// URL.
+DOMAIN_RE = r"(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]([a-z0-9-]{0,61}[a-z0-9])?"
+EMAIL_RE = r"[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(\.[A-Za-z0-9-]{1,63})+"
+ACME_DIRECTORY_RE = r"https://[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?(/[A-Za-z0-9._~%-]{1,128}){0,8}/?"
 # An absolute path of plain names, none of them . or .. (a file the server reads as root).
 SERVER_PATH_RE = r"(?!.*/\.\.?(/|$))(/[A-Za-z0-9_.+@-]{1,128}){1,16}"
 PUBLISH_RE = r"([0-9]{1,3}(\.[0-9]{1,3}){3}:)?[0-9]{1,5}"  # where the proxy's 443 is published
@@ -160,6 +165,43 @@ KEYS = (
         yaml=False,
     ),
     Key("TLS_KEY", "", f"({SERVER_PATH_RE})?", "TLS_KEY is an absolute path", "tls_key", when="TLS", yaml=False),
+    Key(
+        "TLS_ACME_DOMAINS",
+        "",
+        f"({DOMAIN_RE}( {DOMAIN_RE}){{0,19}})?",
+        "TLS_ACME_DOMAINS are host names",
+        "tls_acme_domains",
+        "words",
+        when="TLS_ACME_DOMAINS",
+        yaml=False,
+    ),
+    Key(
+        "TLS_ACME_EMAIL",
+        "",
+        f"({EMAIL_RE})?",
+        "TLS_ACME_EMAIL is an e-mail address",
+        "tls_acme_email",
+        when="TLS_ACME_DOMAINS",
+        yaml=False,
+    ),
+    Key(
+        "TLS_ACME_DIRECTORY",
+        "",
+        f"({ACME_DIRECTORY_RE})?",
+        "TLS_ACME_DIRECTORY is an https:// URL",
+        "tls_acme_directory",
+        when="TLS_ACME_DOMAINS",
+        yaml=False,
+    ),
+    Key(
+        "TLS_ACME_CA",
+        "",
+        f"({SERVER_PATH_RE})?",
+        "TLS_ACME_CA is an absolute path",
+        "tls_acme_ca",
+        when="TLS_ACME_DOMAINS",
+        yaml=False,
+    ),
     Key("TLS_PUBLISH", "443", PUBLISH_RE, "TLS_PUBLISH is [ADDRESS:]PORT", "tls_publish", when="TLS", yaml=False),
     Key(
         "TLS_HSTS",

@@ -58,7 +58,7 @@ class Slots(ct.ComposeEngine):
         self.switch_steps = self.with_roles(
             [("start", self.start), ("health", self.health), ("admit", self.admit), ("switch", self.switch)]
         )
-        self.finish_steps += self.role_finish_steps()
+        self.finish_steps += self.role_finish_steps() + self.tls_finish_steps()
 
     # ------------------------------------------------------------------ the steps
 
@@ -203,11 +203,13 @@ class Slots(ct.ComposeEngine):
         if self.woke:
             step(run, "retire", lambda run: self.retire_old(run))
             self.finish_roles(run)
+            self.finish_tls(run)
             return
         pruning = release.prune_static(run, self.new[0] if self.new else "")
         step(run, "retire", lambda run: self.retire_old(run))
         step(run, "prune-static", lambda run: release.prune_static_report(run, pruning))
         self.finish_roles(run)
+        self.finish_tls(run)
 
     def retire_old(self, run=None) -> int:
         """The old containers drain and stop; after a deploy (RUN) they are kept, stopped and
@@ -270,7 +272,7 @@ class Slots(ct.ComposeEngine):
             print(f"full rollback: {why}", flush=True)
             return None
         self.warm = warm
-        self.finish_steps = ["retire"] + self.role_finish_steps()
+        self.finish_steps = ["retire"] + self.role_finish_steps() + self.tls_finish_steps()
         age = time.time() - float(warm["since"])
         print(f"instant rollback: {run.version} is kept ready (stopped {age:.0f}s ago, no migration since)", flush=True)
         return [("wake", self.wake)] + self.switch_steps[1:]

@@ -16,7 +16,7 @@ import glob
 import os
 import shutil
 
-from . import agent, cron, facts
+from . import acme, agent, cron, facts
 from . import env as envs
 from .install import SUDOERS_MARK
 from .lock import hold, now_iso
@@ -96,6 +96,7 @@ def remove(env: envs.Env, volumes: bool) -> list:
 
     gone = strategy_for(env).teardown(volumes)  # refuses (nothing else removed) if docker does not answer
     gone += [f"pull agent ({what})" for what in agent.remove(agent.unit(env.name), SYSTEMD_DIR, CRON_DIR)]
+    gone += [f"certificate renewal ({what})" for what in agent.remove(acme.unit(env.name), SYSTEMD_DIR, CRON_DIR)]
     for name in ["", *sorted(cron.installed_timers(env.name, SYSTEMD_DIR))]:
         gone += [f"cron ({what})" for what in agent.remove(cron.unit(env.name, name), SYSTEMD_DIR, CRON_DIR)]
     webhooks, login = os.path.join(facts.ETC, f"{env.name}.webhooks"), envs.docker_config(env.conf_path)

@@ -1,12 +1,19 @@
 """HTTPS at the proxy (`tls:`): the certificate and key the environment names (files on the
-server, root-only), installed where the proxy reads them, the nginx lines that serve them,
-and a graceful reload when they change.
+server, root-only) or obtains from an ACME server (certbot, `TLS=acme`), installed where the
+proxy reads them, the nginx lines that serve them, and a graceful reload when they change.
 
 <app_dir>/tls/, root-only, mounted read-only into the proxy at /etc/nginx/pushdeploy/:
   cert.pem, key.pem   copies of TLS_CERTIFICATE (the chain) and TLS_KEY
   tls.conf            lines for the app's server block: listen 443 ssl, the files, the
                       redirect of plain HTTP, HSTS
   compose.yml         the proxy's extra compose file: TLS_PUBLISH to its port 443, tls/ mounted
+With TLS=acme, certbot keeps the environment's certificate under STATE/ENV/acme/ (its own
+config, so no other certbot renews it without reloading nginx); <app_dir>/acme/ is the
+webroot the proxy answers ACME's challenges from (mounted at ACME_MOUNT). Until the first
+certificate is obtained the proxy serves plain HTTP and the challenges only. It is obtained
+once the proxy answers on port 80: by the setup when the proxy runs, else at the end of the
+next deploy (`certify`); `bin/deploy tls-renew ENV` (root, twice a day by a timer the setup
+installs) renews it when it is due and reloads nginx.
 The app's nginx server block says `include /etc/nginx/pushdeploy/*.conf;` (nothing matches
 without tls:). A deploy installs them in its preflight (a bad pair fails it before anything
 changes) and reloads nginx at its switch; `bin/deploy tls-reload ENV` (root, e.g. a renewal's
@@ -17,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import ssl
 import stat
 import tempfile
@@ -30,6 +38,8 @@ COMPOSE_FILE = f"{DIR}/compose.yml"
 FILES = ("cert.pem", "key.pem", "tls.conf", "compose.yml")
 WARN_DAYS = 14  # server.check warns this close to a certificate's end
 ACME_CHALLENGE = r"^/\.well-known/acme-challenge/"  # never redirected: an ACME server asks over plain HTTP
+ACME_WEBROOT = "acme"  # in the app directory: the challenges' files, world-readable (nginx's workers read them)
+ACME_MOUNT = "/var/www/pushdeploy-acme"  # where the proxy sees it
 
 
 class TlsError(Exception):
@@ -37,7 +47,44 @@ class TlsError(Exception):
 
 
 def enabled(env) -> bool:
-    return env["TLS"] == "files"
+    return env["TLS"] in ("files", "acme")
+
+
+def acme(env) -> bool:
+    return env["TLS"] == "acme"
+
+
+def acme_dir(env) -> str:
+    """certbot's config, work and logs directories of ENV (root-only, in its state)."""
+    return os.path.join(env.state_dir, "acme")
+
+
+def cert_name(env) -> str:
+    return f"pushdeploy-{env.name}"
+
+
+def source(env) -> tuple:
+    """The certificate chain and key the environment serves: its files, or certbot's lineage."""
+    if acme(env):
+        live = os.path.join(acme_dir(env), "config", "live", cert_name(env))
+        return os.path.join(live, "fullchain.pem"), os.path.join(live, "privkey.pem")
+    return env["TLS_CERTIFICATE"], env["TLS_KEY"]
+
+
+def names(path: str) -> list:
+    """The DNS names the certificate at PATH covers (its subjectAltName)."""
+    decoded = ssl._ssl._test_decode_cert(path)
+    return sorted(value for kind, value in decoded.get("subjectAltName", ()) if kind == "DNS")
+
+
+def needs_certificate(env) -> bool:
+    """TLS=acme and no certificate obtained yet, or one for other names than TLS_ACME_DOMAINS."""
+    if not acme(env):
+        return False
+    try:
+        return names(source(env)[0]) != sorted(env["TLS_ACME_DOMAINS"].split())
+    except (OSError, ValueError, ssl.SSLError):
+        return True
 
 
 def compose_files(env) -> list:
@@ -58,11 +105,19 @@ def compose_digest(env) -> str:
         return ""
 
 
-def snippet(hsts: int, redirect: bool) -> str:
+def snippet(hsts: int, redirect: bool, challenges: bool = False, serving: bool = True) -> str:
     """tls.conf: the lines the app's server block includes. Plain HTTP redirects to HTTPS
-    (308 keeps the method) but for ACME's challenges; HSTS only on HTTPS answers."""
-    lines = [
-        "# Written by pushdeploy (tls: in invoke.yaml): included by the app's server block.",
+    (308 keeps the method) but for ACME's challenges; HSTS only on HTTPS answers. CHALLENGES:
+    ACME's are answered from the webroot; not SERVING (no certificate yet): nothing else."""
+    lines = ["# Written by pushdeploy (tls: in invoke.yaml): included by the app's server block."]
+    if challenges:
+        lines.append(
+            f"location ^~ /.well-known/acme-challenge/ {{ root {ACME_MOUNT}; default_type text/plain; "
+            "try_files $uri =404; }"
+        )
+    if not serving:
+        return "\n".join(lines + ["# No certificate yet: plain HTTP until ACME's is obtained."]) + "\n"
+    lines += [
         "listen 443 ssl;",
         f"ssl_certificate {MOUNT}/cert.pem;",
         f"ssl_certificate_key {MOUNT}/key.pem;",
@@ -87,8 +142,10 @@ def snippet(hsts: int, redirect: bool) -> str:
     return "\n".join(lines) + "\n"
 
 
-def compose_text(proxy: str, publish: str) -> str:
-    """compose.yml: the proxy publishes PUBLISH ([address:]port) to its port 443 and reads tls/."""
+def compose_text(proxy: str, publish: str, challenges: bool = False) -> str:
+    """compose.yml: the proxy publishes PUBLISH ([address:]port) to its port 443 and reads tls/
+    (and, with CHALLENGES, ACME's webroot)."""
+    webroot = f"      - ./{ACME_WEBROOT}:{ACME_MOUNT}:ro\n" if challenges else ""
     return (
         "# Written by pushdeploy (tls: in invoke.yaml): the proxy serves HTTPS.\n"
         "services:\n"
@@ -96,18 +153,18 @@ def compose_text(proxy: str, publish: str) -> str:
         "    ports:\n"
         f'      - "{publish}:443"\n'
         "    volumes:\n"
-        f"      - ./{DIR}:{MOUNT}:ro\n"
+        f"      - ./{DIR}:{MOUNT}:ro\n" + webroot
     )
 
 
 def wanted(env, cert: bytes, key: bytes) -> dict:
-    """The files of <app_dir>/tls/ for ENV with this pair (name -> bytes)."""
-    return {
-        "cert.pem": cert,
-        "key.pem": key,
-        "tls.conf": snippet(int(env["TLS_HSTS"]), env["TLS_REDIRECT"] == "yes").encode(),
-        "compose.yml": compose_text(env["PROXY_SERVICE"], env["TLS_PUBLISH"]).encode(),
-    }
+    """The files of <app_dir>/tls/ for ENV with this pair (name -> bytes); without one (b''):
+    an ACME environment's before its first certificate, serving plain HTTP and the challenges."""
+    serving = bool(cert)
+    files = {"cert.pem": cert, "key.pem": key} if serving else {}
+    files["tls.conf"] = snippet(int(env["TLS_HSTS"]), env["TLS_REDIRECT"] == "yes", acme(env), serving).encode()
+    files["compose.yml"] = compose_text(env["PROXY_SERVICE"], env["TLS_PUBLISH"], acme(env)).encode()
+    return files
 
 
 def read_pair(cert_path: str, key_path: str) -> tuple[bytes, bytes]:
@@ -174,15 +231,25 @@ def install(env) -> bool:
     """<app_dir>/tls/ as the environment's settings say (without tls: gone): whether it changed.
     Raises TlsError, changing nothing, when the certificate cannot be served."""
     where = folder(env)
+    webroot = os.path.join(env.app_dir, ACME_WEBROOT)
+    if not acme(env) and os.path.isdir(webroot):
+        shutil.rmtree(webroot)
     if not enabled(env):
         present = [name for name in FILES if os.path.exists(os.path.join(where, name))]
         for name in present:
             os.unlink(os.path.join(where, name))
         return bool(present)
-    files = wanted(env, *read_pair(env["TLS_CERTIFICATE"], env["TLS_KEY"]))
+    files = wanted(env, *current_pair(env))
+    if acme(env):
+        os.makedirs(webroot, mode=0o755, exist_ok=True)
+        os.chmod(webroot, 0o755)
     os.makedirs(where, mode=0o700, exist_ok=True)
     os.chmod(where, 0o700)
     changed = False
+    for name in set(FILES) - set(files):  # an ACME environment's certificate, before it has one
+        if os.path.exists(os.path.join(where, name)):
+            os.unlink(os.path.join(where, name))
+            changed = True
     for name, data in files.items():
         path = os.path.join(where, name)
         try:
@@ -198,6 +265,22 @@ def install(env) -> bool:
         os.replace(tmp, path)
         changed = True
     return changed
+
+
+def current_pair(env) -> tuple:
+    """The pair the environment serves, read and checked; (b'', b'') for an ACME environment
+    without a certificate yet. certbot swaps a renewed lineage's links one by one: a pair read
+    in between is read again."""
+    cert_path, key_path = source(env)
+    if acme(env) and not os.path.exists(cert_path):
+        return b"", b""
+    try:
+        return read_pair(cert_path, key_path)
+    except TlsError:
+        if not acme(env):
+            raise
+        time.sleep(1)
+        return read_pair(cert_path, key_path)
 
 
 def digest(env) -> str:
@@ -237,37 +320,54 @@ def expiry(env, now: float | None = None) -> dict:
     if not enabled(env):
         return {}
     path = os.path.join(folder(env), "cert.pem")
+    origin = f"ACME for {', '.join(env['TLS_ACME_DOMAINS'].split())}" if acme(env) else env["TLS_CERTIFICATE"]
     try:
         ends = not_after(path)
     except (OSError, ValueError, ssl.SSLError):
+        if acme(env):
+            return {
+                "tls": f"no certificate obtained yet ({origin}): plain HTTP until the proxy answers ACME's "
+                f"challenge on port 80; then `inv server.setup --env {env.name}` or the next deploy obtains it"
+            }
         return {"tls": f"no certificate installed at {path}: run `inv server.setup --env {env.name}`"}
+    if acme(env):  # the names it covers (new ones wanted come with the next setup or deploy)
+        origin = f"ACME for {', '.join(names(path))}"
     left = days_left(ends, now)
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ends))
     ended = "ENDED" if left < 0 else "ends"
-    found = {"tls": f"certificate from {env['TLS_CERTIFICATE']}, {ended} {when} ({left} days)", "tls_days_left": left}
+    from .acme import renewal_line
+
+    renewal = f"; {renewal_line(env)}" if acme(env) else ""
+    found = {"tls": f"certificate from {origin}, {ended} {when} ({left} days){renewal}", "tls_days_left": left}
     if left < WARN_DAYS:
-        found["tls_warning"] = (
-            f"the certificate {'has ended' if left < 0 else f'ends in {left} days'}: renew {env['TLS_CERTIFICATE']}, "
-            f"then run `inv server.setup --env {env.name}` (or bin/deploy tls-reload {env.name})"
+        advice = (
+            f"renewal failed or did not run: see `/opt/pushdeploy/bin/deploy tls-renew {env.name}` as root"
+            if acme(env)
+            else f"renew {env['TLS_CERTIFICATE']}, then run `inv server.setup --env {env.name}` (or bin/deploy "
+            f"tls-reload {env.name})"
         )
+        found["tls_warning"] = f"the certificate {'has ended' if left < 0 else f'ends in {left} days'}: {advice}"
     return found
 
 
 def plan_line(env, now: float | None = None) -> str:
     """deploy.plan's word on the certificate a deploy would install: its end, or why its
     preflight would refuse it ('refused: ...')."""
+    cert_path = source(env)[0]
+    domains = ", ".join(env["TLS_ACME_DOMAINS"].split())
+    if needs_certificate(env):
+        return f"ACME certificate for {domains}: obtained after the switch, once the proxy answers on port 80"
     try:
-        read_pair(env["TLS_CERTIFICATE"], env["TLS_KEY"])
-        ends = not_after(env["TLS_CERTIFICATE"])
+        current_pair(env)
+        ends = not_after(cert_path)
     except TlsError as error:
         return f"refused: {error}"
     except (OSError, ValueError, ssl.SSLError) as error:
-        return f"refused: {env['TLS_CERTIFICATE']} cannot be read as a certificate ({error})"
+        return f"refused: {cert_path} cannot be read as a certificate ({error})"
     left = days_left(ends, now)
     soon = f": renew it, fewer than {WARN_DAYS} days left" if left < WARN_DAYS else ""
-    return (
-        f"certificate {env['TLS_CERTIFICATE']}, ends {time.strftime('%Y-%m-%d', time.gmtime(ends))} ({left} days){soon}"
-    )
+    what = f"ACME certificate for {domains}" if acme(env) else f"certificate {cert_path}"
+    return f"{what}, ends {time.strftime('%Y-%m-%d', time.gmtime(ends))} ({left} days){soon}"
 
 
 def apply(env, reload) -> int:

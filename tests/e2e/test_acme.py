@@ -1,0 +1,281 @@
+"""HTTPS from an ACME server (issue 17, part 4), end to end: pebble, Debian's ACME test server,
+on loopback, validates over HTTP-01 through the environment's real proxy; certbot, run by
+bin/deploy on the sandbox server, obtains and renews.
+
+The first setup cannot obtain (no proxy runs yet) and says when it will; the first deploy
+obtains the certificate after its switch and serves it, with plain HTTP redirected but for
+ACME's challenges; the renewal timer is a cron entry, and its command, forced, renews under
+open-loop HTTPS load with no failed or slow request; an ACME server that cannot be reached
+fails the setup and changes nothing served; new names are obtained by the next setup."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import ROOT, SANDBOX, STAGING_A, STAGING_B, inv, remove_project, staging_like_server_env
+from tests.openload import NamedHTTPSConnection, OpenLoad
+
+pytestmark = pytest.mark.e2e
+
+ENV, PROJECT = "acme", "pixel-acme"
+APP_DIR, STATE_DIR = Path(f"/srv/pushdeploy/{PROJECT}"), Path(f"/var/lib/pushdeploy/{ENV}")
+HTTP_PORT, HTTPS_PORT = 8099, 8100  # this environment's proxy on loopback (no other test uses them)
+ACME_PORT, ACME_MANAGEMENT, DNS_PORT, DNS_MANAGEMENT = 14000, 15000, 18053, 18055
+DIRECTORY = f"https://127.0.0.1:{ACME_PORT}/dir"
+WORK = Path("/etc/pushdeploy-e2e-acme")  # "on the server" (the sandbox server is this machine): pebble's files
+CRON_ENTRY = Path(f"/etc/cron.d/pushdeploy-tls-{ENV}")
+DOMAIN, OTHER = "pixel.test", "www.pixel.test"  # pebble's DNS (challtestsrv) answers 127.0.0.1 for every name
+RATE, BUDGET = 20, 1.0
+
+
+def openssl(*args: str) -> None:
+    subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60)
+
+
+def listener_pair(folder: Path) -> None:
+    """A test CA (ca.crt: what certbot trusts for the ACME server) and pebble's own HTTPS pair."""
+    openssl(
+        *("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2"),
+        *("-keyout", str(folder / "ca.key"), "-out", str(folder / "ca.crt"), "-subj", "/CN=pushdeploy e2e ACME CA"),
+    )
+    (folder / "pebble.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    openssl(
+        *("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=localhost"),
+        *("-keyout", str(folder / "pebble.key"), "-out", str(folder / "pebble.csr")),
+    )
+    openssl(
+        *("x509", "-req", "-in", str(folder / "pebble.csr"), "-CA", str(folder / "ca.crt")),
+        *("-CAkey", str(folder / "ca.key"), "-CAcreateserial", "-days", "2"),
+        *("-extfile", str(folder / "pebble.ext"), "-out", str(folder / "pebble.crt")),
+    )
+
+
+def wait_for(url: str, context: ssl.SSLContext, seconds: float = 30) -> bytes:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5, context=context) as response:
+                return response.read()
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.3)
+
+
+@pytest.fixture(scope="module")
+def pebble():
+    """pebble and its DNS (every name: 127.0.0.1) on loopback, validating HTTP-01 on the
+    environment's proxy port; yields the root its certificates chain to (a file)."""
+    if not shutil.which("pebble") or not shutil.which("certbot"):
+        pytest.fail("pebble and certbot are Debian packages scripts/install-deps installs: run it")
+    shutil.rmtree(WORK, ignore_errors=True)
+    WORK.mkdir(mode=0o700)
+    listener_pair(WORK)
+    config = {
+        "pebble": {
+            "listenAddress": f"127.0.0.1:{ACME_PORT}",
+            "managementListenAddress": f"127.0.0.1:{ACME_MANAGEMENT}",
+            "certificate": str(WORK / "pebble.crt"),
+            "privateKey": str(WORK / "pebble.key"),
+            "httpPort": HTTP_PORT,
+            "tlsPort": HTTPS_PORT,
+            "ocspResponderURL": "",
+            "externalAccountBindingRequired": False,
+        }
+    }
+    (WORK / "pebble.json").write_text(json.dumps(config))
+    log = open(WORK / "pebble.log", "w")  # noqa: SIM115 (kept open while they run)
+    dns = subprocess.Popen(
+        [
+            *("pebble-challtestsrv", "-dns01", f"127.0.0.1:{DNS_PORT}", "-management", f"127.0.0.1:{DNS_MANAGEMENT}"),
+            *("-http01", "", "-https01", "", "-tlsalpn01", ""),
+            *("-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    server = subprocess.Popen(
+        ["pebble", "-config", str(WORK / "pebble.json"), "-dnsserver", f"127.0.0.1:{DNS_PORT}", "-strict=false"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=dict(os.environ, PEBBLE_VA_NOSLEEP="1", PEBBLE_WFE_NONCEREJECT="0"),
+        start_new_session=True,
+    )
+    try:
+        trusted = ssl.create_default_context(cafile=str(WORK / "ca.crt"))
+        wait_for(DIRECTORY, trusted)
+        assert dns.poll() is None, (WORK / "pebble.log").read_text()
+        (WORK / "root.pem").write_bytes(wait_for(f"https://127.0.0.1:{ACME_MANAGEMENT}/roots/0", trusted))
+        yield WORK / "root.pem"
+    finally:
+        for process in (server, dns):
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(timeout=30)
+        log.close()
+        print((WORK / "pebble.log").read_text()[-3000:])
+
+
+def context(root: Path) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=str(root))
+
+
+def served(root: Path, name: str = DOMAIN) -> dict:
+    """The certificate the proxy serves for NAME, verified against pebble's root."""
+    with socket.create_connection(("127.0.0.1", HTTPS_PORT), timeout=5) as raw:
+        with context(root).wrap_socket(raw, server_hostname=name) as tls:
+            return tls.getpeercert()
+
+
+def ask_https(root: Path, path: str = "/") -> http.client.HTTPResponse:
+    connection = NamedHTTPSConnection("127.0.0.1", HTTPS_PORT, DOMAIN, timeout=10, context=context(root))
+    connection.request("GET", path, headers={"Host": DOMAIN})
+    response = connection.getresponse()
+    response.body = response.read().decode(errors="replace")
+    connection.close()
+    return response
+
+
+def ask_http(path: str) -> http.client.HTTPResponse:
+    connection = http.client.HTTPConnection("127.0.0.1", HTTP_PORT, timeout=10)
+    connection.request("GET", path, headers={"Host": DOMAIN})
+    response = connection.getresponse()
+    response.read()
+    connection.close()
+    return response
+
+
+def eventually(ask, done, seconds: float = 10):
+    """ASK() until DONE(answer) or SECONDS passed: nginx -s reload returns before its new workers
+    take every connection (the old ones still answer a few)."""
+    deadline = time.monotonic() + seconds
+    answer = ask()
+    while not done(answer) and time.monotonic() < deadline:
+        time.sleep(0.2)
+        answer = ask()
+    return answer
+
+
+def settings(path: Path, server_env: Path, domains=(DOMAIN,), directory: str = DIRECTORY) -> str:
+    acme = {
+        "domains": list(domains),
+        "email": "ops@pixel.test",
+        "directory": directory,
+        "ca_bundle": str(WORK / "ca.crt"),
+    }
+    path.write_text(
+        "deploy:\n"
+        "  environments:\n"
+        f"    {ENV}:\n"
+        "      hosts: [127.0.0.1:2222]\n"
+        f"      project: {PROJECT}\n"
+        f"      app_dir: {APP_DIR}\n"
+        "      version_pattern: '^[0-9a-z][0-9a-z.-]*$'\n"
+        "      health_timeout: 30\n"
+        f"      tls: {{acme: {json.dumps(acme)}, publish: '127.0.0.1:{HTTPS_PORT}', hsts: 600}}\n"
+        "      files:\n"
+        f"        docker-compose.yml: {ROOT}/example/docker-compose.staging.yml\n"
+        f"        docker/etc/nginx/conf.d/pixel.conf: {ROOT}/example/docker/etc/nginx/conf.d/pixel.conf\n"
+        f"      server_env: {server_env}\n"
+    )
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def environment(server, images, pebble, tmp_path_factory):
+    """A fresh `acme` environment, set up (no proxy runs yet: no certificate) and deployed once."""
+    remove_project(PROJECT)
+    subprocess.run(["rm", "-rf", str(APP_DIR), str(STATE_DIR)], check=True)
+    server_env = staging_like_server_env(SANDBOX / f"server-env/{ENV}.env", HTTP_PORT)
+    config = settings(tmp_path_factory.mktemp(ENV) / f"{ENV}.yaml", server_env)
+    setup = inv("-f", config, "server.setup", "--env", ENV)
+    assert setup.returncode == 0, setup.stdout + setup.stderr
+    assert "is obtained once the proxy serves ACME's challenges" in setup.stdout, setup.stdout
+    first = inv("-f", config, "deploy.to", "--env", ENV, "--tag", STAGING_A)
+    assert first.returncode == 0, first.stdout + first.stderr
+    yield config, first.stdout, pebble
+    remove_project(PROJECT)
+    server_env.unlink(missing_ok=True)
+    CRON_ENTRY.unlink(missing_ok=True)
+
+
+def test_the_first_deploy_obtains_the_certificate_and_serves_it(environment):
+    config, deployed, root = environment
+    assert "==> certificate" in deployed and f"tls: obtaining a certificate for {DOMAIN}" in deployed, deployed
+    assert " ok certificate (" in deployed
+    page = ask_https(root)
+    assert page.status == 200 and f"Pixel version {STAGING_A}" in page.body
+    assert page.getheader("Strict-Transport-Security") == "max-age=600"
+    assert ("DNS", DOMAIN) in served(root)["subjectAltName"]
+    moved = eventually(lambda: ask_http("/about/"), lambda response: response.status == 308)  # old workers drain
+    assert moved.status == 308 and moved.getheader("Location") == f"https://{DOMAIN}/about/"
+    key = STATE_DIR / f"acme/config/live/pushdeploy-{ENV}/privkey.pem"
+    assert key.resolve().stat().st_mode & 0o077 == 0 and (APP_DIR / "tls/key.pem").stat().st_mode & 0o777 == 0o600
+    assert f"/opt/pushdeploy/bin/deploy tls-renew {ENV}" in CRON_ENTRY.read_text()
+    check = inv("-f", config, "server.check", "--env", ENV)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert f"https: certificate from ACME for {DOMAIN}, ends " in check.stdout, check.stdout
+    again = inv("-f", config, "deploy.to", "--env", ENV, "--tag", STAGING_B)
+    assert again.returncode == 0 and "==> certificate" not in again.stdout, again.stdout
+
+
+def test_the_timer_renews_under_load_and_nginx_serves_the_new_certificate(environment):
+    config, _, root = environment
+    before = served(root)["serialNumber"]
+    line = next(line for line in CRON_ENTRY.read_text().splitlines() if "tls-renew" in line)
+    command = line.split(" root ", 1)[1].split(">>", 1)[0].split() + ["--force"]
+    url = f"https://127.0.0.1:{HTTPS_PORT}/"
+    with OpenLoad(url, rate=RATE, seconds=300, context=context(root), server_name=DOMAIN) as load:
+        time.sleep(2)
+        renewed = subprocess.run(command, capture_output=True, text=True, timeout=600)
+        time.sleep(3)
+    assert renewed.returncode == 0, renewed.stdout + renewed.stderr
+    assert "tls: the proxy reloaded" in renewed.stdout, renewed.stdout
+    summary = load.summary(budget=BUDGET)
+    print(summary.line())
+    assert summary.failed == 0 and summary.slow == 0, summary.failures
+    assert eventually(lambda: served(root)["serialNumber"], lambda serial: serial != before) != before
+    check = inv("-f", config, "server.check", "--env", ENV)
+    assert "last renewal " in check.stdout and ": ok" in check.stdout, check.stdout
+    due = subprocess.run(command[:-1], capture_output=True, text=True, timeout=600)  # not due: nothing changes
+    assert due.returncode == 0 and "tls: the proxy reloaded" not in due.stdout, due.stdout
+
+
+def test_an_unreachable_acme_server_fails_the_setup_and_changes_nothing_served(environment, tmp_path):
+    _, _, root = environment
+    before = served(root)["serialNumber"]
+    config = settings(
+        tmp_path / "down.yaml", SANDBOX / f"server-env/{ENV}.env", (DOMAIN, OTHER), "https://127.0.0.1:14999/dir"
+    )
+    setup = inv("-f", config, "server.setup", "--env", ENV)
+    assert setup.returncode != 0, setup.stdout + setup.stderr
+    assert "tls: certbot failed" in setup.stdout and "the proxy serves what it served" in setup.stdout, setup.stdout
+    assert served(root)["serialNumber"] == before and ask_https(root).status == 200
+
+
+def test_new_names_are_obtained_by_the_next_setup(environment, tmp_path):
+    _, _, root = environment
+    config = settings(tmp_path / "names.yaml", SANDBOX / f"server-env/{ENV}.env", (DOMAIN, OTHER))
+    setup = inv("-f", config, "server.setup", "--env", ENV)
+    assert setup.returncode == 0, setup.stdout + setup.stderr
+    assert f"tls: obtaining a certificate for {DOMAIN}, {OTHER}" in setup.stdout, setup.stdout
+
+    def names() -> tuple:
+        try:
+            return served(root, OTHER)["subjectAltName"]
+        except ssl.SSLCertVerificationError:  # the old certificate, from nginx's old workers
+            return ()
+
+    assert ("DNS", OTHER) in eventually(names, lambda names: ("DNS", OTHER) in names)
