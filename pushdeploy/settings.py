@@ -137,6 +137,7 @@ class Environment:
     tls_acme_email = property(lambda self: self.tls.email)
     tls_acme_directory = property(lambda self: self.tls.directory)
     tls_acme_ca = property(lambda self: self.tls.ca_bundle)
+    tls_acme_first = property(lambda self: self.tls.first)
 
     def accepts(self, version: str) -> bool:
         return protocol.matches(protocol.VERSION_RE, version) and (
@@ -395,6 +396,7 @@ def _environment(
         engine,
     )
     tls = _parsed(tls_setting.parse, merged["tls"], key("tls"), engine, proxy_service, bool(merged["review_template"]))
+    tls = _parsed(tls_setting.across, tls, [h.hostname for h in hosts], key("tls.acme"))
     scrub = str(merged["scrub"] or "")
     if scrub and not protocol.matches(_SCRUB, scrub):
         raise ConfigError(

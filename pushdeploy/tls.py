@@ -14,6 +14,8 @@ or, in place of certificate and key, a certificate the server obtains and renews
         email: ops@example.com         # the ACME account's contact (expiry notices)
         directory: https://...         # the ACME server (default: certbot's, Let's Encrypt)
         ca_bundle: /etc/ssl/acme.pem   # a private ACME server's own CA, on the server (optional)
+        first: 10.0.0.11:80            # several hosts: where the others reach the first host's
+                                       # proxy on plain HTTP (default: its address, port 80)
 
 The app's nginx server block includes the lines pushdeploy writes: `include
 /etc/nginx/pushdeploy/*.conf;` (`include_problem` checks the files a setup installs say so).
@@ -30,13 +32,13 @@ from pdserver import schema
 
 Tls = collections.namedtuple(
     "Tls",
-    "mode certificate key publish hsts redirect domains email directory ca_bundle",
-    defaults=((), "", "", ""),
+    "mode certificate key publish hsts redirect domains email directory ca_bundle first",
+    defaults=((), "", "", "", ""),
 )
 OFF = Tls("off", "", "", "443", 0, True)
 INCLUDE = "include /etc/nginx/pushdeploy/*.conf;"
 KNOWN = ("certificate", "key", "acme", "publish", "redirect", "hsts")
-ACME_KNOWN = ("domains", "email", "directory", "ca_bundle")
+ACME_KNOWN = ("domains", "email", "directory", "ca_bundle", "first")
 MAX_HSTS = 63072000  # two years, the most browsers' preload lists ask for
 
 
@@ -91,7 +93,7 @@ def parse(raw, key: str, engine: str = "compose", proxy_service: str = "proxy", 
 
 
 def parse_acme(raw, key: str) -> tuple:
-    """`tls.acme`: (domains, email, directory, ca_bundle), checked as the server checks them."""
+    """`tls.acme`: (domains, email, directory, ca_bundle, first), checked as the server checks them."""
     if not isinstance(raw, Mapping):
         raise TlsError(f"{key}: expected {{domains: [NAME, ...], email: ADDRESS}}, got {raw!r}")
     unknown = sorted(set(raw) - set(ACME_KNOWN))
@@ -118,7 +120,26 @@ def parse_acme(raw, key: str) -> tuple:
     ca_bundle = raw.get("ca_bundle", "")
     if not isinstance(ca_bundle, str) or not re.fullmatch(f"({schema.SERVER_PATH_RE})?", ca_bundle):
         raise TlsError(f"{key}.ca_bundle: {ca_bundle!r} must be the absolute path of a CA file on the server")
-    return tuple(domains), email, directory, ca_bundle
+    first = raw.get("first", "")
+    if not isinstance(first, str) or not re.fullmatch(f"({schema.PEER_RE})?", first):
+        raise TlsError(f"{key}.first: {first!r} must be ADDRESS:PORT (e.g. 10.0.0.11:80)")
+    return tuple(domains), email, directory, ca_bundle, first
+
+
+def across(tls: Tls, hosts: list, key: str) -> Tls:
+    """An ACME setting for these hosts (their addresses): on several, where the others reach the
+    first host (`first`, default its address and port 80); on one, nobody."""
+    if tls.mode != "acme":
+        return tls
+    if len(hosts) < 2:
+        return tls._replace(first="")
+    first = tls.first or f"{hosts[0]}:80"
+    if not re.fullmatch(schema.PEER_RE, first):
+        raise TlsError(
+            f"{key}.first: the first host's address {hosts[0]!r} is not one the others can be told: set "
+            "tls.acme.first to ADDRESS:PORT, where they reach its proxy on plain HTTP"
+        )
+    return tls._replace(first=first)
 
 
 def include_problem(tls: Tls, app_files: Mapping[str, bytes]) -> str:
@@ -126,6 +147,13 @@ def include_problem(tls: Tls, app_files: Mapping[str, bytes]) -> str:
     nginx files a setup installs includes pushdeploy's lines."""
     if tls.mode == "off":
         return ""
+    if tls.mode == "acme":
+        own = sorted(name for name, data in app_files.items() if b"acme-challenge" in data)
+        if own:
+            return (
+                f"tls.acme answers ACME's challenges itself, but {own[0]} has an acme-challenge location of its own "
+                "(nginx refuses two): remove it"
+            )
     if any(INCLUDE.encode() in " ".join(data.decode(errors="replace").split()).encode() for data in app_files.values()):
         return ""
     return (

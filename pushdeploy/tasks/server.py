@@ -109,7 +109,59 @@ def setup(c, env="staging", public_key=None):
 
         results = remote.on_hosts(environment.hosts, work, label=lambda h: f"{env} {h}")
         remote.summary(results, remote.last_line, label=lambda h: f"{env} {h}")
+        if environment.tls.first and all(result.ok for result in results):
+            results += copy_certificate(settings, environment)
     done(results, f"server.setup of {env}")
+
+
+def copy_certificate(settings, environment) -> list:
+    """An ACME fleet's certificate (docs/https.md): the first host obtains it if it has none
+    (`tls-export`: its proxy must answer on port 80, the others forwarding the challenges it
+    holds), the pair comes back in memory and goes to every other host (`tls-import`), which
+    checks and serves it. Never printed, never written here."""
+    from pushdeploy import remote
+
+    env, as_root = environment.name, settings.access.admin_user == "root"
+    kept = {}
+
+    def export(host, out):
+        out.line("obtaining the certificate if due, then copying it to the other hosts")
+        command = plan.admin_command(f"{protocol.DEPLOY_BIN} {protocol.command('tls-export', env)}", as_root)
+        with _admin_connect(settings, host) as connection:
+            code, kept["pair"] = remote.capture(connection, command, out, limit=1 << 16)
+        return code
+
+    results = remote.on_hosts(environment.hosts[:1], export, label=lambda h: f"{env} {h}")
+    if not results[0].ok or not kept.get("pair"):  # failed, or nothing obtained yet (it said why)
+        return results
+
+    def import_(host, out):
+        command = plan.admin_command(f"{protocol.DEPLOY_BIN} {protocol.command('tls-import', env)}", as_root)
+        with _admin_connect(settings, host) as connection:
+            return remote.run(connection, command, out, data=kept["pair"])
+
+    return results + remote.on_hosts(environment.hosts[1:], import_, label=lambda h: f"{env} {h}")
+
+
+@task(help={"env": ENV_HELP})
+def certificate(c, env="staging"):
+    """Copy an ACME fleet's certificate from its first host to the others (docs/https.md).
+
+    With `tls: {acme: ...}` on several hosts, the first host alone obtains and
+    renews the certificate (its timer, twice a day); the others serve a copy
+    that `inv server.setup` carries over the admin connection. This task does
+    only that part: the first host obtains one if it has none, and every other
+    host checks and serves what it has. Run it after a renewal, e.g. weekly
+    from CI (certbot renews 30 days before the end).
+    """
+    with fail_on_errors():
+        settings = load_settings(c)
+        environment = settings.environment(env)
+        if not environment.tls.first:
+            raise plan.BadRequest(f"{env} has no tls.acme on several hosts: each host's own certificate serves")
+        say(f"server.certificate of {env} on {len(environment.hosts)} host(s)")
+        results = copy_certificate(settings, environment)
+    done(results, f"server.certificate of {env}")
 
 
 @task(help={"env": ENV_HELP})
@@ -272,4 +324,4 @@ def _confirm(env: str, yes: bool) -> None:
         raise Exit("server.teardown: not confirmed, nothing changed", code=1)
 
 
-namespace = Collection("server", setup, check, trust, teardown)
+namespace = Collection("server", setup, check, trust, teardown, certificate)

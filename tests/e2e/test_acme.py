@@ -12,18 +12,15 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
-import shutil
-import signal
 import socket
 import ssl
 import subprocess
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
+from tests.e2e import acmeserver
 from tests.e2e.conftest import ROOT, SANDBOX, STAGING_A, STAGING_B, inv, remove_project, staging_like_server_env
 from tests.openload import NamedHTTPSConnection, OpenLoad
 
@@ -32,100 +29,18 @@ pytestmark = pytest.mark.e2e
 ENV, PROJECT = "acme", "pixel-acme"
 APP_DIR, STATE_DIR = Path(f"/srv/pushdeploy/{PROJECT}"), Path(f"/var/lib/pushdeploy/{ENV}")
 HTTP_PORT, HTTPS_PORT = 8099, 8100  # this environment's proxy on loopback (no other test uses them)
-ACME_PORT, ACME_MANAGEMENT, DNS_PORT, DNS_MANAGEMENT = 14000, 15000, 18053, 18055
-DIRECTORY = f"https://127.0.0.1:{ACME_PORT}/dir"
+DIRECTORY = acmeserver.DIRECTORY
 WORK = Path("/etc/pushdeploy-e2e-acme")  # "on the server" (the sandbox server is this machine): pebble's files
 CRON_ENTRY = Path(f"/etc/cron.d/pushdeploy-tls-{ENV}")
 DOMAIN, OTHER = "pixel.test", "www.pixel.test"  # pebble's DNS (challtestsrv) answers 127.0.0.1 for every name
 RATE, BUDGET = 20, 1.0
 
 
-def openssl(*args: str) -> None:
-    subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60)
-
-
-def listener_pair(folder: Path) -> None:
-    """A test CA (ca.crt: what certbot trusts for the ACME server) and pebble's own HTTPS pair."""
-    openssl(
-        *("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2"),
-        *("-keyout", str(folder / "ca.key"), "-out", str(folder / "ca.crt"), "-subj", "/CN=pushdeploy e2e ACME CA"),
-    )
-    (folder / "pebble.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    openssl(
-        *("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=localhost"),
-        *("-keyout", str(folder / "pebble.key"), "-out", str(folder / "pebble.csr")),
-    )
-    openssl(
-        *("x509", "-req", "-in", str(folder / "pebble.csr"), "-CA", str(folder / "ca.crt")),
-        *("-CAkey", str(folder / "ca.key"), "-CAcreateserial", "-days", "2"),
-        *("-extfile", str(folder / "pebble.ext"), "-out", str(folder / "pebble.crt")),
-    )
-
-
-def wait_for(url: str, context: ssl.SSLContext, seconds: float = 30) -> bytes:
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=5, context=context) as response:
-                return response.read()
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.3)
-
-
 @pytest.fixture(scope="module")
 def pebble():
-    """pebble and its DNS (every name: 127.0.0.1) on loopback, validating HTTP-01 on the
-    environment's proxy port; yields the root its certificates chain to (a file)."""
-    if not shutil.which("pebble") or not shutil.which("certbot"):
-        pytest.fail("pebble and certbot are Debian packages scripts/install-deps installs: run it")
-    shutil.rmtree(WORK, ignore_errors=True)
-    WORK.mkdir(mode=0o700)
-    listener_pair(WORK)
-    config = {
-        "pebble": {
-            "listenAddress": f"127.0.0.1:{ACME_PORT}",
-            "managementListenAddress": f"127.0.0.1:{ACME_MANAGEMENT}",
-            "certificate": str(WORK / "pebble.crt"),
-            "privateKey": str(WORK / "pebble.key"),
-            "httpPort": HTTP_PORT,
-            "tlsPort": HTTPS_PORT,
-            "ocspResponderURL": "",
-            "externalAccountBindingRequired": False,
-        }
-    }
-    (WORK / "pebble.json").write_text(json.dumps(config))
-    log = open(WORK / "pebble.log", "w")  # noqa: SIM115 (kept open while they run)
-    dns = subprocess.Popen(
-        [
-            *("pebble-challtestsrv", "-dns01", f"127.0.0.1:{DNS_PORT}", "-management", f"127.0.0.1:{DNS_MANAGEMENT}"),
-            *("-http01", "", "-https01", "", "-tlsalpn01", ""),
-            *("-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""),
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    server = subprocess.Popen(
-        ["pebble", "-config", str(WORK / "pebble.json"), "-dnsserver", f"127.0.0.1:{DNS_PORT}", "-strict=false"],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=dict(os.environ, PEBBLE_VA_NOSLEEP="1", PEBBLE_WFE_NONCEREJECT="0"),
-        start_new_session=True,
-    )
-    try:
-        trusted = ssl.create_default_context(cafile=str(WORK / "ca.crt"))
-        wait_for(DIRECTORY, trusted)
-        assert dns.poll() is None, (WORK / "pebble.log").read_text()
-        (WORK / "root.pem").write_bytes(wait_for(f"https://127.0.0.1:{ACME_MANAGEMENT}/roots/0", trusted))
-        yield WORK / "root.pem"
-    finally:
-        for process in (server, dns):
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait(timeout=30)
-        log.close()
-        print((WORK / "pebble.log").read_text()[-3000:])
+    """pebble on loopback, validating on this environment's proxy port; its root (a file)."""
+    with acmeserver.pebble(WORK, HTTP_PORT) as root:
+        yield root
 
 
 def context(root: Path) -> ssl.SSLContext:
@@ -155,17 +70,6 @@ def ask_http(path: str) -> http.client.HTTPResponse:
     response.read()
     connection.close()
     return response
-
-
-def eventually(ask, done, seconds: float = 10):
-    """ASK() until DONE(answer) or SECONDS passed: nginx -s reload returns before its new workers
-    take every connection (the old ones still answer a few)."""
-    deadline = time.monotonic() + seconds
-    answer = ask()
-    while not done(answer) and time.monotonic() < deadline:
-        time.sleep(0.2)
-        answer = ask()
-    return answer
 
 
 def settings(path: Path, server_env: Path, domains=(DOMAIN,), directory: str = DIRECTORY) -> str:
@@ -202,7 +106,7 @@ def environment(server, images, pebble, tmp_path_factory):
     config = settings(tmp_path_factory.mktemp(ENV) / f"{ENV}.yaml", server_env)
     setup = inv("-f", config, "server.setup", "--env", ENV)
     assert setup.returncode == 0, setup.stdout + setup.stderr
-    assert "is obtained once the proxy serves ACME's challenges" in setup.stdout, setup.stdout
+    assert "cannot be obtained yet: the proxy does not run with ACME's webroot" in setup.stdout, setup.stdout
     first = inv("-f", config, "deploy.to", "--env", ENV, "--tag", STAGING_A)
     assert first.returncode == 0, first.stdout + first.stderr
     yield config, first.stdout, pebble
@@ -219,7 +123,9 @@ def test_the_first_deploy_obtains_the_certificate_and_serves_it(environment):
     assert page.status == 200 and f"Pixel version {STAGING_A}" in page.body
     assert page.getheader("Strict-Transport-Security") == "max-age=600"
     assert ("DNS", DOMAIN) in served(root)["subjectAltName"]
-    moved = eventually(lambda: ask_http("/about/"), lambda response: response.status == 308)  # old workers drain
+    moved = acmeserver.eventually(
+        lambda: ask_http("/about/"), lambda response: response.status == 308
+    )  # old workers drain
     assert moved.status == 308 and moved.getheader("Location") == f"https://{DOMAIN}/about/"
     key = STATE_DIR / f"acme/config/live/pushdeploy-{ENV}/privkey.pem"
     assert key.resolve().stat().st_mode & 0o077 == 0 and (APP_DIR / "tls/key.pem").stat().st_mode & 0o777 == 0o600
@@ -235,7 +141,7 @@ def test_the_timer_renews_under_load_and_nginx_serves_the_new_certificate(enviro
     config, _, root = environment
     before = served(root)["serialNumber"]
     line = next(line for line in CRON_ENTRY.read_text().splitlines() if "tls-renew" in line)
-    command = line.split(" root ", 1)[1].split(">>", 1)[0].split() + ["--force"]
+    command = line.split(" root ", 1)[1].split(">", 1)[0].split() + ["--force"]
     url = f"https://127.0.0.1:{HTTPS_PORT}/"
     with OpenLoad(url, rate=RATE, seconds=300, context=context(root), server_name=DOMAIN) as load:
         time.sleep(2)
@@ -246,7 +152,7 @@ def test_the_timer_renews_under_load_and_nginx_serves_the_new_certificate(enviro
     summary = load.summary(budget=BUDGET)
     print(summary.line())
     assert summary.failed == 0 and summary.slow == 0, summary.failures
-    assert eventually(lambda: served(root)["serialNumber"], lambda serial: serial != before) != before
+    assert acmeserver.eventually(lambda: served(root)["serialNumber"], lambda serial: serial != before) != before
     check = inv("-f", config, "server.check", "--env", ENV)
     assert "last renewal " in check.stdout and ": ok" in check.stdout, check.stdout
     due = subprocess.run(command[:-1], capture_output=True, text=True, timeout=600)  # not due: nothing changes
@@ -278,4 +184,4 @@ def test_new_names_are_obtained_by_the_next_setup(environment, tmp_path):
         except ssl.SSLCertVerificationError:  # the old certificate, from nginx's old workers
             return ()
 
-    assert ("DNS", OTHER) in eventually(names, lambda names: ("DNS", OTHER) in names)
+    assert ("DNS", OTHER) in acmeserver.eventually(names, lambda names: ("DNS", OTHER) in names)

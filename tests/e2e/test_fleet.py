@@ -17,6 +17,7 @@ import random
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -26,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e import jobs
+from tests.e2e import acmeserver, jobs
 from tests.e2e.conftest import ROOT, tool_env
 from tests.e2e.multihost import (
     STATE,
@@ -886,3 +887,79 @@ def test_the_setup_guide_from_a_bastion_only_network_and_a_private_registry(flee
         assert versions() == dict.fromkeys(HOSTS, V3)
     finally:
         script("bastion", "off")
+
+
+ACME_WORK = Path("/etc/pushdeploy-e2e-acme-fleet")  # on the machine: every host sees it (ca_bundle)
+LB_TLS, SITE = ("127.0.0.1", 8490), "pixel.test"
+
+
+def host_run(host: str, argv: list[str]) -> subprocess.CompletedProcess:
+    """ARGV as root inside HOST (its network, mounts and name), as its cron would run it."""
+    enter = ["nsenter", f"--net=/run/netns/pd-{host}", f"--mount={STATE / 'ns' / f'{host}.mnt'}"]
+    enter.append(f"--uts={STATE / 'ns' / f'{host}.uts'}")
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+    return subprocess.run([*enter, *argv], capture_output=True, text=True, timeout=600, env=env)
+
+
+def test_https_from_acme_one_host_obtains_every_host_serves_it_and_renewals_are_copied(fleet, tmp_path):
+    """Issue 17 part 4 across the fleet: pebble (inside h1, as h1's certbot reaches it) resolves the
+    site to h2, so every challenge reaches a host that does not hold it and must pass it on to h1,
+    the first host, which alone obtains; server.setup carries the pair to h2 and h3 (a first setup
+    has nothing to copy until a deploy gives the proxies the webroot and port 443). Then a rolling
+    deploy under open-loop HTTPS load through the load balancer (TCP to each host's 443, each
+    request a verified handshake): 0 failed, 0 over 1 s; h1's renewal timer, forced, renews there
+    alone, and `inv server.certificate` copies it to the others."""
+    ensure(fleet, V3)
+    acme = {"domains": [SITE], "email": "ops@pixel.test", "directory": acmeserver.DIRECTORY}
+    acme["ca_bundle"] = str(ACME_WORK / "ca.crt")
+    config = tmp_path / "acme.yaml"
+    tls = json.dumps({"acme": acme, "hsts": 600})
+    config.write_text("deploy:\n  environments:\n" + environment(ENV, list(HOSTS.values()), tls=tls))
+    with acmeserver.pebble(ACME_WORK, 80, address=HOSTS["h2"], netns="pd-h1") as root:
+
+        def serials() -> dict[str, str]:
+            return {host: acmeserver.serial(addr, 443, root, SITE) for host, addr in HOSTS.items()}
+
+        try:
+            first = fleet.inv("server.setup", "--env", ENV, config=config)
+            assert first.returncode == 0, first.stdout + first.stderr
+            assert "nothing to copy yet: deploy, then run `inv server.setup` again" in first.stdout + first.stderr
+            deployed = fleet.deploy(V4, "--force", config=config)  # the proxies get the webroot and port 443
+            assert deployed.returncode == 0 and "==> certificate" not in deployed.stdout, deployed.stdout
+            second = fleet.inv("server.setup", "--env", ENV, config=config)
+            assert second.returncode == 0, second.stdout + second.stderr
+            assert f"tls: obtaining a certificate for {SITE}" in second.stdout, second.stdout
+            served = acmeserver.eventually(
+                serials, lambda found: len(set(found.values()) - {""}) == 1 and all(found.values())
+            )
+            assert all(served.values()) and len(set(served.values())) == 1, served
+            assert (STATE / f"hosts/h1/fs/cron.d/pushdeploy-tls-{ENV}").exists()
+            assert not (STATE / f"hosts/h2/fs/cron.d/pushdeploy-tls-{ENV}").exists()
+
+            context = ssl.create_default_context(cafile=str(root))
+            url = f"https://{LB_TLS[0]}:{LB_TLS[1]}/"
+            with OpenLoad(url, rate=RATE, seconds=300, context=context, server_name=SITE) as load:
+                time.sleep(1)
+                rolled = fleet.deploy(V3, "--force", config=config)
+                time.sleep(1.5)
+                load.ran = load.now()
+            assert rolled.returncode == 0, rolled.stdout + rolled.stderr
+            assert_nothing_lost(load)
+            assert last_second(load) == {V3}
+
+            line = (STATE / f"hosts/h1/fs/cron.d/pushdeploy-tls-{ENV}").read_text().splitlines()[-1]
+            renewed = host_run("h1", [*line.split(" root ", 1)[1].split(">", 1)[0].split(), "--force"])
+            assert renewed.returncode == 0 and "tls: the proxy reloaded" in renewed.stdout, renewed.stdout
+            after = acmeserver.eventually(serials, lambda found: found["h1"] != served["h1"])
+            assert after["h1"] != served["h1"] and after["h2"] == served["h2"]  # renewed on h1 alone
+            copied = fleet.inv("server.certificate", "--env", ENV, config=config)
+            assert copied.returncode == 0, copied.stdout + copied.stderr
+            assert acmeserver.eventually(serials, lambda found: set(found.values()) == {after["h1"]}) == dict.fromkeys(
+                HOSTS, after["h1"]
+            )
+            check = fleet.inv("server.check", "--env", ENV, config=config)
+            assert "a copy of the first host's, renewed there" in check.stdout, check.stdout
+        finally:
+            assert fleet.inv("server.setup", "--env", ENV).returncode == 0  # plain HTTP again, from the next deploy
+            plain = fleet.deploy(V3, "--force")
+            assert plain.returncode == 0, plain.stdout + plain.stderr

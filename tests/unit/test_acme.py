@@ -6,6 +6,7 @@ check says. certbot and pebble themselves run in tests/e2e/test_acme.py."""
 from __future__ import annotations
 
 import functools
+import hashlib
 import http.server
 import os
 import shutil
@@ -22,6 +23,7 @@ from pushdeploy.settings import ConfigError, from_config
 from pdserver import acme, install
 from pdserver import env as envs
 from pdserver import tls as server_tls
+from pdserver.request import Refused
 
 ACME = {"domains": ["pixel.example.com", "www.pixel.example.com"], "email": "ops@example.com"}
 
@@ -39,7 +41,7 @@ def test_acme_becomes_the_environments_settings_and_lines_of_its_server_conf():
     assert (
         "TLS=acme\nTLS_CERTIFICATE=\nTLS_KEY=\nTLS_ACME_DOMAINS=pixel.example.com www.pixel.example.com\n"
         "TLS_ACME_EMAIL=ops@example.com\nTLS_ACME_DIRECTORY=https://acme.example.com/directory\n"
-        "TLS_ACME_CA=/etc/ssl/acme.pem\nTLS_PUBLISH=443\nTLS_HSTS=600\n"
+        "TLS_ACME_CA=/etc/ssl/acme.pem\nTLS_ACME_FIRST=\nTLS_PUBLISH=443\nTLS_HSTS=600\n"
     ) in conf
     files = settings({"certificate": "/a.pem", "key": "/b.pem"}).environment("production")
     assert "TLS_ACME" not in plan.server_conf(files, {})
@@ -64,6 +66,7 @@ def test_acme_becomes_the_environments_settings_and_lines_of_its_server_conf():
         ({**ACME, "directory": "https://a.example.com/$(id)"}, "tls.acme.directory", "https:// URL"),
         ({**ACME, "ca_bundle": "ca.pem"}, "tls.acme.ca_bundle", "absolute path"),
         ({**ACME, "staging": True}, "tls.acme.staging", "unknown setting"),
+        ({**ACME, "first": "10.0.0.1"}, "tls.acme.first", "ADDRESS:PORT"),
     ],
 )
 def test_bad_acme_settings_name_the_key(acme_setting, key, says):
@@ -157,15 +160,12 @@ def test_certbots_command_lines(env, tmp_path):
         f"{base}/work",
         f"{base}/logs",
     ]
-    assert argv[argv.index("-w") + 1] == os.path.join(env.app_dir, "acme")
-    assert [argv[i + 1] for i, word in enumerate(argv) if word == "-d"] == [
-        "pixel.example.com",
-        "www.pixel.example.com",
-    ]
-    assert "--server" not in argv and "REQUESTS_CA_BUNDLE" not in environ or os.environ.get("REQUESTS_CA_BUNDLE")
+    assert f"--webroot-path={os.path.join(env.app_dir, 'acme')}" in argv
+    assert "--domains=pixel.example.com,www.pixel.example.com" in argv and "--email=ops@example.com" in argv
+    assert "--keep-until-expiring" in argv and not any(word.startswith("--server") for word in argv)
     private = server_env(tmp_path, TLS_ACME_DIRECTORY="https://127.0.0.1:14000/dir", TLS_ACME_CA="/etc/acme-ca.pem")
     argv, environ = acme.certbot(private, acme.obtain_words(private))
-    assert argv[argv.index("--server") + 1] == "https://127.0.0.1:14000/dir"
+    assert "--server=https://127.0.0.1:14000/dir" in argv
     assert environ["REQUESTS_CA_BUNDLE"] == "/etc/acme-ca.pem"
     assert acme.renew_words(False) == ["renew", "--no-random-sleep-on-renew"]
     assert acme.renew_words(True)[-1] == "--force-renewal"
@@ -202,18 +202,47 @@ def test_the_challenge_self_check_asks_the_proxy_as_an_acme_server_would(env, tm
 
 def test_certify_waits_for_the_proxy_and_says_why_it_cannot_obtain(env, capsys, monkeypatch):
     server_tls.install(env)
-    assert acme.certify(env, lambda e: True, lambda: "") == 0
-    assert "obtained once the proxy serves ACME's challenges" in capsys.readouterr().out
+    assert acme.certify(env, lambda e: True, lambda: ("", "the proxy does not run")) == 0
+    assert "cannot be obtained yet: the proxy does not run" in capsys.readouterr().out
     monkeypatch.setattr(shutil, "which", lambda name: None)
     proxy = serve(os.path.join(env.app_dir, "acme"))
     try:
-        assert acme.certify(env, lambda e: True, lambda: f"127.0.0.1:{proxy.server_port}") == 1
+        assert acme.certify(env, lambda e: True, lambda: (f"127.0.0.1:{proxy.server_port}", "")) == 1
     finally:
         proxy.shutdown()
         proxy.server_close()
     assert "certbot is not installed on this host: apt-get install certbot" in capsys.readouterr().out
     lineage(env, "pixel.example.com", "www.pixel.example.com")
-    assert acme.certify(env, lambda e: True, lambda: "127.0.0.1:9") == 0  # it has one: nothing asked
+    assert acme.certify(env, lambda e: True, lambda: ("127.0.0.1:9", "")) == 0  # it has one: nothing asked
+
+
+def test_a_lineage_from_another_directory_is_obtained_again_at_once(env, tmp_path):
+    lineage(env, "pixel.example.com", "www.pixel.example.com")
+    assert not server_tls.needs_certificate(env)  # obtained before the directory was noted: kept
+    envs.write_text(server_tls.directory_file(env), "https://acme-staging.example.com/directory\n")
+    assert server_tls.needs_certificate(env)
+    assert "--force-renewal" in acme.obtain_words(env) and "--keep-until-expiring" not in acme.obtain_words(env)
+    envs.write_text(server_tls.directory_file(env), "\n")
+    assert not server_tls.needs_certificate(env)
+
+
+def test_an_app_location_for_the_challenges_is_refused_with_acme(env):
+    from pushdeploy import tls
+
+    acme_tls = settings({"acme": ACME}).environment("production").tls
+    own = {"pixel.conf": b"server { location /.well-known/acme-challenge/ { root /srv/acme; } }"}
+    assert "pixel.conf has an acme-challenge location of its own" in tls.include_problem(acme_tls, own)
+    webroot = os.path.join(env.app_dir, "acme")
+    os.makedirs(webroot)  # the app's own folder of that name, not pushdeploy's: kept without tls.acme
+    server_tls.install(server_env(Path(env.app_dir).parent, TLS="off"))
+    assert os.path.isdir(webroot)
+
+
+def test_many_names_are_taken_by_both_sides():
+    names = [f"name{i:02d}-{'x' * 25}.pixel.example.com" for i in range(9)]
+    env = settings({"acme": {**ACME, "domains": names}}).environment("production")
+    conf = plan.server_conf(env, {})
+    assert envs.parse(conf.replace("TLS_PUBLISH", "PROXY_SERVICE=proxy\nTLS_PUBLISH"), "x.conf", "production")
 
 
 def test_check_says_how_the_certificate_came_and_how_its_renewal_went(env):
@@ -236,7 +265,10 @@ def test_the_renewal_timer_is_a_cron_entry_without_systemd_and_goes_with_acme(ro
     (root / "bundle/env.conf").write_text(conf)
     install.Installer(str(root / "bundle"), "production", "root", str(root / "srv/app")).install_tls_renewal()
     entry = root / "cron.d/pushdeploy-tls-production"
-    assert f"17 4,16 * * * root {root}/prefix/bin/deploy tls-renew production >>" in entry.read_text()
+    assert (
+        f"{acme.minute('production')} 4,16 * * * root {root}/prefix/bin/deploy tls-renew production >"
+        in entry.read_text()
+    )
     assert "certificate renewal of production: cron" in capsys.readouterr().out
     monkeypatch.setattr(shutil, "which", lambda name: None)
     with pytest.raises(install.Failed, match="apt-get install certbot"):
@@ -245,7 +277,8 @@ def test_the_renewal_timer_is_a_cron_entry_without_systemd_and_goes_with_acme(ro
     gone = install.Installer(str(root / "bundle"), "production", "root", str(root / "srv/app"))
     gone.install_tls_renewal()
     assert not entry.exists()
-    assert "OnCalendar=*-*-* 4,16:17:00" in acme.timer_text("production")
+    assert f"OnCalendar=*-*-* 4,16:{acme.minute('production'):02d}:00" in acme.timer_text("production")
+    assert acme.minute("production") != acme.minute("staging")
     assert f"ExecStart={root}/prefix/bin/deploy tls-renew production" in acme.service_text("production")
 
 
@@ -258,3 +291,106 @@ def test_tls_renew_is_roots_alone_and_takes_only_force(monkeypatch, capsys):
     monkeypatch.setattr(os, "geteuid", lambda: 0)
     monkeypatch.delenv("SUDO_USER", raising=False)
     assert main.main(["tls-renew", "production", "--now"]) == facts.EXIT_USAGE
+
+
+# ------------------------------------------------------------------ a fleet: the first host obtains, the others copy
+
+
+def test_on_several_hosts_the_others_reach_the_first_on_port_80_unless_told():
+    fleet = settings({"acme": ACME}, hosts=["pd@10.0.0.11", "pd@10.0.0.12:2222"]).environment("production")
+    assert fleet.tls.first == "10.0.0.11:80" and "TLS_ACME_FIRST=10.0.0.11:80\n" in plan.server_conf(fleet, {})
+    told = settings({"acme": {**ACME, "first": "192.168.1.5:8080"}}, hosts=["a.example", "b.example"])
+    assert told.environment("production").tls.first == "192.168.1.5:8080"
+    one = settings({"acme": {**ACME, "first": "192.168.1.5:8080"}}).environment("production")
+    assert one.tls.first == ""
+    with pytest.raises(ConfigError, match="set tls.acme.first to ADDRESS:PORT"):
+        settings({"acme": ACME}, hosts=["pd@[fd00::1]", "pd@[fd00::2]"])
+
+
+@pytest.fixture
+def follower(tmp_path, monkeypatch):
+    from pdserver import facts
+
+    monkeypatch.setattr(envs.Env, "state_dir", property(lambda self: str(tmp_path / "state")))
+    monkeypatch.setattr(facts, "STATE", str(tmp_path / "state-root"))
+    os.makedirs(tmp_path / "state", mode=0o700)
+    os.makedirs(tmp_path / "state-root/production")
+    (tmp_path / "state-root/production/host").write_text("2\n")
+    os.makedirs(tmp_path / "app")
+    return server_env(tmp_path, TLS_ACME_FIRST="10.0.0.11:80")
+
+
+def test_the_other_hosts_forward_challenges_they_do_not_hold_and_serve_a_copy(follower, capsys):
+    assert server_tls.follower(follower) and not server_tls.needs_certificate(follower)
+    assert server_tls.source(follower)[0].endswith("/acme/copy/fullchain.pem")
+    server_tls.install(follower)
+    conf = open(os.path.join(follower.app_dir, "tls/tls.conf")).read()
+    assert "try_files $uri @pushdeploy_acme_first;" in conf
+    assert "location @pushdeploy_acme_first { proxy_pass http://10.0.0.11:80; proxy_set_header Host $host;" in conf
+    assert (
+        "no certificate yet" in server_tls.expiry(follower)["tls"]
+        and "copies it to every host" in server_tls.expiry(follower)["tls"]
+    )
+    assert "none yet; `inv server.setup` obtains it on the first host" in server_tls.plan_line(follower)
+    assert acme.certify(follower, lambda e: True, lambda: ("127.0.0.1:9", "")) == 0  # never asks an ACME server
+    first = server_env(Path(follower.app_dir).parent, TLS_ACME_FIRST="10.0.0.11:80")
+    (Path(follower.app_dir).parent / "state-root/production/host").write_text("1\n")
+    assert server_tls.fleet(first) and not server_tls.follower(first)
+    assert "on a fleet" not in capsys.readouterr().out
+    assert acme.certify(first, lambda e: True, lambda: ("127.0.0.1:9", "")) == 0  # a deploy's: only tls-export obtains
+    assert "across the fleet, `inv server.setup --env production` obtains" in capsys.readouterr().out
+
+
+def exported(tmp_path, names=("pixel.example.com", "www.pixel.example.com")) -> bytes:
+    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+        + ["-keyout", str(key), "-out", str(cert), "-days", "30", "-subj", f"/CN={names[0]}"]
+        + ["-addext", "subjectAltName=" + ",".join(f"DNS:{name}" for name in names)],
+        check=True,
+        capture_output=True,
+    )
+    body = cert.read_bytes() + key.read_bytes()
+    return body + f"{acme.TRAILER}{hashlib.sha256(body).hexdigest()}\n".encode()
+
+
+def test_a_copy_is_taken_only_whole_and_as_a_pair(tmp_path):
+    data = exported(tmp_path)
+    cert, key = acme.received_pair(data)
+    assert cert.startswith(b"-----BEGIN CERTIFICATE-----") and b"PRIVATE KEY-----" in key
+    for bad, says in (
+        (data[:-10] + b"0" * 9 + b"\n", "incomplete or altered"),
+        (data[: len(data) // 2], "incomplete or altered"),
+        (b"", "incomplete or altered"),
+    ):
+        with pytest.raises(Refused, match=says):
+            acme.received_pair(bad)
+    mixed_body = cert + exported_key(tmp_path)
+    mixed = mixed_body + f"{acme.TRAILER}{hashlib.sha256(mixed_body).hexdigest()}\n".encode()
+    with pytest.raises(Refused, match="not a pair nginx can serve"):
+        acme.received_pair(mixed)
+    only_cert = cert + f"{acme.TRAILER}{hashlib.sha256(cert).hexdigest()}\n".encode()
+    with pytest.raises(Refused, match="not a certificate chain followed by its key"):
+        acme.received_pair(only_cert)
+
+
+def exported_key(tmp_path) -> bytes:
+    key = tmp_path / "other.key"
+    subprocess.run(
+        ["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", str(key)],
+        check=True,
+        capture_output=True,
+    )
+    return key.read_bytes()
+
+
+def test_only_the_first_host_of_a_fleet_renews(root, monkeypatch):
+    monkeypatch.setattr(shutil, "which", lambda name: f"/usr/bin/{name}")
+    conf = "APP_DIR=/x\nPROJECT=p\nTLS=acme\nTLS_ACME_DOMAINS=a.example.com\nTLS_ACME_EMAIL=a@example.com\n"
+    (root / "bundle/env.conf").write_text(conf + "TLS_ACME_FIRST=10.0.0.11:80\n")
+    entry = root / "cron.d/pushdeploy-tls-production"
+    for position, installed in ((1, True), (2, False)):
+        install.Installer(
+            str(root / "bundle"), "production", "root", str(root / "srv/app"), position=position
+        ).install_tls_renewal()
+        assert entry.exists() is installed

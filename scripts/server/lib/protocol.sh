@@ -27,7 +27,7 @@ PD_VERBS='deploy rollback status history logs maintenance backups check version 
 # deploy account, whose entrypoint refuses them and bin/deploy again. The database's
 # (inv db.refresh), then the server's (inv server.teardown, inv secrets.push).
 PD_ADMIN_VERBS='db-dump db-restore'
-PD_SERVER_VERBS='teardown env-push'
+PD_SERVER_VERBS='teardown env-push tls-export tls-import'
 
 # What a named deploy key may do only if its verbs list it as well (a key given every verb
 # gets none of them): rollback --restore-db replaces the database, losing recent writes.

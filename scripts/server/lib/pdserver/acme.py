@@ -8,29 +8,41 @@ and serves plain HTTP until the first certificate. That is obtained once the pro
 port 80 (`certify`): by server.setup when the proxy runs, else after the next deploy's
 switch. `bin/deploy tls-renew ENV` (root; the timer server.setup installs runs it twice a
 day) renews it when certbot finds it due (30 days left) and reloads nginx gracefully.
+
+Across a fleet (TLS_ACME_FIRST: where the other hosts reach the first host's proxy) the first
+host alone obtains and renews: the others answer the challenges they do not hold by asking it
+(a request sent to any host through a load balancer validates), and serve a copy the client
+carries over the admin connection at `inv server.setup`: `tls-export` on the first host (the
+pair on stdout, obtained first if it has none), `tls-import` on each other host (on stdin,
+checked, root-only, served). No host holds a credential to another.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import http.client
 import os
 import secrets
 import shutil
 import subprocess
+import sys
 import time
 
 from . import env as envs
 from . import facts, tls
+from .request import Refused, Request
+from .result import Result
 
 CERTBOT_TIMEOUT = 300
-TIMES = "17 4,16"  # the renewal timer's minute and hours (cron), twice a day as certbot asks
+HOURS = "4,16"  # the renewal timer's hours, twice a day as certbot asks (the minute: the environment's own)
 
 
 def certbot(env, words: list) -> tuple:
     """certbot's command (argv, environ) for ENV: its own directories, never a prompt; the ACME
     server's CA trusted when TLS_ACME_CA names one."""
     base = tls.acme_dir(env)
-    argv = ["certbot", *words, "--non-interactive", "--cert-name", tls.cert_name(env)]
+    argv = ["certbot", *words, "--non-interactive", "--cert-name", tls.cert_name(env), "--max-log-backups", "30"]
     for kind in ("config", "work", "logs"):
         argv += [f"--{kind}-dir", os.path.join(base, kind)]
     environ = dict(os.environ, **({"REQUESTS_CA_BUNDLE": env["TLS_ACME_CA"]} if env["TLS_ACME_CA"] else {}))
@@ -38,11 +50,13 @@ def certbot(env, words: list) -> tuple:
 
 
 def obtain_words(env) -> list:
-    """`certbot certonly` over HTTP-01 through the proxy's webroot, for TLS_ACME_DOMAINS."""
-    words = ["certonly", "--webroot", "-w", os.path.join(env.app_dir, tls.ACME_WEBROOT), "--agree-tos"]
-    words += ["-m", env["TLS_ACME_EMAIL"], "--keep-until-expiring"]
-    words += [word for name in env["TLS_ACME_DOMAINS"].split() for word in ("-d", name)]
-    return words + (["--server", env["TLS_ACME_DIRECTORY"]] if env["TLS_ACME_DIRECTORY"] else [])
+    """`certbot certonly` over HTTP-01 through the proxy's webroot, for TLS_ACME_DOMAINS (again,
+    now, when the lineage came from another directory)."""
+    webroot = os.path.join(env.app_dir, tls.ACME_WEBROOT)
+    words = ["certonly", "--webroot", f"--webroot-path={webroot}", "--agree-tos", f"--email={env['TLS_ACME_EMAIL']}"]
+    words += [f"--domains={','.join(env['TLS_ACME_DOMAINS'].split())}"]
+    words += ["--force-renewal" if tls.other_directory(env) else "--keep-until-expiring"]
+    return words + ([f"--server={env['TLS_ACME_DIRECTORY']}"] if env["TLS_ACME_DIRECTORY"] else [])
 
 
 def renew_words(force: bool) -> list:
@@ -99,20 +113,24 @@ def answers_challenge(env, port: str) -> str:
     return ""
 
 
-def certify(env, reload, proxy_port) -> int:
-    """An ACME environment's certificate obtained when it has none (or one for other names),
-    once the proxy answers the challenges (PROXY_PORT(): where its port 80 is published here,
-    '' while it does not run with ACME's webroot), then installed and served (RELOAD(env)). 0 when it serves one
-    or need not; 1, said, when it could not be obtained (the proxy serves what it served)."""
+def certify(env, reload, proxy_port, exporting: bool = False) -> int:
+    """An ACME environment's certificate obtained when it has none (or one for other names or
+    from another directory), once the proxy answers the challenges (PROXY_PORT(): (where its
+    port 80 is published here, '') or ('', why not)), then installed and served (RELOAD(env)).
+    0 when it serves one or need not; 1, said, when it could not be obtained (the proxy serves what it served). On a
+    fleet only EXPORTING (tls-export, for `inv server.setup`) obtains: every host serves it then."""
     if not tls.needs_certificate(env):
         return 0
     domains = ", ".join(env["TLS_ACME_DOMAINS"].split())
-    port = proxy_port()
-    if not port:
+    if tls.fleet(env) and not exporting:
         print(
-            f"tls: the certificate for {domains} is obtained once the proxy serves ACME's challenges (next deploy)",
+            f"tls: across the fleet, `inv server.setup --env {env.name}` obtains the certificate for {domains}",
             flush=True,
         )
+        return 0
+    port, why = proxy_port()
+    if not port:
+        print(f"tls: the certificate for {domains} cannot be obtained yet: {why}", flush=True)
         return 0
     problem = answers_challenge(env, port)
     if problem:
@@ -122,7 +140,9 @@ def certify(env, reload, proxy_port) -> int:
         f"tls: obtaining a certificate for {domains} from {env['TLS_ACME_DIRECTORY'] or 'certbot default'}", flush=True
     )
     code, said = run_certbot(env, obtain_words(env))
-    if code != 0:
+    if code == 0:
+        envs.write_text(tls.directory_file(env), env["TLS_ACME_DIRECTORY"] + "\n")
+    else:
         print(f"tls: certbot failed (exit {code}); the proxy serves what it served:\n{said}", flush=True)
         print(
             "  every domain's DNS must point at this host and its port 80 reach the proxy; then `inv server.setup`",
@@ -134,7 +154,22 @@ def certify(env, reload, proxy_port) -> int:
 
 def renew(env, reload, force: bool) -> int:
     """`bin/deploy tls-renew ENV`: certbot renews the lineage when it is due (or, FORCE, now);
-    a new certificate is installed and served at once. The outcome is kept for check."""
+    a new certificate is installed and served at once. The outcome is kept for check. Not while
+    a deploy (or anything else) holds the environment's lock: the timer comes again."""
+    from .lock import hold
+
+    try:
+        lock = hold(env.state_dir, "tls-renew", "certificate renewal", "tls-renew")
+    except Refused as busy:
+        print(f"tls-renew: skipped, {busy} (the timer tries again within 12 hours)", flush=True)
+        return 0
+    try:
+        return renew_held(env, reload, force)
+    finally:
+        lock.release()
+
+
+def renew_held(env, reload, force: bool) -> int:
     code, said = run_certbot(env, renew_words(force))
     outcome = "ok" if code == 0 else f"failed (exit {code})"
     envs.write_text(os.path.join(env.state_dir, "tls-renewal"), f"{int(time.time())} {outcome}\n")
@@ -154,6 +189,83 @@ def renewal_line(env) -> str:
     return f"last renewal {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(int(when)))}: {outcome}"
 
 
+# ---------------------------------------------------------------------- a fleet's copies (admin)
+
+PAIR_LIMIT = 1 << 16  # bytes of a certificate chain and key
+TRAILER = "pushdeploy-sha256:"  # the last line: the checksum of the pair before it
+
+
+def export(request: Request) -> Result:
+    """`tls-export ENV` (admin, the fleet's first host): the certificate obtained if it has none
+    (its proxy answering), then the chain and key on stdout with a checksum line; what happened
+    goes to stderr (stdout is the pair, never printed by the client)."""
+    from .containers import proxy_port, serve_tls
+
+    env = envs.load_checked(request)
+    if not tls.acme(env) or tls.follower(env):
+        raise Refused(f"tls-export: {env.name} has no tls.acme, or this is not its first host", 1)
+    from .lock import hold
+
+    lock = hold(env.state_dir, "tls-export", "certificate export", "tls-export", "the certificates stay as they are")
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            code = tls.apply(env, serve_tls) or certify(env, serve_tls, lambda: proxy_port(env), exporting=True)
+    finally:
+        lock.release()
+    if code != 0:
+        raise Refused("tls-export: no certificate to copy (above: why); the other hosts keep theirs", 1)
+    if not os.path.exists(tls.source(env)[0]):  # the proxies answer the challenges from the next deploy
+        print("tls: nothing to copy yet: deploy, then run `inv server.setup` again", file=sys.stderr, flush=True)
+        return Result(0, {"names": ""})
+    cert, key = tls.current_pair(env)
+    body = cert.rstrip(b"\n") + b"\n" + key.rstrip(b"\n") + b"\n"
+    sys.stdout.buffer.write(body + f"{TRAILER}{hashlib.sha256(body).hexdigest()}\n".encode())
+    sys.stdout.flush()
+    return Result(0, {"names": " ".join(tls.names(tls.source(env)[0]))})
+
+
+def received_pair(data: bytes) -> tuple:
+    """The chain and key tls-export wrote, checked whole: Refused (nothing changed) otherwise."""
+    body, _, last = data.rstrip(b"\n").rpartition(b"\n")
+    body += b"\n"
+    if last.decode(errors="replace") != TRAILER + hashlib.sha256(body).hexdigest():
+        raise Refused("the certificate arrived incomplete or altered (checksum): nothing changed", 1)
+    start = body.find(b"-----BEGIN ", body.rfind(b"-----END CERTIFICATE-----"))
+    cert, key = body[:start], body[start:]
+    if start < 0 or b"PRIVATE KEY-----" not in key or b"-----BEGIN CERTIFICATE-----" not in cert:
+        raise Refused("not a certificate chain followed by its key: nothing changed", 1)
+    why = tls.pair_problem(cert, key)
+    if why:
+        raise Refused(f"the certificate and key are not a pair nginx can serve ({why}): nothing changed", 1)
+    return cert, key
+
+
+def import_pair(request: Request) -> Result:
+    """`tls-import ENV` (admin, a fleet's other host): the first host's pair from stdin, kept
+    root-only as this host's source, installed and served (nginx reloads gracefully)."""
+    from .containers import serve_tls
+
+    env = envs.load_checked(request)
+    if not tls.follower(env):
+        raise Refused(f"tls-import: {env.name} is not an ACME fleet, or this is its first host (it obtains)", 1)
+    data = sys.stdin.buffer.read(PAIR_LIMIT + 1)
+    if len(data) > PAIR_LIMIT:
+        raise Refused(f"more than {PAIR_LIMIT} bytes: not a certificate and key; nothing changed", 1)
+    cert, key = received_pair(data)
+    cert_path, key_path = tls.source(env)
+    folder = os.path.dirname(cert_path)
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    os.chmod(folder, 0o700)
+    for path, content in ((key_path, key), (cert_path, cert)):
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as file:
+            file.write(content)
+        os.chown(tmp, 0, 0)
+        os.replace(tmp, path)
+    code = tls.apply(env, serve_tls)
+    return Result(code, {"names": " ".join(tls.names(cert_path))})
+
+
 # ---------------------------------------------------------------------- the timer (bin/install)
 
 
@@ -166,11 +278,16 @@ def command(env: str) -> str:
     return f"{facts.PREFIX}/bin/deploy tls-renew {env}"
 
 
+def minute(env: str) -> int:
+    """The environment's own minute of the hour (not every server's at once at the ACME server)."""
+    return int(hashlib.sha256(env.encode()).hexdigest(), 16) % 60
+
+
 def cron_text(env: str) -> str:
     return (
         f"# Managed by pushdeploy (inv server.setup): renews {env}'s ACME certificate when due, twice a day.\n"
         "SHELL=/bin/sh\nPATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n"
-        f"{TIMES} * * * root {command(env)} >>{facts.STATE}/{env}/tls-renewal.log 2>&1\n"
+        f"{minute(env)} {HOURS} * * * root {command(env)} >{facts.STATE}/{env}/tls-renewal.log 2>&1\n"
     )
 
 
@@ -188,13 +305,12 @@ ExecStart={command(env)}
 
 
 def timer_text(env: str) -> str:
-    minute, hours = TIMES.split()
     return f"""# Managed by pushdeploy (inv server.setup): renews {env}'s ACME certificate, twice a day.
 [Unit]
 Description=pushdeploy: renew {env}'s ACME certificate, twice a day
 
 [Timer]
-OnCalendar=*-*-* {hours}:{minute}:00
+OnCalendar=*-*-* {HOURS}:{minute(env):02d}:00
 RandomizedDelaySec=1h
 Persistent=true
 

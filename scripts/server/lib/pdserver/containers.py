@@ -253,19 +253,22 @@ class ComposeEngine(Strategy):
     def tls_renew(self, force: bool) -> int:
         """`bin/deploy tls-renew`: an ACME certificate renewed when due (or obtained if missing)."""
         env = self.env
+        if tls.follower(env):
+            print(f"tls-renew: the first host of {env.name} renews; `inv server.setup` copies it here", flush=True)
+            return 0
         if tls.needs_certificate(env):
             return tls.apply(env, serve_tls) or self.certify()
         return acme.renew(env, serve_tls, force)
 
     def tls_finish_steps(self) -> list:
-        return ["certificate"] if tls.needs_certificate(self.env) else []
+        return ["certificate"] if tls.needs_certificate(self.env) and not tls.fleet(self.env) else []
 
     def finish_tls(self, run) -> None:
         """After the switch: an ACME environment without its certificate gets it now that the
         proxy answers (a failure leaves plain HTTP serving, and says why)."""
         from .pipeline import step
 
-        if tls.needs_certificate(self.env):
+        if tls.needs_certificate(self.env) and not tls.fleet(self.env):  # a fleet's: server.setup (acme.py)
             step(run, "certificate", self.certify)
 
     def preflight(self, run) -> int:
@@ -561,14 +564,15 @@ def serve_tls(env: envs.Env) -> bool:
     return proxy_mounts(env, tls.MOUNT) and reload_proxy(env)
 
 
-def proxy_port(env: envs.Env) -> str:
-    """Where the proxy's port 80 is published on this host ([address:]port; '' when it does not
-    run with ACME's webroot mounted)."""
+def proxy_port(env: envs.Env) -> tuple:
+    """(where the proxy's port 80 is published on this host, [address:]port, '') or ('', why not)."""
     if not env["PROXY_SERVICE"] or not proxy_mounts(env, tls.ACME_MOUNT):
-        return ""
+        return "", "the proxy does not run with ACME's webroot yet (the next deploy recreates it with it)"
     code, out = runner.output(compose.compose(env, "port", env["PROXY_SERVICE"], "80"))
     lines = out.strip().splitlines()
-    return lines[-1].strip() if code == 0 and lines and ":" in lines[-1] else ""
+    if code == 0 and lines and ":" in lines[-1]:
+        return lines[-1].strip(), ""
+    return "", f"{env['PROXY_SERVICE']} publishes no port 80 on this host: ACME's server must reach it there"
 
 
 def proxy_mounts(env: envs.Env, destination: str) -> bool:

@@ -427,9 +427,10 @@ class Installer:
     def install_tls_renewal(self) -> None:
         """tls.acme's renewal (acme.py): a systemd timer where systemd runs as PID 1, else a cron
         entry, twice a day; none without it. certbot must be on the host."""
-        mode = conf.value(conf.parse(_read(os.path.join(self.bundle, "env.conf"))), "TLS", "off")
+        settings = conf.parse(_read(os.path.join(self.bundle, "env.conf")))
+        mode, first = conf.value(settings, "TLS", "off"), conf.value(settings, "TLS_ACME_FIRST", "")
         unit = acme.unit(self.env)
-        if mode != "acme":
+        if mode != "acme" or (first and self.position > 1):  # a fleet's first host alone renews
             for what in agent.remove(unit, SYSTEMD_DIR, CRON_DIR):
                 self.report("changed", f"removed the certificate renewal of {self.env} ({what})")
             return

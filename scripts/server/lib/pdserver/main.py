@@ -56,6 +56,8 @@ USAGE = """usage: deploy VERB ENV [OPTIONS]
   db-dump ENV [--fresh]        (admin only) the newest backup, or a fresh pg_dump, on stdout
   db-restore ENV --from=SRC    (admin only) restore the dump on stdin, migrate, scrub, record
   env-push ENV [--by=WHO]      (admin only) the secrets on stdin into .env: names added/changed/removed
+  tls-export ENV               (admin only) a fleet's first host: its ACME certificate (obtained if due) on stdout
+  tls-import ENV               (admin only) another host of the fleet: that certificate on stdin, served
   tls-reload ENV               (root only: a renewal's hook) install tls:'s certificate again, reload nginx if it changed
   tls-renew ENV [--force]      (root only: its timer) renew tls.acme's certificate when due (--force: now), serve it
 

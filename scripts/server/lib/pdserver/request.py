@@ -84,6 +84,8 @@ VERBS = {
     "db-dump": Verb("ENV [--fresh]", 0, ("fresh", "expect")),
     "db-restore": Verb("ENV --from=SOURCE [--by=WHO] [--url=URL]", 0, ("from", "by", "url", "expect")),
     "env-push": Verb("ENV [--by=WHO] [--expect=HASH]", 0, ("by", "expect")),
+    "tls-export": Verb("ENV", 0),
+    "tls-import": Verb("ENV", 0),
     "teardown": Verb("ENV [--volumes] [--by=WHO]", 0, ("volumes", "by")),
     "mark": Verb("ENV VERSION bad|good [--reason=WORDS] [--by=WHO] [--expect=HASH]", 2, ("reason", "by", "expect")),
 }

@@ -28,8 +28,11 @@ ENGINES = ("compose",) + strategies.names("engine")
 TLS_MODES = ("off", "files", "acme")  # tls: a certificate from files on the server, or from an ACME server
 # What `tls.acme` names: host names with a dot (HTTP-01 validates no wildcard, no IP), an
 # account's e-mail address, an ACME directory's https:// URL.
-DOMAIN_RE = r"(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]([a-z0-9-]{0,61}[a-z0-9])?"
+DOMAIN_RE = r"(?=[^ ]{1,253}( |$))([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]([a-z0-9-]{0,61}[a-z0-9])?"
 EMAIL_RE = r"[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(\.[A-Za-z0-9-]{1,63})+"
+# Where a fleet's other hosts reach the first host's proxy on plain HTTP: an IPv4 address or a
+# host name, and a port.
+PEER_RE = r"([0-9]{1,3}(\.[0-9]{1,3}){3}|[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?):[0-9]{1,5}"
 ACME_DIRECTORY_RE = r"https://[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?(/[A-Za-z0-9._~%-]{1,128}){0,8}/?"
 # An absolute path of plain names, none of them . or .. (a file the server reads as root).
 SERVER_PATH_RE = r"(?!.*/\.\.?(/|$))(/[A-Za-z0-9_.+@-]{1,128}){1,16}"
@@ -199,6 +202,15 @@ KEYS = (
         f"({SERVER_PATH_RE})?",
         "TLS_ACME_CA is an absolute path",
         "tls_acme_ca",
+        when="TLS_ACME_DOMAINS",
+        yaml=False,
+    ),
+    Key(
+        "TLS_ACME_FIRST",
+        "",
+        rf"({PEER_RE})?",
+        "TLS_ACME_FIRST is ADDRESS:PORT",
+        "tls_acme_first",
         when="TLS_ACME_DOMAINS",
         yaml=False,
     ),

@@ -40,6 +40,7 @@ WARN_DAYS = 14  # server.check warns this close to a certificate's end
 ACME_CHALLENGE = r"^/\.well-known/acme-challenge/"  # never redirected: an ACME server asks over plain HTTP
 ACME_WEBROOT = "acme"  # in the app directory: the challenges' files, world-readable (nginx's workers read them)
 ACME_MOUNT = "/var/www/pushdeploy-acme"  # where the proxy sees it
+WEBROOT_MARK = ".pushdeploy-webroot"  # in the webroot: pushdeploy made it (and removes it with tls.acme)
 
 
 class TlsError(Exception):
@@ -63,8 +64,25 @@ def cert_name(env) -> str:
     return f"pushdeploy-{env.name}"
 
 
+def fleet(env) -> bool:
+    """An ACME environment of several hosts: the first obtains, `inv server.setup` copies
+    (TLS_ACME_FIRST: where the others reach the first host's proxy on plain HTTP)."""
+    return acme(env) and bool(env["TLS_ACME_FIRST"])
+
+
+def follower(env) -> bool:
+    """This host serves a copy of the fleet's certificate, which the first host obtains."""
+    from .roles import position
+
+    return fleet(env) and position(env.name) > 1
+
+
 def source(env) -> tuple:
-    """The certificate chain and key the environment serves: its files, or certbot's lineage."""
+    """The certificate chain and key the environment serves: its files, certbot's lineage, or
+    on a fleet's other hosts the copy of the first host's (tls-import)."""
+    if follower(env):
+        copy = os.path.join(acme_dir(env), "copy")
+        return os.path.join(copy, "fullchain.pem"), os.path.join(copy, "privkey.pem")
     if acme(env):
         live = os.path.join(acme_dir(env), "config", "live", cert_name(env))
         return os.path.join(live, "fullchain.pem"), os.path.join(live, "privkey.pem")
@@ -78,13 +96,30 @@ def names(path: str) -> list:
 
 
 def needs_certificate(env) -> bool:
-    """TLS=acme and no certificate obtained yet, or one for other names than TLS_ACME_DOMAINS."""
-    if not acme(env):
+    """TLS=acme and no certificate obtained yet, or one for other names than TLS_ACME_DOMAINS, or
+    from another ACME directory than TLS_ACME_DIRECTORY (never on a fleet's other hosts: the
+    first host obtains)."""
+    if not acme(env) or follower(env):
         return False
     try:
-        return names(source(env)[0]) != sorted(env["TLS_ACME_DOMAINS"].split())
+        named = names(source(env)[0]) != sorted(env["TLS_ACME_DOMAINS"].split())
     except (OSError, ValueError, ssl.SSLError):
         return True
+    return named or other_directory(env)
+
+
+def other_directory(env) -> bool:
+    """The lineage was obtained from another ACME directory than the one set now (e.g. a staging
+    server's, untrusted): certbot renews from the one it has, so it is obtained again."""
+    try:
+        return envs.read_text(directory_file(env)).strip() != env["TLS_ACME_DIRECTORY"]
+    except OSError:
+        return False  # obtained before pushdeploy noted it
+
+
+def directory_file(env) -> str:
+    """The ACME directory the lineage came from ('' for certbot's default), noted at obtaining."""
+    return os.path.join(acme_dir(env), "directory")
 
 
 def compose_files(env) -> list:
@@ -105,15 +140,23 @@ def compose_digest(env) -> str:
         return ""
 
 
-def snippet(hsts: int, redirect: bool, challenges: bool = False, serving: bool = True) -> str:
+def snippet(hsts: int, redirect: bool, challenges: bool = False, serving: bool = True, first: str = "") -> str:
     """tls.conf: the lines the app's server block includes. Plain HTTP redirects to HTTPS
     (308 keeps the method) but for ACME's challenges; HSTS only on HTTPS answers. CHALLENGES:
-    ACME's are answered from the webroot; not SERVING (no certificate yet): nothing else."""
+    ACME's are answered from the webroot, and, with FIRST (a fleet's other hosts: the first
+    host's address:port), those not found here by the first host, which obtains; not SERVING
+    (no certificate yet): nothing else."""
     lines = ["# Written by pushdeploy (tls: in invoke.yaml): included by the app's server block."]
     if challenges:
+        missing = "@pushdeploy_acme_first" if first else "=404"
         lines.append(
             f"location ^~ /.well-known/acme-challenge/ {{ root {ACME_MOUNT}; default_type text/plain; "
-            "try_files $uri =404; }"
+            f"try_files $uri {missing}; }}"
+        )
+    if challenges and first:
+        lines.append(
+            f"location @pushdeploy_acme_first {{ proxy_pass http://{first}; proxy_set_header Host $host; "
+            "proxy_connect_timeout 5s; }"
         )
     if not serving:
         return "\n".join(lines + ["# No certificate yet: plain HTTP until ACME's is obtained."]) + "\n"
@@ -162,7 +205,8 @@ def wanted(env, cert: bytes, key: bytes) -> dict:
     an ACME environment's before its first certificate, serving plain HTTP and the challenges."""
     serving = bool(cert)
     files = {"cert.pem": cert, "key.pem": key} if serving else {}
-    files["tls.conf"] = snippet(int(env["TLS_HSTS"]), env["TLS_REDIRECT"] == "yes", acme(env), serving).encode()
+    first = env["TLS_ACME_FIRST"] if follower(env) else ""
+    files["tls.conf"] = snippet(int(env["TLS_HSTS"]), env["TLS_REDIRECT"] == "yes", acme(env), serving, first).encode()
     files["compose.yml"] = compose_text(env["PROXY_SERVICE"], env["TLS_PUBLISH"], acme(env)).encode()
     return files
 
@@ -232,7 +276,7 @@ def install(env) -> bool:
     Raises TlsError, changing nothing, when the certificate cannot be served."""
     where = folder(env)
     webroot = os.path.join(env.app_dir, ACME_WEBROOT)
-    if not acme(env) and os.path.isdir(webroot):
+    if not acme(env) and os.path.isfile(os.path.join(webroot, WEBROOT_MARK)):  # ours alone, never an app's
         shutil.rmtree(webroot)
     if not enabled(env):
         present = [name for name in FILES if os.path.exists(os.path.join(where, name))]
@@ -243,6 +287,8 @@ def install(env) -> bool:
     if acme(env):
         os.makedirs(webroot, mode=0o755, exist_ok=True)
         os.chmod(webroot, 0o755)
+        if not os.path.exists(os.path.join(webroot, WEBROOT_MARK)):
+            envs.write_text(os.path.join(webroot, WEBROOT_MARK), "ACME's challenges (pushdeploy, tls.acme)\n")
     os.makedirs(where, mode=0o700, exist_ok=True)
     os.chmod(where, 0o700)
     changed = False
@@ -324,6 +370,11 @@ def expiry(env, now: float | None = None) -> dict:
     try:
         ends = not_after(path)
     except (OSError, ValueError, ssl.SSLError):
+        if fleet(env):
+            return {
+                "tls": f"no certificate yet ({origin}): plain HTTP until `inv server.setup --env {env.name}` has the "
+                "first host obtain it (its proxy answering on port 80) and copies it to every host"
+            }
         if acme(env):
             return {
                 "tls": f"no certificate obtained yet ({origin}): plain HTTP until the proxy answers ACME's "
@@ -337,11 +388,14 @@ def expiry(env, now: float | None = None) -> dict:
     ended = "ENDED" if left < 0 else "ends"
     from .acme import renewal_line
 
-    renewal = f"; {renewal_line(env)}" if acme(env) else ""
+    renewal = f"; {renewal_line(env)}" if acme(env) and not follower(env) else ""
+    renewal = "; a copy of the first host's, renewed there, copied by `inv server.setup`" if follower(env) else renewal
     found = {"tls": f"certificate from {origin}, {ended} {when} ({left} days){renewal}", "tls_days_left": left}
     if left < WARN_DAYS:
         advice = (
-            f"renewal failed or did not run: see `/opt/pushdeploy/bin/deploy tls-renew {env.name}` as root"
+            f"the first host renews it: run `inv server.setup --env {env.name}` to copy its renewal here"
+            if follower(env)
+            else f"renewal failed or did not run: see `/opt/pushdeploy/bin/deploy tls-renew {env.name}` as root"
             if acme(env)
             else f"renew {env['TLS_CERTIFICATE']}, then run `inv server.setup --env {env.name}` (or bin/deploy "
             f"tls-reload {env.name})"
@@ -355,6 +409,8 @@ def plan_line(env, now: float | None = None) -> str:
     preflight would refuse it ('refused: ...')."""
     cert_path = source(env)[0]
     domains = ", ".join(env["TLS_ACME_DOMAINS"].split())
+    if fleet(env) and not os.path.exists(cert_path):
+        return f"ACME certificate for {domains}: none yet; `inv server.setup` obtains it on the first host, copies it"
     if needs_certificate(env):
         return f"ACME certificate for {domains}: obtained after the switch, once the proxy answers on port 80"
     try:

@@ -334,6 +334,18 @@ def env_push(request: Request) -> Result:
     return envpush.env_push(request)
 
 
+def tls_export(request: Request) -> Result:
+    from . import acme
+
+    return acme.export(request)
+
+
+def tls_import(request: Request) -> Result:
+    from . import acme
+
+    return acme.import_pair(request)
+
+
 def pull(request: Request) -> Result:
     from . import agent
 
@@ -368,6 +380,8 @@ HANDLERS = {
     "db-dump": db_dump,
     "db-restore": db_restore,
     "env-push": env_push,
+    "tls-export": tls_export,
+    "tls-import": tls_import,
     "pull": pull,
     "teardown": teardown,
 }
