@@ -363,27 +363,36 @@ def run(connection: Session, command: str, writer: HostWriter, data: bytes | Non
 
 def capture(connection: Session, command: str, writer: HostWriter, limit: int = 1 << 20) -> tuple[int, bytes]:
     """Run one command keeping its stdout (bytes, up to LIMIT: a secret, never shown) and
-    streaming its stderr through the writer: (exit code, stdout)."""
-    channel = connection.transport.open_session()
-    channel.exec_command(command)
+    streaming its stderr through the writer, both read to their end: (exit code, stdout)."""
     decode = codecs.getincrementaldecoder("utf-8")(errors="replace").decode
     kept = bytearray()
-    while True:
-        if channel.recv_stderr_ready():
-            writer.write(decode(channel.recv_stderr(32768)))
-        elif channel.recv_ready():
-            chunk = channel.recv(32768)
-            if len(kept) + len(chunk) > limit:
-                channel.close()
-                raise RemoteError(f"more than {limit} bytes on stdout: not what was asked for")
-            kept += chunk
-        elif channel.exit_status_ready() and not channel.recv_ready() and not channel.recv_stderr_ready():
-            break
-        else:
-            time.sleep(0.02)
-    writer.write(decode(b"", final=True))
-    writer.flush()
-    return channel.recv_exit_status(), bytes(kept)
+    try:
+        channel = connection.transport.open_session()
+        channel.exec_command(command)
+        while True:
+            if channel.recv_stderr_ready():
+                writer.write(decode(channel.recv_stderr(32768)))
+            elif channel.recv_ready():
+                kept += channel.recv(32768)
+                if len(kept) > limit:
+                    channel.close()
+                    raise RemoteError(f"more than {limit} bytes on stdout: not what was asked for")
+            elif channel.eof_received or channel.closed:  # nothing more will come on either stream
+                break
+            else:
+                time.sleep(0.02)
+        writer.write(decode(b"", final=True))
+        writer.flush()
+        code = channel.recv_exit_status()
+    except RemoteError:
+        raise
+    except Exception:
+        if connection.watchdog.why():
+            raise RemoteError(connection.watchdog.why(), retryable=True) from None
+        raise
+    if code == -1 and connection.watchdog.why():
+        raise RemoteError(connection.watchdog.why(), retryable=True)
+    return code, bytes(kept)
 
 
 def on_hosts(

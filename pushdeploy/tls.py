@@ -134,6 +134,11 @@ def across(tls: Tls, hosts: list, key: str) -> Tls:
     if len(hosts) < 2:
         return tls._replace(first="")
     first = tls.first or f"{hosts[0]}:80"
+    if first.startswith(("127.", "localhost:", "0.")):
+        raise TlsError(
+            f"{key}.first: {first} is each host's own loopback (the hosts are reached through a tunnel?): set "
+            "tls.acme.first to ADDRESS:PORT, where the other hosts reach the first host's proxy on plain HTTP"
+        )
     if not re.fullmatch(schema.PEER_RE, first):
         raise TlsError(
             f"{key}.first: the first host's address {hosts[0]!r} is not one the others can be told: set "

@@ -109,8 +109,8 @@ def setup(c, env="staging", public_key=None):
 
         results = remote.on_hosts(environment.hosts, work, label=lambda h: f"{env} {h}")
         remote.summary(results, remote.last_line, label=lambda h: f"{env} {h}")
-        if environment.tls.first and all(result.ok for result in results):
-            results += copy_certificate(settings, environment)
+        if environment.tls.first and all(result.ok for result in results):  # a failed copy fails the setup
+            results += [result for result in copy_certificate(settings, environment) if not result.ok]
     done(results, f"server.setup of {env}")
 
 

@@ -26,14 +26,16 @@ def unique(name: str) -> str:
     return f"{name}{time.time_ns() // 1_000_000 % 10**9}"
 
 
-def enqueue(base_url: str, prefix: str, rate: float = 2, seconds: float = 1.5) -> OpenLoad:
-    """POST /jobs/enqueue at RATE a second, whatever earlier requests did: job PREFIX-N takes SECONDS."""
+def enqueue(base_url: str, prefix: str, rate: float = 2, seconds: float = 1.5, **https) -> OpenLoad:
+    """POST /jobs/enqueue at RATE a second, whatever earlier requests did: job PREFIX-N takes SECONDS
+    (HTTPS: OpenLoad's context and server_name)."""
     return OpenLoad(
         base_url.rstrip("/") + "/jobs/enqueue",
         rate=rate,
         seconds=300,
         method="POST",
         body=lambda i: f"key={prefix}-{i}&seconds={seconds}".encode(),
+        **https,
     )
 
 

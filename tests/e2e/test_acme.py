@@ -185,3 +185,40 @@ def test_new_names_are_obtained_by_the_next_setup(environment, tmp_path):
             return ()
 
     assert ("DNS", OTHER) in acmeserver.eventually(names, lambda names: ("DNS", OTHER) in names)
+
+
+def test_switch_recreate_obtains_at_its_finish_and_checks_each_new_version_over_https(environment, tmp_path):
+    """`switch: recreate` on Pixel's own layout (example/seed/) with the one line tls: asks of its
+    nginx file: the first deploy checks the new version through the proxy over plain HTTP (no
+    certificate yet), obtains the certificate after its switch; the next checks it over HTTPS."""
+    _, _, root = environment
+    remove_project(PROJECT)
+    subprocess.run(["rm", "-rf", str(APP_DIR), str(STATE_DIR)], check=True)
+    seed = (ROOT / "example/seed/docker/etc/nginx/conf.d/pixel.conf").read_text()
+    assert seed.count("listen 80 default_server;") == 1
+    conf = tmp_path / "pixel.conf"
+    conf.write_text(
+        seed.replace(
+            "listen 80 default_server;", "listen 80 default_server;\n    include /etc/nginx/pushdeploy/*.conf;"
+        )
+    )
+    config = settings(tmp_path / "recreate.yaml", SANDBOX / f"server-env/{ENV}.env")
+    text = Path(config).read_text()
+    text = text.replace(f"{ROOT}/example/docker-compose.staging.yml", f"{ROOT}/example/seed/docker-compose.yml")
+    text = text.replace(f"{ROOT}/example/docker/etc/nginx/conf.d/pixel.conf", str(conf))
+    Path(config).write_text(
+        text.replace("      health_timeout: 30\n", "      health_timeout: 30\n      switch: recreate\n")
+    )
+    setup = inv("-f", config, "server.setup", "--env", ENV)
+    assert setup.returncode == 0, setup.stdout + setup.stderr
+    first = inv("-f", config, "deploy.to", "--env", ENV, "--tag", STAGING_A)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert " ok certificate (" in first.stdout, first.stdout
+    page = acmeserver.eventually(
+        lambda: ask_https(root), lambda response: f"Pixel version {STAGING_A}" in response.body
+    )
+    assert page.status == 200 and f"Pixel version {STAGING_A}" in page.body
+    second = inv("-f", config, "deploy.to", "--env", ENV, "--tag", STAGING_B)
+    assert second.returncode == 0 and "==> certificate" not in second.stdout, second.stdout + second.stderr
+    page = ask_https(root)
+    assert page.status == 200 and f"Pixel version {STAGING_B}" in page.body

@@ -46,6 +46,8 @@ pytestmark = pytest.mark.e2e
 
 HOSTS = {"h1": "10.213.0.11", "h2": "10.213.0.12", "h3": "10.213.0.13"}
 LB = "http://127.0.0.1:8090/"
+LB_TLS, SITE = ("127.0.0.1", 8490), "pixel.test"  # TCP to every host's 443; pebble's DNS answers for SITE
+ACME_WORK = Path("/etc/pushdeploy-e2e-acme-fleet")  # on the machine: every host sees it (ca_bundle)
 ENV = "fleet"
 # Versions deployed in turn (images from the conftest's `images` fixture).
 V1, V2, V3, V4 = "1.0.0", "1.1.0", "c3c3c3c", "d4d4d4d"
@@ -124,11 +126,12 @@ def ensure(fleet: HostsEnvironment, version: str) -> None:
 
 
 def under_load(
-    fleet: HostsEnvironment, *args: str, config: Path | None = None
+    fleet: HostsEnvironment, *args: str, config: Path | None = None, url: str = LB, **https
 ) -> tuple[subprocess.CompletedProcess, OpenLoad]:
-    """`inv ARGS` while open-loop load runs through the load balancer, from 1 s before to 1.5 s after;
-    each host's steps are marked on the load's clock."""
-    with OpenLoad(LB, rate=RATE, seconds=300) as load:
+    """`inv ARGS` while open-loop load runs through the load balancer (URL; HTTPS: the context and
+    server_name of OpenLoad), from 1 s before to 1.5 s after; each host's steps are marked on the
+    load's clock."""
+    with OpenLoad(url, rate=RATE, seconds=300, **https) as load:
         time.sleep(1)
         client = fleet.popen(*args, config=config, merged=False)
         lines = []
@@ -695,12 +698,15 @@ def role_containers(service: str) -> dict[str, list[str]]:
     return found
 
 
-def test_workers_on_every_host_and_one_scheduler_lose_no_job_across_the_fleet(fleet, tmp_path):
-    """Issue 17, parts 1 and 2 across the fleet: Celery workers on every host, Celery beat on the
-    first only, one Redis broker (on h1, outside the project, as a managed one would be). Jobs
-    enqueued through the load balancer at a fixed rate, with open-loop page load, across a rolling
-    deploy host by host and a rollback: every job ran exactly once, never two beats at once anywhere (every
-    host sampled), the scheduled job no more often than its schedule, and no page lost or slow."""
+def test_the_production_app_web_workers_scheduler_cron_and_https_on_three_hosts(fleet, tmp_path):
+    """Issue 17's whole app across the fleet, as the README shows it: web, Celery workers on every
+    host, Celery beat on the first only, a cron job on the first only, HTTPS from ACME (pebble,
+    resolving the site to h2: h1 obtains, every host serves it), one Redis broker (on h1, outside
+    the project, as a managed one would be). Jobs enqueued over HTTPS through the load balancer at
+    a fixed rate, with open-loop HTTPS page load, across a rolling deploy host by host and a
+    rollback: every job ran exactly once, never two beats at once anywhere (every host sampled),
+    the scheduled job no more often than its schedule, no page lost or slow; the cron job runs
+    on the first host, on the version that serves."""
     ensure(fleet, V3)
     host_docker("h1", "rm", "-f", "pd-broker")
     broker = host_docker("h1", "run", "-d", "--name", "pd-broker", "--network", "host", jobs.REDIS_IMAGE)
@@ -710,61 +716,86 @@ def test_workers_on_every_host_and_one_scheduler_lose_no_job_across_the_fleet(fl
         (STATE / "fleet.env").read_text() + f"CELERY_BROKER_URL=redis://{HOSTS['h1']}:6379/0\nPIXEL_TICK_SECONDS=2\n"
     )
     server_env.chmod(0o600)
+    acme = {"domains": [SITE], "email": "ops@pixel.test", "directory": acmeserver.DIRECTORY}
+    acme["ca_bundle"] = str(ACME_WORK / "ca.crt")
     settings = environment(
         ENV,
         list(HOSTS.values()),
         compose_files="[docker-compose.yml, docker-compose.jobs.yml]",
         roles=jobs.ROLES,
+        cron="{clearsessions: {schedule: '17 3 * * *', command: check}}",
+        tls=json.dumps({"acme": acme, "hsts": 600}),
     )
     settings = settings.replace(str(STATE / "fleet.env"), str(server_env)).replace(
         "      files:\n",
         f"      files:\n        docker-compose.jobs.yml: {ROOT}/example/docker-compose.fleet-jobs.yml\n",
     )
-    config = tmp_path / "jobs.yaml"
+    config = tmp_path / "app.yaml"
     config.write_text("deploy:\n  environments:\n" + settings)
-    try:
-        assert fleet.inv("server.setup", "--env", ENV, config=config).returncode == 0
-        first = fleet.deploy(V3, "--force", config=config)
-        assert first.returncode == 0, first.stdout + first.stderr
-        assert role_containers("worker") == dict.fromkeys(HOSTS, [V3])
-        assert role_containers("beat") == {"h1": [V3], "h2": [], "h3": []}
-        key = jobs.unique("fleet")
-        enqueue = jobs.enqueue(LB, key)
-        beats = jobs.Most(lambda: sum(len(v) for v in role_containers("beat").values()))
-        started = time.time()
-        with enqueue, beats:
-            result, load = under_load(fleet, "deploy.to", "--env", ENV, "--tag", V4, config=config)
-            assert result.returncode == 0, result.stdout + result.stderr
-            assert role_containers("worker") == dict.fromkeys(HOSTS, [V4])
-            assert role_containers("beat") == {"h1": [V4], "h2": [], "h3": []}
-            back, back_load = under_load(fleet, "deploy.rollback", "--env", ENV, config=config)
-        took = time.time() - started
-        assert back.returncode == 0, back.stdout + back.stderr
-        assert_nothing_lost(load)
-        assert_nothing_lost(back_load)
-        assert role_containers("worker") == dict.fromkeys(HOSTS, [V3])
-        assert role_containers("beat") == {"h1": [V3], "h2": [], "h3": []}
-        queued = jobs.accepted(enqueue)
-        assert queued and len(queued) == len([s for s in enqueue.samples if s.finished])
-        jobs.assert_each_ran_once(queued, key, db_psql)
-        assert beats.samples and beats.most == 1
-        ticks = db_psql(f"select count(*) from jobs_tick where ran_at >= to_timestamp({started})")
-        assert int(ticks) <= took / 2 + 3, (ticks, took)
-    finally:
-        for host in HOSTS:  # the roles go with the settings that named them
-            project = f"label=com.docker.compose.project=pixel-{ENV}"
-            ids = [
-                container
-                for service in ("worker", "beat")
-                for container in host_docker(
-                    host, "ps", "-aq", "--filter", project, "--filter", f"label=com.docker.compose.service={service}"
-                ).stdout.split()
-            ]
-            if ids:
-                host_docker(host, "rm", "-f", *ids)
-        host_docker("h1", "rm", "-f", "pd-broker")
-        restored = fleet.inv("server.setup", "--env", ENV)
-        assert restored.returncode == 0, restored.stdout + restored.stderr
+    forget_certificates()
+    with acmeserver.pebble(ACME_WORK, 80, address=HOSTS["h2"], netns="pd-h1") as root:
+        https = {"url": f"https://{LB_TLS[0]}:{LB_TLS[1]}/", "context": ssl.create_default_context(cafile=str(root))}
+        https["server_name"] = SITE
+        try:
+            assert fleet.inv("server.setup", "--env", ENV, config=config).returncode == 0
+            first = fleet.deploy(V3, "--force", config=config)
+            assert first.returncode == 0, first.stdout + first.stderr
+            certified = fleet.inv("server.setup", "--env", ENV, config=config)  # h1 obtains, h2 and h3 get copies
+            assert certified.returncode == 0, certified.stdout + certified.stderr
+            serials = {host: acmeserver.serial(addr, 443, root, SITE) for host, addr in HOSTS.items()}
+            assert all(serials.values()) and len(set(serials.values())) == 1, serials
+            assert role_containers("worker") == dict.fromkeys(HOSTS, [V3])
+            assert role_containers("beat") == {"h1": [V3], "h2": [], "h3": []}
+            key = jobs.unique("fleet")
+            enqueue = jobs.enqueue(https["url"], key, context=https["context"], server_name=SITE)
+            beats = jobs.Most(lambda: sum(len(v) for v in role_containers("beat").values()))
+            started = time.time()
+            with enqueue, beats:
+                result, load = under_load(fleet, "deploy.to", "--env", ENV, "--tag", V4, config=config, **https)
+                assert result.returncode == 0, result.stdout + result.stderr
+                assert role_containers("worker") == dict.fromkeys(HOSTS, [V4])
+                assert role_containers("beat") == {"h1": [V4], "h2": [], "h3": []}
+                back, back_load = under_load(fleet, "deploy.rollback", "--env", ENV, config=config, **https)
+            took = time.time() - started
+            assert back.returncode == 0, back.stdout + back.stderr
+            assert_nothing_lost(load)
+            assert_nothing_lost(back_load)
+            assert role_containers("worker") == dict.fromkeys(HOSTS, [V3])
+            assert role_containers("beat") == {"h1": [V3], "h2": [], "h3": []}
+            queued = jobs.accepted(enqueue)
+            assert queued and len(queued) == len([s for s in enqueue.samples if s.finished])
+            jobs.assert_each_ran_once(queued, key, db_psql)
+            assert beats.samples and beats.most == 1
+            ticks = db_psql(f"select count(*) from jobs_tick where ran_at >= to_timestamp({started})")
+            assert int(ticks) <= took / 2 + 3, (ticks, took)
+            assert not (STATE / f"hosts/h2/fs/cron.d/pushdeploy-cron-{ENV}").exists()
+            assert run_cron_entry("h1", ENV, "clearsessions").returncode == 0
+            runs = STATE / f"hosts/h1/fs/var-lib-pushdeploy/{ENV}/cron/runs.jsonl"
+            record = json.loads(runs.read_text().splitlines()[-1])
+            assert (record["job"], record["result"], record["version"]) == ("clearsessions", "ok", V3)
+        finally:
+            for host in HOSTS:  # the roles go with the settings that named them
+                project = f"label=com.docker.compose.project=pixel-{ENV}"
+                ids = [
+                    container
+                    for service in ("worker", "beat")
+                    for container in host_docker(
+                        host,
+                        "ps",
+                        "-aq",
+                        "--filter",
+                        project,
+                        "--filter",
+                        f"label=com.docker.compose.service={service}",
+                    ).stdout.split()
+                ]
+                if ids:
+                    host_docker(host, "rm", "-f", *ids)
+            host_docker("h1", "rm", "-f", "pd-broker")
+            restored = fleet.inv("server.setup", "--env", ENV)  # plain HTTP again, from the next deploy
+            assert restored.returncode == 0, restored.stdout + restored.stderr
+            plain = fleet.deploy(V3, "--force")
+            assert plain.returncode == 0, plain.stdout + plain.stderr
 
 
 BASTION = "10.213.0.9"
@@ -889,8 +920,11 @@ def test_the_setup_guide_from_a_bastion_only_network_and_a_private_registry(flee
         script("bastion", "off")
 
 
-ACME_WORK = Path("/etc/pushdeploy-e2e-acme-fleet")  # on the machine: every host sees it (ca_bundle)
-LB_TLS, SITE = ("127.0.0.1", 8490), "pixel.test"
+def forget_certificates() -> None:
+    """Every host's ACME account and certificates gone (kept when tls: goes: an earlier test's, from
+    a pebble that is no more)."""
+    for host in HOSTS:
+        subprocess.run(["rm", "-rf", str(STATE / f"hosts/{host}/fs/var-lib-pushdeploy/{ENV}/acme")], check=True)
 
 
 def host_run(host: str, argv: list[str]) -> subprocess.CompletedProcess:
@@ -905,16 +939,16 @@ def test_https_from_acme_one_host_obtains_every_host_serves_it_and_renewals_are_
     """Issue 17 part 4 across the fleet: pebble (inside h1, as h1's certbot reaches it) resolves the
     site to h2, so every challenge reaches a host that does not hold it and must pass it on to h1,
     the first host, which alone obtains; server.setup carries the pair to h2 and h3 (a first setup
-    has nothing to copy until a deploy gives the proxies the webroot and port 443). Then a rolling
-    deploy under open-loop HTTPS load through the load balancer (TCP to each host's 443, each
-    request a verified handshake): 0 failed, 0 over 1 s; h1's renewal timer, forced, renews there
-    alone, and `inv server.certificate` copies it to the others."""
+    has nothing to copy until a deploy gives the proxies the webroot and port 443). h1's renewal
+    timer, forced, renews there alone, and `inv server.certificate` copies it to the others. (HTTPS
+    under load through the load balancer: the production app's test, below.)"""
     ensure(fleet, V3)
     acme = {"domains": [SITE], "email": "ops@pixel.test", "directory": acmeserver.DIRECTORY}
     acme["ca_bundle"] = str(ACME_WORK / "ca.crt")
     config = tmp_path / "acme.yaml"
     tls = json.dumps({"acme": acme, "hsts": 600})
     config.write_text("deploy:\n  environments:\n" + environment(ENV, list(HOSTS.values()), tls=tls))
+    forget_certificates()
     with acmeserver.pebble(ACME_WORK, 80, address=HOSTS["h2"], netns="pd-h1") as root:
 
         def serials() -> dict[str, str]:
@@ -935,17 +969,6 @@ def test_https_from_acme_one_host_obtains_every_host_serves_it_and_renewals_are_
             assert all(served.values()) and len(set(served.values())) == 1, served
             assert (STATE / f"hosts/h1/fs/cron.d/pushdeploy-tls-{ENV}").exists()
             assert not (STATE / f"hosts/h2/fs/cron.d/pushdeploy-tls-{ENV}").exists()
-
-            context = ssl.create_default_context(cafile=str(root))
-            url = f"https://{LB_TLS[0]}:{LB_TLS[1]}/"
-            with OpenLoad(url, rate=RATE, seconds=300, context=context, server_name=SITE) as load:
-                time.sleep(1)
-                rolled = fleet.deploy(V3, "--force", config=config)
-                time.sleep(1.5)
-                load.ran = load.now()
-            assert rolled.returncode == 0, rolled.stdout + rolled.stderr
-            assert_nothing_lost(load)
-            assert last_second(load) == {V3}
 
             line = (STATE / f"hosts/h1/fs/cron.d/pushdeploy-tls-{ENV}").read_text().splitlines()[-1]
             renewed = host_run("h1", [*line.split(" root ", 1)[1].split(">", 1)[0].split(), "--force"])

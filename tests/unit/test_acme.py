@@ -305,6 +305,8 @@ def test_on_several_hosts_the_others_reach_the_first_on_port_80_unless_told():
     assert one.tls.first == ""
     with pytest.raises(ConfigError, match="set tls.acme.first to ADDRESS:PORT"):
         settings({"acme": ACME}, hosts=["pd@[fd00::1]", "pd@[fd00::2]"])
+    with pytest.raises(ConfigError, match="each host's own loopback"):
+        settings({"acme": ACME}, hosts=["pd@127.0.0.1:2201", "pd@127.0.0.1:2202"])
 
 
 @pytest.fixture
@@ -326,7 +328,8 @@ def test_the_other_hosts_forward_challenges_they_do_not_hold_and_serve_a_copy(fo
     server_tls.install(follower)
     conf = open(os.path.join(follower.app_dir, "tls/tls.conf")).read()
     assert "try_files $uri @pushdeploy_acme_first;" in conf
-    assert "location @pushdeploy_acme_first { proxy_pass http://10.0.0.11:80; proxy_set_header Host $host;" in conf
+    assert "location @pushdeploy_acme_first { if ($http_x_pushdeploy_acme) { return 404; } " in conf
+    assert "proxy_pass http://10.0.0.11:80; proxy_set_header Host $host; proxy_set_header X-Pushdeploy-Acme 1;" in conf
     assert (
         "no certificate yet" in server_tls.expiry(follower)["tls"]
         and "copies it to every host" in server_tls.expiry(follower)["tls"]
@@ -369,6 +372,10 @@ def test_a_copy_is_taken_only_whole_and_as_a_pair(tmp_path):
     mixed = mixed_body + f"{acme.TRAILER}{hashlib.sha256(mixed_body).hexdigest()}\n".encode()
     with pytest.raises(Refused, match="not a pair nginx can serve"):
         acme.received_pair(mixed)
+    with pytest.MonkeyPatch.context() as patch:  # openssl 3.0 cannot make one that has ended: it ended
+        patch.setattr(server_tls, "days_left", lambda ends, now=None: -1)
+        with pytest.raises(Refused, match="the certificate has ended"):
+            acme.received_pair(data)
     only_cert = cert + f"{acme.TRAILER}{hashlib.sha256(cert).hexdigest()}\n".encode()
     with pytest.raises(Refused, match="not a certificate chain followed by its key"):
         acme.received_pair(only_cert)
@@ -394,3 +401,14 @@ def test_only_the_first_host_of_a_fleet_renews(root, monkeypatch):
             str(root / "bundle"), "production", "root", str(root / "srv/app"), position=position
         ).install_tls_renewal()
         assert entry.exists() is installed
+
+
+def test_the_copy_verbs_are_refused_to_a_deploy_account_even_through_sudo(monkeypatch, tmp_path):
+    from pdserver import guard
+    from pdserver.request import Request
+
+    monkeypatch.setenv("SUDO_USER", "deploy")
+    real = os.path.exists
+    monkeypatch.setattr(os.path, "exists", lambda path: path == "/etc/sudoers.d/pushdeploy-deploy" or real(path))
+    for verb in ("tls-export", "tls-import"):
+        assert "hands over a private key" in guard.admin_only(Request(verb, "production"))

@@ -208,7 +208,7 @@ def export(request: Request) -> Result:
 
     lock = hold(env.state_dir, "tls-export", "certificate export", "tls-export", "the certificates stay as they are")
     try:
-        with contextlib.redirect_stdout(sys.stderr):
+        with stdout_to_stderr():  # stdout is the pair alone: what certify and its commands say goes to stderr
             code = tls.apply(env, serve_tls) or certify(env, serve_tls, lambda: proxy_port(env), exporting=True)
     finally:
         lock.release()
@@ -224,6 +224,21 @@ def export(request: Request) -> Result:
     return Result(0, {"names": " ".join(tls.names(tls.source(env)[0]))})
 
 
+@contextlib.contextmanager
+def stdout_to_stderr():
+    """File descriptor 1 (Python's and every command's it starts) onto stderr, then back."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def received_pair(data: bytes) -> tuple:
     """The chain and key tls-export wrote, checked whole: Refused (nothing changed) otherwise."""
     body, _, last = data.rstrip(b"\n").rpartition(b"\n")
@@ -237,6 +252,8 @@ def received_pair(data: bytes) -> tuple:
     why = tls.pair_problem(cert, key)
     if why:
         raise Refused(f"the certificate and key are not a pair nginx can serve ({why}): nothing changed", 1)
+    if tls.days_left(tls.bytes_not_after(cert)) < 0:
+        raise Refused("the certificate has ended: nothing changed (renew it on the first host first)", 1)
     return cert, key
 
 
@@ -252,6 +269,16 @@ def import_pair(request: Request) -> Result:
     if len(data) > PAIR_LIMIT:
         raise Refused(f"more than {PAIR_LIMIT} bytes: not a certificate and key; nothing changed", 1)
     cert, key = received_pair(data)
+    from .lock import hold
+
+    lock = hold(env.state_dir, "tls-import", "certificate copy", "tls-import", "the certificate stays as it is")
+    try:
+        return installed_copy(env, cert, key, serve_tls)
+    finally:
+        lock.release()
+
+
+def installed_copy(env, cert: bytes, key: bytes, serve_tls) -> Result:
     cert_path, key_path = tls.source(env)
     folder = os.path.dirname(cert_path)
     os.makedirs(folder, mode=0o700, exist_ok=True)

@@ -38,6 +38,8 @@ def admin_only(request: Request) -> str | None:
     user = os.environ.get("SUDO_USER", "")
     if not user or user == "root":
         return None
+    if request.verb.startswith("tls-") and os.path.exists(f"/etc/sudoers.d/pushdeploy-{user}"):
+        return f"{request.verb} is for the admin connection only (it hands over a private key): not a deploy account"
     try:
         home = pwd.getpwnam(user).pw_dir
         with open(os.path.join(home, ".ssh", "authorized_keys"), errors="replace") as keys_file:

@@ -292,7 +292,7 @@ def proxy_url(env: envs.Env, web: str) -> tuple[str, str]:
     for line in listing.splitlines():
         network, _, address = line.partition(" ")
         if address and network in web_networks:
-            if tls.enabled(env):  # plain HTTP only redirects: ask over HTTPS (the path, not the certificate)
+            if tls.serving(env):  # plain HTTP only redirects: ask over HTTPS (the path, not the certificate)
                 return f"https://{address}:443/", ""
             return f"http://{address}:{ports[0] if ports else 80}/", ""
     return "", f"{proxy_service} and {env['WEB_SERVICE']} share no network: no request through it"

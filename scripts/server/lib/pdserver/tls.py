@@ -122,6 +122,11 @@ def directory_file(env) -> str:
     return os.path.join(acme_dir(env), "directory")
 
 
+def serving(env) -> bool:
+    """The proxy is given a certificate to serve (an ACME environment's: once obtained)."""
+    return enabled(env) and os.path.isfile(os.path.join(folder(env), "cert.pem"))
+
+
 def compose_files(env) -> list:
     """The compose files of every compose command: the environment's, then the proxy's TLS file
     once it is installed (a setup whose certificate was refused leaves the proxy as it was, and
@@ -154,8 +159,9 @@ def snippet(hsts: int, redirect: bool, challenges: bool = False, serving: bool =
             f"try_files $uri {missing}; }}"
         )
     if challenges and first:
-        lines.append(
-            f"location @pushdeploy_acme_first {{ proxy_pass http://{first}; proxy_set_header Host $host; "
+        lines.append(  # once only: a request already passed on is never passed on again (no loop)
+            "location @pushdeploy_acme_first { if ($http_x_pushdeploy_acme) { return 404; } "
+            f"proxy_pass http://{first}; proxy_set_header Host $host; proxy_set_header X-Pushdeploy-Acme 1; "
             "proxy_connect_timeout 5s; }"
         )
     if not serving:
@@ -259,6 +265,14 @@ def pair_problem(cert: bytes, key: bytes) -> str:
         except ssl.SSLError as error:
             return str(error.reason or error)
     return ""
+
+
+def bytes_not_after(cert: bytes) -> float:
+    """When the first certificate of these PEM bytes ends (seconds since the epoch)."""
+    with tempfile.NamedTemporaryFile(prefix="pushdeploy-cert-") as file:
+        file.write(cert)
+        file.flush()
+        return not_after(file.name)
 
 
 def not_after(path: str) -> float:
