@@ -395,7 +395,15 @@ def _environment(
         tuple(name for name in (*services, web_service, db_service, merged["proxy_service"]) if name),
         engine,
     )
-    tls = _parsed(tls_setting.parse, merged["tls"], key("tls"), engine, proxy_service, bool(merged["review_template"]))
+    tls = _parsed(
+        tls_setting.parse,
+        merged["tls"],
+        key("tls"),
+        engine,
+        proxy_service,
+        bool(merged["review_template"]),
+        bool(merged["manager_compose_files"]),
+    )
     tls = _parsed(tls_setting.across, tls, [h.hostname for h in hosts], key("tls.acme"))
     scrub = str(merged["scrub"] or "")
     if scrub and not protocol.matches(_SCRUB, scrub):

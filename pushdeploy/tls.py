@@ -46,7 +46,14 @@ class TlsError(ValueError):
     """A bad `tls:` setting; the message, 'KEY: problem', says what is expected."""
 
 
-def parse(raw, key: str, engine: str = "compose", proxy_service: str = "proxy", review_template: bool = False) -> Tls:
+def parse(
+    raw,
+    key: str,
+    engine: str = "compose",
+    proxy_service: str = "proxy",
+    review_template: bool = False,
+    manager_compose: bool = False,
+) -> Tls:
     """The environment's HTTPS settings, checked as the server will check them; OFF without `tls:`."""
     if raw in (None, {}, False):
         return OFF
@@ -55,10 +62,12 @@ def parse(raw, key: str, engine: str = "compose", proxy_service: str = "proxy", 
     unknown = sorted(set(raw) - set(KNOWN))
     if unknown:
         raise TlsError(f"{key}.{unknown[0]}: unknown setting (known: {', '.join(KNOWN)})")
-    if engine != "compose":
-        raise TlsError(f"{key}: HTTPS is served by compose environments' proxy (not yet engine: {engine})")
-    if review_template:
-        raise TlsError(f"{key}: not on a review template (its front proxy serves plain HTTP)")
+    if engine == "swarm" and not manager_compose:
+        raise TlsError(
+            f"{key}: a swarm serves HTTPS at its proxy outside the stack: set manager_compose_files (docs/swarm.md)"
+        )
+    if engine not in ("compose", "swarm"):
+        raise TlsError(f"{key}: HTTPS is served by a compose proxy (not engine: {engine})")
     if not proxy_service:
         raise TlsError(f"{key}: needs proxy_service, the nginx service that serves HTTPS")
     if "acme" in raw and ("certificate" in raw or "key" in raw):
@@ -87,6 +96,11 @@ def parse(raw, key: str, engine: str = "compose", proxy_service: str = "proxy", 
     redirect = raw.get("redirect", True)
     if not isinstance(redirect, bool):
         raise TlsError(f"{key}.redirect: {redirect!r} must be true or false")
+    if acme and review_template:
+        raise TlsError(
+            f"{key}.acme: a review template's front serves one certificate for *.review_domain: give it as "
+            "certificate and key (a wildcard, e.g. from your DNS provider's ACME client)"
+        )
     if acme:
         return Tls("acme", "", "", publish, hsts, redirect, *acme)
     return Tls("files", paths["certificate"], paths["key"], publish, hsts, redirect)

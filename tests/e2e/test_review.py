@@ -9,6 +9,7 @@ import json
 import os
 import random
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -19,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import ROOT, STAGING_A, STAGING_B, inv, served_version, ssh_raw, tool_env
+from tests.openload import NamedHTTPSConnection
 
 FRONT_PORT = 8088
 DOMAIN = "review.localhost"
@@ -357,3 +359,67 @@ def test_a_review_environment_can_start_from_productions_newest_backup_scrubbed_
         inv("review.down", "--pr", "3", **seeded)
         assert inv("server.setup", "--env", "review").returncode == 0
     assert gone(3), leftovers(3)
+
+
+def test_review_environments_are_served_over_https_on_their_host_names(review, tmp_path):
+    """tls: on the template (a wildcard certificate for *.DOMAIN, files on the server): its front
+    proxy serves every review host over HTTPS, plain HTTP redirected; the instances behind it
+    serve plain HTTP; without tls: again, the front is made again without port 443."""
+    for pr in PRS:
+        assert inv("review.down", "--pr", str(pr)).returncode == 0
+    certs, port, host = tmp_path / "certs", 8443, f"pr-3.{DOMAIN}"
+    certs.mkdir(mode=0o700)
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60, cwd=certs)
+
+    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes")
+    openssl("req", "-x509", *ec, "-days", "2", "-keyout", "ca.key", "-out", "ca.crt", "-subj", "/CN=e2e CA")
+    openssl("req", *ec, "-keyout", "privkey.pem", "-out", "site.csr", "-subj", f"/CN=*.{DOMAIN}")
+    (certs / "site.ext").write_text(f"subjectAltName=DNS:*.{DOMAIN}\n")
+    openssl(
+        *("x509", "-req", "-in", "site.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2"),
+        *("-extfile", "site.ext", "-out", "site.crt"),
+    )
+    (certs / "fullchain.pem").write_bytes((certs / "site.crt").read_bytes() + (certs / "ca.crt").read_bytes())
+    (certs / "privkey.pem").chmod(0o600)
+    settings = (ROOT / "invoke.yaml").read_text()
+    tls = f"{{certificate: {certs / 'fullchain.pem'}, key: {certs / 'privkey.pem'}, publish: '127.0.0.1:{port}', hsts: 600}}"
+    assert settings.count("      review_template: true\n") == 1
+    config = ROOT / f".e2e-review-tls-{os.getpid()}.yaml"  # beside invoke.yaml: its relative paths hold
+    config.write_text(
+        settings.replace("      review_template: true\n", f"      review_template: true\n      tls: {tls}\n")
+    )
+    try:
+        setup = inv("-f", str(config), "server.setup", "--env", "review")
+        assert setup.returncode == 0, setup.stdout + setup.stderr
+        assert "the review front proxy serves this certificate from the next review-up" in setup.stdout
+        up = inv("-f", str(config), "review.up", "--pr", "3", "--tag", STAGING_A)
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert f"review url: https://{host}:{port}/" in up.stdout, up.stdout
+        context = ssl.create_default_context(cafile=str(certs / "ca.crt"))
+        deadline, page, body = time.monotonic() + 20, None, ""
+        while time.monotonic() < deadline and f"Pixel version {STAGING_A}" not in body:
+            try:
+                connection = NamedHTTPSConnection("127.0.0.1", port, host, timeout=5, context=context)
+                connection.request("GET", "/", headers={"Host": host})
+                page = connection.getresponse()
+                body = page.read().decode()
+                connection.close()
+            except OSError:
+                time.sleep(0.3)
+        assert page is not None and page.status == 200 and f"Pixel version {STAGING_A}" in body, body[:300]
+        assert page.getheader("Strict-Transport-Security") == "max-age=600"
+        request = urllib.request.Request(f"http://127.0.0.1:{FRONT_PORT}/about/", headers={"Host": host})
+        with pytest.raises(urllib.error.HTTPError) as moved:
+            urllib.request.build_opener(NoRedirect).open(request, timeout=5)
+        assert moved.value.code == 308 and moved.value.headers["Location"] == f"https://{host}/about/"
+    finally:
+        assert inv("-f", str(config), "review.down", "--pr", "3").returncode == 0
+        config.unlink()
+        assert inv("server.setup", "--env", "review").returncode == 0
+
+
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None

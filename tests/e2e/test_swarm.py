@@ -16,7 +16,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -567,6 +569,70 @@ def test_worker_and_scheduler_roles_in_the_stack_lose_no_job_and_never_run_two_s
             docker("service", "rm", f"{STACK}_{name}")
         restored = swarm.inv("server.setup", "--env", ENV)
         assert restored.returncode == 0, restored.stdout + restored.stderr
+
+
+TLS_DIR = Path("/etc/pushdeploy-e2e-swarm-tls")  # on the machine: the manager sees it
+LB_TLS, SITE = ("127.0.0.1", 8490), "pixel.test"  # the load balancer passes TCP to the manager's 443
+
+
+def site_certificate(folder: Path) -> None:
+    """A test CA (ca.crt) and a certificate for SITE from it: fullchain.pem, privkey.pem (0600)."""
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(mode=0o700)
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60, cwd=folder)
+
+    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes")
+    openssl("req", "-x509", *ec, "-days", "2", "-keyout", "ca.key", "-out", "ca.crt", "-subj", "/CN=e2e CA")
+    openssl("req", *ec, "-keyout", "privkey.pem", "-out", "site.csr", "-subj", f"/CN={SITE}")
+    (folder / "site.ext").write_text(f"subjectAltName=DNS:{SITE}\n")
+    openssl(
+        *("x509", "-req", "-in", "site.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2"),
+        *("-extfile", "site.ext", "-out", "site.crt"),
+    )
+    (folder / "fullchain.pem").write_bytes((folder / "site.crt").read_bytes() + (folder / "ca.crt").read_bytes())
+    (folder / "privkey.pem").chmod(0o600)
+
+
+def test_https_at_the_proxy_beside_the_stack_and_a_rolling_deploy_under_load_over_it(swarm, tmp_path):
+    """Issue 17 part 4 on engine: swarm: the proxy outside the stack (manager_compose_files) serves
+    tls: with the same lines and files as compose's; the first deploy after turning it on checks
+    nginx's configuration, recreates the proxy with port 443, the next rolls the stack under
+    open-loop HTTPS load through the load balancer (TCP to the manager's 443): 0 failed, 0 over 1 s."""
+    site_certificate(TLS_DIR)
+    config = tmp_path / "tls.yaml"
+    tls = f"{{certificate: {TLS_DIR / 'fullchain.pem'}, key: {TLS_DIR / 'privkey.pem'}, hsts: 600}}"
+    config.write_text(CONFIG + f"      tls: {tls}\n")
+    now = server_version()
+    other = V1 if now != V1 else V2
+    try:
+        setup = swarm.inv("server.setup", "--env", ENV, config=config)
+        assert setup.returncode == 0, setup.stdout + setup.stderr
+        first = swarm.deploy(other, "--force", config=config)
+        assert first.returncode == 0, first.stdout + first.stderr
+        assert "tls: proxy accepts its configuration with HTTPS (nginx -t)" in first.stdout, first.stdout
+        context = ssl.create_default_context(cafile=str(TLS_DIR / "ca.crt"))
+        url = f"https://{LB_TLS[0]}:{LB_TLS[1]}/"
+        with OpenLoad(url, rate=RATE, seconds=240, context=context, server_name=SITE) as load:
+            time.sleep(1)
+            rolled = swarm.deploy(now, "--force", config=config)
+            time.sleep(1.5)
+            load.ran = load.now()
+        assert rolled.returncode == 0, rolled.stdout + rolled.stderr
+        summary = load.summary(budget=BUDGET)
+        print(summary.line())
+        assert summary.failed == 0 and summary.slow == 0, summary.failures
+        assert summary.sent >= RATE * load.ran * 0.9 and set(summary.versions) == {other, now}
+        check = swarm.inv("server.check", "--env", ENV, config=config)
+        assert f"https: certificate from {TLS_DIR / 'fullchain.pem'}, ends " in check.stdout, check.stdout
+    finally:
+        restored = swarm.inv("server.setup", "--env", ENV)  # plain HTTP again, from the next deploy
+        assert restored.returncode == 0, restored.stdout + restored.stderr
+        plain = swarm.deploy(server_version(), "--force")
+        assert plain.returncode == 0, plain.stdout + plain.stderr
+        assert served() == server_version()
+        shutil.rmtree(TLS_DIR, ignore_errors=True)
 
 
 def test_teardown_removes_the_stack_from_every_node_and_the_environment_from_the_manager(swarm):

@@ -69,8 +69,10 @@ def test_tls_folder_of_the_app_dir_is_pushdeploys():
 
 
 def test_tls_is_refused_where_no_compose_proxy_serves_it():
-    with pytest.raises(ConfigError, match="not yet engine: swarm"):
-        settings(GOOD, engine="swarm", manager_compose_files=["docker-compose.proxy.yml"])
+    with pytest.raises(ConfigError, match="set manager_compose_files"):
+        settings(GOOD, engine="swarm")
+    swarm = settings(GOOD, engine="swarm", manager_compose_files=["docker-compose.proxy.yml"])
+    assert swarm.environment("production").tls.mode == "files"
     with pytest.raises(ConfigError, match="needs proxy_service"):
         settings(GOOD, proxy_service="")
 
@@ -264,3 +266,21 @@ def test_the_plan_says_when_the_certificate_ends_or_why_a_deploy_would_refuse_it
     assert server_tls.plan_line(tls_env(tmp_path, cert, key)) == (
         f"refused: the key {key} must be root's alone: chown root {key} && chmod 600 {key}"
     )
+
+
+def test_a_review_template_serves_a_wildcard_certificate_at_its_front(tmp_path, pair):
+    template = settings(GOOD, review_template=True, review_domain="review.example.com").environment("production")
+    assert template.tls.mode == "files"
+    with pytest.raises(ConfigError, match="a review template's front serves one certificate"):
+        settings({"acme": {"domains": ["a.example.com"], "email": "a@example.com"}}, review_template=True)
+    from pdserver import front, verbs
+    from pdserver.review import Review
+
+    env = tls_env(tmp_path, *pair, REVIEW_TEMPLATE="yes", REVIEW_DOMAIN="review.example.com", TLS_PUBLISH="8443")
+    review = Review(env, "production-7")
+    assert review.env["TLS"] == "off"  # the instance serves plain HTTP behind the front
+    assert "include /etc/nginx/pushdeploy/*.conf;" in front.render_route(review)
+    assert verbs.review_url(env, "7") == "https://pr-7.review.example.com:8443/"
+    plain = server_env(tmp_path, REVIEW_TEMPLATE="yes", REVIEW_DOMAIN="review.example.com")
+    assert "include" not in front.render_route(Review(plain, "production-7"))
+    assert verbs.review_url(plain, "7") == "http://pr-7.review.example.com:8088/"

@@ -149,7 +149,89 @@ def database_environment(environ_lines) -> str:
     return "".join(kept)
 
 
-class ComposeEngine(Strategy):
+class TlsProxy:
+    """HTTPS at the proxy (tls.py, acme.py) for an engine whose proxy is a compose service:
+    every compose environment's, and a swarm's outside its stack (MANAGER_COMPOSE_FILES)."""
+
+    env: envs.Env
+
+    def install_tls(self) -> int:
+        """The preflight's part: the certificate the proxy serves from the switch on, installed
+        (a bad one changes nothing), and nginx's word on it when the proxy will be recreated."""
+        env = self.env
+        try:
+            if tls.install(env):
+                source = tls.source(env)[0] if tls.enabled(env) else "nothing (tls: off)"
+                print(f"tls: installed {tls.folder(env)} from {source}", flush=True)
+        except tls.TlsError as error:
+            print(f"tls: {error}", flush=True)
+            return 1
+        return 0 if self.proxy_accepts_tls() else 1
+
+    def proxy_accepts_tls(self) -> bool:
+        """A proxy the switch will recreate with HTTPS (tls: turned on, or published elsewhere)
+        first checks its configuration with it, in a one-off container: nginx refusing it then
+        would leave the site without a proxy."""
+        env = self.env
+        made = os.path.join(env.state_dir, "services-config")
+        if not (tls.enabled(env) and env["PROXY_SERVICE"]) or (
+            os.path.isfile(made) and tls.compose_digest(env) in envs.read_text(made).split()
+        ):
+            return True
+        check = ("run", "--rm", "--no-deps", "-T", "--entrypoint", "nginx", env["PROXY_SERVICE"], "-t", "-q")
+        code, out = runner.output(proxy_compose(env, *check), timeout=120)
+        if code != 0:
+            print(f"tls: the proxy's nginx refuses its configuration with HTTPS: {out.strip()[-500:]}", flush=True)
+            print(
+                "  the include of /etc/nginx/pushdeploy/*.conf belongs in the server block, with no listen 443 of its own"
+            )
+            return False
+        print(f"tls: {env['PROXY_SERVICE']} accepts its configuration with HTTPS (nginx -t)", flush=True)
+        return True
+
+    def setup_check_tls(self) -> int:
+        """bin/install: the certificate of tls: installed and, if the proxy runs with it
+        mounted (made with the TLS compose file), served at once; an ACME one obtained first
+        if there is none yet and the proxy answers the challenges. A review template's: checked
+        only (its front proxy serves it from the next review-up, front.py)."""
+        env = self.env
+        if env["REVIEW_TEMPLATE"] == "yes" and tls.enabled(env):
+            try:
+                tls.read_pair(env["TLS_CERTIFICATE"], env["TLS_KEY"])
+            except tls.TlsError as error:
+                print(f"tls: {error}", flush=True)
+                return 1
+            print("tls: the review front proxy serves this certificate from the next review-up", flush=True)
+            return 0
+        return tls.apply(env, serve_tls) or self.certify()
+
+    def certify(self, run=None) -> int:
+        """TLS=acme: the certificate obtained if there is none (tls.certify)."""
+        return acme.certify(self.env, serve_tls, lambda: proxy_port(self.env))
+
+    def tls_renew(self, force: bool) -> int:
+        """`bin/deploy tls-renew`: an ACME certificate renewed when due (or obtained if missing)."""
+        env = self.env
+        if tls.follower(env):
+            print(f"tls-renew: the first host of {env.name} renews; `inv server.setup` copies it here", flush=True)
+            return 0
+        if tls.needs_certificate(env):
+            return tls.apply(env, serve_tls) or self.certify()
+        return acme.renew(env, serve_tls, force)
+
+    def tls_finish_steps(self) -> list:
+        return ["certificate"] if tls.needs_certificate(self.env) and not tls.fleet(self.env) else []
+
+    def finish_tls(self, run) -> None:
+        """After the switch: an ACME environment without its certificate gets it now that the
+        proxy answers (a failure leaves plain HTTP serving, and says why)."""
+        from .pipeline import step
+
+        if tls.needs_certificate(self.env) and not tls.fleet(self.env):  # a fleet's: server.setup (acme.py)
+            step(run, "certificate", self.certify)
+
+
+class ComposeEngine(TlsProxy, Strategy):
     """The steps a compose environment runs before its switch (Slots and Recreate add theirs)."""
 
     def __init__(self, env: envs.Env):
@@ -219,73 +301,15 @@ class ComposeEngine(Strategy):
                 raise Refused(f"compose down failed: {out.strip()[-300:]}: {env.name}'s files are left as they are", 1)
         return remove_labelled(env, volumes)
 
-    def proxy_accepts_tls(self) -> bool:
-        """A proxy the switch will recreate with HTTPS (tls: turned on, or published elsewhere)
-        first checks its configuration with it, in a one-off container: nginx refusing it then
-        would leave the site without a proxy."""
-        env = self.env
-        made = os.path.join(env.state_dir, "services-config")
-        if not (tls.enabled(env) and env["PROXY_SERVICE"]) or (
-            os.path.isfile(made) and tls.compose_digest(env) in envs.read_text(made).split()
-        ):
-            return True
-        check = ("run", "--rm", "--no-deps", "-T", "--entrypoint", "nginx", env["PROXY_SERVICE"], "-t", "-q")
-        code, out = runner.output(compose.compose(env, *check), timeout=120)
-        if code != 0:
-            print(f"tls: the proxy's nginx refuses its configuration with HTTPS: {out.strip()[-500:]}", flush=True)
-            print(
-                "  the include of /etc/nginx/pushdeploy/*.conf belongs in the server block, with no listen 443 of its own"
-            )
-            return False
-        print(f"tls: {env['PROXY_SERVICE']} accepts its configuration with HTTPS (nginx -t)", flush=True)
-        return True
-
     def setup_check(self) -> int:
-        """bin/install: the certificate of tls: installed and, if the proxy runs with it
-        mounted (made with the TLS compose file), served at once; an ACME one obtained first
-        if there is none yet and the proxy answers the challenges."""
-        return tls.apply(self.env, serve_tls) or self.certify()
-
-    def certify(self, run=None) -> int:
-        """TLS=acme: the certificate obtained if there is none (tls.certify)."""
-        return acme.certify(self.env, serve_tls, lambda: proxy_port(self.env))
-
-    def tls_renew(self, force: bool) -> int:
-        """`bin/deploy tls-renew`: an ACME certificate renewed when due (or obtained if missing)."""
-        env = self.env
-        if tls.follower(env):
-            print(f"tls-renew: the first host of {env.name} renews; `inv server.setup` copies it here", flush=True)
-            return 0
-        if tls.needs_certificate(env):
-            return tls.apply(env, serve_tls) or self.certify()
-        return acme.renew(env, serve_tls, force)
-
-    def tls_finish_steps(self) -> list:
-        return ["certificate"] if tls.needs_certificate(self.env) and not tls.fleet(self.env) else []
-
-    def finish_tls(self, run) -> None:
-        """After the switch: an ACME environment without its certificate gets it now that the
-        proxy answers (a failure leaves plain HTTP serving, and says why)."""
-        from .pipeline import step
-
-        if tls.needs_certificate(self.env) and not tls.fleet(self.env):  # a fleet's: server.setup (acme.py)
-            step(run, "certificate", self.certify)
+        return self.setup_check_tls()
 
     def preflight(self, run) -> int:
         env = self.env
         if not os.path.isfile(os.path.join(env.app_dir, ".env")):
             print(f"missing {env.app_dir}/.env: run `inv server.setup --env {env.name}`", flush=True)
             return 1
-        try:  # the certificate the proxy serves from the switch on (tls.py): a bad one changes nothing
-            if tls.install(env):
-                print(
-                    f"tls: installed {tls.folder(env)} from {tls.source(env)[0] if tls.enabled(env) else 'nothing (tls: off)'}",
-                    flush=True,
-                )
-        except tls.TlsError as error:
-            print(f"tls: {error}", flush=True)
-            return 1
-        if not self.proxy_accepts_tls():
+        if self.install_tls() != 0:
             return 1
         if runner.streamed(compose.compose(env, "config", "-q", version=run.version)) != 0:
             print("the compose files do not validate", flush=True)
@@ -551,10 +575,20 @@ def pinned_digest(pins: str, version: str) -> str:
     return ""
 
 
+def proxy_compose(env: envs.Env, *args: str) -> runner.Command:
+    """A compose command for the proxy: the environment's compose files, or a swarm's outside
+    its stack (stackfile.manager_compose)."""
+    if env["ENGINE"] == "swarm":
+        from . import stackfile
+
+        return stackfile.manager_compose(env, *args)
+    return compose.compose(env, *args)
+
+
 def reload_proxy(env: envs.Env) -> bool:
     """nginx in the proxy checks its configuration, then reloads it gracefully."""
     for args in (("nginx", "-t", "-q"), ("nginx", "-s", "reload")):
-        if runner.streamed(compose.compose(env, "exec", "-T", env["PROXY_SERVICE"], *args)) != 0:
+        if runner.streamed(proxy_compose(env, "exec", "-T", env["PROXY_SERVICE"], *args)) != 0:
             return False
     return True
 
@@ -568,7 +602,7 @@ def proxy_port(env: envs.Env) -> tuple:
     """(where the proxy's port 80 is published on this host, [address:]port, '') or ('', why not)."""
     if not env["PROXY_SERVICE"] or not proxy_mounts(env, tls.ACME_MOUNT):
         return "", "the proxy does not run with ACME's webroot yet (the next deploy recreates it with it)"
-    code, out = runner.output(compose.compose(env, "port", env["PROXY_SERVICE"], "80"))
+    code, out = runner.output(proxy_compose(env, "port", env["PROXY_SERVICE"], "80"))
     lines = out.strip().splitlines()
     if code == 0 and lines and ":" in lines[-1]:
         return lines[-1].strip(), ""

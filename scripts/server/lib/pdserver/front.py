@@ -1,15 +1,22 @@
 """The front proxy of a template's review environments: one nginx container per template,
 on 127.0.0.1:REVIEW_PORT and the network pushdeploy-TEMPLATE, routing pr-N.DOMAIN to the
 instance TEMPLATE-N by Docker's DNS, asked per request (so the front starts before any
-instance does). review.py makes and removes the instances; this module their routes."""
+instance does). review.py makes and removes the instances; this module their routes.
+
+With tls: on the template (a certificate for *.DOMAIN from files on the server), the front
+serves every review host over HTTPS on TLS_PUBLISH, with tls.py's lines (redirect, HSTS)
+from STATE/TEMPLATE/front-tls/ (root-only, mounted read-only); the instances behind it
+serve plain HTTP on the template's network."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 from typing import TYPE_CHECKING
 
 from . import env as envs
+from . import tls
 from .verbs import review_instances
 
 if TYPE_CHECKING:  # review.py imports this module
@@ -20,10 +27,11 @@ def render_route(review: Review) -> str:
     """The nginx server block routing pr-N.DOMAIN to the instance's proxy, on the template's
     network under the alias TEMPLATE-N. Docker's DNS is asked per request (a variable in
     proxy_pass), so the front starts before an instance does."""
+    https = f"\n    include {tls.MOUNT}/*.conf;" if tls.enabled(review.template) else ""
     return f"""# pushdeploy review environment {review.name} (written by bin/deploy review-up)
 server {{
     listen 80;
-    server_name {review.host};
+    server_name {review.host};{https}
     location / {{
         resolver 127.0.0.11 valid=5s ipv6=off;
         set $review_upstream {review.name};
@@ -71,24 +79,54 @@ def _write_public(path: str, text: str) -> None:
     os.chmod(path, 0o644)
 
 
+def front_tls(review: Review) -> list:
+    """The template's certificate for the front (tls:), installed in its root-only folder:
+    the `docker run` words that publish and mount it ([] without tls:). tls.TlsError when it
+    cannot be served (nothing changed)."""
+    template, folder = review.template, os.path.join(review.template.state_dir, "front-tls")
+    if not tls.enabled(template):
+        subprocess.run(["rm", "-rf", folder], check=False)
+        return []
+    cert, key = tls.read_pair(template["TLS_CERTIFICATE"], template["TLS_KEY"])
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    os.chmod(folder, 0o700)
+    snippet = tls.snippet(int(template["TLS_HSTS"]), template["TLS_REDIRECT"] == "yes").encode()
+    for name, data in (("cert.pem", cert), ("key.pem", key), ("tls.conf", snippet)):
+        path = os.path.join(folder, name)
+        with open(os.open(f"{path}.tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as file:
+            file.write(data)
+        os.replace(f"{path}.tmp", path)
+    return ["-p", f"{template['TLS_PUBLISH']}:443", "-v", f"{folder}:{tls.MOUNT}:ro"]
+
+
 def front_reload(review: Review) -> bool:
-    """Start the front proxy if it does not run, else reload its routes."""
+    """Start the front proxy if it does not run (or runs with other ports or mounts: made
+    again), else reload its routes and certificate."""
     os.makedirs(review.front_dir, mode=0o755, exist_ok=True)
     os.chmod(review.front_dir, 0o755)
     _write_public(os.path.join(review.front_dir, "default.conf"), FRONT_DEFAULT)
     if not ensure_network(review):
         return False
-    code, state = review.docker("inspect", "-f", "{{.State.Status}}", review.front)
-    state = state.strip() if code == 0 else ""
-    if state == "running" and review.docker("exec", review.front, "nginx", "-s", "reload")[0] == 0:
+    try:
+        https = front_tls(review)
+    except tls.TlsError as error:
+        print(f"tls: {error}", flush=True)
+        return False
+    image = template_env_value(review, "PROXY_IMAGE") or "nginx:1.27"
+    port = review.template["REVIEW_PORT"]
+    made = hashlib.sha256(" ".join([image, port, *https]).encode()).hexdigest()[:16]
+    code, state = review.docker(
+        "inspect", "-f", '{{.State.Status}} {{index .Config.Labels "pushdeploy.front"}}', review.front
+    )
+    state, _, label = (state.strip() if code == 0 else "").partition(" ")
+    if state == "running" and label == made and review.docker("exec", review.front, "nginx", "-s", "reload")[0] == 0:
         return True
     if state:
         review.docker("rm", "-f", review.front)
-    image = template_env_value(review, "PROXY_IMAGE") or "nginx:1.27"
-    port = review.template["REVIEW_PORT"]
     started = review.docker(
         "run", "-d", "--name", review.front, "--label", f"pushdeploy.review={review.template.name}",
-        "--network", review.network, "--restart", "unless-stopped", "-p", f"127.0.0.1:{port}:80",
+        "--label", f"pushdeploy.front={made}",
+        "--network", review.network, "--restart", "unless-stopped", "-p", f"127.0.0.1:{port}:80", *https,
         "-v", f"{review.front_dir}:/etc/nginx/conf.d:ro", image, "nginx", "-g", "daemon off;",
     )  # fmt: skip
     if started[0] != 0:
@@ -122,4 +160,4 @@ def front_remove_if_unused(review: Review) -> None:
         return
     review.docker("rm", "-f", review.front)
     review.docker("network", "rm", review.network)
-    subprocess.run(["rm", "-rf", review.front_dir], check=False)
+    subprocess.run(["rm", "-rf", review.front_dir, os.path.join(review.template.state_dir, "front-tls")], check=False)

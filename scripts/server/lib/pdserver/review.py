@@ -40,8 +40,11 @@ class Review:
     def __init__(self, template: envs.Env, name: str):
         self.template, self.name = template, name
         self.number = name.rsplit("-", 1)[1]
-        values = dict(
-            template.values, APP_DIR=f"{template.app_dir}-{self.number}", PROJECT=f"{template['PROJECT']}-{self.number}"
+        values = dict(  # an instance serves plain HTTP to the front proxy, which serves the template's tls:
+            template.values,
+            APP_DIR=f"{template.app_dir}-{self.number}",
+            PROJECT=f"{template['PROJECT']}-{self.number}",
+            TLS="off",
         )
         self.env = envs.Env(name, template.conf_path, values)
         self.network = f"pushdeploy-{template.name}"

@@ -29,7 +29,7 @@ import re
 import tempfile
 import time
 
-from . import compose, stackfile
+from . import compose, stackfile, tls
 from . import containers as ct
 from . import env as envs
 from . import run as runner
@@ -37,7 +37,7 @@ from .pipeline import Strategy
 from .request import Refused
 
 
-class Swarm(Strategy):
+class Swarm(ct.TlsProxy, Strategy):
     def __init__(self, env: envs.Env):
         self.env = env
         self.where = f"swarm stack {env['PROJECT']}, "
@@ -46,6 +46,7 @@ class Swarm(Strategy):
         self.report = []
         self.quiesced = {}  # worker role: the host names of the tasks told to take no more jobs
         self.switch_steps = [("proxy", self.proxy), ("deploy", self.deploy), ("converge", self.converge)]
+        self.finish_steps = self.tls_finish_steps()
 
     def status(self) -> dict:
         from .status import swarm_status
@@ -62,7 +63,10 @@ class Swarm(Strategy):
         return stackfile.plan_migrations(self.env, version)
 
     def setup_check(self) -> int:
-        return stackfile.setup_check(self.env)
+        return stackfile.setup_check(self.env) or self.setup_check_tls()
+
+    def finish(self, run) -> None:
+        self.finish_tls(run)
 
     def teardown(self, volumes: bool) -> list:
         env = self.env
@@ -109,7 +113,7 @@ class Swarm(Strategy):
         name = ct.docker_out(env, "info", "-f", "{{.Name}}")[1].strip()
         nodes = len(ct.docker_out(env, "node", "ls", "-q")[1].split())
         print(f"{name} is a manager of a swarm of {nodes} node(s); the stack file is ready", flush=True)
-        return 0
+        return self.install_tls() if env["MANAGER_COMPOSE_FILES"] else 0
 
     def pull(self, run) -> int:
         env = self.env
@@ -221,13 +225,15 @@ class Swarm(Strategy):
             return 0
         if runner.streamed(stackfile.manager_compose(env, "up", "-d")) != 0:
             return 1
-        if not env["PROXY_SERVICE"] or (os.path.isfile(applied) and envs.read_text(applied) == env["APP_FILES_SHA256"]):
+        envs.write_text(os.path.join(env.state_dir, "services-config"), tls.compose_digest(env) + "\n")
+        same = os.path.isfile(applied) and envs.read_text(applied) == env["APP_FILES_SHA256"]
+        if not env["PROXY_SERVICE"] or (same and tls.served(env)):
             return 0
-        for args in (("nginx", "-t", "-q"), ("nginx", "-s", "reload")):
-            if runner.streamed(stackfile.manager_compose(env, "exec", "-T", env["PROXY_SERVICE"], *args)) != 0:
-                return 1
+        if not ct.reload_proxy(env):  # its files, or its certificate (tls.py), changed: a graceful reload
+            return 1
         with open(applied, "w") as file:
             file.write(env["APP_FILES_SHA256"] + "\n")
+        tls.record_served(env)
         print(f"{env['PROXY_SERVICE']} runs with the current configuration", flush=True)
         return 0
 

@@ -62,7 +62,10 @@ def stack_json(env: envs.Env, version: str) -> tuple[int, str]:
 
 
 def manager_compose(env: envs.Env, *args: str) -> runner.Command:
-    files = [word for name in env["MANAGER_COMPOSE_FILES"].split() for word in ("-f", name)]
+    from .tls import extra_files  # the proxy's HTTPS (tls.py), once installed
+
+    names = env["MANAGER_COMPOSE_FILES"].split() + extra_files(env)
+    files = [word for name in names for word in ("-f", name)]
     command = compose.compose(env, *args)
     argv = [*env["COMPOSE"].split(), "-p", env["PROJECT"], *files, *args]
     return runner.Command(argv, env.app_dir, {**command.environ, "PD_STACK": env["PROJECT"]})

@@ -131,8 +131,14 @@ def compose_files(env) -> list:
     """The compose files of every compose command: the environment's, then the proxy's TLS file
     once it is installed (a setup whose certificate was refused leaves the proxy as it was, and
     every other command working; the deploy's preflight refuses it again)."""
+    extra = extra_files(env) if env["ENGINE"] == "compose" else []  # a swarm's proxy: manager_compose's
+    return env["COMPOSE_FILES"].split() + extra
+
+
+def extra_files(env) -> list:
+    """The proxy's TLS compose file, once installed ([] without)."""
     installed = enabled(env) and os.path.isfile(os.path.join(env.app_dir, COMPOSE_FILE))
-    return env["COMPOSE_FILES"].split() + ([COMPOSE_FILE] if installed else [])
+    return [COMPOSE_FILE] if installed else []
 
 
 def compose_digest(env) -> str:

@@ -267,6 +267,10 @@ def review_template(request: Request) -> envs.Env:
 
 
 def review_url(template: envs.Env, number: str) -> str:
+    """Where review environment NUMBER answers: HTTPS at the front when the template has tls:."""
+    if template["TLS"] == "files":
+        port = template["TLS_PUBLISH"].rsplit(":", 1)[-1]
+        return f"https://pr-{number}.{template['REVIEW_DOMAIN']}{'' if port == '443' else ':' + port}/"
     port = template["REVIEW_PORT"]
     return f"http://pr-{number}.{template['REVIEW_DOMAIN']}{'' if port == '80' else ':' + port}/"
 
