@@ -378,6 +378,12 @@ def capture(connection: Session, command: str, writer: HostWriter, limit: int = 
                     channel.close()
                     raise RemoteError(f"more than {limit} bytes on stdout: not what was asked for")
             elif channel.eof_received or channel.closed:  # nothing more will come on either stream
+                while channel.recv_ready() or channel.recv_stderr_ready():  # what arrived with the end
+                    kept += channel.recv(32768) if channel.recv_ready() else b""
+                    if channel.recv_stderr_ready():
+                        writer.write(decode(channel.recv_stderr(32768)))
+                if len(kept) > limit:
+                    raise RemoteError(f"more than {limit} bytes on stdout: not what was asked for")
                 break
             else:
                 time.sleep(0.02)

@@ -9,6 +9,7 @@ import json
 import os
 import random
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e import testca
 from tests.e2e.conftest import ROOT, STAGING_A, STAGING_B, inv, served_version, ssh_raw, tool_env
 from tests.openload import NamedHTTPSConnection
 
@@ -368,21 +370,7 @@ def test_review_environments_are_served_over_https_on_their_host_names(review, t
     for pr in PRS:
         assert inv("review.down", "--pr", str(pr)).returncode == 0
     certs, port, host = tmp_path / "certs", 8443, f"pr-3.{DOMAIN}"
-    certs.mkdir(mode=0o700)
-
-    def openssl(*args: str) -> None:
-        subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60, cwd=certs)
-
-    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes")
-    openssl("req", "-x509", *ec, "-days", "2", "-keyout", "ca.key", "-out", "ca.crt", "-subj", "/CN=e2e CA")
-    openssl("req", *ec, "-keyout", "privkey.pem", "-out", "site.csr", "-subj", f"/CN=*.{DOMAIN}")
-    (certs / "site.ext").write_text(f"subjectAltName=DNS:*.{DOMAIN}\n")
-    openssl(
-        *("x509", "-req", "-in", "site.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2"),
-        *("-extfile", "site.ext", "-out", "site.crt"),
-    )
-    (certs / "fullchain.pem").write_bytes((certs / "site.crt").read_bytes() + (certs / "ca.crt").read_bytes())
-    (certs / "privkey.pem").chmod(0o600)
+    testca.site_certificate(certs, f"*.{DOMAIN}")
     settings = (ROOT / "invoke.yaml").read_text()
     tls = f"{{certificate: {certs / 'fullchain.pem'}, key: {certs / 'privkey.pem'}, publish: '127.0.0.1:{port}', hsts: 600}}"
     assert settings.count("      review_template: true\n") == 1
@@ -414,10 +402,16 @@ def test_review_environments_are_served_over_https_on_their_host_names(review, t
         with pytest.raises(urllib.error.HTTPError) as moved:
             urllib.request.build_opener(NoRedirect).open(request, timeout=5)
         assert moved.value.code == 308 and moved.value.headers["Location"] == f"https://{host}/about/"
+        assert inv("server.setup", "--env", "review").returncode == 0  # tls: gone
+        again = inv("review.up", "--pr", "3", "--tag", STAGING_B)
+        assert again.returncode == 0 and f"review url: http://{host}:{FRONT_PORT}/" in again.stdout, again.stdout
+        assert f"Pixel version {STAGING_B}" in served(3, STAGING_B)
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
     finally:
-        assert inv("-f", str(config), "review.down", "--pr", "3").returncode == 0
         config.unlink()
         assert inv("server.setup", "--env", "review").returncode == 0
+        assert inv("review.down", "--pr", "3").returncode == 0
 
 
 class NoRedirect(urllib.request.HTTPRedirectHandler):

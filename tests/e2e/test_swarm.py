@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e import jobs
+from tests.e2e import jobs, testca
 from tests.e2e.conftest import ROOT, inv, tool_env
 from tests.e2e.multihost import (
     STATE,
@@ -575,32 +575,12 @@ TLS_DIR = Path("/etc/pushdeploy-e2e-swarm-tls")  # on the machine: the manager s
 LB_TLS, SITE = ("127.0.0.1", 8490), "pixel.test"  # the load balancer passes TCP to the manager's 443
 
 
-def site_certificate(folder: Path) -> None:
-    """A test CA (ca.crt) and a certificate for SITE from it: fullchain.pem, privkey.pem (0600)."""
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(mode=0o700)
-
-    def openssl(*args: str) -> None:
-        subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60, cwd=folder)
-
-    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes")
-    openssl("req", "-x509", *ec, "-days", "2", "-keyout", "ca.key", "-out", "ca.crt", "-subj", "/CN=e2e CA")
-    openssl("req", *ec, "-keyout", "privkey.pem", "-out", "site.csr", "-subj", f"/CN={SITE}")
-    (folder / "site.ext").write_text(f"subjectAltName=DNS:{SITE}\n")
-    openssl(
-        *("x509", "-req", "-in", "site.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2"),
-        *("-extfile", "site.ext", "-out", "site.crt"),
-    )
-    (folder / "fullchain.pem").write_bytes((folder / "site.crt").read_bytes() + (folder / "ca.crt").read_bytes())
-    (folder / "privkey.pem").chmod(0o600)
-
-
 def test_https_at_the_proxy_beside_the_stack_and_a_rolling_deploy_under_load_over_it(swarm, tmp_path):
     """Issue 17 part 4 on engine: swarm: the proxy outside the stack (manager_compose_files) serves
     tls: with the same lines and files as compose's; the first deploy after turning it on checks
     nginx's configuration, recreates the proxy with port 443, the next rolls the stack under
     open-loop HTTPS load through the load balancer (TCP to the manager's 443): 0 failed, 0 over 1 s."""
-    site_certificate(TLS_DIR)
+    testca.site_certificate(TLS_DIR, SITE)
     config = tmp_path / "tls.yaml"
     tls = f"{{certificate: {TLS_DIR / 'fullchain.pem'}, key: {TLS_DIR / 'privkey.pem'}, hsts: 600}}"
     config.write_text(CONFIG + f"      tls: {tls}\n")

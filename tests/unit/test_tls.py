@@ -268,7 +268,8 @@ def test_the_plan_says_when_the_certificate_ends_or_why_a_deploy_would_refuse_it
     )
 
 
-def test_a_review_template_serves_a_wildcard_certificate_at_its_front(tmp_path, pair):
+def test_a_review_template_serves_a_wildcard_certificate_at_its_front(tmp_path, pair, monkeypatch):
+    monkeypatch.setattr(envs.Env, "state_dir", property(lambda self: str(tmp_path / "state" / self.name)))
     template = settings(GOOD, review_template=True, review_domain="review.example.com").environment("production")
     assert template.tls.mode == "files"
     with pytest.raises(ConfigError, match="a review template's front serves one certificate"):
@@ -284,3 +285,8 @@ def test_a_review_template_serves_a_wildcard_certificate_at_its_front(tmp_path, 
     plain = server_env(tmp_path, REVIEW_TEMPLATE="yes", REVIEW_DOMAIN="review.example.com")
     assert "include" not in front.render_route(Review(plain, "production-7"))
     assert verbs.review_url(plain, "7") == "http://pr-7.review.example.com:8088/"
+    assert "ssl_reject_handshake on;" in front.FRONT_DEFAULT_TLS  # an unknown host: no other PR's site
+    os.makedirs(env.state_dir, exist_ok=True)
+    assert front.install_tls(env)[:2] == ["-p", "8443:443"]
+    assert sorted(os.listdir(front.folder_of(env))) == ["cert.pem", "key.pem", "tls.conf"]
+    assert "ends " in server_tls.expiry(env)["tls"]  # check reads the front's certificate

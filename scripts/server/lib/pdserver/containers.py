@@ -174,8 +174,10 @@ class TlsProxy:
         would leave the site without a proxy."""
         env = self.env
         made = os.path.join(env.state_dir, "services-config")
-        if not (tls.enabled(env) and env["PROXY_SERVICE"]) or (
-            os.path.isfile(made) and tls.compose_digest(env) in envs.read_text(made).split()
+        if (
+            not (tls.enabled(env) and env["PROXY_SERVICE"])
+            or (os.path.isfile(made) and tls.compose_digest(env) in envs.read_text(made).split())
+            or not service_containers(env, env["PROXY_SERVICE"])  # none runs: none to lose (a first deploy)
         ):
             return True
         check = ("run", "--rm", "--no-deps", "-T", "--entrypoint", "nginx", env["PROXY_SERVICE"], "-t", "-q")
@@ -195,13 +197,16 @@ class TlsProxy:
         if there is none yet and the proxy answers the challenges. A review template's: checked
         only (its front proxy serves it from the next review-up, front.py)."""
         env = self.env
-        if env["REVIEW_TEMPLATE"] == "yes" and tls.enabled(env):
+        if env["REVIEW_TEMPLATE"] == "yes":
+            from . import front
+
             try:
-                tls.read_pair(env["TLS_CERTIFICATE"], env["TLS_KEY"])
+                said = front.reload_tls(env)
             except tls.TlsError as error:
                 print(f"tls: {error}", flush=True)
                 return 1
-            print("tls: the review front proxy serves this certificate from the next review-up", flush=True)
+            if tls.enabled(env):
+                print(f"tls: {said}", flush=True)
             return 0
         return tls.apply(env, serve_tls) or self.certify()
 

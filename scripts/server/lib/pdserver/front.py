@@ -15,8 +15,9 @@ import os
 import subprocess
 from typing import TYPE_CHECKING
 
+from . import compose, tls
 from . import env as envs
-from . import tls
+from . import run as runner
 from .verbs import review_instances
 
 if TYPE_CHECKING:  # review.py imports this module
@@ -55,6 +56,53 @@ server {
     return 404 'no review environment answers for this host name\\n';
 }
 """
+FRONT_DEFAULT_TLS = """# ... and over HTTPS, no handshake at all (never another review environment's site).
+server {
+    listen 443 ssl default_server;
+    server_name _;
+    ssl_reject_handshake on;
+}
+"""
+
+
+def folder_of(template: envs.Env) -> str:
+    """The front's certificate, key and lines, root-only (mounted at tls.MOUNT)."""
+    return os.path.join(template.state_dir, "front-tls")
+
+
+def install_tls(template: envs.Env) -> list:
+    """The template's certificate for the front (tls:), installed in its root-only folder:
+    the `docker run` words that publish and mount it ([] without tls:). tls.TlsError when it
+    cannot be served (nothing changed)."""
+    folder = folder_of(template)
+    if not tls.enabled(template):
+        subprocess.run(["rm", "-rf", folder], check=False)
+        return []
+    cert, key = tls.read_pair(template["TLS_CERTIFICATE"], template["TLS_KEY"])
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    os.chmod(folder, 0o700)
+    snippet = tls.snippet(int(template["TLS_HSTS"]), template["TLS_REDIRECT"] == "yes").encode()
+    for name, data in (("cert.pem", cert), ("key.pem", key), ("tls.conf", snippet)):
+        path = os.path.join(folder, name)
+        with open(os.open(f"{path}.tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as file:
+            file.write(data)
+        os.replace(f"{path}.tmp", path)
+    return ["-p", f"{template['TLS_PUBLISH']}:443", "-v", f"{folder}:{tls.MOUNT}:ro"]
+
+
+def reload_tls(template: envs.Env) -> str:
+    """setup and tls-reload of a review template: its certificate installed for the front and,
+    if the front runs with it, served at once (what happened, said)."""
+    install_tls(template)
+    front = f"pushdeploy-{template.name}-front"
+    mounts = runner.output(
+        compose.docker(template, "inspect", "-f", "{{range .Mounts}}{{.Destination}} {{end}}", front)
+    )
+    if mounts[0] != 0 or tls.MOUNT not in mounts[1].split():
+        return "the review front proxy serves this certificate from the next review-up"
+    if runner.output(compose.docker(template, "exec", front, "nginx", "-s", "reload"))[0] != 0:
+        return "the review front proxy did not reload: it serves this certificate from the next review-up"
+    return "the review front proxy reloaded: it serves this certificate"
 
 
 def template_env_value(review: Review, key: str) -> str:
@@ -79,38 +127,23 @@ def _write_public(path: str, text: str) -> None:
     os.chmod(path, 0o644)
 
 
-def front_tls(review: Review) -> list:
-    """The template's certificate for the front (tls:), installed in its root-only folder:
-    the `docker run` words that publish and mount it ([] without tls:). tls.TlsError when it
-    cannot be served (nothing changed)."""
-    template, folder = review.template, os.path.join(review.template.state_dir, "front-tls")
-    if not tls.enabled(template):
-        subprocess.run(["rm", "-rf", folder], check=False)
-        return []
-    cert, key = tls.read_pair(template["TLS_CERTIFICATE"], template["TLS_KEY"])
-    os.makedirs(folder, mode=0o700, exist_ok=True)
-    os.chmod(folder, 0o700)
-    snippet = tls.snippet(int(template["TLS_HSTS"]), template["TLS_REDIRECT"] == "yes").encode()
-    for name, data in (("cert.pem", cert), ("key.pem", key), ("tls.conf", snippet)):
-        path = os.path.join(folder, name)
-        with open(os.open(f"{path}.tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as file:
-            file.write(data)
-        os.replace(f"{path}.tmp", path)
-    return ["-p", f"{template['TLS_PUBLISH']}:443", "-v", f"{folder}:{tls.MOUNT}:ro"]
-
-
 def front_reload(review: Review) -> bool:
     """Start the front proxy if it does not run (or runs with other ports or mounts: made
     again), else reload its routes and certificate."""
     os.makedirs(review.front_dir, mode=0o755, exist_ok=True)
     os.chmod(review.front_dir, 0o755)
-    _write_public(os.path.join(review.front_dir, "default.conf"), FRONT_DEFAULT)
-    if not ensure_network(review):
-        return False
     try:
-        https = front_tls(review)
+        https = install_tls(review.template)
     except tls.TlsError as error:
         print(f"tls: {error}", flush=True)
+        return False
+    _write_public(os.path.join(review.front_dir, "default.conf"), FRONT_DEFAULT + (FRONT_DEFAULT_TLS if https else ""))
+    for name in review_instances(review.template.name):  # every route as the template says now (tls: on or off)
+        if name != review.name and os.path.isfile(os.path.join(review.front_dir, f"{name}.conf")):
+            _write_public(
+                os.path.join(review.front_dir, f"{name}.conf"), render_route(type(review)(review.template, name))
+            )
+    if not ensure_network(review):
         return False
     image = template_env_value(review, "PROXY_IMAGE") or "nginx:1.27"
     port = review.template["REVIEW_PORT"]
@@ -130,7 +163,11 @@ def front_reload(review: Review) -> bool:
         "-v", f"{review.front_dir}:/etc/nginx/conf.d:ro", image, "nginx", "-g", "daemon off;",
     )  # fmt: skip
     if started[0] != 0:
-        print(started[1].rstrip(), flush=True)
+        publish = f" and {review.template['TLS_PUBLISH']} (tls.publish)" if https else ""
+        print(
+            f"{started[1].rstrip()}\nthe review front proxy did not start on 127.0.0.1:{port}{publish}: is the port in use?",
+            flush=True,
+        )
         return False
     print(f"front proxy {review.front} started on 127.0.0.1:{port}", flush=True)
     return True
@@ -160,4 +197,4 @@ def front_remove_if_unused(review: Review) -> None:
         return
     review.docker("rm", "-f", review.front)
     review.docker("network", "rm", review.network)
-    subprocess.run(["rm", "-rf", review.front_dir, os.path.join(review.template.state_dir, "front-tls")], check=False)
+    subprocess.run(["rm", "-rf", review.front_dir, folder_of(review.template)], check=False)

@@ -63,7 +63,8 @@ class Swarm(ct.TlsProxy, Strategy):
         return stackfile.plan_migrations(self.env, version)
 
     def setup_check(self) -> int:
-        return stackfile.setup_check(self.env) or self.setup_check_tls()
+        stack = stackfile.setup_check(self.env)  # a renewed certificate is served whatever the stack file says
+        return self.setup_check_tls() or stack
 
     def finish(self, run) -> None:
         self.finish_tls(run)

@@ -386,6 +386,8 @@ def expiry(env, now: float | None = None) -> dict:
     if not enabled(env):
         return {}
     path = os.path.join(folder(env), "cert.pem")
+    if env["REVIEW_TEMPLATE"] == "yes":  # its review front's (front.py)
+        path = os.path.join(env.state_dir, "front-tls", "cert.pem")
     origin = f"ACME for {', '.join(env['TLS_ACME_DOMAINS'].split())}" if acme(env) else env["TLS_CERTIFICATE"]
     try:
         ends = not_after(path)
