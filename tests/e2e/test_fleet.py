@@ -798,6 +798,75 @@ def test_the_production_app_web_workers_scheduler_cron_and_https_on_three_hosts(
             assert plain.returncode == 0, plain.stdout + plain.stderr
 
 
+def forget_certificates() -> None:
+    """Every host's ACME account and certificates gone (kept when tls: goes: an earlier test's, from
+    a pebble that is no more)."""
+    for host in HOSTS:
+        subprocess.run(["rm", "-rf", str(STATE / f"hosts/{host}/fs/var-lib-pushdeploy/{ENV}/acme")], check=True)
+
+
+def host_run(host: str, argv: list[str]) -> subprocess.CompletedProcess:
+    """ARGV as root inside HOST (its network, mounts and name), as its cron would run it."""
+    enter = ["nsenter", f"--net=/run/netns/pd-{host}", f"--mount={STATE / 'ns' / f'{host}.mnt'}"]
+    enter.append(f"--uts={STATE / 'ns' / f'{host}.uts'}")
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+    return subprocess.run([*enter, *argv], capture_output=True, text=True, timeout=600, env=env)
+
+
+def test_https_from_acme_one_host_obtains_every_host_serves_it_and_renewals_are_copied(fleet, tmp_path):
+    """Issue 17 part 4 across the fleet: pebble (inside h1, as h1's certbot reaches it) resolves the
+    site to h2, so every challenge reaches a host that does not hold it and must pass it on to h1,
+    the first host, which alone obtains; server.setup carries the pair to h2 and h3 (a first setup
+    has nothing to copy until a deploy gives the proxies the webroot and port 443). h1's renewal
+    timer, forced, renews there alone, and `inv server.certificate` copies it to the others. (HTTPS
+    under load through the load balancer: the production app's test, below.)"""
+    ensure(fleet, V3)
+    acme = {"domains": [SITE], "email": "ops@pixel.test", "directory": acmeserver.DIRECTORY}
+    acme["ca_bundle"] = str(ACME_WORK / "ca.crt")
+    config = tmp_path / "acme.yaml"
+    tls = json.dumps({"acme": acme, "hsts": 600})
+    config.write_text("deploy:\n  environments:\n" + environment(ENV, list(HOSTS.values()), tls=tls))
+    forget_certificates()
+    with acmeserver.pebble(ACME_WORK, 80, address=HOSTS["h2"], netns="pd-h1") as root:
+
+        def serials() -> dict[str, str]:
+            return {host: acmeserver.serial(addr, 443, root, SITE) for host, addr in HOSTS.items()}
+
+        try:
+            first = fleet.inv("server.setup", "--env", ENV, config=config)
+            assert first.returncode == 0, first.stdout + first.stderr
+            assert "nothing to copy yet: deploy, then run `inv server.setup` again" in first.stdout + first.stderr
+            deployed = fleet.deploy(V4, "--force", config=config)  # the proxies get the webroot and port 443
+            assert deployed.returncode == 0 and "==> certificate" not in deployed.stdout, deployed.stdout
+            second = fleet.inv("server.setup", "--env", ENV, config=config)
+            assert second.returncode == 0, second.stdout + second.stderr
+            assert f"tls: obtaining a certificate for {SITE}" in second.stdout, second.stdout
+            served = acmeserver.eventually(
+                serials, lambda found: len(set(found.values()) - {""}) == 1 and all(found.values())
+            )
+            assert all(served.values()) and len(set(served.values())) == 1, served
+            assert (STATE / f"hosts/h1/fs/cron.d/pushdeploy-tls-{ENV}").exists()
+            assert not (STATE / f"hosts/h2/fs/cron.d/pushdeploy-tls-{ENV}").exists()
+
+            line = (STATE / f"hosts/h1/fs/cron.d/pushdeploy-tls-{ENV}").read_text().splitlines()[-1]
+            renewed = host_run("h1", [*line.split(" root ", 1)[1].split(">", 1)[0].split(), "--force"])
+            assert renewed.returncode == 0 and "tls: the proxy reloaded" in renewed.stdout, renewed.stdout
+            after = acmeserver.eventually(serials, lambda found: found["h1"] != served["h1"])
+            assert after["h1"] != served["h1"] and after["h2"] == served["h2"]  # renewed on h1 alone
+            copied = fleet.inv("server.certificate", "--env", ENV, config=config)
+            assert copied.returncode == 0, copied.stdout + copied.stderr
+            assert acmeserver.eventually(serials, lambda found: set(found.values()) == {after["h1"]}) == dict.fromkeys(
+                HOSTS, after["h1"]
+            )
+            check = fleet.inv("server.check", "--env", ENV, config=config)
+            assert "a copy of the first host's, renewed there" in check.stdout, check.stdout
+        finally:
+            assert fleet.inv("server.setup", "--env", ENV).returncode == 0  # plain HTTP again, from the next deploy
+            plain = fleet.deploy(V3, "--force")
+            assert plain.returncode == 0, plain.stdout + plain.stderr
+
+
+# Last in this file: the guide leaves the hosts' .env naming the private registry's images.
 BASTION = "10.213.0.9"
 GUIDE_SECRET = "guide-7Hq2-not-to-be-printed"
 
@@ -918,71 +987,3 @@ def test_the_setup_guide_from_a_bastion_only_network_and_a_private_registry(flee
         assert versions() == dict.fromkeys(HOSTS, V3)
     finally:
         script("bastion", "off")
-
-
-def forget_certificates() -> None:
-    """Every host's ACME account and certificates gone (kept when tls: goes: an earlier test's, from
-    a pebble that is no more)."""
-    for host in HOSTS:
-        subprocess.run(["rm", "-rf", str(STATE / f"hosts/{host}/fs/var-lib-pushdeploy/{ENV}/acme")], check=True)
-
-
-def host_run(host: str, argv: list[str]) -> subprocess.CompletedProcess:
-    """ARGV as root inside HOST (its network, mounts and name), as its cron would run it."""
-    enter = ["nsenter", f"--net=/run/netns/pd-{host}", f"--mount={STATE / 'ns' / f'{host}.mnt'}"]
-    enter.append(f"--uts={STATE / 'ns' / f'{host}.uts'}")
-    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
-    return subprocess.run([*enter, *argv], capture_output=True, text=True, timeout=600, env=env)
-
-
-def test_https_from_acme_one_host_obtains_every_host_serves_it_and_renewals_are_copied(fleet, tmp_path):
-    """Issue 17 part 4 across the fleet: pebble (inside h1, as h1's certbot reaches it) resolves the
-    site to h2, so every challenge reaches a host that does not hold it and must pass it on to h1,
-    the first host, which alone obtains; server.setup carries the pair to h2 and h3 (a first setup
-    has nothing to copy until a deploy gives the proxies the webroot and port 443). h1's renewal
-    timer, forced, renews there alone, and `inv server.certificate` copies it to the others. (HTTPS
-    under load through the load balancer: the production app's test, below.)"""
-    ensure(fleet, V3)
-    acme = {"domains": [SITE], "email": "ops@pixel.test", "directory": acmeserver.DIRECTORY}
-    acme["ca_bundle"] = str(ACME_WORK / "ca.crt")
-    config = tmp_path / "acme.yaml"
-    tls = json.dumps({"acme": acme, "hsts": 600})
-    config.write_text("deploy:\n  environments:\n" + environment(ENV, list(HOSTS.values()), tls=tls))
-    forget_certificates()
-    with acmeserver.pebble(ACME_WORK, 80, address=HOSTS["h2"], netns="pd-h1") as root:
-
-        def serials() -> dict[str, str]:
-            return {host: acmeserver.serial(addr, 443, root, SITE) for host, addr in HOSTS.items()}
-
-        try:
-            first = fleet.inv("server.setup", "--env", ENV, config=config)
-            assert first.returncode == 0, first.stdout + first.stderr
-            assert "nothing to copy yet: deploy, then run `inv server.setup` again" in first.stdout + first.stderr
-            deployed = fleet.deploy(V4, "--force", config=config)  # the proxies get the webroot and port 443
-            assert deployed.returncode == 0 and "==> certificate" not in deployed.stdout, deployed.stdout
-            second = fleet.inv("server.setup", "--env", ENV, config=config)
-            assert second.returncode == 0, second.stdout + second.stderr
-            assert f"tls: obtaining a certificate for {SITE}" in second.stdout, second.stdout
-            served = acmeserver.eventually(
-                serials, lambda found: len(set(found.values()) - {""}) == 1 and all(found.values())
-            )
-            assert all(served.values()) and len(set(served.values())) == 1, served
-            assert (STATE / f"hosts/h1/fs/cron.d/pushdeploy-tls-{ENV}").exists()
-            assert not (STATE / f"hosts/h2/fs/cron.d/pushdeploy-tls-{ENV}").exists()
-
-            line = (STATE / f"hosts/h1/fs/cron.d/pushdeploy-tls-{ENV}").read_text().splitlines()[-1]
-            renewed = host_run("h1", [*line.split(" root ", 1)[1].split(">", 1)[0].split(), "--force"])
-            assert renewed.returncode == 0 and "tls: the proxy reloaded" in renewed.stdout, renewed.stdout
-            after = acmeserver.eventually(serials, lambda found: found["h1"] != served["h1"])
-            assert after["h1"] != served["h1"] and after["h2"] == served["h2"]  # renewed on h1 alone
-            copied = fleet.inv("server.certificate", "--env", ENV, config=config)
-            assert copied.returncode == 0, copied.stdout + copied.stderr
-            assert acmeserver.eventually(serials, lambda found: set(found.values()) == {after["h1"]}) == dict.fromkeys(
-                HOSTS, after["h1"]
-            )
-            check = fleet.inv("server.check", "--env", ENV, config=config)
-            assert "a copy of the first host's, renewed there" in check.stdout, check.stdout
-        finally:
-            assert fleet.inv("server.setup", "--env", ENV).returncode == 0  # plain HTTP again, from the next deploy
-            plain = fleet.deploy(V3, "--force")
-            assert plain.returncode == 0, plain.stdout + plain.stderr
