@@ -92,8 +92,21 @@ def phases(env: Environment, hosts=None) -> list[tuple[tuple, bool]]:
     """
     return [
         (batch.hosts, not batch.migrate)
-        for batch in rollout.batches(hosts or env.hosts, env.batch_size, env.migrate_on)
+        for batch in rollout.batches(hosts or env.hosts, batch_size(env), env.migrate_on)
     ]
+
+
+def batch_size(env: Environment) -> str:
+    """`batch_size`, or 1 while a worker role with a `quiesce` command runs on several hosts: the
+    hosts of a batch would tell their workers to stop consuming at the same moment, and Celery's
+    Redis transport can drop a job handed back by two such workers at once (docs/roles.md). One
+    host at a time, each host's workers one after another, never two."""
+    spread = [
+        role
+        for role in env.roles
+        if role.kind == "worker" and role.quiesce and (role.hosts == "all" or "," in role.hosts)
+    ]
+    return "1" if spread and len(env.hosts) > 1 else env.batch_size
 
 
 # ------------------------------------------------------------------ the server's settings

@@ -107,6 +107,8 @@ def run_deploy(
             what = "restart of the running version" if running else what
             batches = plan.phases(env, chosen)
             say(f"{what} to {env.name} on {len(chosen)} host(s) in {len(batches)} batch(es), by {by}")
+            if plan.batch_size(env) != env.batch_size and len(chosen) > 1:
+                say("  one host at a time (not batch_size): its workers quiesce before the next host's (docs/roles.md)")
             # One host checks itself in its own request; several are all checked before any of them changes
             # (a restart asks even one host what it runs).
             checked = len(chosen) > 1 or running

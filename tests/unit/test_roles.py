@@ -166,3 +166,15 @@ def test_a_quiesce_command_names_one_container_or_every_task():
     assert server_roles.quiesce_argv(words, ["a1b2c3"])[-1] == "celery@a1b2c3"
     assert server_roles.quiesce_argv(words, ["a1", "b2"])[-2:] == ["--destination", "celery@a1,celery@b2"]
     assert server_roles.quiesce_argv(("kill", "-TSTP", "1"), ["a1"]) == ["kill", "-TSTP", "1"]
+
+
+def test_hosts_whose_workers_quiesce_deploy_one_at_a_time_whatever_batch_size():
+    """Two hosts telling their workers to stop consuming at once can lose a job (docs/roles.md):
+    a worker role with a quiesce command on several hosts makes every batch one host."""
+    quiesced = {"worker": {"kind": "worker", "quiesce": "celery -A app control cancel_consumer celery"}}
+    env = settings(quiesced, batch_size=3, migrate_on="each")
+    assert plan.batch_size(env) == "1" and [len(hosts) for hosts, _ in plan.phases(env)] == [1] * len(HOSTS)
+    plain = settings({"worker": {"kind": "worker"}}, batch_size=3, migrate_on="each")
+    assert plan.batch_size(plain) == "3" and [len(hosts) for hosts, _ in plan.phases(plain)] == [len(HOSTS)]
+    one_host = settings({"worker": {**quiesced["worker"], "hosts": "first"}}, batch_size=3, migrate_on="each")
+    assert plan.batch_size(one_host) == "3"
