@@ -50,7 +50,9 @@ def setup(c, env="staging", public_key=None):
     else changes; a login the registry refuses stops the setup there. With
     `tls:` set, the certificate and key (files on each host) are checked and
     installed for the proxy, which reloads gracefully if it runs (docs/https.md);
-    one that cannot be served stops the setup. A second
+    one that cannot be served stops the setup. With `tls: {acme: ...}` certbot
+    obtains one once the proxy answers ACME's challenges, a timer renews it,
+    and on several hosts the first obtains and the others get a copy. A second
     run changes nothing and says so. For
     `engine: swarm` it then checks the host is a swarm
     manager and the stack file deploys safely (`docker stack config` accepts
@@ -151,7 +153,7 @@ def certificate(c, env="staging"):
     renews the certificate (its timer, twice a day); the others serve a copy
     that `inv server.setup` carries over the admin connection. This task does
     only that part: the first host obtains one if it has none, and every other
-    host checks and serves what it has. Run it after a renewal, e.g. weekly
+    host checks the copy it is given and serves it. Run it after a renewal, e.g. weekly
     from CI (certbot renews 30 days before the end).
     """
     with fail_on_errors():
