@@ -37,5 +37,7 @@ both sides read one copy. Modules, one concern each:
   refresh.py  db-dump and db-restore: moving a database, scrubbed
   teardown.py teardown (admin only): an environment removed from this host
   agent.py    pull mode's agent (bin/deploy pull), and its systemd timer or cron entry
+  tls.py      HTTPS at the proxy: the certificate installed with nginx's lines; reloads; expiry
+  acme.py     tls.acme: certbot obtains and renews; a fleet's copies (tls-export, tls-import)
   install.py  bin/install: everything server.setup puts on a host, changed only where it differs
 """
