@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import socket
 import ssl
 import subprocess
 import time
@@ -49,9 +48,7 @@ def context(root: Path) -> ssl.SSLContext:
 
 def served(root: Path, name: str = DOMAIN) -> dict:
     """The certificate the proxy serves for NAME, verified against pebble's root."""
-    with socket.create_connection(("127.0.0.1", HTTPS_PORT), timeout=5) as raw:
-        with context(root).wrap_socket(raw, server_hostname=name) as tls:
-            return tls.getpeercert()
+    return acmeserver.served("127.0.0.1", HTTPS_PORT, root, name)
 
 
 def ask_https(root: Path, path: str = "/") -> http.client.HTTPResponse:

@@ -284,11 +284,7 @@ def installed_copy(env, cert: bytes, key: bytes, serve_tls) -> Result:
     os.makedirs(folder, mode=0o700, exist_ok=True)
     os.chmod(folder, 0o700)
     for path, content in ((key_path, key), (cert_path, cert)):
-        tmp = f"{path}.{os.getpid()}.tmp"
-        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as file:
-            file.write(content)
-        os.chown(tmp, 0, 0)
-        os.replace(tmp, path)
+        tls.write_private(path, content)
     code = tls.apply(env, serve_tls)
     return Result(code, {"names": " ".join(tls.names(cert_path))})
 

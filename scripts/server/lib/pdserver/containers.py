@@ -580,6 +580,23 @@ def pinned_digest(pins: str, version: str) -> str:
     return ""
 
 
+def reload_proxy_if_changed(env: envs.Env) -> bool:
+    """The proxy's config files come with `inv server.setup`, its certificate with the deploy's
+    preflight (tls.py); when either changed since nginx last loaded them, nginx reloads them
+    gracefully (old workers finish)."""
+    proxy = env["PROXY_SERVICE"]
+    applied = os.path.join(env.state_dir, "proxy-config")
+    same = os.path.isfile(applied) and envs.read_text(applied) == env["APP_FILES_SHA256"]
+    if not proxy or (same and tls.served(env)):
+        return True
+    if not reload_proxy(env):
+        return False
+    envs.write_text(applied, env["APP_FILES_SHA256"] + "\n")
+    tls.record_served(env)
+    print(f"reloaded {proxy} (its configuration changed)", flush=True)
+    return True
+
+
 def proxy_compose(env: envs.Env, *args: str) -> runner.Command:
     """A compose command for the proxy: the environment's compose files, or a swarm's outside
     its stack (stackfile.manager_compose)."""

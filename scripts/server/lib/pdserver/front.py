@@ -83,10 +83,7 @@ def install_tls(template: envs.Env) -> list:
     os.chmod(folder, 0o700)
     snippet = tls.snippet(int(template["TLS_HSTS"]), template["TLS_REDIRECT"] == "yes").encode()
     for name, data in (("cert.pem", cert), ("key.pem", key), ("tls.conf", snippet)):
-        path = os.path.join(folder, name)
-        with open(os.open(f"{path}.tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as file:
-            file.write(data)
-        os.replace(f"{path}.tmp", path)
+        tls.write_private(os.path.join(folder, name), data)
     return ["-p", f"{template['TLS_PUBLISH']}:443", "-v", f"{folder}:{tls.MOUNT}:ro"]
 
 

@@ -188,7 +188,7 @@ class Slots(ct.ComposeEngine):
         if not up_other_services(env):
             return 1
         run.switched = True
-        if not reload_proxy_if_changed(env):
+        if not ct.reload_proxy_if_changed(env):
             print(
                 f"warning: {env['PROXY_SERVICE']} did not reload its new configuration: check `nginx -t` in it",
                 flush=True,
@@ -496,21 +496,4 @@ def all_running(env: envs.Env, services: list) -> bool:
         ids = ct.service_containers(env, service)
         if not ids or ct.docker_out(env, "inspect", "-f", "{{.State.Running}}", ids[0])[1].strip() != "true":
             return False
-    return True
-
-
-def reload_proxy_if_changed(env: envs.Env) -> bool:
-    """The proxy's config files come with `inv server.setup`, its certificate with the deploy's
-    preflight (tls.py); when either changed since nginx last loaded them, nginx reloads them
-    gracefully (old workers finish)."""
-    proxy = env["PROXY_SERVICE"]
-    applied = os.path.join(env.state_dir, "proxy-config")
-    same = os.path.isfile(applied) and envs.read_text(applied) == env["APP_FILES_SHA256"]
-    if not proxy or (same and tls.served(env)):
-        return True
-    if not ct.reload_proxy(env):
-        return False
-    envs.write_text(applied, env["APP_FILES_SHA256"] + "\n")
-    tls.record_served(env)
-    print(f"reloaded {proxy} (its configuration changed)", flush=True)
     return True

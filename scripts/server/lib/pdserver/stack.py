@@ -220,23 +220,13 @@ class Swarm(ct.TlsProxy, Strategy):
         """Services outside the stack, with compose on this node: created if missing,
         recreated only if their configuration changed; the proxy reloads changed files."""
         env = self.env
-        applied = os.path.join(env.state_dir, "proxy-config")
         if not env["MANAGER_COMPOSE_FILES"]:
             print("no manager_compose_files: nothing outside the stack", flush=True)
             return 0
         if runner.streamed(stackfile.manager_compose(env, "up", "-d")) != 0:
             return 1
         envs.write_text(os.path.join(env.state_dir, "services-config"), tls.compose_digest(env) + "\n")
-        same = os.path.isfile(applied) and envs.read_text(applied) == env["APP_FILES_SHA256"]
-        if not env["PROXY_SERVICE"] or (same and tls.served(env)):
-            return 0
-        if not ct.reload_proxy(env):  # its files, or its certificate (tls.py), changed: a graceful reload
-            return 1
-        with open(applied, "w") as file:
-            file.write(env["APP_FILES_SHA256"] + "\n")
-        tls.record_served(env)
-        print(f"{env['PROXY_SERVICE']} runs with the current configuration", flush=True)
-        return 0
+        return 0 if ct.reload_proxy_if_changed(env) else 1  # its files, or its certificate, changed
 
     def task_hostnames(self, service: str) -> list:
         """The host names (short container ids) of SERVICE's tasks that should run."""

@@ -324,13 +324,18 @@ def install(env) -> bool:
                     continue
         except FileNotFoundError:
             pass
-        fd, tmp = tempfile.mkstemp(dir=where, prefix=f".{name}.")
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
+        write_private(path, data)
         changed = True
     return changed
+
+
+def write_private(path: str, data: bytes) -> None:
+    """PATH holds DATA, root's alone (0600), whole or not at all (a temp file, then a rename)."""
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=f".{os.path.basename(path)}.")
+    with os.fdopen(fd, "wb") as file:
+        file.write(data)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
 
 
 def current_pair(env) -> tuple:
