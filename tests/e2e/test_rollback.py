@@ -89,10 +89,30 @@ def steps_of_last_run(env: str) -> list[str]:
     return [step["name"] for step in last["steps"]]
 
 
+def kept_containers(env: str, ids: list | None = None) -> dict:
+    """The containers kept ready (or IDS): running?, CPU weight, network aliases."""
+    import json
+    import subprocess
+
+    from tests.e2e.conftest import tool_env
+
+    ids = ids or json.loads(open(f"/var/lib/pushdeploy/{env}/warm.json").read())["containers"]
+    fmt = "{{.Id}} {{.State.Running}} {{.HostConfig.CpuShares}}{{range .NetworkSettings.Networks}}{{range .Aliases}} {{.}}{{end}}{{end}}"
+    out = subprocess.run(
+        ["docker", "inspect", "-f", fmt, *ids], env=tool_env(), capture_output=True, text=True, check=True
+    )
+    found = {}
+    for line in out.stdout.splitlines():
+        cid, running, shares, *aliases = line.split()
+        found[cid] = {"running": running == "true", "shares": int(shares), "aliases": set(aliases)}
+    return found
+
+
 def test_an_instant_rollback_starts_the_kept_version_again_under_load(server):
-    """After a deploy the previous version's containers are kept, stopped; a rollback in
-    warm_rollback starts them again, checks their health and flips, without pulling or
-    migrating: under open-loop load, no request fails and none takes over 1 s."""
+    """After a deploy the previous version's containers are kept running, out of the service's
+    name, at the lowest CPU weight; a rollback in warm_rollback gives them their weight and
+    name back, checks their health and flips, without pulling, migrating or starting anything:
+    under open-loop load, no request fails and none takes over 1 s."""
     import json
     import time
 
@@ -104,8 +124,12 @@ def test_an_instant_rollback_starts_the_kept_version_again_under_load(server):
     try:
         ok("deploy.staging", "--tag", B)
         status = ok("deploy.status", "--env", "staging")
-        assert f"kept ready: {A} (1 container(s), stopped: holding no memory) for " in status
+        assert f"kept ready: {A} (1 container(s), running idle, holding " in status
         assert "a rollback to it is instant" in status
+        kept = kept_containers("staging")
+        for facts in kept.values():  # running, named only in its slot, at the lowest CPU weight
+            assert facts["running"] and facts["shares"] == 2
+            assert "web" not in facts["aliases"] and facts["aliases"] & {"web-blue", "web-green"}
         with OpenLoad(f"http://127.0.0.1:{PORTS['staging']}/", rate=50, seconds=120) as load:
             time.sleep(1)
             started = load.now()
@@ -117,6 +141,8 @@ def test_an_instant_rollback_starts_the_kept_version_again_under_load(server):
         nothing_lost(load, seconds)
         assert served_version("staging") == A
         assert steps_of_last_run("staging") == ["wake", "health", "admit", "switch", "retire"]
+        woken = kept_containers("staging", list(kept))
+        assert all(facts["shares"] in (0, 1024) and "web" in facts["aliases"] for facts in woken.values()), woken
         record = json.loads(history_lines("staging")[-1])
         first_old = min((s.scheduled for s in load.samples if s.version == A and s.scheduled > started), default=None)
         print(

@@ -184,7 +184,9 @@ def test_plan_verdicts_for_a_bad_release_and_a_rollback():
         ({"for": "1.3.9"}, "it was kept for 1.3.9, which no longer serves"),
         ({"since": -700}, "it was kept for warm_rollback (600s), and that has passed"),
         ({"migrations": "notes.0002_tags"}, "1.4.0 applied migrations (notes.0002_tags)"),
-        ({"state": "running"}, "its containers are gone or running"),
+        ({"state": "exited"}, "its containers are stopped"),
+        ({"health": "unhealthy"}, "its containers fail their health check"),
+        ({"gone": True}, "its containers are gone"),
         ({"image": 1}, "the image 127.0.0.1:5000/pixel:1.3.0 is no longer tagged here"),
         ({"maintenance": True}, "--maintenance"),
     ],
@@ -192,18 +194,20 @@ def test_plan_verdicts_for_a_bad_release_and_a_rollback():
 def test_a_rollback_is_instant_only_to_exactly_the_version_kept_ready(server, monkeypatch, capsys, change, why):
     from pdserver import containers as ct
     from pdserver import env as envs
-    from pdserver import pipeline, slots
+    from pdserver import pipeline, slots, warm
 
     env = envs.load("staging")  # 1.4.0 serves
-    warm = {"version": "1.3.0", "for": "1.4.0", "slot": "blue", "containers": ["c1"], "migrations": ""}
-    warm.update({k: v for k, v in change.items() if k in warm})
-    warm["since"] = time.time() + change.get("since", -5)
-    envs.write_text(slots.warm_file(env), json.dumps(warm) + "\n")
+    kept = {"version": "1.3.0", "for": "1.4.0", "slot": "blue", "containers": ["c1"], "migrations": ""}
+    kept.update({k: v for k, v in change.items() if k in kept})
+    kept["since"] = time.time() + change.get("since", -5)
+    envs.write_text(warm.path(env), json.dumps(kept) + "\n")
 
     def docker_out(env, *args):
         if args[:2] == ("image", "inspect"):
             return change.get("image", 0), "sha256:x"
-        return 0, f"{change.get('state', 'exited')} 127.0.0.1:5000/pixel:1.3.0\n"
+        if change.get("gone"):
+            return 1, ""
+        return 0, f"{change.get('state', 'running')} {change.get('health', 'healthy')} 127.0.0.1:5000/pixel:1.3.0\n"
 
     monkeypatch.setattr(ct, "docker_out", docker_out)
     request = {"KIND": "rollback", "VERSION": "1.3.0", "MAINTENANCE": "1" if change.get("maintenance") else "0"}
@@ -215,7 +219,7 @@ def test_a_rollback_is_instant_only_to_exactly_the_version_kept_ready(server, mo
     else:
         assert [name for name, _ in steps] == ["wake", "health", "admit", "switch"]
         assert strategy.finish_steps == ["retire"]
-        assert "instant rollback: 1.3.0 is kept ready (stopped 5s ago, no migration since)" in out
+        assert "instant rollback: 1.3.0 is kept ready (retired 5s ago, no migration since)" in out
 
 
 def test_warm_rollback_0_keeps_nothing(server, monkeypatch):

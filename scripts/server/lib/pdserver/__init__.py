@@ -29,6 +29,7 @@ both sides read one copy. Modules, one concern each:
   containers.py  the compose engine's steps before the switch; container facts
   slots.py    strategy: the zero-downtime switch between two slots
   drain.py    retiring containers without cutting a request
+  warm.py     the previous version's containers kept ready for an instant rollback
   recreate.py strategy: recreate in place (a short, measured restart)
   stack.py    strategy: a swarm stack (stack deploy, converge, whole-stack undo)
   stackfile.py  the stack file rendered and checked; one-off containers on its network

@@ -19,18 +19,23 @@ def retire(env: envs.Env, ids: list, what: str, keep: bool = False) -> int:
     """Stop containers the proxy no longer routes to: after DRAIN_SECONDS (requests that
     chose them just before the flip reach them), once they answered everything they were
     sent; each finishes what it serves (docker stop: SIGTERM, then its grace period).
-    KEEP: stopped, not removed (kept for an instant rollback)."""
+    KEEP: drained only, left running (kept for an instant rollback: warm.py)."""
     web = env["WEB_SERVICE"]
     if not ids:
         print(f"no {what} {web} container to retire", flush=True)
         return 0
     time.sleep(int(env["DRAIN_SECONDS"]))
     wait_idle(env, ids, what)
-    if runner.output(compose.docker(env, "stop", *ids))[0] == 0 and (
-        keep or runner.output(compose.docker(env, "rm", *ids))[0] == 0
+    if keep:
+        print(
+            f"retired {len(ids)} {what} {web} container(s) after they finished their requests, kept ready", flush=True
+        )
+        return 0
+    if (
+        runner.output(compose.docker(env, "stop", *ids))[0] == 0
+        and runner.output(compose.docker(env, "rm", *ids))[0] == 0
     ):
-        kept = ", kept stopped for an instant rollback" if keep else ""
-        print(f"retired {len(ids)} {what} {web} container(s) after they finished their requests{kept}", flush=True)
+        print(f"retired {len(ids)} {what} {web} container(s) after they finished their requests", flush=True)
         return 0
     print(f"warning: could not remove the {what} {web} container(s): {' '.join(ids)}", flush=True)
     return 1

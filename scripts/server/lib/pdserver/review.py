@@ -45,6 +45,7 @@ class Review:
             APP_DIR=f"{template.app_dir}-{self.number}",
             PROJECT=f"{template['PROJECT']}-{self.number}",
             TLS="off",
+            WARM_ROLLBACK="0",  # nothing rolls an instance back: keep no old containers running
         )
         self.env = envs.Env(name, template.conf_path, values)
         self.network = f"pushdeploy-{template.name}"

@@ -20,11 +20,10 @@ served, see flip_to).
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
-from . import compose, drain, facts, release, tls
+from . import compose, drain, facts, release, tls, warm
 from . import containers as ct
 from . import env as envs
 from . import run as runner
@@ -52,7 +51,7 @@ class Slots(ct.ComposeEngine):
         self.old, self.new = [], []
         self.live = self.idle = ""
         self.admitted = self.flipped = False
-        self.woke, self.warm = False, {}  # an instant rollback's kept containers
+        self.woke, self.warm = False, {}  # an instant rollback's kept containers (warm.py)
         self.cpu_before = {}
         self.finish_steps = ["retire", "prune-static"]
         self.switch_steps = self.with_roles(
@@ -67,19 +66,10 @@ class Slots(ct.ComposeEngine):
         live = f"{env['WEB_SERVICE']}-{live_slot(env)}"
         print(f"live slot: {live}")
         found = {"live_slot": live}
-        warm = read_warm(env)
-        left = int(env["WARM_ROLLBACK"]) - (time.time() - float(warm.get("since", 0))) if warm else 0
-        if warm and left > 0 and warm.get("for") == envs.current_version(env):
-            how = (
-                f"migrations of {warm['for']} stand between: a rollback is a full one"
-                if warm.get("migrations")
-                else ("a rollback to it is instant")
-            )
-            print(
-                f"kept ready: {warm['version']} ({len(warm['containers'])} container(s), stopped: holding no memory) "
-                f"for {left:.0f}s more; {how}"
-            )
-            found.update(warm=warm["version"], warm_seconds=int(left), warm_memory=0)
+        line, kept = warm.describe(env, warm.read(env))
+        if line:
+            print(line)
+        found.update(kept)
         return {**found, **super().status()}
 
     def start(self, run) -> int:
@@ -88,6 +78,7 @@ class Slots(ct.ComposeEngine):
         Running containers already in the idle slot were left by a run that died
         mid-deploy: the proxy never routed to them, so they go first, gracefully."""
         env, web = self.env, self.env["WEB_SERVICE"]
+        warm.remove(env)
         every = ct.service_containers(env, web, stopped=True)
         self.old = ct.service_containers(env, web)
         stopped = [c for c in every if c not in self.old]
@@ -95,7 +86,6 @@ class Slots(ct.ComposeEngine):
             if runner.output(compose.docker(env, "rm", "-f", *stopped))[0] != 0:
                 return 1
             print(f"removed {len(stopped)} stopped {web} container(s)", flush=True)
-        forget_warm(env)
         self.live = live_slot(env)
         self.idle = other_slot(self.live)
         leftover = self.in_slot(self.idle, self.old)
@@ -212,24 +202,19 @@ class Slots(ct.ComposeEngine):
         self.finish_tls(run)
 
     def retire_old(self, run=None) -> int:
-        """The old containers drain and stop; after a deploy (RUN) they are kept, stopped and
-        out of the service's name, for WARM_ROLLBACK seconds: a rollback starts them again."""
+        """The old containers drain and stop; after a deploy (RUN) they are kept running
+        instead, out of the service's name, for WARM_ROLLBACK seconds (warm.py)."""
         env = self.env
         keep = run is not None and run.kind == "deploy" and int(env["WARM_ROLLBACK"]) > 0 and bool(self.old)
         drain.retire(env, self.old, "old", keep=keep)
         if keep:
             slot = other_slot(live_slot(env))  # where they served: the proxy has moved on
-            if all(self.set_aliases(container, [slot_alias(env, slot)]) for container in self.old):
-                warm = {
-                    "version": run.previous,
-                    "for": run.version,
-                    "slot": slot,
-                    "containers": self.old,
-                    "since": time.time(),
-                    "migrations": run.migrations,
-                }
-                envs.write_text(warm_file(env), json.dumps(warm) + "\n")
-            else:
+            if not (
+                all(self.set_aliases(container, [slot_alias(env, slot)]) for container in self.old)
+                and warm.keep(env, run, slot, self.old)
+            ):
+                print("could not keep the old containers ready: a rollback will be a full one", flush=True)
+                runner.output(compose.docker(env, "stop", *self.old))
                 runner.output(compose.docker(env, "rm", "-f", *self.old))
         self.old = []
         return 0
@@ -241,7 +226,7 @@ class Slots(ct.ComposeEngine):
         version's containers are kept (retire_old) and this rollback goes back to exactly
         them, in time, with no migration of the version it undoes between them."""
         env = self.env
-        warm = read_warm(env)
+        kept = warm.read(env)
         why = ""
         if int(env["WARM_ROLLBACK"]) <= 0:
             return None
@@ -249,54 +234,47 @@ class Slots(ct.ComposeEngine):
             why = "--restore-db"
         elif run.maintenance:
             why = "--maintenance"
-        elif not warm:
+        elif not kept:
             why = "no previous version kept ready"
-        elif warm.get("version") != run.version:
-            why = f"the version kept ready is {warm.get('version')}, not {run.version}"
-        elif warm.get("for") != envs.current_version(env):
-            why = f"it was kept for {warm.get('for')}, which no longer serves"
-        elif time.time() - float(warm.get("since", 0)) > int(env["WARM_ROLLBACK"]):
+        elif kept.get("version") != run.version:
+            why = f"the version kept ready is {kept.get('version')}, not {run.version}"
+        elif kept.get("for") != envs.current_version(env):
+            why = f"it was kept for {kept.get('for')}, which no longer serves"
+        elif time.time() - float(kept.get("since", 0)) > int(env["WARM_ROLLBACK"]):
             why = f"it was kept for warm_rollback ({env['WARM_ROLLBACK']}s), and that has passed"
-        elif warm.get("migrations"):
-            why = f"{warm.get('for')} applied migrations ({warm['migrations']})"
+        elif kept.get("migrations"):
+            why = f"{kept.get('for')} applied migrations ({kept['migrations']})"
         else:
-            rc, out = ct.docker_out(env, "inspect", "-f", "{{.State.Status}} {{.Config.Image}}", *warm["containers"])
-            rows = [line.split() for line in out.splitlines() if line.strip()]
-            images = {row[1] for row in rows if len(row) == 2}
-            if rc != 0 or {row[0] for row in rows} != {"exited"}:
-                why = "its containers are gone or running"
-            elif any(ct.docker_out(env, "image", "inspect", "-f", "{{.Id}}", image)[0] != 0 for image in images):
-                # .env will name it: compose must find the image by its tag again (a pull does that)
-                why = f"the image {' '.join(sorted(images))} is no longer tagged here"
+            why = warm.why_not(env, kept)
         if why:
             print(f"full rollback: {why}", flush=True)
             return None
-        self.warm = warm
+        self.warm = kept
         self.finish_steps = ["retire"] + self.role_finish_steps() + self.tls_finish_steps()
-        age = time.time() - float(warm["since"])
-        print(f"instant rollback: {run.version} is kept ready (stopped {age:.0f}s ago, no migration since)", flush=True)
+        age = time.time() - float(kept["since"])
+        print(f"instant rollback: {run.version} is kept ready (retired {age:.0f}s ago, no migration since)", flush=True)
         return [("wake", self.wake)] + self.switch_steps[1:]
 
     def wake(self, run) -> int:
-        """The kept containers start again, in their slot (the idle one), beside the
-        version being undone, which serves until the switch."""
-        env, web, warm = self.env, self.env["WEB_SERVICE"], self.warm
+        """The kept containers, running in their slot (the idle one) beside the version being
+        undone, which serves until the switch, get their CPU weight back."""
+        env, web, kept = self.env, self.env["WEB_SERVICE"], self.warm
         self.live = live_slot(env)
         self.idle = other_slot(self.live)
-        if warm["slot"] != self.idle:
-            print(f"the kept containers are in {slot_alias(env, warm['slot'])}, which serves now", flush=True)
+        if kept["slot"] != self.idle:
+            print(f"the kept containers are in {slot_alias(env, kept['slot'])}, which serves now", flush=True)
             return 1
-        self.old = ct.service_containers(env, web)
-        self.new = list(warm["containers"])
+        self.new = list(kept["containers"])
+        self.old = [c for c in ct.service_containers(env, web) if c not in self.new]
         self.woke = True
-        forget_warm(env)
+        warm.forget(env)
         envs.write_text(os.path.join(env.state_dir, f"slot-{self.idle}"), run.version + "\n")
-        if runner.output(compose.docker(env, "start", *self.new))[0] != 0:
+        if not warm.wake(env, kept):
             return 1
-        age = time.time() - float(warm["since"])
+        age = time.time() - float(kept["since"])
         print(
-            f"started {len(self.new)} kept {web} container(s) of {run.version} again as {slot_alias(env, self.idle)} "
-            f"(stopped {age:.0f}s ago) beside {len(self.old)} of {warm['for']}",
+            f"woke {len(self.new)} kept {web} container(s) of {run.version} in {slot_alias(env, self.idle)} "
+            f"(kept {age:.0f}s) beside {len(self.old)} of {kept['for']}",
             flush=True,
         )
         return 0
@@ -453,25 +431,6 @@ class Slots(ct.ComposeEngine):
                 print(f"could not give {container[:12]} its CPU weight back (docker update --cpu-shares)", flush=True)
                 return False
         return True
-
-
-def warm_file(env: envs.Env) -> str:
-    return os.path.join(env.state_dir, "warm.json")
-
-
-def read_warm(env: envs.Env) -> dict:
-    try:
-        warm = json.loads(envs.read_text(warm_file(env)) or "{}")
-    except ValueError:
-        return {}
-    return warm if isinstance(warm, dict) and isinstance(warm.get("containers"), list) else {}
-
-
-def forget_warm(env: envs.Env) -> None:
-    try:
-        os.unlink(warm_file(env))
-    except FileNotFoundError:
-        pass
 
 
 def up_other_services(env: envs.Env) -> bool:

@@ -1,0 +1,182 @@
+"""The previous version's web containers, kept ready for an instant rollback (switch: slots).
+
+After a deploy the old containers, once drained, stay running for WARM_ROLLBACK seconds:
+out of the service's name (only their slot's name, which the proxy no longer asks for) and
+at the lowest CPU weight, so they take nothing the serving version needs. A rollback in that
+time flips back to them without starting anything. Running rather than stopped or paused,
+measured: a stopped app server starts again (gunicorn and Django: 0.6-0.8 s here), and a
+paused gunicorn thawed after more than its --timeout kills every worker (their heartbeats
+look stale) and starts them again too. What they hold (memory, the CPU their own health
+checks used) is read from their cgroups for `status`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from . import compose
+from . import containers as ct
+from . import env as envs
+from . import run as runner
+
+KEPT_CPU_SHARES = 2  # Docker's lowest weight: 1/512 of a serving container's when both want CPU
+
+
+def path(env: envs.Env) -> str:
+    return os.path.join(env.state_dir, "warm.json")
+
+
+def read(env: envs.Env) -> dict:
+    try:
+        warm = json.loads(envs.read_text(path(env)) or "{}")
+    except ValueError:
+        return {}
+    return warm if isinstance(warm, dict) and isinstance(warm.get("containers"), list) else {}
+
+
+def forget(env: envs.Env) -> None:
+    try:
+        os.unlink(path(env))
+    except FileNotFoundError:
+        pass
+
+
+def keep(env: envs.Env, run, slot: str, containers: list) -> bool:
+    """CONTAINERS (drained, still running, already named only in SLOT) get the lowest CPU
+    weight; what they are kept for is recorded, with their weight and CPU time until now."""
+    code, out = ct.docker_out(env, "inspect", "-f", "{{.Id}} {{.HostConfig.CpuShares}}", *containers)
+    shares = {words[0]: int(words[1]) for words in map(str.split, out.splitlines()) if len(words) == 2}
+    if code != 0 or ct.docker_out(env, "update", "--cpu-shares", str(KEPT_CPU_SHARES), *containers)[0] != 0:
+        return False
+    record = {
+        "version": run.previous,
+        "for": run.version,
+        "slot": slot,
+        "containers": containers,
+        "since": time.time(),
+        "migrations": run.migrations,
+        "shares": shares,
+        "cpu": usage(env, containers)[1],
+    }
+    envs.write_text(path(env), json.dumps(record) + "\n")
+    return True
+
+
+def why_not(env: envs.Env, warm: dict) -> str:
+    """Why the kept containers cannot serve at once ('' when they can): all still there,
+    running (healthy, if they have a health check), their image still tagged here."""
+    rc, out = ct.docker_out(
+        env,
+        "inspect",
+        "-f",
+        "{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{else}}-{{end}} {{.Config.Image}}",
+        *warm["containers"],
+    )
+    rows = [line.split() for line in out.splitlines() if len(line.split()) == 3]
+    if rc != 0 or len(rows) != len(warm["containers"]):
+        return "its containers are gone"
+    if {row[0] for row in rows} != {"running"}:
+        return "its containers are stopped"
+    if {row[1] for row in rows} - {"healthy", "-"}:
+        return "its containers fail their health check"
+    images = sorted({row[2] for row in rows})
+    if any(ct.docker_out(env, "image", "inspect", "-f", "{{.Id}}", image)[0] != 0 for image in images):
+        # .env will name it: compose must find the image by its tag again (a pull does that)
+        return f"the image {' '.join(images)} is no longer tagged here"
+    return ""
+
+
+def wake(env: envs.Env, warm: dict) -> bool:
+    """The kept containers get their own CPU weight back (0 is Docker's default, 1024)."""
+    by_weight = {}
+    for container in warm["containers"]:
+        by_weight.setdefault(warm.get("shares", {}).get(container, 0) or 1024, []).append(container)
+    for shares, ids in sorted(by_weight.items()):
+        if runner.output(compose.docker(env, "update", "--cpu-shares", str(shares), *ids))[0] != 0:
+            print(f"could not give {' '.join(c[:12] for c in ids)} its CPU weight back (docker update)", flush=True)
+            return False
+    return True
+
+
+def remove(env: envs.Env) -> None:
+    """A deploy starting: what was kept goes (it served nothing since it was drained)."""
+    warm = read(env)
+    forget(env)
+    if not warm:
+        return
+    gone = [c for c in warm["containers"] if ct.docker_out(env, "inspect", "-f", "{{.Id}}", c)[0] == 0]
+    if gone and runner.output(compose.docker(env, "rm", "-f", *gone))[0] == 0:
+        print(
+            f"removed {len(gone)} {env['WEB_SERVICE']} container(s) of {warm.get('version')} kept for a rollback",
+            flush=True,
+        )
+
+
+def describe(env: envs.Env, warm: dict) -> tuple:
+    """('kept ready: ...' for status, its facts), or ('', {}) when nothing is kept for what serves."""
+    left = int(env["WARM_ROLLBACK"]) - (time.time() - float(warm.get("since", 0))) if warm else 0
+    if not warm or left <= 0 or warm.get("for") != envs.current_version(env):
+        return "", {}
+    memory, cpu = usage(env, warm["containers"])
+    held = f"holding {memory / 2**20:.0f} MiB" if memory is not None else "memory unknown"
+    used = f", {cpu - float(warm['cpu']):.1f}s CPU since" if cpu is not None and warm.get("cpu") is not None else ""
+    how = (
+        f"migrations of {warm['for']} stand between: a rollback is a full one"
+        if warm.get("migrations")
+        else "a rollback to it is instant"
+    )
+    line = (
+        f"kept ready: {warm['version']} ({len(warm['containers'])} container(s), running idle, {held}{used}) "
+        f"for {left:.0f}s more; {how}"
+    )
+    return line, {"warm": warm["version"], "warm_seconds": int(left), "warm_memory": memory or 0}
+
+
+def usage(env: envs.Env, containers: list) -> tuple:
+    """(bytes of memory, seconds of CPU) the containers use, from their cgroups (v1 or v2),
+    each None when a cgroup cannot be read."""
+    memory, cpu = 0, 0.0
+    for container in containers:
+        _, pid = ct.docker_out(env, "inspect", "-f", "{{.State.Pid}}", container)
+        try:
+            with open(f"/proc/{pid.strip()}/cgroup") as lines:
+                files = cgroup_files(lines.read())
+            memory += int(_read(files["memory"]))
+            cpu_text = _read(files["cpu"])
+            if files["cpu"].endswith("cpu.stat"):
+                cpu_text = dict(line.split() for line in cpu_text.splitlines()).get("usage_usec", "x")
+            cpu += int(cpu_text) / files["per_second"]
+        except (OSError, ValueError, KeyError):
+            return None, None
+    return memory, cpu
+
+
+def cgroup_files(proc_cgroup: str) -> dict:
+    """Where a process's memory and CPU use are read, from /proc/PID/cgroup: cgroup v2
+    (memory.current, cpu.stat's usage_usec) unless v1 mounts hold the controllers
+    (memory.usage_in_bytes, cpuacct.usage in nanoseconds)."""
+    v1, v2 = {}, None
+    for line in proc_cgroup.splitlines():
+        number, _, rest = line.partition(":")
+        controllers, _, where = rest.partition(":")
+        if number == "0" and not controllers:
+            v2 = where
+        for controller in controllers.split(","):
+            v1[controller] = where
+    if "memory" in v1 and "cpuacct" in v1:
+        return {
+            "memory": f"/sys/fs/cgroup/memory{v1['memory']}/memory.usage_in_bytes",
+            "cpu": f"/sys/fs/cgroup/cpuacct{v1['cpuacct']}/cpuacct.usage",
+            "per_second": 1e9,
+        }
+    if v2 is None:
+        raise ValueError("no cgroup")
+    base = "/sys/fs/cgroup" + ("" if v2 == "/" else v2)
+    return {"memory": f"{base}/memory.current", "cpu": f"{base}/cpu.stat", "per_second": 1e6}
+
+
+def _read(name: str) -> str:
+    with open(name) as text:
+        return text.read()

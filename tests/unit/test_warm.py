@@ -1,0 +1,95 @@
+"""The previous version's containers kept ready (pdserver/warm.py): where their memory and CPU
+are read, what status says of them, and their CPU weight given back."""
+
+import json
+import time
+
+import pytest
+
+CID = "6fa541d0ef19"
+
+
+@pytest.mark.parametrize(
+    ("proc_cgroup", "memory", "cpu", "per_second"),
+    [
+        (  # cgroup v1 (and the hybrid layout: name=systemd and an empty unified line)
+            f"9:name=systemd:/docker/{CID}\n4:memory:/docker/{CID}\n2:cpuacct:/docker/{CID}\n1:cpu:/docker/{CID}\n"
+            f"0::/docker/{CID}\n",
+            f"/sys/fs/cgroup/memory/docker/{CID}/memory.usage_in_bytes",
+            f"/sys/fs/cgroup/cpuacct/docker/{CID}/cpuacct.usage",
+            1e9,
+        ),
+        (  # v1 with cpu and cpuacct mounted together
+            f"4:memory:/docker/{CID}\n2:cpu,cpuacct:/docker/{CID}\n",
+            f"/sys/fs/cgroup/memory/docker/{CID}/memory.usage_in_bytes",
+            f"/sys/fs/cgroup/cpuacct/docker/{CID}/cpuacct.usage",
+            1e9,
+        ),
+        (  # v2 with systemd's cgroup driver (Debian 12's default)
+            f"0::/system.slice/docker-{CID}.scope\n",
+            f"/sys/fs/cgroup/system.slice/docker-{CID}.scope/memory.current",
+            f"/sys/fs/cgroup/system.slice/docker-{CID}.scope/cpu.stat",
+            1e6,
+        ),
+        ("0::/\n", "/sys/fs/cgroup/memory.current", "/sys/fs/cgroup/cpu.stat", 1e6),
+    ],
+)
+def test_memory_and_cpu_are_read_where_the_cgroup_layout_keeps_them(proc_cgroup, memory, cpu, per_second):
+    from pdserver import warm
+
+    assert warm.cgroup_files(proc_cgroup) == {"memory": memory, "cpu": cpu, "per_second": per_second}
+
+
+def test_no_cgroup_line_is_an_error_not_a_guess():
+    from pdserver import warm
+
+    with pytest.raises(ValueError):
+        warm.cgroup_files("")
+
+
+def test_status_says_what_the_kept_containers_hold_and_for_how_long(server, monkeypatch):
+    from pdserver import env as envs
+    from pdserver import warm
+
+    env = envs.load("staging")  # 1.4.0 serves
+    kept = {"version": "1.3.0", "for": "1.4.0", "containers": ["c1", "c2"], "since": time.time() - 100, "cpu": 2.0}
+    monkeypatch.setattr(warm, "usage", lambda env, ids: (150 * 2**20, 2.75))
+    line, facts = warm.describe(env, {**kept, "migrations": ""})
+    assert line.startswith("kept ready: 1.3.0 (2 container(s), running idle, holding 150 MiB, 0.8s CPU since) for 50")
+    assert line.endswith("s more; a rollback to it is instant")
+    assert facts["warm"] == "1.3.0" and facts["warm_memory"] == 150 * 2**20 and 495 <= facts["warm_seconds"] <= 500
+    line, _ = warm.describe(env, {**kept, "migrations": "notes.0002_x"})
+    assert line.endswith("migrations of 1.4.0 stand between: a rollback is a full one")
+    monkeypatch.setattr(warm, "usage", lambda env, ids: (None, None))
+    assert "memory unknown)" in warm.describe(env, {**kept, "migrations": ""})[0]
+    assert warm.describe(env, {**kept, "for": "1.3.9"}) == ("", {})  # kept for what no longer serves
+    assert warm.describe(env, {**kept, "since": time.time() - 601}) == ("", {})  # the window has passed
+    assert warm.describe(env, {}) == ("", {})
+
+
+def test_waking_gives_each_container_its_own_cpu_weight_back(server, monkeypatch):
+    from pdserver import env as envs
+    from pdserver import warm
+
+    env = envs.load("staging")
+    ran = []
+    monkeypatch.setattr(warm.runner, "output", lambda command, **kw: ran.append(command[0]) or (0, ""))
+    assert warm.wake(env, {"containers": ["a", "b", "c"], "shares": {"a": 0, "b": 512, "c": 1024}})
+    assert ran == [
+        ["docker", "update", "--cpu-shares", "512", "b"],
+        ["docker", "update", "--cpu-shares", "1024", "a", "c"],  # 0: Docker's default weight
+    ]
+
+
+def test_a_record_that_is_not_ours_is_no_record(server):
+    from pdserver import env as envs
+    from pdserver import warm
+
+    env = envs.load("staging")
+    envs.write_text(warm.path(env), json.dumps({"containers": "c1"}) + "\n")
+    assert warm.read(env) == {}
+    envs.write_text(warm.path(env), "{not json\n")
+    assert warm.read(env) == {}
+    warm.forget(env)
+    warm.forget(env)  # twice: nothing to forget is fine
+    assert warm.read(env) == {}
