@@ -52,6 +52,31 @@ def load(access: Access):
     return keys
 
 
+def unpinned(hosts, keys) -> list:
+    """The hosts and jump hosts (each once, in the order they are reached) with no pinned key
+    in KEYS: a connection to any of them would be refused, so work on several hosts checks
+    this first instead of changing the hosts it reaches before the one it cannot."""
+    seen, missing = set(), []
+    for host in hosts:
+        for one in (*host.via, host):
+            entry = host_entry(one)
+            if entry not in seen:
+                seen.add(entry)
+                if not keys.lookup(entry):
+                    missing.append(one)
+    return missing
+
+
+def pinning_problem(hosts, access: Access) -> str:
+    """Why work on HOSTS must not start ('' if it may): a host or jump host with no pinned key
+    (`inv server.trust` pins them)."""
+    missing = unpinned(hosts, load(access))
+    if not missing:
+        return ""
+    others = f" Not pinned either: {', '.join(host_entry(h) for h in missing[1:])}." if missing[1:] else ""
+    return f"{unknown_host_message(missing[0], access)}{others} Nothing was changed on any host."
+
+
 def pin(client, keys) -> None:
     """Make a paramiko SSHClient accept exactly the pinned keys."""
     import paramiko

@@ -303,7 +303,8 @@ def connect(host: Host, user: str, key_file: str, access: Access, pinned=None) -
 def admin(host: Host, user: str, key_file: str, access: Access, pinned=None):
     """The admin connection, a Fabric Connection (server.setup pushes the server side
     with it), pinned exactly as the deploy account's: the same known hosts, RejectPolicy."""
-    from fabric import Connection
+    from fabric import Config, Connection
+    from paramiko import SSHConfig
 
     sock = stream(host, user, key_file, access, pinned)
     _quiet_paramiko()
@@ -312,6 +313,12 @@ def admin(host: Host, user: str, key_file: str, access: Access, pinned=None):
         host.hostname,
         user=user,
         port=host.port,
+        # What the ssh config says was read once, by sshconfig.py, into HOST and the pinned
+        # SOCK's hops: Fabric must not read it again (a ProxyJump there would replace SOCK
+        # with a gateway of its own that trusts any host key; ForwardAgent would forward).
+        config=Config(ssh_config=SSHConfig()),
+        gateway=False,
+        forward_agent=False,
         connect_timeout=CONNECT_TIMEOUT,
         connect_kwargs={
             "pkey": key,

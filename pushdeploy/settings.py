@@ -59,6 +59,7 @@ class Host:
     via: tuple[Host, ...] = ()  # jump hosts, in the order they are reached (jump:, or ProxyJump)
     alias: str = ""  # the name invoke.yaml used, when an ssh config maps it to another HostName
     identities: tuple[str, ...] = ()  # the ssh config's IdentityFile (used when no key is set)
+    config_user: str = ""  # the ssh config's User: the admin connection's when DEPLOY_ADMIN_USER is not set
 
     def __str__(self) -> str:
         if self.alias:
@@ -88,6 +89,7 @@ class Environment:
     drain_seconds: int = 1
     dns_valid: int = 1
     warm_rollback: int = 600  # seconds the previous version stays ready for an instant rollback
+    warm_rollback_keep: str = "stopped"  # how: stopped, or running idle (a faster rollback)
     static_keep: int = 3
     ordering: str = "none"
     migrate_on: str = "first"
@@ -152,11 +154,20 @@ class Access:
     ssh_key: str = ""
     known_hosts: str = ""
     known_hosts_file: str = ""
-    admin_user: str = "root"
+    admin_user: str = ""  # DEPLOY_ADMIN_USER; unset: admin_for() asks the ssh config, else root
     admin_key: str = ""
     ci_public_key: str = ""
     age_identity: str = ""  # DEPLOY_AGE_IDENTITY: an age identity file (decrypts secrets/ENV.env.age)
     age_key: str = ""  # DEPLOY_AGE_KEY: the identity itself (a CI secret), when there is no file
+
+    def admin_for(self, host: Host) -> str:
+        """Who the admin connection logs in as on HOST: DEPLOY_ADMIN_USER, else the User the
+        ssh config gives that host, else root."""
+        return self.admin_user or host.config_user or "root"
+
+    def as_root(self, host: Host) -> bool:
+        """Whether the admin's commands on HOST run as root already (else through sudo -n)."""
+        return self.admin_for(host) == "root"
 
 
 @dataclass(frozen=True)
@@ -232,7 +243,10 @@ def parse_host(
         raise ConfigError(CONFIG_FILE, where or key, f"{error}") from None
     via = tuple(Host(user, address, number, (), alias, ids) for user, address, number, ids, alias in hops)
     alias = name if hostname != name else ""
-    return Host(match.group("user") or default_user, hostname, port, via, alias, identities)
+    config_user = str((lookup(name) or {}).get("user") or "")
+    if config_user and not protocol.matches(_USER, config_user):
+        raise ConfigError(CONFIG_FILE, key, f"the ssh config's User for {name}, {config_user!r}, is not a user name")
+    return Host(match.group("user") or default_user, hostname, port, via, alias, identities, config_user)
 
 
 def _version_pattern(value, key: str) -> str:
@@ -547,8 +561,8 @@ def _engine(merged: Mapping, key) -> tuple[str, tuple[str, ...]]:
 def access_from(values: Mapping[str, str], source: str, environ: Mapping[str, str] = os.environ) -> Access:
     """The DEPLOY_* access settings; a relative path from the .env file resolves against
     its folder (one from the process's environment, against the current folder)."""
-    admin_user = values.get("DEPLOY_ADMIN_USER") or "root"
-    if not protocol.matches(_USER, admin_user):
+    admin_user = values.get("DEPLOY_ADMIN_USER") or ""
+    if admin_user and not protocol.matches(_USER, admin_user):
         raise ConfigError(source, "DEPLOY_ADMIN_USER", f"{admin_user!r} is not a user name")
 
     def path(name: str) -> str:

@@ -103,3 +103,13 @@ def task(*args, **kwargs):
     """@task for this project's tasks (see _Task)."""
     kwargs.setdefault("klass", _Task)
     return invoke.task(*args, **kwargs)
+
+
+def require_pinned(loaded, environment) -> None:
+    """Every host and jump host pinned, or nothing starts: admin work runs on all hosts at
+    once, and a host that cannot be reached must not leave the others changed (exit 2)."""
+    from pushdeploy import hostkeys
+
+    problem = hostkeys.pinning_problem(environment.hosts, loaded.access)
+    if problem:
+        raise plan.BadRequest(problem)

@@ -52,23 +52,25 @@ def refresh(c, from_="production", to="staging", fresh=False):
                 f"{target.name} has no scrub step: set scrub: sql:FILE or manage:COMMAND for it in invoke.yaml (then `inv server.setup --env {target.name}`); production data is never served unscrubbed"
             )
         by, url = plan.actor(os.environ, local.git_user(settings.root))
-        as_root = settings.access.admin_user == "root"
+        source_host, target_host = source.hosts[0], target.hosts[0]
+        access, timer = settings.access, Timer()
         dump = plan.admin_command(
-            f"{protocol.DEPLOY_BIN} {transfer.dump_command(source.name, fresh=bool(fresh))}", as_root
+            f"{protocol.DEPLOY_BIN} {transfer.dump_command(source.name, fresh=bool(fresh))}",
+            access.as_root(source_host),
         )
         restore = plan.admin_command(
             f"{protocol.DEPLOY_BIN} {transfer.restore_command(target.name, source=source.name, by=by, url=url)}",
-            as_root,
+            access.as_root(target_host),
         )
-        source_host, target_host = source.hosts[0], target.hosts[0]
-        access, timer = settings.access, Timer()
         say(
             f"db.refresh of {target.name} {target_host} from {source.name} {source_host} ({'fresh dump' if fresh else 'newest backup, or a fresh dump if it has none'}), by {by}"
         )
-        source_conn = remote.admin(source_host, access.admin_user, access.admin_key, access)
+        source_conn = remote.admin(source_host, access.admin_for(source_host), access.admin_key, access)
         same_host = (source_host.hostname, source_host.port) == (target_host.hostname, target_host.port)
         target_conn = (
-            source_conn if same_host else remote.admin(target_host, access.admin_user, access.admin_key, access)
+            source_conn
+            if same_host
+            else remote.admin(target_host, access.admin_for(target_host), access.admin_key, access)
         )
         try:
             source_code, target_code, sent = transfer.stream(

@@ -14,7 +14,7 @@ from invoke import Collection
 
 from pushdeploy import envsecrets, local, plan, protocol
 from pushdeploy.output import say
-from pushdeploy.tasks.common import done, fail_on_errors, load_settings, task
+from pushdeploy.tasks.common import done, fail_on_errors, load_settings, require_pinned, task
 
 ENV_HELP = "The environment (staging, production, ...)."
 
@@ -160,10 +160,11 @@ def push(c, env="staging"):
         by, _ = plan.actor(os.environ, local.git_user(settings.root))
         request = protocol.command("env-push", environment.name, by=by)
         access = settings.access
+        require_pinned(settings, environment)
 
         def work(host, out):
-            with remote.admin(host, access.admin_user, access.admin_key, access) as connection:
-                command = plan.admin_command(f"{protocol.DEPLOY_BIN} {request}", access.admin_user == "root")
+            with remote.admin(host, access.admin_for(host), access.admin_key, access) as connection:
+                command = plan.admin_command(f"{protocol.DEPLOY_BIN} {request}", access.as_root(host))
                 return remote.run(connection, command, out, data=data)
 
         results = remote.on_hosts(environment.hosts, work, label=lambda h: f"{env} {h}")

@@ -12,7 +12,7 @@ from invoke.exceptions import Exit
 from pushdeploy import local, notify, plan, protocol, registry, tls
 from pushdeploy.output import Collector, say
 from pushdeploy.settings import dotenv_values_for
-from pushdeploy.tasks.common import done, expected, fail_on_errors, load_settings
+from pushdeploy.tasks.common import done, expected, fail_on_errors, load_settings, require_pinned
 
 ENV_HELP = "The environment (staging, production, ...)."
 
@@ -21,7 +21,7 @@ def _admin_connect(settings, host):
     from pushdeploy import remote
 
     access = settings.access
-    return remote.admin(host, access.admin_user, access.admin_key, access)
+    return remote.admin(host, access.admin_for(host), access.admin_key, access)
 
 
 @task(
@@ -95,8 +95,9 @@ def setup(c, env="staging", public_key=None):
             password,
             local.registry_ca(settings, environment),
         ).tar()
-        as_root = settings.access.admin_user == "root"
-        say(f"server.setup of {env} on {len(environment.hosts)} host(s) as {settings.access.admin_user}")
+        require_pinned(settings, environment)
+        admins = sorted({settings.access.admin_for(host) for host in environment.hosts})
+        say(f"server.setup of {env} on {len(environment.hosts)} host(s) as {', '.join(admins)}")
 
         def work(host, out):
             name = f".pushdeploy-bundle-{secrets.token_hex(6)}.tar"
@@ -106,7 +107,8 @@ def setup(c, env="staging", public_key=None):
                 with sftp.open(name, "wx") as upload:  # the bundle holds the server's .env: owner only
                     upload.chmod(0o600)
                     upload.write(archive)
-                command = plan.install_command(settings, environment, name, as_root, environment.hosts.index(host) + 1)
+                as_root, position = settings.access.as_root(host), environment.hosts.index(host) + 1
+                command = plan.install_command(settings, environment, name, as_root, position)
                 return remote.run(connection, command, out)
 
         results = remote.on_hosts(environment.hosts, work, label=lambda h: f"{env} {h}")
@@ -123,12 +125,14 @@ def copy_certificate(settings, environment) -> list:
     checks and serves it. Never printed, never written here."""
     from pushdeploy import remote
 
-    env, as_root = environment.name, settings.access.admin_user == "root"
+    env = environment.name
     kept = {}
 
     def export(host, out):
         out.line("obtaining the certificate if due, then copying it to the other hosts")
-        command = plan.admin_command(f"{protocol.DEPLOY_BIN} {protocol.command('tls-export', env)}", as_root)
+        command = plan.admin_command(
+            f"{protocol.DEPLOY_BIN} {protocol.command('tls-export', env)}", settings.access.as_root(host)
+        )
         with _admin_connect(settings, host) as connection:
             code, kept["pair"] = remote.capture(connection, command, out, limit=1 << 16)
         return code
@@ -138,7 +142,9 @@ def copy_certificate(settings, environment) -> list:
         return results
 
     def import_(host, out):
-        command = plan.admin_command(f"{protocol.DEPLOY_BIN} {protocol.command('tls-import', env)}", as_root)
+        command = plan.admin_command(
+            f"{protocol.DEPLOY_BIN} {protocol.command('tls-import', env)}", settings.access.as_root(host)
+        )
         with _admin_connect(settings, host) as connection:
             return remote.run(connection, command, out, data=kept["pair"])
 
@@ -175,10 +181,11 @@ def check(c, env="staging"):
         settings = load_settings(c)
         environment = settings.environment(env)
         want_server, want_settings = expected(settings, environment).split(".")
-        as_root = settings.access.admin_user == "root"
-        command = plan.admin_command(f"{protocol.DEPLOY_BIN} check {environment.name}", as_root)
 
         def work(host, out):
+            command = plan.admin_command(
+                f"{protocol.DEPLOY_BIN} check {environment.name}", settings.access.as_root(host)
+            )
             quiet = Collector()
             with _admin_connect(settings, host) as connection:
                 code = remote.run(connection, f"test -x {protocol.DEPLOY_BIN} && {command}", quiet)
@@ -304,12 +311,13 @@ def teardown(c, env, volumes=False, yes=False):
         environment = settings.environment(env)
         by, _ = plan.actor(os.environ, local.git_user(settings.root))
         request = protocol.command("teardown", env, by=by, volumes=bool(volumes))
+        require_pinned(settings, environment)
     data = " and its volumes and backups (the database's data)" if volumes else " (volumes and backups kept)"
     say(f"server.teardown removes {env} from {', '.join(str(h) for h in environment.hosts)}{data}")
     _confirm(env, yes)
-    command = plan.admin_command(f"{protocol.DEPLOY_BIN} {request}", settings.access.admin_user == "root")
 
     def work(host, out):
+        command = plan.admin_command(f"{protocol.DEPLOY_BIN} {request}", settings.access.as_root(host))
         with _admin_connect(settings, host) as connection:
             return remote.run(connection, command, out)
 

@@ -54,6 +54,7 @@ def inv(*args: str, timeout: int = 600, **extra: str) -> subprocess.CompletedPro
         [sys.executable, "-m", "invoke", *args],
         cwd=ROOT,
         env=tool_env(**extra),
+        stdin=subprocess.DEVNULL,  # no terminal: a task that would ask says so instead (server.trust)
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -88,9 +88,10 @@ def registry_env() -> dict[str, str]:
     return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
 
 
-def push_private(registry: dict[str, str], *tags: str) -> None:
+def push_private(registry: dict[str, str], *tags: str, channel: str = "") -> None:
     """The app's images in the private registry, pushed as CI would: logged in with a
-    Docker config of its own, through this machine's dockerd (which trusts the sandbox CA)."""
+    Docker config of its own, through this machine's dockerd (which trusts the sandbox CA);
+    with CHANNEL, the first tag goes there too (pull mode's channel, moved)."""
     with tempfile.TemporaryDirectory() as config:
         env = {**os.environ, "DOCKER_HOST": DOCKER_HOST, "DOCKER_CONFIG": config}
         server, password = registry["PD_HOSTS_REGISTRY"], registry["DEPLOY_REGISTRY_PASSWORD"]
@@ -102,10 +103,10 @@ def push_private(registry: dict[str, str], *tags: str) -> None:
             env=env,
         )
         assert login.returncode == 0, login.stderr
-        for tag in tags:
+        for tag, as_tag in [(tag, tag) for tag in tags] + ([(tags[0], channel)] if channel else []):
             for argv in (
-                ["tag", f"127.0.0.1:5000/pixel:{tag}", f"{server}/pixel:{tag}"],
-                ["push", f"{server}/pixel:{tag}"],
+                ["tag", f"127.0.0.1:5000/pixel:{tag}", f"{server}/pixel:{as_tag}"],
+                ["push", f"{server}/pixel:{as_tag}"],
             ):
                 result = subprocess.run(["docker", *argv], capture_output=True, text=True, env=env)
                 assert result.returncode == 0, result.stdout + result.stderr
@@ -114,8 +115,17 @@ def push_private(registry: dict[str, str], *tags: str) -> None:
 def run_cron_entry(host: str, env: str, job: str) -> subprocess.CompletedProcess:
     """Host HOST's cron entry for JOB of ENV, run inside that host as cron would run it (no cron
     daemon runs here): `sh -c` with the line's command, cron's PATH."""
-    entry = STATE / f"hosts/{host}/fs/cron.d/pushdeploy-cron-{env}"
-    line = next(line for line in entry.read_text().splitlines() if f" cron {env} {job} " in line)
+    return run_cron_line(host, f"pushdeploy-cron-{env}", f" cron {env} {job} ")
+
+
+def run_pull_agent(host: str, env: str) -> subprocess.CompletedProcess:
+    """Host HOST's pull agent for ENV (its cron entry), run once as cron would."""
+    return run_cron_line(host, f"pushdeploy-pull-{env}", f" pull {env} ")
+
+
+def run_cron_line(host: str, file: str, words: str) -> subprocess.CompletedProcess:
+    entry = STATE / f"hosts/{host}/fs/cron.d/{file}"
+    line = next(line for line in entry.read_text().splitlines() if words in line and not line.startswith("#"))
     enter = ["nsenter", f"--net=/run/netns/pd-{host}", f"--mount={STATE / 'ns' / f'{host}.mnt'}"]
     enter.append(f"--uts={STATE / 'ns' / f'{host}.uts'}")
     return subprocess.run(

@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e import acmeserver, jobs
-from tests.e2e.conftest import ROOT, tool_env
+from tests.e2e.conftest import ROOT, SANDBOX, tool_env
 from tests.e2e.multihost import (
     STATE,
     HostsEnvironment,
@@ -38,6 +38,7 @@ from tests.e2e.multihost import (
     registry_env,
     require_multihost,
     run_cron_entry,
+    run_pull_agent,
     script,
 )
 from tests.openload import OpenLoad
@@ -443,6 +444,23 @@ def test_a_rollback_across_the_fleet_unapplies_once_then_an_instant_one_on_every
     for host in HOSTS:
         names = [s["name"] for s in history(host)[-1]["steps"]]
         assert names[:4] == ["wake", "health", "admit", "switch"] and "pull" not in names, (host, names)
+    # Kept running instead (warm_rollback_keep: running): every host keeps its old container
+    # up, and its rollback starts nothing.
+    running = fleet.config.parent / "running.yaml"
+    running.write_text(fleet.config.read_text() + "      warm_rollback_keep: running\n")
+    try:
+        assert fleet.inv("server.setup", "--env", ENV, config=running).returncode == 0
+        deployed = fleet.deploy(V3, "--force", config=running)  # --force: the rollback marked it bad
+        assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+        assert all(len(web_containers(host)) == 2 for host in HOSTS)  # the kept one runs beside
+        result, load = under_load(fleet, "deploy.rollback", "--env", ENV, config=running)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert_nothing_lost(load)
+        assert versions() == dict.fromkeys(HOSTS, V2) and last_second(load) == {V2}
+        assert result.stdout.count(f"instant rollback: {V2} is kept ready (running idle for ") == 3
+        assert all(len(web_containers(host)) == 1 for host in HOSTS)  # what it undid is gone
+    finally:
+        assert fleet.inv("server.setup", "--env", ENV).returncode == 0  # the module's settings again
 
 
 def test_a_rollback_with_restore_db_across_the_fleet_restores_once_behind_maintenance_everywhere(fleet, tmp_path):
@@ -917,6 +935,32 @@ def test_the_setup_guide_from_a_bastion_only_network_and_a_private_registry(flee
         assert gone.returncode == 0, gone.stdout + gone.stderr
         assert not any(path.exists() for path in conf_files)
 
+        # Step 3 from a bastion never pinned: setup refuses before it connects anywhere; trust shows
+        # the bastion's key and pins it only when told (--yes, the fingerprint checked), then
+        # reads each host's key through it.
+        known = STATE / "known_hosts"
+        pinned_before = known.read_text()
+        known.write_text("".join(line for line in pinned_before.splitlines(True) if not line.startswith(f"{BASTION} ")))
+        try:
+            unpinned = fleet.inv("server.setup", "--env", ENV, config=config, DEPLOY_REGISTRY_PASSWORD=password)
+            assert unpinned.returncode == 2, unpinned.stdout + unpinned.stderr
+            assert f"host key of {BASTION} is not pinned" in unpinned.stderr
+            assert "Nothing was changed on any host" in unpinned.stderr
+            assert not any(path.exists() for path in conf_files)
+            bastion_key = STATE / "bastion/ssh_host_ed25519_key.pub"
+            fingerprint = subprocess.run(["ssh-keygen", "-lf", str(bastion_key)], capture_output=True, text=True)
+            asked = fleet.inv("server.trust", "--env", ENV, config=config)
+            assert asked.returncode != 0, asked.stdout + asked.stderr
+            assert f"fleet {BASTION} | offers ssh-ed25519 {fingerprint.stdout.split()[1]}" in asked.stdout
+            assert f"fleet {BASTION} | not pinned (pass --yes once you have checked the fingerprint)" in asked.stdout
+            trust = fleet.inv("server.trust", "--env", ENV, "--yes", config=config)
+            assert trust.returncode == 0, trust.stdout + trust.stderr
+            assert f"fleet {BASTION} | pinned in {known}" in trust.stdout
+            for addr in HOSTS.values():
+                assert f"fleet {addr} (jump host {BASTION}) | already pinned: SHA256:" in trust.stdout
+        finally:
+            if f"\n{BASTION} " not in "\n" + known.read_text():
+                known.write_text(pinned_before)
         trust = fleet.inv("server.trust", "--env", ENV, config=config)
         assert trust.returncode == 0, trust.stdout + trust.stderr
         assert f"fleet {BASTION} | already pinned: SHA256:" in trust.stdout
@@ -931,6 +975,9 @@ def test_the_setup_guide_from_a_bastion_only_network_and_a_private_registry(flee
         setup = fleet.inv("server.setup", "--env", ENV, config=config, DEPLOY_REGISTRY_PASSWORD=password)
         assert setup.returncode == 0, setup.stdout + setup.stderr
         assert password not in setup.stdout + setup.stderr
+        again = fleet.inv("server.setup", "--env", ENV, config=config, DEPLOY_REGISTRY_PASSWORD=password)
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert all(f"fleet {addr} | nothing changed" in again.stdout for addr in HOSTS.values()), again.stdout
         for h in HOSTS:
             login = STATE / f"hosts/{h}/fs/etc-pushdeploy/{ENV}.docker/config.json"
             assert login.stat().st_mode & 0o777 == 0o600 and server in json.loads(login.read_text())["auths"]
@@ -985,5 +1032,95 @@ def test_the_setup_guide_from_a_bastion_only_network_and_a_private_registry(flee
         again = fleet.deploy(V3, "--force", config=config)
         assert again.returncode == 0, again.stdout + again.stderr
         assert versions() == dict.fromkeys(HOSTS, V3)
+
+        # Step 6's pull agent pulls with the same login: CI moves the channel in the private
+        # registry, and h1's agent (its cron entry, run once as cron would) deploys it.
+        channel = "fleet-approved"
+        push_private(rotated, V2, channel=channel)
+        pulling = tmp_path / "guide-pull.yaml"
+        pulling.write_text(config.read_text() + f"      pull: {{channel: {channel}, every: 60}}\n")
+        agent = fleet.inv(
+            "server.setup", "--env", ENV, config=pulling, DEPLOY_REGISTRY_PASSWORD=rotated["DEPLOY_REGISTRY_PASSWORD"]
+        )
+        assert agent.returncode == 0, agent.stdout + agent.stderr
+        assert run_pull_agent("h1", ENV).returncode == 0
+        deadline = time.monotonic() + 120
+        while served(HOSTS["h1"]) != V2 and time.monotonic() < deadline:
+            time.sleep(1)
+        log = STATE / f"hosts/h1/fs/var-lib-pushdeploy/{ENV}/pull/agent.log"
+        assert served(HOSTS["h1"]) == V2, log.read_text() if log.exists() else "no agent log"
+        assert history("h1")[-1]["by"] == f"pull:{channel}" and history("h1")[-1]["outcome"] == "ok"
+        assert rotated["DEPLOY_REGISTRY_PASSWORD"] not in (log.read_text() if log.exists() else "")
+
+        # And review environments: a template on h1 (its front proxy on h1's 127.0.0.1:8088),
+        # pr-7 made from the private registry's image with the same login.
+        review_env = tmp_path / "prs.env"
+        review_env.write_text(
+            (SANDBOX / "server-env/review.env")
+            .read_text()
+            .replace("IMAGE=127.0.0.1:5000/pixel", f"IMAGE={server}/pixel")
+        )
+        reviews = tmp_path / "prs.yaml"
+        reviews.write_text(
+            "deploy:\n  environments:\n    prs:\n"
+            + "\n".join(
+                f"      {line}"
+                for line in (
+                    "review_template: true",
+                    f"hosts: [pd-deploy@{HOSTS['h1']}]",
+                    f"jump: pd-admin@{BASTION}",
+                    f"registry: {{server: '{server}', user: {rotated['PD_HOSTS_REGISTRY_USER']}, "
+                    f"ca: {rotated['PD_HOSTS_REGISTRY_CA']}}}",
+                    "project: pixel-prs",
+                    "version_pattern: '^[0-9a-z][0-9a-z.-]*$'",
+                    "app_dir: /srv/pushdeploy/pixel-prs",
+                    "docker_host: unix:///run/pd-hosts/self/docker.sock",
+                    "review_domain: review.localhost",
+                    "review_port: 8088",
+                    "review_max: 1",
+                    "files:",
+                    f"  docker-compose.yml: {ROOT}/example/docker-compose.review.yml",
+                    f"  docker/etc/nginx/conf.d/pixel.conf: {ROOT}/example/docker/etc/nginx/conf.d/pixel.conf",
+                    f"  scrub.sql: {ROOT}/example/scrub/pixel.sql",
+                    "scrub: sql:scrub.sql",
+                    f"server_env: {review_env}",
+                )
+            )
+            + "\n"
+        )
+        password_now = rotated["DEPLOY_REGISTRY_PASSWORD"]
+        made = fleet.inv("server.setup", "--env", "prs", config=reviews, DEPLOY_REGISTRY_PASSWORD=password_now)
+        assert made.returncode == 0, made.stdout + made.stderr
+        up = fleet.inv("review.up", "--pr", "7", "--tag", V2, "--template", "prs", config=reviews)
+        assert up.returncode == 0, up.stdout + up.stderr  # (the hosts go with the module: no cleanup on failure)
+        images = host_docker(
+            "h1", "ps", "--filter", "label=com.docker.compose.project=pixel-prs-7", "--format", "{{.Image}}"
+        )
+        assert f"{server}/pixel:{V2}" in images.stdout.split(), images.stdout
+        page = subprocess.run(
+            ["nsenter", "--net=/run/netns/pd-h1", sys.executable, "-c", REVIEW_GET],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert f"Pixel version {V2}<" in page.stdout, page.stdout + page.stderr
+        down = fleet.inv("review.down", "--pr", "7", "--template", "prs", config=reviews)
+        assert down.returncode == 0, down.stdout + down.stderr
+        gone = fleet.inv("server.teardown", "--env", "prs", "--yes", config=reviews)
+        assert gone.returncode == 0, gone.stdout + gone.stderr
     finally:
         script("bastion", "off")
+
+
+# pr-7 of the review template on h1, asked inside h1's network (its front proxy is on its loopback).
+REVIEW_GET = """
+import time, urllib.request
+request = urllib.request.Request("http://127.0.0.1:8088/", headers={"Host": "pr-7.review.localhost"})
+for _ in range(40):
+    try:
+        print(urllib.request.urlopen(request, timeout=5).read().decode())
+        break
+    except OSError as error:
+        print(error)
+        time.sleep(0.5)
+"""

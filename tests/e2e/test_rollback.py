@@ -89,6 +89,47 @@ def steps_of_last_run(env: str) -> list[str]:
     return [step["name"] for step in last["steps"]]
 
 
+def test_an_instant_rollback_starts_the_kept_version_again_under_load(server):
+    """After a deploy the previous version's containers are kept, stopped; a rollback in
+    warm_rollback starts them again, checks their health and flips, without pulling or
+    migrating: under open-loop load, no request fails and none takes over 1 s."""
+    import json
+    import time
+
+    from tests.e2e.conftest import PORTS, history_lines
+    from tests.openload import OpenLoad
+
+    ensure("staging", A)
+    ok("deploy.mark-good", B, "--env", "staging")
+    try:
+        ok("deploy.staging", "--tag", B)
+        status = ok("deploy.status", "--env", "staging")
+        assert f"kept ready: {A} (1 container(s), stopped: holding no memory) for " in status
+        assert "a rollback to it is instant" in status
+        with OpenLoad(f"http://127.0.0.1:{PORTS['staging']}/", rate=50, seconds=120) as load:
+            time.sleep(1)
+            started = load.now()
+            rolled = inv("deploy.rollback", "--env", "staging")
+            ended = load.now()
+            time.sleep(1.5)
+            seconds = load.now()
+        assert rolled.returncode == 0, rolled.stdout + rolled.stderr
+        nothing_lost(load, seconds)
+        assert served_version("staging") == A
+        assert steps_of_last_run("staging") == ["wake", "health", "admit", "switch", "retire"]
+        record = json.loads(history_lines("staging")[-1])
+        first_old = min((s.scheduled for s in load.samples if s.version == A and s.scheduled > started), default=None)
+        print(
+            f"instant rollback: {record['duration']}s on the server, client {ended - started:.2f}s, "
+            f"{A} answered {first_old - started:.2f}s after the command"
+            if first_old
+            else "no answer of A seen"
+        )
+        assert "kept ready" not in ok("deploy.status", "--env", "staging")  # used: a next rollback is a full one
+    finally:
+        inv("deploy.mark-good", B, "--env", "staging")
+
+
 def kept_containers(env: str, ids: list | None = None) -> dict:
     """The containers kept ready (or IDS): running?, CPU weight, network aliases."""
     import json
@@ -108,23 +149,26 @@ def kept_containers(env: str, ids: list | None = None) -> dict:
     return found
 
 
-def test_an_instant_rollback_starts_the_kept_version_again_under_load(server):
-    """After a deploy the previous version's containers are kept running, out of the service's
-    name, at the lowest CPU weight; a rollback in warm_rollback gives them their weight and
-    name back, checks their health and flips, without pulling, migrating or starting anything:
-    under open-loop load, no request fails and none takes over 1 s."""
+def test_kept_running_an_instant_rollback_starts_nothing_under_load(server, tmp_path):
+    """warm_rollback_keep: running: the previous version's containers stay running, idle, out
+    of the service's name, at the lowest CPU weight, and status says what they hold; a rollback
+    gives them their weight and name back and flips, starting nothing: under open-loop load, no
+    request fails and none takes over 1 s (the timings themselves: scripts/bench --only rollback)."""
     import json
     import time
 
     from tests.e2e.conftest import PORTS, history_lines
     from tests.openload import OpenLoad
 
+    config = tmp_path / "running.yaml"
+    config.write_text("deploy:\n  environments:\n    staging:\n      warm_rollback_keep: running\n")
     ensure("staging", A)
     ok("deploy.mark-good", B, "--env", "staging")
+    assert inv("-f", str(config), "server.setup", "--env", "staging").returncode == 0
     try:
-        ok("deploy.staging", "--tag", B)
-        status = ok("deploy.status", "--env", "staging")
-        assert f"kept ready: {A} (1 container(s), running idle, holding " in status
+        ok("-f", str(config), "deploy.staging", "--tag", B)
+        status = ok("-f", str(config), "deploy.status", "--env", "staging")
+        assert f"kept ready: {A} (1 container(s), running idle, holding " in status and " MiB" in status
         assert "a rollback to it is instant" in status
         kept = kept_containers("staging")
         for facts in kept.values():  # running, named only in its slot, at the lowest CPU weight
@@ -133,27 +177,25 @@ def test_an_instant_rollback_starts_the_kept_version_again_under_load(server):
         with OpenLoad(f"http://127.0.0.1:{PORTS['staging']}/", rate=50, seconds=120) as load:
             time.sleep(1)
             started = load.now()
-            rolled = inv("deploy.rollback", "--env", "staging")
-            ended = load.now()
+            rolled = inv("-f", str(config), "deploy.rollback", "--env", "staging")
             time.sleep(1.5)
             seconds = load.now()
         assert rolled.returncode == 0, rolled.stdout + rolled.stderr
+        assert f"instant rollback: {A} is kept ready (running idle for " in rolled.stdout
         nothing_lost(load, seconds)
         assert served_version("staging") == A
         assert steps_of_last_run("staging") == ["wake", "health", "admit", "switch", "retire"]
         woken = kept_containers("staging", list(kept))
         assert all(facts["shares"] in (0, 1024) and "web" in facts["aliases"] for facts in woken.values()), woken
         record = json.loads(history_lines("staging")[-1])
-        first_old = min((s.scheduled for s in load.samples if s.version == A and s.scheduled > started), default=None)
+        to_switch = sum(step["seconds"] for step in record["steps"][:4])
+        first_old = min(s.scheduled for s in load.samples if s.version == A and s.scheduled > started)
         print(
-            f"instant rollback: {record['duration']}s on the server, client {ended - started:.2f}s, "
-            f"{A} answered {first_old - started:.2f}s after the command"
-            if first_old
-            else "no answer of A seen"
+            f"kept running: switched {to_switch:.1f}s into the run; {A} answered {first_old - started:.2f}s after the command"
         )
-        assert "kept ready" not in ok("deploy.status", "--env", "staging")  # used: a next rollback is a full one
     finally:
         inv("deploy.mark-good", B, "--env", "staging")
+        assert inv("server.setup", "--env", "staging").returncode == 0
 
 
 def test_a_rollback_to_another_version_or_after_the_window_is_a_full_one(server, tmp_path):

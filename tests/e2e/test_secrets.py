@@ -16,6 +16,7 @@ import pytest
 
 from tests.e2e.conftest import APP_DIRS, PORTS, compose, history_lines, inv, served_version, tool_env
 from tests.e2e.deployed import ensure
+from tests.e2e.test_notify import Receiver
 
 pytestmark = pytest.mark.e2e
 
@@ -59,7 +60,10 @@ def test_secrets_from_a_command_and_from_an_age_file_are_pushed_and_applied_with
     vault.write_text(f"echo SECRET_KEY={SECRET}\necho PD_TEST_FLAG=on\n")
     command = settings(tmp_path / "command.yaml", secrets_command=f"sh {vault}")
     folder = tmp_path / "secrets"  # relative paths resolve against the settings file naming them
+    hooks = Receiver()  # the webhooks hear of the restart: never of a value
     try:
+        hooked = inv("server.setup", "--env", "staging", DEPLOY_STAGING_WEBHOOKS=f"json={hooks.url('/ok')}")
+        assert hooked.returncode == 0, hooked.stdout + hooked.stderr
         listed = inv("-f", command, "secrets.list", "--env", "staging")
         assert listed.returncode == 0, listed.stderr
         assert listed.stdout.split()[:2] == ["PD_TEST_FLAG", "SECRET_KEY"] and SECRET not in listed.stdout
@@ -92,6 +96,15 @@ def test_secrets_from_a_command_and_from_an_age_file_are_pushed_and_applied_with
             "PD_TEST_FLAG SECRET_KEY",
         )
         assert SECRET not in restarted.stdout + restarted.stderr
+        # Nowhere else either: the webhooks' bodies, the run's log as deploy.logs shows it, the
+        # server's state and logs (history, run logs, notify log).
+        assert hooks.wait("/ok", lambda body: body.get("event") == "succeeded" and body.get("version") == "a1a1a1a")
+        assert SECRET not in json.dumps(hooks.bodies("/ok"))
+        logs = inv("deploy.logs", "--env", "staging")
+        assert logs.returncode == 0 and "VERSION=a1a1a1a" in logs.stdout, logs.stdout + logs.stderr
+        assert SECRET not in logs.stdout + logs.stderr
+        for kept in Path("/var/lib/pushdeploy/staging").rglob("*"):
+            assert not kept.is_file() or SECRET.encode() not in kept.read_bytes(), kept
 
         # Bad input changes nothing: a secret named VERSION.
         (tmp_path / "bad.sh").write_text("echo VERSION=evil\n")
@@ -126,4 +139,6 @@ def test_secrets_from_a_command_and_from_an_age_file_are_pushed_and_applied_with
         if ENV_FILE.read_bytes() != before_env:  # the next tests' staging as it was
             ENV_FILE.write_bytes(before_env)
         Path("/var/lib/pushdeploy/staging/secrets.names").unlink(missing_ok=True)
+        inv("server.setup", "--env", "staging", DEPLOY_STAGING_WEBHOOKS="")
+        hooks.server.shutdown()
         inv("deploy.restart", "--env", "staging")

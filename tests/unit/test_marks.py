@@ -184,9 +184,11 @@ def test_plan_verdicts_for_a_bad_release_and_a_rollback():
         ({"for": "1.3.9"}, "it was kept for 1.3.9, which no longer serves"),
         ({"since": -700}, "it was kept for warm_rollback (600s), and that has passed"),
         ({"migrations": "notes.0002_tags"}, "1.4.0 applied migrations (notes.0002_tags)"),
-        ({"state": "exited"}, "its containers are stopped"),
-        ({"health": "unhealthy"}, "its containers fail their health check"),
+        ({"state": "running"}, "its containers are gone or running"),
         ({"gone": True}, "its containers are gone"),
+        ({"mode": "running", "state": "running"}, ""),  # warm_rollback_keep: running
+        ({"mode": "running", "state": "exited"}, "its containers are stopped"),
+        ({"mode": "running", "state": "running", "health": "unhealthy"}, "its containers fail their health check"),
         ({"image": 1}, "the image 127.0.0.1:5000/pixel:1.3.0 is no longer tagged here"),
         ({"maintenance": True}, "--maintenance"),
     ],
@@ -197,7 +199,14 @@ def test_a_rollback_is_instant_only_to_exactly_the_version_kept_ready(server, mo
     from pdserver import pipeline, slots, warm
 
     env = envs.load("staging")  # 1.4.0 serves
-    kept = {"version": "1.3.0", "for": "1.4.0", "slot": "blue", "containers": ["c1"], "migrations": ""}
+    kept = {
+        "version": "1.3.0",
+        "for": "1.4.0",
+        "slot": "blue",
+        "containers": ["c1"],
+        "migrations": "",
+        "mode": "stopped",
+    }
     kept.update({k: v for k, v in change.items() if k in kept})
     kept["since"] = time.time() + change.get("since", -5)
     envs.write_text(warm.path(env), json.dumps(kept) + "\n")
@@ -207,7 +216,7 @@ def test_a_rollback_is_instant_only_to_exactly_the_version_kept_ready(server, mo
             return change.get("image", 0), "sha256:x"
         if change.get("gone"):
             return 1, ""
-        return 0, f"{change.get('state', 'running')} {change.get('health', 'healthy')} 127.0.0.1:5000/pixel:1.3.0\n"
+        return 0, f"{change.get('state', 'exited')} {change.get('health', '-')} 127.0.0.1:5000/pixel:1.3.0\n"
 
     monkeypatch.setattr(ct, "docker_out", docker_out)
     request = {"KIND": "rollback", "VERSION": "1.3.0", "MAINTENANCE": "1" if change.get("maintenance") else "0"}
@@ -219,7 +228,8 @@ def test_a_rollback_is_instant_only_to_exactly_the_version_kept_ready(server, mo
     else:
         assert [name for name, _ in steps] == ["wake", "health", "admit", "switch"]
         assert strategy.finish_steps == ["retire"]
-        assert "instant rollback: 1.3.0 is kept ready (retired 5s ago, no migration since)" in out
+        how = "running idle for 5s" if change.get("mode") == "running" else "stopped 5s ago"
+        assert f"instant rollback: 1.3.0 is kept ready ({how}, no migration since)" in out
 
 
 def test_warm_rollback_0_keeps_nothing(server, monkeypatch):

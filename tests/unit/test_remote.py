@@ -327,3 +327,22 @@ def test_hosts_behind_a_jump_host_share_one_connection_to_it_and_every_key_is_pi
         remote._HOPS.clear()
         bastion.close()
         app.close()
+
+
+def test_the_admin_connection_reads_no_ssh_config_behind_the_pinned_path(server, keys, tmp_path, monkeypatch):
+    """Fabric reads ~/.ssh/config on its own: a ProxyJump there would replace the pinned path
+    with a gateway that trusts any key, and ForwardAgent would forward the agent. The admin
+    connection goes where sshconfig.py said, through the pinned socket, forwarding nothing."""
+    (tmp_path / ".ssh").mkdir()
+    (tmp_path / ".ssh/config").write_text(
+        "Host *\n  ProxyJump nobody@127.0.0.9:1\n  ForwardAgent yes\n  IdentityFile ~/.ssh/elsewhere\n  Port 1\n"
+    )
+    monkeypatch.setenv("HOME", str(tmp_path))
+    host = Host("deploy", "127.0.0.1", server.port)
+    connection = remote.admin(host, "deploy", keys[2], pinned(server))
+    try:
+        assert connection.gateway is False and connection.forward_agent is False
+        assert connection.port == server.port and "key_filename" not in connection.connect_kwargs
+        assert connection.is_connected and connection.transport.getpeername()[1] == server.port
+    finally:
+        connection.close()

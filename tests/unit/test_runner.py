@@ -93,6 +93,29 @@ def test_messages_say_what_to_do(keys):
     assert hostkeys.known_hosts_line(host, first).startswith("[a.example]:2222 ssh-rsa ")
 
 
+def test_work_on_several_hosts_starts_only_when_every_host_and_jump_host_is_pinned(tmp_path, keys):
+    """A fleet where one host sits behind a bastion that was never pinned: server.setup and
+    secrets.push refuse before connecting anywhere, naming the bastion first."""
+    key = keys[0]
+    bastion = Host("jump", "10.0.0.9")
+    direct, behind = Host("deploy", "10.0.1.1"), Host("deploy", "10.0.1.2", via=(bastion,))
+    lines = [f"{h} {key.get_name()} {key.get_base64()}" for h in ("10.0.1.1", "10.0.1.2")]
+    (tmp_path / "known_hosts").write_text("")
+    access = Access(known_hosts="\n".join(lines), known_hosts_file=str(tmp_path / "known_hosts"))
+    assert hostkeys.unpinned([direct, behind], hostkeys.load(access)) == [bastion]
+    problem = hostkeys.pinning_problem([direct, behind], access)
+    assert "host key of 10.0.0.9 is not pinned" in problem and problem.endswith("Nothing was changed on any host.")
+    assert "inv server.trust" in problem
+    other = Host("deploy", "10.0.1.3", 2222, via=(bastion,))
+    assert hostkeys.unpinned([behind, other, direct], hostkeys.load(access)) == [bastion, other]  # each once, in order
+    assert "Not pinned either: [10.0.1.3]:2222." in hostkeys.pinning_problem([behind, other], access)
+    pinned_too = Access(
+        known_hosts="\n".join([*lines, f"10.0.0.9 {key.get_name()} {key.get_base64()}"]),
+        known_hosts_file=str(tmp_path / "known_hosts"),
+    )
+    assert hostkeys.pinning_problem([direct, behind], pinned_too) == ""
+
+
 def test_grouped_writers_print_each_hosts_answer_as_one_block(capsys):
     from pushdeploy.output import HostWriter
 

@@ -50,6 +50,17 @@ def test_the_deploy_yields_the_cpu_unless_an_environment_says_normal():
     assert from_config(with_env(deploy_priority="normal"), {}).environment("staging").deploy_priority == "normal"
 
 
+def test_the_previous_version_is_kept_stopped_unless_an_environment_says_running():
+    from pushdeploy import plan
+
+    assert from_config(BASE, {}).environment("staging").warm_rollback_keep == "stopped"
+    running = from_config(with_env(warm_rollback_keep="running"), {}).environment("staging")
+    assert running.warm_rollback_keep == "running"
+    assert "WARM_KEEP=running" in plan.server_conf(running, {}).splitlines()
+    default = from_config(BASE, {}).environment("staging")
+    assert not any(line.startswith("WARM_KEEP=") for line in plan.server_conf(default, {}).splitlines())
+
+
 def test_a_swarm_backs_up_through_a_backup_image_and_compose_through_db_service():
     swarm = {"engine": "swarm", "db_service": ""}
     env = from_config(
@@ -89,6 +100,7 @@ def test_defaults_section_applies_to_every_environment():
         (with_env(version_pattern="^([0-9]$"), "deploy.environments.staging.version_pattern"),
         (with_env(health_timeout="soon"), "deploy.environments.staging.health_timeout"),
         (with_env(deploy_priority="high"), "deploy.environments.staging.deploy_priority"),
+        (with_env(warm_rollback_keep="paused"), "deploy.environments.staging.warm_rollback_keep"),
         (with_env(health_timeout=0), "deploy.environments.staging.health_timeout"),
         (with_env(ordering="alphabetical"), "deploy.environments.staging.ordering"),
         (with_env(migrate_on="sometimes"), "deploy.environments.staging.migrate_on"),

@@ -18,6 +18,7 @@ Host web1
     ProxyJump bastion
 Host web2
     HostName 10.0.1.12
+    User ops-admin
     Port 2222
     ProxyJump ops@bastion,inner:2200
 Host bastion
@@ -141,3 +142,16 @@ def test_config_show_says_where_each_host_goes(tmp_path):
     assert rows["hosts"] == (
         "deploy@app (10.1.1.1:2222, via ops@bastion.example), deploy@10.2.2.2 (via ops@bastion.example)"
     )
+
+
+def test_the_admin_logs_in_as_the_ssh_configs_user_unless_deploy_admin_user_says(lookup):
+    """The deploy account is always deploy_user (the restricted account); the admin connection
+    is a person's or CI's own login: DEPLOY_ADMIN_USER, else the config's User, else root."""
+    from pushdeploy.settings import Access
+
+    config, _ = lookup
+    web1, web2 = parse_host("web1", "deploy", "hosts", config), parse_host("web2", "deploy", "hosts", config)
+    assert (web2.user, web2.config_user) == ("deploy", "ops-admin")
+    assert [Access().admin_for(h) for h in (web1, web2)] == ["root", "ops-admin"]
+    assert [Access().as_root(h) for h in (web1, web2)] == [True, False]
+    assert [Access(admin_user="admin").admin_for(h) for h in (web1, web2)] == ["admin", "admin"]

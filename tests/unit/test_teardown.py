@@ -73,6 +73,19 @@ def test_teardown_removes_the_environment_and_keeps_its_data_unless_asked(host, 
     assert "kept the database backups in" in out and "removed" in out and "secret" not in out
 
 
+def test_a_review_templates_teardown_removes_its_front_proxy_and_runs_no_compose(host, capsys):
+    """A template never runs its own project (compose could not even read its files: the
+    REVIEW_* variables are review-up's): its front proxy and network go by their label."""
+    server, calls = host
+    conf = server / "etc/staging.conf"
+    conf.write_text(conf.read_text() + "REVIEW_TEMPLATE=yes\nREVIEW_DOMAIN=review.example\n")
+    assert ask("teardown staging --by=admin").code == 0
+    assert not any(" down " in call for call in calls)
+    assert "docker ps -aq --filter label=pushdeploy.review=staging" in calls
+    assert "docker network ls -q --filter label=pushdeploy.review=staging" in calls
+    assert not (server / "app").exists() and not conf.exists()
+
+
 def test_teardown_with_volumes_removes_the_data_too(host, capsys):
     server, calls = host
     (server / "etc/production.conf").write_text(f"APP_DIR={server / 'prod'}\nPROJECT=pixel-production\n")

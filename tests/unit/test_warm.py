@@ -53,6 +53,7 @@ def test_status_says_what_the_kept_containers_hold_and_for_how_long(server, monk
 
     env = envs.load("staging")  # 1.4.0 serves
     kept = {"version": "1.3.0", "for": "1.4.0", "containers": ["c1", "c2"], "since": time.time() - 100, "cpu": 2.0}
+    kept["mode"] = "running"  # warm_rollback_keep: running
     monkeypatch.setattr(warm, "usage", lambda env, ids: (150 * 2**20, 2.75))
     line, facts = warm.describe(env, {**kept, "migrations": ""})
     assert line.startswith("kept ready: 1.3.0 (2 container(s), running idle, holding 150 MiB, 0.8s CPU since) for 50")
@@ -65,6 +66,8 @@ def test_status_says_what_the_kept_containers_hold_and_for_how_long(server, monk
     assert warm.describe(env, {**kept, "for": "1.3.9"}) == ("", {})  # kept for what no longer serves
     assert warm.describe(env, {**kept, "since": time.time() - 601}) == ("", {})  # the window has passed
     assert warm.describe(env, {}) == ("", {})
+    stopped, facts = warm.describe(env, {**kept, "mode": "stopped", "migrations": ""})
+    assert "(2 container(s), stopped: holding no memory) for " in stopped and facts["warm_memory"] == 0
 
 
 def test_waking_gives_each_container_its_own_cpu_weight_back(server, monkeypatch):
@@ -74,11 +77,14 @@ def test_waking_gives_each_container_its_own_cpu_weight_back(server, monkeypatch
     env = envs.load("staging")
     ran = []
     monkeypatch.setattr(warm.runner, "output", lambda command, **kw: ran.append(command[0]) or (0, ""))
-    assert warm.wake(env, {"containers": ["a", "b", "c"], "shares": {"a": 0, "b": 512, "c": 1024}})
+    assert warm.wake(env, {"mode": "running", "containers": ["a", "b", "c"], "shares": {"a": 0, "b": 512, "c": 1024}})
     assert ran == [
         ["docker", "update", "--cpu-shares", "512", "b"],
         ["docker", "update", "--cpu-shares", "1024", "a", "c"],  # 0: Docker's default weight
     ]
+    ran.clear()
+    assert warm.wake(env, {"mode": "stopped", "containers": ["a", "b"]})  # kept stopped: started again
+    assert ran == [["docker", "start", "a", "b"]]
 
 
 def test_a_record_that_is_not_ours_is_no_record(server):

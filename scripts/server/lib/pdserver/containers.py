@@ -299,6 +299,8 @@ class ComposeEngine(TlsProxy, Strategy):
         code, out = docker_out(env, "version", "-f", "{{.Server.Version}}")
         if code != 0:
             raise Refused(f"docker does not answer ({out.strip()}): {env.name} stays as it is", 1)
+        if env["REVIEW_TEMPLATE"] == "yes":  # never runs its own project: its front proxy and network go
+            return remove_labelled(env, volumes, f"label=pushdeploy.review={env.name}") + remove_labelled(env, volumes)
         if os.path.isfile(os.path.join(env.app_dir, ".env")):
             down = ("down", "--remove-orphans", "--timeout", "10", *(("--volumes",) if volumes else ()))
             code, out = runner.output(compose.compose(env, *down))
@@ -480,10 +482,12 @@ class ComposeEngine(TlsProxy, Strategy):
                 return
 
 
-def remove_labelled(env: envs.Env, volumes: bool) -> list:
+def remove_labelled(env: envs.Env, volumes: bool, label: str = "") -> list:
     """What compose made for the project and compose alone would leave (its files gone, a
-    run's one-off containers): containers, networks, volumes if asked, by compose's label."""
-    label = f"label=com.docker.compose.project={env['PROJECT']}"
+    run's one-off containers): containers, networks, volumes if asked, by compose's label (or
+    LABEL: a review template's front proxy and network)."""
+    by = "compose" if not label else "the review front"
+    label = label or f"label=com.docker.compose.project={env['PROJECT']}"
     gone = []
     kinds = (("containers", ("ps", "-aq"), ("rm", "-f")), ("networks", ("network", "ls", "-q"), ("network", "rm")))
     if volumes:
@@ -492,7 +496,7 @@ def remove_labelled(env: envs.Env, volumes: bool) -> list:
         ids = docker_out(env, *listing, "--filter", label)[1].split()
         if ids:
             runner.output(compose.docker(env, *remove, *ids))
-        gone.append(f"{len(ids)} {what} left by compose" if ids else "")
+        gone.append(f"{len(ids)} {what} left by {by}" if ids else "")
     kept = [] if volumes else docker_out(env, "volume", "ls", "-q", "--filter", label)[1].split()
     gone.append(f"kept {len(kept)} volume(s): {' '.join(kept)} (--volumes removes them)" if kept else "")
     return [line for line in gone if line]

@@ -27,8 +27,11 @@ def retire(env: envs.Env, ids: list, what: str, keep: bool = False) -> int:
     time.sleep(int(env["DRAIN_SECONDS"]))
     wait_idle(env, ids, what)
     if keep:
+        kept = "kept stopped" if env["WARM_KEEP"] == "stopped" else "kept running, idle,"
         print(
-            f"retired {len(ids)} {what} {web} container(s) after they finished their requests, kept ready", flush=True
+            f"retired {len(ids)} {what} {web} container(s) after they finished their requests, {kept} for an instant "
+            "rollback",
+            flush=True,
         )
         return 0
     if (

@@ -117,8 +117,10 @@ KEYS = (
     _number("DRAIN_SECONDS", "1", 0, 300, "drain_seconds"),
     _number("DNS_VALID", "1", 1, 60, "dns_valid"),
     _number("STATIC_KEEP", "3", 0, 100, "static_keep"),
-    # Seconds the previous version's containers stay ready (stopped) for an instant rollback.
+    # Seconds the previous version's containers stay ready for an instant rollback, and how:
+    # stopped (no CPU, no memory; the app server starts again) or running idle (warm.py).
     _number("WARM_ROLLBACK", "600", 0, 86400, "warm_rollback", when="WARM_ROLLBACK"),
+    _choose("WARM_KEEP", "stopped", ("stopped", "running"), "warm_rollback_keep", when="WARM_KEEP"),
     _flag("BACKUP", "no", "backup"),
     _number("BACKUP_KEEP", "10", 1, 1000, "backup_keep"),
     _choose("ORDERING", "none", ORDERINGS, "ordering"),

@@ -202,8 +202,8 @@ class Slots(ct.ComposeEngine):
         self.finish_tls(run)
 
     def retire_old(self, run=None) -> int:
-        """The old containers drain and stop; after a deploy (RUN) they are kept running
-        instead, out of the service's name, for WARM_ROLLBACK seconds (warm.py)."""
+        """The old containers drain and stop; after a deploy (RUN) they are kept, out of the
+        service's name, for WARM_ROLLBACK seconds (warm.py)."""
         env = self.env
         keep = run is not None and run.kind == "deploy" and int(env["WARM_ROLLBACK"]) > 0 and bool(self.old)
         drain.retire(env, self.old, "old", keep=keep)
@@ -252,12 +252,13 @@ class Slots(ct.ComposeEngine):
         self.warm = kept
         self.finish_steps = ["retire"] + self.role_finish_steps() + self.tls_finish_steps()
         age = time.time() - float(kept["since"])
-        print(f"instant rollback: {run.version} is kept ready (retired {age:.0f}s ago, no migration since)", flush=True)
+        how = f"running idle for {age:.0f}s" if warm.running(kept) else f"stopped {age:.0f}s ago"
+        print(f"instant rollback: {run.version} is kept ready ({how}, no migration since)", flush=True)
         return [("wake", self.wake)] + self.switch_steps[1:]
 
     def wake(self, run) -> int:
-        """The kept containers, running in their slot (the idle one) beside the version being
-        undone, which serves until the switch, get their CPU weight back."""
+        """The kept containers, in their slot (the idle one) beside the version being undone,
+        which serves until the switch, start again (or, kept running, get their CPU weight back)."""
         env, web, kept = self.env, self.env["WEB_SERVICE"], self.warm
         self.live = live_slot(env)
         self.idle = other_slot(self.live)
@@ -272,8 +273,9 @@ class Slots(ct.ComposeEngine):
         if not warm.wake(env, kept):
             return 1
         age = time.time() - float(kept["since"])
+        how = "woke" if warm.running(kept) else "started"
         print(
-            f"woke {len(self.new)} kept {web} container(s) of {run.version} in {slot_alias(env, self.idle)} "
+            f"{how} {len(self.new)} kept {web} container(s) of {run.version} again as {slot_alias(env, self.idle)} "
             f"(kept {age:.0f}s) beside {len(self.old)} of {kept['for']}",
             flush=True,
         )
