@@ -99,3 +99,27 @@ def test_a_record_that_is_not_ours_is_no_record(server):
     warm.forget(env)
     warm.forget(env)  # twice: nothing to forget is fine
     assert warm.read(env) == {}
+
+
+def test_a_woken_container_is_admitted_with_the_weight_it_served_with(server, monkeypatch):
+    """A container that served at its compose file's cpu_shares (512) gets 512 back at admit,
+    not Docker's default."""
+    from pdserver import containers as ct
+    from pdserver import env as envs
+    from pdserver import pipeline, slots, warm
+
+    env = envs.load("staging")
+    kept = {"mode": "running", "version": "1.3.0", "for": "1.4.0", "slot": "blue", "containers": ["c1"]}
+    kept.update(since=time.time() - 5, shares={"c1": 512})
+    ran = []
+    monkeypatch.setattr(warm.runner, "output", lambda command, **kw: ran.append(command[0]) or (0, ""))
+    monkeypatch.setattr(slots.runner, "output", lambda command, **kw: ran.append(command[0]) or (0, ""))
+    monkeypatch.setattr(ct, "service_containers", lambda env, service, stopped=False: ["c0", "c1"])
+    monkeypatch.setattr(slots, "live_slot", lambda env: "green")
+    strategy = slots.Slots(env)
+    strategy.warm = kept
+    assert strategy.wake(pipeline.Run(env, "r", {"KIND": "rollback", "VERSION": "1.3.0"})) == 0
+    assert strategy.old == ["c0"] and strategy.new == ["c1"]
+    ran.clear()
+    assert strategy.restore_cpu(strategy.new)
+    assert ran == [["docker", "update", "--cpu-shares", "512", "c1"]]

@@ -266,6 +266,7 @@ class Slots(ct.ComposeEngine):
             print(f"the kept containers are in {slot_alias(env, kept['slot'])}, which serves now", flush=True)
             return 1
         self.new = list(kept["containers"])
+        self.cpu_before.update(kept.get("shares", {}))  # admit gives each its own weight, as it had
         self.old = [c for c in ct.service_containers(env, web) if c not in self.new]
         self.woke = True
         warm.forget(env)
