@@ -243,10 +243,13 @@ def parse_host(
         raise ConfigError(CONFIG_FILE, where or key, f"{error}") from None
     via = tuple(Host(user, address, number, (), alias, ids) for user, address, number, ids, alias in hops)
     alias = name if hostname != name else ""
+    user = match.group("user") or default_user
+    # The ssh config's User, for the admin connection: not one a server could not have (a
+    # `Host *` block's Jane.Doe), nor the deploy account (`ssh web1` as it: it has no sudo).
     config_user = str((lookup(name) or {}).get("user") or "")
-    if config_user and not protocol.matches(_USER, config_user):
-        raise ConfigError(CONFIG_FILE, key, f"the ssh config's User for {name}, {config_user!r}, is not a user name")
-    return Host(match.group("user") or default_user, hostname, port, via, alias, identities, config_user)
+    if not protocol.matches(_USER, config_user) or config_user == user:
+        config_user = ""
+    return Host(user, hostname, port, via, alias, identities, config_user)
 
 
 def _version_pattern(value, key: str) -> str:

@@ -155,9 +155,11 @@ def test_kept_running_an_instant_rollback_starts_nothing_under_load(server, tmp_
     gives them their weight and name back and flips, starting nothing: under open-loop load, no
     request fails and none takes over 1 s (the timings themselves: scripts/bench --only rollback)."""
     import json
+    import subprocess
     import time
+    from pathlib import Path
 
-    from tests.e2e.conftest import PORTS, history_lines
+    from tests.e2e.conftest import PORTS, history_lines, tool_env
     from tests.openload import OpenLoad
 
     config = tmp_path / "running.yaml"
@@ -193,6 +195,23 @@ def test_kept_running_an_instant_rollback_starts_nothing_under_load(server, tmp_
         print(
             f"kept running: switched {to_switch:.1f}s into the run; {A} answered {first_old - started:.2f}s after the command"
         )
+
+        # When the window ends, what was kept running goes on its own (bin/deploy warm-expire).
+        short = tmp_path / "short.yaml"
+        short.write_text(
+            "deploy:\n  environments:\n    staging:\n      warm_rollback_keep: running\n      warm_rollback: 2\n"
+        )
+        assert inv("-f", str(short), "server.setup", "--env", "staging").returncode == 0
+        ok("-f", str(short), "deploy.staging", "--tag", B, "--force")  # --force: the rollback marked it bad
+        record = Path("/var/lib/pushdeploy/staging/warm.json")
+        kept = list(kept_containers("staging"))
+        deadline = time.monotonic() + 30
+        while record.exists() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not record.exists(), "warm-expire did not remove what was kept"
+        gone = subprocess.run(["docker", "inspect", *kept], env=tool_env(), capture_output=True, text=True)
+        assert gone.returncode != 0, gone.stdout
+        assert "kept ready" not in ok("-f", str(short), "deploy.status", "--env", "staging")
     finally:
         inv("deploy.mark-good", B, "--env", "staging")
         assert inv("server.setup", "--env", "staging").returncode == 0

@@ -341,6 +341,7 @@ def test_the_admin_connection_reads_no_ssh_config_behind_the_pinned_path(server,
     host = Host("deploy", "127.0.0.1", server.port)
     connection = remote.admin(host, "deploy", keys[2], pinned(server))
     try:
+        assert connection.ssh_config == {"hostname": "127.0.0.1"}  # nothing of ~/.ssh/config was read
         assert connection.gateway is False and connection.forward_agent is False
         assert connection.port == server.port and "key_filename" not in connection.connect_kwargs
         assert connection.is_connected and connection.transport.getpeername()[1] == server.port

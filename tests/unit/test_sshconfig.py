@@ -155,3 +155,6 @@ def test_the_admin_logs_in_as_the_ssh_configs_user_unless_deploy_admin_user_says
     assert [Access().admin_for(h) for h in (web1, web2)] == ["root", "ops-admin"]
     assert [Access().as_root(h) for h in (web1, web2)] == [True, False]
     assert [Access(admin_user="admin").admin_for(h) for h in (web1, web2)] == ["admin", "admin"]
+    # Not a User no server could have (a `Host *` block's), nor the deploy account itself.
+    assert parse_host("web9", "deploy", "hosts", lambda name: {"user": "Jane.Doe"}).config_user == ""
+    assert parse_host("web9", "deploy", "hosts", lambda name: {"user": "deploy"}).config_user == ""

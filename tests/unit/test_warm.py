@@ -123,3 +123,88 @@ def test_a_woken_container_is_admitted_with_the_weight_it_served_with(server, mo
     ran.clear()
     assert strategy.restore_cpu(strategy.new)
     assert ran == [["docker", "update", "--cpu-shares", "512", "c1"]]
+
+
+def test_kept_stopped_they_stop_before_losing_their_name_kept_running_they_lose_it_first(server, monkeypatch):
+    """Stopped: never a moment running under a name they no longer own. Running: renamed, then
+    the lowest weight, and their removal scheduled for when the window ends."""
+    from pdserver import containers as ct
+    from pdserver import env as envs
+    from pdserver import pipeline, warm
+
+    env = envs.load("staging")
+    done, scheduled = [], []
+    monkeypatch.setattr(warm.runner, "output", lambda command, **kw: done.append(command[0][1]) or (0, ""))
+    monkeypatch.setattr(
+        ct, "docker_out", lambda env, *args: done.append(args[0]) or (0, "c1 0\n" if args[0] == "inspect" else "")
+    )
+    monkeypatch.setattr(warm, "schedule_expiry", lambda env, since: scheduled.append(since))
+    monkeypatch.setattr(warm, "usage", lambda env, ids: (1, 2.0))
+    run = pipeline.Run(env, "r", {"KIND": "deploy", "VERSION": "1.4.0"})
+    run.previous = "1.3.0"
+    assert warm.keep(env, run, "blue", ["c1"], lambda c: done.append("rename") or True)
+    assert done == ["inspect", "stop", "rename"] and not scheduled
+    assert warm.read(env)["mode"] == "stopped"
+    done.clear()
+    env.values["WARM_KEEP"] = "running"
+    assert warm.keep(env, run, "blue", ["c1"], lambda c: done.append("rename") or True)
+    assert done == ["inspect", "rename", "update"] and scheduled == [warm.read(env)["since"]]
+    assert warm.read(env)["shares"] == {"c1": 0} and warm.read(env)["cpu"] == 2.0
+
+
+def test_what_was_kept_running_goes_when_the_window_ends_unless_a_run_decides(server, monkeypatch):
+    from pdserver import env as envs
+    from pdserver import warm
+    from pdserver.lock import Lock
+
+    env = envs.load("staging")
+    removed = []
+    monkeypatch.setattr(warm.runner, "output", lambda command, **kw: removed.append(command[0]) or (0, ""))
+    since = time.time() - 601
+    record = {"mode": "running", "version": "1.3.0", "for": "1.4.0", "containers": ["c1"], "since": since}
+    envs.write_text(warm.path(env), json.dumps(record) + "\n")
+    slept = []
+    assert warm.expire(env, repr(since + 5), sleep=slept.append).startswith("nothing to remove")  # another keep
+    assert slept and slept[0] <= 5 and removed == []
+    held = Lock(env.state_dir)
+    assert held.take() is None
+    held.name("20261206T0000Z-1", "deploy of 1.5.0", "ci", "now")
+    try:
+        assert warm.expire(env, repr(since), sleep=lambda s: None).startswith("busy")
+    finally:
+        held.release()
+    assert warm.expire(env, repr(since), sleep=lambda s: None) == (
+        "removed 1 container(s) of 1.3.0: warm_rollback has passed"
+    )
+    assert removed == [["docker", "rm", "-f", "c1"]] and warm.read(env) == {}
+
+
+def test_warm_expire_is_roots_own_and_checks_its_words(server, monkeypatch, capsys):
+    from pdserver import facts, main
+
+    monkeypatch.setenv("SUDO_USER", "pd-deploy")
+    monkeypatch.setattr(main.os.path, "exists", lambda path: path == "/etc/sudoers.d/pushdeploy-pd-deploy")
+    assert main.main(["warm-expire", "staging", "1796548364.5"]) == facts.EXIT_USAGE
+    assert "not the deploy account's" in capsys.readouterr().err
+    monkeypatch.delenv("SUDO_USER")
+    assert main.main(["warm-expire", "staging", "soon"]) == facts.EXIT_USAGE
+    assert "usage: bin/deploy warm-expire ENV SINCE" in capsys.readouterr().err
+
+
+def test_a_restart_keeps_nothing_a_deploy_of_another_version_does(server, monkeypatch):
+    """deploy.restart (the same version again, new secrets) keeps nothing: no rollback goes back
+    to the version that serves, and kept running they would hold the rotated-out secrets."""
+    from pdserver import drain, pipeline, slots, warm
+    from pdserver import env as envs
+
+    env = envs.load("staging")
+    asked = []
+    monkeypatch.setattr(drain, "retire", lambda env, ids, what, keep=False: asked.append(keep) or 0)
+    monkeypatch.setattr(warm, "keep", lambda *args: True)
+    for previous, kept in (("1.4.0", False), ("1.3.0", True)):
+        strategy = slots.Slots(env)
+        strategy.old = ["c1"]
+        run = pipeline.Run(env, "r", {"KIND": "deploy", "VERSION": "1.4.0"})
+        run.previous = previous
+        strategy.retire_old(run)
+        assert asked[-1] is kept

@@ -429,7 +429,10 @@ class ComposeEngine(TlsProxy, Strategy):
             print("backup needs db_service, or backup_image to reach the database server web names", flush=True)
             yield None
             return
-        running = service_containers(env, env["WEB_SERVICE"])
+        from . import warm
+
+        kept = warm.read(env).get("containers", [])  # the previous version's, kept for a rollback: not these
+        running = [c for c in service_containers(env, env["WEB_SERVICE"]) if c not in kept]
         code, out = docker_out(env, "inspect", "-f", "{{json .Config.Env}}", running[0]) if running else (1, "")
         if code != 0:
             print(f"no running {env['WEB_SERVICE']} container to reach the database server from", flush=True)

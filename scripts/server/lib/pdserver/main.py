@@ -11,6 +11,7 @@ knows), setup-check (bin/install, as root), tls-reload (root: a certificate rene
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 
@@ -60,6 +61,7 @@ USAGE = """usage: deploy VERB ENV [OPTIONS]
   tls-import ENV               (admin only) another host of the fleet: that certificate on stdin, served
   tls-reload ENV               (root only: a renewal's hook) install tls:'s certificate again, reload nginx if it changed
   tls-renew ENV [--force]      (root only: its timer) renew tls.acme's certificate when due (--force: now), serve it
+  warm-expire ENV SINCE        (root only: started by a deploy) remove what warm_rollback_keep: running kept, when due
 
 The last line on stderr is the result as data: {prefix}{{"verb": ..., "outcome": ..., "exit": ...}}.
 Exit codes: 0 ok, 1 failed, {usage} bad request, {busy} another deploy runs,
@@ -93,6 +95,8 @@ def main(argv, now=time.time) -> int:
             return tls_reload(argv[1:])
         if word == "tls-renew":
             return tls_renew(argv[1:])
+        if word == "warm-expire":
+            return warm_expire(argv[1:])
         request = parse(argv, now())
         why = guard.refusal(request)
         if why:
@@ -124,7 +128,7 @@ def main(argv, now=time.time) -> int:
 
 # bin/deploy's own words (the detached worker, the installer's check): their output is a
 # run's log or the installer's, not an answer, so they end with no result line.
-INTERNAL = ("__run", "setup-check", "tls-reload", "tls-renew")
+INTERNAL = ("__run", "setup-check", "tls-reload", "tls-renew", "warm-expire")
 
 
 def _named(argv) -> tuple:
@@ -168,6 +172,21 @@ def tls_renew(words) -> int:
         print(f"tls-renew: {env.name} has no tls.acme (its certificate is not obtained by pushdeploy)", flush=True)
         return 0
     return strategy_for(env).tls_renew(words[1:] == ["--force"])
+
+
+def warm_expire(words) -> int:
+    """`bin/deploy warm-expire ENV SINCE` (root: started when a deploy keeps the previous
+    version running): removes it once warm_rollback has passed (warm.py)."""
+    from . import env as envs
+    from . import warm
+
+    if not roots("warm-expire"):
+        return facts.EXIT_USAGE
+    if len(words) != 2 or not facts.matches(re.compile(r"^[0-9]{1,12}([.][0-9]{1,12})?$"), words[1]):
+        print("usage: bin/deploy warm-expire ENV SINCE", file=sys.stderr)
+        return facts.EXIT_USAGE
+    print(warm.expire(envs.load(words[0]), words[1]), flush=True)
+    return 0
 
 
 def roots(word: str) -> bool:

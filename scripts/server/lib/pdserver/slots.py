@@ -206,13 +206,15 @@ class Slots(ct.ComposeEngine):
         service's name, for WARM_ROLLBACK seconds (warm.py)."""
         env = self.env
         keep = run is not None and run.kind == "deploy" and int(env["WARM_ROLLBACK"]) > 0 and bool(self.old)
+        keep = keep and run.previous != run.version  # a restart: no rollback ever goes back to the same version
         drain.retire(env, self.old, "old", keep=keep)
         if keep:
             slot = other_slot(live_slot(env))  # where they served: the proxy has moved on
-            if not (
-                all(self.set_aliases(container, [slot_alias(env, slot)]) for container in self.old)
-                and warm.keep(env, run, slot, self.old)
-            ):
+
+            def rename(container: str) -> bool:
+                return self.set_aliases(container, [slot_alias(env, slot)])
+
+            if not warm.keep(env, run, slot, self.old, rename):
                 print("could not keep the old containers ready: a rollback will be a full one", flush=True)
                 runner.output(compose.docker(env, "stop", *self.old))
                 runner.output(compose.docker(env, "rm", "-f", *self.old))

@@ -46,17 +46,23 @@ def forget(env: envs.Env) -> None:
         pass
 
 
-def keep(env: envs.Env, run, slot: str, containers: list) -> bool:
-    """CONTAINERS (drained, still running, already named only in SLOT) stop, or (running)
-    get the lowest CPU weight; what they are kept for is recorded, how, with their weight and
-    CPU time until now."""
+def keep(env: envs.Env, run, slot: str, containers: list, rename) -> bool:
+    """CONTAINERS (drained, still running) are named only in SLOT (RENAME(container): a
+    reconnection) and stop, stopped first; or, kept running, renamed, then at the lowest CPU
+    weight, their removal scheduled for when the window ends. What they are kept for is
+    recorded, how, with their weight and CPU time until now."""
     mode = env["WARM_KEEP"]
     code, out = ct.docker_out(env, "inspect", "-f", "{{.Id}} {{.HostConfig.CpuShares}}", *containers)
     shares = {words[0]: int(words[1]) for words in map(str.split, out.splitlines()) if len(words) == 2}
-    if mode == "stopped":
-        if code != 0 or runner.output(compose.docker(env, "stop", *containers))[0] != 0:
+    if code != 0:
+        return False
+    if mode == "stopped":  # stopped first: never a moment running under a name they no longer own
+        if runner.output(compose.docker(env, "stop", *containers))[0] != 0 or not all(map(rename, containers)):
             return False
-    elif code != 0 or ct.docker_out(env, "update", "--cpu-shares", str(KEPT_CPU_SHARES), *containers)[0] != 0:
+    elif (
+        not all(map(rename, containers))
+        or ct.docker_out(env, "update", "--cpu-shares", str(KEPT_CPU_SHARES), *containers)[0] != 0
+    ):
         return False
     record = {
         "mode": mode,
@@ -70,7 +76,48 @@ def keep(env: envs.Env, run, slot: str, containers: list) -> bool:
         "cpu": usage(env, containers)[1] if mode == "running" else None,
     }
     envs.write_text(path(env), json.dumps(record) + "\n")
+    if mode == "running":
+        schedule_expiry(env, record["since"])
     return True
+
+
+def schedule_expiry(env: envs.Env, since: float) -> None:
+    """A process of its own (its own session, none of the run's files, so not its lock) that
+    removes what was kept running when the window ends: `bin/deploy warm-expire ENV SINCE`."""
+    import subprocess
+    import sys
+
+    deploy = os.path.join(os.path.dirname(runner.LIB), "bin", "deploy")
+    subprocess.Popen(
+        [sys.executable, "-IS", deploy, "warm-expire", env.name, repr(since)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        close_fds=True,
+    )
+
+
+def expire(env: envs.Env, since: str, sleep=time.sleep) -> str:
+    """`bin/deploy warm-expire ENV SINCE` (root, started by keep): once WARM_ROLLBACK has
+    passed since SINCE, what was kept running then goes, under the environment's lock; if a
+    deploy or rollback holds it, that run decides (a deploy removes them, a rollback uses them)."""
+    from .lock import Lock, now_iso
+
+    sleep(max(0.0, float(since) + int(env["WARM_ROLLBACK"]) - time.time()))
+    lock = Lock(env.state_dir)
+    if lock.take() is not None:
+        return "busy: the run holding the environment decides"
+    try:
+        lock.name(f"warm-expire-{os.getpid()}", "removing what was kept for a rollback", "warm-expire", now_iso())
+        kept = read(env)
+        if not running(kept) or abs(float(kept.get("since", 0)) - float(since)) > 1e-6:
+            return "nothing to remove: what was kept then is gone or used"
+        forget(env)
+        runner.output(compose.docker(env, "rm", "-f", *kept["containers"]))
+        return f"removed {len(kept['containers'])} container(s) of {kept.get('version')}: warm_rollback has passed"
+    finally:
+        lock.release()
 
 
 def running(warm: dict) -> bool:
@@ -135,8 +182,18 @@ def remove(env: envs.Env) -> None:
 def describe(env: envs.Env, warm: dict) -> tuple:
     """('kept ready: ...' for status, its facts), or ('', {}) when nothing is kept for what serves."""
     left = int(env["WARM_ROLLBACK"]) - (time.time() - float(warm.get("since", 0))) if warm else 0
-    if not warm or left <= 0 or warm.get("for") != envs.current_version(env):
+    if not warm or warm.get("for") != envs.current_version(env):
         return "", {}
+    if left <= 0:
+        late = running(warm) and not why_not(env, warm).startswith("its containers are gone")
+        return (
+            (
+                f"kept for a rollback: {warm['version']} still runs after its warm_rollback: the next deploy removes it",
+                {},
+            )
+            if late
+            else ("", {})
+        )
     memory, cpu = usage(env, warm["containers"]) if running(warm) else (0, None)
     held = f"holding {memory / 2**20:.0f} MiB" if memory is not None else "memory unknown"
     used = f", {cpu - float(warm['cpu']):.1f}s CPU since" if cpu is not None and warm.get("cpu") is not None else ""
