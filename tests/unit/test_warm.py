@@ -208,3 +208,20 @@ def test_a_restart_keeps_nothing_a_deploy_of_another_version_does(server, monkey
         run.previous = previous
         strategy.retire_old(run)
         assert asked[-1] is kept
+
+
+def test_the_expiry_runs_as_roots_own_word_not_in_the_deploy_accounts_sudo_session(server, monkeypatch):
+    """Started from a run that the deploy account asked for through sudo, warm-expire must not
+    carry SUDO_USER: main.roots would refuse it as the deploy account's (seen end to end)."""
+    import subprocess
+
+    from pdserver import env as envs
+    from pdserver import warm
+
+    started = []
+    monkeypatch.setattr(subprocess, "Popen", lambda argv, **kw: started.append((argv, kw)))
+    monkeypatch.setenv("SUDO_USER", "pd-deploy")
+    warm.schedule_expiry(envs.load("staging"), 1796554173.4910157)
+    ((argv, kw),) = started
+    assert argv[-3:] == ["warm-expire", "staging", "1796554173.4910157"] and argv[-4].endswith("/bin/deploy")
+    assert kw["start_new_session"] and kw["close_fds"] and "SUDO_USER" not in kw["env"]

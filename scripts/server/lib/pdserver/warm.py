@@ -95,6 +95,8 @@ def schedule_expiry(env: envs.Env, since: float) -> None:
         stderr=subprocess.DEVNULL,
         start_new_session=True,
         close_fds=True,
+        # root's own word: not the deploy account's sudo session it was started from (main.roots)
+        env={name: value for name, value in os.environ.items() if not name.startswith("SUDO_")},
     )
 
 
@@ -108,16 +110,16 @@ def expire(env: envs.Env, since: str, sleep=time.sleep) -> str:
     lock = Lock(env.state_dir)
     if lock.take() is not None:
         return "busy: the run holding the environment decides"
-    try:
+    try:  # held only to take the record: a deploy starting now must not find the lock taken
         lock.name(f"warm-expire-{os.getpid()}", "removing what was kept for a rollback", "warm-expire", now_iso())
         kept = read(env)
         if not running(kept) or abs(float(kept.get("since", 0)) - float(since)) > 1e-6:
             return "nothing to remove: what was kept then is gone or used"
-        forget(env)
-        runner.output(compose.docker(env, "rm", "-f", *kept["containers"]))
-        return f"removed {len(kept['containers'])} container(s) of {kept.get('version')}: warm_rollback has passed"
+        forget(env)  # from here no rollback uses them, and a deploy's start retires them if still there
     finally:
         lock.release()
+    runner.output(compose.docker(env, "rm", "-f", *kept["containers"]))
+    return f"removed {len(kept['containers'])} container(s) of {kept.get('version')}: warm_rollback has passed"
 
 
 def running(warm: dict) -> bool:
