@@ -105,6 +105,15 @@ def task(*args, **kwargs):
     return invoke.task(*args, **kwargs)
 
 
+def admin_connect(loaded, host):
+    """The admin connection to HOST (pushdeploy/remote.py), as DEPLOY_ADMIN_USER or the ssh
+    config's User for it, with DEPLOY_ADMIN_KEY."""
+    from pushdeploy import remote
+
+    access = loaded.access
+    return remote.admin(host, access.admin_for(host), access.admin_key, access)
+
+
 def require_pinned(loaded, environment) -> None:
     """Every host and jump host pinned, or nothing starts: admin work runs on all hosts at
     once, and a host that cannot be reached must not leave the others changed (exit 2)."""

@@ -10,7 +10,7 @@ from invoke import task
 from pushdeploy import local, plan, protocol
 from pushdeploy import refresh as transfer
 from pushdeploy.output import HostWriter, Timer, say
-from pushdeploy.tasks.common import fail_on_errors, load_settings
+from pushdeploy.tasks.common import admin_connect, fail_on_errors, load_settings
 
 
 @task(
@@ -36,7 +36,6 @@ def refresh(c, from_="production", to="staging", fresh=False):
     reads production's data, which the deploy account (CI's key) may not. The
     two environments may be on one host or on different hosts.
     """
-    from pushdeploy import remote
 
     with fail_on_errors():
         settings = load_settings(c)
@@ -65,13 +64,9 @@ def refresh(c, from_="production", to="staging", fresh=False):
         say(
             f"db.refresh of {target.name} {target_host} from {source.name} {source_host} ({'fresh dump' if fresh else 'newest backup, or a fresh dump if it has none'}), by {by}"
         )
-        source_conn = remote.admin(source_host, access.admin_for(source_host), access.admin_key, access)
+        source_conn = admin_connect(settings, source_host)
         same_host = (source_host.hostname, source_host.port) == (target_host.hostname, target_host.port)
-        target_conn = (
-            source_conn
-            if same_host
-            else remote.admin(target_host, access.admin_for(target_host), access.admin_key, access)
-        )
+        target_conn = source_conn if same_host else admin_connect(settings, target_host)
         try:
             source_code, target_code, sent = transfer.stream(
                 source_conn.transport,

@@ -14,7 +14,7 @@ from invoke import Collection
 
 from pushdeploy import envsecrets, local, plan, protocol
 from pushdeploy.output import say
-from pushdeploy.tasks.common import done, fail_on_errors, load_settings, require_pinned, task
+from pushdeploy.tasks.common import admin_connect, done, fail_on_errors, load_settings, require_pinned, task
 
 ENV_HELP = "The environment (staging, production, ...)."
 
@@ -163,7 +163,7 @@ def push(c, env="staging"):
         require_pinned(settings, environment)
 
         def work(host, out):
-            with remote.admin(host, access.admin_for(host), access.admin_key, access) as connection:
+            with admin_connect(settings, host) as connection:
                 command = plan.admin_command(f"{protocol.DEPLOY_BIN} {request}", access.as_root(host))
                 return remote.run(connection, command, out, data=data)
 

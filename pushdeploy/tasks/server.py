@@ -12,16 +12,9 @@ from invoke.exceptions import Exit
 from pushdeploy import local, notify, plan, protocol, registry, tls
 from pushdeploy.output import Collector, say
 from pushdeploy.settings import dotenv_values_for
-from pushdeploy.tasks.common import done, expected, fail_on_errors, load_settings, require_pinned
+from pushdeploy.tasks.common import admin_connect, done, expected, fail_on_errors, load_settings, require_pinned
 
 ENV_HELP = "The environment (staging, production, ...)."
-
-
-def _admin_connect(settings, host):
-    from pushdeploy import remote
-
-    access = settings.access
-    return remote.admin(host, access.admin_for(host), access.admin_key, access)
 
 
 @task(
@@ -102,7 +95,7 @@ def setup(c, env="staging", public_key=None):
         def work(host, out):
             name = f".pushdeploy-bundle-{secrets.token_hex(6)}.tar"
             out.line(f"sending the server side and settings ({max(1, len(archive) // 1024)} KiB), then installing")
-            with _admin_connect(settings, host) as connection:
+            with admin_connect(settings, host) as connection:
                 sftp = connection.sftp()
                 with sftp.open(name, "wx") as upload:  # the bundle holds the server's .env: owner only
                     upload.chmod(0o600)
@@ -133,7 +126,7 @@ def copy_certificate(settings, environment) -> list:
         command = plan.admin_command(
             f"{protocol.DEPLOY_BIN} {protocol.command('tls-export', env)}", settings.access.as_root(host)
         )
-        with _admin_connect(settings, host) as connection:
+        with admin_connect(settings, host) as connection:
             code, kept["pair"] = remote.capture(connection, command, out, limit=1 << 16)
         return code
 
@@ -145,7 +138,7 @@ def copy_certificate(settings, environment) -> list:
         command = plan.admin_command(
             f"{protocol.DEPLOY_BIN} {protocol.command('tls-import', env)}", settings.access.as_root(host)
         )
-        with _admin_connect(settings, host) as connection:
+        with admin_connect(settings, host) as connection:
             return remote.run(connection, command, out, data=kept["pair"])
 
     return results + remote.on_hosts(environment.hosts[1:], import_, label=lambda h: f"{env} {h}")
@@ -187,7 +180,7 @@ def check(c, env="staging"):
                 f"{protocol.DEPLOY_BIN} check {environment.name}", settings.access.as_root(host)
             )
             quiet = Collector()
-            with _admin_connect(settings, host) as connection:
+            with admin_connect(settings, host) as connection:
                 code = remote.run(connection, f"test -x {protocol.DEPLOY_BIN} && {command}", quiet)
             facts = quiet.result
             if code == 0 and "server_side" not in facts:  # a server side from before results as data
@@ -318,7 +311,7 @@ def teardown(c, env, volumes=False, yes=False):
 
     def work(host, out):
         command = plan.admin_command(f"{protocol.DEPLOY_BIN} {request}", settings.access.as_root(host))
-        with _admin_connect(settings, host) as connection:
+        with admin_connect(settings, host) as connection:
             return remote.run(connection, command, out)
 
     results = remote.on_hosts(environment.hosts, work, label=lambda h: f"{env} {h}")

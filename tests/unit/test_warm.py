@@ -117,7 +117,7 @@ def test_a_woken_container_is_admitted_with_the_weight_it_served_with(server, mo
     monkeypatch.setattr(ct, "service_containers", lambda env, service, stopped=False: ["c0", "c1"])
     monkeypatch.setattr(slots, "live_slot", lambda env: "green")
     strategy = slots.Slots(env)
-    strategy.warm = kept
+    strategy.kept = kept
     assert strategy.wake(pipeline.Run(env, "r", {"KIND": "rollback", "VERSION": "1.3.0"})) == 0
     assert strategy.old == ["c0"] and strategy.new == ["c1"]
     ran.clear()

@@ -51,7 +51,7 @@ class Slots(ct.ComposeEngine):
         self.old, self.new = [], []
         self.live = self.idle = ""
         self.admitted = self.flipped = False
-        self.woke, self.warm = False, {}  # an instant rollback's kept containers (warm.py)
+        self.woke, self.kept = False, {}  # an instant rollback's kept containers (warm.py)
         self.cpu_before = {}
         self.finish_steps = ["retire", "prune-static"]
         self.switch_steps = self.with_roles(
@@ -242,7 +242,7 @@ class Slots(ct.ComposeEngine):
             why = f"the version kept ready is {kept.get('version')}, not {run.version}"
         elif kept.get("for") != envs.current_version(env):
             why = f"it was kept for {kept.get('for')}, which no longer serves"
-        elif time.time() - float(kept.get("since", 0)) > int(env["WARM_ROLLBACK"]):
+        elif warm.left(env, kept) < 0:
             why = f"it was kept for warm_rollback ({env['WARM_ROLLBACK']}s), and that has passed"
         elif kept.get("migrations"):
             why = f"{kept.get('for')} applied migrations ({kept['migrations']})"
@@ -251,7 +251,7 @@ class Slots(ct.ComposeEngine):
         if why:
             print(f"full rollback: {why}", flush=True)
             return None
-        self.warm = kept
+        self.kept = kept
         self.finish_steps = ["retire"] + self.role_finish_steps() + self.tls_finish_steps()
         age = time.time() - float(kept["since"])
         how = f"running idle for {age:.0f}s" if warm.running(kept) else f"stopped {age:.0f}s ago"
@@ -261,7 +261,7 @@ class Slots(ct.ComposeEngine):
     def wake(self, run) -> int:
         """The kept containers, in their slot (the idle one) beside the version being undone,
         which serves until the switch, start again (or, kept running, get their CPU weight back)."""
-        env, web, kept = self.env, self.env["WEB_SERVICE"], self.warm
+        env, web, kept = self.env, self.env["WEB_SERVICE"], self.kept
         self.live = live_slot(env)
         self.idle = other_slot(self.live)
         if kept["slot"] != self.idle:

@@ -126,6 +126,11 @@ def running(warm: dict) -> bool:
     return warm.get("mode") == "running"
 
 
+def left(env: envs.Env, warm: dict) -> float:
+    """Seconds of WARM_ROLLBACK left for what WARM kept (negative once it has passed)."""
+    return int(env["WARM_ROLLBACK"]) - (time.time() - float(warm.get("since", 0)))
+
+
 def why_not(env: envs.Env, warm: dict) -> str:
     """Why the kept containers cannot serve soon ('' when they can): all still there, stopped
     (or running and healthy, if they have a health check), their image still tagged here."""
@@ -173,7 +178,7 @@ def remove(env: envs.Env) -> None:
     forget(env)
     if not warm:
         return
-    gone = [c for c in warm["containers"] if ct.docker_out(env, "inspect", "-f", "{{.Id}}", c)[0] == 0]
+    gone = ct.docker_out(env, "inspect", "-f", "{{.Id}}", *warm["containers"])[1].split()  # those still there
     if gone and runner.output(compose.docker(env, "rm", "-f", *gone))[0] == 0:
         print(
             f"removed {len(gone)} {env['WEB_SERVICE']} container(s) of {warm.get('version')} kept for a rollback",
@@ -183,19 +188,16 @@ def remove(env: envs.Env) -> None:
 
 def describe(env: envs.Env, warm: dict) -> tuple:
     """('kept ready: ...' for status, its facts), or ('', {}) when nothing is kept for what serves."""
-    left = int(env["WARM_ROLLBACK"]) - (time.time() - float(warm.get("since", 0))) if warm else 0
     if not warm or warm.get("for") != envs.current_version(env):
         return "", {}
-    if left <= 0:
-        late = running(warm) and not why_not(env, warm).startswith("its containers are gone")
-        return (
-            (
+    seconds = left(env, warm)
+    if seconds <= 0:
+        if running(warm) and not why_not(env, warm).startswith("its containers are gone"):
+            return (
                 f"kept for a rollback: {warm['version']} still runs after its warm_rollback: the next deploy removes it",
                 {},
             )
-            if late
-            else ("", {})
-        )
+        return "", {}
     memory, cpu = usage(env, warm["containers"]) if running(warm) else (0, None)
     held = f"holding {memory / 2**20:.0f} MiB" if memory is not None else "memory unknown"
     used = f", {cpu - float(warm['cpu']):.1f}s CPU since" if cpu is not None and warm.get("cpu") is not None else ""
@@ -207,19 +209,21 @@ def describe(env: envs.Env, warm: dict) -> tuple:
     )
     line = (
         f"kept ready: {warm['version']} ({len(warm['containers'])} container(s), {how_kept}) "
-        f"for {left:.0f}s more; {how}"
+        f"for {seconds:.0f}s more; {how}"
     )
-    return line, {"warm": warm["version"], "warm_seconds": int(left), "warm_memory": memory or 0}
+    return line, {"warm": warm["version"], "warm_seconds": int(seconds), "warm_memory": memory or 0}
 
 
 def usage(env: envs.Env, containers: list) -> tuple:
     """(bytes of memory, seconds of CPU) the containers use, from their cgroups (v1 or v2),
     each None when a cgroup cannot be read."""
     memory, cpu = 0, 0.0
-    for container in containers:
-        _, pid = ct.docker_out(env, "inspect", "-f", "{{.State.Pid}}", container)
+    code, pids = ct.docker_out(env, "inspect", "-f", "{{.State.Pid}}", *containers)
+    if code != 0 or len(pids.split()) != len(containers):
+        return None, None
+    for pid in pids.split():
         try:
-            with open(f"/proc/{pid.strip()}/cgroup") as lines:
+            with open(f"/proc/{pid}/cgroup") as lines:
                 files = cgroup_files(lines.read())
             memory += int(_read(files["memory"]))
             cpu_text = _read(files["cpu"])
